@@ -1,0 +1,1 @@
+"""lambda-hat: Parsl workflows for ML experiment sweeps and Local Learning Coefficient estimates."""

@@ -1,0 +1,124 @@
+"""The `lambda-hat` command line."""
+
+from __future__ import annotations
+
+import fcntl
+import shutil
+import sys
+from pathlib import Path
+
+import click
+
+from .typed import InputError
+
+CARD_HELP = "Executor card (YAML) saying where tasks run, e.g. parsl_cards/slurm/a100.yaml."
+
+
+def _fail(e: Exception) -> None:
+    click.echo(f"error: {e}", err=True)
+    sys.exit(2)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main():
+    """lambda-hat: Parsl workflows for ML sweeps; estimates Local Learning Coefficients (λ̂).
+
+    Every task's result lives in a content-addressed directory of the store (default runs/):
+    the same config is never computed twice and an interrupted sweep resumes where it stopped.
+    Exit codes: 0 all done, 1 some tasks failed, 2 bad input, 130 interrupted.
+    """
+
+
+@main.group()
+def workflow():
+    """Run a workflow (llc)."""
+
+
+@workflow.command()
+@click.option("--config", "config", type=click.Path(path_type=Path), default=Path("config/experiments.yaml"), show_default=True, help="Experiments file: targets × samplers, or a results/retry.yaml.")
+@click.option("--local", is_flag=True, help="Run on this machine with parsl_cards/local.yaml (the default).")
+@click.option("--parsl-card", type=click.Path(path_type=Path), help=CARD_HELP)
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a card field, e.g. --set provider.partition=debug (repeatable).")
+@click.option("--dry-run", is_flag=True, help="Print the plan (which tasks are done, which would run) and run nothing.")
+@click.option("--force", is_flag=True, help="Recompute every task even if its result is in the store.")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), help="Kill any task running longer than this many seconds (overrides task_timeout).")
+def llc(config, local, parsl_card, sets, dry_run, force, timeout):
+    """Estimate the LLC: train each target once, run every sampler on it.
+
+    Writes results/llc_runs.parquet (and .csv) with one row per run, and results/retry.yaml
+    listing the runs that failed (rerun them with --config results/retry.yaml).
+    """
+    from workflows import llc as wf
+
+    from .cards import load_card
+
+    if local and parsl_card:
+        _fail(InputError("--local and --parsl-card exclude each other"))
+    try:
+        card = load_card(parsl_card, tuple(sets))
+        code = wf.run(config, card, force=force, dry_run=dry_run, timeout=timeout)
+    except InputError as e:
+        _fail(e)
+    except KeyboardInterrupt:
+        click.echo("\ninterrupted: running tasks were killed; rerun to resume", err=True)
+        sys.exit(130)
+    sys.exit(code)
+
+
+def _running(store, tid: str) -> bool:
+    lock = store.root / ".locks" / f"{tid}.lock"
+    if not lock.exists():
+        return False
+    with open(lock) as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(f, fcntl.LOCK_UN)
+    return False
+
+
+@main.command()
+@click.option("--store", "store_root", type=click.Path(path_type=Path), default=Path("runs"), show_default=True, help="Store directory.")
+def status(store_root):
+    """Show what is done, failed, running or incomplete in a store."""
+    from .store import Store
+
+    store = Store(store_root)
+    if not store.root.is_dir():
+        _fail(InputError(f"store {store.root}: no such directory"))
+    counts: dict[str, dict[str, int]] = {}
+    problems = []
+    for kind, tid, m in store.entries():
+        st = m.get("status", "incomplete")
+        counts.setdefault(kind, {}).setdefault(st, 0)
+        counts[kind][st] += 1
+        if st not in ("done",):
+            problems.append(f"  {kind}/{tid} {st}: {m.get('label', '')}: {m.get('error')}")
+    for p in store.leftovers():
+        tid = p.name.split("-")[1]
+        st = "running" if _running(store, tid) else "incomplete"
+        counts.setdefault(p.parent.name, {}).setdefault(st, 0)
+        counts[p.parent.name][st] += 1
+    if not counts:
+        click.echo(f"{store.root}: empty")
+    for kind, c in sorted(counts.items()):
+        click.echo(f"{kind}: " + ", ".join(f"{v} {k}" for k, v in sorted(c.items())))
+    for line in problems:
+        click.echo(line)
+
+
+@main.command()
+@click.option("--store", "store_root", type=click.Path(path_type=Path), default=Path("runs"), show_default=True, help="Store directory.")
+@click.option("--dry-run", is_flag=True, help="List what would be removed.")
+def gc(store_root, dry_run):
+    """Remove leftovers of tasks that never finished (crashed or killed)."""
+    from .store import Store
+
+    store = Store(store_root)
+    for p in store.leftovers():
+        if _running(store, p.name.split("-")[1]):
+            continue
+        click.echo(f"{'would remove' if dry_run else 'removing'} {p}")
+        if not dry_run:
+            shutil.rmtree(p, ignore_errors=True)

@@ -1,0 +1,62 @@
+"""Model families as (init, apply) pairs over flax parameter trees."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+ACTIVATIONS = {"tanh": jnp.tanh, "relu": jax.nn.relu, "gelu": jax.nn.gelu}
+
+
+class MLPNet(nn.Module):
+    width: int
+    depth: int
+    out_dim: int
+    activation: str
+
+    @nn.compact
+    def __call__(self, x):
+        act = ACTIVATIONS[self.activation]
+        for _ in range(self.depth):
+            x = act(nn.Dense(self.width)(x))
+        return nn.Dense(self.out_dim)(x)
+
+
+class DLNNet(nn.Module):
+    widths: tuple[int, ...]
+
+    @nn.compact
+    def __call__(self, x):
+        for w in self.widths[1:]:
+            x = nn.Dense(w, use_bias=False)(x)
+        return x
+
+
+def network(model) -> nn.Module:
+    if model.kind == "mlp":
+        return MLPNet(model.width, model.depth, model.out_dim, model.activation)
+    if model.kind == "dln":
+        return DLNNet(tuple(model.widths))
+    raise ValueError(f"model kind {model.kind!r} has no network")
+
+
+def in_out(model) -> tuple[int, int]:
+    if model.kind == "dln":
+        return model.widths[0], model.widths[-1]
+    return model.in_dim, model.out_dim
+
+
+def teacher(model, key) -> Callable:
+    """The function that generates targets: a random MLP, or a rank-r linear map for a DLN."""
+    din, dout = in_out(model)
+    if model.kind == "dln":
+        ku, kv = jax.random.split(key)
+        r = model.rank
+        prod = jax.random.normal(ku, (dout, r)) @ jax.random.normal(kv, (r, din)) / jnp.sqrt(din)
+        return lambda x: x @ prod.T
+    net = MLPNet(model.teacher_width or model.width, model.depth, dout, model.activation)
+    params = net.init(key, jnp.zeros((1, din)))
+    return lambda x: net.apply(params, x)

@@ -1,0 +1,54 @@
+"""Progress: one live status line on a terminal, one plain line per finished task otherwise."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+
+def _clock(sec: float) -> str:
+    sec = int(sec)
+    return f"{sec // 3600}:{sec % 3600 // 60:02d}:{sec % 60:02d}"
+
+
+class Progress:
+    def __init__(self, total: int, reused: int = 0, stream=None):
+        self.total, self.reused, self.stream = total, reused, stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self.counts: dict[str, int] = {}
+        self.t0 = time.time()
+        if total:
+            self._emit(f"running {total} task(s), {reused} already done")
+
+    @property
+    def finished(self) -> int:
+        return sum(self.counts.values())
+
+    def eta(self) -> str:
+        if not self.finished:
+            return "?"
+        rate = (time.time() - self.t0) / self.finished
+        return _clock(rate * (self.total - self.finished))
+
+    def update(self, outcome: dict) -> None:
+        st = outcome["status"]
+        self.counts[st] = self.counts.get(st, 0) + 1
+        counts = " ".join(f"{v} {k}" for k, v in sorted(self.counts.items()))
+        if self.tty:
+            self.stream.write(f"\r\033[K[{self.finished}/{self.total}] {counts} | elapsed {_clock(time.time() - self.t0)} eta {self.eta()}")
+            if st not in ("done", "reused"):
+                self.stream.write(f"\n  {st}: {outcome['label']}: {outcome.get('error')}\n")
+            self.stream.flush()
+        else:
+            extra = f" ({outcome['walltime_sec']:.1f} s)" if outcome.get("walltime_sec") is not None else ""
+            err = f": {outcome.get('error')}" if st not in ("done", "reused") else ""
+            self._emit(f"[{self.finished}/{self.total}] {st} {outcome['label']}{extra}{err} | eta {self.eta()}")
+
+    def finish(self) -> None:
+        if self.tty and self.total:
+            self.stream.write("\n")
+            self.stream.flush()
+
+    def _emit(self, line: str) -> None:
+        self.stream.write(line + "\n")
+        self.stream.flush()

@@ -1,0 +1,256 @@
+"""The one task runner: skip what is done, submit the rest to Parsl, record every outcome.
+
+A task is a function named "module:function", called as fn(ctx) -> dict of metrics, with its
+semantic config hashed into the ID of its store directory. By default it runs in a child
+process: the only way to enforce a timeout on C code (Parsl's walltime does not), to survive a
+crash in native code, and to fix JAX's precision per process instead of toggling it globally.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import dataclasses
+import importlib
+import json
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .progress import Progress
+from .store import Store, read_json, task_id, write_json
+
+OK = ("done", "reused")
+
+
+class TaskFailed(Exception):
+    """Raised by a task for an expected failure (divergence, bad numerics): no traceback kept."""
+
+
+@dataclass
+class Task:
+    kind: str  # store subdirectory
+    fn: str  # "module:function"
+    config: dict  # semantic config: hashed into the ID, saved as config.json
+    label: str
+    deps: tuple[tuple[str, str], ...] = ()  # (kind, id) of tasks whose directories it reads
+    timeout: float | None = None
+    isolate: bool = True
+    env: dict = field(default_factory=dict)  # extra environment for the child process
+    id: str = ""
+
+    def __post_init__(self):
+        self.id = self.id or task_id(self.kind, self.config)
+
+
+@dataclass
+class Context:
+    config: dict
+    workdir: Path
+    deps: list[Path]
+
+    def log(self, msg: str) -> None:
+        with open(self.workdir / "log.txt", "a") as f:
+            f.write(f"{time.strftime('%H:%M:%S')} {msg}\n")
+
+
+@dataclass
+class Summary:
+    outcomes: dict[str, dict]
+
+    def count(self, status: str) -> int:
+        return sum(o["status"] == status for o in self.outcomes.values())
+
+    @property
+    def ok(self) -> bool:
+        return all(o["status"] in OK for o in self.outcomes.values())
+
+    def line(self) -> str:
+        parts = [f"{self.count(s)} {s}" for s in ("done", "reused", "failed", "timeout", "skipped")]
+        return ", ".join(parts)
+
+
+# ---------------------------------------------------------------- executing one task
+
+_children: set[subprocess.Popen] = set()
+_children_lock = threading.Lock()
+
+
+def kill_children() -> None:
+    with _children_lock:
+        for p in list(_children):
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def _where() -> dict:
+    return {
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "python": platform.python_version(),
+    }
+
+
+def _versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in ("lambda-hat", "jax", "blackjax", "parsl", "numpy"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def _call(spec: dict, workdir: Path) -> dict:
+    module, name = spec["fn"].split(":")
+    fn = getattr(importlib.import_module(module), name)
+    ctx = Context(spec["config"], workdir, [Path(d) for d in spec["dep_dirs"]])
+    return fn(ctx) or {}
+
+
+def _error(e: BaseException) -> tuple[str, str]:
+    """One line for tables and logs; the full traceback goes to the task directory."""
+    msg = str(e) if isinstance(e, TaskFailed) else f"{type(e).__name__}: {e}"
+    line = msg.strip().splitlines()[0] if msg.strip() else type(e).__name__
+    return line[:300], traceback.format_exc()
+
+
+def _run_child(spec: dict, workdir: Path) -> tuple[str, dict, str | None]:
+    env = {**os.environ, **spec["env"]}
+    env.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # workers may share one GPU
+    with open(workdir / "log.txt", "ab") as log:
+        p = subprocess.Popen([sys.executable, "-m", "lambda_hat.runner", str(workdir)], stdout=log, stderr=log, env=env, start_new_session=True)
+        with _children_lock:
+            _children.add(p)
+        try:
+            p.wait(timeout=spec["timeout"])
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)  # the whole group: the task's own children too
+            p.wait()
+            return "timeout", {}, f"timed out after {spec['timeout']:g} s (killed)"
+        finally:
+            with _children_lock:
+                _children.discard(p)
+    if p.returncode == 0:
+        return "done", read_json(workdir / "metrics.json") or {}, None
+    err = read_json(workdir / "error.json")
+    if err:
+        return "failed", {}, err["error"]
+    return "failed", {}, f"process died with {'signal ' + str(-p.returncode) if p.returncode < 0 else 'exit code ' + str(p.returncode)}"
+
+
+def execute(spec: dict, root: str, *dep_outcomes: dict) -> dict:
+    """Parsl app body: run one task into the store and return its outcome (never raises)."""
+    base = {"id": spec["id"], "label": spec["label"], "kind": spec["kind"]}
+    for o in dep_outcomes:
+        if o["status"] not in OK:
+            return {**base, "status": "skipped", "error": o.get("cause") or f"{o['label']}: {o['error']}", "cause": o.get("cause") or f"{o['label']}: {o['error']}"}
+    store = Store(Path(root))
+    kind, tid = spec["kind"], spec["id"]
+    with store.lock(tid):
+        if not spec["force"] and store.is_done(kind, tid):  # finished by a concurrent invocation
+            return {**base, "status": "reused", "error": None}
+        tmp = store.begin(kind, tid)
+        write_json(tmp / "config.json", spec["config"])
+        write_json(tmp / "task.json", spec)
+        t0 = time.time()
+        manifest = {**base, "status": "running", "started": t0, **_where(), "versions": _versions()}
+        if spec["isolate"]:
+            status, metrics, error = _run_child(spec, tmp)
+        else:
+            try:
+                status, metrics, error = "done", _call(spec, tmp), None
+            except Exception as e:
+                error, tb = _error(e)
+                status, metrics = "failed", {}
+                (tmp / "traceback.txt").write_text(tb)
+        manifest.update(status=status, finished=time.time(), walltime_sec=time.time() - t0, error=error)
+        if metrics:
+            write_json(tmp / "metrics.json", metrics)
+        write_json(tmp / "manifest.json", manifest)  # last: its presence marks the directory finished
+        store.commit(tmp, kind, tid)
+    return {**base, "status": status, "error": error, "walltime_sec": manifest["walltime_sec"]}
+
+
+def _child_main(workdir: str) -> None:
+    """Entry point of the child process: python -m lambda_hat.runner WORKDIR."""
+    wd = Path(workdir)
+    spec = json.loads((wd / "task.json").read_text())
+    try:
+        metrics = _call(spec, wd)
+    except BaseException as e:
+        msg, tb = _error(e)
+        print(tb, file=sys.stderr)
+        write_json(wd / "error.json", {"error": msg, "traceback": tb})
+        sys.exit(1)
+    write_json(wd / "metrics.json", metrics)
+
+
+# ---------------------------------------------------------------- running a DAG
+
+
+def run_tasks(tasks: list[Task], root: Path, card, force: bool = False, progress: Progress | None = None) -> Summary:
+    """Run `tasks` (dependencies listed before dependants). Reused tasks are never submitted."""
+    store = Store(root)
+    outcomes: dict[str, dict] = {}
+    pending: list[Task] = []
+    for t in dict((t.id, t) for t in tasks).values():
+        if not force and store.is_done(t.kind, t.id):
+            outcomes[t.id] = {"id": t.id, "label": t.label, "kind": t.kind, "status": "reused", "error": None}
+        else:
+            pending.append(t)
+    progress = progress or Progress(len(pending), reused=len(outcomes))
+    if not pending:
+        progress.finish()
+        return Summary(outcomes)
+
+    import parsl
+
+    from .cards import parsl_config
+
+    dfk = parsl.load(parsl_config(card, store.root / ".parsl"))
+    try:
+        app = parsl.python_app(execute, data_flow_kernel=dfk, executors=["lh"])
+        futures: dict[cf.Future, Task] = {}
+        by_id: dict[str, cf.Future] = {}
+        for t in pending:
+            spec = {**dataclasses.asdict(t), "force": force, "dep_dirs": [str(store.dir(k, i)) for k, i in t.deps]}
+            dep_futs = [by_id[i] for _, i in t.deps if i in by_id]
+            fut = app(spec, str(store.root), *dep_futs)
+            futures[fut], by_id[t.id] = t, fut
+        for fut in cf.as_completed(futures):
+            t = futures[fut]
+            try:
+                out = fut.result()
+            except Exception as e:  # lost worker, dependency failure inside Parsl, …
+                out = {"id": t.id, "label": t.label, "kind": t.kind, "status": "failed", "error": f"{type(e).__name__}: {e}"}
+                root_cause = next((outcomes[i] for _, i in t.deps if i in outcomes and outcomes[i]["status"] not in OK), None)
+                if root_cause:
+                    out.update(status="skipped", error=root_cause.get("cause") or f"{root_cause['label']}: {root_cause['error']}")
+            outcomes[t.id] = out
+            progress.update(out)
+    except KeyboardInterrupt:
+        kill_children()
+        raise
+    finally:
+        dfk.cleanup()
+        parsl.clear()
+    progress.finish()
+    return Summary(outcomes)
+
+
+if __name__ == "__main__":
+    _child_main(sys.argv[1])

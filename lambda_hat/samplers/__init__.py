@@ -1,0 +1,24 @@
+"""One sampler interface: sample(posterior, config, key) -> Trace.
+
+Every sampler starts its chains at w*, runs them vectorised (vmap) inside one jitted scan,
+discards `burnin` draws and returns L_n at each kept draw.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class Trace:
+    loss: np.ndarray  # (chains, draws): L_n(w) at each kept draw
+    fge: float  # full-gradient evaluations per chain, warm-up and tuning included
+    extras: dict = field(default_factory=dict)  # sampler diagnostics, arrays or scalars
+
+
+def get(kind: str):
+    from . import hmc, mclmc, sgld, vi
+
+    return {"sgld": sgld.sample, "hmc": hmc.sample, "mclmc": mclmc.sample, "vi": vi.sample}[kind]

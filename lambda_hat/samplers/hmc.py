@@ -1,0 +1,33 @@
+"""HMC with BlackJAX window adaptation run per chain; sampling continues from the adapted state."""
+
+from __future__ import annotations
+
+import blackjax
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import Trace
+
+
+def sample(post, cfg, key) -> Trace:
+    L, total = cfg.num_integration_steps, cfg.burnin + cfg.draws
+
+    def chain(key):
+        k_warm, k_run = jax.random.split(key)
+        warmup = blackjax.window_adaptation(blackjax.hmc, post.logdensity, target_acceptance_rate=cfg.target_accept, num_integration_steps=L)
+        (state, params), _ = warmup.run(k_warm, post.w_star, num_steps=cfg.warmup)
+        kernel = blackjax.hmc(post.logdensity, **params)  # params include num_integration_steps
+
+        def step(state, k):
+            state, info = kernel.step(k, state)
+            loss = post.loss_from_logdensity(state.position, state.logdensity)
+            return state, (loss, info.acceptance_rate, info.is_divergent)
+
+        _, out = jax.lax.scan(step, state, jax.random.split(k_run, total))
+        return out + (params["step_size"],)
+
+    loss, acc, div, step_size = jax.jit(jax.vmap(chain))(jax.random.split(key, cfg.chains))
+    b = cfg.burnin
+    extras = {"acceptance_rate": np.asarray(acc)[:, b:], "divergent": np.asarray(div)[:, b:], "step_size": np.asarray(step_size)}
+    return Trace(np.asarray(loss)[:, b:], float((cfg.warmup + total) * L), extras)

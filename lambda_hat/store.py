@@ -1,0 +1,106 @@
+"""Content-addressed store: one directory per task ID, written atomically, locked per ID."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+# Bump when the meaning of stored results changes; every ID changes with it.
+SCHEMA_VERSION = 1
+
+
+def task_id(kind: str, semantic: dict) -> str:
+    blob = json.dumps({"schema": SCHEMA_VERSION, "kind": kind, "config": semantic}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def write_json(path: Path, data) -> None:
+    """Write then rename, so a reader never sees half a file."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=2, sort_keys=True, default=str)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def read_json(path: Path):
+    try:
+        return json.loads(Path(path).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+class Store:
+    """Layout: ROOT/<kind>/<id>/ with config.json, manifest.json, metrics.json, log.txt, artifacts.
+
+    A task works in ROOT/<kind>/.tmp-<id>-<rand>/ and is renamed into place when it ends, so a
+    directory at its final path always has a manifest; only status "done" counts as done.
+    """
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    def dir(self, kind: str, tid: str) -> Path:
+        return self.root / kind / tid
+
+    def manifest(self, kind: str, tid: str) -> dict | None:
+        return read_json(self.dir(kind, tid) / "manifest.json")
+
+    def is_done(self, kind: str, tid: str) -> bool:
+        m = self.manifest(kind, tid)
+        return bool(m) and m.get("status") == "done"
+
+    def check_writable(self) -> None:
+        from .typed import InputError
+
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            probe = self.root / f".probe-{uuid.uuid4().hex[:8]}"
+            probe.write_text("")
+            probe.unlink()
+        except OSError as e:
+            raise InputError(f"store {self.root}: not writable ({e.strerror})") from None
+
+    @contextlib.contextmanager
+    def lock(self, tid: str):
+        """Exclusive per-ID lock across processes (flock is released if the holder dies)."""
+        d = self.root / ".locks"
+        d.mkdir(parents=True, exist_ok=True)
+        with open(d / f"{tid}.lock", "a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    def begin(self, kind: str, tid: str) -> Path:
+        tmp = self.root / kind / f".tmp-{tid}-{uuid.uuid4().hex[:8]}"
+        tmp.mkdir(parents=True)
+        return tmp
+
+    def commit(self, tmp: Path, kind: str, tid: str) -> Path:
+        final = self.dir(kind, tid)
+        if final.exists():  # an earlier failed attempt, or --force
+            old = final.with_name(f".old-{tid}-{uuid.uuid4().hex[:8]}")
+            os.rename(final, old)
+            shutil.rmtree(old, ignore_errors=True)
+        os.rename(tmp, final)
+        return final
+
+    def leftovers(self) -> list[Path]:
+        """Temporary directories of tasks that never finished (crashed or killed)."""
+        return sorted(p for p in self.root.glob("*/.*-*") if p.is_dir() and p.name.startswith((".tmp-", ".old-")))
+
+    def entries(self):
+        """(kind, id, manifest) for every finished directory."""
+        for kd in sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")) if self.root.exists() else []:
+            for d in sorted(kd.iterdir()):
+                if d.is_dir() and not d.name.startswith("."):
+                    yield kd.name, d.name, read_json(d / "manifest.json") or {}

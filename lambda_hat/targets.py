@@ -1,0 +1,99 @@
+"""Stage A: build a target (data + trained optimum w*) and load it back as a Posterior."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .config import MODEL_KINDS, Data, Training
+from .runner import TaskFailed
+from .typed import build
+
+
+def typed(sem: dict):
+    model = build(MODEL_KINDS[sem["model"]["kind"]], sem["model"], "<target config>", "model")
+    data = build(Data, sem["data"], "<target config>", "data") if sem["data"] else None
+    training = build(Training, sem["training"], "<target config>", "training") if sem["training"] else None
+    return model, data, training
+
+
+def _problem(sem: dict):
+    """(model, data cfg, x, y, loss(w, batch), unravel, w0) for a data target."""
+    import jax
+    import jax.numpy as jnp
+    from jax.flatten_util import ravel_pytree
+
+    from . import data as datagen
+    from .models import in_out, network, teacher
+
+    model, data, _ = typed(sem)
+    k_teacher, k_data, k_init = jax.random.split(jax.random.PRNGKey(sem["seed"]), 3)
+    din, _ = in_out(model)
+    x, y = datagen.make(data, din, teacher(model, k_teacher), k_data)
+    net = network(model)
+    w0, unravel = ravel_pytree(net.init(k_init, x[:1]))
+    w0 = w0.astype(x.dtype)  # flax initialises float32 even under x64
+    inv_2s2 = 1.0 / (2 * data.noise_scale**2)
+
+    def loss(w, batch):
+        bx, by = batch
+        return inv_2s2 * jnp.mean(jnp.sum((by - net.apply(unravel(w), bx)) ** 2, axis=-1))
+
+    return x, y, loss, w0
+
+
+def train_target(ctx) -> dict:
+    """Task: generate data, train to w*, store w*, data and L_n(w*) (full data set)."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    sem = ctx.config
+    model, data, training = typed(sem)
+    t0 = time.time()
+    if model.kind == "quadratic":
+        w = jnp.zeros(model.dim)
+        np.savez(ctx.workdir / "target.npz", w_star=np.asarray(w))
+        return {"d": model.dim, "n": model.n, "L_star": 0.0, "final_loss": 0.0, "grad_norm": 0.0, "train_sec": 0.0}
+
+    x, y, loss, w0 = _problem(sem)
+    opt = {"adam": optax.adam, "sgd": optax.sgd}[training.optimizer](training.lr)
+    full = (x, y)
+
+    def step(carry, key):
+        w, state = carry
+        batch = full if training.batch_size is None else jax.tree.map(lambda a: a[jax.random.randint(key, (training.batch_size,), 0, data.n)], full)
+        value, g = jax.value_and_grad(loss)(w, batch)
+        updates, state = opt.update(g, state, w)
+        return (optax.apply_updates(w, updates), state), value
+
+    keys = jax.random.split(jax.random.PRNGKey(sem["seed"] + 1), training.steps)
+    (w, _), curve = jax.jit(lambda w: jax.lax.scan(step, (w, opt.init(w)), keys))(w0)
+    L_star, g = jax.value_and_grad(loss)(w, full)
+    L_star, grad_norm = float(L_star), float(jnp.linalg.norm(g))
+    curve = np.asarray(curve)
+    if not np.isfinite(L_star):
+        bad = int(np.argmax(~np.isfinite(curve)))
+        raise TaskFailed(f"training diverged: loss {curve[bad]} at step {bad} (lower training.lr)")
+    np.savez(ctx.workdir / "target.npz", w_star=np.asarray(w), x=np.asarray(x), y=np.asarray(y), train_curve=curve)
+    ctx.log(f"trained {training.steps} steps: L_n(w*) = {L_star:.6g}, |grad| = {grad_norm:.3g}")
+    return {"d": int(w.size), "n": data.n, "L_star": L_star, "final_loss": L_star, "grad_norm": grad_norm, "train_sec": time.time() - t0}
+
+
+def load_posterior(target_dir: Path, sem: dict, beta0: float, gamma: float):
+    import jax.numpy as jnp
+
+    from .posterior import Posterior, n_beta
+
+    model, _, _ = typed(sem)
+    arrays = np.load(Path(target_dir) / "target.npz")
+    dtype = jnp.result_type(float)  # float64 under x64: the process's precision, not the file's
+    w_star = jnp.asarray(arrays["w_star"], dtype)
+    if model.kind == "quadratic":
+        return Posterior(w_star, model.n, n_beta(model.n, beta0), gamma, lambda w, batch: 0.5 * jnp.sum(w**2), None, 0.0)
+    _, _, loss, _ = _problem(sem)
+    data = (jnp.asarray(arrays["x"], dtype), jnp.asarray(arrays["y"], dtype))
+    n = data[0].shape[0]
+    return Posterior(w_star, n, n_beta(n, beta0), gamma, loss, data, float(loss(w_star, data)))

@@ -1,0 +1,145 @@
+"""The llc workflow: train each target once, run every sampler on it, aggregate λ̂."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+import yaml
+
+from lambda_hat.config import Plan, load_plan
+from lambda_hat.runner import Summary, Task, run_tasks
+from lambda_hat.store import Store, read_json
+from lambda_hat.typed import plain
+
+TARGETS, RUNS = "targets", "llc"
+
+
+def build_tasks(plan: Plan, timeout: float | None) -> tuple[dict, dict]:
+    """Target tasks by target label and run tasks by run label, in dependency order."""
+    env = {"JAX_ENABLE_X64": "1" if plan.config.jax_enable_x64 else "0"}
+    timeout = timeout or plan.config.task_timeout
+    targets = {
+        t.label: Task(TARGETS, "lambda_hat.targets:train_target", t.semantic(), f"target {t.label}", timeout=timeout, env=env)
+        for t in plan.targets
+    }
+    runs = {}
+    for r in plan.runs:
+        tt = targets[r.target.label]
+        cfg = {"target": tt.id, "sampler": plain(r.sampler)}
+        runs[r.label] = Task(RUNS, "lambda_hat.sampling:sample_run", cfg, r.label, deps=((TARGETS, tt.id),), timeout=timeout, env=env)
+    return targets, runs
+
+
+def describe(plan: Plan, store: Store, targets: dict, runs: dict) -> str:
+    state = lambda t: "done" if store.is_done(t.kind, t.id) else ((store.manifest(t.kind, t.id) or {}).get("status", "to run"))  # noqa: E731
+    lines = [f"{plan.path}: {len(plan.targets)} target(s), {len(plan.runs)} run(s), store {store.root}/"]
+    for t in plan.targets:
+        tt = targets[t.label]
+        lines.append(f"  target {t.label} [{tt.id}] {state(tt)}")
+        for r in (r for r in plan.runs if r.target is t):
+            lines.append(f"    {r.name:<16} [{runs[r.label].id}] {state(runs[r.label])}")
+    todo = sum(state(t) != "done" for t in [*targets.values(), *runs.values()])
+    lines.append(f"{todo} task(s) to run, {len(targets) + len(runs) - todo} done")
+    return "\n".join(lines)
+
+
+def _flat(prefix: str, d: dict) -> dict:
+    out = {}
+    for k, v in (d or {}).items():
+        if isinstance(v, dict):
+            out.update(_flat(f"{prefix}{k}.", v))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def rows(plan: Plan, store: Store, targets: dict, runs: dict) -> list[dict]:
+    out = []
+    for r in plan.runs:
+        tt, rt = targets[r.target.label], runs[r.label]
+        m = store.manifest(RUNS, rt.id) or {}
+        tm = store.manifest(TARGETS, tt.id) or {}
+        status, error = m.get("status", "missing"), m.get("error")
+        if tm.get("status") not in (None, "done") and not m:
+            status, error = "skipped", f"target {r.target.label}: {tm.get('error')}"
+        metrics = read_json(store.dir(RUNS, rt.id) / "metrics.json") if status == "done" else {}
+        tmetrics = read_json(store.dir(TARGETS, tt.id) / "metrics.json") or {}
+        row = {
+            "target_id": tt.id, "run_id": rt.id, "sampler": r.name, "sampler_kind": r.sampler.kind,
+            "target": r.target.label, "model": r.target.entry.model, "data": r.target.entry.data, "seed": r.target.seed,
+            "n": tmetrics.get("n"), "d": tmetrics.get("d"), "status": status, "error": error,
+            "walltime_sec": m.get("walltime_sec"), "host": m.get("host"), "slurm_job_id": m.get("slurm_job_id"),
+        }  # fmt: skip
+        for k in ("llc_mean", "llc_std", "llc_sem", "ess_bulk", "ess_tail", "r_hat", "fge", "llc_true", "acceptance_rate", "divergences", "sample_sec", "n_beta", "L_star"):
+            row[k] = (metrics or {}).get(k)
+        row.update(_flat("model.", plain(r.target.model)))
+        row.update(_flat("data.", plain(r.target.data)))
+        row.update(_flat("training.", plain(r.target.training)))
+        row.update(_flat("sampler.", plain(r.sampler)))
+        out.append(row)
+    return out
+
+
+def write_table(table: list[dict], results: Path) -> Path:
+    import pandas as pd
+
+    results.mkdir(parents=True, exist_ok=True)
+    df = pd.DataFrame(table)
+    for col in df.columns:  # lists (widths, chain values) → text, so every column has one type
+        if df[col].map(lambda v: isinstance(v, (list, tuple))).any():
+            df[col] = df[col].map(lambda v: yaml.safe_dump(list(v), default_flow_style=True).strip() if isinstance(v, (list, tuple)) else v)
+    path = results / "llc_runs.parquet"
+    for p, write in ((path, df.to_parquet), (path.with_suffix(".csv"), lambda f: df.to_csv(f, index=False))):
+        tmp = p.with_name(f".{p.name}.tmp")
+        write(tmp)
+        os.replace(tmp, p)
+    return path
+
+
+def write_retry(plan: Plan, table: list[dict], results: Path) -> Path | None:
+    """results/retry.yaml: the experiments format holding exactly the runs that did not finish."""
+    path = results / "retry.yaml"
+    failed = {r.label for r, row in zip(plan.runs, table) if row["status"] != "done"}
+    entries = []
+    for t in plan.targets:
+        samplers = [plain(r.entry) for r in plan.runs if r.target is t and r.label in failed]
+        if samplers:
+            entry = {k: v for k, v in plain(t.entry).items() if v is not None and v != {}}
+            entries.append({**entry, "samplers": samplers})
+    if not entries:
+        path.unlink(missing_ok=True)
+        return None
+    cfg = plain(plan.config)
+    doc = {"targets": entries, "jax_enable_x64": cfg["jax_enable_x64"], "store_root": cfg["store_root"]}
+    if cfg["task_timeout"]:
+        doc["task_timeout"] = cfg["task_timeout"]
+    results.mkdir(parents=True, exist_ok=True)
+    header = f"# Failed runs of {plan.path}; rerun with: lambda-hat workflow llc --config {path}\n"
+    path.write_text(header + yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+def run(config: Path, card, force: bool, dry_run: bool, timeout: float | None, results: Path = Path("results")) -> int:
+    plan = load_plan(config)
+    store = Store(Path(plan.config.store_root))
+    targets, runs = build_tasks(plan, timeout)
+    if dry_run:
+        click.echo(describe(plan, store, targets, runs))
+        return 0
+    store.check_writable()
+    summary: Summary = run_tasks([*targets.values(), *runs.values()], store.root, card, force=force)
+    table = rows(plan, store, targets, runs)
+    path = write_table(table, results)
+    retry = write_retry(plan, table, results)
+    click.echo(f"llc: {summary.line()}; results in {path}")
+    for row in table:
+        if row["status"] == "done":
+            truth = f" (truth {row['llc_true']:g})" if row["llc_true"] is not None else ""
+            click.echo(f"  {row['sampler']:<12} {row['target']:<24} λ̂ = {row['llc_mean']:9.4g} ± {row['llc_sem']:.2g}{truth}")
+        else:
+            click.echo(f"  {row['sampler']:<12} {row['target']:<24} {row['status']}: {row['error']}")
+    if retry:
+        click.echo(f"failed runs listed in {retry}; rerun with: lambda-hat workflow llc --config {retry}")
+    return 0 if summary.ok else 1
