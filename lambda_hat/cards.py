@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -87,6 +88,11 @@ def parsl_config(card: Card, run_dir: Path):
     if card.executor == "threads":
         ex = ThreadPoolExecutor(label="lh", max_threads=card.workers)
     else:
+        # Parsl starts interchange.py and the workers through PATH: make an unactivated
+        # virtual environment (.venv/bin/lambda-hat …) work too.
+        bindir = str(Path(sys.executable).parent)
+        if bindir not in os.environ.get("PATH", "").split(os.pathsep):
+            os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
         p = card.provider
         if p.type == "local":
             from parsl.providers import LocalProvider

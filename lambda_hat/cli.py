@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from .typed import InputError
+from lambda_hat.typed import InputError
 
 CARD_HELP = "Executor card (YAML) saying where tasks run, e.g. parsl_cards/slurm/a100.yaml."
 
@@ -122,3 +122,7 @@ def gc(store_root, dry_run):
         click.echo(f"{'would remove' if dry_run else 'removing'} {p}")
         if not dry_run:
             shutil.rmtree(p, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

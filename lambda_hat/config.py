@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -284,8 +284,7 @@ def load_plan(path: Path) -> Plan:
     if raw is None:
         fail(str(path), "", "file is empty; expected keys targets, samplers")
     cfg: Experiments = build(Experiments, raw, str(path))
-    targets, runs = [], []
-    seen_targets: dict[str, int] = {}
+    targets, seen_targets = [], {}
     for i, te in enumerate(cfg.targets):
         t = resolve_target(te, cfg.jax_enable_x64, path, f"targets[{i}]")
         key = repr(t.semantic())
@@ -293,17 +292,23 @@ def load_plan(path: Path) -> Plan:
             fail(str(path), f"targets[{i}]", f"duplicates targets[{seen_targets[key]}] (same resolved config)")
         seen_targets[key] = i
         targets.append(t)
+    labels = [t.label for t in targets]  # same presets, different overrides: number them
+    targets = [replace(t, label=f"{t.label}#{i}") if labels.count(t.label) > 1 else t for i, t in enumerate(targets)]
+    runs = []
+    for i, (te, t) in enumerate(zip(cfg.targets, targets)):
         entries, skey = (te.samplers, f"targets[{i}].samplers") if te.samplers is not None else (cfg.samplers, "samplers")
         if not entries:
             fail(str(path), skey, "no samplers for this target; list at least one (hmc, mclmc, sgld, vi, …)")
         seen: dict[str, int] = {}
+        names = [se.name for se in entries]
         for j, se in enumerate(entries):
             s = resolve_sampler(se, path, f"{skey}[{j}]")
             skey_ = repr(plain(s))
             if skey_ in seen:
                 fail(str(path), f"{skey}[{j}]", f"duplicates {skey}[{seen[skey_]}] (same resolved config)")
             seen[skey_] = j
-            runs.append(Run(f"{se.name}@{t.label}", se.name, se, s, t))
+            name = se.name if names.count(se.name) == 1 else f"{se.name}#{j}"
+            runs.append(Run(f"{name}@{t.label}", name, se, s, t))
     return Plan(path, cfg, targets, runs)
 
 

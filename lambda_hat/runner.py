@@ -129,7 +129,7 @@ def _error(e: BaseException) -> tuple[str, str]:
 
 
 def _run_child(spec: dict, workdir: Path) -> tuple[str, dict, str | None]:
-    env = {**os.environ, **spec["env"]}
+    env = {**os.environ, **spec["env"], "LAMBDA_HAT_PARENT": str(os.getpid())}
     env.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # workers may share one GPU
     with open(workdir / "log.txt", "ab") as log:
         p = subprocess.Popen([sys.executable, "-m", "lambda_hat.runner", str(workdir)], stdout=log, stderr=log, env=env, start_new_session=True)
@@ -185,8 +185,21 @@ def execute(spec: dict, root: str, *dep_outcomes: dict) -> dict:
     return {**base, "status": status, "error": error, "walltime_sec": manifest["walltime_sec"]}
 
 
+def _die_with_parent() -> None:
+    """Linux: get SIGKILL when the workflow process dies, even by SIGKILL (no orphans)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if str(os.getppid()) != os.environ.get("LAMBDA_HAT_PARENT"):  # it died before prctl
+        os._exit(1)
+
+
 def _child_main(workdir: str) -> None:
     """Entry point of the child process: python -m lambda_hat.runner WORKDIR."""
+    _die_with_parent()
     wd = Path(workdir)
     spec = json.loads((wd / "task.json").read_text())
     try:
@@ -253,4 +266,6 @@ def run_tasks(tasks: list[Task], root: Path, card, force: bool = False, progress
 
 
 if __name__ == "__main__":
-    _child_main(sys.argv[1])
+    from lambda_hat.runner import _child_main as main  # the module's own classes, not __main__'s
+
+    main(sys.argv[1])

@@ -1,0 +1,40 @@
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+_script = Path(sys.executable).parent / "lambda-hat"
+LH = [str(_script)] if _script.exists() else [sys.executable, "-m", "lambda_hat.cli"]
+
+# A tiny, fast llc config: a data-free quadratic target and a short SGLD chain.
+TINY = {
+    "jax_enable_x64": True,
+    "targets": [{"model": "quadratic", "seed": 0, "overrides": {"model": {"dim": 4}}}],
+    "samplers": [{"name": "sgld", "overrides": {"step_size": 1e-3, "batch_size": None, "draws": 200, "burnin": 50, "chains": 2}}],
+}
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    """A temporary project directory with the repo's cards, used as the working directory."""
+    shutil.copytree(ROOT / "parsl_cards", tmp_path / "parsl_cards")
+    (tmp_path / "config").mkdir()
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def write_config(path: Path, cfg: dict) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+def cli(*args, cwd=None, timeout=600, env=None):
+    """Run the real command line in a child process."""
+    e = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    return subprocess.run([*LH, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=e)

@@ -1,0 +1,71 @@
+"""The llc workflow end to end through the real command line."""
+
+import pandas as pd
+import yaml
+
+from conftest import TINY, cli, write_config
+
+
+def test_run_rerun_force_status(project):
+    cfg = {**TINY, "samplers": TINY["samplers"] + [{"name": "hmc", "overrides": {"draws": 50, "warmup": 50, "chains": 2}}]}
+    write_config(project / "config" / "experiments.yaml", cfg)
+
+    r = cli("workflow", "llc", "--local", cwd=project)
+    assert r.returncode == 0, r.stderr
+    assert "3 done, 0 reused, 0 failed" in r.stdout
+    df = pd.read_parquet(project / "results" / "llc_runs.parquet")
+    assert list(df["sampler"]) == ["sgld", "hmc"] and set(df["status"]) == {"done"}
+    for col in ("target_id", "run_id", "model", "data", "seed", "n", "d", "llc_mean", "llc_std", "llc_sem", "ess_bulk", "ess_tail", "r_hat", "fge", "walltime_sec", "sampler.step_size", "sampler.posterior.gamma"):
+        assert col in df.columns, col
+    assert (df["d"] == 4).all() and (df["llc_true"] == 2.0).all()
+    assert (df["llc_mean"] - 2.0).abs().max() < 0.5  # short chains; exactness is tested elsewhere
+    assert (project / "results" / "llc_runs.csv").exists() and not (project / "results" / "retry.yaml").exists()
+    run_dir = project / "runs" / "llc" / df["run_id"][0]
+    assert {"config.json", "manifest.json", "metrics.json", "trace.npz", "log.txt"} <= {p.name for p in run_dir.iterdir()}
+
+    r = cli("workflow", "llc", "--local", "--dry-run", cwd=project)
+    assert r.returncode == 0 and "0 task(s) to run, 3 done" in r.stdout
+
+    r = cli("workflow", "llc", "--local", cwd=project)
+    assert r.returncode == 0 and "0 done, 3 reused" in r.stdout
+    assert pd.read_parquet(project / "results" / "llc_runs.parquet")["llc_mean"].tolist() == df["llc_mean"].tolist()
+
+    r = cli("workflow", "llc", "--local", "--force", cwd=project)
+    assert r.returncode == 0 and "3 done, 0 reused" in r.stdout
+    # same config and seed: identical numbers after recomputation
+    assert pd.read_parquet(project / "results" / "llc_runs.parquet")["llc_mean"].tolist() == df["llc_mean"].tolist()
+
+    r = cli("status", cwd=project)
+    assert r.returncode == 0 and "llc: 2 done" in r.stdout and "targets: 1 done" in r.stdout
+
+
+def test_failed_run_goes_to_retry_yaml_and_exit_1(project):
+    cfg = {**TINY, "samplers": TINY["samplers"] + [{"name": "sgld", "overrides": {"step_size": 50.0, "batch_size": None}}]}
+    write_config(project / "config" / "experiments.yaml", cfg)
+    r = cli("workflow", "llc", "--local", cwd=project)
+    assert r.returncode == 1, r.stderr
+    df = pd.read_parquet(project / "results" / "llc_runs.parquet")
+    assert list(df["status"]) == ["done", "failed"]
+    assert df["error"][1].startswith("diverged: non-finite L_n") and pd.isna(df["llc_mean"][1])
+    retry = yaml.safe_load((project / "results" / "retry.yaml").read_text())
+    assert retry["targets"] == [{**TINY["targets"][0], "samplers": [cfg["samplers"][1]]}]
+
+    good = project / "runs" / "llc" / df["run_id"][0] / "manifest.json"
+    stamp = good.stat().st_mtime_ns
+    r = cli("workflow", "llc", "--local", "--config", "results/retry.yaml", cwd=project)
+    assert r.returncode == 1 and "0 done, 1 reused, 1 failed" in r.stdout  # target reused, bad run retried
+    assert good.stat().st_mtime_ns == stamp  # the finished run was not touched
+    assert len(pd.read_parquet(project / "results" / "llc_runs.parquet")) == 1
+
+
+def test_diverged_training_skips_its_runs(project):
+    cfg = {
+        **TINY,
+        "targets": TINY["targets"] + [{"model": "dln", "data": "small", "overrides": {"training": {"lr": 1.0e6, "optimizer": "sgd", "steps": 50}}}],
+    }
+    write_config(project / "config" / "experiments.yaml", cfg)
+    r = cli("workflow", "llc", "--local", cwd=project)
+    assert r.returncode == 1
+    df = pd.read_parquet(project / "results" / "llc_runs.parquet")
+    assert list(df["status"]) == ["done", "skipped"]
+    assert "training diverged" in df["error"][1] and df["error"][1].startswith("target dln/small/s0")
