@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import dataclasses
+import functools
 import importlib
 import json
 import os
@@ -102,6 +103,7 @@ def _where() -> dict:
     }
 
 
+@functools.cache
 def _versions() -> dict:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -165,10 +167,10 @@ def execute(spec: dict, root: str, *dep_outcomes: dict) -> dict:
             return {**base, "status": "reused", "error": None}
         tmp = store.begin(kind, tid)
         write_json(tmp / "config.json", spec["config"])
-        write_json(tmp / "task.json", spec)
         t0 = time.time()
         manifest = {**base, "status": "running", "started": t0, **_where(), "versions": _versions()}
         if spec["isolate"]:
+            write_json(tmp / "task.json", spec)
             status, metrics, error = _run_child(spec, tmp)
         else:
             try:
