@@ -40,12 +40,24 @@ class Posterior:
         """Recover L_n(w) from a log-density the sampler already computed (no extra FGE)."""
         return -(logdensity + self.prior_term(w)) / self.n_beta
 
-    def batch(self, key, size: int | None):
-        """A minibatch drawn with replacement: an unbiased estimate of the full-data loss."""
+    def batcher(self, key, size: int | None):
+        """Minibatches for a sampler: `draw(k)` returns a batch whose loss is unbiased for L_n.
+
+        The data are shuffled once and each batch is a window at a uniform random offset of
+        the cyclic shuffled order: every sample lies in exactly `size` of the n windows, so
+        each is included with probability size/n, at the cost of one random number per step
+        (drawing `size` indices per step costs more than the gradient on small models).
+        """
         if self.data is None or size is None or size >= self.n:
-            return self.data
-        idx = jax.random.randint(key, (size,), 0, self.n)
-        return jax.tree.map(lambda a: a[idx], self.data)
+            return lambda k: self.data
+        perm = jax.random.permutation(key, self.n)
+        ring = jax.tree.map(lambda a: jnp.concatenate([a[perm], a[perm[:size]]]), self.data)
+
+        def draw(k):
+            start = jax.random.randint(k, (), 0, self.n)
+            return jax.tree.map(lambda a: jax.lax.dynamic_slice_in_dim(a, start, size), ring)
+
+        return draw
 
     def batch_fraction(self, size: int | None) -> float:
         return 1.0 if self.data is None or size is None else min(size, self.n) / self.n

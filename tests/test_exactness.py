@@ -6,7 +6,8 @@ optimum, where the local value equals the global one.
 
 Tolerances (relative), from repeated runs with these settings:
 - 5% on the exact finite-n cases for every sampler (observed errors ≤ 3%);
-- 10% on the DLN for SGLD, HMC and MCLMC (observed 11.2, 10.7, 10.4 against 10.5);
+- 10% on the DLN for SGLD, HMC and MCLMC (observed SGLD 10.1–10.7 over three seeds, HMC 10.5–10.7,
+  MCLMC 10.4, against 10.5);
 - 30% on the DLN for Gaussian VI: a Gaussian cannot follow the curved zero set of a singular
   model, so it overestimates (observed 12.5–13.1 for n = 1e3–1e4 and γ = 1–10; mean-field VI
   reports ≈ d/2 = 15 there and is not held to the DLN at all).
@@ -77,7 +78,7 @@ def test_linear_regression(linear, name):
     assert abs(truth - theory.regular(12)) < 0.1
     cfg = SAMPLERS[name]
     if name == "sgld":  # the minibatch path, as used in practice
-        cfg = SGLD(step_size=1e-4, batch_size=256, chains=4, draws=3000, burnin=500)
+        cfg = SGLD(step_size=5e-4, batch_size=256, chains=4, draws=5000, burnin=500)
     assert estimate(linear, cfg)["llc_mean"] == pytest.approx(truth, rel=0.05)
 
 
@@ -107,7 +108,7 @@ def test_deep_linear_network(dln, name, rel):
     truth = theory.dln([5, 3, 5], 3)  # 10.5
     cfg = SAMPLERS[name]
     if name == "sgld":
-        cfg = SGLD(step_size=1e-4, batch_size=256, chains=4, draws=2000, burnin=500)
+        cfg = SGLD(step_size=1e-4, batch_size=256, chains=4, draws=8000, burnin=1000)
     assert estimate(dln, cfg)["llc_mean"] == pytest.approx(truth, rel=rel)
 
 

@@ -17,13 +17,14 @@ from . import Trace
 def sample(post, cfg, key) -> Trace:
     eps, total = cfg.step_size, cfg.burnin + cfg.draws
     rms = cfg.precond == "rmsprop"
+    draw_batch = post.batcher(jax.random.fold_in(key, 1), cfg.batch_size)
 
     def chain(key):
         def step(carry, xs):
             w, v = carry
             t, k = xs
             kb, kn = jax.random.split(k)
-            loss, g = jax.value_and_grad(post.loss)(w, post.batch(kb, cfg.batch_size))
+            loss, g = jax.value_and_grad(post.loss)(w, draw_batch(kb))
             drift = -post.n_beta * g - post.gamma * (w - post.w_star)
             if rms:
                 # EMA of squared drift during burn-in only: frozen afterwards so the chain
@@ -33,7 +34,9 @@ def sample(post, cfg, key) -> Trace:
                 p = 1.0 / (jnp.sqrt(v) + cfg.rmsprop_eps)
             else:
                 p = 1.0
-            w = w + 0.5 * eps * p * drift + jnp.sqrt(eps * p) * jax.random.normal(kn, w.shape, w.dtype)
+            # float32 noise even under x64: half the RNG work, and its precision does not matter
+            noise = jax.random.normal(kn, w.shape, jnp.float32).astype(w.dtype)
+            w = w + 0.5 * eps * p * drift + jnp.sqrt(eps * p) * noise
             return (w, v), loss
 
         ts = jnp.arange(total)

@@ -36,6 +36,7 @@ def sample(post, cfg, key) -> Trace:
     lowrank = cfg.family == "lowrank"
     sd0 = 1.0 / jnp.sqrt(post.n_beta + post.gamma + 1.0)  # width of the posterior at curvature ~1
     opt = optax.adam(cfg.lr)
+    draw_batch = post.batcher(jax.random.fold_in(key, 1), cfg.batch_size)
 
     # mu and U are stored in units of sd0 so that one Adam lr suits every parameter.
     def draw(p, m, k):
@@ -52,7 +53,7 @@ def sample(post, cfg, key) -> Trace:
 
     def neg_elbo(p, k):
         kb, kd = jax.random.split(k)
-        batch = post.batch(kb, cfg.batch_size)
+        batch = draw_batch(kb)
 
         def term(m, k):
             w = draw(p, m, k)
