@@ -15,6 +15,7 @@ import importlib
 import json
 import os
 import platform
+import shutil
 import signal
 import socket
 import subprocess
@@ -82,9 +83,11 @@ class Summary:
 
 _children: set[subprocess.Popen] = set()
 _children_lock = threading.Lock()
+_stopping = threading.Event()  # set on Ctrl-C: killed tasks are left incomplete, not "failed"
 
 
 def kill_children() -> None:
+    _stopping.set()
     with _children_lock:
         for p in list(_children):
             try:
@@ -172,6 +175,9 @@ def execute(spec: dict, root: str, *dep_outcomes: dict) -> dict:
         if spec["isolate"]:
             write_json(tmp / "task.json", spec)
             status, metrics, error = _run_child(spec, tmp)
+            if _stopping.is_set():  # interrupted, not failed: leave it for the next run
+                shutil.rmtree(tmp, ignore_errors=True)
+                return {**base, "status": "interrupted", "error": "interrupted"}
         else:
             try:
                 status, metrics, error = "done", _call(spec, tmp), None
@@ -236,6 +242,7 @@ def run_tasks(tasks: list[Task], root: Path, card, force: bool = False, progress
 
     from .cards import parsl_config
 
+    _stopping.clear()
     dfk = parsl.load(parsl_config(card, store.root / ".parsl"))
     try:
         app = parsl.python_app(execute, data_flow_kernel=dfk, executors=["lh"])

@@ -69,3 +69,37 @@ def test_diverged_training_skips_its_runs(project):
     df = pd.read_parquet(project / "results" / "llc_runs.parquet")
     assert list(df["status"]) == ["done", "skipped"]
     assert "training diverged" in df["error"][1] and df["error"][1].startswith("target dln/small/s0")
+
+
+def test_ctrl_c_exits_130_and_leaves_no_task_process(project):
+    import os
+    import signal
+    import subprocess
+    import time
+
+    import psutil
+
+    from conftest import LH, ROOT
+
+    cfg = {**TINY, "samplers": [{"name": "sgld", "overrides": {"batch_size": None, "draws": 10_000_000, "chains": 1}}]}
+    write_config(project / "config" / "experiments.yaml", cfg)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([*LH, "workflow", "llc", "--local"], cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    me = psutil.Process(proc.pid)
+    tasks = []
+    for _ in range(300):  # wait for the sampling task (the target task finishes first)
+        tasks = [p for p in me.children(recursive=True) if "lambda_hat.runner" in " ".join(p.cmdline()) and list(project.glob("runs/llc/.tmp-*"))]
+        if tasks:
+            break
+        time.sleep(0.1)
+    assert tasks, "sampling task never started"
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err
+    psutil.wait_procs(tasks, timeout=10)
+    assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in tasks)
+    assert not list(project.glob("runs/llc/*/manifest.json"))  # the killed run is not recorded as done or failed
+    r = cli("status", cwd=project)
+    assert "targets: 1 done" in r.stdout
