@@ -150,12 +150,21 @@ class TargetEntry:
 
 
 @dataclass(frozen=True)
+class RetryOf:
+    """Written into results/retry.yaml: where the failed runs came from, and their IDs."""
+
+    config: str
+    runs: list[str]
+
+
+@dataclass(frozen=True)
 class Experiments:
     targets: list[TargetEntry] = field(metadata={"min_len": 1})
     samplers: list[SamplerEntry] = ()
     jax_enable_x64: bool = True
     store_root: str = "runs"
     task_timeout: float | None = field(default=None, metadata=positive())  # seconds per task
+    retry_of: RetryOf | None = None
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .progress import Progress
-from .store import Store, read_json, task_id, write_json
+from .store import Store, crashpoint, read_json, task_id, write_json
 
 OK = ("done", "reused")
 
@@ -135,6 +135,7 @@ def _error(e: BaseException) -> tuple[str, str]:
 
 def _run_child(spec: dict, workdir: Path) -> tuple[str, dict, str | None]:
     env = {**os.environ, **spec["env"], "LAMBDA_HAT_PARENT": str(os.getpid())}
+    env.pop("LAMBDA_HAT_CRASHPOINT", None)  # crash tests target the workflow process
     env.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # workers may share one GPU
     with open(workdir / "log.txt", "ab") as log:
         p = subprocess.Popen([sys.executable, "-m", "lambda_hat.runner", str(workdir)], stdout=log, stderr=log, env=env, start_new_session=True)
@@ -253,6 +254,7 @@ def run_tasks(tasks: list[Task], root: Path, card, force: bool = False, progress
             dep_futs = [by_id[i] for _, i in t.deps if i in by_id]
             fut = app(spec, str(store.root), *dep_futs)
             futures[fut], by_id[t.id] = t, fut
+        crashpoint("submitted")
         for fut in cf.as_completed(futures):
             t = futures[fut]
             try:

@@ -7,7 +7,6 @@ import time
 import numpy as np
 
 from .config import SAMPLER_KINDS
-from .runner import TaskFailed
 from .store import read_json
 from .typed import build
 
@@ -30,10 +29,8 @@ def sample_run(ctx) -> dict:
     sec = time.time() - t0
     np.savez(ctx.workdir / "trace.npz", loss=trace.loss, llc=post.n_beta * (trace.loss - post.L_star), **trace.extras)
 
-    bad = ~np.isfinite(trace.loss)
-    if bad.any():
-        c, i = np.argwhere(bad)[0]
-        raise TaskFailed(f"diverged: non-finite L_n at kept draw {i} of chain {c} ({bad.mean():.0%} of draws); lower step_size")
+    hint = {"sgld": "lower step_size", "vi": "lower lr", "hmc": "raise target_accept or warmup", "mclmc": "raise tune_steps"}[cfg.kind]
+    samplers.check_finite(trace.loss, cfg.burnin, hint)
 
     out = summarize(trace.loss, post.n_beta, post.L_star)
     out.update(

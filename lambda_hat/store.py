@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import uuid
 from pathlib import Path
 
@@ -20,6 +21,12 @@ def task_id(kind: str, semantic: dict) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def crashpoint(name: str) -> None:
+    """Fault injection for the crash tests: LAMBDA_HAT_CRASHPOINT=NAME kills the process here."""
+    if os.environ.get("LAMBDA_HAT_CRASHPOINT") == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def write_json(path: Path, data) -> None:
     """Write then rename, so a reader never sees half a file."""
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
@@ -27,6 +34,7 @@ def write_json(path: Path, data) -> None:
         json.dump(data, f, indent=2, sort_keys=True, default=str)
         f.flush()
         os.fsync(f.fileno())
+    crashpoint(f"write:{path.name}")
     os.replace(tmp, path)
 
 
@@ -87,11 +95,13 @@ class Store:
 
     def commit(self, tmp: Path, kind: str, tid: str) -> Path:
         final = self.dir(kind, tid)
+        crashpoint("commit")
         if final.exists():  # an earlier failed attempt, or --force
             old = final.with_name(f".old-{tid}-{uuid.uuid4().hex[:8]}")
             os.rename(final, old)
             shutil.rmtree(old, ignore_errors=True)
         os.rename(tmp, final)
+        crashpoint("committed")
         return final
 
     def leftovers(self) -> list[Path]:

@@ -4,8 +4,11 @@ Targets are exact *finite-n* expectations of λ̂ where they exist (quadratic lo
 monomial by quadrature) and Aoyagi's λ for the deep linear network at a generic full-rank
 optimum, where the local value equals the global one.
 
-Tolerances (relative), from repeated runs with these settings:
-- 5% on the exact finite-n cases for every sampler (observed errors ≤ 3%);
+Tolerances (relative), from repeated runs with these settings (the tests use fixed seeds, so
+they are deterministic on a given machine):
+- 5% on the exact finite-n cases for every sampler. Observed over seeds 0–4: SGLD −1…+3% on the
+  quadratic and linear regression, −0.5…+6% on w1² + w2⁴ (its quartic direction mixes slowly:
+  seed 4 is the +6% outlier, about 2 standard errors); HMC, MCLMC and VI within ±3%.
 - 10% on the DLN for SGLD, HMC and MCLMC (observed SGLD 10.1–10.7 over three seeds, HMC 10.5–10.7,
   MCLMC 10.4, against 10.5);
 - 30% on the DLN for Gaussian VI: a Gaussian cannot follow the curved zero set of a singular
@@ -14,6 +17,7 @@ Tolerances (relative), from repeated runs with these settings:
 """
 
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import jax
@@ -32,8 +36,10 @@ from lambda_hat.typed import plain
 jax.config.update("jax_enable_x64", True)
 
 SAMPLERS = {
-    "sgld": SGLD(step_size=1e-3, batch_size=None, chains=4, draws=2000, burnin=300),
-    "sgld_rmsprop": SGLD(step_size=1e-2, precond="rmsprop", batch_size=None, chains=4, draws=2000, burnin=300),
+    # ε small enough that SGLD's own discretisation bias (≈ εa/4 relative, a = nβh + γ: 1.1%
+    # here) leaves room for Monte Carlo error inside the 5% tolerance.
+    "sgld": SGLD(step_size=3e-4, batch_size=None, chains=4, draws=20000, burnin=1000),
+    "sgld_rmsprop": SGLD(step_size=3e-3, precond="rmsprop", batch_size=None, chains=4, draws=20000, burnin=1000),
     "hmc": HMC(chains=4, draws=1000, warmup=500, burnin=0),
     "mclmc": MCLMC(chains=4, draws=1000, tune_steps=800, burnin=0),
     "vi": VI(chains=2, draws=400, steps=1000, burnin=0),
@@ -78,7 +84,7 @@ def test_linear_regression(linear, name):
     assert abs(truth - theory.regular(12)) < 0.1
     cfg = SAMPLERS[name]
     if name == "sgld":  # the minibatch path, as used in practice
-        cfg = SGLD(step_size=5e-4, batch_size=256, chains=4, draws=5000, burnin=500)
+        cfg = SGLD(step_size=2e-4, batch_size=256, chains=4, draws=10000, burnin=1000)
     assert estimate(linear, cfg)["llc_mean"] == pytest.approx(truth, rel=0.05)
 
 
@@ -95,7 +101,10 @@ def test_sum_of_monomials(name):
     post = analytic(lambda w: w[0] ** 2 + w[1] ** 4, 2)
     truth = theory.gaussian_finite_n([2.0], post.n_beta, post.gamma) + quartic_truth(post.n_beta, post.gamma)
     assert abs(truth - theory.monomials([1, 2])) < 0.02
-    assert estimate(post, SAMPLERS[name])["llc_mean"] == pytest.approx(truth, rel=0.05)
+    cfg = SAMPLERS[name]
+    if cfg.kind == "sgld":  # the stiff w1² direction (a = 2nβ) needs a smaller ε for ≤ 1% bias
+        cfg = replace(cfg, step_size=cfg.step_size / 3, draws=100_000)
+    assert estimate(post, cfg)["llc_mean"] == pytest.approx(truth, rel=0.05)
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,8 @@ import yaml
 
 from lambda_hat.config import Plan, load_plan
 from lambda_hat.runner import Summary, Task, run_tasks
-from lambda_hat.store import Store, read_json
-from lambda_hat.typed import plain
+from lambda_hat.store import Store, crashpoint, read_json
+from lambda_hat.typed import InputError, plain
 
 TARGETS, RUNS = "targets", "llc"
 
@@ -55,14 +55,18 @@ def _flat(prefix: str, d: dict) -> dict:
     return out
 
 
-def rows(plan: Plan, store: Store, targets: dict, runs: dict) -> list[dict]:
+def rows(plan: Plan, store: Store, targets: dict, runs: dict, outcomes: dict | None = None) -> list[dict]:
+    """One row per run of the plan, from the store; `outcomes` of this invocation fill in runs
+    that left nothing in the store (lost worker, skipped because their target failed)."""
     out = []
     for r in plan.runs:
         tt, rt = targets[r.target.label], runs[r.label]
         m = store.manifest(RUNS, rt.id) or {}
         tm = store.manifest(TARGETS, tt.id) or {}
         status, error = m.get("status", "missing"), m.get("error")
-        if tm.get("status") not in (None, "done") and not m:
+        if not m and (outcomes or {}).get(rt.id):
+            status, error = outcomes[rt.id]["status"], outcomes[rt.id]["error"]
+        elif tm.get("status") not in (None, "done") and not m:
             status, error = "skipped", f"target {r.target.label}: {tm.get('error')}"
         metrics = read_json(store.dir(RUNS, rt.id) / "metrics.json") if status == "done" else {}
         tmetrics = read_json(store.dir(TARGETS, tt.id) / "metrics.json") or {}
@@ -94,14 +98,26 @@ def write_table(table: list[dict], results: Path) -> Path:
     for p, write in ((path, df.to_parquet), (path.with_suffix(".csv"), lambda f: df.to_csv(f, index=False))):
         tmp = p.with_name(f".{p.name}.tmp")
         write(tmp)
+        crashpoint(f"write:{p.name}")
         os.replace(tmp, p)
     return path
 
 
-def write_retry(plan: Plan, table: list[dict], results: Path) -> Path | None:
+def check_retry(plan: Plan, runs: dict) -> None:
+    """A retry file must still resolve to the very runs that failed (same presets, same code)."""
+    r = plan.config.retry_of
+    if r and {t.id for t in runs.values()} != set(r.runs):
+        raise InputError(
+            f"{plan.path}: retry_of: its runs no longer resolve to the failed runs of {r.config} "
+            "(presets, defaults or the file changed since); rerun that config instead"
+        )
+
+
+def write_retry(plan: Plan, table: list[dict], runs: dict, results: Path) -> Path | None:
     """results/retry.yaml: the experiments format holding exactly the runs that did not finish."""
     path = results / "retry.yaml"
     failed = {r.label for r, row in zip(plan.runs, table) if row["status"] != "done"}
+    source = plan.config.retry_of.config if plan.config.retry_of else str(plan.path)
     entries = []
     for t in plan.targets:
         samplers = [plain(r.entry) for r in plan.runs if r.target is t and r.label in failed]
@@ -115,9 +131,13 @@ def write_retry(plan: Plan, table: list[dict], results: Path) -> Path | None:
     doc = {"targets": entries, "jax_enable_x64": cfg["jax_enable_x64"], "store_root": cfg["store_root"]}
     if cfg["task_timeout"]:
         doc["task_timeout"] = cfg["task_timeout"]
+    doc["retry_of"] = {"config": source, "runs": sorted(runs[label].id for label in failed)}
     results.mkdir(parents=True, exist_ok=True)
-    header = f"# Failed runs of {plan.path}; rerun with: lambda-hat workflow llc --config {path}\n"
-    path.write_text(header + yaml.safe_dump(doc, sort_keys=False))
+    crashpoint("write:retry.yaml")
+    header = f"# Failed runs of {source}; rerun with: lambda-hat workflow llc --config {path}\n"
+    tmp = path.with_name(".retry.yaml.tmp")
+    tmp.write_text(header + yaml.safe_dump(doc, sort_keys=False))
+    os.replace(tmp, path)
     return path
 
 
@@ -125,14 +145,15 @@ def run(config: Path, card, force: bool, dry_run: bool, timeout: float | None, r
     plan = load_plan(config)
     store = Store(Path(plan.config.store_root))
     targets, runs = build_tasks(plan, timeout)
+    check_retry(plan, runs)
     if dry_run:
         click.echo(describe(plan, store, targets, runs))
         return 0
     store.check_writable()
     summary: Summary = run_tasks([*targets.values(), *runs.values()], store.root, card, force=force)
-    table = rows(plan, store, targets, runs)
+    table = rows(plan, store, targets, runs, summary.outcomes)
     path = write_table(table, results)
-    retry = write_retry(plan, table, results)
+    retry = write_retry(plan, table, runs, results)
     click.echo(f"llc: {summary.line()}; results in {path}")
     for row in table:
         if row["status"] == "done":

@@ -18,6 +18,16 @@ class Trace:
     extras: dict = field(default_factory=dict)  # sampler diagnostics, arrays or scalars
 
 
+def check_finite(losses: np.ndarray, first_step: int, hint: str) -> None:
+    """Fail with the chain and step of the first non-finite L_n (shape: chains × steps)."""
+    bad = ~np.isfinite(losses)
+    if bad.any():
+        chain, step = np.argwhere(bad)[np.argmin(np.argwhere(bad)[:, 1])]
+        from ..runner import TaskFailed
+
+        raise TaskFailed(f"diverged: non-finite L_n at step {first_step + step} of chain {chain}; {hint}")
+
+
 def get(kind: str):
     from . import hmc, mclmc, sgld, vi
 

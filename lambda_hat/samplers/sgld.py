@@ -7,11 +7,15 @@ no preconditioned variant whose preconditioner can be frozen after burn-in.
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import Trace
+from . import Trace, check_finite
+
+CHUNKS = 10  # the scan runs in this many pieces so a divergence stops the run early
 
 
 def sample(post, cfg, key) -> Trace:
@@ -19,29 +23,34 @@ def sample(post, cfg, key) -> Trace:
     rms = cfg.precond == "rmsprop"
     draw_batch = post.batcher(jax.random.fold_in(key, 1), cfg.batch_size)
 
-    def chain(key):
-        def step(carry, xs):
-            w, v = carry
-            t, k = xs
-            kb, kn = jax.random.split(k)
-            loss, g = jax.value_and_grad(post.loss)(w, draw_batch(kb))
-            drift = -post.n_beta * g - post.gamma * (w - post.w_star)
-            if rms:
-                # EMA of squared drift during burn-in only: frozen afterwards so the chain
-                # targets π (a moving preconditioner without its correction term does not).
-                # v starts at 1 (plain SGLD): at w* the drift can be exactly 0, and 1/√0 would blow up.
-                v = jnp.where(t < cfg.burnin, cfg.rmsprop_decay * v + (1 - cfg.rmsprop_decay) * drift**2, v)
-                p = 1.0 / (jnp.sqrt(v) + cfg.rmsprop_eps)
-            else:
-                p = 1.0
-            # float32 noise even under x64: half the RNG work, and its precision does not matter
-            noise = jax.random.normal(kn, w.shape, jnp.float32).astype(w.dtype)
-            w = w + 0.5 * eps * p * drift + jnp.sqrt(eps * p) * noise
-            return (w, v), loss
+    def step(carry, xs):
+        w, v = carry
+        t, k = xs
+        kb, kn = jax.random.split(k)
+        loss, g = jax.value_and_grad(post.loss)(w, draw_batch(kb))
+        drift = -post.n_beta * g - post.gamma * (w - post.w_star)
+        if rms:
+            # EMA of squared drift during burn-in only: frozen afterwards so the chain targets π
+            # (a moving preconditioner without its correction term does not). v starts at 1
+            # (plain SGLD): at w* the drift can be exactly 0, and 1/√0 would blow up.
+            v = jnp.where(t < cfg.burnin, cfg.rmsprop_decay * v + (1 - cfg.rmsprop_decay) * drift**2, v)
+            p = 1.0 / (jnp.sqrt(v) + cfg.rmsprop_eps)
+        else:
+            p = 1.0
+        # float32 noise even under x64: half the RNG work, and its precision does not matter
+        noise = jax.random.normal(kn, w.shape, jnp.float32).astype(w.dtype)
+        w = w + 0.5 * eps * p * drift + jnp.sqrt(eps * p) * noise
+        return (w, v), loss
 
-        ts = jnp.arange(total)
-        _, losses = jax.lax.scan(step, (post.w_star, jnp.ones_like(post.w_star)), (ts, jax.random.split(key, total)))
-        return losses
-
-    losses = jax.jit(jax.vmap(chain))(jax.random.split(key, cfg.chains))
-    return Trace(np.asarray(losses)[:, cfg.burnin:], total * post.batch_fraction(cfg.batch_size))
+    size = math.ceil(total / CHUNKS)
+    run = jax.jit(jax.vmap(lambda carry, ts, ks: jax.lax.scan(step, carry, (ts, ks)), in_axes=(0, None, 0)))
+    chain_keys = jax.random.split(key, cfg.chains)
+    carry = (jnp.tile(post.w_star, (cfg.chains, 1)), jnp.ones((cfg.chains, post.dim), post.w_star.dtype))
+    pieces = []
+    for i in range(CHUNKS):  # the last piece may run past `total`: those steps are dropped
+        keys = jax.vmap(lambda k: jax.random.split(jax.random.fold_in(k, i), size))(chain_keys)
+        carry, losses = run(carry, jnp.arange(i * size, (i + 1) * size), keys)
+        pieces.append(np.asarray(losses))
+        check_finite(pieces[-1], i * size, "lower step_size")
+    losses = np.concatenate(pieces, axis=1)[:, :total]
+    return Trace(losses[:, cfg.burnin :], total * post.batch_fraction(cfg.batch_size))
