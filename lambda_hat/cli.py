@@ -42,7 +42,8 @@ def workflow():
 @click.option("--dry-run", is_flag=True, help="Print the plan (which tasks are done, which would run) and run nothing.")
 @click.option("--force", is_flag=True, help="Recompute every task even if its result is in the store.")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), help="Kill any task running longer than this many seconds (overrides task_timeout).")
-def llc(config, local, parsl_card, sets, dry_run, force, timeout):
+@click.option("--promote", is_flag=True, help="Also plot every target and run (cached tasks) and build results/gallery/index.html.")
+def llc(config, local, parsl_card, sets, dry_run, force, timeout, promote):
     """Estimate the LLC: train each target once, run every sampler on it.
 
     Writes results/llc_runs.parquet (and .csv) with one row per run, and results/retry.yaml
@@ -56,13 +57,25 @@ def llc(config, local, parsl_card, sets, dry_run, force, timeout):
         _fail(InputError("--local and --parsl-card exclude each other"))
     try:
         card = load_card(parsl_card, tuple(sets))
-        code = wf.run(config, card, force=force, dry_run=dry_run, timeout=timeout)
+        code = wf.run(config, card, force=force, dry_run=dry_run, timeout=timeout, with_promote=promote)
     except InputError as e:
         _fail(e)
     except KeyboardInterrupt:
         click.echo("\ninterrupted: running tasks were killed; rerun to resume", err=True)
         sys.exit(130)
     sys.exit(code)
+
+
+@main.command("promote")
+@click.option("--config", "config", type=click.Path(path_type=Path), default=Path("config/experiments.yaml"), show_default=True, help="Experiments file whose runs the gallery shows.")
+def promote_cmd(config):
+    """Rebuild results/gallery/ (index.html, README.md) from the store without computing anything."""
+    from workflows import llc as wf
+
+    try:
+        sys.exit(wf.rebuild_gallery(config))
+    except InputError as e:
+        _fail(e)
 
 
 def _running(store, tid: str) -> bool:

@@ -27,7 +27,9 @@ def sample_run(ctx) -> dict:
     t0 = time.time()
     trace = samplers.get(cfg.kind)(post, cfg, jax.random.PRNGKey(cfg.seed))
     sec = time.time() - t0
-    np.savez(ctx.workdir / "trace.npz", loss=trace.loss, llc=post.n_beta * (trace.loss - post.L_star), **trace.extras)
+    # cumulative FGE at each kept draw, for plots against work
+    fge_axis = trace.fge - trace.fge_per_draw * np.arange(trace.loss.shape[1] - 1, -1, -1)
+    np.savez(ctx.workdir / "trace.npz", loss=trace.loss, llc=post.n_beta * (trace.loss - post.L_star), fge=fge_axis, **trace.extras)
 
     hint = {"sgld": "lower step_size", "vi": "lower lr", "hmc": "raise target_accept or warmup", "mclmc": "raise tune_steps"}[cfg.kind]
     samplers.check_finite(trace.loss, cfg.burnin, hint)

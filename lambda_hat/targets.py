@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Callable, NamedTuple
 
 import numpy as np
 
@@ -19,8 +20,18 @@ def typed(sem: dict):
     return model, data, training
 
 
-def _problem(sem: dict):
-    """(model, data cfg, x, y, loss(w, batch), unravel, w0) for a data target."""
+class Problem(NamedTuple):
+    x: object
+    y: object
+    loss: Callable  # loss(w, (x, y)): mean negative log-likelihood per sample
+    predict: Callable  # predict(w, x): the network's outputs
+    teacher: Callable  # teacher(x): the noiseless truth
+    w0: object  # initial flat parameters
+    test: Callable  # test(): a fresh data set from the same distribution (same size)
+
+
+def problem(sem: dict) -> Problem:
+    """Regenerate a data target's data, teacher and loss from its config (all seeded)."""
     import jax
     import jax.numpy as jnp
     from jax.flatten_util import ravel_pytree
@@ -31,17 +42,21 @@ def _problem(sem: dict):
     model, data, _ = typed(sem)
     k_teacher, k_data, k_init = jax.random.split(jax.random.PRNGKey(sem["seed"]), 3)
     din, _ = in_out(model)
-    x, y = datagen.make(data, din, teacher(model, k_teacher), k_data)
+    truth = teacher(model, k_teacher)
+    x, y = datagen.make(data, din, truth, k_data)
     net = network(model)
     w0, unravel = ravel_pytree(net.init(k_init, x[:1]))
     w0 = w0.astype(x.dtype)  # flax initialises float32 even under x64
     inv_2s2 = 1.0 / (2 * data.noise_scale**2)
 
+    def predict(w, bx):
+        return net.apply(unravel(w), bx)
+
     def loss(w, batch):
         bx, by = batch
-        return inv_2s2 * jnp.mean(jnp.sum((by - net.apply(unravel(w), bx)) ** 2, axis=-1))
+        return inv_2s2 * jnp.mean(jnp.sum((by - predict(w, bx)) ** 2, axis=-1))
 
-    return x, y, loss, w0
+    return Problem(x, y, loss, predict, truth, w0, lambda: datagen.make(data, din, truth, jax.random.fold_in(k_data, 1)))
 
 
 def train_target(ctx) -> dict:
@@ -58,7 +73,7 @@ def train_target(ctx) -> dict:
         np.savez(ctx.workdir / "target.npz", w_star=np.asarray(w))
         return {"d": model.dim, "n": model.n, "L_star": 0.0, "final_loss": 0.0, "grad_norm": 0.0, "train_sec": 0.0}
 
-    x, y, loss, w0 = _problem(sem)
+    x, y, loss, _, _, w0, test = problem(sem)
     opt = {"adam": optax.adam, "sgd": optax.sgd}[training.optimizer](training.lr)
     full = (x, y)
 
@@ -78,8 +93,12 @@ def train_target(ctx) -> dict:
         bad = int(np.argmax(~np.isfinite(curve)))
         raise TaskFailed(f"training diverged: loss {curve[bad]} at step {bad} (lower training.lr)")
     np.savez(ctx.workdir / "target.npz", w_star=np.asarray(w), x=np.asarray(x), y=np.asarray(y), train_curve=curve)
-    ctx.log(f"trained {training.steps} steps: L_n(w*) = {L_star:.6g}, |grad| = {grad_norm:.3g}")
-    return {"d": int(w.size), "n": data.n, "L_star": L_star, "final_loss": L_star, "grad_norm": grad_norm, "train_sec": time.time() - t0}
+    test_loss = float(loss(w, test()))
+    ctx.log(f"trained {training.steps} steps: L_n(w*) = {L_star:.6g}, test {test_loss:.6g}, |grad| = {grad_norm:.3g}")
+    return {
+        "d": int(w.size), "n": data.n, "L_star": L_star, "final_loss": L_star, "test_loss": test_loss,
+        "grad_norm": grad_norm, "train_sec": time.time() - t0,
+    }  # fmt: skip
 
 
 def load_posterior(target_dir: Path, sem: dict, beta0: float, gamma: float):
@@ -93,7 +112,7 @@ def load_posterior(target_dir: Path, sem: dict, beta0: float, gamma: float):
     w_star = jnp.asarray(arrays["w_star"], dtype)
     if model.kind == "quadratic":
         return Posterior(w_star, model.n, n_beta(model.n, beta0), gamma, lambda w, batch: 0.5 * jnp.sum(w**2), None, 0.0)
-    _, _, loss, _ = _problem(sem)
+    loss = problem(sem).loss
     data = (jnp.asarray(arrays["x"], dtype), jnp.asarray(arrays["y"], dtype))
     n = data[0].shape[0]
     return Posterior(w_star, n, n_beta(n, beta0), gamma, loss, data, float(loss(w_star, data)))

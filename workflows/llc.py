@@ -13,7 +13,20 @@ from lambda_hat.runner import Summary, Task, run_tasks
 from lambda_hat.store import Store, crashpoint, read_json
 from lambda_hat.typed import InputError, plain
 
-TARGETS, RUNS = "targets", "llc"
+TARGETS, RUNS, DIAG = "targets", "llc", "diag"
+
+
+def diag_tasks(targets: dict, runs: dict, env: dict) -> tuple[dict, dict]:
+    """Diagnose tasks (plots) for every target and run, keyed by the target or run ID."""
+    from lambda_hat.diagnostics import PLOTS_VERSION
+
+    def task(kind, dep, fn, label):
+        return Task(DIAG, f"lambda_hat.diagnostics:{fn}", {kind: dep.id, "plots": PLOTS_VERSION}, label, deps=((dep.kind, dep.id),), env=env)
+
+    return (
+        {t.id: task("target", t, "diagnose_target", f"plots {t.label}") for t in targets.values()},
+        {r.id: task("run", r, "diagnose_run", f"plots {r.label}") for r in runs.values()},
+    )
 
 
 def build_tasks(plan: Plan, timeout: float | None) -> tuple[dict, dict]:
@@ -141,20 +154,48 @@ def write_retry(plan: Plan, table: list[dict], runs: dict, results: Path) -> Pat
     return path
 
 
-def run(config: Path, card, force: bool, dry_run: bool, timeout: float | None, results: Path = Path("results")) -> int:
+def promote(plan: Plan, store: Store, table: list[dict], targets: dict, runs: dict, results: Path) -> Path:
+    """Build results/gallery from whatever plots the store holds for this plan."""
+    from lambda_hat import gallery
+
+    tdiag, rdiag = diag_tasks(targets, runs, {})
+    done = lambda d: {k: store.dir(DIAG, t.id) for k, t in d.items() if store.is_done(DIAG, t.id)}  # noqa: E731
+    return gallery.build(table, store, done(rdiag), done(tdiag), results / "gallery")
+
+
+def rebuild_gallery(config: Path, results: Path = Path("results")) -> int:
+    """`lambda-hat promote`: the gallery again from the store, computing nothing."""
+    plan = load_plan(config)
+    store = Store(Path(plan.config.store_root))
+    targets, runs = build_tasks(plan, None)
+    table = rows(plan, store, targets, runs)
+    index = promote(plan, store, table, targets, runs, results)
+    missing = [r["sampler"] + "@" + r["target"] for r in table if r["status"] == "done" and not store.is_done(DIAG, diag_tasks(targets, runs, {})[1][r["run_id"]].id)]
+    click.echo(f"gallery: {index}" + (f" ({len(missing)} run(s) without plots: run the workflow with --promote)" if missing else ""))
+    return 0
+
+
+def run(config: Path, card, force: bool, dry_run: bool, timeout: float | None, results: Path = Path("results"), with_promote: bool = False) -> int:
     plan = load_plan(config)
     store = Store(Path(plan.config.store_root))
     targets, runs = build_tasks(plan, timeout)
     check_retry(plan, runs)
+    extra = []
+    if with_promote:
+        env = next(iter(targets.values())).env
+        tdiag, rdiag = diag_tasks(targets, runs, env)
+        extra = [*tdiag.values(), *rdiag.values()]
     if dry_run:
         click.echo(describe(plan, store, targets, runs))
         return 0
     store.check_writable()
-    summary: Summary = run_tasks([*targets.values(), *runs.values()], store.root, card, force=force)
+    summary: Summary = run_tasks([*targets.values(), *runs.values(), *extra], store.root, card, force=force)
     table = rows(plan, store, targets, runs, summary.outcomes)
     path = write_table(table, results)
     retry = write_retry(plan, table, runs, results)
     click.echo(f"llc: {summary.line()}; results in {path}")
+    if with_promote:
+        click.echo(f"gallery: {promote(plan, store, table, targets, runs, results)}")
     for row in table:
         if row["status"] == "done":
             truth = f" (truth {row['llc_true']:g})" if row["llc_true"] is not None else ""

@@ -15,6 +15,7 @@ import numpy as np
 class Trace:
     loss: np.ndarray  # (chains, draws): L_n(w) at each kept draw
     fge: float  # full-gradient evaluations per chain, warm-up and tuning included
+    fge_per_draw: float  # the cost of one kept draw, for work-normalised plots
     extras: dict = field(default_factory=dict)  # sampler diagnostics, arrays or scalars
 
 

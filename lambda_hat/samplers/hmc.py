@@ -30,4 +30,4 @@ def sample(post, cfg, key) -> Trace:
     loss, acc, div, step_size = jax.jit(jax.vmap(chain))(jax.random.split(key, cfg.chains))
     b = cfg.burnin
     extras = {"acceptance_rate": np.asarray(acc)[:, b:], "divergent": np.asarray(div)[:, b:], "step_size": np.asarray(step_size)}
-    return Trace(np.asarray(loss)[:, b:], float((cfg.warmup + total) * L), extras)
+    return Trace(np.asarray(loss)[:, b:], float((cfg.warmup + total) * L), float(L), extras)

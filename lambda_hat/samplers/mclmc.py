@@ -38,4 +38,4 @@ def sample(post, cfg, key) -> Trace:
     b = cfg.burnin
     extras = {"energy_change": np.asarray(de)[:, b:], "L": np.asarray(L), "step_size": np.asarray(eps)}
     fge = GRADS_PER_STEP * (float(np.max(np.asarray(n_tune))) + total)
-    return Trace(np.asarray(loss)[:, b:], fge, extras)
+    return Trace(np.asarray(loss)[:, b:], fge, float(GRADS_PER_STEP), extras)

@@ -53,4 +53,5 @@ def sample(post, cfg, key) -> Trace:
         pieces.append(np.asarray(losses))
         check_finite(pieces[-1], i * size, "lower step_size")
     losses = np.concatenate(pieces, axis=1)[:, :total]
-    return Trace(losses[:, cfg.burnin :], total * post.batch_fraction(cfg.batch_size))
+    frac = post.batch_fraction(cfg.batch_size)
+    return Trace(losses[:, cfg.burnin :], total * frac, frac)

@@ -89,4 +89,5 @@ def sample(post, cfg, key) -> Trace:
 
     losses, elbo = jax.jit(jax.vmap(chain))(jax.random.split(key, cfg.chains))
     fit = cfg.steps * M * cfg.mc_samples * post.batch_fraction(cfg.batch_size)
-    return Trace(np.asarray(losses)[:, cfg.burnin:], fit + cfg.burnin + cfg.draws, {"elbo": np.asarray(elbo)})
+    # each draw costs one full-data loss evaluation, counted as one FGE
+    return Trace(np.asarray(losses)[:, cfg.burnin:], fit + cfg.burnin + cfg.draws, 1.0, {"elbo": np.asarray(elbo)})
