@@ -47,6 +47,10 @@ class Card:
     workers: int = field(default_factory=lambda: os.cpu_count() or 1, metadata=positive())  # per node
     address: str | None = None  # HTEX interchange address reachable from workers
     strategy_period: float = field(default=5.0, metadata=positive())
+    # HTEX: seconds between worker heartbeats, and of silence before a worker's tasks are failed
+    # (a cancelled SLURM job is noticed only then).
+    heartbeat_period: int = field(default=30, metadata=positive())
+    heartbeat_threshold: int = field(default=120, metadata=positive())
     provider: Provider = Provider()
 
     def check(self, bad):
@@ -115,6 +119,8 @@ def parsl_config(card: Card, run_dir: Path):
             max_workers_per_node=card.workers,
             available_accelerators=p.gpus_per_node or (),  # one GPU per worker via CUDA_VISIBLE_DEVICES
             address=card.address or ("127.0.0.1" if p.type == "local" else None),
+            heartbeat_period=card.heartbeat_period,
+            heartbeat_threshold=card.heartbeat_threshold,
             provider=provider,
         )
     return Config(executors=[ex], run_dir=str(run_dir), strategy_period=card.strategy_period, usage_tracking=0)
