@@ -12,7 +12,7 @@ import numpy as np
 from .store import read_json
 
 # Bump to redraw every plot (it is part of the diagnose task IDs).
-PLOTS_VERSION = 1
+PLOTS_VERSION = 2
 
 
 def _plt():
@@ -93,7 +93,7 @@ def diagnose_run(ctx) -> dict:
         out["rank"] = _save(fig, wd / "rank.png")
 
     if "acceptance_rate" in tr:
-        fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+        fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
         for c in range(chains):
             acc = tr["acceptance_rate"][c]
             axes[0].plot(np.cumsum(acc) / np.arange(1, acc.size + 1), lw=0.8, label=f"chain {c}")
@@ -102,6 +102,15 @@ def diagnose_run(ctx) -> dict:
         axes[0].legend(fontsize=7)
         axes[1].bar(range(chains), tr["divergent"].sum(axis=1))
         axes[1].set(title=f"Divergent transitions: {int(tr['divergent'].sum())}", xlabel="chain", ylabel="count")
+        # Energy: marginal vs transition distribution; similar widths mean momentum resampling
+        # explores the energy levels well (E-BFMI near 1).
+        e = tr["energy"] - tr["energy"].mean(axis=1, keepdims=True)
+        de = np.diff(tr["energy"], axis=1)
+        bfmi = float(np.mean(np.sum(de**2, axis=1) / np.sum(e**2, axis=1)))
+        axes[2].hist(e.ravel(), bins=40, alpha=0.6, density=True, label="energy (centred)")
+        axes[2].hist(de.ravel(), bins=40, alpha=0.6, density=True, label="energy change")
+        axes[2].set(title=f"HMC energy (E-BFMI {bfmi:.2f})", xlabel="energy [nats]", ylabel="density")
+        axes[2].legend(fontsize=7)
         out["hmc"] = _save(fig, wd / "hmc.png")
     if "energy_change" in tr:
         fig, ax = plt.subplots(figsize=(7, 3.6))

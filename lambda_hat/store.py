@@ -14,6 +14,7 @@ from pathlib import Path
 
 # Bump when the meaning of stored results changes; every ID changes with it.
 SCHEMA_VERSION = 1
+PROBE_BYTES = 1 << 20  # free space a store must have before any work starts
 
 
 def task_id(kind: str, semantic: dict) -> str:
@@ -68,13 +69,18 @@ class Store:
     def check_writable(self) -> None:
         from .typed import InputError
 
+        probe = self.root / f".probe-{uuid.uuid4().hex[:8]}"
         try:
             self.root.mkdir(parents=True, exist_ok=True)
-            probe = self.root / f".probe-{uuid.uuid4().hex[:8]}"
-            probe.write_text("")
-            probe.unlink()
+            with open(probe, "wb") as f:  # room for a task's small files, or fail now, not mid-sweep
+                f.write(b"\0" * PROBE_BYTES)
+                f.flush()
+                os.fsync(f.fileno())
         except OSError as e:
             raise InputError(f"store {self.root}: not writable ({e.strerror})") from None
+        finally:
+            with contextlib.suppress(OSError):
+                probe.unlink()
 
     @contextlib.contextmanager
     def lock(self, tid: str):

@@ -143,19 +143,16 @@ def test_bad_config_is_rejected(project, name, cfg, fragments):
         assert f in msg, (f, msg)
 
 
-def test_bad_inputs_through_cli_exit_2_and_write_nothing(project):
-    """Every catalogue entry through the real command line (one process per case is slow, so
-    the in-process test above checks each message; here a sample goes through the CLI)."""
-    cases = [BAD[0], BAD[3], BAD[6], BAD[13], BAD[26]]
-    for name, cfg, fragments in cases:
-        path = project / "config" / "experiments.yaml"
-        path.write_text(cfg) if isinstance(cfg, str) else write_config(path, cfg)
-        before = sorted(p.name for p in project.iterdir())
-        r = cli("workflow", "llc", "--local", cwd=project)
-        assert r.returncode == 2, (name, r.stderr)
-        lines = r.stderr.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith("error: ") and fragments[0] in lines[0], (name, r.stderr)
-        assert sorted(p.name for p in project.iterdir()) == before, name  # no runs/, no results/
+@pytest.mark.parametrize("name,cfg,fragments", BAD, ids=[b[0] for b in BAD])
+def test_bad_input_through_cli_exit_2_and_write_nothing(project, name, cfg, fragments):
+    path = project / "config" / "experiments.yaml"
+    path.write_text(cfg) if isinstance(cfg, str) else write_config(path, cfg)
+    before = sorted(p.relative_to(project) for p in project.rglob("*"))
+    r = cli("workflow", "llc", "--local", cwd=project)
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and fragments[0] in lines[0], r.stderr
+    assert sorted(p.relative_to(project) for p in project.rglob("*")) == before  # no runs/, no results/
 
 
 @pytest.mark.parametrize(

@@ -88,8 +88,18 @@ def test_ctrl_c_exits_130_and_leaves_no_task_process(project):
     proc = subprocess.Popen([*LH, "workflow", "llc", "--local"], cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     me = psutil.Process(proc.pid)
     tasks = []
+    def task_processes():
+        found = []
+        for p in me.children(recursive=True):
+            try:
+                if "lambda_hat.runner" in " ".join(p.cmdline()):
+                    found.append(p)
+            except psutil.Error:  # finished meanwhile (the target task)
+                pass
+        return found
+
     for _ in range(300):  # wait for the sampling task (the target task finishes first)
-        tasks = [p for p in me.children(recursive=True) if "lambda_hat.runner" in " ".join(p.cmdline()) and list(project.glob("runs/llc/.tmp-*"))]
+        tasks = task_processes() if list(project.glob("runs/llc/.tmp-*")) else []
         if tasks:
             break
         time.sleep(0.1)

@@ -66,7 +66,7 @@ def test_sigkill_anywhere_then_resume(project, point):
 
 
 def test_killed_htex_worker_fails_its_task_only(project):
-    slow = {"name": "sgld", "overrides": {"batch_size": None, "draws": 10_000_000, "chains": 1}}
+    slow = {"name": "sgld", "overrides": {"batch_size": None, "draws": 2_000_000, "chains": 1}}
     write_config(project / "config" / "experiments.yaml", {**TINY, "samplers": TINY["samplers"] + [slow]})
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen([*LH, "workflow", "llc", "--parsl-card", "parsl_cards/local-processes.yaml"], cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -77,7 +77,7 @@ def test_killed_htex_worker_fails_its_task_only(project):
             if len(cmd) > 2 and cmd[-2] == "lambda_hat.runner":
                 try:
                     spec = os.path.join(p.cwd(), cmd[-1], "task.json")
-                    if spec.startswith(str(project)) and json.load(open(spec))["config"].get("sampler", {}).get("draws") == 10_000_000:
+                    if spec.startswith(str(project)) and json.load(open(spec))["config"].get("sampler", {}).get("draws") == 2_000_000:
                         victim = p.parent()  # the HTEX worker running the slow task
                 except (psutil.Error, OSError, ValueError):
                     pass
@@ -90,6 +90,8 @@ def test_killed_htex_worker_fails_its_task_only(project):
     assert proc.returncode == 1, out + err
     df = pd.read_parquet(project / "results" / "llc_runs.parquet")
     assert df["status"].tolist() == ["done", "failed"] and df["error"][1], df[["status", "error"]]
+    r = cli("workflow", "llc", "--parsl-card", "parsl_cards/local-processes.yaml", cwd=project)
+    assert r.returncode == 0 and "1 done, 2 reused" in r.stdout, r.stdout + r.stderr
 
 
 def test_concurrent_invocations_share_the_store(project):
@@ -138,3 +140,27 @@ def test_divergence_stops_early_and_names_the_step(project):
     assert step < 100 and "lower step_size" in err
     m = yaml.safe_load(open(next(project.glob("runs/llc/*/manifest.json"))))
     assert m["status"] == "failed" and m["walltime_sec"] < 40
+
+
+def test_full_store_fails_before_work_without_touching_results(project):
+    store = project / "store"
+    store.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(store)], capture_output=True).returncode:
+        pytest.skip("cannot mount a small tmpfs here (needs root and CAP_SYS_ADMIN)")
+    try:
+        write_config(project / "config" / "experiments.yaml", {**TINY, "store_root": "store"})
+        assert cli("workflow", "llc", "--local", cwd=project).returncode == 0
+        existing = {p: p.read_bytes() for p in store.rglob("*") if p.is_file() and "/." not in str(p.relative_to(store))}
+        with open(store / "filler", "wb") as f:  # fill the file system to the last block
+            try:
+                while True:
+                    f.write(b"\0" * 65536)
+                    f.flush()
+            except OSError:
+                pass
+        write_config(project / "config" / "experiments.yaml", {**TINY, "store_root": "store", "samplers": TWO["samplers"]})
+        r = cli("workflow", "llc", "--local", cwd=project)
+        assert r.returncode == 2 and "store store: not writable (No space left on device)" in r.stderr, r.stderr
+        assert {p: p.read_bytes() for p in existing} == existing
+    finally:
+        subprocess.run(["umount", str(store)])

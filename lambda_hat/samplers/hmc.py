@@ -22,12 +22,12 @@ def sample(post, cfg, key) -> Trace:
         def step(state, k):
             state, info = kernel.step(k, state)
             loss = post.loss_from_logdensity(state.position, state.logdensity)
-            return state, (loss, info.acceptance_rate, info.is_divergent)
+            return state, (loss, info.acceptance_rate, info.is_divergent, info.energy)
 
         _, out = jax.lax.scan(step, state, jax.random.split(k_run, total))
         return out + (params["step_size"],)
 
-    loss, acc, div, step_size = jax.jit(jax.vmap(chain))(jax.random.split(key, cfg.chains))
+    loss, acc, div, energy, step_size = jax.jit(jax.vmap(chain))(jax.random.split(key, cfg.chains))
     b = cfg.burnin
-    extras = {"acceptance_rate": np.asarray(acc)[:, b:], "divergent": np.asarray(div)[:, b:], "step_size": np.asarray(step_size)}
+    extras = {"acceptance_rate": np.asarray(acc)[:, b:], "divergent": np.asarray(div)[:, b:], "energy": np.asarray(energy)[:, b:], "step_size": np.asarray(step_size)}
     return Trace(np.asarray(loss)[:, b:], float((cfg.warmup + total) * L), float(L), extras)
