@@ -11,7 +11,7 @@ import os
 import shutil
 from pathlib import Path
 
-from .store import read_json
+from .store import read_json, tmp_path
 
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
 table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #ccc;padding:4px 8px;text-align:right}
@@ -79,10 +79,9 @@ def comparison_figure(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def build(rows: list[dict], store, run_diag: dict, target_diag: dict, out: Path) -> Path:
+def build(rows: list[dict], run_diag: dict, target_diag: dict, out: Path) -> Path:
     """rows: the llc table; run_diag / target_diag: run or target ID → diagnose task directory."""
-    tmp = out.with_name(f".{out.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = tmp_path(out)
     tmp.mkdir(parents=True)
     comparison_figure(rows, tmp / "comparison.png")
     page = [f"<!doctype html><meta charset='utf-8'><title>lambda-hat gallery</title><style>{STYLE}</style>",
@@ -115,8 +114,7 @@ def build(rows: list[dict], store, run_diag: dict, target_diag: dict, out: Path)
     (tmp / "index.html").write_text("\n".join(page) + "\n")
     (tmp / "README.md").write_text("\n".join(md) + "\n")
     if out.exists():  # swap in whole: a reader never sees half a gallery
-        old = out.with_name(f".{out.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
+        old = tmp_path(out)
         os.rename(out, old)
         shutil.rmtree(old)
     os.rename(tmp, out)

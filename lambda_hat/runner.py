@@ -244,7 +244,10 @@ def run_tasks(tasks: list[Task], root: Path, card, force: bool = False, progress
     from .cards import parsl_config
 
     _stopping.clear()
-    dfk = parsl.load(parsl_config(card, store.root / ".parsl"))
+    # Parsl numbers its run directories 000, 001, …: a directory per invocation keeps two
+    # concurrent invocations on one store from racing for the same number.
+    run_dir = store.root / ".parsl" / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    dfk = parsl.load(parsl_config(card, run_dir))
     try:
         app = parsl.python_app(execute, data_flow_kernel=dfk, executors=["lh"])
         futures: dict[cf.Future, Task] = {}

@@ -28,9 +28,14 @@ def crashpoint(name: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+def tmp_path(path: Path) -> Path:
+    """A hidden sibling with a name of its own: concurrent writers never share a temporary."""
+    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
+
+
 def write_json(path: Path, data) -> None:
     """Write then rename, so a reader never sees half a file."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
+    tmp = tmp_path(path)
     with open(tmp, "w") as f:
         json.dump(data, f, indent=2, sort_keys=True, default=str)
         f.flush()

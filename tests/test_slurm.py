@@ -44,7 +44,7 @@ def slurm_args():
 
 
 def submit_scripts(project):
-    return list(project.glob("runs/.parsl/*/submit_scripts/*.submit"))
+    return sorted(project.glob("runs/.parsl/**/submit_scripts/*.submit"))
 
 
 def test_llc_through_slurm_matches_local(project, slurm, tmp_path):

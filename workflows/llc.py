@@ -10,7 +10,7 @@ import yaml
 
 from lambda_hat.config import Plan, load_plan
 from lambda_hat.runner import Summary, Task, run_tasks
-from lambda_hat.store import Store, crashpoint, read_json
+from lambda_hat.store import Store, crashpoint, read_json, tmp_path
 from lambda_hat.typed import InputError, plain
 
 TARGETS, RUNS, DIAG = "targets", "llc", "diag"
@@ -21,7 +21,8 @@ def diag_tasks(targets: dict, runs: dict, env: dict) -> tuple[dict, dict]:
     from lambda_hat.diagnostics import PLOTS_VERSION
 
     def task(kind, dep, fn, label):
-        return Task(DIAG, f"lambda_hat.diagnostics:{fn}", {kind: dep.id, "plots": PLOTS_VERSION}, label, deps=((dep.kind, dep.id),), env=env)
+        cfg = {kind: dep.id, "plots": PLOTS_VERSION}
+        return Task(DIAG, f"lambda_hat.diagnostics:{fn}", cfg, label, deps=((dep.kind, dep.id),), timeout=dep.timeout, env=env)
 
     return (
         {t.id: task("target", t, "diagnose_target", f"plots {t.label}") for t in targets.values()},
@@ -109,7 +110,7 @@ def write_table(table: list[dict], results: Path) -> Path:
             df[col] = df[col].map(lambda v: yaml.safe_dump(list(v), default_flow_style=True).strip() if isinstance(v, (list, tuple)) else v)
     path = results / "llc_runs.parquet"
     for p, write in ((path, df.to_parquet), (path.with_suffix(".csv"), lambda f: df.to_csv(f, index=False))):
-        tmp = p.with_name(f".{p.name}.tmp")
+        tmp = tmp_path(p)
         write(tmp)
         crashpoint(f"write:{p.name}")
         os.replace(tmp, p)
@@ -148,19 +149,21 @@ def write_retry(plan: Plan, table: list[dict], runs: dict, results: Path) -> Pat
     results.mkdir(parents=True, exist_ok=True)
     crashpoint("write:retry.yaml")
     header = f"# Failed runs of {source}; rerun with: lambda-hat workflow llc --config {path}\n"
-    tmp = path.with_name(".retry.yaml.tmp")
+    tmp = tmp_path(path)
     tmp.write_text(header + yaml.safe_dump(doc, sort_keys=False))
     os.replace(tmp, path)
     return path
 
 
-def promote(plan: Plan, store: Store, table: list[dict], targets: dict, runs: dict, results: Path) -> Path:
-    """Build results/gallery from whatever plots the store holds for this plan."""
+def promote(store: Store, table: list[dict], targets: dict, runs: dict, results: Path) -> tuple[Path, int]:
+    """Build results/gallery from the plots the store holds; also says how many runs have none."""
     from lambda_hat import gallery
 
     tdiag, rdiag = diag_tasks(targets, runs, {})
     done = lambda d: {k: store.dir(DIAG, t.id) for k, t in d.items() if store.is_done(DIAG, t.id)}  # noqa: E731
-    return gallery.build(table, store, done(rdiag), done(tdiag), results / "gallery")
+    run_plots = done(rdiag)
+    missing = sum(row["status"] == "done" and row["run_id"] not in run_plots for row in table)
+    return gallery.build(table, run_plots, done(tdiag), results / "gallery"), missing
 
 
 def rebuild_gallery(config: Path, results: Path = Path("results")) -> int:
@@ -168,10 +171,8 @@ def rebuild_gallery(config: Path, results: Path = Path("results")) -> int:
     plan = load_plan(config)
     store = Store(Path(plan.config.store_root))
     targets, runs = build_tasks(plan, None)
-    table = rows(plan, store, targets, runs)
-    index = promote(plan, store, table, targets, runs, results)
-    missing = [r["sampler"] + "@" + r["target"] for r in table if r["status"] == "done" and not store.is_done(DIAG, diag_tasks(targets, runs, {})[1][r["run_id"]].id)]
-    click.echo(f"gallery: {index}" + (f" ({len(missing)} run(s) without plots: run the workflow with --promote)" if missing else ""))
+    index, missing = promote(store, rows(plan, store, targets, runs), targets, runs, results)
+    click.echo(f"gallery: {index}" + (f" ({missing} run(s) without plots: run the workflow with --promote)" if missing else ""))
     return 0
 
 
@@ -195,7 +196,7 @@ def run(config: Path, card, force: bool, dry_run: bool, timeout: float | None, r
     retry = write_retry(plan, table, runs, results)
     click.echo(f"llc: {summary.line()}; results in {path}")
     if with_promote:
-        click.echo(f"gallery: {promote(plan, store, table, targets, runs, results)}")
+        click.echo(f"gallery: {promote(store, table, targets, runs, results)[0]}")
     for row in table:
         if row["status"] == "done":
             truth = f" (truth {row['llc_true']:g})" if row["llc_true"] is not None else ""
