@@ -264,9 +264,9 @@ def resolve_target(entry: TargetEntry, x64: bool, path: Path, key: str) -> Targe
     model_dict = deep_merge(_dict(preset.get("model", {}), where, f"{key}.model"), _dict(over.get("model", {}), where, f"{key}.overrides.model"))
     model = _tagged(MODEL_KINDS, model_dict, where, f"{key}.model")
     if isinstance(model, Quadratic):
-        for k in ("data", "training"):
-            if (k == "data" and entry.data is not None) or k in over:
-                fail(where, f"{key}.{k}", "not used by model kind 'quadratic' (it has no data); remove it")
+        unused = (["data"] if entry.data is not None else []) + [f"overrides.{k}" for k in ("data", "training") if k in over]
+        if unused:
+            fail(where, f"{key}.{unused[0]}", "not used by model kind 'quadratic' (it has no data); remove it")
         data = training = None
     else:
         if entry.data is None:

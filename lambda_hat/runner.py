@@ -158,12 +158,18 @@ def _run_child(spec: dict, workdir: Path) -> tuple[str, dict, str | None]:
     return "failed", {}, f"process died with {'signal ' + str(-p.returncode) if p.returncode < 0 else 'exit code ' + str(p.returncode)}"
 
 
+def _root_cause(outcome: dict) -> str:
+    """What made a dependency fail: its own error, or the cause it was itself skipped for."""
+    return outcome.get("cause") or f"{outcome['label']}: {outcome['error']}"
+
+
 def execute(spec: dict, root: str, *dep_outcomes: dict) -> dict:
-    """Parsl app body: run one task into the store and return its outcome (never raises)."""
+    """Parsl app body: run one task into the store and return its outcome; the task's own
+    errors are caught and recorded (only a failing store write escapes, as an exception)."""
     base = {"id": spec["id"], "label": spec["label"], "kind": spec["kind"]}
     for o in dep_outcomes:
         if o["status"] not in OK:
-            return {**base, "status": "skipped", "error": o.get("cause") or f"{o['label']}: {o['error']}", "cause": o.get("cause") or f"{o['label']}: {o['error']}"}
+            return {**base, "status": "skipped", "error": _root_cause(o), "cause": _root_cause(o)}
     store = Store(Path(root))
     kind, tid = spec["kind"], spec["id"]
     with store.lock(tid):
@@ -266,7 +272,7 @@ def run_tasks(tasks: list[Task], root: Path, card, force: bool = False, progress
                 out = {"id": t.id, "label": t.label, "kind": t.kind, "status": "failed", "error": f"{type(e).__name__}: {e}"}
                 root_cause = next((outcomes[i] for _, i in t.deps if i in outcomes and outcomes[i]["status"] not in OK), None)
                 if root_cause:
-                    out.update(status="skipped", error=root_cause.get("cause") or f"{root_cause['label']}: {root_cause['error']}")
+                    out.update(status="skipped", error=_root_cause(root_cause), cause=_root_cause(root_cause))
             outcomes[t.id] = out
             progress.update(out)
     except KeyboardInterrupt:
