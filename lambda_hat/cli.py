@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fcntl
 import shutil
 import sys
 from pathlib import Path
@@ -78,19 +77,6 @@ def promote_cmd(config):
         _fail(e)
 
 
-def _running(store, tid: str) -> bool:
-    lock = store.root / ".locks" / f"{tid}.lock"
-    if not lock.exists():
-        return False
-    with open(lock) as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        fcntl.flock(f, fcntl.LOCK_UN)
-    return False
-
-
 @main.command()
 @click.option("--store", "store_root", type=click.Path(path_type=Path), default=Path("runs"), show_default=True, help="Store directory.")
 def status(store_root):
@@ -108,9 +94,8 @@ def status(store_root):
         counts[kind][st] += 1
         if st not in ("done",):
             problems.append(f"  {kind}/{tid} {st}: {m.get('label', '')}: {m.get('error')}")
-    for p in store.leftovers():
-        tid = p.name.split("-")[1]
-        st = "running" if _running(store, tid) else "incomplete"
+    for p, tid in store.leftovers():
+        st = "running" if store.is_running(tid) else "incomplete"
         counts.setdefault(p.parent.name, {}).setdefault(st, 0)
         counts[p.parent.name][st] += 1
     if not counts:
@@ -129,8 +114,8 @@ def gc(store_root, dry_run):
     from .store import Store
 
     store = Store(store_root)
-    for p in store.leftovers():
-        if _running(store, p.name.split("-")[1]):
+    for p, tid in store.leftovers():
+        if store.is_running(tid):
             continue
         click.echo(f"{'would remove' if dry_run else 'removing'} {p}")
         if not dry_run:

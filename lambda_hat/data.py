@@ -35,3 +35,24 @@ def make(cfg, dim: int, teacher_fn, key) -> tuple[jnp.ndarray, jnp.ndarray]:
     x = inputs(cfg, dim, kx)
     y = teacher_fn(x)
     return x, y + noise(cfg, y.shape, kn)
+
+
+def batcher(data: tuple, key, size: int | None):
+    """Minibatches: `draw(k)` returns a batch whose mean loss is unbiased for the full data's.
+
+    The data are shuffled once and each batch is a window at a uniform random offset of the
+    cyclic shuffled order: every sample lies in exactly `size` of the n windows, so each is
+    included with probability size/n, at the cost of one random number per step (drawing
+    `size` indices per step costs more than the gradient on small models).
+    """
+    n = data[0].shape[0]
+    if size is None or size >= n:
+        return lambda k: data
+    perm = jax.random.permutation(key, n)
+    ring = jax.tree.map(lambda a: jnp.concatenate([a[perm], a[perm[:size]]]), data)
+
+    def draw(k):
+        start = jax.random.randint(k, (), 0, n)
+        return jax.tree.map(lambda a: jax.lax.dynamic_slice_in_dim(a, start, size), ring)
+
+    return draw

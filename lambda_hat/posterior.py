@@ -9,7 +9,6 @@ import math
 from dataclasses import dataclass
 from typing import Callable
 
-import jax
 import jax.numpy as jnp
 
 
@@ -41,23 +40,10 @@ class Posterior:
         return -(logdensity + self.prior_term(w)) / self.n_beta
 
     def batcher(self, key, size: int | None):
-        """Minibatches for a sampler: `draw(k)` returns a batch whose loss is unbiased for L_n.
+        """Minibatches for a sampler (see data.batcher); data-free targets get None."""
+        from .data import batcher
 
-        The data are shuffled once and each batch is a window at a uniform random offset of
-        the cyclic shuffled order: every sample lies in exactly `size` of the n windows, so
-        each is included with probability size/n, at the cost of one random number per step
-        (drawing `size` indices per step costs more than the gradient on small models).
-        """
-        if self.data is None or size is None or size >= self.n:
-            return lambda k: self.data
-        perm = jax.random.permutation(key, self.n)
-        ring = jax.tree.map(lambda a: jnp.concatenate([a[perm], a[perm[:size]]]), self.data)
-
-        def draw(k):
-            start = jax.random.randint(k, (), 0, self.n)
-            return jax.tree.map(lambda a: jax.lax.dynamic_slice_in_dim(a, start, size), ring)
-
-        return draw
+        return (lambda k: None) if self.data is None else batcher(self.data, key, size)
 
     def batch_fraction(self, size: int | None) -> float:
         return 1.0 if self.data is None or size is None else min(size, self.n) / self.n

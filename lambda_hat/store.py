@@ -115,9 +115,23 @@ class Store:
         crashpoint("committed")
         return final
 
-    def leftovers(self) -> list[Path]:
-        """Temporary directories of tasks that never finished (crashed or killed)."""
-        return sorted(p for p in self.root.glob("*/.*-*") if p.is_dir() and p.name.startswith((".tmp-", ".old-")))
+    def leftovers(self) -> list[tuple[Path, str]]:
+        """(directory, task ID) of temporaries of tasks that never finished or are running."""
+        dirs = sorted(p for p in self.root.glob("*/.*-*") if p.is_dir() and p.name.startswith((".tmp-", ".old-")))
+        return [(p, p.name.split("-")[1]) for p in dirs]
+
+    def is_running(self, tid: str) -> bool:
+        """Whether some process holds the task's lock right now."""
+        path = self.root / ".locks" / f"{tid}.lock"
+        if not path.exists():
+            return False
+        with open(path) as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(f, fcntl.LOCK_UN)
+        return False
 
     def entries(self):
         """(kind, id, manifest) for every finished directory."""

@@ -65,6 +65,8 @@ def train_target(ctx) -> dict:
     import jax.numpy as jnp
     import optax
 
+    from .data import batcher
+
     sem = ctx.config
     model, data, training = typed(sem)
     t0 = time.time()
@@ -76,10 +78,11 @@ def train_target(ctx) -> dict:
     x, y, loss, _, _, w0, test = problem(sem)
     opt = {"adam": optax.adam, "sgd": optax.sgd}[training.optimizer](training.lr)
     full = (x, y)
+    draw_batch = batcher(full, jax.random.PRNGKey(sem["seed"] + 2), training.batch_size)
 
     def step(carry, key):
         w, state = carry
-        batch = full if training.batch_size is None else jax.tree.map(lambda a: a[jax.random.randint(key, (training.batch_size,), 0, data.n)], full)
+        batch = draw_batch(key)
         value, g = jax.value_and_grad(loss)(w, batch)
         updates, state = opt.update(g, state, w)
         return (optax.apply_updates(w, updates), state), value

@@ -1,6 +1,5 @@
 """Every shipped card validates and builds a Parsl configuration (nothing is submitted)."""
 
-from pathlib import Path
 
 import pytest
 

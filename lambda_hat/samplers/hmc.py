@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import blackjax
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from . import Trace
