@@ -53,6 +53,13 @@ class Card:
     heartbeat_threshold: int = field(default=120, metadata=positive())
     provider: Provider = Provider()
 
+    @property
+    def capacity(self) -> int:
+        """Tasks that can run at once."""
+        if self.executor == "threads":
+            return self.workers
+        return self.workers * self.provider.nodes_per_block * self.provider.max_blocks
+
     def check(self, bad):
         if self.executor == "threads" and self.provider != Provider():
             bad("provider", "only executor: htex takes a provider")

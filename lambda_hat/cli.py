@@ -30,7 +30,7 @@ def main():
 
 @main.group()
 def workflow():
-    """Run a workflow (llc)."""
+    """Run a workflow (llc, sweep)."""
 
 
 @workflow.command()
@@ -63,6 +63,54 @@ def llc(config, local, parsl_card, sets, dry_run, force, timeout, promote):
         click.echo("\ninterrupted: running tasks were killed; rerun to resume", err=True)
         sys.exit(130)
     sys.exit(code)
+
+
+@workflow.command()
+@click.argument("sweep_file", type=click.Path(path_type=Path))
+@click.option("--local", is_flag=True, help="Run on this machine with parsl_cards/local.yaml (the default).")
+@click.option("--parsl-card", type=click.Path(path_type=Path), help=CARD_HELP)
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a card field (repeatable).")
+@click.option("--only", multiple=True, metavar="KEY=V1,V2", help="Run only experiments whose KEY is one of the values (repeatable; all must hold; KEY name matches experiment names).")
+@click.option("--dry-run", is_flag=True, help="Print the experiments (done or to run) and run nothing.")
+@click.option("--force", is_flag=True, help="Recompute the chosen experiments even if their results are in the store.")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), help="Kill any experiment running longer than this many seconds (it is reported as timeout).")
+@click.option("--budget", metavar="DURATION", help="Wall time for the whole sweep (e.g. 30m, 1h30m): no experiment is started that would not fit.")
+def sweep(sweep_file, local, parsl_card, sets, only, dry_run, force, timeout, budget):
+    """Run a grid of experiments from SWEEP_FILE (e.g. config/sweeps/blobs.yaml).
+
+    Each experiment is a cached task; results/sweeps/<name>/ gets a JSON per experiment, a
+    table (results.parquet/.csv) updated as experiments finish, and the report
+    (comparison_table.csv, plots/, summary_report.md).
+    """
+    from workflows import sweep as wf
+
+    from .cards import load_card
+    from .sweep import parse_duration
+
+    if local and parsl_card:
+        _fail(InputError("--local and --parsl-card exclude each other"))
+    try:
+        seconds = parse_duration(budget) if budget is not None else None
+        card = load_card(parsl_card, tuple(sets))
+        code = wf.run(sweep_file, card, tuple(only), force=force, dry_run=dry_run, timeout=timeout, budget=seconds)
+    except InputError as e:
+        _fail(e)
+    except KeyboardInterrupt:
+        click.echo("\ninterrupted: running experiments were killed; rerun to resume", err=True)
+        sys.exit(130)
+    sys.exit(code)
+
+
+@main.command("report")
+@click.argument("sweep_file", type=click.Path(path_type=Path))
+def report_cmd(sweep_file):
+    """Rebuild a sweep's table and report from the store without computing anything."""
+    from workflows import sweep as wf
+
+    try:
+        sys.exit(wf.report(sweep_file))
+    except InputError as e:
+        _fail(e)
 
 
 @main.command("promote")

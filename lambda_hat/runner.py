@@ -8,6 +8,7 @@ crash in native code, and to fix JAX's precision per process instead of toggling
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures as cf
 import dataclasses
 import functools
@@ -25,6 +26,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from .progress import Progress
 from .store import Store, crashpoint, read_json, task_id, write_json
@@ -72,11 +74,12 @@ class Summary:
 
     @property
     def ok(self) -> bool:
-        return all(o["status"] in OK for o in self.outcomes.values())
+        """Nothing failed: tasks left unsubmitted by a budget are not failures."""
+        return all(o["status"] in (*OK, "left") for o in self.outcomes.values())
 
     def line(self) -> str:
         parts = [f"{self.count(s)} {s}" for s in ("done", "reused", "failed", "timeout", "skipped")]
-        return ", ".join(parts)
+        return ", ".join(parts) + (f", {self.count('left')} left by the budget" if self.count("left") else "")
 
 
 # ---------------------------------------------------------------- executing one task
@@ -116,6 +119,11 @@ def _versions() -> dict:
             out[pkg] = version(pkg)
         except PackageNotFoundError:
             pass
+    repo = Path(__file__).resolve().parents[1]
+    if (repo / ".git").exists():  # a source checkout: which commit, and whether it was edited
+        r = subprocess.run(["git", "-C", str(repo), "describe", "--always", "--dirty"], capture_output=True, text=True)
+        if r.returncode == 0:
+            out["git"] = r.stdout.strip()
     return out
 
 
@@ -230,14 +238,30 @@ def _child_main(workdir: str) -> None:
 # ---------------------------------------------------------------- running a DAG
 
 
-def run_tasks(tasks: list[Task], root: Path, card, force: bool = False, progress: Progress | None = None) -> Summary:
-    """Run `tasks` (dependencies listed before dependants). Reused tasks are never submitted."""
+def run_tasks(
+    tasks: list[Task], root: Path, card, force: bool = False, progress: Progress | None = None,
+    on_outcome: Callable[[dict], None] | None = None, budget: float | None = None,
+) -> Summary:
+    """Run `tasks` (dependencies listed before dependants). Reused tasks are never submitted.
+
+    `on_outcome` sees every outcome as it arrives. With a `budget` (seconds from now), tasks are
+    submitted in order, only as many as the card can run at once, and submission stops at the
+    first task that would not finish in time by the longest task seen so far; the rest are
+    reported with status "left".
+    """
+    t_start = time.time()
     store = Store(root)
     outcomes: dict[str, dict] = {}
     pending: list[Task] = []
+
+    def record(out: dict) -> None:
+        outcomes[out["id"]] = out
+        if on_outcome:
+            on_outcome(out)
+
     for t in dict((t.id, t) for t in tasks).values():
         if not force and store.is_done(t.kind, t.id):
-            outcomes[t.id] = {"id": t.id, "label": t.label, "kind": t.kind, "status": "reused", "error": None}
+            record({"id": t.id, "label": t.label, "kind": t.kind, "status": "reused", "error": None})
         else:
             pending.append(t)
     progress = progress or Progress(len(pending), reused=len(outcomes))
@@ -254,27 +278,45 @@ def run_tasks(tasks: list[Task], root: Path, card, force: bool = False, progress
     # concurrent invocations on one store from racing for the same number.
     run_dir = store.root / ".parsl" / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
     dfk = parsl.load(parsl_config(card, run_dir))
+    window = card.capacity if budget is not None else len(pending)
+    longest = 0.0
     try:
         app = parsl.python_app(execute, data_flow_kernel=dfk, executors=["lh"])
         futures: dict[cf.Future, Task] = {}
         by_id: dict[str, cf.Future] = {}
-        for t in pending:
-            spec = {**dataclasses.asdict(t), "force": force, "dep_dirs": [str(store.dir(k, i)) for k, i in t.deps]}
-            dep_futs = [by_id[i] for _, i in t.deps if i in by_id]
-            fut = app(spec, str(store.root), *dep_futs)
-            futures[fut], by_id[t.id] = t, fut
+        queue = collections.deque(pending)
+
+        def submit_more() -> None:
+            while queue and len(futures) < window:
+                if budget is not None and time.time() - t_start + longest > budget:
+                    why = f"budget: {budget:g} s would be exceeded (longest task so far {longest:.0f} s)"
+                    for t in queue:
+                        record({"id": t.id, "label": t.label, "kind": t.kind, "status": "left", "error": why})
+                    queue.clear()
+                    return
+                t = queue.popleft()
+                spec = {**dataclasses.asdict(t), "force": force, "dep_dirs": [str(store.dir(k, i)) for k, i in t.deps]}
+                dep_futs = [by_id[i] for _, i in t.deps if i in by_id]
+                fut = app(spec, str(store.root), *dep_futs)
+                futures[fut], by_id[t.id] = t, fut
+
+        submit_more()
         crashpoint("submitted")
-        for fut in cf.as_completed(futures):
-            t = futures[fut]
-            try:
-                out = fut.result()
-            except Exception as e:  # lost worker, dependency failure inside Parsl, …
-                out = {"id": t.id, "label": t.label, "kind": t.kind, "status": "failed", "error": f"{type(e).__name__}: {e}"}
-                root_cause = next((outcomes[i] for _, i in t.deps if i in outcomes and outcomes[i]["status"] not in OK), None)
-                if root_cause:
-                    out.update(status="skipped", error=_root_cause(root_cause), cause=_root_cause(root_cause))
-            outcomes[t.id] = out
-            progress.update(out)
+        while futures:
+            finished, _ = cf.wait(futures, return_when=cf.FIRST_COMPLETED)
+            for fut in finished:
+                t = futures.pop(fut)
+                try:
+                    out = fut.result()
+                except Exception as e:  # lost worker, dependency failure inside Parsl, …
+                    out = {"id": t.id, "label": t.label, "kind": t.kind, "status": "failed", "error": f"{type(e).__name__}: {e}"}
+                    root_cause = next((outcomes[i] for _, i in t.deps if i in outcomes and outcomes[i]["status"] not in OK), None)
+                    if root_cause:
+                        out.update(status="skipped", error=_root_cause(root_cause), cause=_root_cause(root_cause))
+                longest = max(longest, out.get("walltime_sec") or 0.0)
+                record(out)
+                progress.update(out)
+            submit_more()
     except KeyboardInterrupt:
         kill_children()
         raise

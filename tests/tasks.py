@@ -2,6 +2,9 @@
 
 import os
 import time
+from dataclasses import dataclass
+
+from lambda_hat.sweep import sweep_task
 
 
 def noop(ctx):
@@ -20,3 +23,22 @@ def boom(ctx):
 
 def read_dep(ctx):
     return {"dep_value": __import__("json").loads((ctx.deps[0] / "metrics.json").read_text())["value"]}
+
+
+@dataclass(frozen=True)
+class ToyConfig:
+    seed: int = 0
+    lr: float = 0.01
+    width: int = 4
+    sleep: float = 0.0
+    fail: bool = False
+
+
+@sweep_task(ToyConfig)
+def toy(ctx, cfg: ToyConfig):
+    """A sweep task with a known best point (lr = 0.03) and a cost that grows with width."""
+    (ctx.workdir / "pid").write_text(str(os.getpid()))
+    time.sleep(cfg.sleep)
+    if cfg.fail:
+        raise ValueError(f"toy failure at lr={cfg.lr}")
+    return {"score": -((cfg.lr - 0.03) ** 2) * 1e4 + 0.01 * cfg.seed, "loss": abs(cfg.lr - 0.03) + 1 / cfg.width, "params": 10 * cfg.width, "epochs": 1}

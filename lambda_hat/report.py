@@ -1,0 +1,190 @@
+"""A sweep's report: comparison_table.csv, plots and summary_report.md, from its result records."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .store import tmp_path
+
+TOP = 5
+
+
+def _atomic(path: Path, write) -> None:
+    tmp = tmp_path(path)
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def _num(v) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "–"
+    return f"{v:.4g}" if isinstance(v, (float, np.floating)) else str(v)
+
+
+def _md(df: pd.DataFrame) -> str:
+    cols = list(df.columns)
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(_num(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def ranked(df: pd.DataFrame, rank_by) -> pd.DataFrame:
+    """Done experiments best first by the first rank metric (ties by the next ones), then the rest."""
+    done = df[df.status == "done"]
+    keys = [r.metric for r in rank_by if r.metric in done.columns]
+    if keys:
+        done = done.sort_values(keys, ascending=[r.goal == "min" for r in rank_by if r.metric in keys], na_position="last")
+    out = pd.concat([done, df[df.status != "done"]])
+    out.insert(0, "rank", [*range(1, len(done) + 1), *[None] * (len(out) - len(done))])
+    return out
+
+
+def pareto(done: pd.DataFrame, metric: str, goal: str) -> pd.DataFrame:
+    """Experiments no other beats on both parameter count and `metric` (fewest params first)."""
+    d = done.dropna(subset=["params", metric]).sort_values(["params", metric], ascending=[True, goal == "min"])
+    keep, best = [], None
+    for i, row in d.iterrows():
+        v = row[metric]
+        if best is None or (v > best if goal == "max" else v < best):
+            keep.append(i)
+            best = v
+    return d.loc[keep]
+
+
+def factor_stats(done: pd.DataFrame, factor: str, metric: str, goal: str) -> pd.DataFrame:
+    g = done.dropna(subset=[metric]).groupby(factor, sort=True)[metric]
+    best = g.max() if goal == "max" else g.min()
+    return pd.DataFrame({factor: best.index, "n": g.size().values, "mean": g.mean().values, "std": g.std(ddof=1).values, "best": best.values})
+
+
+def _plots(df: pd.DataFrame, factors: list[str], rank_by, out: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    done = df[df.status == "done"]
+    metrics = [r.metric for r in rank_by if r.metric in done.columns]
+    names = []
+    if factors and metrics:
+        fig, axes = plt.subplots(len(factors), len(metrics), figsize=(4.2 * len(metrics), 3.2 * len(factors)), squeeze=False)
+        for i, f in enumerate(factors):
+            for j, m in enumerate(metrics):
+                ax = axes[i][j]
+                d = done.dropna(subset=[f, m])
+                levels = sorted(d[f].unique(), key=lambda v: (isinstance(v, str), v))
+                pos = {v: k for k, v in enumerate(levels)}
+                ax.scatter([pos[v] for v in d[f]], d[m], alpha=0.7)
+                means = [d[d[f] == v][m].mean() for v in levels]
+                ax.plot(range(len(levels)), means, "k-", lw=1, label="mean")
+                ax.set_xticks(range(len(levels)), [_num(v) for v in levels], rotation=30, fontsize=8)
+                ax.set_xlabel(f)
+                ax.set_ylabel(m)
+        fig.tight_layout()
+        fig.savefig(out / "metric_per_factor.png", dpi=90)
+        plt.close(fig)
+        names.append("metric_per_factor.png")
+    if metrics and done["params"].notna().any():
+        fig, ax = plt.subplots(figsize=(6, 4.5))
+        m = metrics[0]
+        ax.scatter(done["params"], done["time_sec"], c=done[m], cmap="viridis")
+        for _, r in done.iterrows():
+            ax.annotate(r["experiment_id"], (r["params"], r["time_sec"]), fontsize=6)
+        sc = ax.collections[0]
+        fig.colorbar(sc, label=m)
+        ax.set_xlabel("parameters")
+        ax.set_ylabel("time (s)")
+        ax.set_title(f"efficiency: {m} by parameters and time")
+        fig.tight_layout()
+        fig.savefig(out / "efficiency_scatter.png", dpi=90)
+        plt.close(fig)
+        names.append("efficiency_scatter.png")
+    if len(done):
+        fig, ax = plt.subplots(figsize=(6, 0.25 * len(done) + 1.2))
+        d = done.sort_values("time_sec")
+        ax.barh(d["experiment_id"], d["time_sec"])
+        ax.set_xlabel("time (s)")
+        ax.tick_params(axis="y", labelsize=7)
+        fig.tight_layout()
+        fig.savefig(out / "time.png", dpi=90)
+        plt.close(fig)
+        names.append("time.png")
+    return names
+
+
+def build(sweep, rows: list[dict]) -> Path:
+    """Write the report of `sweep` (lambda_hat.sweep.Sweep) from its table rows; returns the summary path."""
+    out = sweep.results
+    out.mkdir(parents=True, exist_ok=True)
+    rank_by = sweep.spec.rank_by
+    df = ranked(pd.DataFrame(rows), rank_by).convert_dtypes()  # integers stay integers next to missing values
+    _atomic(out / "comparison_table.csv", lambda p: df.to_csv(p, index=False))
+    done = df[df.status == "done"]
+    plots = _plots(df, sweep.factors, rank_by, out / "plots")
+    counts = df.status.value_counts()
+    metrics = [r for r in rank_by if r.metric in done.columns]
+    show = ["experiment_id", *[r.metric for r in metrics], "params", "time_sec"]
+    lines = [
+        f"# Sweep `{sweep.name}`",
+        "",
+        f"From `{sweep.path}` (task `{sweep.spec.task}`): {len(df)} experiments, "
+        + ", ".join(f"{v} {k}" for k, v in counts.items())
+        + ". Ranked by "
+        + ", ".join(f"{r.metric} ({r.goal})" for r in rank_by)
+        + ". Full table: `comparison_table.csv`.",
+        "",
+    ]
+    if not len(done):
+        lines += ["No experiment has finished yet.", ""]
+    for r in metrics:
+        best = done.sort_values(r.metric, ascending=r.goal == "min", na_position="last").head(TOP)
+        lines += [f"## Top performers by {r.metric} ({r.goal})", "", _md(best[show]), ""]
+    if len(done):
+        lines += ["## Fastest", "", _md(done.sort_values("time_sec").head(TOP)[show]), ""]
+    if metrics and done["params"].notna().any():
+        r = metrics[0]
+        lines += [
+            "## Most parameter-efficient",
+            "",
+            f"Experiments that no other beats on both parameter count and {r.metric} (fewest parameters first):",
+            "",
+            _md(pareto(done, r.metric, r.goal)[show]),
+            "",
+        ]
+    if sweep.factors and metrics:
+        lines += ["## Statistics per factor", ""]
+        effects = []
+        for f in sweep.factors:
+            for r in metrics:
+                st = factor_stats(done, f, r.metric, r.goal)
+                if len(st) < 1:
+                    continue
+                lines += [f"### {f}: {r.metric}", "", _md(st), ""]
+                if len(st) > 1:
+                    spread = st["mean"].max() - st["mean"].min()
+                    best_level = st.loc[st["mean"].idxmax() if r.goal == "max" else st["mean"].idxmin(), f]
+                    effects.append((r.metric, f, spread, best_level, len(st)))
+        if effects:
+            lines += [
+                "## Effect of each factor",
+                "",
+                "Spread of the mean metric across a factor's levels (largest first), and its best level:",
+                "",
+            ]
+            eff = pd.DataFrame(effects, columns=["metric", "factor", "spread of means", "best level", "levels"])
+            eff = eff.sort_values(["metric", "spread of means"], ascending=[True, False])
+            lines += [_md(eff), ""]
+    bad = df[df.status != "done"]
+    if len(bad):
+        lines += ["## Not finished", "", _md(bad[["experiment_id", "status", "error"]]), ""]
+    if plots:
+        lines += ["## Plots", "", *[f"![{p}](plots/{p})" for p in plots], ""]
+    summary = out / "summary_report.md"
+    _atomic(summary, lambda p: Path(p).write_text("\n".join(lines)))
+    return summary
