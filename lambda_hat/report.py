@@ -62,7 +62,7 @@ def factor_stats(done: pd.DataFrame, factor: str, metric: str, goal: str) -> pd.
     return pd.DataFrame({factor: best.index, "n": g.size().values, "mean": g.mean().values, "std": g.std(ddof=1).values, "best": best.values})
 
 
-def _plots(df: pd.DataFrame, factors: list[str], rank_by, out: Path) -> list[str]:
+def _plots(df: pd.DataFrame, factors: list[str], rank_by, out: Path, line_plots=()) -> list[str]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -105,6 +105,30 @@ def _plots(df: pd.DataFrame, factors: list[str], rank_by, out: Path) -> list[str
         fig.savefig(out / "efficiency_scatter.png", dpi=90)
         plt.close(fig)
         names.append("efficiency_scatter.png")
+    for i, lp in enumerate(line_plots):
+        d = done.dropna(subset=[c for c in (lp.x, lp.y) if c in done.columns]) if {lp.x, lp.y} <= set(done.columns) else done.iloc[:0]
+        if not len(d):
+            continue
+        facets = sorted(d[lp.facet].unique()) if lp.facet else [None]
+        fig, axes = plt.subplots(1, len(facets), figsize=(5.5 * len(facets), 4.2), squeeze=False)
+        for ax, fv in zip(axes[0], facets):
+            sub = d[d[lp.facet] == fv] if lp.facet else d
+            for key, g in sub.groupby(lp.by) if lp.by else [(None, sub)]:
+                m = g.groupby(lp.x)[lp.y].mean()
+                ax.plot(m.index, m.values, "o-", label=str(key) if key is not None else None, lw=1)
+            ax.set_xlabel(lp.x)
+            ax.set_ylabel(lp.y)
+            if lp.log_y:
+                ax.set_yscale("log")
+            if lp.facet:
+                ax.set_title(f"{lp.facet} = {fv}")
+            if lp.by:
+                ax.legend(fontsize=6)
+        fig.tight_layout()
+        name = f"{lp.y}_vs_{lp.x}.png"
+        fig.savefig(out / name, dpi=90)
+        plt.close(fig)
+        names.append(name)
     if len(done):
         fig, ax = plt.subplots(figsize=(6, 0.25 * len(done) + 1.2))
         d = done.sort_values("time_sec")
@@ -126,7 +150,7 @@ def build(sweep, rows: list[dict]) -> Path:
     df = ranked(pd.DataFrame(rows), rank_by).convert_dtypes()  # integers stay integers next to missing values
     _atomic(out / "comparison_table.csv", lambda p: df.to_csv(p, index=False))
     done = df[df.status == "done"]
-    plots = _plots(df, sweep.factors, rank_by, out / "plots")
+    plots = _plots(df, sweep.factors, rank_by, out / "plots", sweep.spec.line_plots)
     counts = df.status.value_counts()
     metrics = [r for r in rank_by if r.metric in done.columns]
     show = ["experiment_id", *[r.metric for r in metrics], "params", "time_sec"]

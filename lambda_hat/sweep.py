@@ -20,7 +20,8 @@ import yaml
 
 from .typed import InputError, build, deep_merge, fail, load_yaml, plain, positive
 
-EFFICIENCY = ("params", "epochs")  # metric keys a task returns that describe its cost
+# Metric keys a task returns that describe its cost; a returned "efficiency" mapping adds more.
+EFFICIENCY = ("params", "epochs")
 
 
 def sweep_task(config_class, needs=None):
@@ -50,6 +51,17 @@ class Rank:
 
 
 @dataclass(frozen=True)
+class LinePlot:
+    """A report plot: metric `y` against factor `x`, a line per value of `by`, a panel per `facet`."""
+
+    x: str
+    y: str
+    by: str | None = None
+    facet: str | None = None
+    log_y: bool = False
+
+
+@dataclass(frozen=True)
 class SweepFile:
     task: str
     rank_by: list[Rank] = field(metadata={"min_len": 1})
@@ -64,6 +76,7 @@ class SweepFile:
     task_timeout: float | None = field(default=None, metadata=positive())
     env: dict = field(default_factory=dict)  # environment of each task process
     isolate: bool = True
+    line_plots: list[LinePlot] = ()
 
     def check(self, bad):
         if self.replicates is not None and self.seeds is not None:
@@ -233,6 +246,7 @@ def record(sweep: Sweep, exp: Experiment, task_id: str, manifest: dict | None, m
     error = m.get("error") if m else (outcome or {}).get("error")
     metrics = dict(metrics or {}) if status == "done" else {}
     eff = {k: metrics.pop(k, None) for k in EFFICIENCY}
+    eff.update(metrics.pop("efficiency", None) or {})  # a task's own efficiency measures
     finished = m.get("finished")
     return {
         "experiment_id": exp.name,
@@ -241,7 +255,7 @@ def record(sweep: Sweep, exp: Experiment, task_id: str, manifest: dict | None, m
         "task": sweep.spec.task,
         "config": exp.config,
         "metrics": metrics,
-        "efficiency": {"params": eff["params"], "epochs": eff["epochs"], "time_sec": m.get("walltime_sec")},
+        "efficiency": {**eff, "time_sec": m.get("walltime_sec")},
         "status": status,
         "error": error,
         "timestamp": datetime.fromtimestamp(finished, timezone.utc).isoformat(timespec="seconds") if finished else None,
@@ -258,6 +272,6 @@ def flat_row(rec: dict, factors: list[str]) -> dict:
         v = rec["config"].get(k)
         row[k] = _fmt(v) if isinstance(v, (list, dict)) else v
     row.update(rec["metrics"])
-    row.update({k: rec["efficiency"][k] for k in ("params", "epochs", "time_sec")})
+    row.update(rec["efficiency"])
     row.update(error=rec["error"], task_id=rec["task_id"], timestamp=rec["timestamp"], code_version=rec["code_version"])
     return row

@@ -18,18 +18,26 @@ KIND = "sweep"
 
 
 def tasks(sweep: Sweep, experiments: list[Experiment], timeout: float | None) -> dict[str, Task]:
-    """A task per experiment, by name. Its ID hashes the task's name with the config; the task
-    itself gets only the config, and the directories of the tasks it needs."""
+    """A task per experiment, by name; the task gets its config, and the directories of the
+    tasks it needs."""
     env = {k: str(v) for k, v in sweep.spec.env.items()}
     timeout = timeout or sweep.spec.task_timeout
     fn = sweep.spec.task
     return {
         e.name: Task(
             KIND, fn, e.config, f"{sweep.name}/{e.name}", deps=tuple((u.kind, u.id) for u in e.needs), timeout=timeout,
-            isolate=sweep.spec.isolate, env=env, id=task_id(KIND, {"task": fn, "config": e.config}),
+            isolate=sweep.spec.isolate, env=env, id=_id(fn, e),
         )
         for e in experiments
     }  # fmt: skip
+
+
+def _id(fn: str, e: Experiment) -> str:
+    """The task's name and config, and the IDs of what it reads: new inputs, new results."""
+    key = {"task": fn, "config": e.config}
+    if e.needs:
+        key["needs"] = [u.id for u in e.needs]
+    return task_id(KIND, key)
 
 
 def in_order(experiments: list[Experiment], ts: dict[str, Task]) -> list[Task]:
