@@ -91,43 +91,48 @@ def load_card(path: Path | None, sets: tuple[str, ...] = ()) -> Card:
     return build(Card, raw, where)
 
 
-def parsl_config(card: Card, run_dir: Path):
-    """A fresh Parsl Config for one load (Parsl refuses to reuse one)."""
+def parsl_config(card: Card, run_dir: Path, extra: dict[str, Card] | None = None):
+    """A fresh Parsl Config for one load (Parsl refuses to reuse one): the card's executor,
+    labelled "lh", and one more per `extra` card under its own label."""
     from parsl.config import Config
+
+    executors = [executor(card, "lh"), *(executor(c, label) for label, c in (extra or {}).items())]
+    return Config(executors=executors, run_dir=str(run_dir), strategy_period=card.strategy_period, usage_tracking=0)
+
+
+def executor(card: Card, label: str):
     from parsl.executors import HighThroughputExecutor, ThreadPoolExecutor
 
     if card.executor == "threads":
-        ex = ThreadPoolExecutor(label="lh", max_threads=card.workers)
+        return ThreadPoolExecutor(label=label, max_threads=card.workers)
+    # Parsl starts interchange.py and the workers through PATH: make an unactivated
+    # virtual environment (.venv/bin/lambda-hat …) work too.
+    bindir = str(Path(sys.executable).parent)
+    if bindir not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
+    p = card.provider
+    if p.type == "local":
+        from parsl.providers import LocalProvider
+
+        provider = LocalProvider(init_blocks=p.init_blocks, min_blocks=p.min_blocks, max_blocks=p.max_blocks, worker_init=p.worker_init)
     else:
-        # Parsl starts interchange.py and the workers through PATH: make an unactivated
-        # virtual environment (.venv/bin/lambda-hat …) work too.
-        bindir = str(Path(sys.executable).parent)
-        if bindir not in os.environ.get("PATH", "").split(os.pathsep):
-            os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
-        p = card.provider
-        if p.type == "local":
-            from parsl.providers import LocalProvider
+        from parsl.launchers import SingleNodeLauncher, SrunLauncher
+        from parsl.providers import SlurmProvider
 
-            provider = LocalProvider(init_blocks=p.init_blocks, min_blocks=p.min_blocks, max_blocks=p.max_blocks, worker_init=p.worker_init)
-        else:
-            from parsl.launchers import SingleNodeLauncher, SrunLauncher
-            from parsl.providers import SlurmProvider
-
-            provider = SlurmProvider(
-                partition=p.partition, account=p.account, qos=p.qos, constraint=p.constraint,
-                nodes_per_block=p.nodes_per_block, cores_per_node=p.cores_per_node, mem_per_node=p.mem_per_node,
-                gpus_per_node=p.gpus_per_node or None, init_blocks=p.init_blocks, min_blocks=p.min_blocks,
-                max_blocks=p.max_blocks, walltime=p.walltime, scheduler_options=p.scheduler_options,
-                worker_init=p.worker_init, cmd_timeout=p.cmd_timeout, exclusive=p.exclusive,
-                launcher=SrunLauncher() if p.launcher == "srun" else SingleNodeLauncher(),
-            )  # fmt: skip
-        ex = HighThroughputExecutor(
-            label="lh",
-            max_workers_per_node=card.workers,
-            available_accelerators=p.gpus_per_node or (),  # one GPU per worker via CUDA_VISIBLE_DEVICES
-            address=card.address or ("127.0.0.1" if p.type == "local" else None),
-            heartbeat_period=card.heartbeat_period,
-            heartbeat_threshold=card.heartbeat_threshold,
-            provider=provider,
-        )
-    return Config(executors=[ex], run_dir=str(run_dir), strategy_period=card.strategy_period, usage_tracking=0)
+        provider = SlurmProvider(
+            partition=p.partition, account=p.account, qos=p.qos, constraint=p.constraint,
+            nodes_per_block=p.nodes_per_block, cores_per_node=p.cores_per_node, mem_per_node=p.mem_per_node,
+            gpus_per_node=p.gpus_per_node or None, init_blocks=p.init_blocks, min_blocks=p.min_blocks,
+            max_blocks=p.max_blocks, walltime=p.walltime, scheduler_options=p.scheduler_options,
+            worker_init=p.worker_init, cmd_timeout=p.cmd_timeout, exclusive=p.exclusive,
+            launcher=SrunLauncher() if p.launcher == "srun" else SingleNodeLauncher(),
+        )  # fmt: skip
+    return HighThroughputExecutor(
+        label=label,
+        max_workers_per_node=card.workers,
+        available_accelerators=p.gpus_per_node or (),  # one GPU per worker via CUDA_VISIBLE_DEVICES
+        address=card.address or ("127.0.0.1" if p.type == "local" else None),
+        heartbeat_period=card.heartbeat_period,
+        heartbeat_threshold=card.heartbeat_threshold,
+        provider=provider,
+    )

@@ -18,6 +18,22 @@ def _fail(e: Exception) -> None:
     sys.exit(2)
 
 
+def _run_workflow(local: bool, parsl_card, sets, what: str, start) -> None:
+    """The shared frame of every workflow command: card, errors, Ctrl-C, exit code."""
+    from .cards import load_card
+
+    if local and parsl_card:
+        _fail(InputError("--local and --parsl-card exclude each other"))
+    try:
+        code = start(load_card(parsl_card, tuple(sets)))
+    except InputError as e:
+        _fail(e)
+    except KeyboardInterrupt:
+        click.echo(f"\ninterrupted: running {what} were killed; rerun to resume", err=True)
+        sys.exit(130)
+    sys.exit(code)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def main():
     """lambda-hat: Parsl workflows for ML sweeps; estimates Local Learning Coefficients (λ̂).
@@ -30,7 +46,7 @@ def main():
 
 @main.group()
 def workflow():
-    """Run a workflow (llc, sweep)."""
+    """Run a workflow (llc, sweep, progressive)."""
 
 
 @workflow.command()
@@ -50,19 +66,7 @@ def llc(config, local, parsl_card, sets, dry_run, force, timeout, promote):
     """
     from workflows import llc as wf
 
-    from .cards import load_card
-
-    if local and parsl_card:
-        _fail(InputError("--local and --parsl-card exclude each other"))
-    try:
-        card = load_card(parsl_card, tuple(sets))
-        code = wf.run(config, card, force=force, dry_run=dry_run, timeout=timeout, with_promote=promote)
-    except InputError as e:
-        _fail(e)
-    except KeyboardInterrupt:
-        click.echo("\ninterrupted: running tasks were killed; rerun to resume", err=True)
-        sys.exit(130)
-    sys.exit(code)
+    _run_workflow(local, parsl_card, sets, "tasks", lambda card: wf.run(config, card, force=force, dry_run=dry_run, timeout=timeout, with_promote=promote))
 
 
 @workflow.command()
@@ -84,21 +88,42 @@ def sweep(sweep_file, local, parsl_card, sets, only, dry_run, force, timeout, bu
     """
     from workflows import sweep as wf
 
-    from .cards import load_card
     from .sweep import parse_duration
 
-    if local and parsl_card:
-        _fail(InputError("--local and --parsl-card exclude each other"))
     try:
         seconds = parse_duration(budget) if budget is not None else None
-        card = load_card(parsl_card, tuple(sets))
-        code = wf.run(sweep_file, card, tuple(only), force=force, dry_run=dry_run, timeout=timeout, budget=seconds)
     except InputError as e:
         _fail(e)
-    except KeyboardInterrupt:
-        click.echo("\ninterrupted: running experiments were killed; rerun to resume", err=True)
-        sys.exit(130)
-    sys.exit(code)
+    _run_workflow(local, parsl_card, sets, "experiments", lambda card: wf.run(sweep_file, card, tuple(only), force=force, dry_run=dry_run, timeout=timeout, budget=seconds))
+
+
+@workflow.command()
+@click.option("--config", "config", type=click.Path(path_type=Path), default=Path("config/progressive.yaml"), show_default=True, help="Stages file.")
+@click.option("--local", is_flag=True, help="Run on this machine with parsl_cards/local.yaml (the default).")
+@click.option("--parsl-card", type=click.Path(path_type=Path), help=CARD_HELP)
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a card field (repeatable).")
+@click.option("--list", "list_only", is_flag=True, help="Print the stages (buckets, batch sizes, estimated memory, status) and run nothing.")
+@click.option("--stages", "stages_flag", is_flag=True, help="Run only the stages named after the options (and the stages before them).")
+@click.option("--dry-run", is_flag=True, help="Print what would run, and from which checkpoint, and run nothing.")
+@click.option("--force", is_flag=True, help="Recompute the chosen stages and their data, discarding resumable checkpoints.")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), help="Kill any stage running longer than this many seconds (overrides each stage's walltime).")
+@click.argument("stage_names", nargs=-1)
+def progressive(config, local, parsl_card, sets, list_only, stages_flag, dry_run, force, timeout, stage_names):
+    """Train the dual-potential GNN in stages of growing assignment problems.
+
+    Each stage starts from the previous stage's checkpoint and saves a resumable checkpoint every
+    epoch: a killed or timed-out stage resumes from its last epoch on rerun. Writes
+    results/progressive.parquet and results/progressive.png.
+    Example: lambda-hat workflow progressive --stages b64 b128 --dry-run
+    """
+    from workflows import progressive as wf
+
+    if stage_names and not stages_flag:
+        _fail(InputError(f"unexpected argument {stage_names[0]!r}: name stages after --stages"))
+    if stages_flag and not stage_names:
+        _fail(InputError("--stages needs at least one stage name, e.g. --stages b64 b128"))
+    run = lambda card: wf.run(config, card, tuple(stage_names), list_only=list_only, dry_run=dry_run, force=force, timeout=timeout)  # noqa: E731
+    _run_workflow(local, parsl_card, sets, "stages (their checkpoints stay)", run)
 
 
 @main.command("report")

@@ -48,6 +48,7 @@ class Task:
     timeout: float | None = None
     isolate: bool = True
     env: dict = field(default_factory=dict)  # extra environment for the child process
+    executor: str = "lh"  # Parsl executor label: "lh" is the command's card, others run_tasks' `cards`
     id: str = ""
 
     def __post_init__(self):
@@ -59,6 +60,9 @@ class Context:
     config: dict
     workdir: Path
     deps: list[Path]
+    # Survives a killed or timed-out attempt (the workdir does not): for checkpoints to resume
+    # from. Removed when the task finishes, and before a forced rerun.
+    resume_dir: Path | None = None
 
     def log(self, msg: str) -> None:
         with open(self.workdir / "log.txt", "a") as f:
@@ -130,7 +134,7 @@ def _versions() -> dict:
 def _call(spec: dict, workdir: Path) -> dict:
     module, name = spec["fn"].split(":")
     fn = getattr(importlib.import_module(module), name)
-    ctx = Context(spec["config"], workdir, [Path(d) for d in spec["dep_dirs"]])
+    ctx = Context(spec["config"], workdir, [Path(d) for d in spec["dep_dirs"]], Path(spec["resume_dir"]))
     return fn(ctx) or {}
 
 
@@ -183,6 +187,10 @@ def execute(spec: dict, root: str, *dep_outcomes: dict) -> dict:
     with store.lock(tid):
         if not spec["force"] and store.is_done(kind, tid):  # finished by a concurrent invocation
             return {**base, "status": "reused", "error": None}
+        resume = store.resume_dir(kind, tid)
+        if spec["force"]:
+            shutil.rmtree(resume, ignore_errors=True)
+        spec = {**spec, "resume_dir": str(resume)}
         tmp = store.begin(kind, tid)
         write_json(tmp / "config.json", spec["config"])
         t0 = time.time()
@@ -205,6 +213,8 @@ def execute(spec: dict, root: str, *dep_outcomes: dict) -> dict:
             write_json(tmp / "metrics.json", metrics)
         write_json(tmp / "manifest.json", manifest)  # last: its presence marks the directory finished
         store.commit(tmp, kind, tid)
+        if status == "done":
+            shutil.rmtree(resume, ignore_errors=True)
     return {**base, "status": status, "error": error, "walltime_sec": manifest["walltime_sec"]}
 
 
@@ -240,14 +250,15 @@ def _child_main(workdir: str) -> None:
 
 def run_tasks(
     tasks: list[Task], root: Path, card, force: bool = False, progress: Progress | None = None,
-    on_outcome: Callable[[dict], None] | None = None, budget: float | None = None,
+    on_outcome: Callable[[dict], None] | None = None, budget: float | None = None, cards: dict | None = None,
 ) -> Summary:
     """Run `tasks` (dependencies listed before dependants). Reused tasks are never submitted.
 
     `on_outcome` sees every outcome as it arrives. With a `budget` (seconds from now), tasks are
     submitted in order, only as many as the card can run at once, and submission stops at the
     first task that would not finish in time by the longest task seen so far; the rest are
-    reported with status "left".
+    reported with status "left". `cards` maps executor labels to more cards, for tasks that
+    name one of them (e.g. a progressive stage with its own card).
     """
     t_start = time.time()
     store = Store(root)
@@ -277,11 +288,11 @@ def run_tasks(
     # Parsl numbers its run directories 000, 001, …: a directory per invocation keeps two
     # concurrent invocations on one store from racing for the same number.
     run_dir = store.root / ".parsl" / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
-    dfk = parsl.load(parsl_config(card, run_dir))
+    dfk = parsl.load(parsl_config(card, run_dir, cards))
     window = card.capacity if budget is not None else len(pending)
     longest = 0.0
     try:
-        app = parsl.python_app(execute, data_flow_kernel=dfk, executors=["lh"])
+        apps = {label: parsl.python_app(execute, data_flow_kernel=dfk, executors=[label]) for label in ["lh", *(cards or {})]}
         futures: dict[cf.Future, Task] = {}
         by_id: dict[str, cf.Future] = {}
         queue = collections.deque(pending)
@@ -297,7 +308,7 @@ def run_tasks(
                 t = queue.popleft()
                 spec = {**dataclasses.asdict(t), "force": force, "dep_dirs": [str(store.dir(k, i)) for k, i in t.deps]}
                 dep_futs = [by_id[i] for _, i in t.deps if i in by_id]
-                fut = app(spec, str(store.root), *dep_futs)
+                fut = apps[t.executor](spec, str(store.root), *dep_futs)
                 futures[fut], by_id[t.id] = t, fut
 
         submit_more()

@@ -115,6 +115,10 @@ class Store:
         crashpoint("committed")
         return final
 
+    def resume_dir(self, kind: str, tid: str) -> Path:
+        """Where an unfinished task keeps what a rerun resumes from (see runner.Context)."""
+        return self.root / kind / f".resume-{tid}"
+
     def leftovers(self) -> list[tuple[Path, str]]:
         """(directory, task ID) of temporaries of tasks that never finished or are running."""
         dirs = sorted(p for p in self.root.glob("*/.*-*") if p.is_dir() and p.name.startswith((".tmp-", ".old-")))

@@ -1,0 +1,185 @@
+"""The progressive workflow: data per bucket, then stages chained through checkpoint futures."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import click
+
+from lambda_hat.progressive import Progressive, est_memory_mb, load
+from lambda_hat.runner import Task, run_tasks
+from lambda_hat.store import Store, read_json, tmp_path
+from lambda_hat.typed import InputError, plain
+
+DATA, STAGE = "lap_data", "stage"
+
+
+def _threads(card) -> dict:
+    """Torch threads = the worker's share of its node's cores."""
+    cores = (card.provider.cores_per_node if card.executor == "htex" else None) or os.cpu_count() or 1
+    return {"OMP_NUM_THREADS": str(max(1, cores // card.workers))}
+
+
+def stage_cards(cfg: Progressive) -> dict:
+    """Executor label → card, for the stages that name their own card."""
+    from lambda_hat.cards import load_card
+
+    return {_label(s.card): load_card(Path(s.card)) for s in cfg.stages if s.card}
+
+
+def _label(card_path: str) -> str:
+    return "card-" + re.sub(r"[^A-Za-z0-9_-]", "_", card_path)  # Parsl uses labels in paths
+
+
+def build_tasks(cfg: Progressive, card, timeout: float | None) -> tuple[dict[int, Task], dict[str, Task]]:
+    """Data tasks by bucket, stage tasks by name in order. A stage's ID hashes its own settings
+    (not its name, walltime or card) and its parent's ID: changing stage k reruns k..last."""
+    env = _threads(card)
+    extra = stage_cards(cfg)
+    d = plain(cfg.data)
+    data = {
+        b: Task(DATA, "lambda_hat.assignment:generate", {"n": b, **d}, f"data n={b}", env=env)
+        for b in cfg.buckets
+    }  # fmt: skip
+    stages, parent = {}, None
+    for s in cfg.stages:
+        semantic = {
+            "stage": {"buckets": list(s.buckets), "batch": s.batch, "epochs": s.epochs, "lr": s.lr},
+            "parent": parent.id if parent else None,
+            "model": plain(cfg.model),
+            "seed": cfg.seed,
+            "eval_buckets": cfg.buckets,
+            "data": [data[b].id for b in cfg.buckets],
+        }
+        deps = tuple((DATA, data[b].id) for b in cfg.buckets) + (((STAGE, parent.id),) if parent else ())
+        label = _label(s.card) if s.card else "lh"
+        t = Task(
+            STAGE, "lambda_hat.progressive:train_stage", semantic, f"stage {s.name}", deps=deps, timeout=timeout or s.walltime,
+            env=_threads(extra[label]) if s.card else env, executor=label,
+        )  # fmt: skip
+        stages[s.name] = parent = t
+    return data, stages
+
+
+def select(cfg: Progressive, names: tuple[str, ...]) -> list[str]:
+    """The named stages and every stage before them (each starts from its parent's checkpoint)."""
+    order = [s.name for s in cfg.stages]
+    for n in names:
+        if n not in order:
+            raise InputError(f"--stages {n}: no such stage; stages: {', '.join(order)}")
+    if not names:
+        return order
+    return order[: max(order.index(n) for n in names) + 1]
+
+
+def _state(store: Store, t: Task) -> str:
+    if store.is_done(t.kind, t.id):
+        return "done"
+    st = (store.manifest(t.kind, t.id) or {}).get("status", "to run")
+    ckpt = store.resume_dir(t.kind, t.id) / "checkpoint.pt"
+    if ckpt.exists():
+        import torch
+
+        st += f", resumes after epoch {torch.load(ckpt, weights_only=False)['epoch']}"
+    return st
+
+
+def listing(cfg: Progressive, store: Store, stages: dict[str, Task]) -> str:
+    lines = [f"{'stage':<8} {'buckets':<12} {'batch':>5} {'epochs':>6} {'lr':>8} {'walltime':>9} {'est. mem':>9}  status"]
+    for s in cfg.stages:
+        mem = max(est_memory_mb(b, s.batch, cfg.model) for b in s.buckets)
+        wall = f"{s.walltime:g}s" if s.walltime else "-"
+        lines.append(f"{s.name:<8} {','.join(map(str, s.buckets)):<12} {s.batch:>5} {s.epochs:>6} {s.lr:>8g} {wall:>9} {mem:>7.0f}MB  {_state(store, stages[s.name])} [{stages[s.name].id}]")
+    return "\n".join(lines)
+
+
+def plan(cfg: Progressive, store: Store, data: dict, stages: dict, chosen: list[str], force: bool) -> str:
+    lines = []
+    for b, t in data.items():
+        lines.append(f"data n={b} [{t.id}] {'to run' if force or not store.is_done(DATA, t.id) else 'done'}")
+    prev = None
+    for name in chosen:
+        t = stages[name]
+        st = "to run (forced)" if force else _state(store, t)
+        origin = f"from {prev}'s checkpoint" if prev else "from a random initialisation"
+        lines.append(f"stage {name} [{t.id}] {st}" + ("" if st == "done" else f"; starts {origin}"))
+        prev = name
+    return "\n".join(lines)
+
+
+def rows(cfg: Progressive, store: Store, stages: dict, outcomes: dict) -> list[dict]:
+    out = []
+    for i, s in enumerate(cfg.stages):
+        t = stages[s.name]
+        m = store.manifest(STAGE, t.id) or {}
+        status = m.get("status") or (outcomes.get(t.id) or {}).get("status", "not run")
+        metrics = read_json(store.dir(STAGE, t.id) / "metrics.json") if status == "done" else None
+        base = {"stage": s.name, "stage_index": i, "stage_id": t.id, "status": status, "error": m.get("error") or (outcomes.get(t.id) or {}).get("error")}
+        if not metrics:
+            out.append(base)
+            continue
+        for b, v in metrics["buckets"].items():
+            out.append({
+                **base, "bucket": int(b), "trained_on": int(b) in s.buckets, "gap": v["gap"], "max_duality_excess": v["max_excess"],
+                "zero_gap": v["zero_gap"], "rowmin_gap": v["rowmin_gap"], "start_gap": v["start_gap"], "random_init_gap": v["random_init_gap"],
+                "epochs": metrics["epochs"], "resumed_from_epoch": metrics["resumed_from_epoch"], "walltime_sec": m.get("walltime_sec"),
+                "peak_memory_mb": metrics["peak_memory_mb"], "device": metrics["device"],
+            })  # fmt: skip
+    return out
+
+
+def write_results(table: list[dict], results: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    results.mkdir(parents=True, exist_ok=True)
+    df = pd.DataFrame(table)
+    path = results / "progressive.parquet"
+    tmp = tmp_path(path)
+    df.to_parquet(tmp)
+    os.replace(tmp, path)
+    if "gap" in df and df["gap"].notna().any():
+        fig, ax = plt.subplots(figsize=(6.5, 4))
+        done = df.dropna(subset=["gap"])
+        for b, g in done.groupby("bucket"):
+            line = ax.plot(g["stage"], g["gap"], "o-", label=f"n={b}")[0]
+            ax.axhline(g["rowmin_gap"].iloc[0], ls="--", lw=0.8, color=line.get_color())
+        ax.set_ylabel("relative dual gap (OPT − D) / OPT")
+        ax.set_xlabel("after stage")
+        ax.set_title("validation gap per bucket (dashed: row-min baseline)")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        tmp = tmp_path(results / "progressive.png")
+        fig.savefig(tmp, format="png", dpi=90)
+        plt.close(fig)
+        os.replace(tmp, results / "progressive.png")
+    return path
+
+
+def run(config: Path, card, stage_names: tuple[str, ...], list_only: bool, dry_run: bool, force: bool, timeout: float | None) -> int:
+    cfg = load(config)
+    store = Store(Path(cfg.store_root))
+    data, stages = build_tasks(cfg, card, timeout)
+    chosen = select(cfg, stage_names)
+    if list_only:
+        click.echo(listing(cfg, store, stages))
+        return 0
+    if dry_run:
+        click.echo(plan(cfg, store, data, stages, chosen, force))
+        return 0
+    store.check_writable()
+    summary = run_tasks([*data.values(), *(stages[n] for n in chosen)], store.root, card, force=force, cards=stage_cards(cfg))
+    table = rows(cfg, store, stages, summary.outcomes)
+    path = write_results(table, Path(cfg.results))
+    click.echo(f"progressive: {summary.line()}; results in {path}")
+    for r in table:
+        if r.get("gap") is not None and r["trained_on"]:
+            click.echo(f"  {r['stage']:<8} n={r['bucket']:<4} gap {r['gap']:.3f} (row-min {r['rowmin_gap']:.3f}, u=0 {r['zero_gap']:.3f}; start {r['start_gap']:.3f}, random init {r['random_init_gap']:.3f})")
+        elif r.get("gap") is None and r["stage"] in chosen:
+            click.echo(f"  {r['stage']:<8} {r['status']}: {r['error']}")
+    return 0 if summary.ok else 1
