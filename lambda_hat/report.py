@@ -44,9 +44,9 @@ def ranked(df: pd.DataFrame, rank_by) -> pd.DataFrame:
     return out
 
 
-def pareto(done: pd.DataFrame, metric: str, goal: str) -> pd.DataFrame:
+def pareto(done: pd.DataFrame, metric: str, goal: str, params: str = "params") -> pd.DataFrame:
     """Experiments no other beats on both parameter count and `metric` (fewest params first)."""
-    d = done.dropna(subset=["params", metric]).sort_values(["params", metric], ascending=[True, goal == "min"])
+    d = done.dropna(subset=[params, metric]).sort_values([params, metric], ascending=[True, goal == "min"])
     keep, best = [], None
     for i, row in d.iterrows():
         v = row[metric]
@@ -62,7 +62,7 @@ def factor_stats(done: pd.DataFrame, factor: str, metric: str, goal: str) -> pd.
     return pd.DataFrame({factor: best.index, "n": g.size().values, "mean": g.mean().values, "std": g.std(ddof=1).values, "best": best.values})
 
 
-def _plots(df: pd.DataFrame, factors: list[str], rank_by, out: Path, line_plots=()) -> list[str]:
+def _plots(df: pd.DataFrame, factors: list[str], rank_by, out: Path, line_plots=(), params: str = "params") -> list[str]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -90,15 +90,15 @@ def _plots(df: pd.DataFrame, factors: list[str], rank_by, out: Path, line_plots=
         fig.savefig(out / "metric_per_factor.png", dpi=90)
         plt.close(fig)
         names.append("metric_per_factor.png")
-    if metrics and done["params"].notna().any():
+    if metrics and params in done and done[params].notna().any():
         fig, ax = plt.subplots(figsize=(6, 4.5))
         m = metrics[0]
-        ax.scatter(done["params"], done["time_sec"], c=done[m], cmap="viridis")
+        ax.scatter(done[params], done["time_sec"], c=done[m], cmap="viridis")
         for _, r in done.iterrows():
-            ax.annotate(r["experiment_id"], (r["params"], r["time_sec"]), fontsize=6)
+            ax.annotate(r["experiment_id"], (r[params], r["time_sec"]), fontsize=6)
         sc = ax.collections[0]
         fig.colorbar(sc, label=m)
-        ax.set_xlabel("parameters")
+        ax.set_xlabel(params)
         ax.set_ylabel("time (s)")
         ax.set_title(f"efficiency: {m} by parameters and time")
         fig.tight_layout()
@@ -150,10 +150,11 @@ def build(sweep, rows: list[dict]) -> Path:
     df = ranked(pd.DataFrame(rows), rank_by).convert_dtypes()  # integers stay integers next to missing values
     _atomic(out / "comparison_table.csv", lambda p: df.to_csv(p, index=False))
     done = df[df.status == "done"]
-    plots = _plots(df, sweep.factors, rank_by, out / "plots", sweep.spec.line_plots)
+    params = sweep.spec.params_column
+    plots = _plots(df, sweep.factors, rank_by, out / "plots", sweep.spec.line_plots, params)
     counts = df.status.value_counts()
     metrics = [r for r in rank_by if r.metric in done.columns]
-    show = ["experiment_id", *[r.metric for r in metrics], "params", "time_sec"]
+    show = ["experiment_id", *[r.metric for r in metrics], *dict.fromkeys(["params", params]), "time_sec"]
     lines = [
         f"# Sweep `{sweep.name}`",
         "",
@@ -171,14 +172,14 @@ def build(sweep, rows: list[dict]) -> Path:
         lines += [f"## Top performers by {r.metric} ({r.goal})", "", _md(best[show]), ""]
     if len(done):
         lines += ["## Fastest", "", _md(done.sort_values("time_sec").head(TOP)[show]), ""]
-    if metrics and done["params"].notna().any():
+    if metrics and params in done and done[params].notna().any():
         r = metrics[0]
         lines += [
             "## Most parameter-efficient",
             "",
-            f"Experiments that no other beats on both parameter count and {r.metric} (fewest parameters first):",
+            f"Experiments that no other beats on both {params} and {r.metric} (fewest first):",
             "",
-            _md(pareto(done, r.metric, r.goal)[show]),
+            _md(pareto(done, r.metric, r.goal, params)[show]),
             "",
         ]
     if sweep.factors and metrics:

@@ -77,6 +77,7 @@ class SweepFile:
     env: dict = field(default_factory=dict)  # environment of each task process
     isolate: bool = True
     line_plots: list[LinePlot] = ()
+    params_column: str = "params"  # the parameter count the report's efficiency uses
 
     def check(self, bad):
         if self.replicates is not None and self.seeds is not None:
