@@ -37,7 +37,6 @@ class BlobConfig:
 
 def _batch(key, cfg: BlobConfig, n: int):
     import jax
-    import jax.numpy as jnp
 
     k_idx, k_noise = jax.random.split(key)
     # two distinct active coordinates per sample: the second is offset by 1..d-1 from the first

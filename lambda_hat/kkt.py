@@ -13,6 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch_geometric.data import Data
 
 from .lp import kkt_loss, kkt_terms
 from .runner import Task
@@ -88,26 +89,18 @@ class LPSet:
                 cons, var = self.A[i].nonzero(as_tuple=True)
                 self._graphs.append(LPGraph(
                     x_c=torch.cat([self.fb[i][:, None], kind], 1), x_v=self.fc[i][:, None],
-                    edge_index=torch.stack([cons, var]), edge_attr=self.fA[i][cons, var],
+                    edge_index=torch.stack([cons, var]), edge_attr=self.fA[i][cons, var], num_nodes=sum(self.A.shape[1:]),
                 ))  # fmt: skip
         return Batch.from_data_list([self._graphs[i] for i in idx.tolist()], follow_batch=["x_c", "x_v"])
 
 
-def _lpgraph():
-    from torch_geometric.data import Data
+class LPGraph(Data):
+    """Constraint and variable nodes; edge_index rows are (constraint, variable) indices."""
 
-    class LPGraph(Data):
-        """Constraint and variable nodes; edge_index rows are (constraint, variable) indices."""
-
-        def __inc__(self, key, value, *args, **kwargs):
-            if key == "edge_index":
-                return torch.tensor([[self.x_c.size(0)], [self.x_v.size(0)]])
-            return super().__inc__(key, value, *args, **kwargs)
-
-    return LPGraph
-
-
-LPGraph = _lpgraph()
+    def __inc__(self, key, value, *args, **kwargs):
+        if key == "edge_index":
+            return torch.tensor([[self.x_c.size(0)], [self.x_v.size(0)]])
+        return super().__inc__(key, value, *args, **kwargs)
 
 
 class MLP(nn.Module):
