@@ -85,7 +85,9 @@ def test_ctrl_c_exits_130_and_leaves_no_task_process(project):
     cfg = {**TINY, "samplers": [{"name": "sgld", "overrides": {"batch_size": None, "draws": 10_000_000, "chains": 1}}]}
     write_config(project / "config" / "experiments.yaml", cfg)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([*LH, "workflow", "llc", "--local"], cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # as from a terminal: a shell starts background jobs with SIGINT ignored, and Python keeps that
+    term = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731
+    proc = subprocess.Popen([*LH, "workflow", "llc", "--local"], cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=term)
     me = psutil.Process(proc.pid)
     tasks = []
     def task_processes():
