@@ -76,6 +76,7 @@ def test_ctrl_c_exits_130_and_leaves_no_task_process(project):
     import os
     import signal
     import subprocess
+    import sys
     import time
 
     import psutil
@@ -85,9 +86,10 @@ def test_ctrl_c_exits_130_and_leaves_no_task_process(project):
     cfg = {**TINY, "samplers": [{"name": "sgld", "overrides": {"batch_size": None, "draws": 10_000_000, "chains": 1}}]}
     write_config(project / "config" / "experiments.yaml", cfg)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    # as from a terminal: a shell starts background jobs with SIGINT ignored, and Python keeps that
-    term = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731
-    proc = subprocess.Popen([*LH, "workflow", "llc", "--local"], cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=term)
+    # as from a terminal: a shell starts background jobs with SIGINT ignored, and Python keeps
+    # that; this wrapper restores the default and execs the command (same PID)
+    term = [sys.executable, "-c", "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execv(sys.argv[1], sys.argv[1:])"]
+    proc = subprocess.Popen([*term, *LH, "workflow", "llc", "--local"], cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     me = psutil.Process(proc.pid)
     tasks = []
     def task_processes():
