@@ -119,15 +119,16 @@ class MLP(nn.Module):
 
 
 class GNN(nn.Module):
-    """Bipartite message passing: variables → constraints → variables, A_ij as edge weights."""
+    """Bipartite message passing: variables → constraints → variables, A_ij as edge weights.
+    Mean aggregation: with sums, CA's item rows (many bids) start at KKT losses around 1e4."""
 
     def __init__(self, hidden: int, layers: int):
         super().__init__()
         from torch_geometric.nn import GraphConv
 
         self.in_c, self.in_v = nn.Linear(3, hidden), nn.Linear(1, hidden)
-        self.to_c = nn.ModuleList([GraphConv((hidden, hidden), hidden) for _ in range(layers)])
-        self.to_v = nn.ModuleList([GraphConv((hidden, hidden), hidden) for _ in range(layers)])
+        self.to_c = nn.ModuleList([GraphConv((hidden, hidden), hidden, aggr="mean") for _ in range(layers)])
+        self.to_v = nn.ModuleList([GraphConv((hidden, hidden), hidden, aggr="mean") for _ in range(layers)])
         self.head_x, self.head_l = nn.Linear(hidden, 1), nn.Linear(hidden, 1)
         self.rep_dim = 2 * hidden
 
@@ -171,7 +172,7 @@ def evaluate(model, data: LPSet) -> dict:
     return {"loss": float(kkt_loss(terms)), **{k: float(v) for k, v in terms.items()}, "gap": float(gap), "violation": float(viol)}
 
 
-@sweep_task(KKTConfig, needs=needs)
+@sweep_task(KKTConfig, needs=needs, version=2)  # 2: mean aggregation in the GNN
 def train(ctx, cfg: KKTConfig) -> dict:
     t0 = time.time()
     torch.manual_seed(cfg.seed)

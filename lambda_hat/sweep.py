@@ -24,9 +24,10 @@ from .typed import InputError, build, deep_merge, fail, load_yaml, plain, positi
 EFFICIENCY = ("params", "epochs")
 
 
-def sweep_task(config_class, needs=None):
+def sweep_task(config_class, needs=None, version: int = 1):
     """Declare a sweep task's typed config: the task is called as fn(ctx, cfg), and the sweep
-    validates every experiment against `config_class` before anything runs.
+    validates every experiment against `config_class` before anything runs. `version` is part
+    of every experiment's ID: bump it when a change to the code changes the results.
 
     `needs(cfg)` may name the cached tasks an experiment reads (data, a pretrained model): a
     list of runner.Task in dependency order. Each runs once for all the experiments that need it,
@@ -38,7 +39,7 @@ def sweep_task(config_class, needs=None):
         def task(ctx):
             return fn(ctx, build(config_class, ctx.config, "<experiment config>"))
 
-        task.config_class, task.needs = config_class, needs
+        task.config_class, task.needs, task.version = config_class, needs, version
         return task
 
     return wrap
@@ -106,6 +107,7 @@ class Sweep:
     name: str
     experiments: list[Experiment]
     factors: list[str]  # config keys the grid or combos vary, in file order
+    version: int = 1  # the task's code version (sweep_task)
 
     @property
     def results(self) -> Path:
@@ -193,7 +195,7 @@ def load_sweep(path: Path) -> Sweep:
             seen.add(frozen)
             experiments.append(Experiment(label, cfg, section, needs))
     factors = list(dict.fromkeys(k for _, p, _ in points for k in p))
-    return Sweep(Path(path), spec, spec.name or Path(path).stem, experiments, factors)
+    return Sweep(Path(path), spec, spec.name or Path(path).stem, experiments, factors, getattr(fn, "version", 1))
 
 
 def select(sweep: Sweep, only: tuple[str, ...]) -> list[Experiment]:

@@ -26,15 +26,15 @@ def tasks(sweep: Sweep, experiments: list[Experiment], timeout: float | None) ->
     return {
         e.name: Task(
             KIND, fn, e.config, f"{sweep.name}/{e.name}", deps=tuple((u.kind, u.id) for u in e.needs), timeout=timeout,
-            isolate=sweep.spec.isolate, env=env, id=_id(fn, e),
+            isolate=sweep.spec.isolate, env=env, id=_id(fn, e, sweep.version),
         )
         for e in experiments
     }  # fmt: skip
 
 
-def _id(fn: str, e: Experiment) -> str:
-    """The task's name and config, and the IDs of what it reads: new inputs, new results."""
-    key = {"task": fn, "config": e.config}
+def _id(fn: str, e: Experiment, version: int) -> str:
+    """The task's name, code version and config, and the IDs of what it reads."""
+    key = {"task": fn, "version": version, "config": e.config}
     if e.needs:
         key["needs"] = [u.id for u in e.needs]
     return task_id(KIND, key)
