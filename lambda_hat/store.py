@@ -44,6 +44,16 @@ def write_json(path: Path, data) -> None:
     os.replace(tmp, path)
 
 
+def write_frame(df, path: Path) -> Path:
+    """A pandas table as `path` (parquet) and its .csv sibling, each written then renamed."""
+    for p, write in ((path, df.to_parquet), (path.with_suffix(".csv"), lambda f: df.to_csv(f, index=False))):
+        tmp = tmp_path(p)
+        write(tmp)
+        crashpoint(f"write:{p.name}")
+        os.replace(tmp, p)
+    return path
+
+
 def read_json(path: Path):
     try:
         return json.loads(Path(path).read_text())

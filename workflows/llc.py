@@ -10,7 +10,7 @@ import yaml
 
 from lambda_hat.config import Plan, load_plan
 from lambda_hat.runner import Summary, Task, run_tasks
-from lambda_hat.store import Store, crashpoint, read_json, tmp_path
+from lambda_hat.store import Store, crashpoint, read_json, tmp_path, write_frame
 from lambda_hat.typed import InputError, plain
 
 TARGETS, RUNS, DIAG = "targets", "llc", "diag"
@@ -108,13 +108,7 @@ def write_table(table: list[dict], results: Path) -> Path:
     for col in df.columns:  # lists (widths, chain values) → text, so every column has one type
         if df[col].map(lambda v: isinstance(v, (list, tuple))).any():
             df[col] = df[col].map(lambda v: yaml.safe_dump(list(v), default_flow_style=True).strip() if isinstance(v, (list, tuple)) else v)
-    path = results / "llc_runs.parquet"
-    for p, write in ((path, df.to_parquet), (path.with_suffix(".csv"), lambda f: df.to_csv(f, index=False))):
-        tmp = tmp_path(p)
-        write(tmp)
-        crashpoint(f"write:{p.name}")
-        os.replace(tmp, p)
-    return path
+    return write_frame(df, results / "llc_runs.parquet")
 
 
 def check_retry(plan: Plan, runs: dict) -> None:

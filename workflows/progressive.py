@@ -10,7 +10,7 @@ import click
 
 from lambda_hat.progressive import Progressive, est_memory_mb, load
 from lambda_hat.runner import Task, run_tasks
-from lambda_hat.store import Store, read_json, tmp_path
+from lambda_hat.store import Store, read_json, tmp_path, write_frame
 from lambda_hat.typed import InputError, plain
 
 DATA, STAGE = "lap_data", "stage"
@@ -139,10 +139,7 @@ def write_results(table: list[dict], results: Path) -> Path:
 
     results.mkdir(parents=True, exist_ok=True)
     df = pd.DataFrame(table)
-    path = results / "progressive.parquet"
-    tmp = tmp_path(path)
-    df.to_parquet(tmp)
-    os.replace(tmp, path)
+    path = write_frame(df, results / "progressive.parquet")
     if "gap" in df and df["gap"].notna().any():
         fig, ax = plt.subplots(figsize=(6.5, 4))
         done = df.dropna(subset=["gap"])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import click
 
 from lambda_hat import report as rep
 from lambda_hat.runner import Task, run_tasks
-from lambda_hat.store import Store, crashpoint, read_json, task_id, tmp_path, write_json
+from lambda_hat.store import Store, read_json, task_id, write_frame, write_json
 from lambda_hat.sweep import Experiment, Sweep, flat_row, load_sweep, record, select
 
 KIND = "sweep"
@@ -77,13 +76,7 @@ def write_results(sweep: Sweep, recs: list[dict]) -> Path:
             if read_json(path) != r:
                 write_json(path, r)
     df = pd.DataFrame([flat_row(r, sweep.factors) for r in recs]).convert_dtypes()
-    table = sweep.results / "results.parquet"
-    for p, write in ((table, df.to_parquet), (table.with_suffix(".csv"), lambda f: df.to_csv(f, index=False))):
-        tmp = tmp_path(p)
-        write(tmp)
-        crashpoint(f"write:{p.name}")
-        os.replace(tmp, p)
-    return table
+    return write_frame(df, sweep.results / "results.parquet")
 
 
 def describe(sweep: Sweep, chosen: list[Experiment], store: Store, ts: dict[str, Task]) -> str:
