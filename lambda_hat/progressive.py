@@ -69,14 +69,10 @@ class Progressive:
 
 
 def load(path: Path) -> Progressive:
-    from .cards import load_card
-
     cfg = build(Progressive, load_yaml(path), str(path))
-    for i, s in enumerate(cfg.stages):
-        if s.card:
-            if not Path(s.card).is_file():
-                raise InputError(f"{path}: stages[{i}].card: {s.card}: file not found")
-            load_card(Path(s.card))  # a bad card is an input error now, not when its stage runs
+    for i, s in enumerate(cfg.stages):  # the card itself is validated when the tasks are built
+        if s.card and not Path(s.card).is_file():
+            raise InputError(f"{path}: stages[{i}].card: {s.card}: file not found")
     return cfg
 
 

@@ -33,11 +33,11 @@ def _label(card_path: str) -> str:
     return "card-" + re.sub(r"[^A-Za-z0-9_-]", "_", card_path)  # Parsl uses labels in paths
 
 
-def build_tasks(cfg: Progressive, card, timeout: float | None) -> tuple[dict[int, Task], dict[str, Task]]:
+def build_tasks(cfg: Progressive, card, extra: dict, timeout: float | None) -> tuple[dict[int, Task], dict[str, Task]]:
     """Data tasks by bucket, stage tasks by name in order. A stage's ID hashes its own settings
-    (not its name, walltime or card) and its parent's ID: changing stage k reruns k..last."""
+    (not its name, walltime or card) and its parent's ID: changing stage k reruns k..last.
+    `extra` is stage_cards(cfg): stages with their own card run on its executor."""
     env = _threads(card)
-    extra = stage_cards(cfg)
     d = plain(cfg.data)
     data = {
         b: Task(DATA, "lambda_hat.assignment:generate", {"n": b, **d}, f"data n={b}", env=env)
@@ -161,7 +161,8 @@ def write_results(table: list[dict], results: Path) -> Path:
 def run(config: Path, card, stage_names: tuple[str, ...], list_only: bool, dry_run: bool, force: bool, timeout: float | None) -> int:
     cfg = load(config)
     store = Store(Path(cfg.store_root))
-    data, stages = build_tasks(cfg, card, timeout)
+    extra = stage_cards(cfg)
+    data, stages = build_tasks(cfg, card, extra, timeout)
     chosen = select(cfg, stage_names)
     if list_only:
         click.echo(listing(cfg, store, stages))
@@ -170,7 +171,7 @@ def run(config: Path, card, stage_names: tuple[str, ...], list_only: bool, dry_r
         click.echo(plan(cfg, store, data, stages, chosen, force))
         return 0
     store.check_writable()
-    summary = run_tasks([*data.values(), *(stages[n] for n in chosen)], store.root, card, force=force, cards=stage_cards(cfg))
+    summary = run_tasks([*data.values(), *(stages[n] for n in chosen)], store.root, card, force=force, cards=extra)
     table = rows(cfg, store, stages, summary.outcomes)
     path = write_results(table, Path(cfg.results))
     click.echo(f"progressive: {summary.line()}; results in {path}")
