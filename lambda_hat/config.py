@@ -113,20 +113,23 @@ class MCLMC(SamplerBase):
 
 @dataclass(frozen=True)
 class VI(SamplerBase):
-    """Gaussian family around w*: mean-field, or a mixture of `components` low-rank Gaussians."""
+    """Variational family around w*: mean-field Gaussian, a mixture of `components` Gaussians of
+    rank `rank`, or a normalizing flow of `layers` affine couplings (samplers/vi.py)."""
 
     kind: Literal["vi"] = "vi"
-    family: Literal["meanfield", "lowrank"] = "meanfield"
+    family: Literal["meanfield", "lowrank", "flow"] = "meanfield"
     components: int = field(default=1, metadata=positive())
     rank: int = field(default=2, metadata=positive())
+    layers: int = field(default=8, metadata=positive())
+    hidden: int = field(default=64, metadata=positive())
     steps: int = field(default=2000, metadata=positive())
     lr: float = field(default=1e-2, metadata=positive())
     mc_samples: int = field(default=8, metadata=positive())
     batch_size: int | None = field(default=None, metadata=positive())
 
     def check(self, bad):
-        if self.family == "meanfield" and self.components != 1:
-            bad("components", "meanfield takes components: 1; use family: lowrank for a mixture")
+        if self.family != "lowrank" and self.components != 1:
+            bad("components", f"{self.family} takes components: 1; use family: lowrank for a mixture")
 
 
 SAMPLER_KINDS = {"sgld": SGLD, "hmc": HMC, "mclmc": MCLMC, "vi": VI}

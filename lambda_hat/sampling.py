@@ -42,5 +42,7 @@ def sample_run(ctx) -> dict:
     if "acceptance_rate" in trace.extras:
         out["acceptance_rate"] = float(np.mean(trace.extras["acceptance_rate"]))
         out["divergences"] = int(np.sum(trace.extras["divergent"]))
+    if "pareto_k" in trace.extras:  # VI: the worst chain's PSIS k̂ (> 0.7: q's tails miss π's)
+        out["pareto_k"] = float(np.max(trace.extras["pareto_k"]))
     ctx.log(f"λ̂ = {out['llc_mean']:.4g} ± {out['llc_sem']:.2g} (ESS {out['ess_bulk']:.0f}, R̂ {out['r_hat']:.3f}) in {sec:.1f} s")
     return out

@@ -8,12 +8,17 @@ Tolerances (relative), from repeated runs with these settings (the tests use fix
 they are deterministic on a given machine):
 - 5% on the exact finite-n cases for every sampler. Observed over seeds 0–4: SGLD −1…+3% on the
   quadratic and linear regression, −0.5…+6% on w1² + w2⁴ (its quartic direction mixes slowly:
-  seed 4 is the +6% outlier, about 2 standard errors); HMC, MCLMC and VI within ±3%.
-- 10% on the DLN for SGLD, HMC and MCLMC (observed SGLD 10.1–10.7 over three seeds, HMC 10.5–10.7,
-  MCLMC 10.4, against 10.5);
-- 30% on the DLN for Gaussian VI: a Gaussian cannot follow the curved zero set of a singular
-  model, so it overestimates (observed 12.5–13.1 for n = 1e3–1e4 and γ = 1–10; mean-field VI
-  reports ≈ d/2 = 15 there and is not held to the DLN at all).
+  seed 4 is the +6% outlier, about 2 standard errors); HMC and MCLMC within ±3%. VI with 4000
+  draws: mean-field and the Gaussian mixture 0.729–0.756 on w1² + w2⁴ over seeds 0–2 (truth
+  0.741; the best Gaussian fit to a quartic gives exactly 1/4); the flow −0.3…+1.2% on the
+  quadratic and −1.2…−0.6% on w1² + w2⁴ over seeds 0–2.
+- 10% on the DLN for SGLD, HMC, MCLMC and the flow VI (observed SGLD 10.1–10.7 over three seeds,
+  HMC 10.5–10.7, MCLMC 10.4, flow 11.12–11.20 over seeds 0, 2, 3, against 10.5: VI's
+  reverse-KL fit trims the posterior's tails, so it sits a few per cent high);
+- 30% on the DLN for the Gaussian mixture: a Gaussian cannot follow the curved zero set of a
+  singular model, and each of the 9 flat directions of the 5→3→5 network then counts as quartic
+  (+1/4 each: ≈ 12.75); observed 12.46–12.53 over seeds 0–2. Mean-field VI reports ≈ 14.9 there
+  and is not held to the DLN at all.
 """
 
 import tempfile
@@ -42,8 +47,10 @@ SAMPLERS = {
     "sgld_rmsprop": SGLD(step_size=3e-3, precond="rmsprop", batch_size=None, chains=4, draws=20000, burnin=1000),
     "hmc": HMC(chains=4, draws=1000, warmup=500, burnin=0),
     "mclmc": MCLMC(chains=4, draws=1000, tune_steps=800, burnin=0),
-    "vi": VI(chains=2, draws=400, steps=1000, burnin=0),
-    "vi_lowrank": VI(family="lowrank", components=2, rank=4, chains=2, draws=400, steps=1000, burnin=0),
+    # VI draws are independent and cheap: 4000 keep the Monte Carlo error of E_q near 1%
+    "vi": VI(chains=2, draws=4000, steps=1000, burnin=0),
+    "vi_lowrank": VI(family="lowrank", components=2, rank=4, chains=2, draws=4000, steps=1000, burnin=0),
+    "vi_flow": VI(family="flow", chains=2, draws=4000, steps=1500, lr=3e-3, mc_samples=16, burnin=0),
 }
 
 
@@ -112,12 +119,14 @@ def dln():
     return data_target(DLN(widths=(5, 3, 5), rank=3))
 
 
-@pytest.mark.parametrize("name,rel", [("sgld", 0.10), ("hmc", 0.10), ("mclmc", 0.10), ("vi_lowrank", 0.30)])
+@pytest.mark.parametrize("name,rel", [("sgld", 0.10), ("hmc", 0.10), ("mclmc", 0.10), ("vi_flow", 0.10), ("vi_lowrank", 0.30)])
 def test_deep_linear_network(dln, name, rel):
     truth = theory.dln([5, 3, 5], 3)  # 10.5
     cfg = SAMPLERS[name]
     if name == "sgld":
         cfg = SGLD(step_size=1e-4, batch_size=256, chains=4, draws=8000, burnin=1000)
+    if name.startswith("vi"):  # the presets' fits: the curved posterior needs the full schedule
+        cfg = replace(cfg, steps=6000) if name == "vi_flow" else replace(cfg, rank=8, steps=2000)
     assert estimate(dln, cfg)["llc_mean"] == pytest.approx(truth, rel=rel)
 
 

@@ -90,7 +90,7 @@ def rows(plan: Plan, store: Store, targets: dict, runs: dict, outcomes: dict | N
             "n": tmetrics.get("n"), "d": tmetrics.get("d"), "status": status, "error": error,
             "walltime_sec": m.get("walltime_sec"), "host": m.get("host"), "slurm_job_id": m.get("slurm_job_id"),
         }  # fmt: skip
-        for k in ("llc_mean", "llc_std", "llc_sem", "ess_bulk", "ess_tail", "r_hat", "fge", "llc_true", "acceptance_rate", "divergences", "sample_sec", "n_beta", "L_star"):
+        for k in ("llc_mean", "llc_std", "llc_sem", "ess_bulk", "ess_tail", "r_hat", "fge", "llc_true", "acceptance_rate", "divergences", "pareto_k", "sample_sec", "n_beta", "L_star"):
             row[k] = (metrics or {}).get(k)
         row.update(_flat("model.", plain(r.target.model)))
         row.update(_flat("data.", plain(r.target.data)))
