@@ -37,22 +37,33 @@ def make(cfg, dim: int, teacher_fn, key) -> tuple[jnp.ndarray, jnp.ndarray]:
     return x, y + noise(cfg, y.shape, kn)
 
 
-def batcher(data: tuple, key, size: int | None):
-    """Minibatches: `draw(k)` returns a batch whose mean loss is unbiased for the full data's.
+class Batcher:
+    """Minibatches: `batcher(k)` returns a batch whose mean loss is unbiased for the full data's.
 
     The data are shuffled once and each batch is a window at a uniform random offset of the
     cyclic shuffled order: every sample lies in exactly `size` of the n windows, so each is
     included with probability size/n, at the cost of one random number per step (drawing
-    `size` indices per step costs more than the gradient on small models).
+    `size` indices per step costs more than the gradient on small models). `offsets` draws many
+    at once for a sampler that pre-draws its randomness; `take` cuts the window. With no size
+    (or size ≥ n) every batch is the full data; with no data (analytic targets) it is None.
     """
-    n = data[0].shape[0]
-    if size is None or size >= n:
-        return lambda k: data
-    perm = jax.random.permutation(key, n)
-    ring = jax.tree.map(lambda a: jnp.concatenate([a[perm], a[perm[:size]]]), data)
 
-    def draw(k):
-        start = jax.random.randint(k, (), 0, n)
-        return jax.tree.map(lambda a: jax.lax.dynamic_slice_in_dim(a, start, size), ring)
+    def __init__(self, data: tuple | None, key, size: int | None):
+        self.n = 1 if data is None else data[0].shape[0]
+        self.size = None if data is None or size is None or size >= self.n else size
+        if self.size is None:
+            self.ring = data
+        else:
+            perm = jax.random.permutation(key, self.n)
+            self.ring = jax.tree.map(lambda a: jnp.concatenate([a[perm], a[perm[: self.size]]]), data)
 
-    return draw
+    def offsets(self, key, shape=()):
+        return jax.random.randint(key, shape, 0, self.n)
+
+    def take(self, start):
+        if self.size is None:
+            return self.ring
+        return jax.tree.map(lambda a: jax.lax.dynamic_slice_in_dim(a, start, self.size), self.ring)
+
+    def __call__(self, key):
+        return self.ring if self.size is None else self.take(self.offsets(key))

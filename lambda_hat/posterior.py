@@ -40,10 +40,10 @@ class Posterior:
         return -(logdensity + self.prior_term(w)) / self.n_beta
 
     def batcher(self, key, size: int | None):
-        """Minibatches for a sampler (see data.batcher); data-free targets get None."""
-        from .data import batcher
+        """Minibatches for a sampler (data.Batcher); data-free targets get None."""
+        from .data import Batcher
 
-        return (lambda k: None) if self.data is None else batcher(self.data, key, size)
+        return Batcher(self.data, key, size)
 
     def batch_fraction(self, size: int | None) -> float:
         return 1.0 if self.data is None or size is None else min(size, self.n) / self.n

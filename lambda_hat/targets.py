@@ -65,7 +65,7 @@ def train_target(ctx) -> dict:
     import jax.numpy as jnp
     import optax
 
-    from .data import batcher
+    from .data import Batcher
 
     sem = ctx.config
     model, data, training = typed(sem)
@@ -78,7 +78,7 @@ def train_target(ctx) -> dict:
     x, y, loss, _, _, w0, test = problem(sem)
     opt = {"adam": optax.adam, "sgd": optax.sgd}[training.optimizer](training.lr)
     full = (x, y)
-    draw_batch = batcher(full, jax.random.PRNGKey(sem["seed"] + 2), training.batch_size)
+    draw_batch = Batcher(full, jax.random.PRNGKey(sem["seed"] + 2), training.batch_size)
 
     def step(carry, key):
         w, state = carry
