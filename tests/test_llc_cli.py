@@ -22,6 +22,7 @@ def test_run_rerun_force_status(project):
     assert (project / "results" / "llc_runs.csv").exists() and not (project / "results" / "retry.yaml").exists()
     run_dir = project / "runs" / "llc" / df["run_id"][0]
     assert {"config.json", "manifest.json", "metrics.json", "trace.npz", "log.txt"} <= {p.name for p in run_dir.iterdir()}
+    assert any((project / "runs" / ".jax-cache").iterdir())  # compiled programs, loaded by the --force run below
 
     r = cli("workflow", "llc", "--local", "--dry-run", cwd=project)
     assert r.returncode == 0 and "0 task(s) to run, 3 done" in r.stdout

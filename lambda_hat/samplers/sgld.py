@@ -15,10 +15,10 @@ import numpy as np
 
 from . import Trace, check_finite
 
-CHUNKS = 10  # the scan runs in this many pieces so a divergence stops the run early
-# Noise and batch offsets are drawn for a block of steps at once (one vectorised RNG call, not one
-# per step: per-step draws cost about half a bare gradient on small models), capped in memory.
-BLOCK_BYTES = 2**24
+CHUNKS = 10  # the scan runs in (at least) this many pieces so a divergence stops the run early
+# Each piece draws its noise and batch offsets in one vectorised call (per-step draws cost about
+# half a bare gradient on small models); pieces shrink so its noise stays under this size.
+PIECE_NOISE_BYTES = 2**24
 
 
 def sample(post, cfg, key) -> Trace:
@@ -42,30 +42,22 @@ def sample(post, cfg, key) -> Trace:
         w = w + 0.5 * eps * p * drift + jnp.sqrt(eps * p) * noise.astype(w.dtype)
         return (w, v), loss
 
-    size = math.ceil(total / CHUNKS)
-    blocks = math.ceil(size * d * 4 / BLOCK_BYTES)
-    block = math.ceil(size / blocks)
-
-    def run_block(carry, xs):
-        ts, k = xs
-        kb, kn = jax.random.split(k)
-        # float32 noise even under x64: half the RNG work, and its precision does not matter
-        noise = jax.random.normal(kn, (block, d), jnp.float32)
-        return jax.lax.scan(step, carry, (ts, batches.offsets(kb, (block,)), noise))
+    size = max(1, min(math.ceil(total / CHUNKS), PIECE_NOISE_BYTES // (4 * d)))
 
     def piece(carry, ts, k):
-        carry, losses = jax.lax.scan(run_block, carry, (ts, jax.random.split(k, blocks)))
-        return carry, losses.reshape(-1)
+        kb, kn = jax.random.split(k)
+        # float32 noise even under x64: half the RNG work, and its precision does not matter
+        noise = jax.random.normal(kn, (size, d), jnp.float32)
+        return jax.lax.scan(step, carry, (ts, batches.offsets(kb, (size,)), noise))
 
     run = jax.jit(jax.vmap(piece, in_axes=(0, None, 0)))
     chain_keys = jax.random.split(key, cfg.chains)
     carry = (jnp.tile(post.w_star, (cfg.chains, 1)), jnp.ones((cfg.chains, d), post.w_star.dtype))
-    pieces, per_piece = [], blocks * block
-    for i in range(CHUNKS):  # the last piece may run past `total`: those steps are dropped
-        ts = jnp.arange(i * per_piece, (i + 1) * per_piece).reshape(blocks, block)
-        carry, losses = run(carry, ts, jax.vmap(lambda k: jax.random.fold_in(k, i))(chain_keys))
+    pieces = []
+    for i in range(math.ceil(total / size)):  # the last piece may run past `total`: those steps are dropped
+        carry, losses = run(carry, jnp.arange(i * size, (i + 1) * size), jax.vmap(lambda k: jax.random.fold_in(k, i))(chain_keys))
         pieces.append(np.asarray(losses))
-        check_finite(pieces[-1], i * per_piece, "lower step_size")
+        check_finite(pieces[-1], i * size, "lower step_size")
     losses = np.concatenate(pieces, axis=1)[:, :total]
     frac = post.batch_fraction(cfg.batch_size)
     return Trace(losses[:, cfg.burnin :], total * frac, frac)
