@@ -151,7 +151,8 @@ def _run_child(spec: dict, workdir: Path, root: Path) -> tuple[str, dict, str | 
     env.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # workers may share one GPU
     # One JAX compilation cache per store: runs that differ only in seed (or are forced again)
     # load the compiled program instead of spending 0.5–1 s compiling it.
-    env.setdefault("JAX_COMPILATION_CACHE_DIR", str(root.resolve() / ".jax-cache"))
+    if not env.get("JAX_COMPILATION_CACHE_DIR"):  # a user's own cache wins
+        env["JAX_COMPILATION_CACHE_DIR"] = str(root.resolve() / ".jax-cache")
     env.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.1")
     with open(workdir / "log.txt", "ab") as log:
         p = subprocess.Popen([sys.executable, "-m", "lambda_hat.runner", str(workdir)], stdout=log, stderr=log, env=env, start_new_session=True)

@@ -2,6 +2,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,10 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 _script = Path(sys.executable).parent / "lambda-hat"
 LH = [str(_script)] if _script.exists() else [sys.executable, "-m", "lambda_hat.cli"]
+
+# One JAX compilation cache for the whole suite (the runner's default is one per store): task
+# processes of later tests load the programs that earlier tests compiled.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="lambda-hat-tests-jax-"))
 
 # A tiny, fast llc config: a data-free quadratic target and a short SGLD chain.
 TINY = {
