@@ -70,8 +70,10 @@ class Mixture:
         return self.component(p, jax.random.categorical(k1, p["logits"]), k2)
 
     def log_q(self, p, x):
-        U = p["U"] if self.lowrank else jnp.zeros((self.M, self.d, 1), x.dtype)
-        comps = jax.vmap(lambda mu, ls, u: _log_normal(x, mu, ls, u))(p["mu"], p["log_sd"], U)
+        if self.lowrank:
+            comps = jax.vmap(lambda mu, ls, u: _log_normal(x, mu, ls, u))(p["mu"], p["log_sd"], p["U"])
+        else:  # diagonal: no Cholesky factor to compile
+            comps = jax.vmap(lambda mu, ls: _std_normal((x - mu) * jnp.exp(-ls)) - jnp.sum(ls))(p["mu"], p["log_sd"])
         return logsumexp(jax.nn.log_softmax(p["logits"]) + comps)
 
     def neg_elbo(self, p, k, log_target, mc):
