@@ -41,8 +41,10 @@ def _log_normal(w, mu, log_sd, U):
     return -0.5 * (quad + logdet + d * jnp.log(2 * jnp.pi))
 
 
-def _std_normal(z):
-    return -0.5 * jnp.sum(z**2) - 0.5 * z.shape[0] * jnp.log(2 * jnp.pi)
+def _log_diag_normal(x, mu, log_sd):
+    """log N(x; mu, diag(exp(2 log_sd)))."""
+    z = (x - mu) * jnp.exp(-log_sd)
+    return -0.5 * jnp.sum(z**2) - jnp.sum(log_sd) - 0.5 * x.shape[0] * jnp.log(2 * jnp.pi)
 
 
 class Mixture:
@@ -72,8 +74,8 @@ class Mixture:
     def log_q(self, p, x):
         if self.lowrank:
             comps = jax.vmap(lambda mu, ls, u: _log_normal(x, mu, ls, u))(p["mu"], p["log_sd"], p["U"])
-        else:  # diagonal: no Cholesky factor to compile
-            comps = jax.vmap(lambda mu, ls: _std_normal((x - mu) * jnp.exp(-ls)) - jnp.sum(ls))(p["mu"], p["log_sd"])
+        else:
+            comps = jax.vmap(lambda mu, ls: _log_diag_normal(x, mu, ls))(p["mu"], p["log_sd"])
         return logsumexp(jax.nn.log_softmax(p["logits"]) + comps)
 
     def neg_elbo(self, p, k, log_target, mc):
@@ -122,12 +124,12 @@ class Flow:
         return x
 
     def log_q(self, p, x):
-        logdet = jnp.sum(p["log_sd"])
+        logdet = 0.0
         for i in reversed(range(len(self.masks))):
             s, t = self._shift_scale(p, i, x)
             x = (x - t) * jnp.exp(-s)
             logdet = logdet + jnp.sum(s)
-        return _std_normal((x - p["mu"]) * jnp.exp(-p["log_sd"])) - logdet
+        return _log_diag_normal(x, p["mu"], p["log_sd"]) - logdet
 
     def neg_elbo(self, p, k, log_target, mc):
         def term(k):
