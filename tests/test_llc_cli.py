@@ -10,7 +10,8 @@ def test_run_rerun_force_status(project):
     cfg = {**TINY, "samplers": TINY["samplers"] + [{"name": "hmc", "overrides": {"draws": 50, "warmup": 50, "chains": 2}}]}
     write_config(project / "config" / "experiments.yaml", cfg)
 
-    r = cli("workflow", "llc", "--local", cwd=project, env={"JAX_COMPILATION_CACHE_DIR": ""})  # the store's own cache
+    own_cache = {"JAX_COMPILATION_CACHE_DIR": ""}  # the store's own, not the suite's shared cache
+    r = cli("workflow", "llc", "--local", cwd=project, env=own_cache)
     assert r.returncode == 0, r.stderr
     assert "3 done, 0 reused, 0 failed" in r.stdout
     df = pd.read_parquet(project / "results" / "llc_runs.parquet")
@@ -31,13 +32,27 @@ def test_run_rerun_force_status(project):
     assert r.returncode == 0 and "0 done, 3 reused" in r.stdout
     assert pd.read_parquet(project / "results" / "llc_runs.parquet")["llc_mean"].tolist() == df["llc_mean"].tolist()
 
-    r = cli("workflow", "llc", "--local", "--force", cwd=project)
+    r = cli("workflow", "llc", "--local", "--force", cwd=project, env=own_cache)
     assert r.returncode == 0 and "3 done, 0 reused" in r.stdout
     # same config and seed: identical numbers after recomputation
     assert pd.read_parquet(project / "results" / "llc_runs.parquet")["llc_mean"].tolist() == df["llc_mean"].tolist()
 
     r = cli("status", cwd=project)
     assert r.returncode == 0 and "llc: 2 done" in r.stdout and "targets: 1 done" in r.stdout
+
+
+def test_vi_runs_report_psis_k(project):
+    """Both VI kinds through the CLI on the quadratic (λ = 2), with PSIS k̂ in the table: a
+    Gaussian posterior is in reach of both families, so their k̂ is low."""
+    fast = {"steps": 300, "draws": 500, "chains": 2}
+    cfg = {**TINY, "samplers": [{"name": "vi", "overrides": fast}, {"name": "vi_flow", "overrides": {**fast, "layers": 2}}]}
+    write_config(project / "config" / "experiments.yaml", cfg)
+    r = cli("workflow", "llc", "--local", cwd=project)
+    assert r.returncode == 0, r.stderr
+    df = pd.read_parquet(project / "results" / "llc_runs.parquet")
+    assert list(df["sampler"]) == ["vi", "vi_flow"] and list(df["sampler.family"]) == ["meanfield", "flow"]
+    assert (df["llc_mean"] - 2.0).abs().max() < 0.2, df["llc_mean"]
+    assert (df["pareto_k"] < 0.7).all(), df["pareto_k"]
 
 
 def test_failed_run_goes_to_retry_yaml_and_exit_1(project):
