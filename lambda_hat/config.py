@@ -64,6 +64,8 @@ class Training:
     lr: float = field(default=1e-2, metadata=positive())
     steps: int = field(default=2000, metadata=positive())
     batch_size: int | None = field(default=None, metadata=positive())  # None: full batch
+    # Full-batch L-BFGS steps after training: an unconverged w* biases λ̂ downward (REFERENCE §1b)
+    polish_steps: int = field(default=200, metadata=nonneg())
 
 
 # ---------------------------------------------------------------- samplers
@@ -89,7 +91,13 @@ class SGLD(SamplerBase):
     """Δw = (ε/2)(−nβ∇L_batch − γ(w − w*)) + N(0, ε), ε = step_size (devinterp convention)."""
 
     kind: Literal["sgld"] = "sgld"
-    step_size: float = field(default=1e-4, metadata=positive())
+    # auto: ε, burn-in and draws from the curvature and gradient noise measured at w*
+    # (calibration.py), so that λ̂'s predicted bias is at most bias_target; a number is used as is.
+    step_size: float | Literal["auto"] = field(default="auto", metadata=positive())
+    burnin: int | Literal["auto"] = field(default="auto", metadata=nonneg())
+    draws: int | Literal["auto"] = field(default="auto", metadata=positive())
+    bias_target: float = field(default=0.01, metadata={"gt": 0, "lt": 0.5})
+    max_steps: int = field(default=100_000, metadata=positive())  # budget per chain for auto burn-in + draws
     batch_size: int | None = field(default=256, metadata=positive())  # None: full batch
     precond: Literal["none", "rmsprop"] = "none"
     rmsprop_decay: float = field(default=0.99, metadata={"gt": 0, "lt": 1})
@@ -107,7 +115,7 @@ class HMC(SamplerBase):
 @dataclass(frozen=True)
 class MCLMC(SamplerBase):
     kind: Literal["mclmc"] = "mclmc"
-    tune_steps: int = field(default=1000, metadata=positive())  # L/step-size finder budget
+    tune_steps: int = field(default=1000, metadata=positive())  # steps of BlackJAX's L / step-size finder
     diagonal_preconditioning: bool = False
 
 

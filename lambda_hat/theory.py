@@ -57,10 +57,17 @@ def gaussian_finite_n(hessian_eigs, n_beta: float, gamma: float) -> float:
     return float(0.5 * np.sum(n_beta * h / (n_beta * h + gamma)))
 
 
+def is_regular(model: dict) -> bool:
+    """Targets whose parameters are all identifiable: the quadratic and linear regression."""
+    return model["kind"] == "quadratic" or (model["kind"] == "dln" and len(model["widths"]) == 2)
+
+
 def known_llc(model: dict) -> float | None:
     """The analytic λ where the local value at a trained optimum equals it, else None."""
     if model["kind"] == "quadratic":
         return regular(model["dim"])
+    if model["kind"] == "dln" and len(model["widths"]) == 2:  # linear regression, any teacher rank
+        return regular(model["widths"][0] * model["widths"][1])
     if model["kind"] == "dln" and model["rank"] == min(model["widths"]):
         # A generic full-rank optimum: local and global values agree (REFERENCE §1).
         return dln(list(model["widths"]), model["rank"])

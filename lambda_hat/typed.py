@@ -84,6 +84,10 @@ def _convert(tp, value, where: str, key: str, meta: dict):
                 errors.append(e)
         if len(errors) == 1:
             raise errors[0]
+        # a value of the right type but out of bounds: say which bound, not every type allowed
+        for e in errors:
+            if ": must be " in str(e):
+                raise e
         fail(where, key, f"expected {_type_name(tp)}, got {value!r}")
     if origin is Literal:
         allowed = typing.get_args(tp)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import blackjax
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from . import Trace
 
 
-def sample(post, cfg, key) -> Trace:
+def sample(post, cfg, key, spec=None) -> Trace:
     L, total = cfg.num_integration_steps, cfg.burnin + cfg.draws
 
     def chain(key):
@@ -18,10 +19,16 @@ def sample(post, cfg, key) -> Trace:
         (state, params), _ = warmup.run(k_warm, post.w_star, num_steps=cfg.warmup)
         kernel = blackjax.hmc(post.logdensity, **params)  # params include num_integration_steps
 
+        inv_mass = params["inverse_mass_matrix"]
+
         def step(state, k):
+            prev = state
             state, info = kernel.step(k, state)
             loss = post.loss_from_logdensity(state.position, state.logdensity)
-            return state, (loss, info.acceptance_rate, info.is_divergent, info.energy)
+            # info.energy is the proposal's: E-BFMI needs the energy of the state the chain keeps
+            start = -prev.logdensity + 0.5 * jnp.sum(info.momentum**2 * inv_mass)
+            energy = jnp.where(info.is_accepted, info.energy, start)
+            return state, (loss, info.acceptance_rate, info.is_divergent, energy)
 
         _, out = jax.lax.scan(step, state, jax.random.split(k_run, total))
         return out + (params["step_size"],)

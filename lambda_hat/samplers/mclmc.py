@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import math
+
 import blackjax
 import jax
 import numpy as np
 
 from . import Trace
 
+TUNE_FRAC = 0.1  # BlackJAX's default fraction for each of its three tuning stages
 GRADS_PER_STEP = 2  # isokinetic McLachlan: two force evaluations per step (the third is reused)
 
 
-def sample(post, cfg, key) -> Trace:
+def sample(post, cfg, key, spec=None) -> Trace:
     total = cfg.burnin + cfg.draws
 
     def chain(key):
@@ -19,7 +22,11 @@ def sample(post, cfg, key) -> Trace:
         state = blackjax.mcmc.mclmc.init(position=post.w_star, logdensity_fn=post.logdensity, rng_key=k_init)
         state, params, n_tune = blackjax.mclmc_find_L_and_step_size(
             mclmc_kernel=blackjax.mcmc.mclmc.build_kernel(),
-            num_steps=cfg.tune_steps,
+            # BlackJAX tunes for (frac_tune1 + frac_tune2 + frac_tune3)·num_steps steps
+            num_steps=math.ceil(cfg.tune_steps / (3 * TUNE_FRAC)),
+            frac_tune1=TUNE_FRAC,
+            frac_tune2=TUNE_FRAC,
+            frac_tune3=TUNE_FRAC,
             state=state,
             rng_key=k_tune,
             logdensity_fn=post.logdensity,

@@ -139,7 +139,7 @@ class Flow:
         return -jnp.mean(jax.vmap(term)(jax.random.split(k, mc)))
 
 
-def sample(post, cfg, key) -> Trace:
+def sample(post, cfg, key, spec=None) -> Trace:
     d, dt = post.dim, post.w_star.dtype
     sd0 = 1.0 / jnp.sqrt(post.n_beta + post.gamma + 1.0)
     fam = (Flow if cfg.family == "flow" else Mixture)(d, cfg, dt)

@@ -1,0 +1,80 @@
+"""Health checks that can fail: each returns (code, one line) for a run that needs a second look.
+
+A run with any warning is never shown as a clean row (table, gallery, llc_runs.parquet), and
+`--strict` turns warnings into failures. Thresholds are the usual ones (Vehtari et al. 2021 for
+R̂ and ESS, 2024 for PSIS k̂; Betancourt 2016 for E-BFMI) or, for SGLD, the 1% bias the auto step
+aims at with room for the estimate's own error.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .calibration import ESS_GOAL
+
+RHAT_MAX = 1.01
+BIAS_MAX = 0.02  # predicted relative bias of λ̂ from SGLD's step and minibatch noise
+MALA_MIN = 0.9  # acceptance of the SGLD proposal under full-batch Metropolis–Hastings
+WSTAR_MAX = 0.01  # |predicted λ̂ shift from ∇L_n(w*)| relative to λ̂
+HMC_ACCEPT_TOL = 0.15
+EBFMI_MIN = 0.3
+MCLMC_ENERGY_VAR_MAX = 4 * 5e-4  # per dimension; BlackJAX tunes its step size to 5e-4
+SADDLE_REL = 0.05  # negative curvature, relative to the largest, that marks a saddle
+TRUTH_TOL = {"llc_finite": 0.05, "llc_true": 0.10}
+
+
+def pareto_k_max(draws: int) -> float:
+    """PSIS k̂ above which the importance ratios' tail is too heavy for this many draws."""
+    return min(1 - 1 / math.log10(draws), 0.7) if draws > 10 else 0.0
+
+
+def ebfmi(energy: np.ndarray) -> float:
+    """Lowest per-chain E-BFMI: Σ(ΔE)² / Σ(E − Ē)² of the kept states' energies."""
+    e = energy - energy.mean(axis=1, keepdims=True)
+    return float(np.min(np.sum(np.diff(energy, axis=1) ** 2, axis=1) / np.sum(e**2, axis=1)))
+
+
+def run_warnings(m: dict, cfg, extras: dict) -> list[dict]:
+    """m: the run's metrics (λ̂, diagnostics, truths); cfg: its typed sampler config."""
+    out = []
+
+    def warn(code, msg):
+        out.append({"code": code, "message": msg})
+
+    llc = m["llc_mean"]
+    if m["r_hat"] == m["r_hat"] and m["r_hat"] > RHAT_MAX:
+        warn("rhat", f"R̂ {m['r_hat']:.3f} > {RHAT_MAX}: chains disagree (not mixed, or stuck in different modes)")
+    if m["ess_bulk"] < ESS_GOAL:
+        warn("ess", f"bulk ESS {m['ess_bulk']:.0f} < {ESS_GOAL}: too few effective draws for a reliable mean and SE")
+    if abs(m["wstar_shift"]) > WSTAR_MAX * max(abs(llc), 1.0):
+        warn("w_star", f"w* is not a converged minimum: |∇L_n(w*)| = {m['grad_norm']:.2g} shifts λ̂ by about {m['wstar_shift']:.3g}; train longer or polish")
+    # measured on a subsample, whose Hessian at the full data's minimum is slightly indefinite:
+    # only a clearly negative curvature counts
+    if m["n_beta"] * m["min_curvature"] + m["gamma"] < 0 and m["min_curvature"] < -SADDLE_REL * m["max_curvature"]:
+        warn("not_minimum", f"the Hessian at w* has curvature {m['min_curvature']:.3g} < −γ/nβ: w* is a saddle and the localised posterior is improper")
+    for col, tol in TRUTH_TOL.items():
+        t = m.get(col)
+        if t and abs(llc - t) > tol * abs(t) and abs(llc - t) > 3 * m["llc_sem"]:
+            warn("off_truth", f"λ̂ {llc:.4g} is {100 * (llc - t) / t:+.1f}% from {col} = {t:.4g}")
+            break
+    if cfg.kind == "sgld":
+        if extras["predicted_bias"] > BIAS_MAX:
+            warn("step_bias", f"predicted bias of λ̂ from step {extras['step_size']:.3g} and minibatch noise is {100 * extras['predicted_bias']:.1f}% (> {100 * BIAS_MAX:g}%); use step_size: auto or a smaller step")
+        if extras["mala_acceptance"] < MALA_MIN:
+            warn("step_bias", f"full-batch MALA acceptance of the SGLD step is {extras['mala_acceptance']:.2f} < {MALA_MIN}: the step is too large for this target")
+        if extras["budget_capped"]:
+            warn("budget", f"relaxation needs {extras['needed_steps']} steps per chain (slowest mode {extras['relax_steps']:.0f} steps); max_steps cut burn-in/draws to {extras['burnin']}/{extras['draws']}")
+    if cfg.kind == "hmc":
+        if m["divergences"]:
+            warn("divergences", f"{m['divergences']} divergent transitions: raise target_accept or warmup")
+        if abs(m["acceptance_rate"] - cfg.target_accept) > HMC_ACCEPT_TOL:
+            warn("hmc_accept", f"acceptance {m['acceptance_rate']:.2f}, target {cfg.target_accept}: step-size adaptation did not settle (raise warmup)")
+        if m["ebfmi"] < EBFMI_MIN:
+            warn("ebfmi", f"E-BFMI {m['ebfmi']:.2f} < {EBFMI_MIN}: momentum resampling explores the energy levels poorly")
+    if cfg.kind == "mclmc" and m["energy_var"] > MCLMC_ENERGY_VAR_MAX:
+        warn("energy_var", f"Var[ΔE]/d = {m['energy_var']:.2g} > {MCLMC_ENERGY_VAR_MAX:g}: the unadjusted step is too large (bias); raise tune_steps")
+    if cfg.kind == "vi" and m["pareto_k"] > pareto_k_max(cfg.draws):
+        warn("pareto_k", f"PSIS k̂ {m['pareto_k']:.2f} > {pareto_k_max(cfg.draws):.2f}: q misses part of π (read λ̂ as an upper estimate)")
+    return out
