@@ -58,7 +58,8 @@ def workflow():
 @click.option("--force", is_flag=True, help="Recompute every task even if its result is in the store.")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), help="Kill any task running longer than this many seconds (overrides task_timeout).")
 @click.option("--promote", is_flag=True, help="Also plot every target and run (cached tasks) and build results/gallery/index.html.")
-def llc(config, local, parsl_card, sets, dry_run, force, timeout, promote):
+@click.option("--strict", is_flag=True, help="Treat runs with health-check warnings as failed (exit 1, listed in results/retry.yaml).")
+def llc(config, local, parsl_card, sets, dry_run, force, timeout, promote, strict):
     """Estimate the LLC: train each target once, run every sampler on it.
 
     Writes results/llc_runs.parquet (and .csv) with one row per run, and results/retry.yaml
@@ -66,7 +67,7 @@ def llc(config, local, parsl_card, sets, dry_run, force, timeout, promote):
     """
     from workflows import llc as wf
 
-    _run_workflow(local, parsl_card, sets, "tasks", lambda card: wf.run(config, card, force=force, dry_run=dry_run, timeout=timeout, with_promote=promote))
+    _run_workflow(local, parsl_card, sets, "tasks", lambda card: wf.run(config, card, force=force, dry_run=dry_run, timeout=timeout, with_promote=promote, strict=strict))
 
 
 @workflow.command()

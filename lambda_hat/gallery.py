@@ -16,9 +16,9 @@ from .store import read_json, tmp_path
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
 table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #ccc;padding:4px 8px;text-align:right}
 th{background:#f3f3f3}td.l{text-align:left}img{max-width:100%;border:1px solid #eee;margin:4px 0}
-.failed{color:#a00}h3{margin-top:2em}"""
+.failed{color:#a00}.warned{background:#fff4d6}.warned td:nth-child(2)::after{content:" ⚠"}h3{margin-top:2em}"""
 
-COLUMNS = ["sampler", "λ̂ ± SE", "ESS bulk", "R̂", "FGE / chain", "wall time [s]", "true λ", "status", "plots"]
+COLUMNS = ["sampler", "λ̂ ± SE", "ESS bulk", "R̂", "FGE / chain", "wall time [s]", "true λ", "finite-n λ", "status", "warnings", "plots"]
 
 
 def _num(v, fmt: str) -> str:
@@ -35,7 +35,9 @@ def _cells(row: dict) -> list[str]:
         _num(row["fge"], ".4g") if ok else "–",
         _num(row["walltime_sec"], ".1f"),
         _num(row["llc_true"], "g"),
+        _num(row.get("llc_finite"), ".4g"),
         row["status"] if ok else f"{row['status']}: {row['error']}",
+        row.get("warning_details") or "",
     ]
 
 
@@ -70,7 +72,8 @@ def comparison_figure(rows: list[dict], path: Path) -> None:
         ax.errorbar(xs, ys, yerr=es, fmt="o", capsize=4, label="λ̂ ± 2 SE")
         if sub[0]["llc_true"] is not None:
             ax.axhline(sub[0]["llc_true"], color="k", ls="--", lw=1, label=f"true λ = {sub[0]['llc_true']:g}")
-        ax.set_xticks(list(xs), [r["sampler"] + ("" if k else " (failed)") for r, k in zip(sub, ok)], rotation=30, ha="right")
+        tag = lambda r, k: "" if not k else (" (warning)" if r.get("warnings") else "")  # noqa: E731
+        ax.set_xticks(list(xs), [r["sampler"] + (tag(r, k) if k else " (failed)") for r, k in zip(sub, ok)], rotation=30, ha="right")
         ax.set(title=t, ylabel="λ̂", xlabel="sampler")
         ax.legend(fontsize=8)
     fig.suptitle("LLC estimates by sampler")
@@ -102,8 +105,8 @@ def build(rows: list[dict], run_diag: dict, target_diag: dict, out: Path) -> Pat
             rels = _copy_plots(run_diag[r["run_id"]], tmp / "runs" / r["run_id"], tmp) if r["run_id"] in run_diag else []
             cells = _cells(r)
             link = f"<a href='#r-{r['run_id']}'>{len(rels)} plots</a>" if rels else "–"
-            cls = "" if r["status"] == "done" else " class='failed'"
-            page.append(f"<tr{cls}>" + "".join(f"<td class='l'>{html.escape(c)}</td>" if i in (0, 7) else f"<td>{html.escape(c)}</td>" for i, c in enumerate(cells)) + f"<td>{link}</td></tr>")
+            cls = " class='failed'" if r["status"] != "done" else (" class='warned'" if r.get("warnings") else "")
+            page.append(f"<tr{cls}>" + "".join(f"<td class='l'>{html.escape(c)}</td>" if i in (0, 8, 9) else f"<td>{html.escape(c)}</td>" for i, c in enumerate(cells)) + f"<td>{link}</td></tr>")
             md.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " | " + " ".join(f"[{Path(p).stem}]({p})" for p in rels) + " |")
             if rels:
                 sections.append(f"<h3 id='r-{r['run_id']}'>{html.escape(r['sampler'])} on {html.escape(target)} [{r['run_id']}]</h3>")

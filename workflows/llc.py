@@ -69,6 +69,20 @@ def _flat(prefix: str, d: dict) -> dict:
     return out
 
 
+METRIC_COLUMNS = (
+    "llc_mean", "llc_std", "llc_sem", "ess_bulk", "ess_tail", "r_hat", "fge", "llc_true", "llc_finite", "err_true", "err_finite",
+    "step_size", "burnin", "draws", "predicted_bias", "mala_acceptance", "relax_steps", "grad_norm", "wstar_shift",
+    "acceptance_rate", "divergences", "ebfmi", "energy_var", "pareto_k", "sample_sec", "calibration_sec", "n_beta", "L_star",
+)  # fmt: skip
+
+
+def apply_strict(table: list[dict]) -> None:
+    """--strict: a run with warnings counts as failed (exit 1, listed in retry.yaml)."""
+    for row in table:
+        if row["status"] == "done" and row["warnings"]:
+            row.update(status="failed", error=f"strict: {row['warning_details']}")
+
+
 def rows(plan: Plan, store: Store, targets: dict, runs: dict, outcomes: dict | None = None) -> list[dict]:
     """One row per run of the plan, from the store; `outcomes` of this invocation fill in runs
     that left nothing in the store (lost worker, skipped because their target failed)."""
@@ -90,8 +104,11 @@ def rows(plan: Plan, store: Store, targets: dict, runs: dict, outcomes: dict | N
             "n": tmetrics.get("n"), "d": tmetrics.get("d"), "status": status, "error": error,
             "walltime_sec": m.get("walltime_sec"), "host": m.get("host"), "slurm_job_id": m.get("slurm_job_id"),
         }  # fmt: skip
-        for k in ("llc_mean", "llc_std", "llc_sem", "ess_bulk", "ess_tail", "r_hat", "fge", "llc_true", "acceptance_rate", "divergences", "pareto_k", "sample_sec", "n_beta", "L_star"):
+        for k in METRIC_COLUMNS:
             row[k] = (metrics or {}).get(k)
+        found = (metrics or {}).get("warnings") or []
+        row["warnings"] = ",".join(dict.fromkeys(w["code"] for w in found)) or None
+        row["warning_details"] = " | ".join(f"{w['code']}: {w['message']}" for w in found) or None
         row.update(_flat("model.", plain(r.target.model)))
         row.update(_flat("data.", plain(r.target.data)))
         row.update(_flat("training.", plain(r.target.training)))
@@ -108,6 +125,9 @@ def write_table(table: list[dict], results: Path) -> Path:
     for col in df.columns:  # lists (widths, chain values) → text, so every column has one type
         if df[col].map(lambda v: isinstance(v, (list, tuple))).any():
             df[col] = df[col].map(lambda v: yaml.safe_dump(list(v), default_flow_style=True).strip() if isinstance(v, (list, tuple)) else v)
+        kinds = {type(v) for v in df[col] if v is not None and v == v}
+        if str in kinds and len(kinds) > 1:  # e.g. step_size: auto beside numbers
+            df[col] = df[col].map(lambda v: None if v is None or v != v else str(v))
     return write_frame(df, results / "llc_runs.parquet")
 
 
@@ -170,7 +190,10 @@ def rebuild_gallery(config: Path, results: Path = Path("results")) -> int:
     return 0
 
 
-def run(config: Path, card, force: bool, dry_run: bool, timeout: float | None, results: Path = Path("results"), with_promote: bool = False) -> int:
+def run(
+    config: Path, card, force: bool, dry_run: bool, timeout: float | None, results: Path = Path("results"), with_promote: bool = False,
+    strict: bool = False,
+) -> int:
     plan = load_plan(config)
     store = Store(Path(plan.config.store_root))
     targets, runs = build_tasks(plan, timeout)
@@ -186,6 +209,8 @@ def run(config: Path, card, force: bool, dry_run: bool, timeout: float | None, r
     store.check_writable()
     summary: Summary = run_tasks([*targets.values(), *runs.values(), *extra], store.root, card, force=force)
     table = rows(plan, store, targets, runs, summary.outcomes)
+    if strict:
+        apply_strict(table)
     path = write_table(table, results)
     retry = write_retry(plan, table, runs, results)
     click.echo(f"llc: {summary.line()}; results in {path}")
@@ -193,10 +218,17 @@ def run(config: Path, card, force: bool, dry_run: bool, timeout: float | None, r
         click.echo(f"gallery: {promote(store, table, targets, runs, results)[0]}")
     for row in table:
         if row["status"] == "done":
-            truth = f" (truth {row['llc_true']:g})" if row["llc_true"] is not None else ""
-            click.echo(f"  {row['sampler']:<12} {row['target']:<24} λ̂ = {row['llc_mean']:9.4g} ± {row['llc_sem']:.2g}{truth}")
+            truth = [f"{k} {row[c]:.4g}" for k, c in (("truth", "llc_true"), ("finite-n", "llc_finite")) if row[c] is not None]
+            truth = f" ({', '.join(truth)})" if truth else ""
+            flag = f"  WARNING {row['warnings']}" if row["warnings"] else ""
+            click.echo(f"  {row['sampler']:<12} {row['target']:<24} λ̂ = {row['llc_mean']:9.4g} ± {row['llc_sem']:.2g}{truth}{flag}")
+            for line in (row["warning_details"] or "").split(" | ") if row["warnings"] else ():
+                click.echo(f"      {line}")
         else:
             click.echo(f"  {row['sampler']:<12} {row['target']:<24} {row['status']}: {row['error']}")
+    warned = sum(bool(r["warnings"]) for r in table if r["status"] == "done")
+    if warned:
+        click.echo(f"{warned} run(s) with warnings: read them before trusting those λ̂ (--strict makes them failures)")
     if retry:
         click.echo(f"failed runs listed in {retry}; rerun with: lambda-hat workflow llc --config {retry}")
-    return 0 if summary.ok else 1
+    return 0 if summary.ok and not any(r["status"] == "failed" for r in table) else 1
