@@ -41,6 +41,31 @@ def test_run_rerun_force_status(project):
     assert r.returncode == 0 and "llc: 2 done" in r.stdout and "targets: 1 done" in r.stdout
 
 
+def test_warnings_are_shown_and_strict_fails_them(project):
+    """TINY's SGLD step (1e-3 on a = nβ + γ = 146) predicts a 4% bias and its 2 × 200 draws give
+    ESS < 400: a number to distrust. It is flagged in the table, the parquet and the output;
+    --strict makes it a failure listed in retry.yaml. The auto-step run beside it is clean of
+    step_bias, and both carry the finite-n truth of the quadratic, 2·nβ/(nβ + γ)."""
+    auto = {"name": "sgld", "overrides": {"batch_size": None}}
+    write_config(project / "config" / "experiments.yaml", {**TINY, "samplers": TINY["samplers"] + [auto]})
+    r = cli("workflow", "llc", "--local", cwd=project)
+    assert r.returncode == 0, r.stderr
+    df = pd.read_parquet(project / "results" / "llc_runs.parquet").set_index("sampler")
+    assert set(df.loc["sgld#0", "warnings"].split(",")) >= {"step_bias", "ess"}, df.loc["sgld#0", "warning_details"]
+    assert "step_bias" not in str(df.loc["sgld#1", "warnings"]) and df.loc["sgld#1", "predicted_bias"] <= 0.01 + 1e-9
+    nb = df["n_beta"].iloc[0]
+    assert df["llc_finite"].tolist() == [2 * nb / (nb + 1)] * 2 and df["err_finite"].notna().all()
+    assert "WARNING" in r.stdout and "step_bias: predicted bias" in r.stdout and "with warnings" in r.stdout
+    assert not (project / "results" / "retry.yaml").exists()
+
+    r = cli("workflow", "llc", "--local", "--strict", cwd=project)
+    assert r.returncode == 1 and "0 done, 3 reused" in r.stdout
+    retry = yaml.safe_load((project / "results" / "retry.yaml").read_text())
+    assert df.loc["sgld#0", "run_id"] in retry["retry_of"]["runs"]
+    strict = pd.read_parquet(project / "results" / "llc_runs.parquet").set_index("sampler")
+    assert strict.loc["sgld#0", "status"] == "failed" and strict.loc["sgld#0", "error"].startswith("strict: ")
+
+
 def test_vi_runs_report_psis_k(project):
     """Both VI kinds through the CLI on the quadratic (λ = 2), with PSIS k̂ in the table: a
     Gaussian posterior is in reach of both families, so their k̂ is low."""
