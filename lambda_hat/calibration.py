@@ -42,6 +42,7 @@ class Spectrum:
     grad_norm: float  # ‖∇L_n(w*)‖, full data
     wstar_shift: float  # predicted λ̂(at w*) − λ̂(at the minimum) from that gradient
     seconds: float
+    vectors: np.ndarray | None = None  # eigenvectors (d × d) where the Hessian was formed exactly
 
     def modes(self, n_beta, gamma):
         a = n_beta * np.clip(self.theta, 0, None) + gamma
@@ -67,24 +68,26 @@ def _subsample(post, size, key):
 
 def _lanczos(hvp, V0, steps):
     """Lanczos from each row of V0 (full reorthogonalisation): per start, the tridiagonal T
-    (k × k) and the orthonormal basis Q (k × d) with Q H Qᵀ = T."""
-    V = V0 / jnp.linalg.norm(V0, axis=1, keepdims=True)
-    basis, alphas, betas = [V], [], []
+    (k × k) and the orthonormal basis Q (k × d) with Q H Qᵀ = T. Only the HVPs run in JAX: the
+    basis work is small, and eager JAX ops on growing shapes would compile at every step."""
+    dt = V0.dtype
+    V0 = np.asarray(V0, np.float64)
+    basis, alphas, betas = [V0 / np.linalg.norm(V0, axis=1, keepdims=True)], [], []
     for j in range(steps):
-        W = hvp(basis[-1])
-        alphas.append(jnp.sum(W * basis[-1], axis=1))
-        Q = jnp.stack(basis, axis=1)  # (starts, j+1, d)
+        W = np.asarray(hvp(jnp.asarray(basis[-1], dt)), np.float64)
+        alphas.append(np.sum(W * basis[-1], axis=1))
+        Q = np.stack(basis, axis=1)  # (starts, j+1, d)
         for _ in range(2):  # twice is enough
-            W = W - jnp.einsum("pjd,pj->pd", Q, jnp.einsum("pjd,pd->pj", Q, W))
-        beta = jnp.linalg.norm(W, axis=1)
-        if j == steps - 1 or float(beta.min()) < 1e-10 * max(1.0, float(jnp.abs(alphas[0]).max())):
+            W = W - np.einsum("pjd,pj->pd", Q, np.einsum("pjd,pd->pj", Q, W))
+        beta = np.linalg.norm(W, axis=1)
+        if j == steps - 1 or beta.min() < 1e-10 * max(1.0, np.abs(alphas[0]).max()):
             break
         betas.append(beta)
         basis.append(W / beta[:, None])
-    a = np.asarray(jnp.stack(alphas, 1), np.float64)
-    b = np.asarray(jnp.stack(betas, 1), np.float64) if betas else np.zeros((len(a), 0))
+    a = np.stack(alphas, 1)
+    b = np.stack(betas, 1) if betas else np.zeros((len(a), 0))
     Ts = [np.diag(a[p]) + np.diag(b[p], 1) + np.diag(b[p], -1) for p in range(len(a))]
-    return Ts, np.asarray(jnp.stack(basis, 1), np.float64)
+    return Ts, np.stack(basis, 1)
 
 
 def _hvp(post, sub):
@@ -104,8 +107,9 @@ def measure(post, key) -> Spectrum:
     if d <= DENSE_MAX_DIM:
         H = np.asarray(jax.jit(jax.hessian(lambda v: post.loss(v, sub)))(w), dtype=np.float64)
         theta, S = np.linalg.eigh(0.5 * (H + H.T))
-        weight, top = np.ones(d), S[:, -1]
+        weight, top, vectors = np.ones(d), S[:, -1], S
     else:
+        vectors = None
         Ts, Q = _lanczos(jax.jit(jax.vmap(hvp1)), jax.random.normal(k_lz, (LANCZOS_PROBES, d), dt), min(LANCZOS_STEPS, d))
         theta, weight = [], []
         for T in Ts:  # stochastic Lanczos quadrature: Ritz values weighted by e1's share
@@ -117,7 +121,7 @@ def measure(post, key) -> Spectrum:
     g_full = jax.jit(jax.grad(post.loss_full))(w)
     kappa = _noise_ratio(post, k_noise, g_full, jnp.asarray(top, dt), theta, weight)
     shift = _wstar_shift(post, hvp1, g_full)
-    return Spectrum(theta, weight, kappa, float(jnp.linalg.norm(g_full)), shift, time.time() - t0)
+    return Spectrum(theta, weight, kappa, float(jnp.linalg.norm(g_full)), shift, time.time() - t0, vectors)
 
 
 def _noise_ratio(post, key, g_full, top, theta, weight) -> float:
@@ -242,20 +246,35 @@ def dispersed_starts(post, spec: Spectrum, key, chains: int, spread: float = 2.0
     """w* + δ per chain, δ ~ N(0, spread·A⁻¹) with A = nβH + γ floored at a_slow (the slowest mode
     that carries λ̂): every mode that matters starts overdispersed, so the chains' transients
     differ and R̂ sees a mode that has not relaxed, while flat directions are not thrown far.
-    A^(-1/2)z by Lanczos on H from z (exact for d ≤ DENSE_MAX_DIM)."""
+    A^(-1/2)z from the eigenvectors where the Hessian was formed, else by Lanczos on H from z."""
     d, nb, gamma = post.dim, post.n_beta, post.gamma
     a, share = spec.modes(nb, gamma)
     a_slow = float(a[share >= 0.5].min()) if (share >= 0.5).any() else 2 * gamma or 1.0
     f = lambda h: np.sqrt(spread / np.maximum(nb * np.clip(h, 0, None) + gamma, a_slow))  # noqa: E731
     z = jax.random.normal(key, (chains, d), post.w_star.dtype)
     sub = _subsample(post, CURVATURE_SAMPLES, jax.random.fold_in(key, 1))
-    Ts, Q = _lanczos(jax.jit(jax.vmap(_hvp(post, sub))), z, min(d, LANCZOS_STEPS if d > DENSE_MAX_DIM else d))
-    norms = np.linalg.norm(np.asarray(z, np.float64), axis=1)
-    deltas = []
-    for T, q, zn in zip(Ts, Q, norms):
-        th, S = np.linalg.eigh(T)
-        deltas.append(zn * q[: len(th)].T @ (S @ (f(th) * S[0])))
-    return post.w_star + jnp.asarray(np.stack(deltas), post.w_star.dtype)
+    if spec.vectors is not None:
+        S = spec.vectors
+        deltas = (np.asarray(z, np.float64) @ S) * f(spec.theta) @ S.T
+    else:
+        Ts, Q = _lanczos(jax.jit(jax.vmap(_hvp(post, sub))), z, min(d, LANCZOS_STEPS))
+        norms = np.linalg.norm(np.asarray(z, np.float64), axis=1)
+        deltas = []
+        for T, q, zn in zip(Ts, Q, norms):
+            th, S = np.linalg.eigh(T)
+            deltas.append(zn * q[: len(th)].T @ (S @ (f(th) * S[0])))
+        deltas = np.stack(deltas)
+    # Directions flat at second order (an MLP's) are rarely flat far out: halve a start whose
+    # actual excess loss is above twice the spread's share of λ (4 × the quadratic estimate).
+    deltas = jnp.asarray(deltas, post.w_star.dtype)
+    excess = jax.jit(jax.vmap(lambda dw: nb * (post.loss(post.w_star + dw, sub) - post.loss(post.w_star, sub))))
+    cap = 2 * spread * max(spec.llc_estimate(nb, gamma), 0.5)
+    for _ in range(20):
+        too_far = np.asarray(excess(deltas)) > cap
+        if not too_far.any():
+            break
+        deltas = deltas * jnp.asarray(np.where(too_far, 0.5, 1.0), deltas.dtype)[:, None]
+    return post.w_star + deltas
 
 
 def mala_acceptance(post, positions, eps: float, precond, key, proposals: int = 2) -> float:
