@@ -24,12 +24,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .checks import ESS_GOAL
+
 DENSE_MAX_DIM = 64  # up to this d the Hessian is formed exactly (d HVPs)
 LANCZOS_STEPS, LANCZOS_PROBES = 12, 3  # above it: 3 probes × 12 Lanczos steps (36 HVPs)
 CURVATURE_SAMPLES = 1024  # subsample for Hessian-vector products (the Hessian is a mean)
 NOISE_SAMPLES = 256  # per-sample gradients for the minibatch noise
 CG_STEPS = 20
-ESS_GOAL = 400  # bulk ESS the draws are sized for (and below which a run is flagged)
 
 
 @dataclass(frozen=True)
@@ -53,9 +54,6 @@ class Spectrum:
         """½ Σ nβh/(nβh + γ): the finite-n λ of the quadratic approximation at w*."""
         _, share = self.modes(n_beta, gamma)
         return float(0.5 * np.sum(self.weight * share))
-
-    def min_curvature(self) -> float:
-        return float(self.theta.min())
 
 
 def _subsample(post, size, key):
@@ -91,8 +89,9 @@ def _lanczos(hvp, V0, steps):
 
 
 def _hvp(post, sub):
-    f = lambda v: post.loss(v, sub)  # noqa: E731
-    return lambda v: jax.jvp(jax.grad(f), (post.w_star,), (v,))[1]
+    """hvp(v, w=w*): the Hessian of the subsample's loss at w, times v."""
+    grad = jax.grad(lambda u: post.loss(u, sub))
+    return lambda v, w=post.w_star: jax.jvp(grad, (w,), (v,))[1]
 
 
 def measure(post, key) -> Spectrum:
@@ -191,14 +190,13 @@ def predicted_bias(spec: Spectrum, post, eps: float, batch_size, rmsprop: bool) 
 
 def top_curvature(post, points, iters: int = 10) -> float:
     """Largest Hessian eigenvalue of L_n over `points` (power iteration on a subsample)."""
-    sub = _subsample(post, CURVATURE_SAMPLES, jax.random.PRNGKey(0))
-    hvp = lambda w, v: jax.jvp(jax.grad(lambda u: post.loss(u, sub)), (w,), (v,))[1]  # noqa: E731
+    hvp = _hvp(post, _subsample(post, CURVATURE_SAMPLES, jax.random.PRNGKey(0)))
 
     @jax.jit
     def power(w):
         v = jnp.ones_like(w) / jnp.sqrt(w.shape[0])
-        v = jax.lax.fori_loop(0, iters, lambda _, v: (lambda u: u / (jnp.linalg.norm(u) + 1e-30))(hvp(w, v)), v)
-        return jnp.dot(v, hvp(w, v))
+        v = jax.lax.fori_loop(0, iters, lambda _, v: (lambda u: u / (jnp.linalg.norm(u) + 1e-30))(hvp(v, w)), v)
+        return jnp.dot(v, hvp(v, w))
 
     return float(jnp.max(jax.vmap(power)(points)))
 

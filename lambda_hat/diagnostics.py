@@ -9,6 +9,7 @@ import warnings
 
 import numpy as np
 
+from .checks import ebfmi
 from .store import read_json
 
 # Bump to redraw every plot (it is part of the diagnose task IDs).
@@ -106,7 +107,7 @@ def diagnose_run(ctx) -> dict:
         # explores the energy levels well (E-BFMI near 1).
         e = tr["energy"] - tr["energy"].mean(axis=1, keepdims=True)
         de = np.diff(tr["energy"], axis=1)
-        bfmi = float(np.mean(np.sum(de**2, axis=1) / np.sum(e**2, axis=1)))
+        bfmi = m.get("ebfmi", ebfmi(tr["energy"]))  # the lowest chain's, as the ebfmi check reads it
         axes[2].hist(e.ravel(), bins=40, alpha=0.6, density=True, label="energy (centred)")
         axes[2].hist(de.ravel(), bins=40, alpha=0.6, density=True, label="energy change")
         axes[2].set(title=f"HMC energy (E-BFMI {bfmi:.2f})", xlabel="energy [nats]", ylabel="density")

@@ -48,7 +48,7 @@ def estimate(post, cfg, model: dict, log=lambda msg: None):
     out.update(
         fge=trace.fge, n=post.n, d=post.dim, n_beta=post.n_beta, gamma=post.gamma, L_star=post.L_star, sample_sec=sec,
         calibration_sec=spec.seconds, grad_norm=spec.grad_norm, wstar_shift=spec.wstar_shift,
-        min_curvature=spec.min_curvature(), max_curvature=float(spec.theta.max()),
+        min_curvature=float(spec.theta.min()), max_curvature=float(spec.theta.max()),
         llc_true=theory.known_llc(model), llc_finite=llc_finite(post, model),
     )  # fmt: skip
     for col in ("llc_true", "llc_finite"):
@@ -57,7 +57,7 @@ def estimate(post, cfg, model: dict, log=lambda msg: None):
         # the starts and the curvature around them are calibration, not sampling
         out["calibration_sec"] += trace.extras["plan_sec"]
         out["sample_sec"] -= trace.extras["plan_sec"]
-        for k in ("step_size", "burnin", "draws", "predicted_bias", "mala_acceptance", "relax_steps"):
+        for k in ("step_size", "burnin", "draws", "predicted_bias", "mala_acceptance", "relax_steps", "needed_steps", "budget_capped"):
             out[k] = trace.extras[k]
     if "acceptance_rate" in trace.extras:
         out["acceptance_rate"] = float(np.mean(trace.extras["acceptance_rate"]))
@@ -67,7 +67,7 @@ def estimate(post, cfg, model: dict, log=lambda msg: None):
         out["energy_var"] = float(np.mean(np.var(trace.extras["energy_change"], axis=1)) / post.dim)
     if "pareto_k" in trace.extras:  # VI: the worst chain's PSIS k̂ (> 0.7: q's tails miss π's)
         out["pareto_k"] = float(np.max(trace.extras["pareto_k"]))
-    out["warnings"] = checks.run_warnings(out, cfg, trace.extras)
+    out["warnings"] = checks.run_warnings(out, cfg)
     return out, trace
 
 
