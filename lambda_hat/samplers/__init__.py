@@ -1,7 +1,9 @@
-"""One sampler interface: sample(posterior, config, key) -> Trace.
+"""One sampler interface: sample(posterior, config, key, spec) -> Trace.
 
-Every sampler starts its chains at w*, runs them vectorised (vmap) inside one jitted scan,
-discards `burnin` draws and returns L_n at each kept draw.
+`spec` is the posterior measured at w* (calibration.measure; measured here when None). MCMC
+samplers start their chains dispersed around w* (calibration.dispersed_starts), so that R̂ sees a
+mode that has not mixed; all run their chains vectorised (vmap) inside jitted scans, discard
+`burnin` draws and return L_n at each kept draw.
 """
 
 from __future__ import annotations
@@ -27,6 +29,16 @@ def check_finite(losses: np.ndarray, first_step: int, hint: str) -> None:
         from ..runner import TaskFailed
 
         raise TaskFailed(f"diverged: non-finite L_n at step {first_step + step} of chain {chain}; {hint}")
+
+
+def starts(post, spec, key, chains: int):
+    """Dispersed initial positions, one row per chain."""
+    import jax
+
+    from .. import calibration
+
+    spec = spec or calibration.measure(post, jax.random.fold_in(key, 7))
+    return calibration.dispersed_starts(post, spec, jax.random.fold_in(key, 2), chains)
 
 
 def get(kind: str):

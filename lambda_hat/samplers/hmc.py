@@ -7,16 +7,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import Trace
+from . import Trace, starts
 
 
 def sample(post, cfg, key, spec=None) -> Trace:
     L, total = cfg.num_integration_steps, cfg.burnin + cfg.draws
 
-    def chain(key):
+    def chain(key, w0):
         k_warm, k_run = jax.random.split(key)
         warmup = blackjax.window_adaptation(blackjax.hmc, post.logdensity, target_acceptance_rate=cfg.target_accept, num_integration_steps=L)
-        (state, params), _ = warmup.run(k_warm, post.w_star, num_steps=cfg.warmup)
+        (state, params), _ = warmup.run(k_warm, w0, num_steps=cfg.warmup)
         kernel = blackjax.hmc(post.logdensity, **params)  # params include num_integration_steps
 
         inv_mass = params["inverse_mass_matrix"]
@@ -33,7 +33,7 @@ def sample(post, cfg, key, spec=None) -> Trace:
         _, out = jax.lax.scan(step, state, jax.random.split(k_run, total))
         return out + (params["step_size"],)
 
-    loss, acc, div, energy, step_size = jax.jit(jax.vmap(chain))(jax.random.split(key, cfg.chains))
+    loss, acc, div, energy, step_size = jax.jit(jax.vmap(chain))(jax.random.split(key, cfg.chains), starts(post, spec, key, cfg.chains))
     b = cfg.burnin
     extras = {"acceptance_rate": np.asarray(acc)[:, b:], "divergent": np.asarray(div)[:, b:], "energy": np.asarray(energy)[:, b:], "step_size": np.asarray(step_size)}
     return Trace(np.asarray(loss)[:, b:], float((cfg.warmup + total) * L), float(L), extras)

@@ -8,7 +8,7 @@ import blackjax
 import jax
 import numpy as np
 
-from . import Trace
+from . import Trace, starts
 
 TUNE_FRAC = 0.1  # BlackJAX's default fraction for each of its three tuning stages
 GRADS_PER_STEP = 2  # isokinetic McLachlan: two force evaluations per step (the third is reused)
@@ -17,9 +17,9 @@ GRADS_PER_STEP = 2  # isokinetic McLachlan: two force evaluations per step (the 
 def sample(post, cfg, key, spec=None) -> Trace:
     total = cfg.burnin + cfg.draws
 
-    def chain(key):
+    def chain(key, w0):
         k_init, k_tune, k_run = jax.random.split(key, 3)
-        state = blackjax.mcmc.mclmc.init(position=post.w_star, logdensity_fn=post.logdensity, rng_key=k_init)
+        state = blackjax.mcmc.mclmc.init(position=w0, logdensity_fn=post.logdensity, rng_key=k_init)
         state, params, n_tune = blackjax.mclmc_find_L_and_step_size(
             mclmc_kernel=blackjax.mcmc.mclmc.build_kernel(),
             # BlackJAX tunes for (frac_tune1 + frac_tune2 + frac_tune3)·num_steps steps
@@ -41,7 +41,7 @@ def sample(post, cfg, key, spec=None) -> Trace:
         _, (loss, de) = jax.lax.scan(step, state, jax.random.split(k_run, total))
         return loss, de, params.L, params.step_size, n_tune
 
-    loss, de, L, eps, n_tune = jax.jit(jax.vmap(chain))(jax.random.split(key, cfg.chains))
+    loss, de, L, eps, n_tune = jax.jit(jax.vmap(chain))(jax.random.split(key, cfg.chains), starts(post, spec, key, cfg.chains))
     b = cfg.burnin
     extras = {"energy_change": np.asarray(de)[:, b:], "L": np.asarray(L), "step_size": np.asarray(eps)}
     fge = GRADS_PER_STEP * (float(np.max(np.asarray(n_tune))) + total)

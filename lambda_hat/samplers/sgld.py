@@ -8,7 +8,6 @@ no preconditioned variant whose preconditioner can be frozen after burn-in.
 gradient noise at w* (calibration.sgld_plan). Each draw records a paired statistic on the
 step's own batch, L_b(w) minus a control variate with mean L_n(w*) (see _paired): the same mean
 as L_n(w) without the batch noise, which would otherwise swamp ESS and R̂.
-Chains start dispersed around w* so that R̂ can see modes that have not mixed.
 """
 
 from __future__ import annotations
@@ -21,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import calibration
-from . import Trace, check_finite
+from . import Trace, check_finite, starts
 
 CHUNKS = 10  # the scan runs in (at least) this many pieces so a divergence stops the run early
 # Each piece draws its noise and batch offsets in one vectorised call (per-step draws cost about
@@ -66,8 +65,8 @@ def _paired(post, batches):
 def sample(post, cfg, key, spec=None) -> Trace:
     spec = spec or calibration.measure(post, jax.random.fold_in(key, 7))
     t0 = time.time()
-    starts = calibration.dispersed_starts(post, spec, jax.random.fold_in(key, 2), cfg.chains)
-    h_around = calibration.top_curvature(post, starts) if cfg.step_size == "auto" else 0.0
+    w0 = starts(post, spec, key, cfg.chains)
+    h_around = calibration.top_curvature(post, w0) if cfg.step_size == "auto" else 0.0
     plan = calibration.sgld_plan(spec, post, cfg, cfg.bias_target, h_around)
     plan_sec = time.time() - t0
     eps, total, d = plan.step_size, plan.burnin + plan.draws, post.dim
@@ -102,7 +101,7 @@ def sample(post, cfg, key, spec=None) -> Trace:
 
     run = jax.jit(jax.vmap(piece, in_axes=(0, None, 0)))
     chain_keys = jax.random.split(key, cfg.chains)
-    carry = (starts, jnp.ones((cfg.chains, d), post.w_star.dtype))
+    carry = (w0, jnp.ones((cfg.chains, d), post.w_star.dtype))
     pieces = []
     for i in range(math.ceil(total / size)):  # the last piece may run past `total`: those steps are dropped
         carry, losses = run(carry, jnp.arange(i * size, (i + 1) * size), jax.vmap(lambda k: jax.random.fold_in(k, i))(chain_keys))
