@@ -64,7 +64,6 @@ def regular(n, x_dist, noise):
 
 REGIMES = {  # (sampler preset, n, inputs, noise σ): every preset meets a hard regime
     "sgld-1e3-aniso-0.1": ("sgld", 1000, "gauss_aniso", 0.1),
-    "sgld-1e4-iso-1": ("sgld", 10_000, "gauss_iso", 1.0),
     "sgld-1e5-aniso-1": ("sgld", 100_000, "gauss_aniso", 1.0),
     "sgld_rmsprop-1e4-aniso-0.1": ("sgld_rmsprop", 10_000, "gauss_aniso", 0.1),
     "sgld_rmsprop-1e5-iso-1": ("sgld_rmsprop", 100_000, "gauss_iso", 1.0),
@@ -90,7 +89,7 @@ def test_shipped_preset_on_regular_target(case):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name,widths,n", [("sgld", (4, 3, 3, 4), 1000), ("mclmc", (3, 5, 4, 3), 10_000), ("sgld_rmsprop", (3, 5, 4, 3), 10_000)])
+@pytest.mark.parametrize("name,widths,n", [("sgld", (4, 3, 3, 4), 1000), ("mclmc", (3, 5, 4, 3), 1000), ("sgld_rmsprop", (3, 5, 4, 3), 10_000)])
 def test_shipped_preset_on_deep_linear_network(name, widths, n):
     """3 layers, rank = narrowest width: Aoyagi's λ is the local value at any trained optimum."""
     post, model = target(widths, n, steps=3000)
@@ -100,8 +99,10 @@ def test_shipped_preset_on_deep_linear_network(name, widths, n):
 
 
 def test_auto_step_predicts_one_percent_and_ten_times_it_is_flagged():
+    """The sgld preset at n = 1e4 (isotropic, σ = 1): accurate, then flagged at 10× its step."""
     post, model = regular(10_000, "gauss_iso", 1.0)
     auto, _ = estimate(post, preset("sgld"), model)
+    check(auto, auto["llc_finite"], 0.05)
     # ≤ 1% by construction; a little less where the curvature around the starts binds first
     assert 0.005 < auto["predicted_bias"] <= 0.01 + 1e-9 and "step_bias" not in codes(auto)
     big, _ = estimate(post, preset("sgld", step_size=10 * auto["step_size"], draws=4000, burnin=1000), model)
@@ -121,11 +122,11 @@ def test_paired_statistic_makes_ess_and_rhat_see_slow_mixing():
 
 def test_short_training_is_polished_or_flagged():
     """w* after 50 Adam steps: polished by full-batch L-BFGS (λ̂ within 5%), or, unpolished, flagged."""
-    polished, model = target((4, 3), 10_000, steps=50)
+    polished, model = target((4, 3), 1000, steps=50)
     m, _ = estimate(polished, preset("hmc"), model)
     assert m["grad_norm"] < 1e-6 and not codes(m) & {"w_star", "not_minimum"}
     check(m, m["llc_finite"], 0.05)
-    raw, model = target((4, 3), 10_000, steps=50, polish=0)
+    raw, model = target((4, 3), 1000, steps=50, polish=0)
     m, _ = estimate(raw, preset("hmc"), model)
     assert "w_star" in codes(m) and m["wstar_shift"] < -0.06, (m["wstar_shift"], m["warnings"])
 
