@@ -21,6 +21,7 @@ HMC_ACCEPT_TOL = 0.15
 EBFMI_MIN = 0.3
 MCLMC_ENERGY_VAR_MAX = 4 * 5e-4  # per dimension; BlackJAX tunes its step size to 5e-4
 SADDLE_REL = 0.05  # negative curvature, relative to the largest, that marks a saddle
+VI_IS_GAP = 0.03  # relative gap between VI's λ̂ and its PSIS-reweighted value
 TRUTH_TOL = {"llc_finite": 0.05, "llc_true": 0.10}
 
 
@@ -77,4 +78,8 @@ def run_warnings(m: dict, cfg) -> list[dict]:
         warn("energy_var", f"Var[ΔE]/d = {m['energy_var']:.2g} > {MCLMC_ENERGY_VAR_MAX:g}: the unadjusted step is too large (bias); raise tune_steps")
     if cfg.kind == "vi" and m["pareto_k"] > pareto_k_max(cfg.draws):
         warn("pareto_k", f"PSIS k̂ {m['pareto_k']:.2f} > {pareto_k_max(cfg.draws):.2f}: q misses part of π (read λ̂ as an upper estimate)")
+    elif cfg.kind == "vi":  # weights tame enough to trust the reweighted λ̂: q must agree with it
+        gap = m["llc_mean"] - m["llc_is"]
+        if not abs(gap) <= max(VI_IS_GAP * abs(m["llc_is"]), 3 * m["llc_sem"]):
+            warn("vi_fit", f"λ̂ under q is {m['llc_mean']:.4g}, reweighted to π {m['llc_is']:.4g}: q is not π (fit longer, or another family)")
     return out

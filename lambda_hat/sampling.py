@@ -67,6 +67,7 @@ def estimate(post, cfg, model: dict, log=lambda msg: None):
         out["energy_var"] = float(np.mean(np.var(trace.extras["energy_change"], axis=1)) / post.dim)
     if "pareto_k" in trace.extras:  # VI: the worst chain's PSIS k̂ (> 0.7: q's tails miss π's)
         out["pareto_k"] = float(np.max(trace.extras["pareto_k"]))
+        out["llc_is"] = trace.extras["llc_is"]
     out["warnings"] = checks.run_warnings(out, cfg)
     return out, trace
 

@@ -150,3 +150,14 @@ def test_vi_pareto_threshold_follows_draws():
     from lambda_hat.checks import pareto_k_max
 
     assert pareto_k_max(500) == pytest.approx(1 - 1 / np.log10(500)) and pareto_k_max(10**6) == 0.7
+
+
+def test_vi_too_wide_is_flagged_by_its_reweighted_estimate():
+    """Mean-field VI at σ = 0.1 (curvature 100× its default scale) ends too wide: k̂ stays low
+    (weights π/q are tame when q is wider than π), yet λ̂ is ≈ 15% high. PSIS reweighting to π
+    recovers the truth, and the gap between the two raises `vi_fit`."""
+    post, model = regular(1000, "gauss_iso", 0.1)
+    m, _ = estimate(post, preset("vi"), model)
+    assert m["pareto_k"] < 0.5
+    assert abs(m["llc_is"] - m["llc_finite"]) < 0.05 * m["llc_finite"]
+    assert abs(m["err_finite"]) <= 0.05 or "vi_fit" in codes(m), (m["llc_mean"], m["llc_is"], m["warnings"])

@@ -172,14 +172,25 @@ def sample(post, cfg, key, spec=None) -> Trace:
     losses, elbo, log_w = (np.asarray(a) for a in jax.jit(jax.vmap(chain))(jax.random.split(key, cfg.chains)))
     fit = cfg.steps * cfg.components * cfg.mc_samples * post.batch_fraction(cfg.batch_size)
     # each draw costs one full-data loss evaluation, counted as one FGE
-    extras = {"elbo": elbo, "pareto_k": _pareto_k(log_w[:, cfg.burnin :])}
+    k_hat, llc_is = _psis(log_w[:, cfg.burnin :], post.n_beta * (losses[:, cfg.burnin :] - post.L_star))
+    extras = {"elbo": elbo, "pareto_k": k_hat, "llc_is": llc_is}
     return Trace(losses[:, cfg.burnin :], fit + cfg.burnin + cfg.draws, 1.0, extras)
 
 
-def _pareto_k(log_w: np.ndarray) -> np.ndarray:
-    """PSIS k̂ per chain (arviz); inf where the weights are not finite."""
+def _psis(log_w: np.ndarray, llc: np.ndarray) -> tuple[np.ndarray, float]:
+    """PSIS per chain (arviz): k̂ (inf where the weights are not finite), and λ̂ reweighted from q
+    to π. k̂ only sees a q narrower than π; a q too wide has tame weights but a λ̂ off, which the
+    reweighted value shows (trustworthy while k̂ is low)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         import arviz as az
 
-        return np.array([az.psislw(lw)[1] if np.isfinite(lw).all() else np.inf for lw in log_w])
+        ks, means = [], []
+        for lw, x in zip(log_w, llc):
+            if not np.isfinite(lw).all():
+                ks.append(np.inf)
+                continue
+            smoothed, k = az.psislw(lw)
+            ks.append(k)
+            means.append(float(np.sum(np.exp(smoothed) * x)))  # smoothed log weights are normalised
+        return np.array(ks), float(np.mean(means)) if means else float("nan")
