@@ -8,9 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-import yaml
-
-from .typed import InputError, build, load_yaml, nonneg, positive
+from .typed import Duration, InputError, apply_overrides, build, load_yaml, nonneg, positive
 
 
 @dataclass(frozen=True)
@@ -20,7 +18,7 @@ class Provider:
     account: str | None = None
     qos: str | None = None
     constraint: str | None = None
-    walltime: str = "01:00:00"
+    walltime: Duration = 3600.0  # per block; any duration syntax, e.g. 8h or 08:00:00
     nodes_per_block: int = field(default=1, metadata=positive())
     cores_per_node: int | None = field(default=None, metadata=positive())
     mem_per_node: int | None = field(default=None, metadata=positive())  # GB
@@ -65,19 +63,28 @@ class Card:
             bad("provider", "only executor: htex takes a provider")
 
 
-def apply_sets(raw: dict, sets: tuple[str, ...], where: str) -> dict:
-    """`--set provider.partition=debug`: values are parsed as YAML (numbers, booleans, null)."""
-    raw = dict(raw)
-    for s in sets:
-        if "=" not in s:
-            raise InputError(f"--set {s!r}: expected KEY=VALUE (e.g. provider.partition=debug)")
-        key, value = s.split("=", 1)
-        node, parts = raw, key.split(".")
-        for p in parts[:-1]:
-            node[p] = dict(node.get(p) or {})
-            node = node[p]
-        node[parts[-1]] = yaml.safe_load(value) if value else ""
-    return raw
+PACKAGED = Path(__file__).parent / "parsl_cards"  # the repository's parsl_cards/, installed as package data
+
+
+def available_cards() -> list[str]:
+    names = set()
+    for root in (Path("parsl_cards"), PACKAGED):
+        if root.is_dir():
+            names.update(str(p.relative_to(root).with_suffix("")) for p in root.rglob("*.yaml"))
+    return sorted(names)
+
+
+def find_card(name) -> Path:
+    """A path, else NAME or NAME.yaml under ./parsl_cards/, else among the packaged cards."""
+    path = Path(name)
+    if path.is_file():
+        return path
+    rel = Path(str(name).removeprefix("parsl_cards/"))
+    for root in (Path("parsl_cards"), PACKAGED):
+        for cand in (root / rel, root / rel.with_name(rel.name + ".yaml")):
+            if cand.is_file():
+                return cand
+    raise InputError(f"--parsl-card {name}: no such file or card; available cards: {', '.join(available_cards())}")
 
 
 def load_card(path: Path | None, sets: tuple[str, ...] = ()) -> Card:
@@ -86,9 +93,18 @@ def load_card(path: Path | None, sets: tuple[str, ...] = ()) -> Card:
         default = Path("parsl_cards/local.yaml")
         raw, where = (load_yaml(default), str(default)) if default.is_file() else ({}, "<default local card>")
     else:
-        raw, where = load_yaml(Path(path)), str(path)
-    raw = apply_sets(raw or {}, sets, where)
+        path = find_card(path)
+        raw, where = load_yaml(path), str(path)
+    raw = apply_overrides(raw or {}, sets, where, "--set")
     return build(Card, raw, where)
+
+
+def slurm_time(seconds: float) -> str:
+    """SLURM's [D-]HH:MM:SS (whole seconds, rounded up)."""
+    s = int(-(-seconds // 1))
+    d, s = divmod(s, 86400)
+    clock = f"{s // 3600:02d}:{s % 3600 // 60:02d}:{s % 60:02d}"
+    return f"{d}-{clock}" if d else clock
 
 
 def parsl_config(card: Card, run_dir: Path, extra: dict[str, Card] | None = None):
@@ -123,7 +139,7 @@ def executor(card: Card, label: str):
             partition=p.partition, account=p.account, qos=p.qos, constraint=p.constraint,
             nodes_per_block=p.nodes_per_block, cores_per_node=p.cores_per_node, mem_per_node=p.mem_per_node,
             gpus_per_node=p.gpus_per_node or None, init_blocks=p.init_blocks, min_blocks=p.min_blocks,
-            max_blocks=p.max_blocks, walltime=p.walltime, scheduler_options=p.scheduler_options,
+            max_blocks=p.max_blocks, walltime=slurm_time(p.walltime), scheduler_options=p.scheduler_options,
             worker_init=p.worker_init, cmd_timeout=p.cmd_timeout, exclusive=p.exclusive,
             launcher=SrunLauncher() if p.launcher == "srun" else SingleNodeLauncher(),
         )  # fmt: skip

@@ -10,12 +10,30 @@ import click
 
 from lambda_hat.typed import InputError
 
-CARD_HELP = "Executor card (YAML) saying where tasks run, e.g. parsl_cards/slurm/a100.yaml."
+CARD_HELP = "Executor card: a path, or a name under ./parsl_cards/ or among the packaged cards (slurm/a100, slurm/cpu, local, local-processes)."
+TIMEOUT_HELP = "Kill any {} running longer than this (90, 30m, 1h30m, HH:MM:SS){}."
+OVERRIDES = "[KEY=VALUE]..."
 
 
 def _fail(e: Exception) -> None:
     click.echo(f"error: {e}", err=True)
     sys.exit(2)
+
+
+def _duration(value, flag: str):
+    from .typed import parse_duration
+
+    try:
+        return parse_duration(value, flag) if value is not None else None
+    except InputError as e:
+        _fail(e)
+
+
+def _overrides(args) -> tuple[str, ...]:
+    for a in args:
+        if "=" not in a:
+            _fail(InputError(f"unexpected argument {a!r}: overrides are KEY=VALUE, e.g. samplers.0.overrides.draws=100"))
+    return tuple(args)
 
 
 def _run_workflow(local: bool, parsl_card, sets, what: str, start) -> None:
@@ -52,89 +70,98 @@ def workflow():
 @workflow.command()
 @click.option("--config", "config", type=click.Path(path_type=Path), default=Path("config/experiments.yaml"), show_default=True, help="Experiments file: targets × samplers, or a results/retry.yaml.")
 @click.option("--local", is_flag=True, help="Run on this machine with parsl_cards/local.yaml (the default).")
-@click.option("--parsl-card", type=click.Path(path_type=Path), help=CARD_HELP)
+@click.option("--parsl-card", metavar="CARD", help=CARD_HELP)
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a card field, e.g. --set provider.partition=debug (repeatable).")
 @click.option("--dry-run", is_flag=True, help="Print the plan (which tasks are done, which would run) and run nothing.")
 @click.option("--force", is_flag=True, help="Recompute every task even if its result is in the store.")
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), help="Kill any task running longer than this many seconds (overrides task_timeout).")
+@click.option("--timeout", metavar="DURATION", help=TIMEOUT_HELP.format("task", "; overrides task_timeout"))
 @click.option("--promote", is_flag=True, help="Also plot every target and run (cached tasks) and build results/gallery/index.html.")
 @click.option("--strict", is_flag=True, help="Treat runs with health-check warnings as failed (exit 1, listed in results/retry.yaml).")
-def llc(config, local, parsl_card, sets, dry_run, force, timeout, promote, strict):
+@click.argument("overrides", nargs=-1, metavar=OVERRIDES)
+def llc(config, local, parsl_card, sets, dry_run, force, timeout, promote, strict, overrides):
     """Estimate the LLC: train each target once, run every sampler on it.
 
+    KEY=VALUE arguments change the experiments file before it is validated (dotted keys, list
+    indices, YAML values), e.g. samplers.0.overrides.draws=100 targets.1.seed=3.
     Writes results/llc_runs.parquet (and .csv) with one row per run, and results/retry.yaml
     listing the runs that failed (rerun them with --config results/retry.yaml).
     """
     from workflows import llc as wf
 
-    _run_workflow(local, parsl_card, sets, "tasks", lambda card: wf.run(config, card, force=force, dry_run=dry_run, timeout=timeout, with_promote=promote, strict=strict))
+    over, seconds = _overrides(overrides), _duration(timeout, "--timeout")
+    run = lambda card: wf.run(config, card, force=force, dry_run=dry_run, timeout=seconds, with_promote=promote, strict=strict, overrides=over)  # noqa: E731
+    _run_workflow(local, parsl_card, sets, "tasks", run)
 
 
 @workflow.command()
 @click.argument("sweep_file", type=click.Path(path_type=Path))
 @click.option("--local", is_flag=True, help="Run on this machine with parsl_cards/local.yaml (the default).")
-@click.option("--parsl-card", type=click.Path(path_type=Path), help=CARD_HELP)
+@click.option("--parsl-card", metavar="CARD", help=CARD_HELP)
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a card field (repeatable).")
 @click.option("--only", multiple=True, metavar="KEY=V1,V2", help="Run only experiments whose KEY is one of the values (repeatable; all must hold; KEY name matches experiment names).")
 @click.option("--dry-run", is_flag=True, help="Print the experiments (done or to run) and run nothing.")
 @click.option("--force", is_flag=True, help="Recompute the chosen experiments even if their results are in the store.")
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), help="Kill any experiment running longer than this many seconds (it is reported as timeout).")
-@click.option("--budget", metavar="DURATION", help="Wall time for the whole sweep (e.g. 30m, 1h30m): no experiment is started that would not fit.")
-def sweep(sweep_file, local, parsl_card, sets, only, dry_run, force, timeout, budget):
+@click.option("--timeout", metavar="DURATION", help=TIMEOUT_HELP.format("experiment", " (it is reported as timeout)"))
+@click.option("--budget", metavar="DURATION", help="Wall time for the whole sweep (90, 30m, 1h30m, HH:MM:SS): no experiment is started that would not fit.")
+@click.argument("overrides", nargs=-1, metavar=OVERRIDES)
+def sweep(sweep_file, local, parsl_card, sets, only, dry_run, force, timeout, budget, overrides):
     """Run a grid of experiments from SWEEP_FILE (e.g. config/sweeps/blobs.yaml).
 
+    KEY=VALUE arguments change the sweep file before it is validated, e.g. defaults.lr=0.01.
     Each experiment is a cached task; results/sweeps/<name>/ gets a JSON per experiment, a
     table (results.parquet/.csv) updated as experiments finish, and the report
     (comparison_table.csv, plots/, summary_report.md).
     """
     from workflows import sweep as wf
 
-    from .sweep import parse_duration
-
-    try:
-        seconds = parse_duration(budget) if budget is not None else None
-    except InputError as e:
-        _fail(e)
-    _run_workflow(local, parsl_card, sets, "experiments", lambda card: wf.run(sweep_file, card, tuple(only), force=force, dry_run=dry_run, timeout=timeout, budget=seconds))
+    over, seconds, total = _overrides(overrides), _duration(timeout, "--timeout"), _duration(budget, "--budget")
+    run = lambda card: wf.run(sweep_file, card, tuple(only), force=force, dry_run=dry_run, timeout=seconds, budget=total, overrides=over)  # noqa: E731
+    _run_workflow(local, parsl_card, sets, "experiments", run)
 
 
 @workflow.command()
 @click.option("--config", "config", type=click.Path(path_type=Path), default=Path("config/progressive.yaml"), show_default=True, help="Stages file.")
 @click.option("--local", is_flag=True, help="Run on this machine with parsl_cards/local.yaml (the default).")
-@click.option("--parsl-card", type=click.Path(path_type=Path), help=CARD_HELP)
+@click.option("--parsl-card", metavar="CARD", help=CARD_HELP)
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a card field (repeatable).")
 @click.option("--list", "list_only", is_flag=True, help="Print the stages (buckets, batch sizes, estimated memory, status) and run nothing.")
 @click.option("--stages", "stages_flag", is_flag=True, help="Run only the stages named after the options (and the stages before them).")
 @click.option("--dry-run", is_flag=True, help="Print what would run, and from which checkpoint, and run nothing.")
 @click.option("--force", is_flag=True, help="Recompute the chosen stages and their data, discarding resumable checkpoints.")
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), help="Kill any stage running longer than this many seconds (overrides each stage's walltime).")
-@click.argument("stage_names", nargs=-1)
-def progressive(config, local, parsl_card, sets, list_only, stages_flag, dry_run, force, timeout, stage_names):
+@click.option("--timeout", metavar="DURATION", help=TIMEOUT_HELP.format("stage", "; overrides each stage's walltime"))
+@click.argument("args", nargs=-1, metavar="[STAGE]... [KEY=VALUE]...")
+def progressive(config, local, parsl_card, sets, list_only, stages_flag, dry_run, force, timeout, args):
     """Train the dual-potential GNN in stages of growing assignment problems.
 
     Each stage starts from the previous stage's checkpoint and saves a resumable checkpoint every
     epoch: a killed or timed-out stage resumes from its last epoch on rerun. Writes
-    results/progressive.parquet and results/progressive.png.
+    results/progressive.parquet and results/progressive.png. KEY=VALUE arguments change the
+    stages file before it is validated, e.g. stages.1.epochs=5.
     Example: lambda-hat workflow progressive --stages b64 b128 --dry-run
     """
     from workflows import progressive as wf
 
+    stage_names = tuple(a for a in args if "=" not in a)
+    over, seconds = tuple(a for a in args if "=" in a), _duration(timeout, "--timeout")
     if stage_names and not stages_flag:
-        _fail(InputError(f"unexpected argument {stage_names[0]!r}: name stages after --stages"))
+        _fail(InputError(f"unexpected argument {stage_names[0]!r}: name stages after --stages; overrides are KEY=VALUE"))
     if stages_flag and not stage_names:
         _fail(InputError("--stages needs at least one stage name, e.g. --stages b64 b128"))
-    run = lambda card: wf.run(config, card, tuple(stage_names), list_only=list_only, dry_run=dry_run, force=force, timeout=timeout)  # noqa: E731
+    run = lambda card: wf.run(config, card, stage_names, list_only=list_only, dry_run=dry_run, force=force, timeout=seconds, overrides=over)  # noqa: E731
     _run_workflow(local, parsl_card, sets, "stages (their checkpoints stay)", run)
 
 
 @main.command("report")
 @click.argument("sweep_file", type=click.Path(path_type=Path))
-def report_cmd(sweep_file):
+@click.option("--filter", "filters", multiple=True, metavar="KEY=V1,V2", help="Report only experiments whose KEY is one of the values (repeatable; all must hold; as --only).")
+@click.option("--no-plots", is_flag=True, help="Write the table and summary without plots.")
+@click.option("--output-dir", type=click.Path(path_type=Path), help="Write the report here instead of results/sweeps/<name>/.")
+def report_cmd(sweep_file, filters, no_plots, output_dir):
     """Rebuild a sweep's table and report from the store without computing anything."""
     from workflows import sweep as wf
 
     try:
-        sys.exit(wf.report(sweep_file))
+        sys.exit(wf.report(sweep_file, tuple(filters), plots=not no_plots, output_dir=output_dir))
     except InputError as e:
         _fail(e)
 

@@ -12,7 +12,8 @@ from typing import Literal
 
 import numpy as np
 
-from .typed import InputError, build, load_yaml, positive
+from .cards import find_card
+from .typed import Duration, InputError, apply_overrides, build, load_yaml, positive
 
 Family = Literal["uniform", "euclidean", "clustered", "lowrank"]
 TOL = 1e-5  # relative float32 slack allowed in D(û) <= OPT
@@ -39,8 +40,8 @@ class Stage:
     epochs: int = field(metadata=positive())
     batch: int = field(default=32, metadata=positive())
     lr: float = field(default=3e-3, metadata=positive())
-    walltime: float | None = field(default=None, metadata=positive())  # seconds: the stage is killed after it
-    card: str | None = None  # executor card for this stage (default: the command's card)
+    walltime: Duration | None = None  # the stage is killed after it: 90, 30m, 1h30m, HH:MM:SS
+    card: str | None = None  # executor card (path or name) for this stage (default: the command's card)
 
     def check(self, bad):
         for b in self.buckets:
@@ -68,11 +69,14 @@ class Progressive:
         return sorted({b for s in self.stages for b in s.buckets})
 
 
-def load(path: Path) -> Progressive:
-    cfg = build(Progressive, load_yaml(path), str(path))
+def load(path: Path, overrides: tuple[str, ...] = ()) -> Progressive:
+    cfg = build(Progressive, apply_overrides(load_yaml(path), overrides, str(path)), str(path))
     for i, s in enumerate(cfg.stages):  # the card itself is validated when the tasks are built
-        if s.card and not Path(s.card).is_file():
-            raise InputError(f"{path}: stages[{i}].card: {s.card}: file not found")
+        if s.card:
+            try:
+                find_card(s.card)
+            except InputError as e:
+                raise InputError(f"{path}: stages[{i}].card: {str(e).removeprefix('--parsl-card ')}") from None
     return cfg
 
 

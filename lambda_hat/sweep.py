@@ -18,7 +18,7 @@ from typing import Literal
 
 import yaml
 
-from .typed import InputError, build, deep_merge, fail, load_yaml, plain, positive
+from .typed import Duration, InputError, apply_overrides, build, deep_merge, fail, load_yaml, plain, positive, read_yaml
 
 # Metric keys a task returns that describe its cost; a returned "efficiency" mapping adds more.
 EFFICIENCY = ("params", "epochs")
@@ -62,6 +62,9 @@ class LinePlot:
     log_y: bool = False
 
 
+PLOTS = ("metric_per_factor", "efficiency_scatter", "time")  # the report's plots (report.py)
+
+
 @dataclass(frozen=True)
 class SweepFile:
     task: str
@@ -74,11 +77,12 @@ class SweepFile:
     seeds: list[int] | None = None
     store_root: str = "runs"
     results_root: str = "results/sweeps"
-    task_timeout: float | None = field(default=None, metadata=positive())
+    task_timeout: Duration | None = None
     env: dict = field(default_factory=dict)  # environment of each task process
     isolate: bool = True
     line_plots: list[LinePlot] = ()
     params_column: str = "params"  # the parameter count the report's efficiency uses
+    plot_names: dict = field(default_factory=dict)  # the report's plots under other names, e.g. time: training_time.png
 
     def check(self, bad):
         if self.replicates is not None and self.seeds is not None:
@@ -87,6 +91,11 @@ class SweepFile:
             bad("name", f"{self.name!r}: use letters, digits, '_', '.', '-'")
         if ":" not in self.task:
             bad("task", f"{self.task!r}: expected 'module:function', e.g. lambda_hat.blobs:train")
+        for k, v in self.plot_names.items():
+            if k not in PLOTS:
+                bad(f"plot_names.{k}", f"unknown plot; allowed: {', '.join(PLOTS)}")
+            if not isinstance(v, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+\.png", v):
+                bad(f"plot_names.{k}", f"expected a file name ending in .png, got {v!r}")
         for v in self.env.values():
             if not isinstance(v, (str, int, float)):
                 bad("env", f"values must be strings or numbers, got {v!r}")
@@ -143,9 +152,9 @@ def _task_fn(spec: SweepFile, where: str):
     return fn
 
 
-def load_sweep(path: Path) -> Sweep:
+def load_sweep(path: Path, overrides: tuple[str, ...] = ()) -> Sweep:
     where = str(path)
-    raw = load_yaml(path)
+    raw = apply_overrides(load_yaml(path), overrides, where)
     spec = build(SweepFile, raw, where)
     fn = _task_fn(spec, where)
     cls = getattr(fn, "config_class", None)
@@ -198,47 +207,35 @@ def load_sweep(path: Path) -> Sweep:
     return Sweep(Path(path), spec, spec.name or Path(path).stem, experiments, factors, getattr(fn, "version", 1))
 
 
-def select(sweep: Sweep, only: tuple[str, ...]) -> list[Experiment]:
+def select(sweep: Sweep, only: tuple[str, ...], flag: str = "--only") -> list[Experiment]:
     """`--only key=v1,v2` (repeatable, all must hold); `name=` matches experiment names (one
     whole name, or several separated by commas)."""
     chosen = list(sweep.experiments)
     for o in only:
         key, eq, values = o.partition("=")
         if not eq or not key or not values:
-            raise InputError(f"--only {o!r}: expected KEY=VALUE[,VALUE...], e.g. --only lr=0.02,0.04")
+            raise InputError(f"{flag} {o!r}: expected KEY=VALUE[,VALUE...], e.g. {flag} lr=0.02,0.04")
         if key == "name" and values in {e.name for e in sweep.experiments}:  # names hold commas
             wanted = [values]
         else:
-            wanted = [v if key == "name" else yaml.safe_load(v) for v in values.split(",")]
+            wanted = [v if key == "name" else read_yaml(v) for v in values.split(",")]
         get = (lambda e: e.name) if key == "name" else (lambda e: e.config.get(key, _MISSING))  # noqa: E731
         present = [get(e) for e in sweep.experiments if get(e) is not _MISSING]
         if not present:
             keys = sorted({k for e in sweep.experiments for k in e.config})
-            raise InputError(f"--only {key}: no experiment of {sweep.path} has this key; keys: name, {', '.join(keys)}")
+            raise InputError(f"{flag} {key}: no experiment of {sweep.path} has this key; keys: name, {', '.join(keys)}")
         unknown = [v for v in wanted if v not in present]
         if unknown:
             have = list(dict.fromkeys(_fmt(v) for v in present))
             have = "; ".join(have[:10]) + ("; …" if len(have) > 10 else "")
-            raise InputError(f"--only {key}={_fmt(unknown[0])}: no experiment of {sweep.path} has it; values: {have}")
+            raise InputError(f"{flag} {key}={_fmt(unknown[0])}: no experiment of {sweep.path} has it; values: {have}")
         chosen = [e for e in chosen if get(e) in wanted]
     if not chosen:
-        raise InputError(f"--only {' '.join(only)}: no experiment of {sweep.path} matches all of these")
+        raise InputError(f"{flag} {' '.join(only)}: no experiment of {sweep.path} matches all of these")
     return chosen
 
 
 _MISSING = object()
-
-
-def parse_duration(text: str) -> float:
-    """'90', '90s', '30m', '1h30m', '2h' → seconds."""
-    m = re.fullmatch(r"\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s?)?\s*", text)
-    if not text.strip() or not m or not any(m.groups()):
-        raise InputError(f"--budget {text!r}: expected a duration like 90s, 30m, 1h30m or a number of seconds")
-    h, mi, s = (float(g or 0) for g in m.groups())
-    total = 3600 * h + 60 * mi + s
-    if total <= 0:
-        raise InputError(f"--budget {text!r}: must be positive")
-    return total
 
 
 def record(sweep: Sweep, exp: Experiment, task_id: str, manifest: dict | None, metrics: dict | None, outcome: dict | None) -> dict:

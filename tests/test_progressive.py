@@ -117,7 +117,7 @@ def test_list_dry_run_and_bad_config(project):
         ({"stages": [{"name": "a", "buckets": [8], "epochs": 1}, {"name": "a", "buckets": [8], "epochs": 1}]}, "stages[1].name: 'a' is used twice"),
         ({"data": {"families": ["gaussian"]}}, "data.families[0]: 'gaussian' is not allowed; allowed values: uniform, euclidean, clustered, lowrank"),
         ({"stages": [{"name": "a", "buckets": [8], "epochs": 1, "batchsize": 4}]}, "stages[0].batchsize: unknown key"),
-        ({"stages": [{"name": "a", "buckets": [8], "epochs": 1, "card": "nope.yaml"}]}, "stages[0].card: nope.yaml: file not found"),
+        ({"stages": [{"name": "a", "buckets": [8], "epochs": 1, "card": "nope.yaml"}]}, "stages[0].card: nope.yaml: no such file or card"),
     ]
     for change, msg in bad:
         write_config(p, {**SMALL, **change})

@@ -12,7 +12,8 @@ import pytest
 import yaml
 
 from conftest import LH, ROOT, cli, write_config
-from lambda_hat.sweep import load_sweep, parse_duration
+from lambda_hat.sweep import load_sweep
+from lambda_hat.typed import parse_duration
 from lambda_hat.typed import InputError
 
 TOY = {
@@ -117,10 +118,10 @@ def test_run_report_numbers_match_json_and_failure_isolated(project):
     assert table["rank"].tolist()[:16] == list(range(1, 17)) and table.status.tolist()[16:] == ["failed", "failed"]
 
     md = (out / "summary_report.md").read_text()
-    for section in ("Top performers by score", "Fastest", "Most parameter-efficient", "Statistics per factor", "Effect of each factor", "Not finished"):
+    for section in ("Top performers by score", "Fastest", "Most parameter-efficient", "Statistics by lr", "Statistics by width", "Effect of each factor", "Not finished"):
         assert f"## {section}" in md
     # per-factor statistics: lr = 0.03 has mean score 0.005 (seeds add 0 and 0.01) and is the best level
-    lr_block = md.split("### lr: score")[1].split("###")[0]
+    lr_block = md.split("## Statistics by lr")[1].split("### score")[1].split("###")[0]
     assert "| 0.03 | 4 | 0.005 |" in lr_block
     assert "| score | lr | 4 | 0.03 | 4 |" in md
     for plot in ("metric_per_factor.png", "efficiency_scatter.png", "time.png"):
@@ -131,6 +132,19 @@ def test_run_report_numbers_match_json_and_failure_isolated(project):
     r = cli("report", str(p), cwd=project)
     assert r.returncode == 0, r.stderr
     assert (out / "comparison_table.csv").read_text() == before
+
+    # a filtered report elsewhere, without plots; the sweep's own report is left alone
+    r = cli("report", str(p), "--filter", "lr=0.03,0.04", "--filter", "width=8", "--no-plots", "--output-dir", "sub", cwd=project)
+    assert r.returncode == 0, r.stderr
+    sub = pd.read_csv(project / "sub" / "comparison_table.csv")
+    assert sorted(sub.experiment_id) == sorted(f"lr={lr},width=8,seed={s}" for lr in (0.03, 0.04) for s in (0, 1))
+    assert not (project / "sub" / "plots").exists() and "## Plots" not in (project / "sub" / "summary_report.md").read_text()
+    assert "Filtered: lr=0.03,0.04 width=8 (4 of 18 experiments)" in (project / "sub" / "summary_report.md").read_text()
+    assert (out / "comparison_table.csv").read_text() == before
+    for bad, msg in (("lr=9", "--filter lr=9: no experiment of"), ("depth=2", "--filter depth: no experiment"), ("lr", "--filter 'lr': expected KEY=VALUE")):
+        r = cli("report", str(p), "--filter", bad, "--output-dir", "bad", cwd=project)
+        assert r.returncode == 2 and msg in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert not (project / "bad").exists()
 
 
 def test_budget_stops_submission(project):

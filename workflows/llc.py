@@ -148,7 +148,7 @@ def write_retry(plan: Plan, table: list[dict], runs: dict, results: Path) -> Pat
     source = plan.config.retry_of.config if plan.config.retry_of else str(plan.path)
     entries = []
     for t in plan.targets:
-        samplers = [plain(r.entry) for r in plan.runs if r.target is t and r.label in failed]
+        samplers = [{k: v for k, v in plain(r.entry).items() if v is not None} for r in plan.runs if r.target is t and r.label in failed]
         if samplers:
             entry = {k: v for k, v in plain(t.entry).items() if v is not None and v != {}}
             entries.append({**entry, "samplers": samplers})
@@ -192,9 +192,9 @@ def rebuild_gallery(config: Path, results: Path = Path("results")) -> int:
 
 def run(
     config: Path, card, force: bool, dry_run: bool, timeout: float | None, results: Path = Path("results"), with_promote: bool = False,
-    strict: bool = False,
+    strict: bool = False, overrides: tuple[str, ...] = (),
 ) -> int:
-    plan = load_plan(config)
+    plan = load_plan(config, overrides)
     store = Store(Path(plan.config.store_root))
     targets, runs = build_tasks(plan, timeout)
     check_retry(plan, runs)
@@ -204,6 +204,8 @@ def run(
         tdiag, rdiag = diag_tasks(targets, runs, env)
         extra = [*tdiag.values(), *rdiag.values()]
     if dry_run:
+        if overrides:
+            click.echo(f"overrides: {' '.join(overrides)}")
         click.echo(describe(plan, store, targets, runs))
         return 0
     store.check_writable()

@@ -26,7 +26,7 @@ def stage_cards(cfg: Progressive) -> dict:
     """Executor label → card, for the stages that name their own card."""
     from lambda_hat.cards import load_card
 
-    return {_label(s.card): load_card(Path(s.card)) for s in cfg.stages if s.card}
+    return {_label(s.card): load_card(s.card) for s in cfg.stages if s.card}
 
 
 def _label(card_path: str) -> str:
@@ -158,12 +158,16 @@ def write_results(table: list[dict], results: Path) -> Path:
     return path
 
 
-def run(config: Path, card, stage_names: tuple[str, ...], list_only: bool, dry_run: bool, force: bool, timeout: float | None) -> int:
-    cfg = load(config)
+def run(
+    config: Path, card, stage_names: tuple[str, ...], list_only: bool, dry_run: bool, force: bool, timeout: float | None, overrides: tuple[str, ...] = ()
+) -> int:
+    cfg = load(config, overrides)
     store = Store(Path(cfg.store_root))
     extra = stage_cards(cfg)
     data, stages = build_tasks(cfg, card, extra, timeout)
     chosen = select(cfg, stage_names)
+    if overrides and (list_only or dry_run):
+        click.echo(f"overrides: {' '.join(overrides)}")
     if list_only:
         click.echo(listing(cfg, store, stages))
         return 0

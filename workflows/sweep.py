@@ -91,24 +91,33 @@ def describe(sweep: Sweep, chosen: list[Experiment], store: Store, ts: dict[str,
     return "\n".join(lines)
 
 
-def report(path: Path) -> int:
-    """`lambda-hat report FILE`: table and report again from the store, computing nothing."""
+def report(path: Path, filters: tuple[str, ...] = (), plots: bool = True, output_dir: Path | None = None) -> int:
+    """`lambda-hat report FILE`: table and report again from the store, computing nothing; the
+    report covers the experiments `filters` (--filter, as --only) keep, in `output_dir` if given."""
     sweep = load_sweep(path)
+    names = {e.name for e in select(sweep, filters, "--filter")}
     store = Store(Path(sweep.spec.store_root))
     recs = records(sweep, store)
-    write_results(sweep, recs)
-    summary = rep.build(sweep, [flat_row(r, sweep.factors) for r in recs])
+    if output_dir is None:
+        write_results(sweep, recs)  # the sweep's own table always holds every experiment
+    recs = [r for r in recs if r["experiment_id"] in names]
+    note = f"Filtered: {' '.join(filters)} ({len(recs)} of {len(sweep.experiments)} experiments)." if filters else ""
+    summary = rep.build(sweep, [flat_row(r, sweep.factors) for r in recs], out=output_dir, plots=plots, note=note)
     missing = sum(r["status"] == "missing" for r in recs)
     click.echo(f"report: {summary}" + (f" ({missing} experiment(s) not run yet)" if missing else ""))
     return 0
 
 
-def run(path: Path, card, only: tuple[str, ...], force: bool, dry_run: bool, timeout: float | None, budget: float | None) -> int:
-    sweep = load_sweep(path)
+def run(
+    path: Path, card, only: tuple[str, ...], force: bool, dry_run: bool, timeout: float | None, budget: float | None, overrides: tuple[str, ...] = ()
+) -> int:
+    sweep = load_sweep(path, overrides)
     chosen = select(sweep, only)
     store = Store(Path(sweep.spec.store_root))
     ts = tasks(sweep, chosen, timeout)
     if dry_run:
+        if overrides:
+            click.echo(f"overrides: {' '.join(overrides)}")
         click.echo(describe(sweep, chosen, store, ts))
         return 0
     store.check_writable()
