@@ -41,7 +41,7 @@ from lambda_hat.targets import load_posterior, train_target  # noqa: E402
 from lambda_hat.typed import build, plain  # noqa: E402
 
 PRESETS = Path(__file__).resolve().parents[1] / "lambda_hat" / "presets" / "sampler"
-FULL_BATCH = {"hmc", "mclmc", "vi", "vi_lowrank", "vi_flow"}
+FULL_BATCH = {"hmc", "mclmc", "vi_meanfield", "vi", "vi_lowrank", "vi_flow"}
 
 
 def target(widths, n, x_dist, noise):
@@ -58,7 +58,7 @@ def target(widths, n, x_dist, noise):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--samplers", nargs="+", default=["sgld", "sgld_rmsprop", "hmc", "mclmc", "vi", "vi_lowrank", "vi_flow"])
+    ap.add_argument("--samplers", nargs="+", default=["sgld", "sgld_rmsprop", "hmc", "mclmc", "vi_meanfield", "vi", "vi_lowrank", "vi_flow"])
     ap.add_argument("--n", nargs="+", type=int, default=[1000, 10_000, 100_000])
     ap.add_argument("--quick", action="store_true", help="full-batch samplers (HMC, MCLMC, VI) only up to n = 1e4")
     a = ap.parse_args()

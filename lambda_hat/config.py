@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
-from .typed import InputError, build, deep_merge, fail, load_yaml, nonneg, plain, positive
+from .typed import Duration, InputError, apply_overrides, build, canonical, deep_merge, fail, load_yaml, nonneg, plain, positive
 
 # ---------------------------------------------------------------- models, data, training
 
@@ -19,7 +19,17 @@ class MLP:
     depth: int = field(default=2, metadata=positive())  # hidden layers
     width: int = field(default=16, metadata=positive())
     activation: Literal["tanh", "relu", "gelu"] = "tanh"
-    teacher_width: int | None = field(default=None, metadata=positive())  # None: same as width
+    bias: bool = True
+
+
+@dataclass(frozen=True)
+class Teacher:
+    """The MLP that labels the data (target-level `teacher:` preset); null fields: the student's."""
+
+    depth: int | None = field(default=None, metadata=positive())
+    width: int | None = field(default=None, metadata=positive())
+    activation: Literal["tanh", "relu", "gelu"] | None = None
+    bias: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -51,9 +61,11 @@ MODEL_KINDS = {"mlp": MLP, "dln": DLN, "quadratic": Quadratic}
 
 @dataclass(frozen=True)
 class Data:
+    ALIASES: ClassVar[dict] = {"n_data": "n", "noise": "noise_model"}
+
     n: int = field(default=1000, metadata={"gt": 1})
     x_dist: Literal["gauss_iso", "gauss_aniso", "mixture", "heavy_tail"] = "gauss_iso"
-    noise: Literal["gauss", "student_t"] = "gauss"
+    noise_model: Literal["gauss", "student_t"] = "gauss"
     noise_scale: float = field(default=0.1, metadata=positive())
     student_df: float = field(default=5.0, metadata={"gt": 2})  # > 2 keeps the variance finite
 
@@ -79,9 +91,12 @@ class Posterior:
 
 @dataclass(frozen=True)
 class SamplerBase:
+    ALIASES: ClassVar[dict] = {"gamma": "posterior.gamma", "beta0": "posterior.beta0"}
+
     chains: int = field(default=4, metadata=positive())
     draws: int = field(default=1000, metadata=positive())  # kept draws per chain, after burn-in
     burnin: int = field(default=200, metadata=nonneg())
+    eval_every: int = field(default=1, metadata=positive())  # λ̂ and diagnostics from every k-th draw
     seed: int = field(default=0, metadata=nonneg())
     posterior: Posterior = Posterior()
 
@@ -89,6 +104,8 @@ class SamplerBase:
 @dataclass(frozen=True)
 class SGLD(SamplerBase):
     """Δw = (ε/2)(−nβ∇L_batch − γ(w − w*)) + N(0, ε), ε = step_size (devinterp convention)."""
+
+    ALIASES: ClassVar[dict] = {**SamplerBase.ALIASES, "warmup": "burnin"}
 
     kind: Literal["sgld"] = "sgld"
     # auto: ε, burn-in and draws from the curvature and gradient noise measured at w*
@@ -106,6 +123,8 @@ class SGLD(SamplerBase):
 
 @dataclass(frozen=True)
 class HMC(SamplerBase):
+    ALIASES: ClassVar[dict] = {**SamplerBase.ALIASES, "target_acceptance": "target_accept"}
+
     kind: Literal["hmc"] = "hmc"
     num_integration_steps: int = field(default=8, metadata=positive())
     warmup: int = field(default=300, metadata=positive())  # window-adaptation steps per chain
@@ -114,6 +133,8 @@ class HMC(SamplerBase):
 
 @dataclass(frozen=True)
 class MCLMC(SamplerBase):
+    ALIASES: ClassVar[dict] = {**SamplerBase.ALIASES, "num_steps": "tune_steps"}
+
     kind: Literal["mclmc"] = "mclmc"
     tune_steps: int = field(default=1000, metadata=positive())  # steps of BlackJAX's L / step-size finder
     diagonal_preconditioning: bool = False
@@ -121,13 +142,15 @@ class MCLMC(SamplerBase):
 
 @dataclass(frozen=True)
 class VI(SamplerBase):
-    """Variational family around w*: mean-field Gaussian, a mixture of `components` Gaussians of
-    rank `rank`, or a normalizing flow of `layers` affine couplings (samplers/vi.py)."""
+    """Variational family around w*: mean-field Gaussian, a mixture of `M` Gaussians, each
+    diagonal + rank `r` (factor analysers), or a normalizing flow of `layers` affine couplings."""
+
+    ALIASES: ClassVar[dict] = {**SamplerBase.ALIASES, "components": "M", "rank": "r"}
 
     kind: Literal["vi"] = "vi"
     family: Literal["meanfield", "lowrank", "flow"] = "meanfield"
-    components: int = field(default=1, metadata=positive())
-    rank: int = field(default=2, metadata=positive())
+    M: int = field(default=1, metadata=positive())
+    r: int = field(default=2, metadata=positive())
     layers: int = field(default=8, metadata=positive())
     hidden: int = field(default=64, metadata=positive())
     steps: int = field(default=2000, metadata=positive())
@@ -136,8 +159,8 @@ class VI(SamplerBase):
     batch_size: int | None = field(default=None, metadata=positive())
 
     def check(self, bad):
-        if self.family != "lowrank" and self.components != 1:
-            bad("components", f"{self.family} takes components: 1; use family: lowrank for a mixture")
+        if self.family != "lowrank" and self.M != 1:
+            bad("M", f"{self.family} takes M: 1; use family: lowrank for a mixture (preset vi)")
 
 
 SAMPLER_KINDS = {"sgld": SGLD, "hmc": HMC, "mclmc": MCLMC, "vi": VI}
@@ -149,12 +172,14 @@ SAMPLER_KINDS = {"sgld": SGLD, "hmc": HMC, "mclmc": MCLMC, "vi": VI}
 class SamplerEntry:
     name: str
     overrides: dict = field(default_factory=dict)
+    seed: int | None = field(default=None, metadata=nonneg())  # the sampler's seed (as in overrides)
 
 
 @dataclass(frozen=True)
 class TargetEntry:
     model: str
     data: str | None = None
+    teacher: str | None = None  # a teacher preset; null or _null: the student's architecture
     seed: int = field(default=0, metadata=nonneg())
     overrides: dict = field(default_factory=dict)
     samplers: list[SamplerEntry] | None = None  # replaces the top-level list for this target
@@ -174,7 +199,7 @@ class Experiments:
     samplers: list[SamplerEntry] = ()
     jax_enable_x64: bool = True
     store_root: str = "runs"
-    task_timeout: float | None = field(default=None, metadata=positive())  # seconds per task
+    task_timeout: Duration | None = None  # per task: 90, 30m, 1h30m, HH:MM:SS
     retry_of: RetryOf | None = None
 
 
@@ -187,16 +212,20 @@ class Target:
     training: Training | None
     seed: int
     x64: bool
+    teacher: Teacher | None = None  # None: the student's architecture
 
     def semantic(self) -> dict:
         """What determines the trained target; its hash is the target ID."""
-        return {
+        sem = {
             "model": plain(self.model),
             "data": plain(self.data),
             "training": plain(self.training),
             "seed": self.seed,
             "x64": self.x64,
         }
+        if self.teacher is not None:  # absent when it is the student's: same ID as no teacher
+            sem["teacher"] = plain(self.teacher)
+        return sem
 
 
 @dataclass(frozen=True)
@@ -266,43 +295,68 @@ def resolve_target(entry: TargetEntry, x64: bool, path: Path, key: str) -> Targe
     where = str(path)
     over = _dict(entry.overrides, where, f"{key}.overrides")
     for k in over:
-        if k not in ("model", "data", "training"):
-            fail(where, f"{key}.overrides.{k}", "unknown key; allowed keys: model, data, training")
+        if k not in ("model", "data", "training", "teacher"):
+            fail(where, f"{key}.overrides.{k}", "unknown key; allowed keys: model, data, training, teacher")
     preset = load_preset("model", entry.model, path, where, f"{key}.model")
     for k in preset:
         if k not in ("model", "training"):
             fail(where, f"{key}.model", f"preset {entry.model!r} has unknown section {k!r}; allowed: model, training")
     model_dict = deep_merge(_dict(preset.get("model", {}), where, f"{key}.model"), _dict(over.get("model", {}), where, f"{key}.overrides.model"))
     model = _tagged(MODEL_KINDS, model_dict, where, f"{key}.model")
+    has_teacher = entry.teacher not in (None, "_null") or "teacher" in over
     if isinstance(model, Quadratic):
-        unused = (["data"] if entry.data is not None else []) + [f"overrides.{k}" for k in ("data", "training") if k in over]
+        unused = (["data"] if entry.data is not None else []) + (["teacher"] if has_teacher else [])
+        unused += [f"overrides.{k}" for k in ("data", "training") if k in over]
         if unused:
             fail(where, f"{key}.{unused[0]}", "not used by model kind 'quadratic' (it has no data); remove it")
-        data = training = None
+        data = training = teacher = None
     else:
         if entry.data is None:
             fail(where, f"{key}.data", f"missing required key; available: {', '.join(available_presets('data', path))}")
-        data_dict = deep_merge(load_preset("data", entry.data, path, where, f"{key}.data"), _dict(over.get("data", {}), where, f"{key}.overrides.data"))
+        layers = [load_preset("data", entry.data, path, where, f"{key}.data"), _dict(over.get("data", {}), where, f"{key}.overrides.data")]
+        data_dict = deep_merge(*(canonical(Data, d, where, f"{key}.data") for d in layers))
         data = build(Data, data_dict, where, f"{key}.data")
         train_dict = deep_merge(_dict(preset.get("training", {}), where, f"{key}.training"), _dict(over.get("training", {}), where, f"{key}.overrides.training"))
         training = build(Training, train_dict, where, f"{key}.training")
-    label = f"{entry.model}" + (f"/{entry.data}" if data else "") + f"/s{entry.seed}"
-    return Target(label, entry, model, data, training, entry.seed, x64)
+        teacher = resolve_teacher(entry, model, over, path, key) if has_teacher else None
+    label = f"{entry.model}" + (f"/{entry.data}" if data else "") + (f"/t:{entry.teacher}" if teacher else "") + f"/s{entry.seed}"
+    return Target(label, entry, model, data, training, entry.seed, x64, teacher)
+
+
+def resolve_teacher(entry: TargetEntry, model, over: dict, path: Path, key: str) -> Teacher | None:
+    """The teacher preset with its overrides; fields equal to the student's are dropped, so a
+    teacher identical to the student is no teacher (same target ID)."""
+    where = str(path)
+    if not isinstance(model, MLP):
+        fail(where, f"{key}.teacher", f"model kind {model.kind!r} makes its own teacher (dln: `rank`); teacher presets apply to mlp models")
+    base = load_preset("teacher", entry.teacher, path, where, f"{key}.teacher") if entry.teacher not in (None, "_null") else {}
+    t = build(Teacher, deep_merge(base, _dict(over.get("teacher", {}), where, f"{key}.overrides.teacher")), where, f"{key}.teacher")
+    t = replace(t, **{f: None for f in ("depth", "width", "activation", "bias") if getattr(t, f) == getattr(model, f)})
+    return None if t == Teacher() else t
 
 
 def resolve_sampler(entry: SamplerEntry, path: Path, key: str):
     where = str(path)
     preset = load_preset("sampler", entry.name, path, where, f"{key}.name")
-    merged = deep_merge(preset, _dict(entry.overrides, where, f"{key}.overrides"))
-    return _tagged(SAMPLER_KINDS, merged, where, key)
+    over = _dict(entry.overrides, where, f"{key}.overrides")
+    cls = SAMPLER_KINDS.get(over.get("kind", preset.get("kind")))
+    if cls:  # aliases per layer, so an override by either name replaces the preset's value
+        preset, over = canonical(cls, preset, where, key), canonical(cls, over, where, f"{key}.overrides")
+    if entry.seed is not None:
+        if "seed" in over:
+            fail(where, f"{key}.seed", "given here and in overrides; keep one")
+        over = {**over, "seed": entry.seed}
+    return _tagged(SAMPLER_KINDS, deep_merge(preset, over), where, key)
 
 
-def load_plan(path: Path) -> Plan:
-    """Read, merge, validate and expand an experiments file. Raises InputError on any problem."""
+def load_plan(path: Path, overrides: tuple[str, ...] = ()) -> Plan:
+    """Read, override (KEY=VALUE), merge, validate and expand an experiments file. Raises
+    InputError on any problem."""
     path = Path(path)
     raw = load_yaml(path)
     if raw is None:
         fail(str(path), "", "file is empty; expected keys targets, samplers")
+    raw = apply_overrides(raw, overrides, str(path))
     cfg: Experiments = build(Experiments, raw, str(path))
     targets, seen_targets = [], {}
     for i, te in enumerate(cfg.targets):

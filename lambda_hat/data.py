@@ -24,7 +24,7 @@ def inputs(cfg, dim: int, key) -> jnp.ndarray:
 
 
 def noise(cfg, shape, key) -> jnp.ndarray:
-    if cfg.noise == "gauss":
+    if cfg.noise_model == "gauss":
         return cfg.noise_scale * jax.random.normal(key, shape)
     df = cfg.student_df
     return cfg.noise_scale * jax.random.t(key, df, shape) * jnp.sqrt((df - 2) / df)  # variance σ²

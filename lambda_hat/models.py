@@ -16,13 +16,14 @@ class MLPNet(nn.Module):
     depth: int
     out_dim: int
     activation: str
+    bias: bool = True
 
     @nn.compact
     def __call__(self, x):
         act = ACTIVATIONS[self.activation]
         for _ in range(self.depth):
-            x = act(nn.Dense(self.width)(x))
-        return nn.Dense(self.out_dim)(x)
+            x = act(nn.Dense(self.width, use_bias=self.bias)(x))
+        return nn.Dense(self.out_dim, use_bias=self.bias)(x)
 
 
 class DLNNet(nn.Module):
@@ -37,7 +38,7 @@ class DLNNet(nn.Module):
 
 def network(model) -> nn.Module:
     if model.kind == "mlp":
-        return MLPNet(model.width, model.depth, model.out_dim, model.activation)
+        return MLPNet(model.width, model.depth, model.out_dim, model.activation, model.bias)
     if model.kind == "dln":
         return DLNNet(tuple(model.widths))
     raise ValueError(f"model kind {model.kind!r} has no network")
@@ -49,14 +50,17 @@ def in_out(model) -> tuple[int, int]:
     return model.in_dim, model.out_dim
 
 
-def teacher(model, key) -> Callable:
-    """The function that generates targets: a random MLP, or a rank-r linear map for a DLN."""
+def teacher(model, key, spec=None) -> Callable:
+    """The function that generates targets: a random MLP (the student's architecture, with the
+    fields a config.Teacher `spec` sets), or a rank-r linear map for a DLN."""
     din, dout = in_out(model)
     if model.kind == "dln":
         ku, kv = jax.random.split(key)
         r = model.rank
         prod = jax.random.normal(ku, (dout, r)) @ jax.random.normal(kv, (r, din)) / jnp.sqrt(din)
         return lambda x: x @ prod.T
-    net = MLPNet(model.teacher_width or model.width, model.depth, dout, model.activation)
+    arch = {f: getattr(model, f) for f in ("width", "depth", "activation", "bias")}
+    arch.update({f: v for f, v in vars(spec).items() if v is not None} if spec else {})
+    net = MLPNet(arch["width"], arch["depth"], dout, arch["activation"], arch["bias"])
     params = net.init(key, jnp.zeros((1, din)))
     return lambda x: net.apply(params, x)

@@ -43,6 +43,8 @@ def estimate(post, cfg, model: dict, log=lambda msg: None):
     sec = time.time() - t0
     hint = {"sgld": "lower step_size", "vi": "lower lr", "hmc": "raise target_accept or warmup", "mclmc": "raise tune_steps"}[cfg.kind]
     samplers.check_finite(trace.loss, trace.extras.get("burnin", cfg.burnin), hint)
+    if cfg.eval_every > 1:  # the original Lambda-Hat's thinning: λ̂ and diagnostics from every k-th draw
+        trace.loss, trace.fge_per_draw = trace.loss[:, cfg.eval_every - 1 :: cfg.eval_every], trace.fge_per_draw * cfg.eval_every
 
     out = summarize(trace.loss, post.n_beta, post.L_star)
     out.update(

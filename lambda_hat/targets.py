@@ -8,7 +8,7 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-from .config import MODEL_KINDS, Data, Training
+from .config import MODEL_KINDS, Data, Teacher, Training
 from .runner import TaskFailed
 from .typed import build
 
@@ -18,6 +18,10 @@ def typed(sem: dict):
     data = build(Data, sem["data"], "<target config>", "data") if sem["data"] else None
     training = build(Training, sem["training"], "<target config>", "training") if sem["training"] else None
     return model, data, training
+
+
+def typed_teacher(sem: dict) -> Teacher | None:
+    return build(Teacher, sem["teacher"], "<target config>", "teacher") if sem.get("teacher") else None
 
 
 class Problem(NamedTuple):
@@ -42,7 +46,7 @@ def problem(sem: dict) -> Problem:
     model, data, _ = typed(sem)
     k_teacher, k_data, k_init = jax.random.split(jax.random.PRNGKey(sem["seed"]), 3)
     din, _ = in_out(model)
-    truth = teacher(model, k_teacher)
+    truth = teacher(model, k_teacher, typed_teacher(sem))
     x, y = datagen.make(data, din, truth, k_data)
     net = network(model)
     w0, unravel = ravel_pytree(net.init(k_init, x[:1]))

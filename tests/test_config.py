@@ -100,7 +100,7 @@ BAD = [  # (name, config or raw text, fragments the one-line error must contain)
     ("empty_targets", _bad(lambda c: c.update(targets=[])), ["targets", "at least 1"]),
     ("missing_targets", {"samplers": TINY["samplers"]}, ["targets", "missing required key"]),
     ("unknown_model_preset", _bad(lambda c: c["targets"][0].update(model="huge")), ["targets[0].model", "unknown model preset 'huge'", "dln"]),
-    ("unknown_data_preset", _bad(lambda c: c["targets"].append({"model": "dln", "data": "tiny"})), ["targets[1].data", "unknown data preset 'tiny'", "small"]),
+    ("unknown_data_preset", _bad(lambda c: c["targets"].append({"model": "dln", "data": "tinyy"})), ["targets[1].data", "unknown data preset 'tinyy'", "small"]),
     ("missing_data", _bad(lambda c: c["targets"].append({"model": "dln"})), ["targets[1].data", "missing required key"]),
     ("data_on_quadratic", _bad(lambda c: c["targets"][0].update(data="small")), ["targets[0].data", "not used by model kind 'quadratic'"]),
     ("unknown_sampler_preset", _bad(lambda c: c["samplers"][0].update(name="nuts")), ["samplers[0].name", "unknown sampler preset 'nuts'", "hmc"]),
@@ -122,9 +122,9 @@ BAD = [  # (name, config or raw text, fragments the one-line error must contain)
     ("duplicate_target", _bad(lambda c: c["targets"].append(dict(c["targets"][0]))), ["targets[1]", "duplicates targets[0]"]),
     ("duplicate_sampler", _bad(lambda c: c["samplers"].append(dict(c["samplers"][0]))), ["samplers[1]", "duplicates samplers[0]"]),
     ("no_samplers", _bad(lambda c: c.update(samplers=[])), ["samplers", "no samplers for this target"]),
-    ("zero_timeout", _bad(lambda c: c.update(task_timeout=0)), ["task_timeout", "must be > 0"]),
+    ("zero_timeout", _bad(lambda c: c.update(task_timeout=0)), ["task_timeout", "must be a positive duration"]),
     ("data_n_one", _bad(lambda c: c["targets"].append({"model": "dln", "data": "small", "overrides": {"data": {"n": 1}}})), ["targets[1].data.n", "must be > 1"]),
-    ("meanfield_mixture", _bad(lambda c: c["samplers"].append({"name": "vi", "overrides": {"components": 3}})), ["samplers[1].components", "family: lowrank"]),
+    ("meanfield_mixture", _bad(lambda c: c["samplers"].append({"name": "vi_meanfield", "overrides": {"M": 3}})), ["samplers[1].M", "family: lowrank"]),
 ]
 
 
@@ -158,7 +158,9 @@ def test_bad_input_through_cli_exit_2_and_write_nothing(project, name, cfg, frag
 @pytest.mark.parametrize(
     "args,fragment",
     [
-        (["--parsl-card", "parsl_cards/missing.yaml"], "file not found"),
+        (["--parsl-card", "parsl_cards/missing.yaml"], "no such file or card; available cards: local, local-processes, slurm/a100, slurm/cpu"),
+        (["--parsl-card", "slurm/h100"], "--parsl-card slurm/h100: no such file or card"),
+        (["--set", "provider.walltime=soon"], "provider.walltime: 'soon' is not a duration"),
         (["--set", "executor=dask"], "allowed values: threads, htex"),
         (["--set", "provider.type=pbs"], "allowed values: local, slurm"),
         (["--set", "workers=0"], "workers: must be > 0"),

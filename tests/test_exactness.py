@@ -49,7 +49,7 @@ SAMPLERS = {
     "mclmc": MCLMC(chains=4, draws=1000, tune_steps=800, burnin=0),
     # VI draws are independent and cheap: 4000 keep the Monte Carlo error of E_q near 1%
     "vi": VI(chains=2, draws=4000, steps=1000, burnin=0),
-    "vi_lowrank": VI(family="lowrank", components=2, rank=4, chains=2, draws=4000, steps=1000, burnin=0),
+    "vi_lowrank": VI(family="lowrank", M=2, r=4, chains=2, draws=4000, steps=1000, burnin=0),
     "vi_flow": VI(family="flow", layers=2, chains=2, draws=4000, steps=1000, lr=3e-3, mc_samples=16, burnin=0),
 }
 
@@ -137,7 +137,7 @@ def test_vi_families_on_deep_linear_network(dln):
     truth = theory.dln([5, 3, 5], 3)
     fits = {
         "meanfield": VI(chains=2, draws=4000, steps=2000, burnin=0),
-        "lowrank": VI(family="lowrank", components=2, rank=8, chains=2, draws=4000, steps=2000, burnin=0),  # vi_lowrank's fit
+        "lowrank": VI(family="lowrank", M=2, r=8, chains=2, draws=4000, steps=2000, burnin=0),  # vi_lowrank's fit
         "flow": VI(family="flow", chains=2, draws=4000, steps=6000, lr=3e-3, mc_samples=16, burnin=0),  # vi_flow's fit
     }
     llc, elbo = {}, {}

@@ -1,5 +1,6 @@
 """The llc workflow end to end through the real command line."""
 
+import numpy as np
 import pandas as pd
 import yaml
 
@@ -7,7 +8,7 @@ from conftest import TINY, cli, write_config
 
 
 def test_run_rerun_force_status(project):
-    cfg = {**TINY, "samplers": TINY["samplers"] + [{"name": "hmc", "overrides": {"draws": 50, "warmup": 50, "chains": 2}}]}
+    cfg = {**TINY, "samplers": TINY["samplers"] + [{"name": "hmc", "overrides": {"draws": 50, "warmup": 50, "chains": 2, "eval_every": 2}}]}
     write_config(project / "config" / "experiments.yaml", cfg)
 
     own_cache = {"JAX_COMPILATION_CACHE_DIR": ""}  # the store's own, not the suite's shared cache
@@ -23,6 +24,8 @@ def test_run_rerun_force_status(project):
     assert (project / "results" / "llc_runs.csv").exists() and not (project / "results" / "retry.yaml").exists()
     run_dir = project / "runs" / "llc" / df["run_id"][0]
     assert {"config.json", "manifest.json", "metrics.json", "trace.npz", "log.txt"} <= {p.name for p in run_dir.iterdir()}
+    hmc_trace = np.load(project / "runs" / "llc" / df["run_id"][1] / "trace.npz")
+    assert hmc_trace["llc"].shape == (2, 25) and df["sampler.eval_every"].tolist() == [1, 2]  # every 2nd of 50 draws
     assert any((project / "runs" / ".jax-cache").iterdir())  # compiled programs, loaded by the --force run below
 
     r = cli("workflow", "llc", "--local", "--dry-run", cwd=project)
@@ -70,12 +73,12 @@ def test_vi_runs_report_psis_k(project):
     """Both VI kinds through the CLI on the quadratic (λ = 2), with PSIS k̂ in the table: a
     Gaussian posterior is in reach of both families, so their k̂ is low."""
     fast = {"steps": 300, "draws": 500, "chains": 2}
-    cfg = {**TINY, "samplers": [{"name": "vi", "overrides": fast}, {"name": "vi_flow", "overrides": {**fast, "layers": 2}}]}
+    cfg = {**TINY, "samplers": [{"name": "vi_meanfield", "overrides": fast}, {"name": "vi_flow", "overrides": {**fast, "layers": 2}}]}
     write_config(project / "config" / "experiments.yaml", cfg)
     r = cli("workflow", "llc", "--local", cwd=project)
     assert r.returncode == 0, r.stderr
     df = pd.read_parquet(project / "results" / "llc_runs.parquet")
-    assert list(df["sampler"]) == ["vi", "vi_flow"] and list(df["sampler.family"]) == ["meanfield", "flow"]
+    assert list(df["sampler"]) == ["vi_meanfield", "vi_flow"] and list(df["sampler.family"]) == ["meanfield", "flow"]
     assert (df["llc_mean"] - 2.0).abs().max() < 0.2, df["llc_mean"]
     assert (df["pareto_k"] < 0.7).all(), df["pareto_k"]
 

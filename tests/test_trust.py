@@ -71,7 +71,7 @@ REGIMES = {  # (sampler preset, n, inputs, noise σ): every preset meets a hard 
     "hmc-1e4-iso-1": ("hmc", 10_000, "gauss_iso", 1.0),
     "mclmc-1e3-aniso-0.1": ("mclmc", 1000, "gauss_aniso", 0.1),
     "mclmc-1e4-iso-1": ("mclmc", 10_000, "gauss_iso", 1.0),
-    "vi-1e3-aniso-1": ("vi", 1000, "gauss_aniso", 1.0),
+    "vi_meanfield-1e3-aniso-1": ("vi_meanfield", 1000, "gauss_aniso", 1.0),
     "vi_lowrank-1e3-aniso-0.1": ("vi_lowrank", 1000, "gauss_aniso", 0.1),
     "vi_flow-1e3-iso-0.1": ("vi_flow", 1000, "gauss_iso", 0.1),
 }
@@ -157,7 +157,7 @@ def test_vi_too_wide_is_flagged_by_its_reweighted_estimate():
     (weights π/q are tame when q is wider than π), yet λ̂ is ≈ 15% high. PSIS reweighting to π
     recovers the truth, and the gap between the two raises `vi_fit`."""
     post, model = regular(1000, "gauss_iso", 0.1)
-    m, _ = estimate(post, preset("vi"), model)
+    m, _ = estimate(post, preset("vi_meanfield"), model)
     assert m["pareto_k"] < 0.5
     assert abs(m["llc_is"] - m["llc_finite"]) < 0.05 * m["llc_finite"]
     assert abs(m["err_finite"]) <= 0.05 or "vi_fit" in codes(m), (m["llc_mean"], m["llc_is"], m["warnings"])

@@ -3,7 +3,7 @@
 Families (all in units of sd0 = 1/√(nβ + γ + 1), the posterior width at curvature ~1, so that
 one Adam learning rate suits every parameter):
 - "meanfield": one diagonal Gaussian.
-- "lowrank": Σ_m π_m N(w* + μ_m, diag(σ_m²) + U_m U_mᵀ), `components` Gaussians of rank `rank`.
+- "lowrank": Σ_m π_m N(w* + μ_m, diag(σ_m²) + U_m U_mᵀ), `M` Gaussians of rank `r`.
   The ELBO is the π-weighted sum of per-component expectations, so π gets exact gradients.
 - "flow": a diagonal Gaussian pushed through `layers` affine coupling layers (RealNVP) with
   `hidden`-unit conditioners, trained with sticking-the-landing gradients (log q evaluated with
@@ -51,9 +51,9 @@ class Mixture:
     """Mean-field (one component, no U) or a mixture of diagonal + low-rank Gaussians."""
 
     def __init__(self, d, cfg, dtype):
-        self.d, self.M, self.dtype = d, cfg.components, dtype
+        self.d, self.M, self.dtype = d, cfg.M, dtype
         self.lowrank = cfg.family == "lowrank"
-        self.r = cfg.rank if self.lowrank else 1
+        self.r = cfg.r if self.lowrank else 1
 
     def init(self, key):
         M, d = self.M, self.d
@@ -170,7 +170,7 @@ def sample(post, cfg, key, spec=None) -> Trace:
         return losses, elbo, -post.n_beta * losses - jax.vmap(post.prior_term)(ws) - log_q
 
     losses, elbo, log_w = (np.asarray(a) for a in jax.jit(jax.vmap(chain))(jax.random.split(key, cfg.chains)))
-    fit = cfg.steps * cfg.components * cfg.mc_samples * post.batch_fraction(cfg.batch_size)
+    fit = cfg.steps * cfg.M * cfg.mc_samples * post.batch_fraction(cfg.batch_size)
     # each draw costs one full-data loss evaluation, counted as one FGE
     k_hat, llc_is = _psis(log_w[:, cfg.burnin :], post.n_beta * (losses[:, cfg.burnin :] - post.L_star))
     extras = {"elbo": elbo, "pareto_k": k_hat, "llc_is": llc_is}
