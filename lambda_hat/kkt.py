@@ -1,6 +1,6 @@
 """The KKT model-scaling study: MLP or bipartite GNN, plain or with a JEPA objective (EMA target
-or SimSiam stop-gradient), on normalised or raw features, trained to minimise KKT violations of
-LPs (lambda_hat/lp.py; sweep: config/sweeps/kkt_*.yaml)."""
+or SimSiam stop-gradient), on normalised (`_norm`) or unnormalised (`_unnorm`) features, trained
+to minimise KKT violations of LPs (lambda_hat/lp.py; sweep: config/sweeps/kkt_*.yaml)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from .runner import Task
 from .sweep import sweep_task
 from .typed import positive
 
-ARCHS, JEPA, FEATS = ("mlp", "gnn"), ("baseline", "jepa_ema", "jepa_simsiam"), ("norm", "raw")
+ARCHS, JEPA, FEATS = ("mlp", "gnn"), ("baseline", "jepa_ema", "jepa_simsiam"), ("norm", "unnorm")
 VARIANTS = tuple(f"{a}_{j}_{f}" for a in ARCHS for j in JEPA for f in FEATS)
 
 

@@ -62,7 +62,27 @@ def factor_stats(done: pd.DataFrame, factor: str, metric: str, goal: str) -> pd.
     return pd.DataFrame({factor: best.index, "n": g.size().values, "mean": g.mean().values, "std": g.std(ddof=1).values, "best": best.values})
 
 
-def _plots(df: pd.DataFrame, factors: list[str], rank_by, out: Path, line_plots=(), params: str = "params") -> list[str]:
+def impact(done: pd.DataFrame, factor: str, factors: list[str], metrics) -> pd.DataFrame | None:
+    """For a true/false factor: the metric difference of each pair of experiments that differ
+    only in it (mean, spread, how many improved), or None when there is no such pair."""
+    levels = set(done[factor].dropna().unique()) if factor in done else set()
+    if levels != {True, False}:
+        return None
+    others = [f for f in factors if f != factor and f in done]
+    if "seed" in done and "seed" not in others:
+        others.append("seed")
+    rows = []
+    for r in metrics:
+        d = done.dropna(subset=[r.metric, factor]).astype({factor: bool})
+        on, off = (d[d[factor] == v].set_index(others)[r.metric] if others else d[d[factor] == v][r.metric].reset_index(drop=True) for v in (True, False))
+        diff = (on - off).dropna()
+        if len(diff):
+            better = (diff > 0) if r.goal == "max" else (diff < 0)
+            rows.append({"metric": r.metric, "pairs": len(diff), "mean change": diff.mean(), "std": diff.std(ddof=1) if len(diff) > 1 else None, "improved": int(better.sum())})
+    return pd.DataFrame(rows) if rows else None
+
+
+def _plots(df: pd.DataFrame, factors: list[str], rank_by, out: Path, line_plots, params: str, names: dict) -> list[str]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -71,7 +91,7 @@ def _plots(df: pd.DataFrame, factors: list[str], rank_by, out: Path, line_plots=
     out.mkdir(parents=True, exist_ok=True)
     done = df[df.status == "done"]
     metrics = [r.metric for r in rank_by if r.metric in done.columns]
-    names = []
+    written = []
     if factors and metrics:
         fig, axes = plt.subplots(len(factors), len(metrics), figsize=(4.2 * len(metrics), 3.2 * len(factors)), squeeze=False)
         for i, f in enumerate(factors):
@@ -87,9 +107,9 @@ def _plots(df: pd.DataFrame, factors: list[str], rank_by, out: Path, line_plots=
                 ax.set_xlabel(f)
                 ax.set_ylabel(m)
         fig.tight_layout()
-        fig.savefig(out / "metric_per_factor.png", dpi=90)
+        fig.savefig(out / names["metric_per_factor"], dpi=90)
         plt.close(fig)
-        names.append("metric_per_factor.png")
+        written.append(names["metric_per_factor"])
     if metrics and params in done and done[params].notna().any():
         fig, ax = plt.subplots(figsize=(6, 4.5))
         m = metrics[0]
@@ -102,9 +122,9 @@ def _plots(df: pd.DataFrame, factors: list[str], rank_by, out: Path, line_plots=
         ax.set_ylabel("time (s)")
         ax.set_title(f"efficiency: {m} by parameters and time")
         fig.tight_layout()
-        fig.savefig(out / "efficiency_scatter.png", dpi=90)
+        fig.savefig(out / names["efficiency_scatter"], dpi=90)
         plt.close(fig)
-        names.append("efficiency_scatter.png")
+        written.append(names["efficiency_scatter"])
     for i, lp in enumerate(line_plots):
         d = done.dropna(subset=[c for c in (lp.x, lp.y) if c in done.columns]) if {lp.x, lp.y} <= set(done.columns) else done.iloc[:0]
         if not len(d):
@@ -128,7 +148,7 @@ def _plots(df: pd.DataFrame, factors: list[str], rank_by, out: Path, line_plots=
         name = f"{lp.y}_vs_{lp.x}.png"
         fig.savefig(out / name, dpi=90)
         plt.close(fig)
-        names.append(name)
+        written.append(name)
     if len(done):
         fig, ax = plt.subplots(figsize=(6, 0.25 * len(done) + 1.2))
         d = done.sort_values("time_sec")
@@ -136,25 +156,27 @@ def _plots(df: pd.DataFrame, factors: list[str], rank_by, out: Path, line_plots=
         ax.set_xlabel("time (s)")
         ax.tick_params(axis="y", labelsize=7)
         fig.tight_layout()
-        fig.savefig(out / "time.png", dpi=90)
+        fig.savefig(out / names["time"], dpi=90)
         plt.close(fig)
-        names.append("time.png")
-    return names
+        written.append(names["time"])
+    return written
 
 
-def build(sweep, rows: list[dict]) -> Path:
-    """Write the report of `sweep` (lambda_hat.sweep.Sweep) from its table rows; returns the summary path."""
-    out = sweep.results
+def build(sweep, rows: list[dict], out: Path | None = None, plots: bool = True, note: str = "") -> Path:
+    """Write the report of `sweep` (lambda_hat.sweep.Sweep) from its table rows into `out`
+    (default: the sweep's results directory); returns the summary path."""
+    out = Path(out) if out is not None else sweep.results
     out.mkdir(parents=True, exist_ok=True)
     rank_by = sweep.spec.rank_by
     df = ranked(pd.DataFrame(rows), rank_by).convert_dtypes()  # integers stay integers next to missing values
     _atomic(out / "comparison_table.csv", lambda p: df.to_csv(p, index=False))
     done = df[df.status == "done"]
     params = sweep.spec.params_column
-    plots = _plots(df, sweep.factors, rank_by, out / "plots", sweep.spec.line_plots, params)
+    names = {k: sweep.spec.plot_names.get(k, f"{k}.png") for k in ("metric_per_factor", "efficiency_scatter", "time")}
+    plots = _plots(df, sweep.factors, rank_by, out / "plots", sweep.spec.line_plots, params, names) if plots else []
     counts = df.status.value_counts()
     metrics = [r for r in rank_by if r.metric in done.columns]
-    show = ["experiment_id", *[r.metric for r in metrics], *dict.fromkeys(["params", params]), "time_sec"]
+    show = [c for c in ["experiment_id", *[r.metric for r in metrics], *dict.fromkeys(["params", params]), "time_sec"] if c in df.columns]
     lines = [
         f"# Sweep `{sweep.name}`",
         "",
@@ -165,6 +187,8 @@ def build(sweep, rows: list[dict]) -> Path:
         + ". Full table: `comparison_table.csv`.",
         "",
     ]
+    if note:
+        lines += [note, ""]
     if not len(done):
         lines += ["No experiment has finished yet.", ""]
     for r in metrics:
@@ -183,14 +207,15 @@ def build(sweep, rows: list[dict]) -> Path:
             "",
         ]
     if sweep.factors and metrics:
-        lines += ["## Statistics per factor", ""]
         effects = []
         for f in sweep.factors:
-            for r in metrics:
-                st = factor_stats(done, f, r.metric, r.goal)
+            stats = [(r, factor_stats(done, f, r.metric, r.goal)) for r in metrics]
+            if any(len(st) for _, st in stats):
+                lines += [f"## Statistics by {f}", ""]
+            for r, st in stats:
                 if len(st) < 1:
                     continue
-                lines += [f"### {f}: {r.metric}", "", _md(st), ""]
+                lines += [f"### {r.metric}", "", _md(st), ""]
                 if len(st) > 1:
                     spread = st["mean"].max() - st["mean"].min()
                     best_level = st.loc[st["mean"].idxmax() if r.goal == "max" else st["mean"].idxmin(), f]
@@ -205,6 +230,17 @@ def build(sweep, rows: list[dict]) -> Path:
             eff = pd.DataFrame(effects, columns=["metric", "factor", "spread of means", "best level", "levels"])
             eff = eff.sort_values(["metric", "spread of means"], ascending=[True, False])
             lines += [_md(eff), ""]
+    for f in sweep.factors:
+        paired = impact(done, f, sweep.factors, metrics)
+        if paired is not None:
+            lines += [
+                f"## Impact of {f}",
+                "",
+                f"{f} = true minus {f} = false, between experiments equal in every other factor:",
+                "",
+                _md(paired),
+                "",
+            ]
     bad = df[df.status != "done"]
     if len(bad):
         lines += ["## Not finished", "", _md(bad[["experiment_id", "status", "error"]]), ""]

@@ -86,3 +86,32 @@ def test_sweep_failure_and_timeout_isolated(project):
     assert recs["broken"]["status"] == "failed" and "No modules were targeted" in recs["broken"]["error"]
     assert recs["long"]["status"] == "timeout" and "timed out after 40 s" in recs["long"]["error"]
     assert (out / "comparison_table.csv").exists() and (out / "summary_report.md").exists()
+
+
+def test_report_keeps_the_original_names_and_sections(tmp_path):
+    """The shipped peft.yaml's report, from records made up so every number is known: the
+    original's plot names, its sections, and augmentation's effect (+0.05 in each of 12 pairs)."""
+    from pathlib import Path
+
+    from lambda_hat import report
+    from lambda_hat.sweep import load_sweep
+
+    sweep = load_sweep(Path(__file__).parents[1] / "config/sweeps/peft.yaml")
+    assert sweep.factors == ["model", "strategy", "augment"]
+    models, strategies = {"ast": 0.5, "htsat": 0.6, "beats": 0.4, "efficientat": 0.3}, {"lora": 0.1, "adalora": 0.0, "ia3": -0.1}
+    rows = [
+        {"experiment_id": f"{m},{s},{a}", "status": "done", "seed": 0, "model": m, "strategy": s, "augment": a,
+         "test_accuracy": bm + bs + 0.05 * a, "test_macro_f1": bm + bs, "trainable_params": 1000 * (1 + len(s)), "time_sec": 10.0 + bm, "error": None}
+        for m, bm in models.items() for s, bs in strategies.items() for a in (False, True)
+    ]  # fmt: skip
+    md = report.build(sweep, rows, out=tmp_path).read_text()
+    for plot in ("accuracy_comparison.png", "efficiency_scatter.png", "training_time.png"):
+        assert (tmp_path / "plots" / plot).stat().st_size > 1000 and f"(plots/{plot})" in md
+    for section in ("Top performers by test_accuracy (max)", "Most parameter-efficient", "Fastest", "Statistics by model", "Statistics by strategy", "Impact of augment"):
+        assert f"## {section}" in md, section
+    top = md.split("## Top performers by test_accuracy")[1].split("##")[0]
+    assert top.count("| htsat,lora,") == 2 and len([ln for ln in top.splitlines() if ln.startswith("| ") and "experiment_id" not in ln]) == 5
+    by_model = md.split("## Statistics by model")[1].split("### test_macro_f1")[0]
+    assert "| htsat | 6 | 0.625 |" in by_model  # mean of 0.6 + {0.1, 0, -0.1} + {0, 0.05}
+    aug = md.split("## Impact of augment")[1].split("##")[0]
+    assert "| test_accuracy | 12 | 0.05 |" in aug and "| test_macro_f1 | 12 | 0 |" in aug
