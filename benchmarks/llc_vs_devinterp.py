@@ -86,6 +86,7 @@ def main():
     from lambda_hat import samplers, theory
     from lambda_hat.config import SGLD
     from lambda_hat.estimator import summarize
+    from lambda_hat.traces import inference_data
     from lambda_hat.posterior import Posterior, n_beta
 
     rng = np.random.default_rng(0)
@@ -108,7 +109,7 @@ def main():
     def ours(draws):
         cfg = SGLD(step_size=a.eps, batch_size=a.batch, chains=a.chains, draws=draws, burnin=a.burnin)
         t0 = time.perf_counter()
-        out = summarize(samplers.get("sgld")(post, cfg, jax.random.PRNGKey(0)).loss, nb, L_star)
+        out = summarize(inference_data(samplers.get("sgld")(post, cfg, jax.random.PRNGKey(0)), nb, L_star, {}))
         return out, time.perf_counter() - t0  # what a task pays: tracing, compilation, sampling, diagnostics
 
     ours(10)  # JAX and arviz start-up (another shape: nothing below is served from its compilation)

@@ -49,7 +49,14 @@ class Card:
     # (a cancelled SLURM job is noticed only then).
     heartbeat_period: int = field(default=30, metadata=positive())
     heartbeat_threshold: int = field(default=120, metadata=positive())
+    # Parsl retries of a task whose worker or node was lost (never of a task that failed on its
+    # own); default 1 on htex, 0 on threads (a thread cannot be lost).
+    retries: int | None = field(default=None, metadata=nonneg())
     provider: Provider = Provider()
+
+    @property
+    def lost_worker_retries(self) -> int:
+        return self.retries if self.retries is not None else int(self.executor == "htex")
 
     @property
     def capacity(self) -> int:
@@ -113,7 +120,19 @@ def parsl_config(card: Card, run_dir: Path, extra: dict[str, Card] | None = None
     from parsl.config import Config
 
     executors = [executor(card, "lh"), *(executor(c, label) for label, c in (extra or {}).items())]
-    return Config(executors=executors, run_dir=str(run_dir), strategy_period=card.strategy_period, usage_tracking=0)
+    return Config(
+        executors=executors, run_dir=str(run_dir), strategy_period=card.strategy_period, usage_tracking=0,
+        retries=card.lost_worker_retries, retry_handler=retry_lost,
+    )  # fmt: skip
+
+
+def retry_lost(exception, task_record) -> float:
+    """Parsl's retry cost of a failure: a lost worker or manager (killed, preempted, node gone)
+    costs one retry; anything else ends the task at once. A task's own errors never reach Parsl:
+    runner.execute records them as the task's outcome."""
+    from parsl.executors.high_throughput.errors import ManagerLost, WorkerLost
+
+    return 1.0 if isinstance(exception, (ManagerLost, WorkerLost)) else float("inf")
 
 
 def executor(card: Card, label: str):

@@ -9,11 +9,12 @@ import warnings
 
 import numpy as np
 
+from . import traces
 from .checks import ebfmi
 from .store import read_json
 
 # Bump to redraw every plot (it is part of the diagnose task IDs).
-PLOTS_VERSION = 2
+PLOTS_VERSION = 3  # 3: read from trace.nc
 
 
 def _plt():
@@ -47,7 +48,8 @@ def _running_llc(llc: np.ndarray, points: int = 40):
 def diagnose_run(ctx) -> dict:
     plt = _plt()
     (run_dir,) = ctx.deps
-    tr = dict(np.load(run_dir / "trace.npz"))
+    idata = traces.read(run_dir / "trace.nc")
+    tr = traces.arrays(idata)
     m = read_json(run_dir / "metrics.json")
     sampler = read_json(run_dir / "config.json")["sampler"]
     label = read_json(run_dir / "manifest.json")["label"]
@@ -86,7 +88,7 @@ def diagnose_run(ctx) -> dict:
         warnings.simplefilter("ignore")
         fig, ax = plt.subplots(figsize=(7, 3.6))
         if chains > 1:
-            az.plot_rank({"llc": llc}, var_names=["llc"], ax=ax)
+            az.plot_rank(idata, var_names=["llc"], ax=ax)
             ax.set(title=f"Rank plot of λ̂ draws (uniform when chains agree): {label}", xlabel="rank (all chains)", ylabel="chain")
         else:
             ax.text(0.5, 0.5, "one chain: no rank plot", ha="center")

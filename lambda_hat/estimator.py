@@ -1,26 +1,26 @@
-"""λ̂ = nβ(E[L_n(w)] − L_n(w*)) per chain and pooled, with arviz diagnostics."""
+"""λ̂ = nβ(E[L_n(w)] − L_n(w*)) per chain and pooled, with arviz diagnostics of the run's
+InferenceData (traces.py)."""
 
 from __future__ import annotations
 
 import warnings
 
-import numpy as np
 
-
-def summarize(loss: np.ndarray, n_beta: float, L_star: float) -> dict:
-    """loss: (chains, draws) of L_n at kept draws."""
+def summarize(idata) -> dict:
+    """Mean, spread and diagnostics of the posterior variable `llc` (chain × draw)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # arviz's refactor notice, small-sample warnings
         import arviz as az
 
-        llc = n_beta * (np.asarray(loss, dtype=np.float64) - L_star)
-        per_chain = llc.mean(axis=1)
+        llc = idata.posterior["llc"]
+        per_chain = llc.mean("draw").values
         chains, draws = llc.shape
+        one = lambda fn, **kw: float(fn(idata, var_names=["llc"], **kw)["llc"])  # noqa: E731
         diag = {
-            "ess_bulk": float(az.ess(llc, method="bulk")),
-            "ess_tail": float(az.ess(llc, method="tail")),
-            "r_hat": float(az.rhat(llc)) if chains > 1 and draws >= 4 else float("nan"),
-            "mcse": float(az.mcse(llc, method="mean")),
+            "ess_bulk": one(az.ess, method="bulk"),
+            "ess_tail": one(az.ess, method="tail"),
+            "r_hat": one(az.rhat) if chains > 1 and draws >= 4 else float("nan"),
+            "mcse": one(az.mcse, method="mean"),
         }
     return {
         "llc_mean": float(per_chain.mean()),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import math
 import os
 from pathlib import Path
@@ -21,7 +22,7 @@ def _atomic(path: Path, write) -> None:
 
 
 def _num(v) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
+    if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)):
         return "–"
     return f"{v:.4g}" if isinstance(v, (float, np.floating)) else str(v)
 
@@ -248,4 +249,26 @@ def build(sweep, rows: list[dict], out: Path | None = None, plots: bool = True, 
         lines += ["## Plots", "", *[f"![{p}](plots/{p})" for p in plots], ""]
     summary = out / "summary_report.md"
     _atomic(summary, lambda p: Path(p).write_text("\n".join(lines)))
+    _atomic(out / "index.html", lambda p: Path(p).write_text(page(sweep, df, plots, note)))
     return summary
+
+
+STYLE = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222}
+table{border-collapse:collapse;margin:1em 0;font-size:90%}th,td{border:1px solid #ccc;padding:3px 7px}
+th{background:#f3f3f3}td{text-align:right}img{max-width:100%;border:1px solid #eee;margin:4px 0}"""
+
+
+def page(sweep, df: pd.DataFrame, plots: list[str], note: str = "") -> str:
+    """index.html: the comparison table (best first) and the plots, by relative paths only."""
+    counts = ", ".join(f"{v} {k}" for k, v in df.status.value_counts().items())
+    ranking = ", ".join(f"{r.metric} ({r.goal})" for r in sweep.spec.rank_by)
+    intro = f"{sweep.path.name} (task {sweep.spec.task}): {len(df)} experiments, {counts}. Ranked by {ranking}. {note}"
+    cols = [c for c in df.columns if c not in ("task_id", "timestamp", "code_version")]
+    table = df[cols].astype(object).map(_num).to_html(index=False, border=0, escape=True)
+    imgs = "\n".join(f"<h3>{html.escape(p)}</h3><img src='plots/{html.escape(p)}' alt='{html.escape(p)}'>" for p in plots)
+    return (
+        f"<!doctype html><meta charset='utf-8'><title>sweep {html.escape(sweep.name)}</title><style>{STYLE}</style>\n"
+        f"<h1>Sweep {html.escape(sweep.name)}</h1>\n<p>{html.escape(intro)} "
+        "Summary: <a href='summary_report.md'>summary_report.md</a>.</p>\n"
+        f"<h2>Comparison table</h2>\n{table}\n" + (f"<h2>Plots</h2>\n{imgs}\n" if plots else "")
+    )

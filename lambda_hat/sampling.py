@@ -29,8 +29,9 @@ def estimate(post, cfg, model: dict, log=lambda msg: None):
     """Calibrate, sample, summarise and check one run: (metrics with warnings, trace)."""
     import jax
 
-    from . import calibration, checks, samplers, theory
+    from . import calibration, checks, samplers, theory, traces
     from .estimator import summarize
+    from .typed import plain
 
     key = jax.random.PRNGKey(cfg.seed)
     spec = calibration.measure(post, jax.random.fold_in(key, 7))
@@ -43,10 +44,9 @@ def estimate(post, cfg, model: dict, log=lambda msg: None):
     sec = time.time() - t0
     hint = {"sgld": "lower step_size", "vi": "lower lr", "hmc": "raise target_accept or warmup", "mclmc": "raise tune_steps"}[cfg.kind]
     samplers.check_finite(trace.loss, trace.extras.get("burnin", cfg.burnin), hint)
-    if cfg.eval_every > 1:  # the original Lambda-Hat's thinning: λ̂ and diagnostics from every k-th draw
-        trace.loss, trace.fge_per_draw = trace.loss[:, cfg.eval_every - 1 :: cfg.eval_every], trace.fge_per_draw * cfg.eval_every
-
-    out = summarize(trace.loss, post.n_beta, post.L_star)
+    traces.thin(trace, cfg.eval_every)  # the original Lambda-Hat's eval_every
+    trace.idata = traces.inference_data(trace, post.n_beta, post.L_star, {"sampler": plain(cfg), "n": post.n, "d": post.dim})
+    out = summarize(trace.idata)
     out.update(
         fge=trace.fge, n=post.n, d=post.dim, n_beta=post.n_beta, gamma=post.gamma, L_star=post.L_star, sample_sec=sec,
         calibration_sec=spec.seconds, grad_norm=spec.grad_norm, wstar_shift=spec.wstar_shift,
@@ -71,11 +71,14 @@ def estimate(post, cfg, model: dict, log=lambda msg: None):
         out["pareto_k"] = float(np.max(trace.extras["pareto_k"]))
         out["llc_is"] = trace.extras["llc_is"]
     out["warnings"] = checks.run_warnings(out, cfg)
+    traces.annotate(trace.idata, {k: v for k, v in out.items() if isinstance(v, (int, float))})
     return out, trace
 
 
 def sample_run(ctx) -> dict:
     import jax
+
+    from . import traces
 
     from .targets import load_posterior
 
@@ -85,9 +88,8 @@ def sample_run(ctx) -> dict:
     post = load_posterior(target_dir, target_sem, cfg.posterior.beta0, cfg.posterior.gamma)
     ctx.log(f"{cfg.kind}: d={post.dim} n={post.n} nβ={post.n_beta:.4g} L*={post.L_star:.6g} x64={jax.config.jax_enable_x64}")
     out, trace = estimate(post, cfg, target_sem["model"], ctx.log)
-    # cumulative FGE at each kept draw, for plots against work
-    fge_axis = trace.fge - trace.fge_per_draw * np.arange(trace.loss.shape[1] - 1, -1, -1)
-    np.savez(ctx.workdir / "trace.npz", loss=trace.loss, llc=post.n_beta * (trace.loss - post.L_star), fge=fge_axis, **trace.extras)
+    traces.annotate(trace.idata, {"config": ctx.config, "target_id": ctx.deps[0].name})
+    traces.write(trace.idata, ctx.workdir / "trace.nc")
     ctx.log(f"λ̂ = {out['llc_mean']:.4g} ± {out['llc_sem']:.2g} (ESS {out['ess_bulk']:.0f}, R̂ {out['r_hat']:.3f}) in {out['sample_sec']:.1f} s")
     for w in out["warnings"]:
         ctx.log(f"warning {w['code']}: {w['message']}")

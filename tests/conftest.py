@@ -46,3 +46,40 @@ def cli(*args, cwd=None, timeout=600, env=None):
     """Run the real command line in a child process."""
     e = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
     return subprocess.run([*LH, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=e)
+
+
+def ensure_chromium():
+    """Debian's chromium + chromium-driver, installed here when missing and we may (root + apt)."""
+    if shutil.which("chromium") and shutil.which("chromedriver"):
+        return
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        pytest.skip("chromium/chromedriver missing and no root apt-get to install them")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "chromium", "chromium-driver"]):
+        r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+        if r.returncode:
+            pytest.skip(f"could not install chromium: {r.stderr[-300:]}")
+
+
+IMAGES = "return Array.from(document.images).map(i => [i.getAttribute('src'), i.complete, i.naturalWidth])"
+
+
+def in_chromium(page: Path, *scripts: str, screenshot: Path | None = None) -> list:
+    """Open a local page in headless Chromium and return what each script returns."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1200,2400",
+              "--disable-background-networking", "--disable-component-update", "--no-first-run"):  # fmt: skip
+        opts.add_argument(a)
+    opts.binary_location = shutil.which("chromium")
+    driver = webdriver.Chrome(options=opts, service=Service(shutil.which("chromedriver")))
+    try:
+        driver.get(page.as_uri())
+        out = [driver.execute_script(s) for s in scripts]
+        if screenshot:
+            driver.save_screenshot(str(screenshot))
+        return out
+    finally:
+        driver.quit()

@@ -33,6 +33,7 @@ import pytest
 from lambda_hat import samplers, theory
 from lambda_hat.config import DLN, HMC, MCLMC, SGLD, VI, Data, Training
 from lambda_hat.estimator import summarize
+from lambda_hat.traces import inference_data
 from lambda_hat.posterior import Posterior, n_beta
 from lambda_hat.runner import Context
 from lambda_hat.targets import load_posterior, train_target
@@ -57,7 +58,7 @@ SAMPLERS = {
 def estimate(post, cfg, seed=0):
     trace = samplers.get(cfg.kind)(post, cfg, jax.random.PRNGKey(seed))
     assert trace.loss.shape == (cfg.chains, cfg.draws) and trace.fge > 0
-    return summarize(trace.loss, post.n_beta, post.L_star)
+    return summarize(inference_data(trace, post.n_beta, post.L_star, {}))
 
 
 def analytic(loss, dim, n=1000, gamma=1.0):
@@ -143,7 +144,7 @@ def test_vi_families_on_deep_linear_network(dln):
     llc, elbo = {}, {}
     for name, cfg in fits.items():
         trace = samplers.get("vi")(dln, cfg, jax.random.PRNGKey(0))
-        llc[name] = summarize(trace.loss, dln.n_beta, dln.L_star)["llc_mean"]
+        llc[name] = summarize(inference_data(trace, dln.n_beta, dln.L_star, {}))["llc_mean"]
         elbo[name] = trace.extras["elbo"][:, -500:].mean()
     # observed: ELBO −415.6 / −406.3 / −398.4, λ̂ 14.9 / 12.5 / 11.2
     assert elbo["meanfield"] + 5 < elbo["lowrank"] and elbo["lowrank"] + 5 < elbo["flow"], elbo

@@ -1,27 +1,11 @@
 """`--promote`: plots per run and target, a static gallery checked in headless Chromium."""
 
 import hashlib
-import os
 import shutil
-import subprocess
 
 import pandas as pd
-import pytest
 
-from conftest import TINY, cli, write_config
-
-
-def _ensure_chromium():
-    """Debian's chromium + chromium-driver, installed here when missing and we may (root + apt)."""
-    if shutil.which("chromium") and shutil.which("chromedriver"):
-        return
-    if os.geteuid() != 0 or not shutil.which("apt-get"):
-        pytest.skip("chromium/chromedriver missing and no root apt-get to install them")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "chromium", "chromium-driver"]):
-        r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
-        if r.returncode:
-            pytest.skip(f"could not install chromium: {r.stderr[-300:]}")
+from conftest import IMAGES, TINY, cli, ensure_chromium, in_chromium, write_config
 
 
 def _files(d):
@@ -29,10 +13,7 @@ def _files(d):
 
 
 def test_promote_gallery_in_headless_chromium(project):
-    _ensure_chromium()
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
+    ensure_chromium()
     cfg = {
         **TINY,
         "targets": TINY["targets"] + [{"model": "dln", "data": "small", "overrides": {"training": {"steps": 300}}}],
@@ -52,19 +33,7 @@ def test_promote_gallery_in_headless_chromium(project):
     # the page works from a copy elsewhere
     copy = project / "copied-gallery"
     shutil.copytree(gallery, copy)
-    opts = webdriver.ChromeOptions()
-    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1200,2400",
-              "--disable-background-networking", "--disable-component-update", "--no-first-run"):  # fmt: skip
-        opts.add_argument(a)
-    opts.binary_location = shutil.which("chromium")
-    driver = webdriver.Chrome(options=opts, service=Service(shutil.which("chromedriver")))
-    try:
-        driver.get((copy / "index.html").as_uri())
-        images = driver.execute_script("return Array.from(document.images).map(i => [i.getAttribute('src'), i.complete, i.naturalWidth])")
-        rows = driver.execute_script("return document.querySelectorAll('table tr td:first-child').length")
-        driver.save_screenshot(str(project / "gallery.png"))
-    finally:
-        driver.quit()
+    images, rows = in_chromium(copy / "index.html", IMAGES, "return document.querySelectorAll('table tr td:first-child').length", screenshot=project / "gallery.png")
     # comparison + 1 target plot (the quadratic has none) + trace/running/rank per run + hmc extras
     assert len(images) == 1 + 1 + 4 * 3 + 2, images
     assert all(complete and width > 0 for _, complete, width in images), images

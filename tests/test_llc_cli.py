@@ -1,10 +1,16 @@
 """The llc workflow end to end through the real command line."""
 
-import numpy as np
+import json
+
+import arviz as az
+import matplotlib
 import pandas as pd
+import pytest
 import yaml
 
 from conftest import TINY, cli, write_config
+
+matplotlib.use("Agg")
 
 
 def test_run_rerun_force_status(project):
@@ -23,9 +29,19 @@ def test_run_rerun_force_status(project):
     assert (df["llc_mean"] - 2.0).abs().max() < 0.5  # short chains; exactness is tested elsewhere
     assert (project / "results" / "llc_runs.csv").exists() and not (project / "results" / "retry.yaml").exists()
     run_dir = project / "runs" / "llc" / df["run_id"][0]
-    assert {"config.json", "manifest.json", "metrics.json", "trace.npz", "log.txt"} <= {p.name for p in run_dir.iterdir()}
-    hmc_trace = np.load(project / "runs" / "llc" / df["run_id"][1] / "trace.npz")
-    assert hmc_trace["llc"].shape == (2, 25) and df["sampler.eval_every"].tolist() == [1, 2]  # every 2nd of 50 draws
+    assert {"config.json", "manifest.json", "metrics.json", "trace.nc", "log.txt"} <= {p.name for p in run_dir.iterdir()}
+    # each run opens in arviz: draws, sampler statistics and the config; its numbers are the table's
+    idata = az.from_netcdf(project / "runs" / "llc" / df["run_id"][1] / "trace.nc")
+    assert idata.posterior["llc"].shape == (2, 25) and df["sampler.eval_every"].tolist() == [1, 2]  # every 2nd of 50 draws
+    assert {"diverging", "energy", "acceptance_rate", "step_size", "fge"} <= set(idata.sample_stats.data_vars)
+    attrs = idata.posterior.attrs
+    assert json.loads(attrs["config"])["sampler"]["kind"] == "hmc" and attrs["target_id"] == df["target_id"][1]
+    summary = az.summary(idata, var_names=["llc"])
+    assert summary.loc["llc", "mean"] == pytest.approx(df["llc_mean"][1], abs=1e-3) and summary.loc["llc", "ess_bulk"] == pytest.approx(df["ess_bulk"][1], abs=1)
+    az.plot_trace(idata, var_names=["llc"])
+    az.plot_energy(idata)
+    sgld = az.from_netcdf(run_dir / "trace.nc")
+    assert set(sgld.sample_stats.data_vars) == {"step_size", "fge"} and sgld.posterior.attrs["predicted_bias"] > 0
     assert any((project / "runs" / ".jax-cache").iterdir())  # compiled programs, loaded by the --force run below
 
     r = cli("workflow", "llc", "--local", "--dry-run", cwd=project)

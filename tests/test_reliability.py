@@ -65,33 +65,64 @@ def test_sigkill_anywhere_then_resume(project, point):
     assert r.returncode == 0 and not list(project.glob("runs/*/.tmp-*"))
 
 
-def test_killed_htex_worker_fails_its_task_only(project):
-    slow = {"name": "sgld", "overrides": {"batch_size": None, "draws": 2_000_000, "chains": 1}}
-    write_config(project / "config" / "experiments.yaml", {**TINY, "samplers": TINY["samplers"] + [slow]})
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([*LH, "workflow", "llc", "--parsl-card", "parsl_cards/local-processes.yaml"], cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    victim = None
+def kill_worker_of(project, is_victim) -> None:
+    """Kill the HTEX worker whose task (found by its work dir under `project`) `is_victim`."""
     for _ in range(600):  # HTEX workers are not our children: look for the task process by its work dir
         for p in psutil.process_iter(["cmdline"]):
             cmd = p.info["cmdline"] or []
             if len(cmd) > 2 and cmd[-2] == "lambda_hat.runner":
                 try:
                     spec = os.path.join(p.cwd(), cmd[-1], "task.json")
-                    if spec.startswith(str(project)) and json.load(open(spec))["config"].get("sampler", {}).get("draws") == 2_000_000:
-                        victim = p.parent()  # the HTEX worker running the slow task
+                    if spec.startswith(str(project)) and is_victim(json.load(open(spec))["config"]):
+                        p.parent().kill()  # the HTEX worker running the task
+                        return
                 except (psutil.Error, OSError, ValueError):
                     pass
-        if victim:
-            break
         time.sleep(0.1)
-    assert victim, "slow task never started"
-    victim.kill()
+    pytest.fail("the task never started")
+
+
+def test_killed_htex_worker_fails_its_task_only_without_retries(project):
+    slow = {"name": "sgld", "overrides": {"batch_size": None, "draws": 2_000_000, "chains": 1}}
+    write_config(project / "config" / "experiments.yaml", {**TINY, "samplers": TINY["samplers"] + [slow]})
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    args = ["workflow", "llc", "--parsl-card", "local-processes", "--set", "retries=0"]
+    proc = subprocess.Popen([*LH, *args], cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    kill_worker_of(project, lambda c: c.get("sampler", {}).get("draws") == 2_000_000)
     out, err = proc.communicate(timeout=180)
     assert proc.returncode == 1, out + err
     df = pd.read_parquet(project / "results" / "llc_runs.parquet")
-    assert df["status"].tolist() == ["done", "failed"] and df["error"][1], df[["status", "error"]]
+    assert df["status"].tolist() == ["done", "failed"] and "WorkerLost" in df["error"][1], df[["status", "error"]]
     r = cli("workflow", "llc", "--parsl-card", "parsl_cards/local-processes.yaml", cwd=project)
     assert r.returncode == 0 and "1 done, 2 reused" in r.stdout, r.stdout + r.stderr
+
+
+def test_killed_htex_worker_costs_a_retry_a_failed_task_none(project):
+    """The HTEX card's default retries: 1. The task whose worker is killed runs again and
+    finishes (its killed attempt is left in the store for gc); a task that fails on its own
+    fails once, with its own error."""
+    sweep = write_config(project / "s.yaml", {
+        "task": "tests.tasks:toy", "rank_by": [{"metric": "score"}], "defaults": {"sleep": 4.0},
+        "combos": [{"name": "victim", "width": 5}, {"name": "broken", "fail": True, "sleep": 0.0}]})  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([*LH, "workflow", "sweep", str(sweep), "--parsl-card", "local-processes"], cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    kill_worker_of(project, lambda c: c.get("width") == 5)
+    out, err = proc.communicate(timeout=180)
+    assert proc.returncode == 1 and "1 done, 0 reused, 1 failed" in out, out + err
+    recs = {f.stem: json.loads(f.read_text()) for f in (project / "results/sweeps/s/experiments").glob("*.json")}
+    assert recs["victim"]["status"] == "done" and recs["broken"]["status"] == "failed" and "toy failure" in recs["broken"]["error"]
+    attempts = [d for d in (project / "runs" / "sweep").iterdir() if d.name.startswith(".tmp-")]
+    assert len(attempts) == 1  # the killed attempt: the victim ran twice, the broken task once
+
+
+def test_retry_handler_retries_lost_workers_only():
+    from parsl.executors.high_throughput.errors import ManagerLost, WorkerLost
+
+    from lambda_hat.cards import Card, retry_lost
+
+    assert retry_lost(WorkerLost(0, "host"), {}) == 1 and retry_lost(ManagerLost(b"m", "host"), {}) == 1
+    assert retry_lost(ValueError("x"), {}) == float("inf") and retry_lost(OSError("disk full"), {}) == float("inf")
+    assert (Card(executor="htex").lost_worker_retries, Card().lost_worker_retries, Card(executor="htex", retries=3).lost_worker_retries) == (1, 0, 3)
 
 
 def test_concurrent_invocations_share_the_store(project):

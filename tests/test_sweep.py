@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -11,10 +12,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import LH, ROOT, cli, write_config
+from conftest import IMAGES, LH, ROOT, cli, ensure_chromium, in_chromium, write_config
 from lambda_hat.sweep import load_sweep
-from lambda_hat.typed import parse_duration
-from lambda_hat.typed import InputError
+from lambda_hat.typed import InputError, parse_duration
 
 TOY = {
     "task": "tests.tasks:toy",
@@ -126,6 +126,18 @@ def test_run_report_numbers_match_json_and_failure_isolated(project):
     assert "| score | lr | 4 | 0.03 | 4 |" in md
     for plot in ("metric_per_factor.png", "efficiency_scatter.png", "time.png"):
         assert (out / "plots" / plot).stat().st_size > 1000
+
+    # the report as a page: relative paths only, working from a copy, in headless Chromium
+    page = (out / "index.html").read_text()
+    assert str(project) not in page and "file:" not in page
+    ensure_chromium()
+    shutil.copytree(out, project / "copied-report")
+    images, rows, first = in_chromium(
+        project / "copied-report" / "index.html", IMAGES, "return document.querySelectorAll('table tbody tr').length",
+        "return document.querySelector('table tbody tr td:nth-child(2)').textContent",
+    )  # fmt: skip
+    assert len(images) == 3 and all(complete and width > 0 for _, complete, width in images), images
+    assert rows == 18 and first == "lr=0.03,width=8,seed=1"
 
     # the report again from the store: same table, nothing computed
     before = (out / "comparison_table.csv").read_text()

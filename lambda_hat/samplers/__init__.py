@@ -19,6 +19,7 @@ class Trace:
     fge: float  # full-gradient evaluations per chain, warm-up and tuning included
     fge_per_draw: float  # the cost of one kept draw, for work-normalised plots
     extras: dict = field(default_factory=dict)  # sampler diagnostics, arrays or scalars
+    idata: object = None  # the arviz InferenceData of the kept draws (traces.py), once estimated
 
 
 def check_finite(losses: np.ndarray, first_step: int, hint: str) -> None:
