@@ -13,6 +13,16 @@ from lambda_hat.typed import InputError
 CARD_HELP = "Executor card: a path, or a name under ./parsl_cards/ or among the packaged cards (slurm/a100, slurm/cpu, local, local-processes)."
 TIMEOUT_HELP = "Kill any {} running longer than this (90, 30m, 1h30m, HH:MM:SS){}."
 OVERRIDES = "[KEY=VALUE]..."
+TRACK_HELP = "Log every finished task as a run in MLflow (MLFLOW_TRACKING_URI or ./mlruns) or W&B (offline in ./wandb without WANDB_API_KEY); repeatable; needs the tracking extra."
+
+
+def _track(names) -> tuple[str, ...]:
+    from .tracking import check
+
+    try:
+        return check(names)
+    except InputError as e:
+        _fail(e)
 
 
 def _fail(e: Exception) -> None:
@@ -77,8 +87,9 @@ def workflow():
 @click.option("--timeout", metavar="DURATION", help=TIMEOUT_HELP.format("task", "; overrides task_timeout"))
 @click.option("--promote", is_flag=True, help="Also plot every target and run (cached tasks) and build results/gallery/index.html.")
 @click.option("--strict", is_flag=True, help="Treat runs with health-check warnings as failed (exit 1, listed in results/retry.yaml).")
+@click.option("--track", multiple=True, metavar="mlflow|wandb", help=TRACK_HELP)
 @click.argument("overrides", nargs=-1, metavar=OVERRIDES)
-def llc(config, local, parsl_card, sets, dry_run, force, timeout, promote, strict, overrides):
+def llc(config, local, parsl_card, sets, dry_run, force, timeout, promote, strict, track, overrides):
     """Estimate the LLC: train each target once, run every sampler on it.
 
     KEY=VALUE arguments change the experiments file before it is validated (dotted keys, list
@@ -88,8 +99,8 @@ def llc(config, local, parsl_card, sets, dry_run, force, timeout, promote, stric
     """
     from workflows import llc as wf
 
-    over, seconds = _overrides(overrides), _duration(timeout, "--timeout")
-    run = lambda card: wf.run(config, card, force=force, dry_run=dry_run, timeout=seconds, with_promote=promote, strict=strict, overrides=over)  # noqa: E731
+    over, seconds, track = _overrides(overrides), _duration(timeout, "--timeout"), _track(track)
+    run = lambda card: wf.run(config, card, force=force, dry_run=dry_run, timeout=seconds, with_promote=promote, strict=strict, overrides=over, track=track)  # noqa: E731
     _run_workflow(local, parsl_card, sets, "tasks", run)
 
 
@@ -103,8 +114,9 @@ def llc(config, local, parsl_card, sets, dry_run, force, timeout, promote, stric
 @click.option("--force", is_flag=True, help="Recompute the chosen experiments even if their results are in the store.")
 @click.option("--timeout", metavar="DURATION", help=TIMEOUT_HELP.format("experiment", " (it is reported as timeout)"))
 @click.option("--budget", metavar="DURATION", help="Wall time for the whole sweep (90, 30m, 1h30m, HH:MM:SS): no experiment is started that would not fit.")
+@click.option("--track", multiple=True, metavar="mlflow|wandb", help=TRACK_HELP)
 @click.argument("overrides", nargs=-1, metavar=OVERRIDES)
-def sweep(sweep_file, local, parsl_card, sets, only, dry_run, force, timeout, budget, overrides):
+def sweep(sweep_file, local, parsl_card, sets, only, dry_run, force, timeout, budget, track, overrides):
     """Run a grid of experiments from SWEEP_FILE (e.g. config/sweeps/blobs.yaml).
 
     KEY=VALUE arguments change the sweep file before it is validated, e.g. defaults.lr=0.01.
@@ -114,8 +126,8 @@ def sweep(sweep_file, local, parsl_card, sets, only, dry_run, force, timeout, bu
     """
     from workflows import sweep as wf
 
-    over, seconds, total = _overrides(overrides), _duration(timeout, "--timeout"), _duration(budget, "--budget")
-    run = lambda card: wf.run(sweep_file, card, tuple(only), force=force, dry_run=dry_run, timeout=seconds, budget=total, overrides=over)  # noqa: E731
+    over, seconds, total, track = _overrides(overrides), _duration(timeout, "--timeout"), _duration(budget, "--budget"), _track(track)
+    run = lambda card: wf.run(sweep_file, card, tuple(only), force=force, dry_run=dry_run, timeout=seconds, budget=total, overrides=over, track=track)  # noqa: E731
     _run_workflow(local, parsl_card, sets, "experiments", run)
 
 
@@ -129,8 +141,9 @@ def sweep(sweep_file, local, parsl_card, sets, only, dry_run, force, timeout, bu
 @click.option("--dry-run", is_flag=True, help="Print what would run, and from which checkpoint, and run nothing.")
 @click.option("--force", is_flag=True, help="Recompute the chosen stages and their data, discarding resumable checkpoints.")
 @click.option("--timeout", metavar="DURATION", help=TIMEOUT_HELP.format("stage", "; overrides each stage's walltime"))
+@click.option("--track", multiple=True, metavar="mlflow|wandb", help=TRACK_HELP)
 @click.argument("args", nargs=-1, metavar="[STAGE]... [KEY=VALUE]...")
-def progressive(config, local, parsl_card, sets, list_only, stages_flag, dry_run, force, timeout, args):
+def progressive(config, local, parsl_card, sets, list_only, stages_flag, dry_run, force, timeout, track, args):
     """Train the dual-potential GNN in stages of growing assignment problems.
 
     Each stage starts from the previous stage's checkpoint and saves a resumable checkpoint every
@@ -142,12 +155,12 @@ def progressive(config, local, parsl_card, sets, list_only, stages_flag, dry_run
     from workflows import progressive as wf
 
     stage_names = tuple(a for a in args if "=" not in a)
-    over, seconds = tuple(a for a in args if "=" in a), _duration(timeout, "--timeout")
+    over, seconds, track = tuple(a for a in args if "=" in a), _duration(timeout, "--timeout"), _track(track)
     if stage_names and not stages_flag:
         _fail(InputError(f"unexpected argument {stage_names[0]!r}: name stages after --stages; overrides are KEY=VALUE"))
     if stages_flag and not stage_names:
         _fail(InputError("--stages needs at least one stage name, e.g. --stages b64 b128"))
-    run = lambda card: wf.run(config, card, stage_names, list_only=list_only, dry_run=dry_run, force=force, timeout=seconds, overrides=over)  # noqa: E731
+    run = lambda card: wf.run(config, card, stage_names, list_only=list_only, dry_run=dry_run, force=force, timeout=seconds, overrides=over, track=track)  # noqa: E731
     _run_workflow(local, parsl_card, sets, "stages (their checkpoints stay)", run)
 
 
@@ -205,6 +218,29 @@ def status(store_root):
         click.echo(f"{kind}: " + ", ".join(f"{v} {k}" for k, v in sorted(c.items())))
     for line in problems:
         click.echo(line)
+
+
+@main.command()
+@click.option("--store", "store_root", type=click.Path(path_type=Path), default=Path("runs"), show_default=True, help="Store directory.")
+@click.option("--mlflow", "mlflow_uri", is_flag=False, flag_value="mlruns", default=None, metavar="[URI]", help="To MLflow: a tracking URI or a local directory (default ./mlruns).")
+@click.option("--wandb", "wandb_dir", is_flag=False, flag_value=".", default=None, metavar="[DIR]", help="To W&B: offline runs under DIR/wandb/ (default .) without WANDB_API_KEY, else online.")
+def export(store_root, mlflow_uri, wandb_dir):
+    """Log every finished task of a store as an MLflow and/or W&B run (keyed by task ID: a task
+    already there is left alone, so exporting twice duplicates nothing)."""
+    from . import tracking
+    from .store import Store
+
+    try:
+        if mlflow_uri is None and wandb_dir is None:
+            raise InputError("export: give --mlflow [URI] and/or --wandb [DIR]")
+        store = Store(store_root)
+        if not store.root.is_dir():
+            raise InputError(f"store {store.root}: no such directory")
+        names = [n for n, v in (("mlflow", mlflow_uri), ("wandb", wandb_dir)) if v is not None]
+        backends = tracking.trackers(names, mlflow_uri, wandb_dir)
+    except InputError as e:
+        _fail(e)
+    click.echo(tracking.report(backends, tracking.export(store, backends)))
 
 
 @main.command()

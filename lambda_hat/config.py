@@ -200,6 +200,7 @@ class Experiments:
     jax_enable_x64: bool = True
     store_root: str = "runs"
     task_timeout: Duration | None = None  # per task: 90, 30m, 1h30m, HH:MM:SS
+    tracking: list[Literal["mlflow", "wandb"]] = ()  # log every finished task there (tracking.py)
     retry_of: RetryOf | None = None
 
 

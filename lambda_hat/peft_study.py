@@ -182,13 +182,14 @@ def finetune_model(model, data: dict, cfg: PeftConfig, log=print) -> tuple[objec
         if cfg.strategy == "adalora":  # prune and re-allocate the rank budget (peft's AdaLoRA contract)
             model.base_model.update_and_allocate(step[0])
 
-    best, best_state, epoch_times = None, None, []
+    best, best_state, epoch_times, history = None, None, [], []
     for epoch in range(cfg.epochs):
         t0 = time.time()
         train_loss = _epoch(model, data["train_x"], data["train_y"], opt, cfg.batch, gen, cfg.mixup_alpha if cfg.augment else 0.0, after_step=after_step)
         epoch_times.append(time.time() - t0)
         val = evaluate(model, data["val_x"], data["val_y"])
         log(f"epoch {epoch}: train loss {train_loss:.4f}, val acc {val['accuracy']:.3f}")
+        history.append({"epoch": epoch, "train_loss": train_loss, "valid_loss": val["loss"], "valid_accuracy": val["accuracy"], "valid_macro_f1": val["macro_f1"]})
         if best is None or val["accuracy"] > best["val"]["accuracy"]:
             best = {"epoch": epoch, "val": val, "train_loss": train_loss}
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -200,7 +201,7 @@ def finetune_model(model, data: dict, cfg: PeftConfig, log=print) -> tuple[objec
         "test_accuracy": test["accuracy"], "test_macro_f1": test["macro_f1"], "best_epoch": best["epoch"],
         "final_train_loss": train_loss, "final_val_loss": final_val["loss"], "test_loss": test["loss"],
         "base_unchanged": base_hash(model) == before,
-        "params": total, "epochs": cfg.epochs,
+        "params": total, "epochs": cfg.epochs, "history": history,
         "efficiency": {
             "total_params": total, "trainable_params": trainable, "trainable_percent": 100 * trainable / total,
             # accuracy per percent of the parameters trained: how far the trained fraction goes
@@ -228,12 +229,14 @@ def load_pretrained(d: Path, family: str):
 
 @sweep_task(PeftConfig, needs=needs)
 def finetune(ctx, cfg: PeftConfig) -> dict:
+    import pandas as pd
     import torch
 
     torch.manual_seed(cfg.seed)
     data = load_data(ctx.deps[0])
     model = load_pretrained(ctx.deps[1], cfg.model)
     _, metrics = finetune_model(model, data, cfg, ctx.log)
+    pd.DataFrame(metrics.pop("history")).to_csv(ctx.workdir / "history.csv", index=False)  # per-epoch curves (tracking)
     if not metrics.pop("base_unchanged"):
         from .runner import TaskFailed
 

@@ -57,6 +57,7 @@ class Progressive:
     seed: int = 0
     store_root: str = "runs"
     results: str = "results"
+    tracking: list[Literal["mlflow", "wandb"]] = ()  # log every finished stage there (tracking.py)
 
     def check(self, bad):
         names = [s.name for s in self.stages]

@@ -78,6 +78,7 @@ class SweepFile:
     store_root: str = "runs"
     results_root: str = "results/sweeps"
     task_timeout: Duration | None = None
+    tracking: list[Literal["mlflow", "wandb"]] = ()  # log every finished experiment there (tracking.py)
     env: dict = field(default_factory=dict)  # environment of each task process
     isolate: bool = True
     line_plots: list[LinePlot] = ()

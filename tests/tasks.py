@@ -32,6 +32,22 @@ class ToyConfig:
     width: int = 4
     sleep: float = 0.0
     fail: bool = False
+    curve: int = 0  # epochs of a made-up training curve: history.csv and curve.png
+
+
+def _curve(workdir, epochs: int, lr: float) -> None:
+    """loss = 1/(1 + lr·epoch), exactly, so a tracker's history can be checked number by number."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    loss = [1 / (1 + lr * e) for e in range(epochs)]
+    (workdir / "history.csv").write_text("epoch,loss\n" + "".join(f"{e},{v!r}\n" for e, v in enumerate(loss)))
+    fig, ax = plt.subplots(figsize=(3, 2))
+    ax.plot(loss)
+    fig.savefig(workdir / "curve.png")
+    plt.close(fig)
 
 
 @sweep_task(ToyConfig)
@@ -41,4 +57,6 @@ def toy(ctx, cfg: ToyConfig):
     time.sleep(cfg.sleep)
     if cfg.fail:
         raise ValueError(f"toy failure at lr={cfg.lr}")
+    if cfg.curve:
+        _curve(ctx.workdir, cfg.curve, cfg.lr)
     return {"score": -((cfg.lr - 0.03) ** 2) * 1e4 + 0.01 * cfg.seed, "loss": abs(cfg.lr - 0.03) + 1 / cfg.width, "params": 10 * cfg.width, "epochs": 1}

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 import yaml
 
+from lambda_hat import tracking
 from lambda_hat.config import Plan, load_plan
 from lambda_hat.runner import Summary, Task, run_tasks
 from lambda_hat.store import Store, crashpoint, read_json, tmp_path, write_frame
@@ -192,7 +193,7 @@ def rebuild_gallery(config: Path, results: Path = Path("results")) -> int:
 
 def run(
     config: Path, card, force: bool, dry_run: bool, timeout: float | None, results: Path = Path("results"), with_promote: bool = False,
-    strict: bool = False, overrides: tuple[str, ...] = (),
+    strict: bool = False, overrides: tuple[str, ...] = (), track: tuple[str, ...] = (),
 ) -> int:
     plan = load_plan(config, overrides)
     store = Store(Path(plan.config.store_root))
@@ -208,8 +209,10 @@ def run(
             click.echo(f"overrides: {' '.join(overrides)}")
         click.echo(describe(plan, store, targets, runs))
         return 0
+    backends = tracking.trackers([*track, *plan.config.tracking])
     store.check_writable()
-    summary: Summary = run_tasks([*targets.values(), *runs.values(), *extra], store.root, card, force=force)
+    tasks = [*targets.values(), *runs.values(), *extra]
+    summary: Summary = run_tasks(tasks, store.root, card, force=force)
     table = rows(plan, store, targets, runs, summary.outcomes)
     if strict:
         apply_strict(table)
@@ -233,4 +236,6 @@ def run(
         click.echo(f"{warned} run(s) with warnings: read them before trusting those λ̂ (--strict makes them failures)")
     if retry:
         click.echo(f"failed runs listed in {retry}; rerun with: lambda-hat workflow llc --config {retry}")
+    if backends:
+        click.echo(tracking.report(backends, tracking.log_tasks(store, [(t.kind, t.id) for t in tasks], backends)))
     return 0 if summary.ok and not any(r["status"] == "failed" for r in table) else 1

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from lambda_hat import tracking
 from lambda_hat.progressive import Progressive, est_memory_mb, load
 from lambda_hat.runner import Task, run_tasks
 from lambda_hat.store import Store, read_json, tmp_path, write_frame
@@ -159,7 +160,8 @@ def write_results(table: list[dict], results: Path) -> Path:
 
 
 def run(
-    config: Path, card, stage_names: tuple[str, ...], list_only: bool, dry_run: bool, force: bool, timeout: float | None, overrides: tuple[str, ...] = ()
+    config: Path, card, stage_names: tuple[str, ...], list_only: bool, dry_run: bool, force: bool, timeout: float | None, overrides: tuple[str, ...] = (),
+    track: tuple[str, ...] = (),
 ) -> int:
     cfg = load(config, overrides)
     store = Store(Path(cfg.store_root))
@@ -174,8 +176,10 @@ def run(
     if dry_run:
         click.echo(plan(cfg, store, data, stages, chosen, force))
         return 0
+    backends = tracking.trackers([*track, *cfg.tracking])
     store.check_writable()
-    summary = run_tasks([*data.values(), *(stages[n] for n in chosen)], store.root, card, force=force, cards=extra)
+    tasks = [*data.values(), *(stages[n] for n in chosen)]
+    summary = run_tasks(tasks, store.root, card, force=force, cards=extra)
     table = rows(cfg, store, stages, summary.outcomes)
     path = write_results(table, Path(cfg.results))
     click.echo(f"progressive: {summary.line()}; results in {path}")
@@ -184,4 +188,6 @@ def run(
             click.echo(f"  {r['stage']:<8} n={r['bucket']:<4} gap {r['gap']:.3f} (row-min {r['rowmin_gap']:.3f}, u=0 {r['zero_gap']:.3f}; start {r['start_gap']:.3f}, random init {r['random_init_gap']:.3f})")
         elif r.get("gap") is None and r["stage"] in chosen:
             click.echo(f"  {r['stage']:<8} {r['status']}: {r['error']}")
+    if backends:
+        click.echo(tracking.report(backends, tracking.log_tasks(store, [(t.kind, t.id) for t in tasks], backends)))
     return 0 if summary.ok else 1

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from lambda_hat import report as rep
+from lambda_hat import tracking
 from lambda_hat.runner import Task, run_tasks
 from lambda_hat.store import Store, read_json, task_id, write_frame, write_json
 from lambda_hat.sweep import Experiment, Sweep, flat_row, load_sweep, record, select
@@ -109,7 +110,8 @@ def report(path: Path, filters: tuple[str, ...] = (), plots: bool = True, output
 
 
 def run(
-    path: Path, card, only: tuple[str, ...], force: bool, dry_run: bool, timeout: float | None, budget: float | None, overrides: tuple[str, ...] = ()
+    path: Path, card, only: tuple[str, ...], force: bool, dry_run: bool, timeout: float | None, budget: float | None, overrides: tuple[str, ...] = (),
+    track: tuple[str, ...] = (),
 ) -> int:
     sweep = load_sweep(path, overrides)
     chosen = select(sweep, only)
@@ -120,6 +122,7 @@ def run(
             click.echo(f"overrides: {' '.join(overrides)}")
         click.echo(describe(sweep, chosen, store, ts))
         return 0
+    backends = tracking.trackers([*track, *sweep.spec.tracking])
     store.check_writable()
     outcomes: dict[str, dict] = {}
     last = [0.0]
@@ -142,4 +145,6 @@ def run(
     left = [name.get(tid, o["label"]) for tid, o in summary.outcomes.items() if o["status"] == "left"]
     if left:
         click.echo(f"budget reached: {len(left)} experiment(s) not started: {', '.join(left)}; rerun to continue")
+    if backends:
+        click.echo(tracking.report(backends, tracking.log_tasks(store, [(t.kind, t.id) for t in ts.values()], backends)))
     return 0 if summary.ok else 1

@@ -1,0 +1,129 @@
+"""Tracking: finished tasks as MLflow and W&B runs (read back through MLflow's client and W&B's
+offline run files), keyed by task ID so exporting twice duplicates nothing."""
+
+import json
+import os
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from conftest import TINY, cli, write_config
+
+mlflow_tracking = pytest.importorskip("mlflow.tracking")
+pytest.importorskip("wandb")
+os.environ["MLFLOW_ALLOW_FILE_STORE"] = "true"  # reading ./mlruns back, as tracking.MLflow writes it
+
+
+def mlflow_runs(project, experiment: str) -> list:
+    client = mlflow_tracking.MlflowClient(tracking_uri=(project / "mlruns").as_uri())
+    exp = client.get_experiment_by_name(experiment)
+    return client.search_runs([exp.experiment_id]) if exp else []
+
+
+def wandb_records(path: Path):
+    """The protobuf records of a W&B run file (.wandb): 7-byte header, then 32 KiB blocks of
+    chunks (4-byte checksum, 2-byte length, 1-byte type: full, first, middle, last)."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    buf, pos, pending, block = path.read_bytes(), 7, b"", 32768
+    assert buf[:4] == b":W&B"
+    while pos + 7 <= len(buf):
+        if block - pos % block < 7:  # a block's tail too short for a chunk header is padding
+            pos += block - pos % block
+            continue
+        length, kind = int.from_bytes(buf[pos + 4 : pos + 6], "little"), buf[pos + 6]
+        data, pos = buf[pos + 7 : pos + 7 + length], pos + 7 + length
+        pending = data if kind in (1, 2) else pending + data
+        if kind in (1, 4):
+            rec = pb.Record()
+            rec.ParseFromString(pending)
+            yield rec
+
+
+def wandb_run(project, task_id: str) -> dict:
+    (run_dir,) = (project / "wandb").glob(f"offline-run-*-{task_id}")
+    out = {"history": [], "config": {}, "summary": {}, "run": None}
+    for r in wandb_records(next(run_dir.glob("run-*.wandb"))):
+        kind = r.WhichOneof("record_type")
+        if kind == "run":
+            out["run"] = r.run
+            out["config"].update({i.key: json.loads(i.value_json) for i in r.run.config.update})
+        elif kind == "history":
+            out["history"].append({i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in r.history.item})
+        elif kind == "summary":
+            out["summary"].update({i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in r.summary.update})
+    out["images"] = sorted(p.name for p in run_dir.glob("files/media/images/**/*.png"))
+    return out
+
+
+def test_llc_runs_in_mlflow_and_export_adds_nothing(project):
+    write_config(project / "config" / "experiments.yaml", TINY)
+    r = cli("workflow", "llc", "--local", "--track", "mlflow", cwd=project, env={"MLFLOW_TRACKING_URI": ""})
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "tracking: 2 new run(s) logged to mlflow file://" in r.stdout
+    df = pd.read_parquet(project / "results" / "llc_runs.parquet")
+    (run,) = mlflow_runs(project, "lambda-hat-llc")
+    (target,) = mlflow_runs(project, "lambda-hat-targets")
+    tags, params, metrics = run.data.tags, run.data.params, run.data.metrics
+    assert tags["lambda_hat.task_id"] == df["run_id"][0] and tags["lambda_hat.kind"] == "llc" and tags["lambda_hat.status"] == "done"
+    assert tags["lambda_hat.code_version"] and target.data.tags["lambda_hat.task_id"] == df["target_id"][0]
+    assert params["sampler.kind"] == "sgld" and params["target"] == df["target_id"][0] and float(params["sampler.step_size"]) == 1e-3
+    assert metrics["llc_mean"] == pytest.approx(df["llc_mean"][0]) and metrics["ess_bulk"] == pytest.approx(df["ess_bulk"][0])
+    assert run.info.status == "FINISHED"
+    r = cli("export", "--mlflow", "mlruns", cwd=project)
+    assert r.returncode == 0 and "tracking: 0 new run(s)" in r.stdout, r.stdout + r.stderr
+    assert len(mlflow_runs(project, "lambda-hat-llc")) == 1 and len(mlflow_runs(project, "lambda-hat-targets")) == 1
+
+
+def test_sweep_histories_and_plots_in_both_trackers(project):
+    """Per-epoch history (loss = 1/(1 + lr·epoch)), plots, params and metrics of each experiment,
+    in MLflow and in W&B's offline files; the sweep file's `tracking:` key works like --track."""
+    sweep = write_config(project / "s.yaml", {
+        "task": "tests.tasks:toy", "rank_by": [{"metric": "score"}], "defaults": {"curve": 4},
+        "grid": {"lr": [0.5, 2.0]}, "tracking": ["wandb"]})  # fmt: skip
+    r = cli("workflow", "sweep", str(sweep), "--local", "--track", "mlflow", cwd=project, env={"MLFLOW_TRACKING_URI": "", "WANDB_API_KEY": ""})
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "tracking: 4 new run(s)" in r.stdout  # 2 experiments × 2 trackers
+    recs = {json.loads(f.read_text())["config"]["lr"]: json.loads(f.read_text()) for f in (project / "results/sweeps/s/experiments").glob("*.json")}
+    client = mlflow_tracking.MlflowClient(tracking_uri=(project / "mlruns").as_uri())
+    for run in mlflow_runs(project, "s"):  # a sweep's experiment is named after the sweep
+        lr = float(run.data.params["lr"])
+        rec = recs[lr]
+        assert run.data.tags["lambda_hat.task_id"] == rec["task_id"] and run.data.metrics["score"] == pytest.approx(rec["metrics"]["score"])
+        hist = client.get_metric_history(run.info.run_id, "history/loss")
+        assert sorted((m.step, m.value) for m in hist) == [(e, pytest.approx(1 / (1 + lr * e))) for e in range(4)]
+        assert [a.path for a in client.list_artifacts(run.info.run_id, "plots")] == ["plots/curve.png"]
+    assert len(mlflow_runs(project, "s")) == 2
+    for lr, rec in recs.items():
+        w = wandb_run(project, rec["task_id"])
+        assert w["run"].run_id == rec["task_id"] and w["run"].display_name == f"s/{rec['experiment_id']}"
+        assert w["config"]["lr"] == lr and w["summary"]["score"] == pytest.approx(rec["metrics"]["score"])
+        losses = [h["history/loss"] for h in w["history"] if "history/loss" in h]
+        assert losses == pytest.approx([1 / (1 + lr * e) for e in range(4)])
+        assert len(w["images"]) == 1 and w["images"][0].startswith("curve")
+    # after the fact, to both: nothing is logged twice
+    r = cli("export", "--mlflow", "--wandb", cwd=project, env={"MLFLOW_TRACKING_URI": "", "WANDB_API_KEY": ""})
+    assert r.returncode == 0 and "tracking: 0 new run(s)" in r.stdout, r.stdout + r.stderr
+    assert len(list((project / "wandb").glob("offline-run-*"))) == 2 and len(mlflow_runs(project, "s")) == 2
+
+
+def test_tracking_input_errors(project, tmp_path):
+    write_config(project / "config" / "experiments.yaml", TINY)
+    shadow = tmp_path / "shadow" / "mlflow"  # a Python where the mlflow client is missing
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise ImportError('no mlflow here')\n")
+    from conftest import ROOT
+
+    r = cli("workflow", "llc", "--local", "--track", "mlflow", cwd=project, env={"PYTHONPATH": f"{tmp_path / 'shadow'}:{ROOT}"})
+    assert r.returncode == 2 and r.stderr.strip() == "error: --track mlflow: the mlflow client is not installed; pip install 'lambda-hat[tracking]'", r.stderr
+    assert not (project / "runs").exists() and not (project / "results").exists()
+    for args, msg in [
+        (("workflow", "llc", "--local", "--track", "neptune"), "--track neptune: unknown tracker; allowed values: mlflow, wandb"),
+        (("workflow", "llc", "--local", "tracking=[tensorboard]"), "tracking[0]: 'tensorboard' is not allowed; allowed values: mlflow, wandb"),
+        (("export",), "export: give --mlflow [URI] and/or --wandb [DIR]"),
+        (("export", "--store", "nowhere", "--mlflow"), "store nowhere: no such directory"),
+    ]:
+        r = cli(*args, cwd=project)
+        assert r.returncode == 2 and msg in r.stderr and len(r.stderr.strip().splitlines()) == 1, (args, r.stderr)
+    assert not (project / "runs").exists() and not (project / "mlruns").exists()
