@@ -27,6 +27,7 @@ def test_kkt_loss_vanishes_at_highs_optimum(tmp_path, problem, size):
     assert float(lp.kkt_loss(lp.kkt_terms(t["A"], t["b"], t["c"], t["x"] + 0.1, t["lam"]))) > 1e-4
 
 
+@pytest.mark.study
 def test_ci_profile_rnd10_all_variants(project):
     """The ci profile on RND-10 (12 variants, about 2 minutes on 2 cores)."""
     r = cli("workflow", "sweep", str(ROOT / "config/sweeps/kkt_ci.yaml"), "--local", "--only", "problem=RND", "--only", "size=10", cwd=project, timeout=900)

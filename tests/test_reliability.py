@@ -83,12 +83,12 @@ def kill_worker_of(project, is_victim) -> None:
 
 
 def test_killed_htex_worker_fails_its_task_only_without_retries(project):
-    slow = {"name": "sgld", "overrides": {"batch_size": None, "draws": 2_000_000, "chains": 1}}
+    slow = {"name": "sgld", "overrides": {"batch_size": None, "draws": 300_000, "chains": 1}}
     write_config(project / "config" / "experiments.yaml", {**TINY, "samplers": TINY["samplers"] + [slow]})
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     args = ["workflow", "llc", "--parsl-card", "local-processes", "--set", "retries=0"]
     proc = subprocess.Popen([*LH, *args], cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    kill_worker_of(project, lambda c: c.get("sampler", {}).get("draws") == 2_000_000)
+    kill_worker_of(project, lambda c: c.get("sampler", {}).get("draws") == 300_000)
     out, err = proc.communicate(timeout=180)
     assert proc.returncode == 1, out + err
     df = pd.read_parquet(project / "results" / "llc_runs.parquet")

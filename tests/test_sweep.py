@@ -41,7 +41,7 @@ def test_expansion_order_dedup_and_full_config(project):
     sw = load_sweep(p)
     # union of one-factor grids; lr=0.02 and width=4 are both the defaults: run once, first name kept
     assert [e.name for e in sw.experiments] == ["lr=0.01", "lr=0.02", "width=2", "c"]
-    assert sw.experiments[0].config == {"seed": 0, "lr": 0.01, "width": 4, "sleep": 0.0, "fail": False}
+    assert sw.experiments[0].config == {"seed": 0, "lr": 0.01, "width": 4, "sleep": 0.0, "fail": False, "curve": 0}
     assert sw.factors == ["lr", "width"]
     # combos before grid when the file says so; seeds name the replicates
     doc2 = {"combos": doc["combos"], **{k: v for k, v in doc.items() if k != "combos"}, "seeds": [3, 5]}
@@ -209,6 +209,7 @@ def test_kill_mid_sweep_then_resume_runs_only_unfinished_and_table_is_live(proje
     assert (pd.read_csv(table).status == "done").all()
 
 
+@pytest.mark.study
 def test_blob_study_reference_has_three_blobs_small_d_does_not(project):
     """The study's own settings, two points only (≈ 100 s on 2 cores): shorter training (300
     steps) has not formed the blobs yet, so no faster setting tests the claim. Over seeds 0-2 the
