@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+import importlib
+import json
+import re
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import ClassVar, Literal
 
@@ -56,18 +59,43 @@ class Quadratic:
     n: int = field(default=1000, metadata={"gt": 1})
 
 
-MODEL_KINDS = {"mlp": MLP, "dln": DLN, "quadratic": Quadratic}
+@dataclass(frozen=True)
+class Custom:
+    """A user's own target: `fn` ("module:function") is called as build(options + {seed}) and
+    returns apply, params, x, y, loss (per sample) and optionally x_test, y_test, llc_true
+    (targets.custom_problem). Keys besides kind, fn and version are the options; `version` enters
+    the target ID with them: bump it when build's code changes its result."""
+
+    kind: Literal["custom"] = "custom"
+    fn: str = ""
+    version: int = field(default=1, metadata=nonneg())
+    options: dict = field(default_factory=dict)
+
+    def check(self, bad):
+        if not re.fullmatch(r"[\w.]+:\w+", self.fn):
+            bad("fn", f"expected 'module:function', e.g. mypkg.targets:build, got {self.fn!r}")
+
+
+MODEL_KINDS = {"mlp": MLP, "dln": DLN, "quadratic": Quadratic, "custom": Custom}
+DIGITS_TRAIN = 1437  # scikit-learn's 1 797 digits, less a fixed, seeded test split of 360
 
 
 @dataclass(frozen=True)
 class Data:
     ALIASES: ClassVar[dict] = {"n_data": "n", "noise": "noise_model"}
 
+    # teacher: regression data labelled by a random network (x_dist, noise); digits: scikit-learn's
+    # handwritten digits (8×8 images, 10 classes), a softmax classifier's data, n ≤ 1 437 of them
+    source: Literal["teacher", "digits"] = "teacher"
     n: int = field(default=1000, metadata={"gt": 1})
     x_dist: Literal["gauss_iso", "gauss_aniso", "mixture", "heavy_tail"] = "gauss_iso"
     noise_model: Literal["gauss", "student_t"] = "gauss"
     noise_scale: float = field(default=0.1, metadata=positive())
     student_df: float = field(default=5.0, metadata={"gt": 2})  # > 2 keeps the variance finite
+
+    def check(self, bad):
+        if self.source == "digits" and self.n > DIGITS_TRAIN:
+            bad("n", f"digits has {DIGITS_TRAIN} training images, got n = {self.n}")
 
 
 @dataclass(frozen=True)
@@ -176,13 +204,20 @@ class SamplerEntry:
 
 
 @dataclass(frozen=True)
+class Checkpoints:
+    every: int = field(metadata=positive())
+
+
+@dataclass(frozen=True)
 class TargetEntry:
-    model: str
+    model: str | dict  # a preset name, or the model section itself ({kind: custom, fn: …})
     data: str | None = None
     teacher: str | None = None  # a teacher preset; null or _null: the student's architecture
     seed: int = field(default=0, metadata=nonneg())
     overrides: dict = field(default_factory=dict)
     samplers: list[SamplerEntry] | None = None  # replaces the top-level list for this target
+    # λ̂ over training: the samplers also run at these training steps ({every: K} or a list)
+    checkpoints: Checkpoints | list[int] | None = None
 
 
 @dataclass(frozen=True)
@@ -214,6 +249,8 @@ class Target:
     seed: int
     x64: bool
     teacher: Teacher | None = None  # None: the student's architecture
+    step: int | None = None  # a checkpoint: the training step it was taken at
+    trajectory: str | None = None  # the label of the target whose checkpoints it belongs to
 
     def semantic(self) -> dict:
         """What determines the trained target; its hash is the target ID."""
@@ -292,36 +329,110 @@ def _dict(value, where: str, key: str) -> dict:
 # ---------------------------------------------------------------- resolution
 
 
+def _model_section(entry: TargetEntry, path: Path, key: str) -> tuple[dict, dict, str]:
+    """(model dict, preset training dict, label) from a preset name or an inline model mapping."""
+    where = str(path)
+    if isinstance(entry.model, dict):
+        kind = entry.model.get("kind")
+        name = entry.model.get("fn", "").rpartition(":")[2] if kind == "custom" else str(kind)
+        return dict(entry.model), {}, name or "custom"
+    preset = load_preset("model", entry.model, path, where, f"{key}.model")
+    for k in preset:
+        if k not in ("model", "training"):
+            fail(where, f"{key}.model", f"preset {entry.model!r} has unknown section {k!r}; allowed: model, training")
+    return _dict(preset.get("model", {}), where, f"{key}.model"), _dict(preset.get("training", {}), where, f"{key}.training"), entry.model
+
+
+def _custom(model_dict: dict, where: str, key: str) -> dict:
+    """A custom model's own keys besides kind, fn and version are its options (JSON-able)."""
+    known = {f.name for f in fields(Custom)}
+    extra = {k: v for k, v in model_dict.items() if k not in known}
+    try:
+        json.dumps(extra)
+    except (TypeError, ValueError):
+        fail(where, key, f"custom model options must be plain data (numbers, strings, lists, mappings), got {extra!r}")
+    out = {k: v for k, v in model_dict.items() if k in known}
+    return {**out, "options": {**_dict(out.get("options", {}), where, f"{key}.options"), **extra}}
+
+
+def _check_importable(fn: str, where: str, key: str) -> None:
+    module, _, name = fn.partition(":")
+    try:
+        getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as e:
+        fail(where, key, f"{fn!r} cannot be imported ({type(e).__name__}: {e})")
+
+
 def resolve_target(entry: TargetEntry, x64: bool, path: Path, key: str) -> Target:
     where = str(path)
     over = _dict(entry.overrides, where, f"{key}.overrides")
     for k in over:
         if k not in ("model", "data", "training", "teacher"):
             fail(where, f"{key}.overrides.{k}", "unknown key; allowed keys: model, data, training, teacher")
-    preset = load_preset("model", entry.model, path, where, f"{key}.model")
-    for k in preset:
-        if k not in ("model", "training"):
-            fail(where, f"{key}.model", f"preset {entry.model!r} has unknown section {k!r}; allowed: model, training")
-    model_dict = deep_merge(_dict(preset.get("model", {}), where, f"{key}.model"), _dict(over.get("model", {}), where, f"{key}.overrides.model"))
+    model_dict, train_preset, name = _model_section(entry, path, key)
+    model_dict = deep_merge(model_dict, _dict(over.get("model", {}), where, f"{key}.overrides.model"))
+    if model_dict.get("kind") == "custom":
+        model_dict = _custom(model_dict, where, f"{key}.model")
+    data = None
+    if entry.data is not None and model_dict.get("kind") not in ("quadratic", "custom"):
+        layers = [load_preset("data", entry.data, path, where, f"{key}.data"), _dict(over.get("data", {}), where, f"{key}.overrides.data")]
+        data = build(Data, deep_merge(*(canonical(Data, d, where, f"{key}.data") for d in layers)), where, f"{key}.data")
+        if data.source == "digits":  # the data set fixes the network's inputs and outputs
+            if model_dict.get("kind") != "mlp":
+                fail(where, f"{key}.data", f"digits is a classification data set for mlp models, not {model_dict.get('kind')!r}")
+            model_dict = {**model_dict, "in_dim": 64, "out_dim": 10}
     model = _tagged(MODEL_KINDS, model_dict, where, f"{key}.model")
     has_teacher = entry.teacher not in (None, "_null") or "teacher" in over
-    if isinstance(model, Quadratic):
+    if isinstance(model, (Quadratic, Custom)):
+        what = "it has no data" if isinstance(model, Quadratic) else "build() makes its data"
         unused = (["data"] if entry.data is not None else []) + (["teacher"] if has_teacher else [])
-        unused += [f"overrides.{k}" for k in ("data", "training") if k in over]
+        unused += [f"overrides.{k}" for k in (("data", "training") if isinstance(model, Quadratic) else ("data",)) if k in over]
         if unused:
-            fail(where, f"{key}.{unused[0]}", "not used by model kind 'quadratic' (it has no data); remove it")
-        data = training = teacher = None
+            fail(where, f"{key}.{unused[0]}", f"not used by model kind {model.kind!r} ({what}); remove it")
+        teacher = None
+        if isinstance(model, Custom):
+            _check_importable(model.fn, where, f"{key}.model.fn")
     else:
         if entry.data is None:
             fail(where, f"{key}.data", f"missing required key; available: {', '.join(available_presets('data', path))}")
-        layers = [load_preset("data", entry.data, path, where, f"{key}.data"), _dict(over.get("data", {}), where, f"{key}.overrides.data")]
-        data_dict = deep_merge(*(canonical(Data, d, where, f"{key}.data") for d in layers))
-        data = build(Data, data_dict, where, f"{key}.data")
-        train_dict = deep_merge(_dict(preset.get("training", {}), where, f"{key}.training"), _dict(over.get("training", {}), where, f"{key}.overrides.training"))
-        training = build(Training, train_dict, where, f"{key}.training")
+        if data.source == "digits" and has_teacher:
+            fail(where, f"{key}.teacher", "digits has its own labels; remove the teacher")
         teacher = resolve_teacher(entry, model, over, path, key) if has_teacher else None
-    label = f"{entry.model}" + (f"/{entry.data}" if data else "") + (f"/t:{entry.teacher}" if teacher else "") + f"/s{entry.seed}"
+    training = None
+    if not isinstance(model, Quadratic):
+        train_dict = deep_merge(train_preset, _dict(over.get("training", {}), where, f"{key}.overrides.training"))
+        if data is not None and data.source == "digits":
+            # a classifier separates its training set: cross-entropy's infimum is at infinity, and
+            # polishing would chase it (train loss 1e-18, test loss up 30×): no polish unless asked
+            train_dict.setdefault("polish_steps", 0)
+        training = build(Training, train_dict, where, f"{key}.training")
+    label = name + (f"/{entry.data}" if data else "") + (f"/t:{entry.teacher}" if teacher else "") + f"/s{entry.seed}"
     return Target(label, entry, model, data, training, entry.seed, x64, teacher)
+
+
+def checkpoints(t: Target, path: Path, key: str) -> list[Target]:
+    """The target at each checkpoint step: the same training stopped there, unpolished (a
+    checkpoint is where training was, not a minimum), then the target itself (converged:
+    polished), which is the last checkpoint when it is not polished."""
+    spec = t.entry.checkpoints
+    if spec is None:
+        return []
+    where = str(path)
+    if t.training is None:
+        fail(where, f"{key}.checkpoints", f"model kind {t.model.kind!r} is not trained; it has no checkpoints")
+    total = t.training.steps
+    steps = list(range(spec.every, total + 1, spec.every)) if isinstance(spec, Checkpoints) else sorted(set(spec))
+    for s in steps:
+        if not 0 < s <= total:
+            fail(where, f"{key}.checkpoints", f"steps must be within 1…{total} (training.steps), got {s}")
+    if not steps:
+        fail(where, f"{key}.checkpoints.every", f"must be <= training.steps ({total}), got {spec.every}")
+    out = [replace(t, label=f"{t.label}@{s}", training=replace(t.training, steps=s, polish_steps=0), step=s, trajectory=t.label) for s in steps]
+    if out[-1].semantic() == t.semantic():  # unpolished training: its last checkpoint is the target
+        out[-1] = replace(t, step=total, trajectory=t.label)
+    else:
+        out.append(t)
+    return out
 
 
 def resolve_teacher(entry: TargetEntry, model, over: dict, path: Path, key: str) -> Teacher | None:
@@ -369,6 +480,7 @@ def load_plan(path: Path, overrides: tuple[str, ...] = ()) -> Plan:
         targets.append(t)
     labels = [t.label for t in targets]  # same presets, different overrides: number them
     targets = [replace(t, label=f"{t.label}#{i}") if labels.count(t.label) > 1 else t for i, t in enumerate(targets)]
+    points = [checkpoints(t, path, f"targets[{i}]") or [t] for i, t in enumerate(targets)]
     runs = []
     for i, (te, t) in enumerate(zip(cfg.targets, targets)):
         entries, skey = (te.samplers, f"targets[{i}].samplers") if te.samplers is not None else (cfg.samplers, "samplers")
@@ -383,8 +495,8 @@ def load_plan(path: Path, overrides: tuple[str, ...] = ()) -> Plan:
                 fail(str(path), f"{skey}[{j}]", f"duplicates {skey}[{seen[skey_]}] (same resolved config)")
             seen[skey_] = j
             name = se.name if names.count(se.name) == 1 else f"{se.name}#{j}"
-            runs.append(Run(f"{name}@{t.label}", name, se, s, t))
-    return Plan(path, cfg, targets, runs)
+            runs += [Run(f"{name}@{p.label}", name, se, s, p) for p in points[i]]
+    return Plan(path, cfg, [p for ps in points for p in ps], runs)
 
 
 __all__ = ["InputError", "load_plan", "Plan", "Target", "Run"]

@@ -30,6 +30,21 @@ def noise(cfg, shape, key) -> jnp.ndarray:
     return cfg.noise_scale * jax.random.t(key, df, shape) * jnp.sqrt((df - 2) / df)  # variance σ²
 
 
+DIGITS_TEST = 360  # held out by a fixed permutation (seed 0), whatever the target's seed
+
+
+def digits(n: int):
+    """scikit-learn's handwritten digits (shipped with it: nothing is downloaded), pixels scaled to
+    [0, 1], labels one-hot: ((x, y) of the first n training images, (x, y) of the test images)."""
+    import numpy as np
+    from sklearn.datasets import load_digits
+
+    x, labels = load_digits(return_X_y=True)
+    order = np.random.default_rng(0).permutation(len(x))
+    x, y = jnp.asarray(x[order] / 16.0, jnp.result_type(float)), jax.nn.one_hot(labels[order], 10, dtype=jnp.result_type(float))
+    return (x[DIGITS_TEST:][:n], y[DIGITS_TEST:][:n]), (x[:DIGITS_TEST], y[:DIGITS_TEST])
+
+
 def make(cfg, dim: int, teacher_fn, key) -> tuple[jnp.ndarray, jnp.ndarray]:
     kx, kn = jax.random.split(key)
     x = inputs(cfg, dim, kx)

@@ -148,16 +148,21 @@ def diagnose_target(ctx) -> dict:
 
     arrays = np.load(target_dir / "target.npz")
     prob = problem(sem)
+    fig, axes = plt.subplots(1, 2 if prob.teacher else 1, figsize=(10 if prob.teacher else 6, 3.8), squeeze=False)
+    axes = axes[0]
+    axes[0].semilogy(arrays["train_curve"], lw=0.8, label="training loss (batch)")
+    axes[0].axhline(metrics["final_loss"], color="C1", ls="--", lw=1, label=f"train L_n(w*) = {metrics['final_loss']:.4g}")
+    if metrics.get("test_loss") is not None:
+        axes[0].axhline(metrics["test_loss"], color="C2", ls=":", lw=1.2, label=f"test loss = {metrics['test_loss']:.4g}")
+    acc = f" (accuracy: train {metrics['train_accuracy']:.3f}, test {metrics['test_accuracy']:.3f})" if "test_accuracy" in metrics else ""
+    axes[0].set(title=f"Training{acc}", xlabel="optimiser step", ylabel="loss [nats / sample]")
+    axes[0].legend(fontsize=8)
+    if not prob.teacher:  # real or user-made data: no noiseless truth to compare with
+        fig.suptitle(f"Target fit: {sem['model']['kind']} (d = {metrics['d']}, n = {metrics['n']})")
+        return {"plots": {"target": _save(fig, ctx.workdir / "target.png")}}
     xt, yt = prob.test()
     w = jnp.asarray(arrays["w_star"], xt.dtype)
     pred, truth = np.asarray(prob.predict(w, xt))[:, 0], np.asarray(prob.teacher(xt))[:, 0]
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    axes[0].semilogy(arrays["train_curve"], lw=0.8, label="training loss (batch)")
-    axes[0].axhline(metrics["final_loss"], color="C1", ls="--", lw=1, label=f"train L_n(w*) = {metrics['final_loss']:.4g}")
-    axes[0].axhline(metrics["test_loss"], color="C2", ls=":", lw=1.2, label=f"test loss = {metrics['test_loss']:.4g}")
-    axes[0].set(title="Training", xlabel="optimiser step", ylabel="loss [nats / sample]")
-    axes[0].legend(fontsize=8)
     lo, hi = float(min(pred.min(), truth.min())), float(max(pred.max(), truth.max()))
     axes[1].scatter(truth, pred, s=3, alpha=0.4)
     axes[1].plot([lo, hi], [lo, hi], color="k", lw=1, label="prediction = teacher")

@@ -11,6 +11,7 @@ import os
 import shutil
 from pathlib import Path
 
+from . import trajectory
 from .store import read_json, tmp_path
 
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
@@ -90,6 +91,14 @@ def build(rows: list[dict], run_diag: dict, target_diag: dict, out: Path) -> Pat
     page = [f"<!doctype html><meta charset='utf-8'><title>lambda-hat gallery</title><style>{STYLE}</style>",
             "<h1>LLC estimates</h1>", "<img src='comparison.png' alt='comparison of samplers'>"]  # fmt: skip
     md = ["# LLC estimates", "", "![comparison of samplers](comparison.png)", ""]
+    traj = trajectory.rows(rows)
+    for i, name in enumerate(dict.fromkeys(r["target"] for r in traj)):  # λ̂ over training, per target
+        if i == 0:
+            page.append("<h2>LLC over training</h2>")
+            md += ["## LLC over training", ""]
+        trajectory.plot([r for r in traj if r["target"] == name], tmp / f"trajectory-{i}.png")
+        page.append(f"<img src='trajectory-{i}.png' alt='LLC over training: {html.escape(name)}'>")
+        md += [f"![LLC over training: {name}](trajectory-{i}.png)", ""]
     for target in dict.fromkeys(r["target"] for r in rows):
         sub = [r for r in rows if r["target"] == target]
         tid = sub[0]["target_id"]

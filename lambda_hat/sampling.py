@@ -25,8 +25,9 @@ def llc_finite(post, model: dict) -> float | None:
     return theory.gaussian_finite_n(np.linalg.eigvalsh(0.5 * (H + H.T)), post.n_beta, post.gamma)
 
 
-def estimate(post, cfg, model: dict, log=lambda msg: None):
-    """Calibrate, sample, summarise and check one run: (metrics with warnings, trace)."""
+def estimate(post, cfg, model: dict, log=lambda msg: None, llc_true: float | None = None):
+    """Calibrate, sample, summarise and check one run: (metrics with warnings, trace). The true
+    λ is theory's for the model, or `llc_true` (a custom target's own)."""
     import jax
 
     from . import calibration, checks, samplers, theory, traces
@@ -51,7 +52,7 @@ def estimate(post, cfg, model: dict, log=lambda msg: None):
         fge=trace.fge, n=post.n, d=post.dim, n_beta=post.n_beta, gamma=post.gamma, L_star=post.L_star, sample_sec=sec,
         calibration_sec=spec.seconds, grad_norm=spec.grad_norm, wstar_shift=spec.wstar_shift,
         min_curvature=float(spec.theta.min()), max_curvature=float(spec.theta.max()),
-        llc_true=theory.known_llc(model), llc_finite=llc_finite(post, model),
+        llc_true=theory.known_llc(model) if llc_true is None else llc_true, llc_finite=llc_finite(post, model),
     )  # fmt: skip
     for col in ("llc_true", "llc_finite"):
         out[col.replace("llc", "err")] = (out["llc_mean"] - out[col]) / out[col] if out[col] else None
@@ -87,7 +88,7 @@ def sample_run(ctx) -> dict:
     cfg = build(SAMPLER_KINDS[ctx.config["sampler"]["kind"]], ctx.config["sampler"], "<run config>")
     post = load_posterior(target_dir, target_sem, cfg.posterior.beta0, cfg.posterior.gamma)
     ctx.log(f"{cfg.kind}: d={post.dim} n={post.n} nβ={post.n_beta:.4g} L*={post.L_star:.6g} x64={jax.config.jax_enable_x64}")
-    out, trace = estimate(post, cfg, target_sem["model"], ctx.log)
+    out, trace = estimate(post, cfg, target_sem["model"], ctx.log, (read_json(target_dir / "metrics.json") or {}).get("llc_true"))
     traces.annotate(trace.idata, {"config": ctx.config, "target_id": ctx.deps[0].name})
     traces.write(trace.idata, ctx.workdir / "trace.nc")
     ctx.log(f"λ̂ = {out['llc_mean']:.4g} ± {out['llc_sem']:.2g} (ESS {out['ess_bulk']:.0f}, R̂ {out['r_hat']:.3f}) in {out['sample_sec']:.1f} s")

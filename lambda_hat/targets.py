@@ -29,9 +29,44 @@ class Problem(NamedTuple):
     y: object
     loss: Callable  # loss(w, (x, y)): mean negative log-likelihood per sample
     predict: Callable  # predict(w, x): the network's outputs
-    teacher: Callable  # teacher(x): the noiseless truth
+    teacher: Callable | None  # teacher(x): the noiseless truth, where there is one
     w0: object  # initial flat parameters
-    test: Callable  # test(): a fresh data set from the same distribution (same size)
+    test: Callable | None  # test(): held-out data (a fresh draw of the same size for generated data)
+    classify: bool = False  # y one-hot, loss softmax cross-entropy: accuracy is reported
+    llc_true: float | None = None  # a custom target's own known λ
+
+
+def _softmax_ce(logits, y_onehot):
+    import jax
+
+    return -(y_onehot * jax.nn.log_softmax(logits)).sum(axis=-1)
+
+
+def custom_problem(model, seed: int) -> Problem:
+    """A user's target from its build function (config.Custom)."""
+    import importlib
+
+    import jax.numpy as jnp
+    from jax.flatten_util import ravel_pytree
+
+    module, _, name = model.fn.partition(":")
+    out = getattr(importlib.import_module(module), name)({**model.options, "seed": seed})
+    missing = [k for k in ("apply", "params", "x", "y", "loss") if k not in (out or {})]
+    if missing:
+        raise TaskFailed(f"{model.fn} returned no {', '.join(missing)}: build(cfg) must return apply, params, x, y, loss")
+    dtype = jnp.result_type(float)
+    w0, unravel = ravel_pytree(out["params"])
+    apply, per_sample = out["apply"], out["loss"]
+    x, y = jnp.asarray(out["x"], dtype), jnp.asarray(out["y"], dtype)
+
+    def predict(w, bx):
+        return apply(unravel(w), bx)
+
+    def loss(w, batch):
+        return jnp.mean(per_sample(predict(w, batch[0]), batch[1]))
+
+    test = (lambda: (jnp.asarray(out["x_test"], dtype), jnp.asarray(out["y_test"], dtype))) if "x_test" in out else None
+    return Problem(x, y, loss, predict, None, w0.astype(dtype), test, False, out.get("llc_true"))
 
 
 def problem(sem: dict) -> Problem:
@@ -44,7 +79,21 @@ def problem(sem: dict) -> Problem:
     from .models import in_out, network, teacher
 
     model, data, _ = typed(sem)
+    if model.kind == "custom":
+        return custom_problem(model, sem["seed"])
     k_teacher, k_data, k_init = jax.random.split(jax.random.PRNGKey(sem["seed"]), 3)
+    if data.source == "digits":
+        (x, y), held_out = datagen.digits(data.n)
+        net = network(model)
+        w0, unravel = ravel_pytree(net.init(k_init, x[:1]))
+
+        def predict(w, bx):
+            return net.apply(unravel(w), bx)
+
+        def ce(w, batch):
+            return jnp.mean(_softmax_ce(predict(w, batch[0]), batch[1]))
+
+        return Problem(x, y, ce, predict, None, w0.astype(x.dtype), lambda: held_out, classify=True)
     din, _ = in_out(model)
     truth = teacher(model, k_teacher, typed_teacher(sem))
     x, y = datagen.make(data, din, truth, k_data)
@@ -79,7 +128,8 @@ def train_target(ctx) -> dict:
         np.savez(ctx.workdir / "target.npz", w_star=np.asarray(w))
         return {"d": model.dim, "n": model.n, "L_star": 0.0, "final_loss": 0.0, "grad_norm": 0.0, "train_sec": 0.0}
 
-    x, y, loss, _, _, w0, test = problem(sem)
+    prob = problem(sem)
+    x, y, loss, w0, test = prob.x, prob.y, prob.loss, prob.w0, prob.test
     opt = {"adam": optax.adam, "sgd": optax.sgd}[training.optimizer](training.lr)
     full = (x, y)
     draw_batch = Batcher(full, jax.random.PRNGKey(sem["seed"] + 2), training.batch_size)
@@ -103,14 +153,20 @@ def train_target(ctx) -> dict:
     L_star, g = jax.value_and_grad(loss)(w, full)
     L_star, grad_norm = float(L_star), float(jnp.linalg.norm(g))
     np.savez(ctx.workdir / "target.npz", w_star=np.asarray(w), x=np.asarray(x), y=np.asarray(y), train_curve=curve)
-    test_loss = float(loss(w, test()))
+    held_out = test() if test else None
+    test_loss = float(loss(w, held_out)) if held_out else None
+    extra = {"llc_true": prob.llc_true} if prob.llc_true is not None else {}
+    if prob.classify:  # accuracy of the arg-max class
+        acc = lambda xy: float(jnp.mean(jnp.argmax(prob.predict(w, xy[0]), -1) == jnp.argmax(xy[1], -1)))  # noqa: E731
+        extra.update(train_accuracy=acc(full), test_accuracy=acc(held_out))
     ctx.log(
         f"trained {training.steps} steps: L_n = {float(trained_loss):.6g}, |grad| = {trained_grad:.3g}; "
-        f"polished {training.polish_steps} full-batch steps: L_n(w*) = {L_star:.6g}, |grad| = {grad_norm:.3g}; test {test_loss:.6g}"
+        f"polished {training.polish_steps} full-batch steps: L_n(w*) = {L_star:.6g}, |grad| = {grad_norm:.3g}; test {test_loss}"
+        + (f"; accuracy train {extra['train_accuracy']:.3f}, test {extra['test_accuracy']:.3f}" if prob.classify else "")
     )
     return {
-        "d": int(w.size), "n": data.n, "L_star": L_star, "final_loss": L_star, "test_loss": test_loss,
-        "grad_norm": grad_norm, "grad_norm_trained": trained_grad, "train_sec": time.time() - t0,
+        "d": int(w.size), "n": int(x.shape[0]), "L_star": L_star, "final_loss": L_star, "test_loss": test_loss,
+        "grad_norm": grad_norm, "grad_norm_trained": trained_grad, "train_sec": time.time() - t0, **extra,
     }  # fmt: skip
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 import yaml
 
-from lambda_hat import tracking
+from lambda_hat import tracking, trajectory
 from lambda_hat.config import Plan, load_plan
 from lambda_hat.runner import Summary, Task, run_tasks
 from lambda_hat.store import Store, crashpoint, read_json, tmp_path, write_frame
@@ -101,7 +101,9 @@ def rows(plan: Plan, store: Store, targets: dict, runs: dict, outcomes: dict | N
         tmetrics = read_json(store.dir(TARGETS, tt.id) / "metrics.json") or {}
         row = {
             "target_id": tt.id, "run_id": rt.id, "sampler": r.name, "sampler_kind": r.sampler.kind,
-            "target": r.target.label, "model": r.target.entry.model, "data": r.target.entry.data, "seed": r.target.seed,
+            "target": r.target.label, "model": model_name(r.target.entry.model), "data": r.target.entry.data, "seed": r.target.seed,
+            "trajectory": r.target.trajectory, "step": r.target.step, "train_loss": tmetrics.get("final_loss"),
+            "test_loss": tmetrics.get("test_loss"), "train_accuracy": tmetrics.get("train_accuracy"), "test_accuracy": tmetrics.get("test_accuracy"),
             "n": tmetrics.get("n"), "d": tmetrics.get("d"), "status": status, "error": error,
             "walltime_sec": m.get("walltime_sec"), "host": m.get("host"), "slurm_job_id": m.get("slurm_job_id"),
         }  # fmt: skip
@@ -116,6 +118,11 @@ def rows(plan: Plan, store: Store, targets: dict, runs: dict, outcomes: dict | N
         row.update(_flat("sampler.", plain(r.sampler)))
         out.append(row)
     return out
+
+
+def model_name(model) -> str:
+    """A preset's name, or an inline model's function (custom) or kind."""
+    return model if isinstance(model, str) else str(model.get("fn") or model.get("kind"))
 
 
 def write_table(table: list[dict], results: Path) -> Path:
@@ -151,7 +158,10 @@ def write_retry(plan: Plan, table: list[dict], runs: dict, results: Path) -> Pat
     for t in plan.targets:
         samplers = [{k: v for k, v in plain(r.entry).items() if v is not None} for r in plan.runs if r.target is t and r.label in failed]
         if samplers:
-            entry = {k: v for k, v in plain(t.entry).items() if v is not None and v != {}}
+            entry = {k: v for k, v in plain(t.entry).items() if v is not None and v != {} and k != "checkpoints"}
+            if t.trajectory and t.label != t.trajectory:  # a checkpoint: its training, stopped there
+                over = entry.get("overrides", {})
+                entry["overrides"] = {**over, "training": {**over.get("training", {}), "steps": t.training.steps, "polish_steps": 0}}
             entries.append({**entry, "samplers": samplers})
     if not entries:
         path.unlink(missing_ok=True)
@@ -218,7 +228,8 @@ def run(
         apply_strict(table)
     path = write_table(table, results)
     retry = write_retry(plan, table, runs, results)
-    click.echo(f"llc: {summary.line()}; results in {path}")
+    traj = trajectory.write(trajectory.rows(table), results)
+    click.echo(f"llc: {summary.line()}; results in {path}" + (f" and {traj}" if traj else ""))
     if with_promote:
         click.echo(f"gallery: {promote(store, table, targets, runs, results)[0]}")
     for row in table:
