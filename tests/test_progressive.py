@@ -63,9 +63,15 @@ def test_progressive_small_beats_baselines_and_chains(project):
     pid = {r.stage: json.loads((project / "runs/stage" / r.stage_id / "manifest.json").read_text())["pid"] for r in final.itertuples()}
     pid1 = json.loads((project / "runs/stage" / df[df.stage == "s16"].stage_id.iloc[0] / "manifest.json").read_text())["pid"]
     assert pid["s32"] != pid1
-    # a rerun computes nothing; changing stage 2 reruns stage 2 only
-    r = cli("workflow", "progressive", "--local", cwd=project)
-    assert "0 done, 4 reused" in r.stdout, r.stdout
+    # a rerun computes nothing (and --track logs the finished stages and data as MLflow runs);
+    # changing stage 2 reruns stage 2 only
+    r = cli("workflow", "progressive", "--local", "--track", "mlflow", cwd=project, env={"MLFLOW_TRACKING_URI": ""})
+    assert "0 done, 4 reused" in r.stdout and "tracking: 4 new run(s) logged to mlflow" in r.stdout, r.stdout + r.stderr
+    mlflow = pytest.importorskip("mlflow.tracking")
+    os.environ["MLFLOW_ALLOW_FILE_STORE"] = "true"
+    client = mlflow.MlflowClient(tracking_uri=(project / "mlruns").as_uri())
+    stages = client.search_runs([client.get_experiment_by_name("lambda-hat-stage").experiment_id])
+    assert {s.data.tags["lambda_hat.task_id"] for s in stages} == set(df.stage_id) and sorted(s.info.run_name for s in stages) == ["stage s16", "stage s32"]
     SMALL2 = {**SMALL, "stages": [SMALL["stages"][0], {**SMALL["stages"][1], "lr": 0.001}]}
     write_config(p, SMALL2)
     r = cli("workflow", "progressive", "--local", cwd=project)
