@@ -81,8 +81,9 @@ def available_cards() -> list[str]:
     return sorted(names)
 
 
-def find_card(name) -> Path:
-    """A path, else NAME or NAME.yaml under ./parsl_cards/, else among the packaged cards."""
+def find_card(name, asked: str = "--parsl-card") -> Path:
+    """A path, else NAME or NAME.yaml under ./parsl_cards/, else among the packaged cards;
+    `asked` names where the name came from in the error."""
     path = Path(name)
     if path.is_file():
         return path
@@ -91,7 +92,7 @@ def find_card(name) -> Path:
         for cand in (root / rel, root / rel.with_name(rel.name + ".yaml")):
             if cand.is_file():
                 return cand
-    raise InputError(f"--parsl-card {name}: no such file or card; available cards: {', '.join(available_cards())}")
+    raise InputError(f"{asked} {name}: no such file or card; available cards: {', '.join(available_cards())}")
 
 
 def load_card(path: Path | None, sets: tuple[str, ...] = ()) -> Card:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 import re
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import ClassVar, Literal
 
-from .typed import Duration, InputError, apply_overrides, build, canonical, deep_merge, fail, load_yaml, nonneg, plain, positive
+from .typed import Duration, InputError, apply_overrides, build, canonical, import_ref, deep_merge, fail, load_yaml, nonneg, plain, positive
 
 # ---------------------------------------------------------------- models, data, training
 
@@ -355,14 +354,6 @@ def _custom(model_dict: dict, where: str, key: str) -> dict:
     return {**out, "options": {**_dict(out.get("options", {}), where, f"{key}.options"), **extra}}
 
 
-def _check_importable(fn: str, where: str, key: str) -> None:
-    module, _, name = fn.partition(":")
-    try:
-        getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError) as e:
-        fail(where, key, f"{fn!r} cannot be imported ({type(e).__name__}: {e})")
-
-
 def resolve_target(entry: TargetEntry, x64: bool, path: Path, key: str) -> Target:
     where = str(path)
     over = _dict(entry.overrides, where, f"{key}.overrides")
@@ -391,7 +382,7 @@ def resolve_target(entry: TargetEntry, x64: bool, path: Path, key: str) -> Targe
             fail(where, f"{key}.{unused[0]}", f"not used by model kind {model.kind!r} ({what}); remove it")
         teacher = None
         if isinstance(model, Custom):
-            _check_importable(model.fn, where, f"{key}.model.fn")
+            import_ref(model.fn, where, f"{key}.model.fn")
     else:
         if entry.data is None:
             fail(where, f"{key}.data", f"missing required key; available: {', '.join(available_presets('data', path))}")

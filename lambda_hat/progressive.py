@@ -13,7 +13,7 @@ from typing import Literal
 import numpy as np
 
 from .cards import find_card
-from .typed import Duration, InputError, apply_overrides, build, load_yaml, positive
+from .typed import Duration, apply_overrides, build, load_yaml, positive
 
 Family = Literal["uniform", "euclidean", "clustered", "lowrank"]
 TOL = 1e-5  # relative float32 slack allowed in D(û) <= OPT
@@ -74,10 +74,7 @@ def load(path: Path, overrides: tuple[str, ...] = ()) -> Progressive:
     cfg = build(Progressive, apply_overrides(load_yaml(path), overrides, str(path)), str(path))
     for i, s in enumerate(cfg.stages):  # the card itself is validated when the tasks are built
         if s.card:
-            try:
-                find_card(s.card)
-            except InputError as e:
-                raise InputError(f"{path}: stages[{i}].card: {str(e).removeprefix('--parsl-card ')}") from None
+            find_card(s.card, f"{path}: stages[{i}].card:")
     return cfg
 
 

@@ -70,12 +70,15 @@ def impact(done: pd.DataFrame, factor: str, factors: list[str], metrics) -> pd.D
     if levels != {True, False}:
         return None
     others = [f for f in factors if f != factor and f in done]
-    if "seed" in done and "seed" not in others:
+    if "seed" in done and done["seed"].notna().all() and "seed" not in others:
         others.append("seed")
     rows = []
     for r in metrics:
         d = done.dropna(subset=[r.metric, factor]).astype({factor: bool})
-        on, off = (d[d[factor] == v].set_index(others)[r.metric] if others else d[d[factor] == v][r.metric].reset_index(drop=True) for v in (True, False))
+        # a pair: the mean of each side over the experiments equal in every other factor
+        # (without other factors, the one pair of overall means)
+        key = others or (lambda _: 0)
+        on, off = (d[d[factor] == v].groupby(key)[r.metric].mean() for v in (True, False))
         diff = (on - off).dropna()
         if len(diff):
             better = (diff > 0) if r.goal == "max" else (diff < 0)

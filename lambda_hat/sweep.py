@@ -8,7 +8,6 @@ their products), named `combos`, `replicates` or `seeds`, and the metrics to `ra
 from __future__ import annotations
 
 import functools
-import importlib
 import itertools
 import re
 from dataclasses import dataclass, field
@@ -18,7 +17,7 @@ from typing import Literal
 
 import yaml
 
-from .typed import Duration, InputError, apply_overrides, build, deep_merge, fail, load_yaml, plain, positive, read_yaml
+from .typed import Duration, InputError, apply_overrides, build, deep_merge, fail, import_ref, load_yaml, plain, positive, read_yaml
 
 # Metric keys a task returns that describe its cost; a returned "efficiency" mapping adds more.
 EFFICIENCY = ("params", "epochs")
@@ -144,20 +143,11 @@ def _grid_points(spec: SweepFile, where: str) -> list[tuple[str, dict]]:
     return points
 
 
-def _task_fn(spec: SweepFile, where: str):
-    module, _, name = spec.task.partition(":")
-    try:
-        fn = getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError) as e:
-        fail(where, "task", f"{spec.task!r} cannot be imported ({type(e).__name__}: {e})")
-    return fn
-
-
 def load_sweep(path: Path, overrides: tuple[str, ...] = ()) -> Sweep:
     where = str(path)
     raw = apply_overrides(load_yaml(path), overrides, where)
     spec = build(SweepFile, raw, where)
-    fn = _task_fn(spec, where)
+    fn = import_ref(spec.task, where, "task")
     cls = getattr(fn, "config_class", None)
     allowed = [f for f in cls.__dataclass_fields__] if cls else None
 

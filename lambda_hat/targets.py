@@ -10,7 +10,7 @@ import numpy as np
 
 from .config import MODEL_KINDS, Data, Teacher, Training
 from .runner import TaskFailed
-from .typed import build
+from .typed import build, import_ref
 
 
 def typed(sem: dict):
@@ -44,13 +44,10 @@ def _softmax_ce(logits, y_onehot):
 
 def custom_problem(model, seed: int) -> Problem:
     """A user's target from its build function (config.Custom)."""
-    import importlib
-
     import jax.numpy as jnp
     from jax.flatten_util import ravel_pytree
 
-    module, _, name = model.fn.partition(":")
-    out = getattr(importlib.import_module(module), name)({**model.options, "seed": seed})
+    out = import_ref(model.fn, "<target config>", "model.fn")({**model.options, "seed": seed})
     missing = [k for k in ("apply", "params", "x", "y", "loss") if k not in (out or {})]
     if missing:
         raise TaskFailed(f"{model.fn} returned no {', '.join(missing)}: build(cfg) must return apply, params, x, y, loss")
@@ -82,21 +79,15 @@ def problem(sem: dict) -> Problem:
     if model.kind == "custom":
         return custom_problem(model, sem["seed"])
     k_teacher, k_data, k_init = jax.random.split(jax.random.PRNGKey(sem["seed"]), 3)
-    if data.source == "digits":
+    classify = data.source == "digits"
+    if classify:
         (x, y), held_out = datagen.digits(data.n)
-        net = network(model)
-        w0, unravel = ravel_pytree(net.init(k_init, x[:1]))
-
-        def predict(w, bx):
-            return net.apply(unravel(w), bx)
-
-        def ce(w, batch):
-            return jnp.mean(_softmax_ce(predict(w, batch[0]), batch[1]))
-
-        return Problem(x, y, ce, predict, None, w0.astype(x.dtype), lambda: held_out, classify=True)
-    din, _ = in_out(model)
-    truth = teacher(model, k_teacher, typed_teacher(sem))
-    x, y = datagen.make(data, din, truth, k_data)
+        truth, test = None, lambda: held_out
+    else:
+        din, _ = in_out(model)
+        truth = teacher(model, k_teacher, typed_teacher(sem))
+        x, y = datagen.make(data, din, truth, k_data)
+        test = lambda: datagen.make(data, din, truth, jax.random.fold_in(k_data, 1))  # noqa: E731
     net = network(model)
     w0, unravel = ravel_pytree(net.init(k_init, x[:1]))
     w0 = w0.astype(x.dtype)  # flax initialises float32 even under x64
@@ -107,9 +98,11 @@ def problem(sem: dict) -> Problem:
 
     def loss(w, batch):
         bx, by = batch
+        if classify:
+            return jnp.mean(_softmax_ce(predict(w, bx), by))
         return inv_2s2 * jnp.mean(jnp.sum((by - predict(w, bx)) ** 2, axis=-1))
 
-    return Problem(x, y, loss, predict, truth, w0, lambda: datagen.make(data, din, truth, jax.random.fold_in(k_data, 1)))
+    return Problem(x, y, loss, predict, truth, w0, test, classify)
 
 
 def train_target(ctx) -> dict:
@@ -120,6 +113,10 @@ def train_target(ctx) -> dict:
 
     from .data import Batcher
 
+    # Step t's batch and key are split(key, steps)[t] whatever `steps` is, so a checkpoint trained
+    # for s steps is the first s steps of the full run: JAX guarantees that prefix only with
+    # partitionable threefry (its default since 0.5), which this process therefore pins.
+    jax.config.update("jax_threefry_partitionable", True)
     sem = ctx.config
     model, data, training = typed(sem)
     t0 = time.time()

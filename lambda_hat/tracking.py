@@ -198,5 +198,10 @@ def log_tasks(store: Store, tasks, backends: list) -> int:
     return new
 
 
+def track(store: Store, tasks, backends: list) -> str:
+    """After a workflow: log its tasks (runner.Task) and say where."""
+    return report(backends, log_tasks(store, [(t.kind, t.id) for t in tasks], backends))
+
+
 def export(store: Store, backends: list) -> int:
     return log_tasks(store, [(kind, tid) for kind, tid, _ in store.entries()], backends)

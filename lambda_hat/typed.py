@@ -133,6 +133,17 @@ def apply_overrides(raw, pairs, where: str, flag: str = "override"):
     return raw
 
 
+def import_ref(ref: str, where: str, key: str):
+    """The object a config names as "module:function"; a one-line error naming the key if not."""
+    import importlib
+
+    module, _, name = ref.partition(":")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as e:
+        fail(where, key, f"{ref!r} cannot be imported ({type(e).__name__}: {e})")
+
+
 def canonical(cls, data, where: str, key: str = ""):
     """Rename a dataclass's documented aliases (its ALIASES: alias -> canonical, possibly dotted
     into a sub-mapping) so one concept has one field; both given at once is an error."""

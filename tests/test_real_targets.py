@@ -111,3 +111,20 @@ def test_custom_build_missing_pieces_fails_its_task(project, tmp_path):
 
     r = cli("workflow", "llc", "--local", cwd=project, env={"PYTHONPATH": f"{project}:{ROOT}"})
     assert r.returncode == 1 and "broken_target:build returned no apply, params, loss" in r.stdout, r.stdout + r.stderr
+
+
+def test_a_checkpoint_is_a_prefix_of_the_full_training(tmp_path):
+    """The target trained for 40 steps took exactly the first 40 steps of the 100-step run (same
+    batches, same updates): checkpoints lie on one training trajectory."""
+    from lambda_hat.config import DLN, Data, Training
+    from lambda_hat.runner import Context
+    from lambda_hat.targets import train_target
+    from lambda_hat.typed import plain
+
+    curves = {}
+    for steps in (40, 100):
+        sem = {"model": plain(DLN(widths=(3, 2, 3), rank=2)), "data": plain(Data(n=200)), "training": plain(Training(steps=steps, batch_size=32, polish_steps=0)), "seed": 4, "x64": True}
+        (tmp_path / str(steps)).mkdir()
+        train_target(Context(sem, tmp_path / str(steps), []))
+        curves[steps] = np.load(tmp_path / str(steps) / "target.npz")["train_curve"]
+    assert len(curves[40]) == 40 and np.array_equal(curves[40], curves[100][:40])

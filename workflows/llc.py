@@ -248,5 +248,5 @@ def run(
     if retry:
         click.echo(f"failed runs listed in {retry}; rerun with: lambda-hat workflow llc --config {retry}")
     if backends:
-        click.echo(tracking.report(backends, tracking.log_tasks(store, [(t.kind, t.id) for t in tasks], backends)))
+        click.echo(tracking.track(store, tasks, backends))
     return 0 if summary.ok and not any(r["status"] == "failed" for r in table) else 1

@@ -189,5 +189,5 @@ def run(
         elif r.get("gap") is None and r["stage"] in chosen:
             click.echo(f"  {r['stage']:<8} {r['status']}: {r['error']}")
     if backends:
-        click.echo(tracking.report(backends, tracking.log_tasks(store, [(t.kind, t.id) for t in tasks], backends)))
+        click.echo(tracking.track(store, tasks, backends))
     return 0 if summary.ok else 1

@@ -146,5 +146,5 @@ def run(
     if left:
         click.echo(f"budget reached: {len(left)} experiment(s) not started: {', '.join(left)}; rerun to continue")
     if backends:
-        click.echo(tracking.report(backends, tracking.log_tasks(store, [(t.kind, t.id) for t in ts.values()], backends)))
+        click.echo(tracking.track(store, ts.values(), backends))
     return 0 if summary.ok else 1
