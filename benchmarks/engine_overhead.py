@@ -23,11 +23,11 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from lambda_hat.cards import Card, parsl_config  # noqa: E402
-from lambda_hat.config import load_plan  # noqa: E402
-from lambda_hat.progress import Progress  # noqa: E402
-from lambda_hat.runner import Task, run_tasks  # noqa: E402
-from workflows.llc import build_tasks  # noqa: E402
+from lambda_hat.engine.cards import Card, parsl_config  # noqa: E402
+from lambda_hat.llc.config import load_plan  # noqa: E402
+from lambda_hat.engine.progress import Progress  # noqa: E402
+from lambda_hat.engine.runner import Task, run_tasks  # noqa: E402
+from lambda_hat.workflows.llc import build_tasks  # noqa: E402
 
 CARD = Card(executor="threads", workers=2)
 

@@ -34,11 +34,11 @@ jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)
 
 import yaml  # noqa: E402
 
-from lambda_hat.config import DLN, SAMPLER_KINDS, Data, Training  # noqa: E402
-from lambda_hat.runner import Context  # noqa: E402
-from lambda_hat.sampling import estimate  # noqa: E402
-from lambda_hat.targets import load_posterior, train_target  # noqa: E402
-from lambda_hat.typed import build, plain  # noqa: E402
+from lambda_hat.llc.config import DLN, SAMPLER_KINDS, Data, Training  # noqa: E402
+from lambda_hat.engine.runner import Context  # noqa: E402
+from lambda_hat.llc.sampling import estimate  # noqa: E402
+from lambda_hat.llc.targets import load_posterior, train_target  # noqa: E402
+from lambda_hat.engine.typed import build, plain  # noqa: E402
 
 PRESETS = Path(__file__).resolve().parents[1] / "lambda_hat" / "presets" / "sampler"
 FULL_BATCH = {"hmc", "mclmc", "vi_meanfield", "vi", "vi_lowrank", "vi_flow"}

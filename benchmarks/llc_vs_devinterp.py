@@ -83,11 +83,13 @@ def main():
     jax.config.update("jax_enable_x64", True)
     import jax.numpy as jnp
 
-    from lambda_hat import samplers, theory
-    from lambda_hat.config import SGLD
-    from lambda_hat.estimator import summarize
-    from lambda_hat.traces import inference_data
-    from lambda_hat.posterior import Posterior, n_beta
+    from lambda_hat.llc import samplers
+
+    from lambda_hat.llc import theory
+    from lambda_hat.llc.config import SGLD
+    from lambda_hat.llc.estimator import summarize
+    from lambda_hat.llc.traces import inference_data
+    from lambda_hat.llc.posterior import Posterior, n_beta
 
     rng = np.random.default_rng(0)
     k, sigma = 10, 1.0

@@ -18,7 +18,7 @@ LH = [str(Path(sys.executable).parent / "lambda-hat")]
 
 # Eight small blob-study trainings (matrix work in XLA, a few seconds each on one core).
 SWEEP = {
-    "name": "scaling", "task": "lambda_hat.blobs:train", "rank_by": [{"metric": "test_loss", "goal": "min"}],
+    "name": "scaling", "task": "lambda_hat.studies.blobs.study:train", "rank_by": [{"metric": "test_loss", "goal": "min"}],
     "defaults": {"d": 256, "h": 64, "batch": 1024, "steps": 400, "n_pairs": 2000},
     "grid": {"lr": [0.005, 0.01, 0.02, 0.04], "init_scale": [0.5, 1.0]},
 }  # fmt: skip

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from lambda_hat.typed import InputError
+from lambda_hat.engine.typed import InputError
 
 CARD_HELP = "Executor card: a path, or a name under ./parsl_cards/ or among the packaged cards (slurm/a100, slurm/cpu, local, local-processes)."
 TIMEOUT_HELP = "Kill any {} running longer than this (90, 30m, 1h30m, HH:MM:SS){}."
@@ -17,7 +17,7 @@ TRACK_HELP = "Log every finished task as a run in MLflow (MLFLOW_TRACKING_URI or
 
 
 def _track(names) -> tuple[str, ...]:
-    from .tracking import check
+    from lambda_hat.engine.tracking import check
 
     try:
         return check(names)
@@ -31,7 +31,7 @@ def _fail(e: Exception) -> None:
 
 
 def _duration(value, flag: str):
-    from .typed import parse_duration
+    from lambda_hat.engine.typed import parse_duration
 
     try:
         return parse_duration(value, flag) if value is not None else None
@@ -48,7 +48,7 @@ def _overrides(args) -> tuple[str, ...]:
 
 def _run_workflow(local: bool, parsl_card, sets, what: str, start) -> None:
     """The shared frame of every workflow command: card, errors, Ctrl-C, exit code."""
-    from .cards import load_card
+    from lambda_hat.engine.cards import load_card
 
     if local and parsl_card:
         _fail(InputError("--local and --parsl-card exclude each other"))
@@ -97,7 +97,7 @@ def llc(config, local, parsl_card, sets, dry_run, force, timeout, promote, stric
     Writes results/llc_runs.parquet (and .csv) with one row per run, and results/retry.yaml
     listing the runs that failed (rerun them with --config results/retry.yaml).
     """
-    from workflows import llc as wf
+    from lambda_hat.workflows import llc as wf
 
     over, seconds, track = _overrides(overrides), _duration(timeout, "--timeout"), _track(track)
     run = lambda card: wf.run(config, card, force=force, dry_run=dry_run, timeout=seconds, with_promote=promote, strict=strict, overrides=over, track=track)  # noqa: E731
@@ -124,7 +124,7 @@ def sweep(sweep_file, local, parsl_card, sets, only, dry_run, force, timeout, bu
     table (results.parquet/.csv) updated as experiments finish, and the report
     (comparison_table.csv, plots/, summary_report.md).
     """
-    from workflows import sweep as wf
+    from lambda_hat.workflows import sweep as wf
 
     over, seconds, total, track = _overrides(overrides), _duration(timeout, "--timeout"), _duration(budget, "--budget"), _track(track)
     run = lambda card: wf.run(sweep_file, card, tuple(only), force=force, dry_run=dry_run, timeout=seconds, budget=total, overrides=over, track=track)  # noqa: E731
@@ -152,7 +152,7 @@ def progressive(config, local, parsl_card, sets, list_only, stages_flag, dry_run
     stages file before it is validated, e.g. stages.1.epochs=5.
     Example: lambda-hat workflow progressive --stages b64 b128 --dry-run
     """
-    from workflows import progressive as wf
+    from lambda_hat.workflows import progressive as wf
 
     stage_names = tuple(a for a in args if "=" not in a)
     over, seconds, track = tuple(a for a in args if "=" in a), _duration(timeout, "--timeout"), _track(track)
@@ -171,7 +171,7 @@ def progressive(config, local, parsl_card, sets, list_only, stages_flag, dry_run
 @click.option("--output-dir", type=click.Path(path_type=Path), help="Write the report here instead of results/sweeps/<name>/.")
 def report_cmd(sweep_file, filters, no_plots, output_dir):
     """Rebuild a sweep's table and report from the store without computing anything."""
-    from workflows import sweep as wf
+    from lambda_hat.workflows import sweep as wf
 
     try:
         sys.exit(wf.report(sweep_file, tuple(filters), plots=not no_plots, output_dir=output_dir))
@@ -183,7 +183,7 @@ def report_cmd(sweep_file, filters, no_plots, output_dir):
 @click.option("--config", "config", type=click.Path(path_type=Path), default=Path("config/experiments.yaml"), show_default=True, help="Experiments file whose runs the gallery shows.")
 def promote_cmd(config):
     """Rebuild results/gallery/ (index.html, README.md) from the store without computing anything."""
-    from workflows import llc as wf
+    from lambda_hat.workflows import llc as wf
 
     try:
         sys.exit(wf.rebuild_gallery(config))
@@ -195,7 +195,7 @@ def promote_cmd(config):
 @click.option("--store", "store_root", type=click.Path(path_type=Path), default=Path("runs"), show_default=True, help="Store directory.")
 def status(store_root):
     """Show what is done, failed, running or incomplete in a store."""
-    from .store import Store
+    from lambda_hat.engine.store import Store
 
     store = Store(store_root)
     if not store.root.is_dir():
@@ -227,8 +227,8 @@ def status(store_root):
 def export(store_root, mlflow_uri, wandb_dir):
     """Log every finished task of a store as an MLflow and/or W&B run (keyed by task ID: a task
     already there is left alone, so exporting twice duplicates nothing)."""
-    from . import tracking
-    from .store import Store
+    from lambda_hat.engine import tracking
+    from lambda_hat.engine.store import Store
 
     try:
         if mlflow_uri is None and wandb_dir is None:
@@ -248,7 +248,7 @@ def export(store_root, mlflow_uri, wandb_dir):
 @click.option("--dry-run", is_flag=True, help="List what would be removed.")
 def gc(store_root, dry_run):
     """Remove leftovers of tasks that never finished (crashed or killed)."""
-    from .store import Store
+    from lambda_hat.engine.store import Store
 
     store = Store(store_root)
     for p, tid in store.leftovers():

@@ -4,7 +4,7 @@ import os
 import time
 from dataclasses import dataclass
 
-from lambda_hat.sweep import sweep_task
+from lambda_hat.engine.sweep import sweep_task
 
 
 def noop(ctx):

@@ -8,22 +8,24 @@ from pathlib import Path
 import click
 import yaml
 
-from lambda_hat import tracking, trajectory
-from lambda_hat.config import Plan, load_plan
-from lambda_hat.runner import Summary, Task, run_tasks
-from lambda_hat.store import Store, crashpoint, read_json, tmp_path, write_frame
-from lambda_hat.typed import InputError, plain
+from lambda_hat.engine import tracking
+
+from lambda_hat.llc import trajectory
+from lambda_hat.llc.config import Plan, load_plan
+from lambda_hat.engine.runner import Summary, Task, run_tasks
+from lambda_hat.engine.store import Store, crashpoint, read_json, tmp_path, write_frame
+from lambda_hat.engine.typed import InputError, plain
 
 TARGETS, RUNS, DIAG = "targets", "llc", "diag"
 
 
 def diag_tasks(targets: dict, runs: dict, env: dict) -> tuple[dict, dict]:
     """Diagnose tasks (plots) for every target and run, keyed by the target or run ID."""
-    from lambda_hat.diagnostics import PLOTS_VERSION
+    from lambda_hat.llc.diagnostics import PLOTS_VERSION
 
     def task(kind, dep, fn, label):
         cfg = {kind: dep.id, "plots": PLOTS_VERSION}
-        return Task(DIAG, f"lambda_hat.diagnostics:{fn}", cfg, label, deps=((dep.kind, dep.id),), timeout=dep.timeout, env=env)
+        return Task(DIAG, f"lambda_hat.llc.diagnostics:{fn}", cfg, label, deps=((dep.kind, dep.id),), timeout=dep.timeout, env=env)
 
     return (
         {t.id: task("target", t, "diagnose_target", f"plots {t.label}") for t in targets.values()},
@@ -36,14 +38,14 @@ def build_tasks(plan: Plan, timeout: float | None) -> tuple[dict, dict]:
     env = {"JAX_ENABLE_X64": "1" if plan.config.jax_enable_x64 else "0"}
     timeout = timeout or plan.config.task_timeout
     targets = {
-        t.label: Task(TARGETS, "lambda_hat.targets:train_target", t.semantic(), f"target {t.label}", timeout=timeout, env=env)
+        t.label: Task(TARGETS, "lambda_hat.llc.targets:train_target", t.semantic(), f"target {t.label}", timeout=timeout, env=env)
         for t in plan.targets
     }
     runs = {}
     for r in plan.runs:
         tt = targets[r.target.label]
         cfg = {"target": tt.id, "sampler": plain(r.sampler)}
-        runs[r.label] = Task(RUNS, "lambda_hat.sampling:sample_run", cfg, r.label, deps=((TARGETS, tt.id),), timeout=timeout, env=env)
+        runs[r.label] = Task(RUNS, "lambda_hat.llc.sampling:sample_run", cfg, r.label, deps=((TARGETS, tt.id),), timeout=timeout, env=env)
     return targets, runs
 
 
@@ -182,7 +184,7 @@ def write_retry(plan: Plan, table: list[dict], runs: dict, results: Path) -> Pat
 
 def promote(store: Store, table: list[dict], targets: dict, runs: dict, results: Path) -> tuple[Path, int]:
     """Build results/gallery from the plots the store holds; also says how many runs have none."""
-    from lambda_hat import gallery
+    from lambda_hat.llc import gallery
 
     tdiag, rdiag = diag_tasks(targets, runs, {})
     done = lambda d: {k: store.dir(DIAG, t.id) for k, t in d.items() if store.is_done(DIAG, t.id)}  # noqa: E731

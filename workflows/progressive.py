@@ -8,11 +8,11 @@ from pathlib import Path
 
 import click
 
-from lambda_hat import tracking
-from lambda_hat.progressive import Progressive, est_memory_mb, load
-from lambda_hat.runner import Task, run_tasks
-from lambda_hat.store import Store, read_json, tmp_path, write_frame
-from lambda_hat.typed import InputError, plain
+from lambda_hat.engine import tracking
+from lambda_hat.studies.progressive.study import Progressive, est_memory_mb, load
+from lambda_hat.engine.runner import Task, run_tasks
+from lambda_hat.engine.store import Store, read_json, tmp_path, write_frame
+from lambda_hat.engine.typed import InputError, plain
 
 DATA, STAGE = "lap_data", "stage"
 
@@ -25,7 +25,7 @@ def _threads(card) -> dict:
 
 def stage_cards(cfg: Progressive) -> dict:
     """Executor label → card, for the stages that name their own card."""
-    from lambda_hat.cards import load_card
+    from lambda_hat.engine.cards import load_card
 
     return {_label(s.card): load_card(s.card) for s in cfg.stages if s.card}
 
@@ -41,7 +41,7 @@ def build_tasks(cfg: Progressive, card, extra: dict, timeout: float | None) -> t
     env = _threads(card)
     d = plain(cfg.data)
     data = {
-        b: Task(DATA, "lambda_hat.assignment:generate", {"n": b, **d}, f"data n={b}", env=env)
+        b: Task(DATA, "lambda_hat.studies.progressive.assignment:generate", {"n": b, **d}, f"data n={b}", env=env)
         for b in cfg.buckets
     }  # fmt: skip
     stages, parent = {}, None
@@ -57,7 +57,7 @@ def build_tasks(cfg: Progressive, card, extra: dict, timeout: float | None) -> t
         deps = tuple((DATA, data[b].id) for b in cfg.buckets) + (((STAGE, parent.id),) if parent else ())
         label = _label(s.card) if s.card else "lh"
         t = Task(
-            STAGE, "lambda_hat.progressive:train_stage", semantic, f"stage {s.name}", deps=deps, timeout=timeout or s.walltime,
+            STAGE, "lambda_hat.studies.progressive.study:train_stage", semantic, f"stage {s.name}", deps=deps, timeout=timeout or s.walltime,
             env=_threads(extra[label]) if s.card else env, executor=label,
         )  # fmt: skip
         stages[s.name] = parent = t

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import click
 
-from lambda_hat import report as rep
-from lambda_hat import tracking
-from lambda_hat.runner import Task, run_tasks
-from lambda_hat.store import Store, read_json, task_id, write_frame, write_json
-from lambda_hat.sweep import Experiment, Sweep, flat_row, load_sweep, record, select
+from lambda_hat.engine import report as rep
+from lambda_hat.engine import tracking
+from lambda_hat.engine.runner import Task, run_tasks
+from lambda_hat.engine.store import Store, read_json, task_id, write_frame, write_json
+from lambda_hat.engine.sweep import Experiment, Sweep, flat_row, load_sweep, record, select
 
 KIND = "sweep"
 

@@ -1,0 +1,174 @@
+"""Executor cards: small YAML files that say where tasks run, validated like the config."""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from lambda_hat.engine.typed import Duration, InputError, apply_overrides, build, load_yaml, nonneg, positive
+
+
+@dataclass(frozen=True)
+class Provider:
+    type: Literal["local", "slurm"] = "local"
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    constraint: str | None = None
+    walltime: Duration = 3600.0  # per block; any duration syntax, e.g. 8h or 08:00:00
+    nodes_per_block: int = field(default=1, metadata=positive())
+    cores_per_node: int | None = field(default=None, metadata=positive())
+    mem_per_node: int | None = field(default=None, metadata=positive())  # GB
+    gpus_per_node: int = field(default=0, metadata=nonneg())
+    init_blocks: int = field(default=1, metadata=nonneg())
+    min_blocks: int = field(default=0, metadata=nonneg())
+    max_blocks: int = field(default=1, metadata=positive())
+    exclusive: bool = False  # Parsl's default (True) books a whole node for a 1-GPU block
+    launcher: Literal["single", "srun"] = "single"
+    scheduler_options: str = ""
+    worker_init: str = ""
+    cmd_timeout: int = field(default=60, metadata=positive())
+
+    def check(self, bad):
+        if self.type == "local" and (self.partition or self.account or self.qos or self.gpus_per_node):
+            bad("type", "partition/account/qos/gpus_per_node need type: slurm")
+        if self.min_blocks > self.max_blocks:
+            bad("min_blocks", f"must be <= max_blocks ({self.max_blocks})")
+
+
+@dataclass(frozen=True)
+class Card:
+    executor: Literal["threads", "htex"] = "threads"
+    workers: int = field(default_factory=lambda: os.cpu_count() or 1, metadata=positive())  # per node
+    address: str | None = None  # HTEX interchange address reachable from workers
+    strategy_period: float = field(default=5.0, metadata=positive())
+    # HTEX: seconds between worker heartbeats, and of silence before a worker's tasks are failed
+    # (a cancelled SLURM job is noticed only then).
+    heartbeat_period: int = field(default=30, metadata=positive())
+    heartbeat_threshold: int = field(default=120, metadata=positive())
+    # Parsl retries of a task whose worker or node was lost (never of a task that failed on its
+    # own); default 1 on htex, 0 on threads (a thread cannot be lost).
+    retries: int | None = field(default=None, metadata=nonneg())
+    provider: Provider = Provider()
+
+    @property
+    def lost_worker_retries(self) -> int:
+        return self.retries if self.retries is not None else int(self.executor == "htex")
+
+    @property
+    def capacity(self) -> int:
+        """Tasks that can run at once."""
+        if self.executor == "threads":
+            return self.workers
+        return self.workers * self.provider.nodes_per_block * self.provider.max_blocks
+
+    def check(self, bad):
+        if self.executor == "threads" and self.provider != Provider():
+            bad("provider", "only executor: htex takes a provider")
+
+
+PACKAGED = Path(__file__).parents[1] / "parsl_cards"  # the repository's parsl_cards/, installed as package data
+
+
+def available_cards() -> list[str]:
+    names = set()
+    for root in (Path("parsl_cards"), PACKAGED):
+        if root.is_dir():
+            names.update(str(p.relative_to(root).with_suffix("")) for p in root.rglob("*.yaml"))
+    return sorted(names)
+
+
+def find_card(name, asked: str = "--parsl-card") -> Path:
+    """A path, else NAME or NAME.yaml under ./parsl_cards/, else among the packaged cards;
+    `asked` names where the name came from in the error."""
+    path = Path(name)
+    if path.is_file():
+        return path
+    rel = Path(str(name).removeprefix("parsl_cards/"))
+    for root in (Path("parsl_cards"), PACKAGED):
+        for cand in (root / rel, root / rel.with_name(rel.name + ".yaml")):
+            if cand.is_file():
+                return cand
+    raise InputError(f"{asked} {name}: no such file or card; available cards: {', '.join(available_cards())}")
+
+
+def load_card(path: Path | None, sets: tuple[str, ...] = ()) -> Card:
+    """path None means the local default: ./parsl_cards/local.yaml if present, else Card()."""
+    if path is None:
+        default = Path("parsl_cards/local.yaml")
+        raw, where = (load_yaml(default), str(default)) if default.is_file() else ({}, "<default local card>")
+    else:
+        path = find_card(path)
+        raw, where = load_yaml(path), str(path)
+    raw = apply_overrides(raw or {}, sets, where, "--set")
+    return build(Card, raw, where)
+
+
+def slurm_time(seconds: float) -> str:
+    """SLURM's [D-]HH:MM:SS (whole seconds, rounded up)."""
+    s = int(-(-seconds // 1))
+    d, s = divmod(s, 86400)
+    clock = f"{s // 3600:02d}:{s % 3600 // 60:02d}:{s % 60:02d}"
+    return f"{d}-{clock}" if d else clock
+
+
+def parsl_config(card: Card, run_dir: Path, extra: dict[str, Card] | None = None):
+    """A fresh Parsl Config for one load (Parsl refuses to reuse one): the card's executor,
+    labelled "lh", and one more per `extra` card under its own label."""
+    from parsl.config import Config
+
+    executors = [executor(card, "lh"), *(executor(c, label) for label, c in (extra or {}).items())]
+    return Config(
+        executors=executors, run_dir=str(run_dir), strategy_period=card.strategy_period, usage_tracking=0,
+        retries=card.lost_worker_retries, retry_handler=retry_lost,
+    )  # fmt: skip
+
+
+def retry_lost(exception, task_record) -> float:
+    """Parsl's retry cost of a failure: a lost worker or manager (killed, preempted, node gone)
+    costs one retry; anything else ends the task at once. A task's own errors never reach Parsl:
+    runner.execute records them as the task's outcome."""
+    from parsl.executors.high_throughput.errors import ManagerLost, WorkerLost
+
+    return 1.0 if isinstance(exception, (ManagerLost, WorkerLost)) else float("inf")
+
+
+def executor(card: Card, label: str):
+    from parsl.executors import HighThroughputExecutor, ThreadPoolExecutor
+
+    if card.executor == "threads":
+        return ThreadPoolExecutor(label=label, max_threads=card.workers)
+    # Parsl starts interchange.py and the workers through PATH: make an unactivated
+    # virtual environment (.venv/bin/lambda-hat …) work too.
+    bindir = str(Path(sys.executable).parent)
+    if bindir not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
+    p = card.provider
+    if p.type == "local":
+        from parsl.providers import LocalProvider
+
+        provider = LocalProvider(init_blocks=p.init_blocks, min_blocks=p.min_blocks, max_blocks=p.max_blocks, worker_init=p.worker_init)
+    else:
+        from parsl.launchers import SingleNodeLauncher, SrunLauncher
+        from parsl.providers import SlurmProvider
+
+        provider = SlurmProvider(
+            partition=p.partition, account=p.account, qos=p.qos, constraint=p.constraint,
+            nodes_per_block=p.nodes_per_block, cores_per_node=p.cores_per_node, mem_per_node=p.mem_per_node,
+            gpus_per_node=p.gpus_per_node or None, init_blocks=p.init_blocks, min_blocks=p.min_blocks,
+            max_blocks=p.max_blocks, walltime=slurm_time(p.walltime), scheduler_options=p.scheduler_options,
+            worker_init=p.worker_init, cmd_timeout=p.cmd_timeout, exclusive=p.exclusive,
+            launcher=SrunLauncher() if p.launcher == "srun" else SingleNodeLauncher(),
+        )  # fmt: skip
+    return HighThroughputExecutor(
+        label=label,
+        max_workers_per_node=card.workers,
+        available_accelerators=p.gpus_per_node or (),  # one GPU per worker via CUDA_VISIBLE_DEVICES
+        address=card.address or ("127.0.0.1" if p.type == "local" else None),
+        heartbeat_period=card.heartbeat_period,
+        heartbeat_threshold=card.heartbeat_threshold,
+        provider=provider,
+    )

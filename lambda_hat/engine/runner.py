@@ -1,0 +1,349 @@
+"""The one task runner: skip what is done, submit the rest to Parsl, record every outcome.
+
+A task is a function named "module:function", called as fn(ctx) -> dict of metrics, with its
+semantic config hashed into the ID of its store directory. By default it runs in a child
+process: the only way to enforce a timeout on C code (Parsl's walltime does not), to survive a
+crash in native code, and to fix JAX's precision per process instead of toggling it globally.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures as cf
+import dataclasses
+import functools
+import importlib
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from lambda_hat.engine.progress import Progress
+from lambda_hat.engine.store import Store, crashpoint, read_json, task_id, write_json
+
+OK = ("done", "reused")
+
+
+class TaskFailed(Exception):
+    """Raised by a task for an expected failure (divergence, bad numerics): no traceback kept."""
+
+
+@dataclass
+class Task:
+    kind: str  # store subdirectory
+    fn: str  # "module:function"
+    config: dict  # semantic config: hashed into the ID, saved as config.json
+    label: str
+    deps: tuple[tuple[str, str], ...] = ()  # (kind, id) of tasks whose directories it reads
+    timeout: float | None = None
+    isolate: bool = True
+    env: dict = field(default_factory=dict)  # extra environment for the child process
+    executor: str = "lh"  # Parsl executor label: "lh" is the command's card, others run_tasks' `cards`
+    id: str = ""
+
+    def __post_init__(self):
+        self.id = self.id or task_id(self.kind, self.config)
+
+
+@dataclass
+class Context:
+    config: dict
+    workdir: Path
+    deps: list[Path]
+    # Survives a killed or timed-out attempt (the workdir does not): for checkpoints to resume
+    # from. Removed when the task finishes, and before a forced rerun.
+    resume_dir: Path | None = None
+
+    def log(self, msg: str) -> None:
+        with open(self.workdir / "log.txt", "a") as f:
+            f.write(f"{time.strftime('%H:%M:%S')} {msg}\n")
+
+
+@dataclass
+class Summary:
+    outcomes: dict[str, dict]
+
+    def count(self, status: str) -> int:
+        return sum(o["status"] == status for o in self.outcomes.values())
+
+    @property
+    def ok(self) -> bool:
+        """Nothing failed: tasks left unsubmitted by a budget are not failures."""
+        return all(o["status"] in (*OK, "left") for o in self.outcomes.values())
+
+    def line(self) -> str:
+        parts = [f"{self.count(s)} {s}" for s in ("done", "reused", "failed", "timeout", "skipped")]
+        return ", ".join(parts) + (f", {self.count('left')} left by the budget" if self.count("left") else "")
+
+
+# ---------------------------------------------------------------- executing one task
+
+_children: set[subprocess.Popen] = set()
+_children_lock = threading.Lock()
+_stopping = threading.Event()  # set on Ctrl-C: killed tasks are left incomplete, not "failed"
+
+
+def kill_children() -> None:
+    _stopping.set()
+    with _children_lock:
+        for p in list(_children):
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def _where() -> dict:
+    return {
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "python": platform.python_version(),
+    }
+
+
+@functools.cache
+def _versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in ("lambda-hat", "jax", "blackjax", "parsl", "numpy"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    repo = Path(__file__).resolve().parents[2]
+    if (repo / ".git").exists():  # a source checkout: which commit, and whether it was edited
+        r = subprocess.run(["git", "-C", str(repo), "describe", "--always", "--dirty"], capture_output=True, text=True)
+        if r.returncode == 0:
+            out["git"] = r.stdout.strip()
+    return out
+
+
+def _call(spec: dict, workdir: Path) -> dict:
+    module, name = spec["fn"].split(":")
+    fn = getattr(importlib.import_module(module), name)
+    ctx = Context(spec["config"], workdir, [Path(d) for d in spec["dep_dirs"]], Path(spec["resume_dir"]))
+    return fn(ctx) or {}
+
+
+def _error(e: BaseException) -> tuple[str, str]:
+    """One line for tables and logs; the full traceback goes to the task directory."""
+    msg = str(e) if isinstance(e, TaskFailed) else f"{type(e).__name__}: {e}"
+    line = msg.strip().splitlines()[0] if msg.strip() else type(e).__name__
+    return line[:300], traceback.format_exc()
+
+
+def _run_child(spec: dict, workdir: Path, root: Path) -> tuple[str, dict, str | None]:
+    env = {**os.environ, **spec["env"], "LAMBDA_HAT_PARENT": str(os.getpid())}
+    env.pop("LAMBDA_HAT_CRASHPOINT", None)  # crash tests target the workflow process
+    env.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # workers may share one GPU
+    # One JAX compilation cache per store: runs that differ only in seed (or are forced again)
+    # load the compiled program instead of spending 0.5–1 s compiling it.
+    if not env.get("JAX_COMPILATION_CACHE_DIR"):  # a user's own cache wins
+        env["JAX_COMPILATION_CACHE_DIR"] = str(root.resolve() / ".jax-cache")
+    env.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.1")
+    with open(workdir / "log.txt", "ab") as log:
+        p = subprocess.Popen([sys.executable, "-m", "lambda_hat.engine.runner", str(workdir)], stdout=log, stderr=log, env=env, start_new_session=True)
+        with _children_lock:
+            _children.add(p)
+        try:
+            p.wait(timeout=spec["timeout"])
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)  # the whole group: the task's own children too
+            p.wait()
+            return "timeout", {}, f"timed out after {spec['timeout']:g} s (killed)"
+        finally:
+            with _children_lock:
+                _children.discard(p)
+    if p.returncode == 0:
+        return "done", read_json(workdir / "metrics.json") or {}, None
+    err = read_json(workdir / "error.json")
+    if err:
+        return "failed", {}, err["error"]
+    return "failed", {}, f"process died with {'signal ' + str(-p.returncode) if p.returncode < 0 else 'exit code ' + str(p.returncode)}"
+
+
+def _root_cause(outcome: dict) -> str:
+    """What made a dependency fail: its own error, or the cause it was itself skipped for."""
+    return outcome.get("cause") or f"{outcome['label']}: {outcome['error']}"
+
+
+def execute(spec: dict, root: str, *dep_outcomes: dict) -> dict:
+    """Parsl app body: run one task into the store and return its outcome; the task's own
+    errors are caught and recorded (only a failing store write escapes, as an exception)."""
+    base = {"id": spec["id"], "label": spec["label"], "kind": spec["kind"]}
+    for o in dep_outcomes:
+        if o["status"] not in OK:
+            return {**base, "status": "skipped", "error": _root_cause(o), "cause": _root_cause(o)}
+    store = Store(Path(root))
+    kind, tid = spec["kind"], spec["id"]
+    with store.lock(tid):
+        if not spec["force"] and store.is_done(kind, tid):  # finished by a concurrent invocation
+            return {**base, "status": "reused", "error": None}
+        resume = store.resume_dir(kind, tid)
+        if spec["force"]:
+            shutil.rmtree(resume, ignore_errors=True)
+        spec = {**spec, "resume_dir": str(resume)}
+        tmp = store.begin(kind, tid)
+        write_json(tmp / "config.json", spec["config"])
+        t0 = time.time()
+        manifest = {**base, "status": "running", "started": t0, **_where(), "versions": _versions()}
+        if spec["isolate"]:
+            write_json(tmp / "task.json", spec)
+            status, metrics, error = _run_child(spec, tmp, store.root)
+            if _stopping.is_set():  # interrupted, not failed: leave it for the next run
+                shutil.rmtree(tmp, ignore_errors=True)
+                return {**base, "status": "interrupted", "error": "interrupted"}
+        else:
+            try:
+                status, metrics, error = "done", _call(spec, tmp), None
+            except Exception as e:
+                error, tb = _error(e)
+                status, metrics = "failed", {}
+                (tmp / "traceback.txt").write_text(tb)
+        manifest.update(status=status, finished=time.time(), walltime_sec=time.time() - t0, error=error)
+        if metrics:
+            write_json(tmp / "metrics.json", metrics)
+        write_json(tmp / "manifest.json", manifest)  # last: its presence marks the directory finished
+        store.commit(tmp, kind, tid)
+        if status == "done":
+            shutil.rmtree(resume, ignore_errors=True)
+    return {**base, "status": status, "error": error, "walltime_sec": manifest["walltime_sec"]}
+
+
+def _die_with_parent() -> None:
+    """Linux: get SIGKILL when the workflow process dies, even by SIGKILL (no orphans)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if str(os.getppid()) != os.environ.get("LAMBDA_HAT_PARENT"):  # it died before prctl
+        os._exit(1)
+
+
+def _child_main(workdir: str) -> None:
+    """Entry point of the child process: python -m lambda_hat.engine.runner WORKDIR."""
+    _die_with_parent()
+    wd = Path(workdir)
+    spec = json.loads((wd / "task.json").read_text())
+    try:
+        metrics = _call(spec, wd)
+    except BaseException as e:
+        msg, tb = _error(e)
+        print(tb, file=sys.stderr)
+        write_json(wd / "error.json", {"error": msg, "traceback": tb})
+        sys.exit(1)
+    write_json(wd / "metrics.json", metrics)
+
+
+# ---------------------------------------------------------------- running a DAG
+
+
+def run_tasks(
+    tasks: list[Task], root: Path, card, force: bool = False, progress: Progress | None = None,
+    on_outcome: Callable[[dict], None] | None = None, budget: float | None = None, cards: dict | None = None,
+) -> Summary:
+    """Run `tasks` (dependencies listed before dependants). Reused tasks are never submitted.
+
+    `on_outcome` sees every outcome as it arrives. With a `budget` (seconds from now), tasks are
+    submitted in order, only as many as the card can run at once, and submission stops at the
+    first task that would not finish in time by the longest task seen so far; the rest are
+    reported with status "left". `cards` maps executor labels to more cards, for tasks that
+    name one of them (e.g. a progressive stage with its own card).
+    """
+    t_start = time.time()
+    store = Store(root)
+    outcomes: dict[str, dict] = {}
+    pending: list[Task] = []
+
+    def record(out: dict) -> None:
+        outcomes[out["id"]] = out
+        if on_outcome:
+            on_outcome(out)
+
+    for t in dict((t.id, t) for t in tasks).values():
+        if not force and store.is_done(t.kind, t.id):
+            record({"id": t.id, "label": t.label, "kind": t.kind, "status": "reused", "error": None})
+        else:
+            pending.append(t)
+    progress = progress or Progress(len(pending), reused=len(outcomes))
+    if not pending:
+        progress.finish()
+        return Summary(outcomes)
+
+    import parsl
+
+    from lambda_hat.engine.cards import parsl_config
+
+    _stopping.clear()
+    # Parsl numbers its run directories 000, 001, …: a directory per invocation keeps two
+    # concurrent invocations on one store from racing for the same number.
+    run_dir = store.root / ".parsl" / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    dfk = parsl.load(parsl_config(card, run_dir, cards))
+    window = card.capacity if budget is not None else len(pending)
+    longest = 0.0
+    try:
+        apps = {label: parsl.python_app(execute, data_flow_kernel=dfk, executors=[label]) for label in ["lh", *(cards or {})]}
+        futures: dict[cf.Future, Task] = {}
+        by_id: dict[str, cf.Future] = {}
+        queue = collections.deque(pending)
+
+        def submit_more() -> None:
+            while queue and len(futures) < window:
+                if budget is not None and time.time() - t_start + longest > budget:
+                    why = f"budget: {budget:g} s would be exceeded (longest task so far {longest:.0f} s)"
+                    for t in queue:
+                        record({"id": t.id, "label": t.label, "kind": t.kind, "status": "left", "error": why})
+                    queue.clear()
+                    return
+                t = queue.popleft()
+                spec = {**dataclasses.asdict(t), "force": force, "dep_dirs": [str(store.dir(k, i)) for k, i in t.deps]}
+                dep_futs = [by_id[i] for _, i in t.deps if i in by_id]
+                fut = apps[t.executor](spec, str(store.root), *dep_futs)
+                futures[fut], by_id[t.id] = t, fut
+
+        submit_more()
+        crashpoint("submitted")
+        while futures:
+            finished, _ = cf.wait(futures, return_when=cf.FIRST_COMPLETED)
+            for fut in finished:
+                t = futures.pop(fut)
+                try:
+                    out = fut.result()
+                except Exception as e:  # lost worker, dependency failure inside Parsl, …
+                    out = {"id": t.id, "label": t.label, "kind": t.kind, "status": "failed", "error": f"{type(e).__name__}: {e}"}
+                    root_cause = next((outcomes[i] for _, i in t.deps if i in outcomes and outcomes[i]["status"] not in OK), None)
+                    if root_cause:
+                        out.update(status="skipped", error=_root_cause(root_cause), cause=_root_cause(root_cause))
+                longest = max(longest, out.get("walltime_sec") or 0.0)
+                record(out)
+                progress.update(out)
+            submit_more()
+    except KeyboardInterrupt:
+        kill_children()
+        raise
+    finally:
+        dfk.cleanup()
+        parsl.clear()
+    progress.finish()
+    return Summary(outcomes)
+
+
+if __name__ == "__main__":
+    from lambda_hat.engine.runner import _child_main as main  # the module's own classes, not __main__'s
+
+    main(sys.argv[1])

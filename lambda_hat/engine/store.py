@@ -1,0 +1,155 @@
+"""Content-addressed store: one directory per task ID, written atomically, locked per ID."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import signal
+import uuid
+from pathlib import Path
+
+# Bump when the meaning of stored results changes; every ID changes with it.
+SCHEMA_VERSION = 1
+PROBE_BYTES = 1 << 20  # free space a store must have before any work starts
+
+
+def task_id(kind: str, semantic: dict) -> str:
+    blob = json.dumps({"schema": SCHEMA_VERSION, "kind": kind, "config": semantic}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def crashpoint(name: str) -> None:
+    """Fault injection for the crash tests: LAMBDA_HAT_CRASHPOINT=NAME kills the process here."""
+    if os.environ.get("LAMBDA_HAT_CRASHPOINT") == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def tmp_path(path: Path) -> Path:
+    """A hidden sibling with a name of its own: concurrent writers never share a temporary."""
+    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
+
+
+def write_json(path: Path, data) -> None:
+    """Write then rename, so a reader never sees half a file."""
+    tmp = tmp_path(path)
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=2, sort_keys=True, default=str)
+        f.flush()
+        os.fsync(f.fileno())
+    crashpoint(f"write:{path.name}")
+    os.replace(tmp, path)
+
+
+def write_frame(df, path: Path) -> Path:
+    """A pandas table as `path` (parquet) and its .csv sibling, each written then renamed."""
+    for p, write in ((path, df.to_parquet), (path.with_suffix(".csv"), lambda f: df.to_csv(f, index=False))):
+        tmp = tmp_path(p)
+        write(tmp)
+        crashpoint(f"write:{p.name}")
+        os.replace(tmp, p)
+    return path
+
+
+def read_json(path: Path):
+    try:
+        return json.loads(Path(path).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+class Store:
+    """Layout: ROOT/<kind>/<id>/ with config.json, manifest.json, metrics.json, log.txt, artifacts.
+
+    A task works in ROOT/<kind>/.tmp-<id>-<rand>/ and is renamed into place when it ends, so a
+    directory at its final path always has a manifest; only status "done" counts as done.
+    """
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    def dir(self, kind: str, tid: str) -> Path:
+        return self.root / kind / tid
+
+    def manifest(self, kind: str, tid: str) -> dict | None:
+        return read_json(self.dir(kind, tid) / "manifest.json")
+
+    def is_done(self, kind: str, tid: str) -> bool:
+        m = self.manifest(kind, tid)
+        return bool(m) and m.get("status") == "done"
+
+    def check_writable(self) -> None:
+        from lambda_hat.engine.typed import InputError
+
+        probe = self.root / f".probe-{uuid.uuid4().hex[:8]}"
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            with open(probe, "wb") as f:  # room for a task's small files, or fail now, not mid-sweep
+                f.write(b"\0" * PROBE_BYTES)
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as e:
+            raise InputError(f"store {self.root}: not writable ({e.strerror})") from None
+        finally:
+            with contextlib.suppress(OSError):
+                probe.unlink()
+
+    @contextlib.contextmanager
+    def lock(self, tid: str):
+        """Exclusive per-ID lock across processes (flock is released if the holder dies)."""
+        d = self.root / ".locks"
+        d.mkdir(parents=True, exist_ok=True)
+        with open(d / f"{tid}.lock", "a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    def begin(self, kind: str, tid: str) -> Path:
+        tmp = self.root / kind / f".tmp-{tid}-{uuid.uuid4().hex[:8]}"
+        tmp.mkdir(parents=True)
+        return tmp
+
+    def commit(self, tmp: Path, kind: str, tid: str) -> Path:
+        final = self.dir(kind, tid)
+        crashpoint("commit")
+        if final.exists():  # an earlier failed attempt, or --force
+            old = final.with_name(f".old-{tid}-{uuid.uuid4().hex[:8]}")
+            os.rename(final, old)
+            shutil.rmtree(old, ignore_errors=True)
+        os.rename(tmp, final)
+        crashpoint("committed")
+        return final
+
+    def resume_dir(self, kind: str, tid: str) -> Path:
+        """Where an unfinished task keeps what a rerun resumes from (see runner.Context)."""
+        return self.root / kind / f".resume-{tid}"
+
+    def leftovers(self) -> list[tuple[Path, str]]:
+        """(directory, task ID) of temporaries of tasks that never finished or are running."""
+        dirs = sorted(p for p in self.root.glob("*/.*-*") if p.is_dir() and p.name.startswith((".tmp-", ".old-")))
+        return [(p, p.name.split("-")[1]) for p in dirs]
+
+    def is_running(self, tid: str) -> bool:
+        """Whether some process holds the task's lock right now."""
+        path = self.root / ".locks" / f"{tid}.lock"
+        if not path.exists():
+            return False
+        with open(path) as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(f, fcntl.LOCK_UN)
+        return False
+
+    def entries(self):
+        """(kind, id, manifest) for every finished directory."""
+        for kd in sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")) if self.root.exists() else []:
+            for d in sorted(kd.iterdir()):
+                if d.is_dir() and not d.name.startswith("."):
+                    yield kd.name, d.name, read_json(d / "manifest.json") or {}

@@ -1,0 +1,270 @@
+"""Sweeps: a grid of experiments over one task function, each a content-addressed task.
+
+A sweep file names the task ("module:function", called as fn(ctx) -> metrics), `defaults`, a
+`grid` (a mapping of lists: their Cartesian product; or a list of such mappings: the union of
+their products), named `combos`, `replicates` or `seeds`, and the metrics to `rank_by`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import itertools
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Literal
+
+import yaml
+
+from lambda_hat.engine.typed import Duration, InputError, apply_overrides, build, deep_merge, fail, current_ref, import_ref, load_yaml, plain, positive, read_yaml
+
+# Metric keys a task returns that describe its cost; a returned "efficiency" mapping adds more.
+EFFICIENCY = ("params", "epochs")
+
+
+def sweep_task(config_class, needs=None, version: int = 1):
+    """Declare a sweep task's typed config: the task is called as fn(ctx, cfg), and the sweep
+    validates every experiment against `config_class` before anything runs. `version` is part
+    of every experiment's ID: bump it when a change to the code changes the results.
+
+    `needs(cfg)` may name the cached tasks an experiment reads (data, a pretrained model): a
+    list of runner.Task in dependency order. Each runs once for all the experiments that need it,
+    and the experiment gets their store directories, in that order, as ctx.deps.
+    """
+
+    def wrap(fn):
+        @functools.wraps(fn)
+        def task(ctx):
+            return fn(ctx, build(config_class, ctx.config, "<experiment config>"))
+
+        task.config_class, task.needs, task.version = config_class, needs, version
+        return task
+
+    return wrap
+
+
+@dataclass(frozen=True)
+class Rank:
+    metric: str
+    goal: Literal["max", "min"] = "max"
+
+
+@dataclass(frozen=True)
+class LinePlot:
+    """A report plot: metric `y` against factor `x`, a line per value of `by`, a panel per `facet`."""
+
+    x: str
+    y: str
+    by: str | None = None
+    facet: str | None = None
+    log_y: bool = False
+
+
+PLOTS = ("metric_per_factor", "efficiency_scatter", "time")  # the report's plots (report.py)
+
+
+@dataclass(frozen=True)
+class SweepFile:
+    task: str
+    rank_by: list[Rank] = field(metadata={"min_len": 1})
+    name: str | None = None  # default: the file's stem
+    defaults: dict = field(default_factory=dict)
+    grid: list[dict] | dict = field(default_factory=dict)
+    combos: list[dict] = ()
+    replicates: int | None = field(default=None, metadata=positive())
+    seeds: list[int] | None = None
+    store_root: str = "runs"
+    results_root: str = "results/sweeps"
+    task_timeout: Duration | None = None
+    tracking: list[Literal["mlflow", "wandb"]] = ()  # log every finished experiment there (tracking.py)
+    env: dict = field(default_factory=dict)  # environment of each task process
+    isolate: bool = True
+    line_plots: list[LinePlot] = ()
+    params_column: str = "params"  # the parameter count the report's efficiency uses
+    plot_names: dict = field(default_factory=dict)  # the report's plots under other names, e.g. time: training_time.png
+
+    def check(self, bad):
+        if self.replicates is not None and self.seeds is not None:
+            bad("replicates", "give replicates or seeds, not both")
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", self.name or "x"):
+            bad("name", f"{self.name!r}: use letters, digits, '_', '.', '-'")
+        if ":" not in self.task:
+            bad("task", f"{self.task!r}: expected 'module:function', e.g. lambda_hat.studies.blobs.study:train")
+        for k, v in self.plot_names.items():
+            if k not in PLOTS:
+                bad(f"plot_names.{k}", f"unknown plot; allowed: {', '.join(PLOTS)}")
+            if not isinstance(v, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+\.png", v):
+                bad(f"plot_names.{k}", f"expected a file name ending in .png, got {v!r}")
+        for v in self.env.values():
+            if not isinstance(v, (str, int, float)):
+                bad("env", f"values must be strings or numbers, got {v!r}")
+
+
+@dataclass(frozen=True)
+class Experiment:
+    name: str
+    config: dict  # what the task gets: defaults, then the point, then the seed
+    section: str  # "grid" or "combos": where in the file it came from
+    needs: tuple = ()  # runner.Task objects it reads, from the task's `needs`
+
+
+@dataclass(frozen=True)
+class Sweep:
+    path: Path
+    spec: SweepFile
+    name: str
+    experiments: list[Experiment]
+    factors: list[str]  # config keys the grid or combos vary, in file order
+    version: int = 1  # the task's code version (sweep_task)
+
+    @property
+    def results(self) -> Path:
+        return Path(self.spec.results_root) / self.name
+
+
+def _fmt(v) -> str:
+    if isinstance(v, bool):  # as YAML writes it, so `--only augment=false` reads back the name
+        return str(v).lower()
+    return yaml.safe_dump(v, default_flow_style=True).strip().removesuffix("...").strip() if isinstance(v, (list, dict)) else str(v)
+
+
+def _grid_points(spec: SweepFile, where: str) -> list[tuple[str, dict]]:
+    grids = [spec.grid] if isinstance(spec.grid, dict) else list(spec.grid)
+    points = []
+    for g_i, g in enumerate(grids):
+        key = "grid" if isinstance(spec.grid, dict) else f"grid[{g_i}]"
+        for k, vals in g.items():
+            if not isinstance(vals, list) or not vals:
+                fail(where, f"{key}.{k}", f"expected a non-empty list of values, got {vals!r}")
+        for combo in itertools.product(*g.values()):
+            point = dict(zip(g.keys(), combo))
+            points.append((",".join(f"{k}={_fmt(v)}" for k, v in point.items()) or "defaults", point))
+    return points
+
+
+def load_sweep(path: Path, overrides: tuple[str, ...] = ()) -> Sweep:
+    where = str(path)
+    raw = apply_overrides(load_yaml(path), overrides, where)
+    spec = build(SweepFile, raw, where)
+    spec = dataclasses.replace(spec, task=current_ref(spec.task))
+    fn = import_ref(spec.task, where, "task")
+    cls = getattr(fn, "config_class", None)
+    allowed = [f for f in cls.__dataclass_fields__] if cls else None
+
+    def check_keys(d: dict, key: str) -> None:
+        for k in d:
+            if allowed is not None and k not in allowed:
+                fail(where, f"{key}.{k}", f"unknown key for {spec.task}; allowed keys: {', '.join(allowed)}")
+
+    check_keys(spec.defaults, "defaults")
+    points = []
+    order = [k for k in (raw or {}) if k in ("grid", "combos")]  # the file's own order
+    for section in order:
+        if section == "grid":
+            for name, point in _grid_points(spec, where):
+                check_keys(point, "grid")
+                points.append((name, point, "grid"))
+        else:
+            for i, c in enumerate(spec.combos):
+                if not isinstance(c, dict) or not isinstance(c.get("name"), str):
+                    fail(where, f"combos[{i}]", "each combo needs a `name` (string) and the keys it sets")
+                point = {k: v for k, v in c.items() if k != "name"}
+                check_keys(point, f"combos[{i}]")
+                points.append((c["name"], point, "combos"))
+    if not points:
+        points = [("defaults", {}, "grid")]
+    names = [n for n, _, _ in points]
+    dup = next((n for n in names if names.count(n) > 1), None)
+    if dup:
+        fail(where, "combos", f"two experiments are named {dup!r}")
+    seeds = list(spec.seeds) if spec.seeds is not None else list(range(spec.replicates or 1))
+    experiments, seen = [], set()
+    for name, point, section in points:
+        for s in seeds:
+            cfg = deep_merge(spec.defaults, point)
+            cfg["seed"] = s
+            label = f"{name},seed={s}" if len(seeds) > 1 else name
+            needs: tuple = ()
+            if cls:  # the full typed config: the record shows every value, and a changed default changes the ID
+                typed = build(cls, cfg, where, f"experiment '{label}'")
+                cfg = plain(typed)
+                needs = tuple(fn.needs(typed)) if getattr(fn, "needs", None) else ()
+            frozen = yaml.safe_dump(cfg, sort_keys=True)
+            if frozen in seen:  # e.g. the reference value listed again in a one-factor grid
+                continue
+            seen.add(frozen)
+            experiments.append(Experiment(label, cfg, section, needs))
+    factors = list(dict.fromkeys(k for _, p, _ in points for k in p))
+    return Sweep(Path(path), spec, spec.name or Path(path).stem, experiments, factors, getattr(fn, "version", 1))
+
+
+def select(sweep: Sweep, only: tuple[str, ...], flag: str = "--only") -> list[Experiment]:
+    """`--only key=v1,v2` (repeatable, all must hold); `name=` matches experiment names (one
+    whole name, or several separated by commas)."""
+    chosen = list(sweep.experiments)
+    for o in only:
+        key, eq, values = o.partition("=")
+        if not eq or not key or not values:
+            raise InputError(f"{flag} {o!r}: expected KEY=VALUE[,VALUE...], e.g. {flag} lr=0.02,0.04")
+        if key == "name" and values in {e.name for e in sweep.experiments}:  # names hold commas
+            wanted = [values]
+        else:
+            wanted = [v if key == "name" else read_yaml(v) for v in values.split(",")]
+        get = (lambda e: e.name) if key == "name" else (lambda e: e.config.get(key, _MISSING))  # noqa: E731
+        present = [get(e) for e in sweep.experiments if get(e) is not _MISSING]
+        if not present:
+            keys = sorted({k for e in sweep.experiments for k in e.config})
+            raise InputError(f"{flag} {key}: no experiment of {sweep.path} has this key; keys: name, {', '.join(keys)}")
+        unknown = [v for v in wanted if v not in present]
+        if unknown:
+            have = list(dict.fromkeys(_fmt(v) for v in present))
+            have = "; ".join(have[:10]) + ("; …" if len(have) > 10 else "")
+            raise InputError(f"{flag} {key}={_fmt(unknown[0])}: no experiment of {sweep.path} has it; values: {have}")
+        chosen = [e for e in chosen if get(e) in wanted]
+    if not chosen:
+        raise InputError(f"{flag} {' '.join(only)}: no experiment of {sweep.path} matches all of these")
+    return chosen
+
+
+_MISSING = object()
+
+
+def record(sweep: Sweep, exp: Experiment, task_id: str, manifest: dict | None, metrics: dict | None, outcome: dict | None) -> dict:
+    """The result JSON of one experiment, from its store manifest (or this run's outcome when
+    it left nothing in the store: lost worker, left by the budget)."""
+    m = manifest or {}
+    status = m.get("status") or (outcome or {}).get("status") or "missing"
+    error = m.get("error") if m else (outcome or {}).get("error")
+    metrics = dict(metrics or {}) if status == "done" else {}
+    eff = {k: metrics.pop(k, None) for k in EFFICIENCY}
+    eff.update(metrics.pop("efficiency", None) or {})  # a task's own efficiency measures
+    finished = m.get("finished")
+    return {
+        "experiment_id": exp.name,
+        "task_id": task_id,
+        "sweep": sweep.name,
+        "task": sweep.spec.task,
+        "config": exp.config,
+        "metrics": metrics,
+        "efficiency": {**eff, "time_sec": m.get("walltime_sec")},
+        "status": status,
+        "error": error,
+        "timestamp": datetime.fromtimestamp(finished, timezone.utc).isoformat(timespec="seconds") if finished else None,
+        "code_version": m.get("versions", {}).get("git") or m.get("versions", {}).get("lambda-hat"),
+        "host": m.get("host"),
+        "slurm_job_id": m.get("slurm_job_id"),
+    }
+
+
+def flat_row(rec: dict, factors: list[str]) -> dict:
+    """One table row: experiment, status, the factors, the metrics, the efficiency."""
+    row = {"experiment_id": rec["experiment_id"], "status": rec["status"], "seed": rec["config"].get("seed")}
+    for k in factors:
+        v = rec["config"].get(k)
+        row[k] = _fmt(v) if isinstance(v, (list, dict)) else v
+    row.update(rec["metrics"])
+    row.update(rec["efficiency"])
+    row.update(error=rec["error"], task_id=rec["task_id"], timestamp=rec["timestamp"], code_version=rec["code_version"])
+    return row

@@ -1,0 +1,207 @@
+"""Experiment tracking: finished tasks of the store as MLflow or W&B runs, keyed by task ID.
+
+A task's run gets its flattened config as params, the numbers of metrics.json (and the rows of
+its history.csv, one step per epoch, where the task keeps one) as metrics, its task ID, kind,
+status and code version as tags, and its plots as artifacts (an llc run's plots are its diagnose
+task's). A task already logged (found by its task ID) is never logged again, so tracking during a
+workflow and exporting afterwards do not duplicate runs. The clients come with the `tracking`
+extra: pip install 'lambda-hat[tracking]'.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from pathlib import Path
+
+from lambda_hat.engine.store import Store, read_json
+from lambda_hat.engine.typed import InputError
+
+BACKENDS = ("mlflow", "wandb")
+TAG = "lambda_hat.task_id"
+PLOT_SUFFIXES = (".png", ".svg")
+
+
+def _need(module: str, flag: str):
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise InputError(f"{flag}: the {module.split('.')[0]} client is not installed; pip install 'lambda-hat[tracking]'") from None
+
+
+def flatten(d, prefix: str = "") -> dict:
+    """{'sampler': {'posterior': {'gamma': 1}}} → {'sampler.posterior.gamma': 1}; lists as JSON."""
+    out = {}
+    for k, v in (d or {}).items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = json.dumps(v) if isinstance(v, (list, tuple, dict)) else v
+    return out
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def record(store: Store, kind: str, tid: str, plots_of: dict) -> dict | None:
+    """What a tracker logs of one finished task, from its store directory."""
+    d = store.dir(kind, tid)
+    manifest = read_json(d / "manifest.json")
+    if not manifest:
+        return None
+    metrics = read_json(d / "metrics.json") or {}
+    history = []
+    if (d / "history.csv").exists():
+        with open(d / "history.csv") as f:
+            history = [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(f)]
+    plot_dir = plots_of.get(tid, d)
+    plots = sorted(p for p in plot_dir.iterdir() if p.suffix in PLOT_SUFFIXES) if plot_dir.is_dir() else []
+    versions = manifest.get("versions", {})
+    return {
+        "id": tid, "kind": kind, "label": manifest.get("label") or tid, "status": manifest.get("status", "incomplete"),
+        "params": flatten(read_json(d / "config.json") or {}),
+        "metrics": {k: float(v) for k, v in flatten(metrics).items() if _number(v)},
+        "history": history, "plots": plots, "code_version": versions.get("git") or versions.get("lambda-hat", ""),
+        "error": manifest.get("error"), "walltime_sec": manifest.get("walltime_sec"),
+    }  # fmt: skip
+
+
+def diagnose_dirs(store: Store) -> dict:
+    """Target or run ID → the directory of its diagnose task (the llc workflow's plots)."""
+    out = {}
+    for kind, tid, m in store.entries():
+        if kind == "diag" and m.get("status") == "done":
+            cfg = read_json(store.dir(kind, tid) / "config.json") or {}
+            for key in ("run", "target"):
+                if key in cfg:
+                    out[cfg[key]] = store.dir(kind, tid)
+    return out
+
+
+def experiment_name(rec: dict) -> str:
+    """A sweep's experiments share the sweep's name; other tasks are grouped by kind."""
+    return rec["label"].split("/", 1)[0] if rec["kind"] == "sweep" else f"lambda-hat-{rec['kind']}"
+
+
+class MLflow:
+    def __init__(self, uri: str | None = None):
+        self.uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or "mlruns"
+        if "://" not in self.uri:  # a local directory: MLflow's file store (no server, no database)
+            self.uri = Path(self.uri).resolve().as_uri()
+            os.environ["MLFLOW_ALLOW_FILE_STORE"] = "true"
+        tracking = _need("mlflow.tracking", "--track mlflow")
+        self.entities = _need("mlflow.entities", "--track mlflow")
+        self.client = tracking.MlflowClient(tracking_uri=self.uri)
+        self.experiments: dict[str, str] = {}
+
+    def _experiment(self, name: str) -> str:
+        if name not in self.experiments:
+            exp = self.client.get_experiment_by_name(name)
+            self.experiments[name] = exp.experiment_id if exp else self.client.create_experiment(name)
+        return self.experiments[name]
+
+    def logged(self, rec: dict) -> bool:
+        ids = [self._experiment(experiment_name(rec))]
+        return bool(self.client.search_runs(ids, filter_string=f"tags.`{TAG}` = '{rec['id']}'", max_results=1))
+
+    def log(self, rec: dict) -> bool:
+        if self.logged(rec):
+            return False
+        E = self.entities
+        tags = {TAG: rec["id"], "lambda_hat.kind": rec["kind"], "lambda_hat.status": rec["status"], "lambda_hat.code_version": rec["code_version"]}
+        run = self.client.create_run(self._experiment(experiment_name(rec)), run_name=rec["label"], tags=tags)
+        rid = run.info.run_id
+        params = [E.Param(k[:250], str(v)[:6000]) for k, v in rec["params"].items()]
+        metrics = [E.Metric(k, v, 0, 0) for k, v in rec["metrics"].items()]
+        for i, row in enumerate(rec["history"]):
+            step = int(row.get("epoch", i))
+            metrics += [E.Metric(f"history/{k}", v, 0, step) for k, v in row.items() if k != "epoch" and math.isfinite(v)]
+        for i in range(0, len(params), 100):  # MLflow's batch limits: 100 params, 1 000 metrics
+            self.client.log_batch(rid, params=params[i : i + 100])
+        for i in range(0, len(metrics), 1000):
+            self.client.log_batch(rid, metrics=metrics[i : i + 1000])
+        for p in rec["plots"]:
+            self.client.log_artifact(rid, str(p), artifact_path="plots")
+        self.client.set_terminated(rid, "FINISHED" if rec["status"] == "done" else "FAILED")
+        return True
+
+
+class Wandb:
+    def __init__(self, directory: str | None = None, project: str = "lambda-hat"):
+        self.wandb = _need("wandb", "--track wandb")
+        self.dir = Path(directory or os.environ.get("WANDB_DIR") or ".").resolve()
+        self.project = project
+        # no API key: an offline run directory that `wandb sync` uploads later
+        self.mode = "online" if os.environ.get("WANDB_API_KEY") else "offline"
+
+    def logged(self, rec: dict) -> bool:
+        return any((self.dir / "wandb").glob(f"*run-*-{rec['id']}"))
+
+    def log(self, rec: dict) -> bool:
+        if self.logged(rec):
+            return False
+        wb = self.wandb
+        self.dir.mkdir(parents=True, exist_ok=True)
+        run = wb.init(
+            project=self.project, id=rec["id"], name=rec["label"], dir=str(self.dir), mode=self.mode, resume="allow",
+            job_type=rec["kind"], group=experiment_name(rec), config=rec["params"], tags=[rec["kind"], rec["status"]],
+            settings=wb.Settings(silent=True, console="off"),
+        )  # fmt: skip
+        for i, row in enumerate(rec["history"]):
+            run.log({f"history/{k}": v for k, v in row.items() if k != "epoch"}, step=int(row.get("epoch", i)))
+        if rec["plots"]:
+            run.log({f"plots/{p.stem}": wb.Image(str(p)) for p in rec["plots"] if p.suffix == ".png"})
+        run.summary.update({**rec["metrics"], TAG: rec["id"], "lambda_hat.status": rec["status"], "lambda_hat.code_version": rec["code_version"]})
+        run.finish(exit_code=0 if rec["status"] == "done" else 1)
+        return True
+
+
+def check(names) -> tuple[str, ...]:
+    for n in names:
+        if n not in BACKENDS:
+            raise InputError(f"--track {n}: unknown tracker; allowed values: {', '.join(BACKENDS)}")
+    return tuple(dict.fromkeys(names))
+
+
+def trackers(names, mlflow_uri: str | None = None, wandb_dir: str | None = None) -> list:
+    """The clients of the named backends (MLflow: MLFLOW_TRACKING_URI or ./mlruns; W&B: offline
+    under ./wandb/ without WANDB_API_KEY); a missing client is a one-line error."""
+    return [MLflow(mlflow_uri) if n == "mlflow" else Wandb(wandb_dir) for n in check(names)]
+
+
+def report(backends: list, new: int) -> str:
+    where = ", ".join(f"mlflow {b.uri}" if isinstance(b, MLflow) else f"wandb {b.mode} {b.dir / 'wandb'}" for b in backends)
+    return f"tracking: {new} new run(s) logged to {where}"
+
+
+def log_tasks(store: Store, tasks, backends: list) -> int:
+    """Log the finished tasks of `tasks` ((kind, id) pairs; diagnose tasks ride with their run)
+    to every backend; returns how many runs were newly logged."""
+    if not backends:
+        return 0
+    plots_of = diagnose_dirs(store)
+    new = 0
+    for kind, tid in dict.fromkeys(tasks):
+        if kind == "diag":
+            continue
+        rec = record(store, kind, tid, plots_of)
+        if rec is None or rec["status"] == "running":
+            continue
+        for b in backends:
+            new += b.log(rec)
+    return new
+
+
+def track(store: Store, tasks, backends: list) -> str:
+    """After a workflow: log its tasks (runner.Task) and say where."""
+    return report(backends, log_tasks(store, [(t.kind, t.id) for t in tasks], backends))
+
+
+def export(store: Store, backends: list) -> int:
+    return log_tasks(store, [(kind, tid) for kind, tid, _ in store.entries()], backends)

@@ -1,0 +1,324 @@
+"""Build frozen dataclasses from plain YAML data, with one-line errors naming file and key."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import re
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+
+class InputError(Exception):
+    """Bad user input (config, card, CLI value): reported in one line, exit code 2."""
+
+
+class Loader(yaml.SafeLoader):
+    """YAML 1.1 reads 1e-6 (no dot) as a string; read it as a number, as YAML 1.2 and
+    OmegaConf (the original Lambda-Hat's configs) do."""
+
+
+Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\d[\d_]*\.?[\d_]*|\.\d[\d_]*)[eE][-+]?\d+$"),
+    list("-+0123456789."),
+)
+
+
+def read_yaml(text: str):
+    return yaml.load(text, Loader=Loader)
+
+
+def fail(where: str, key: str, msg: str) -> typing.NoReturn:
+    raise InputError(f"{where}: {key or '<top>'}: {msg}")
+
+
+def load_yaml(path: Path) -> Any:
+    try:
+        text = Path(path).read_text()
+    except FileNotFoundError:
+        raise InputError(f"{path}: file not found") from None
+    except OSError as e:
+        raise InputError(f"{path}: cannot read ({e.strerror})") from None
+    try:
+        return read_yaml(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise InputError(f"{path}: malformed YAML{at}: {problem}") from None
+
+
+class Duration(float):
+    """Type marker for a time span in seconds, written as 90, 90s, 30m, 1h30m, 1d or SLURM's
+    [D-]HH:MM:SS / MM:SS (a bare number is seconds)."""
+
+
+DURATION_HELP = "90, 90s, 30m, 1h30m, 1d or HH:MM:SS"
+_UNIT = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+
+
+def parse_duration(value, what: str = "duration") -> float:
+    """Seconds from any of the forms in Duration; InputError naming `what` otherwise."""
+    total = None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        total = float(value)
+    elif isinstance(value, str):
+        t = value.strip().lower()
+        clock = re.fullmatch(r"(?:(\d+)-)?(\d+)(?::(\d{1,2}))?(?::(\d{1,2}))?", t)
+        if re.fullmatch(r"\d+(?:\.\d+)?", t):
+            total = float(t)
+        elif clock and (":" in t or "-" in t):
+            d, a, b, c = clock.groups()
+            parts = [int(x) for x in (a, b, c) if x is not None]
+            if any(x >= 60 for x in parts[1:]):
+                raise InputError(f"{what}: {value!r}: minutes and seconds must be < 60")
+            if d is not None:  # D-HH[:MM[:SS]]
+                parts += [0] * (3 - len(parts))
+                total = 86400 * int(d) + 3600 * parts[0] + 60 * parts[1] + parts[2]
+            elif len(parts) == 3:  # HH:MM:SS
+                total = 3600 * parts[0] + 60 * parts[1] + parts[2]
+            else:  # MM:SS, as SLURM reads it
+                total = 60 * parts[0] + parts[1]
+        else:
+            units = re.findall(r"(\d+(?:\.\d+)?)\s*([dhms])", t)
+            order = [u for _, u in units]
+            if units and re.fullmatch(r"(?:\d+(?:\.\d+)?\s*[dhms]\s*)+", t) and order == sorted(set(order), key="dhms".index):
+                total = sum(float(x) * _UNIT[u] for x, u in units)
+    if total is None:
+        raise InputError(f"{what}: {value!r} is not a duration; expected e.g. {DURATION_HELP}")
+    if not total > 0 or total == float("inf"):
+        raise InputError(f"{what}: must be a positive duration, got {value!r}")
+    return float(total)
+
+
+def apply_overrides(raw, pairs, where: str, flag: str = "override"):
+    """Hydra-style KEY=VALUE on plain YAML data: dotted keys, list indices (samplers.0.draws=100),
+    values parsed as YAML. Missing mapping keys are created (validation judges them later)."""
+    raw = copy.deepcopy(raw) if raw is not None else {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key.strip():
+            raise InputError(f"{flag} {pair!r}: expected KEY=VALUE, e.g. samplers.0.overrides.draws=100")
+        try:
+            value = read_yaml(text) if text else ""
+        except yaml.YAMLError:
+            raise InputError(f"{flag} {pair!r}: the value is not valid YAML") from None
+        parts, node = key.strip().split("."), raw
+        for i, p in enumerate(parts):
+            here = ".".join(parts[:i]) or "<top>"
+            last = i == len(parts) - 1
+            if isinstance(node, list):
+                if not re.fullmatch(r"-?\d+", p):
+                    raise InputError(f"{where}: {flag} {key}: {here} is a list; expected an index, got {p!r}")
+                idx = int(p)
+                if not -len(node) <= idx < len(node):
+                    raise InputError(f"{where}: {flag} {key}: index {idx} out of range; {here} has {len(node)} entries")
+            elif isinstance(node, dict):
+                idx = p
+                if not last and not isinstance(node.get(p), (dict, list)):
+                    if node.get(p) is not None:
+                        raise InputError(f"{where}: {flag} {key}: {'.'.join(parts[:i + 1])} is {node[p]!r}, not a mapping or list")
+                    node[p] = {}
+            else:
+                raise InputError(f"{where}: {flag} {key}: {here} is {node!r}, not a mapping or list")
+            if last:
+                node[idx] = value
+            else:
+                node = node[idx]
+    return raw
+
+
+# Study modules that moved into lambda_hat/studies/: sweep files that name the old module keep working.
+MOVED = {
+    "lambda_hat.blobs": "lambda_hat.studies.blobs.study",
+    "lambda_hat.kkt": "lambda_hat.studies.kkt.study",
+    "lambda_hat.peft_study": "lambda_hat.studies.peft.study",
+}
+
+
+def current_ref(ref: str) -> str:
+    module, sep, name = ref.partition(":")
+    return MOVED.get(module, module) + sep + name
+
+
+def import_ref(ref: str, where: str, key: str):
+    """The object a config names as "module:function"; a one-line error naming the key if not."""
+    import importlib
+
+    module, _, name = current_ref(ref).partition(":")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as e:
+        fail(where, key, f"{ref!r} cannot be imported ({type(e).__name__}: {e})")
+
+
+def canonical(cls, data, where: str, key: str = ""):
+    """Rename a dataclass's documented aliases (its ALIASES: alias -> canonical, possibly dotted
+    into a sub-mapping) so one concept has one field; both given at once is an error."""
+    aliases = getattr(cls, "ALIASES", {})
+    if not isinstance(data, dict) or not any(a in data for a in aliases):
+        return data
+    out = dict(data)
+    for alias, canon in aliases.items():
+        if alias not in out:
+            continue
+        value = out.pop(alias)
+        head, _, rest = canon.partition(".")
+        node = out if not rest else dict(out.get(head) or {})
+        leaf = rest or head
+        if leaf in node:
+            fail(where, _join(key, alias), f"is an alias of {canon}, which is also given; keep one")
+        node[leaf] = value
+        if rest:
+            out[head] = node
+    return out
+
+
+def deep_merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def positive(**kw):
+    """Field metadata: value must be > 0."""
+    return {"gt": 0, **kw}
+
+
+def nonneg(**kw):
+    return {"ge": 0, **kw}
+
+
+def _type_name(tp) -> str:
+    if typing.get_origin(tp) is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if tp is type(None):
+        return "null"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is list:
+        return f"a list of {_type_name(typing.get_args(tp)[0])}"
+    if tp is Duration:
+        return f"a duration ({DURATION_HELP})"
+    return {int: "an integer", float: "a number", str: "a string", bool: "true/false", dict: "a mapping"}.get(
+        tp, str(tp)
+    )
+
+
+def _convert(tp, value, where: str, key: str, meta: dict):
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _convert(a, value, where, key, meta)
+            except InputError as e:
+                errors.append(e)
+        if len(errors) == 1:
+            raise errors[0]
+        # a value of the right type but out of bounds: say which bound, not every type allowed
+        for e in errors:
+            if ": must be " in str(e):
+                raise e
+        fail(where, key, f"expected {_type_name(tp)}, got {value!r}")
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        if value not in allowed:
+            fail(where, key, f"{value!r} is not allowed; allowed values: {', '.join(map(str, allowed))}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            fail(where, key, f"expected {_type_name(tp)}, got {value!r}")
+        (item,) = typing.get_args(tp)
+        out = [_convert(item, v, where, f"{key}[{i}]", {}) for i, v in enumerate(value)]
+        if meta.get("min_len") and len(out) < meta["min_len"]:
+            fail(where, key, f"needs at least {meta['min_len']} entries")
+        return tuple(out)
+    if dataclasses.is_dataclass(tp):
+        return build(tp, value, where, key)
+    if tp is Duration:
+        value = parse_duration(value, f"{where}: {key}")
+    elif tp is bool:
+        if not isinstance(value, bool):
+            fail(where, key, f"expected true/false, got {value!r}")
+        return value
+    elif tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            fail(where, key, f"expected an integer, got {value!r}")
+    elif tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            fail(where, key, f"expected a number, got {value!r}")
+        value = float(value)
+        if value != value or value in (float("inf"), float("-inf")):
+            fail(where, key, f"expected a finite number, got {value!r}")
+    elif tp is str:
+        if not isinstance(value, str):
+            fail(where, key, f"expected a string, got {value!r}")
+    elif tp is dict:
+        if not isinstance(value, dict):
+            fail(where, key, f"expected a mapping, got {value!r}")
+        return value
+    if "gt" in meta and not value > meta["gt"]:
+        fail(where, key, f"must be > {meta['gt']}, got {value!r}")
+    if "ge" in meta and not value >= meta["ge"]:
+        fail(where, key, f"must be >= {meta['ge']}, got {value!r}")
+    if "le" in meta and not value <= meta["le"]:
+        fail(where, key, f"must be <= {meta['le']}, got {value!r}")
+    if "lt" in meta and not value < meta["lt"]:
+        fail(where, key, f"must be < {meta['lt']}, got {value!r}")
+    return value
+
+
+def build(cls, data, where: str, key: str = ""):
+    """Validate `data` against dataclass `cls`: unknown keys, missing keys, types and bounds."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        fail(where, key, f"expected a mapping, got {data!r}")
+    data = canonical(cls, data, where, key)
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    for k in data:
+        if k not in fields:
+            fail(where, _join(key, str(k)), f"unknown key; allowed keys: {', '.join(fields)}")
+    kwargs = {}
+    for name, f in fields.items():
+        sub = _join(key, name)
+        if name in data:
+            kwargs[name] = _convert(hints[name], data[name], where, sub, dict(f.metadata))
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            fail(where, sub, f"missing required key ({_type_name(hints[name])})")
+    obj = cls(**kwargs)
+    check = getattr(obj, "check", None)
+    if check:
+        check(lambda k, msg: fail(where, _join(key, k), msg))
+    return obj
+
+
+def _join(a: str, b: str) -> str:
+    return f"{a}.{b}" if a else b
+
+
+def plain(obj) -> Any:
+    """Dataclass → JSON-able data (tuples become lists)."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [plain(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: plain(v) for k, v in obj.items()}
+    return obj

@@ -1,0 +1,297 @@
+"""What the posterior looks like at w*, measured before sampling (REFERENCE §1b).
+
+`measure` takes the Hessian spectrum of L_n at w* (exact for small d, else stochastic Lanczos
+quadrature on Hessian-vector products over a subsample), the minibatch gradient noise relative
+to the curvature, and the predicted λ̂ shift from a non-zero gradient at w*. From these:
+- `sgld_plan` picks SGLD's ε so that the predicted bias of λ̂ (discretisation and minibatch
+  noise, per Hessian mode, weighted by each mode's share of λ̂) is at most `target`, and sizes
+  burn-in and draws from the relaxation times of the modes that carry λ̂;
+- `dispersed_starts` spreads the chains around w* so that R̂ can see modes that have not mixed;
+- `mala_acceptance` is the empirical check of the step: the Metropolis acceptance of the SGLD
+  proposal with the full-batch loss and gradient.
+
+Per mode with curvature h (a = nβh + γ), minibatch size b and per-sample gradient variance
+c ≈ κh along it, SGLD's stationary variance is inflated by
+(1 + ε·nβ²c(1 − b/n)/(4b)) / (1 − εa/4), and its relaxation time is 2/(εa) steps.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lambda_hat.llc.checks import ESS_GOAL
+
+DENSE_MAX_DIM = 64  # up to this d the Hessian is formed exactly (d HVPs)
+LANCZOS_STEPS, LANCZOS_PROBES = 12, 3  # above it: 3 probes × 12 Lanczos steps (36 HVPs)
+CURVATURE_SAMPLES = 1024  # subsample for Hessian-vector products (the Hessian is a mean)
+NOISE_SAMPLES = 256  # per-sample gradients for the minibatch noise
+CG_STEPS = 20
+
+
+@dataclass(frozen=True)
+class Spectrum:
+    """Hessian eigenvalues of L_n at w* as (value, weight) pairs whose weights sum to d."""
+
+    theta: np.ndarray
+    weight: np.ndarray
+    kappa: float  # per-sample gradient variance / curvature (1 for a well-specified model)
+    grad_norm: float  # ‖∇L_n(w*)‖, full data
+    wstar_shift: float  # predicted λ̂(at w*) − λ̂(at the minimum) from that gradient
+    seconds: float
+    vectors: np.ndarray | None = None  # eigenvectors (d × d) where the Hessian was formed exactly
+
+    def modes(self, n_beta, gamma):
+        a = n_beta * np.clip(self.theta, 0, None) + gamma
+        share = n_beta * np.clip(self.theta, 0, None) / a  # each mode's contribution to λ̂ (×½)
+        return a, share
+
+    def llc_estimate(self, n_beta, gamma) -> float:
+        """½ Σ nβh/(nβh + γ): the finite-n λ of the quadratic approximation at w*."""
+        _, share = self.modes(n_beta, gamma)
+        return float(0.5 * np.sum(self.weight * share))
+
+
+def _subsample(post, size):
+    """A fixed random subset (numpy: a jax permutation costs a compilation per process). The
+    same subset every time, so the programs that close over it are compiled once per target."""
+    if post.data is None:
+        return None
+    idx = np.sort(np.random.default_rng(0).permutation(post.n)[: min(size, post.n)])
+    return jax.tree.map(lambda a: jnp.asarray(np.asarray(a)[idx]), post.data)
+
+
+def _lanczos(hvp, V0, steps):
+    """Lanczos from each row of V0 (full reorthogonalisation): per start, the tridiagonal T
+    (k × k) and the orthonormal basis Q (k × d) with Q H Qᵀ = T. Only the HVPs run in JAX: the
+    basis work is small, and eager JAX ops on growing shapes would compile at every step."""
+    dt = V0.dtype
+    V0 = np.asarray(V0, np.float64)
+    basis, alphas, betas = [V0 / np.linalg.norm(V0, axis=1, keepdims=True)], [], []
+    for j in range(steps):
+        W = np.asarray(hvp(jnp.asarray(basis[-1], dt)), np.float64)
+        alphas.append(np.sum(W * basis[-1], axis=1))
+        Q = np.stack(basis, axis=1)  # (starts, j+1, d)
+        for _ in range(2):  # twice is enough
+            W = W - np.einsum("pjd,pj->pd", Q, np.einsum("pjd,pd->pj", Q, W))
+        beta = np.linalg.norm(W, axis=1)
+        if j == steps - 1 or beta.min() < 1e-10 * max(1.0, np.abs(alphas[0]).max()):
+            break
+        betas.append(beta)
+        basis.append(W / beta[:, None])
+    a = np.stack(alphas, 1)
+    b = np.stack(betas, 1) if betas else np.zeros((len(a), 0))
+    Ts = [np.diag(a[p]) + np.diag(b[p], 1) + np.diag(b[p], -1) for p in range(len(a))]
+    return Ts, np.stack(basis, 1)
+
+
+def _hvp(post, sub):
+    """hvp(v, w=w*): the Hessian of the subsample's loss at w, times v."""
+    grad = jax.grad(lambda u: post.loss(u, sub))
+    return lambda v, w=post.w_star: jax.jvp(grad, (w,), (v,))[1]
+
+
+def measure(post, key) -> Spectrum:
+    """Curvature spectrum, gradient noise and the gradient at w*: a few dozen HVPs on a subsample."""
+    import time
+
+    t0 = time.time()
+    d, dt, w = post.dim, post.w_star.dtype, post.w_star
+    sub = _subsample(post, CURVATURE_SAMPLES)
+    hvp1 = _hvp(post, sub)
+    if d <= DENSE_MAX_DIM:
+        H = np.asarray(jax.jit(jax.hessian(lambda v: post.loss(v, sub)))(w), dtype=np.float64)
+        theta, S = np.linalg.eigh(0.5 * (H + H.T))
+        weight, top, vectors = np.ones(d), S[:, -1], S
+    else:
+        vectors = None
+        Ts, Q = _lanczos(jax.jit(jax.vmap(hvp1)), jax.random.normal(key, (LANCZOS_PROBES, d), dt), min(LANCZOS_STEPS, d))
+        theta, weight = [], []
+        for T in Ts:  # stochastic Lanczos quadrature: Ritz values weighted by e1's share
+            th, S = np.linalg.eigh(T)
+            theta.append(th)
+            weight.append(S[0] ** 2 * d / len(Ts))
+        top = Q[0].T @ np.linalg.eigh(Ts[0])[1][:, -1]
+        theta, weight = np.concatenate(theta), np.concatenate(weight)
+    g_full = jax.jit(jax.grad(post.loss_full))(w)
+    kappa = _noise_ratio(post, jnp.asarray(top, dt), theta, weight)
+    shift = _wstar_shift(post, hvp1, g_full)
+    return Spectrum(theta, weight, kappa, float(jnp.linalg.norm(g_full)), shift, time.time() - t0, vectors)
+
+
+def _noise_ratio(post, top, theta, weight) -> float:
+    """κ = per-sample gradient variance / curvature, the larger of its trace and top-mode values."""
+    if post.data is None:
+        return 0.0
+    x, y = _subsample(post, NOISE_SAMPLES)
+    per = jax.jit(jax.vmap(lambda xi, yi: jax.grad(post.loss)(post.w_star, (xi[None], yi[None]))))
+    G = np.asarray(per(x, y), dtype=np.float64)
+    G = G - G.mean(axis=0)
+    tr_c, top_c = float(np.mean(np.sum(G**2, axis=1))), float(np.mean((G @ np.asarray(top)) ** 2))
+    tr_h, h_top = float(np.sum(weight * np.clip(theta, 0, None))), float(theta.max())
+    ratios = [r for r in (tr_c / tr_h if tr_h > 0 else 0.0, top_c / h_top if h_top > 0 else 0.0) if np.isfinite(r)]
+    return max(ratios, default=0.0)
+
+
+def _wstar_shift(post, hvp, g) -> float:
+    """Second-order shift of E[λ̂] from a gradient g at w*: −nβ²gᵀA⁻¹g + ½nβ²uᵀHu, u = A⁻¹g."""
+    nb, gamma = post.n_beta, post.gamma
+
+    @jax.jit
+    def shift(g):
+        u, _ = jax.scipy.sparse.linalg.cg(lambda v: nb * hvp(v) + gamma * v, g, maxiter=CG_STEPS)
+        return -(nb**2) * jnp.dot(g, u) + 0.5 * nb**2 * jnp.dot(u, hvp(u))
+
+    return float(shift(g))
+
+
+# ---------------------------------------------------------------- SGLD's step, burn-in, draws
+
+
+@dataclass(frozen=True)
+class SGLDPlan:
+    step_size: float
+    burnin: int
+    draws: int
+    predicted_bias: float  # relative bias of λ̂ predicted for this ε (discretisation + minibatch)
+    relax_steps: float  # relaxation time of the slowest mode that carries λ̂, in steps
+    needed_steps: int  # burn-in + draws the relaxation times ask for
+    capped: bool  # the budget (max_steps) cut burn-in or draws short
+
+
+def _minibatch_factor(post, batch_size) -> float:
+    if post.data is None or batch_size is None or batch_size >= post.n:
+        return 0.0
+    return post.n_beta * (1 - batch_size / post.n) / batch_size
+
+
+def predicted_bias(spec: Spectrum, post, eps: float, batch_size, rmsprop: bool) -> float:
+    """Relative bias of λ̂ at step ε: share-weighted mean of the per-mode variance inflation.
+
+    RMSProp's frozen preconditioner ≈ 1/√V per mode (V = a + minibatch variance of the drift),
+    so its effective step is ε/√V."""
+    a, share = spec.modes(post.n_beta, post.gamma)
+    M = _minibatch_factor(post, batch_size) * spec.kappa
+    V = a + (a - post.gamma) * M
+    e = eps / np.sqrt(V) if rmsprop else np.full_like(a, eps)
+    denom = 1 - e * a / 4
+    if np.any(denom <= 0):
+        return float("inf")
+    infl = (1 + e * (V - a) / 4) / denom - 1
+    w = spec.weight * share
+    if w.sum() <= 0:
+        return float(infl.max())
+    return float(np.sum(w * infl) / w.sum())
+
+
+def top_curvature(post, points, iters: int = 10) -> float:
+    """Largest Hessian eigenvalue of L_n over `points` (power iteration on a subsample)."""
+    hvp = _hvp(post, _subsample(post, CURVATURE_SAMPLES))
+
+    @jax.jit
+    def power(w):
+        v = jnp.ones_like(w) / jnp.sqrt(w.shape[0])
+        v = jax.lax.fori_loop(0, iters, lambda _, v: (lambda u: u / (jnp.linalg.norm(u) + 1e-30))(hvp(v, w)), v)
+        return jnp.dot(v, hvp(v, w))
+
+    return float(jnp.max(jax.vmap(power)(points)))
+
+
+def sgld_plan(spec: Spectrum, post, cfg, target: float, h_around: float = 0.0) -> SGLDPlan:
+    """`h_around`: the top curvature where the chains start: where w* itself is degenerate
+    (a zero Hessian, as in w1²·w2² at 0), the posterior's stiffness is only seen there."""
+    rms = cfg.precond == "rmsprop"
+    if cfg.step_size == "auto":  # largest ε whose predicted bias is ≤ target (bisection in log ε)
+        lo, hi = -30.0, 5.0
+        for _ in range(60):
+            mid = 0.5 * (lo + hi)
+            lo, hi = (mid, hi) if predicted_bias(spec, post, math.exp(mid), cfg.batch_size, rms) <= target else (lo, mid)
+        eps = math.exp(lo)
+        a_around = post.n_beta * max(h_around, 0.0) + post.gamma
+        V = a_around * (1 + _minibatch_factor(post, cfg.batch_size) * spec.kappa)
+        eps = min(eps, 4 * target / (math.sqrt(V) if rms else V))  # the same bound for that mode
+    else:
+        eps = float(cfg.step_size)
+    bias = predicted_bias(spec, post, eps, cfg.batch_size, rms)
+
+    a, share = spec.modes(post.n_beta, post.gamma)
+    M = _minibatch_factor(post, cfg.batch_size) * spec.kappa
+    e = eps / np.sqrt(a + (a - post.gamma) * M) if rms else np.full_like(a, eps)
+    tau = 2.0 / (e * a)  # w ← (1 − εa/2)w + noise: relaxation time of each mode, in steps
+    carrying = share >= 0.5  # modes that carry λ̂ (nβh ≥ γ); flat ones are left to R̂
+    tau_slow = float(tau[carrying].max()) if carrying.any() else float(tau.max())
+    w = spec.weight * share
+    tau_int = float(np.sum(w * tau) / w.sum()) if w.sum() > 0 else tau_slow  # of the λ̂ statistic
+    burnin = math.ceil(3 * tau_slow) + (int(3 / (1 - cfg.rmsprop_decay)) if rms else 0)
+    # 4×: a bulk ESS of 1 600 keeps R̂ (noise ≈ 1/√ESS per chain) clear of 1.01 by chance
+    draws = max(100, math.ceil(4 * ESS_GOAL * tau_int / cfg.chains))
+    burnin = burnin if cfg.burnin == "auto" else int(cfg.burnin)
+    draws = draws if cfg.draws == "auto" else int(cfg.draws)
+    needed, capped = burnin + draws, False
+    if needed > cfg.max_steps:
+        capped = True
+        if cfg.burnin == "auto":
+            burnin = min(burnin, cfg.max_steps // 2) if cfg.draws == "auto" else max(cfg.max_steps - draws, min(burnin, cfg.max_steps // 2))
+        if cfg.draws == "auto":
+            draws = max(100, cfg.max_steps - burnin)
+    return SGLDPlan(eps, burnin, draws, bias, tau_slow, needed, capped)
+
+
+def dispersed_starts(post, spec: Spectrum, key, chains: int, spread: float = 2.0):
+    """w* + δ per chain, δ ~ N(0, spread·A⁻¹) with A = nβH + γ floored at a_slow (the slowest mode
+    that carries λ̂): every mode that matters starts overdispersed, so the chains' transients
+    differ and R̂ sees a mode that has not relaxed, while flat directions are not thrown far.
+    A^(-1/2)z from the eigenvectors where the Hessian was formed, else by Lanczos on H from z."""
+    d, nb, gamma = post.dim, post.n_beta, post.gamma
+    a, share = spec.modes(nb, gamma)
+    a_slow = float(a[share >= 0.5].min()) if (share >= 0.5).any() else 2 * gamma or 1.0
+    f = lambda h: np.sqrt(spread / np.maximum(nb * np.clip(h, 0, None) + gamma, a_slow))  # noqa: E731
+    z = jax.random.normal(key, (chains, d), post.w_star.dtype)
+    sub = _subsample(post, CURVATURE_SAMPLES)
+    if spec.vectors is not None:
+        S = spec.vectors
+        deltas = (np.asarray(z, np.float64) @ S) * f(spec.theta) @ S.T
+    else:
+        Ts, Q = _lanczos(jax.jit(jax.vmap(_hvp(post, sub))), z, min(d, LANCZOS_STEPS))
+        norms = np.linalg.norm(np.asarray(z, np.float64), axis=1)
+        deltas = []
+        for T, q, zn in zip(Ts, Q, norms):
+            th, S = np.linalg.eigh(T)
+            deltas.append(zn * q[: len(th)].T @ (S @ (f(th) * S[0])))
+        deltas = np.stack(deltas)
+    # Directions flat at second order (an MLP's) are rarely flat far out: halve a start whose
+    # actual excess loss is above twice the spread's share of λ (4 × the quadratic estimate).
+    deltas = jnp.asarray(deltas, post.w_star.dtype)
+    excess = jax.jit(jax.vmap(lambda dw: nb * (post.loss(post.w_star + dw, sub) - post.loss(post.w_star, sub))))
+    cap = 2 * spread * max(spec.llc_estimate(nb, gamma), 0.5)
+    for _ in range(20):
+        too_far = np.asarray(excess(deltas)) > cap
+        if not too_far.any():
+            break
+        deltas = deltas * jnp.asarray(np.where(too_far, 0.5, 1.0), deltas.dtype)[:, None]
+    return post.w_star + deltas
+
+
+def mala_acceptance(post, positions, eps: float, precond, key, proposals: int = 2) -> float:
+    """Mean Metropolis acceptance of the (preconditioned) SGLD proposal, full-batch, at `positions`."""
+    grad_lp = jax.value_and_grad(post.logdensity)
+
+    def one(w, p, k):
+        lp, g = grad_lp(w)
+        mean = w + 0.5 * eps * p * g
+        w2 = mean + jnp.sqrt(eps * p) * jax.random.normal(k, w.shape, w.dtype)
+        lp2, g2 = grad_lp(w2)
+        back = w2 + 0.5 * eps * p * g2
+        log_q_fwd = -jnp.sum((w2 - mean) ** 2 / p) / (2 * eps)
+        log_q_bwd = -jnp.sum((w - back) ** 2 / p) / (2 * eps)
+        log_a = lp2 - lp + log_q_bwd - log_q_fwd
+        return jnp.where(jnp.isfinite(log_a), jnp.minimum(1.0, jnp.exp(jnp.minimum(log_a, 0.0))), 0.0)
+
+    W = jnp.repeat(positions, proposals, axis=0)
+    P = jnp.repeat(jnp.broadcast_to(precond, positions.shape), proposals, axis=0)
+    acc = jax.jit(jax.vmap(one))(W, P, jax.random.split(key, W.shape[0]))
+    return float(jnp.mean(acc))

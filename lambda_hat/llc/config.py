@@ -1,0 +1,493 @@
+"""Typed configuration of the llc workflow: presets, overrides, validation, N × M expansion."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import ClassVar, Literal
+
+from lambda_hat.engine.typed import Duration, InputError, apply_overrides, build, canonical, import_ref, deep_merge, fail, load_yaml, nonneg, plain, positive
+
+# ---------------------------------------------------------------- models, data, training
+
+
+@dataclass(frozen=True)
+class MLP:
+    kind: Literal["mlp"] = "mlp"
+    in_dim: int = field(default=4, metadata=positive())
+    out_dim: int = field(default=1, metadata=positive())
+    depth: int = field(default=2, metadata=positive())  # hidden layers
+    width: int = field(default=16, metadata=positive())
+    activation: Literal["tanh", "relu", "gelu"] = "tanh"
+    bias: bool = True
+
+
+@dataclass(frozen=True)
+class Teacher:
+    """The MLP that labels the data (target-level `teacher:` preset); null fields: the student's."""
+
+    depth: int | None = field(default=None, metadata=positive())
+    width: int | None = field(default=None, metadata=positive())
+    activation: Literal["tanh", "relu", "gelu"] | None = None
+    bias: bool | None = None
+
+
+@dataclass(frozen=True)
+class DLN:
+    """Deep linear network f(x) = W_L…W_1 x with widths [H0, …, HL]; teacher of rank `rank`."""
+
+    kind: Literal["dln"] = "dln"
+    widths: list[int] = field(default=(4, 4), metadata={"min_len": 2, "gt": 0})
+    rank: int = field(default=1, metadata=nonneg())
+
+    def check(self, bad):
+        if any(w <= 0 for w in self.widths):
+            bad("widths", f"all widths must be > 0, got {list(self.widths)}")
+        if self.rank > min(self.widths):
+            bad("rank", f"must be <= the narrowest width {min(self.widths)}, got {self.rank}")
+
+
+@dataclass(frozen=True)
+class Quadratic:
+    """Analytic L(w) = ½‖w‖²; `n` only sets nβ (there is no data)."""
+
+    kind: Literal["quadratic"] = "quadratic"
+    dim: int = field(default=10, metadata=positive())
+    n: int = field(default=1000, metadata={"gt": 1})
+
+
+@dataclass(frozen=True)
+class Custom:
+    """A user's own target: `fn` ("module:function") is called as build(options + {seed}) and
+    returns apply, params, x, y, loss (per sample) and optionally x_test, y_test, llc_true
+    (targets.custom_problem). Keys besides kind, fn and version are the options; `version` enters
+    the target ID with them: bump it when build's code changes its result."""
+
+    kind: Literal["custom"] = "custom"
+    fn: str = ""
+    version: int = field(default=1, metadata=nonneg())
+    options: dict = field(default_factory=dict)
+
+    def check(self, bad):
+        if not re.fullmatch(r"[\w.]+:\w+", self.fn):
+            bad("fn", f"expected 'module:function', e.g. mypkg.targets:build, got {self.fn!r}")
+
+
+MODEL_KINDS = {"mlp": MLP, "dln": DLN, "quadratic": Quadratic, "custom": Custom}
+DIGITS_TRAIN = 1437  # scikit-learn's 1 797 digits, less a fixed, seeded test split of 360
+
+
+@dataclass(frozen=True)
+class Data:
+    ALIASES: ClassVar[dict] = {"n_data": "n", "noise": "noise_model"}
+
+    # teacher: regression data labelled by a random network (x_dist, noise); digits: scikit-learn's
+    # handwritten digits (8×8 images, 10 classes), a softmax classifier's data, n ≤ 1 437 of them
+    source: Literal["teacher", "digits"] = "teacher"
+    n: int = field(default=1000, metadata={"gt": 1})
+    x_dist: Literal["gauss_iso", "gauss_aniso", "mixture", "heavy_tail"] = "gauss_iso"
+    noise_model: Literal["gauss", "student_t"] = "gauss"
+    noise_scale: float = field(default=0.1, metadata=positive())
+    student_df: float = field(default=5.0, metadata={"gt": 2})  # > 2 keeps the variance finite
+
+    def check(self, bad):
+        if self.source == "digits" and self.n > DIGITS_TRAIN:
+            bad("n", f"digits has {DIGITS_TRAIN} training images, got n = {self.n}")
+
+
+@dataclass(frozen=True)
+class Training:
+    optimizer: Literal["adam", "sgd"] = "adam"
+    lr: float = field(default=1e-2, metadata=positive())
+    steps: int = field(default=2000, metadata=positive())
+    batch_size: int | None = field(default=None, metadata=positive())  # None: full batch
+    # Full-batch L-BFGS steps after training: an unconverged w* biases λ̂ downward (REFERENCE §1b)
+    polish_steps: int = field(default=200, metadata=nonneg())
+
+
+# ---------------------------------------------------------------- samplers
+
+
+@dataclass(frozen=True)
+class Posterior:
+    beta0: float = field(default=1.0, metadata=positive())  # β = β0 / log n
+    gamma: float = field(default=1.0, metadata=nonneg())  # localisation strength
+
+
+@dataclass(frozen=True)
+class SamplerBase:
+    ALIASES: ClassVar[dict] = {"gamma": "posterior.gamma", "beta0": "posterior.beta0"}
+
+    chains: int = field(default=4, metadata=positive())
+    draws: int = field(default=1000, metadata=positive())  # kept draws per chain, after burn-in
+    burnin: int = field(default=200, metadata=nonneg())
+    eval_every: int = field(default=1, metadata=positive())  # λ̂ and diagnostics from every k-th draw
+    seed: int = field(default=0, metadata=nonneg())
+    posterior: Posterior = Posterior()
+
+
+@dataclass(frozen=True)
+class SGLD(SamplerBase):
+    """Δw = (ε/2)(−nβ∇L_batch − γ(w − w*)) + N(0, ε), ε = step_size (devinterp convention)."""
+
+    ALIASES: ClassVar[dict] = {**SamplerBase.ALIASES, "warmup": "burnin"}
+
+    kind: Literal["sgld"] = "sgld"
+    # auto: ε, burn-in and draws from the curvature and gradient noise measured at w*
+    # (calibration.py), so that λ̂'s predicted bias is at most bias_target; a number is used as is.
+    step_size: float | Literal["auto"] = field(default="auto", metadata=positive())
+    burnin: int | Literal["auto"] = field(default="auto", metadata=nonneg())
+    draws: int | Literal["auto"] = field(default="auto", metadata=positive())
+    bias_target: float = field(default=0.01, metadata={"gt": 0, "lt": 0.5})
+    max_steps: int = field(default=100_000, metadata=positive())  # budget per chain for auto burn-in + draws
+    batch_size: int | None = field(default=256, metadata=positive())  # None: full batch
+    precond: Literal["none", "rmsprop"] = "none"
+    rmsprop_decay: float = field(default=0.99, metadata={"gt": 0, "lt": 1})
+    rmsprop_eps: float = field(default=1e-5, metadata=positive())
+
+
+@dataclass(frozen=True)
+class HMC(SamplerBase):
+    ALIASES: ClassVar[dict] = {**SamplerBase.ALIASES, "target_acceptance": "target_accept"}
+
+    kind: Literal["hmc"] = "hmc"
+    num_integration_steps: int = field(default=8, metadata=positive())
+    warmup: int = field(default=300, metadata=positive())  # window-adaptation steps per chain
+    target_accept: float = field(default=0.8, metadata={"gt": 0, "lt": 1})
+
+
+@dataclass(frozen=True)
+class MCLMC(SamplerBase):
+    ALIASES: ClassVar[dict] = {**SamplerBase.ALIASES, "num_steps": "tune_steps"}
+
+    kind: Literal["mclmc"] = "mclmc"
+    tune_steps: int = field(default=1000, metadata=positive())  # steps of BlackJAX's L / step-size finder
+    diagonal_preconditioning: bool = False
+
+
+@dataclass(frozen=True)
+class VI(SamplerBase):
+    """Variational family around w*: mean-field Gaussian, a mixture of `M` Gaussians, each
+    diagonal + rank `r` (factor analysers), or a normalizing flow of `layers` affine couplings."""
+
+    ALIASES: ClassVar[dict] = {**SamplerBase.ALIASES, "components": "M", "rank": "r"}
+
+    kind: Literal["vi"] = "vi"
+    family: Literal["meanfield", "lowrank", "flow"] = "meanfield"
+    M: int = field(default=1, metadata=positive())
+    r: int = field(default=2, metadata=positive())
+    layers: int = field(default=8, metadata=positive())
+    hidden: int = field(default=64, metadata=positive())
+    steps: int = field(default=2000, metadata=positive())
+    lr: float = field(default=1e-2, metadata=positive())
+    mc_samples: int = field(default=8, metadata=positive())
+    batch_size: int | None = field(default=None, metadata=positive())
+
+    def check(self, bad):
+        if self.family != "lowrank" and self.M != 1:
+            bad("M", f"{self.family} takes M: 1; use family: lowrank for a mixture (preset vi)")
+
+
+SAMPLER_KINDS = {"sgld": SGLD, "hmc": HMC, "mclmc": MCLMC, "vi": VI}
+
+# ---------------------------------------------------------------- the experiments file
+
+
+@dataclass(frozen=True)
+class SamplerEntry:
+    name: str
+    overrides: dict = field(default_factory=dict)
+    seed: int | None = field(default=None, metadata=nonneg())  # the sampler's seed (as in overrides)
+
+
+@dataclass(frozen=True)
+class Checkpoints:
+    every: int = field(metadata=positive())
+
+
+@dataclass(frozen=True)
+class TargetEntry:
+    model: str | dict  # a preset name, or the model section itself ({kind: custom, fn: …})
+    data: str | None = None
+    teacher: str | None = None  # a teacher preset; null or _null: the student's architecture
+    seed: int = field(default=0, metadata=nonneg())
+    overrides: dict = field(default_factory=dict)
+    samplers: list[SamplerEntry] | None = None  # replaces the top-level list for this target
+    # λ̂ over training: the samplers also run at these training steps ({every: K} or a list)
+    checkpoints: Checkpoints | list[int] | None = None
+
+
+@dataclass(frozen=True)
+class RetryOf:
+    """Written into results/retry.yaml: where the failed runs came from, and their IDs."""
+
+    config: str
+    runs: list[str]
+
+
+@dataclass(frozen=True)
+class Experiments:
+    targets: list[TargetEntry] = field(metadata={"min_len": 1})
+    samplers: list[SamplerEntry] = ()
+    jax_enable_x64: bool = True
+    store_root: str = "runs"
+    task_timeout: Duration | None = None  # per task: 90, 30m, 1h30m, HH:MM:SS
+    tracking: list[Literal["mlflow", "wandb"]] = ()  # log every finished task there (tracking.py)
+    retry_of: RetryOf | None = None
+
+
+@dataclass(frozen=True)
+class Target:
+    label: str
+    entry: TargetEntry
+    model: MLP | DLN | Quadratic
+    data: Data | None
+    training: Training | None
+    seed: int
+    x64: bool
+    teacher: Teacher | None = None  # None: the student's architecture
+    step: int | None = None  # a checkpoint: the training step it was taken at
+    trajectory: str | None = None  # the label of the target whose checkpoints it belongs to
+
+    def semantic(self) -> dict:
+        """What determines the trained target; its hash is the target ID."""
+        sem = {
+            "model": plain(self.model),
+            "data": plain(self.data),
+            "training": plain(self.training),
+            "seed": self.seed,
+            "x64": self.x64,
+        }
+        if self.teacher is not None:  # absent when it is the student's: same ID as no teacher
+            sem["teacher"] = plain(self.teacher)
+        return sem
+
+
+@dataclass(frozen=True)
+class Run:
+    label: str
+    name: str  # the sampler entry's name
+    entry: SamplerEntry
+    sampler: SGLD | HMC | MCLMC | VI
+    target: Target
+
+
+@dataclass(frozen=True)
+class Plan:
+    path: Path
+    config: Experiments
+    targets: list[Target]
+    runs: list[Run]
+
+
+# ---------------------------------------------------------------- presets
+
+
+def preset_dirs(group: str, config_path: Path) -> list[Path]:
+    """Project presets (next to the config file, then ./config/presets) win over packaged ones."""
+    dirs = [config_path.parent / "presets" / group, Path.cwd() / "config" / "presets" / group]
+    dirs.append(Path(__file__).parent / "presets" / group)
+    return [d for d in dict.fromkeys(dirs)]
+
+
+def available_presets(group: str, config_path: Path) -> list[str]:
+    names = set()
+    for d in preset_dirs(group, config_path):
+        if d.is_dir():
+            names.update(p.stem for p in d.glob("*.yaml"))
+    return sorted(names)
+
+
+def load_preset(group: str, name: str, config_path: Path, where: str, key: str) -> dict:
+    for d in preset_dirs(group, config_path):
+        path = d / f"{name}.yaml"
+        if path.is_file():
+            data = load_yaml(path)
+            if not isinstance(data, dict):
+                fail(str(path), "", "a preset must be a mapping")
+            return data
+    allowed = ", ".join(available_presets(group, config_path))
+    fail(where, key, f"unknown {group} preset {name!r}; available: {allowed}")
+
+
+def _tagged(kinds: dict, data: dict, where: str, key: str):
+    kind = data.get("kind")
+    if kind not in kinds:
+        fail(where, f"{key}.kind", f"{kind!r} is not allowed; allowed values: {', '.join(kinds)}")
+    return build(kinds[kind], data, where, key)
+
+
+def _dict(value, where: str, key: str) -> dict:
+    if not isinstance(value, dict):
+        fail(where, key, f"expected a mapping, got {value!r}")
+    return value
+
+
+# ---------------------------------------------------------------- resolution
+
+
+def _model_section(entry: TargetEntry, path: Path, key: str) -> tuple[dict, dict, str]:
+    """(model dict, preset training dict, label) from a preset name or an inline model mapping."""
+    where = str(path)
+    if isinstance(entry.model, dict):
+        kind = entry.model.get("kind")
+        name = entry.model.get("fn", "").rpartition(":")[2] if kind == "custom" else str(kind)
+        return dict(entry.model), {}, name or "custom"
+    preset = load_preset("model", entry.model, path, where, f"{key}.model")
+    for k in preset:
+        if k not in ("model", "training"):
+            fail(where, f"{key}.model", f"preset {entry.model!r} has unknown section {k!r}; allowed: model, training")
+    return _dict(preset.get("model", {}), where, f"{key}.model"), _dict(preset.get("training", {}), where, f"{key}.training"), entry.model
+
+
+def _custom(model_dict: dict, where: str, key: str) -> dict:
+    """A custom model's own keys besides kind, fn and version are its options (JSON-able)."""
+    known = {f.name for f in fields(Custom)}
+    extra = {k: v for k, v in model_dict.items() if k not in known}
+    try:
+        json.dumps(extra)
+    except (TypeError, ValueError):
+        fail(where, key, f"custom model options must be plain data (numbers, strings, lists, mappings), got {extra!r}")
+    out = {k: v for k, v in model_dict.items() if k in known}
+    return {**out, "options": {**_dict(out.get("options", {}), where, f"{key}.options"), **extra}}
+
+
+def resolve_target(entry: TargetEntry, x64: bool, path: Path, key: str) -> Target:
+    where = str(path)
+    over = _dict(entry.overrides, where, f"{key}.overrides")
+    for k in over:
+        if k not in ("model", "data", "training", "teacher"):
+            fail(where, f"{key}.overrides.{k}", "unknown key; allowed keys: model, data, training, teacher")
+    model_dict, train_preset, name = _model_section(entry, path, key)
+    model_dict = deep_merge(model_dict, _dict(over.get("model", {}), where, f"{key}.overrides.model"))
+    if model_dict.get("kind") == "custom":
+        model_dict = _custom(model_dict, where, f"{key}.model")
+    data = None
+    if entry.data is not None and model_dict.get("kind") not in ("quadratic", "custom"):
+        layers = [load_preset("data", entry.data, path, where, f"{key}.data"), _dict(over.get("data", {}), where, f"{key}.overrides.data")]
+        data = build(Data, deep_merge(*(canonical(Data, d, where, f"{key}.data") for d in layers)), where, f"{key}.data")
+        if data.source == "digits":  # the data set fixes the network's inputs and outputs
+            if model_dict.get("kind") != "mlp":
+                fail(where, f"{key}.data", f"digits is a classification data set for mlp models, not {model_dict.get('kind')!r}")
+            model_dict = {**model_dict, "in_dim": 64, "out_dim": 10}
+    model = _tagged(MODEL_KINDS, model_dict, where, f"{key}.model")
+    has_teacher = entry.teacher not in (None, "_null") or "teacher" in over
+    if isinstance(model, (Quadratic, Custom)):
+        what = "it has no data" if isinstance(model, Quadratic) else "build() makes its data"
+        unused = (["data"] if entry.data is not None else []) + (["teacher"] if has_teacher else [])
+        unused += [f"overrides.{k}" for k in (("data", "training") if isinstance(model, Quadratic) else ("data",)) if k in over]
+        if unused:
+            fail(where, f"{key}.{unused[0]}", f"not used by model kind {model.kind!r} ({what}); remove it")
+        teacher = None
+        if isinstance(model, Custom):
+            import_ref(model.fn, where, f"{key}.model.fn")
+    else:
+        if entry.data is None:
+            fail(where, f"{key}.data", f"missing required key; available: {', '.join(available_presets('data', path))}")
+        if data.source == "digits" and has_teacher:
+            fail(where, f"{key}.teacher", "digits has its own labels; remove the teacher")
+        teacher = resolve_teacher(entry, model, over, path, key) if has_teacher else None
+    training = None
+    if not isinstance(model, Quadratic):
+        train_dict = deep_merge(train_preset, _dict(over.get("training", {}), where, f"{key}.overrides.training"))
+        if data is not None and data.source == "digits":
+            # a classifier separates its training set: cross-entropy's infimum is at infinity, and
+            # polishing would chase it (train loss 1e-18, test loss up 30×): no polish unless asked
+            train_dict.setdefault("polish_steps", 0)
+        training = build(Training, train_dict, where, f"{key}.training")
+    label = name + (f"/{entry.data}" if data else "") + (f"/t:{entry.teacher}" if teacher else "") + f"/s{entry.seed}"
+    return Target(label, entry, model, data, training, entry.seed, x64, teacher)
+
+
+def checkpoints(t: Target, path: Path, key: str) -> list[Target]:
+    """The target at each checkpoint step: the same training stopped there, unpolished (a
+    checkpoint is where training was, not a minimum), then the target itself (converged:
+    polished), which is the last checkpoint when it is not polished."""
+    spec = t.entry.checkpoints
+    if spec is None:
+        return []
+    where = str(path)
+    if t.training is None:
+        fail(where, f"{key}.checkpoints", f"model kind {t.model.kind!r} is not trained; it has no checkpoints")
+    total = t.training.steps
+    steps = list(range(spec.every, total + 1, spec.every)) if isinstance(spec, Checkpoints) else sorted(set(spec))
+    for s in steps:
+        if not 0 < s <= total:
+            fail(where, f"{key}.checkpoints", f"steps must be within 1…{total} (training.steps), got {s}")
+    if not steps:
+        fail(where, f"{key}.checkpoints.every", f"must be <= training.steps ({total}), got {spec.every}")
+    out = [replace(t, label=f"{t.label}@{s}", training=replace(t.training, steps=s, polish_steps=0), step=s, trajectory=t.label) for s in steps]
+    if out[-1].semantic() == t.semantic():  # unpolished training: its last checkpoint is the target
+        out[-1] = replace(t, step=total, trajectory=t.label)
+    else:
+        out.append(t)
+    return out
+
+
+def resolve_teacher(entry: TargetEntry, model, over: dict, path: Path, key: str) -> Teacher | None:
+    """The teacher preset with its overrides; fields equal to the student's are dropped, so a
+    teacher identical to the student is no teacher (same target ID)."""
+    where = str(path)
+    if not isinstance(model, MLP):
+        fail(where, f"{key}.teacher", f"model kind {model.kind!r} makes its own teacher (dln: `rank`); teacher presets apply to mlp models")
+    base = load_preset("teacher", entry.teacher, path, where, f"{key}.teacher") if entry.teacher not in (None, "_null") else {}
+    t = build(Teacher, deep_merge(base, _dict(over.get("teacher", {}), where, f"{key}.overrides.teacher")), where, f"{key}.teacher")
+    t = replace(t, **{f: None for f in ("depth", "width", "activation", "bias") if getattr(t, f) == getattr(model, f)})
+    return None if t == Teacher() else t
+
+
+def resolve_sampler(entry: SamplerEntry, path: Path, key: str):
+    where = str(path)
+    preset = load_preset("sampler", entry.name, path, where, f"{key}.name")
+    over = _dict(entry.overrides, where, f"{key}.overrides")
+    cls = SAMPLER_KINDS.get(over.get("kind", preset.get("kind")))
+    if cls:  # aliases per layer, so an override by either name replaces the preset's value
+        preset, over = canonical(cls, preset, where, key), canonical(cls, over, where, f"{key}.overrides")
+    if entry.seed is not None:
+        if "seed" in over:
+            fail(where, f"{key}.seed", "given here and in overrides; keep one")
+        over = {**over, "seed": entry.seed}
+    return _tagged(SAMPLER_KINDS, deep_merge(preset, over), where, key)
+
+
+def load_plan(path: Path, overrides: tuple[str, ...] = ()) -> Plan:
+    """Read, override (KEY=VALUE), merge, validate and expand an experiments file. Raises
+    InputError on any problem."""
+    path = Path(path)
+    raw = load_yaml(path)
+    if raw is None:
+        fail(str(path), "", "file is empty; expected keys targets, samplers")
+    raw = apply_overrides(raw, overrides, str(path))
+    cfg: Experiments = build(Experiments, raw, str(path))
+    targets, seen_targets = [], {}
+    for i, te in enumerate(cfg.targets):
+        t = resolve_target(te, cfg.jax_enable_x64, path, f"targets[{i}]")
+        key = repr(t.semantic())
+        if key in seen_targets:
+            fail(str(path), f"targets[{i}]", f"duplicates targets[{seen_targets[key]}] (same resolved config)")
+        seen_targets[key] = i
+        targets.append(t)
+    labels = [t.label for t in targets]  # same presets, different overrides: number them
+    targets = [replace(t, label=f"{t.label}#{i}") if labels.count(t.label) > 1 else t for i, t in enumerate(targets)]
+    points = [checkpoints(t, path, f"targets[{i}]") or [t] for i, t in enumerate(targets)]
+    runs = []
+    for i, (te, t) in enumerate(zip(cfg.targets, targets)):
+        entries, skey = (te.samplers, f"targets[{i}].samplers") if te.samplers is not None else (cfg.samplers, "samplers")
+        if not entries:
+            fail(str(path), skey, "no samplers for this target; list at least one (hmc, mclmc, sgld, vi, …)")
+        seen: dict[str, int] = {}
+        names = [se.name for se in entries]
+        for j, se in enumerate(entries):
+            s = resolve_sampler(se, path, f"{skey}[{j}]")
+            skey_ = repr(plain(s))
+            if skey_ in seen:
+                fail(str(path), f"{skey}[{j}]", f"duplicates {skey}[{seen[skey_]}] (same resolved config)")
+            seen[skey_] = j
+            name = se.name if names.count(se.name) == 1 else f"{se.name}#{j}"
+            runs += [Run(f"{name}@{p.label}", name, se, s, p) for p in points[i]]
+    return Plan(path, cfg, [p for ps in points for p in ps], runs)
+
+
+__all__ = ["InputError", "load_plan", "Plan", "Target", "Run"]

@@ -1,0 +1,172 @@
+"""Diagnose tasks: plots of a run's traces and of a target's fit, written next to nothing else.
+
+Each returns {"plots": {name: file}} for the gallery. Matplotlib runs headless (Agg).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from lambda_hat.llc import traces
+from lambda_hat.llc.checks import ebfmi
+from lambda_hat.engine.store import read_json
+
+# Bump to redraw every plot (it is part of the diagnose task IDs).
+PLOTS_VERSION = 3  # 3: read from trace.nc
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.rcParams.update({"figure.dpi": 90, "axes.grid": True, "grid.alpha": 0.3, "svg.hashsalt": "lambda-hat"})
+    return plt
+
+
+def _save(fig, path) -> str:
+    fig.tight_layout()
+    fig.savefig(path, metadata={"Software": None})  # no version stamp: identical bytes on every redraw
+    _plt().close(fig)
+    return path.name
+
+
+def _running_llc(llc: np.ndarray, points: int = 40):
+    """Pooled running mean of λ̂ and its MCSE (arviz) after k draws, at up to `points` values of k."""
+    import arviz as az
+
+    draws = llc.shape[1]
+    ks = np.unique(np.linspace(min(8, draws), draws, points).astype(int))
+    mean = np.array([llc[:, :k].mean() for k in ks])
+    mcse = np.array([float(az.mcse(llc[:, :k], method="mean")) for k in ks])
+    return ks, mean, mcse
+
+
+def diagnose_run(ctx) -> dict:
+    plt = _plt()
+    (run_dir,) = ctx.deps
+    idata = traces.read(run_dir / "trace.nc")
+    tr = traces.arrays(idata)
+    m = read_json(run_dir / "metrics.json")
+    sampler = read_json(run_dir / "config.json")["sampler"]
+    label = read_json(run_dir / "manifest.json")["label"]
+    loss, llc, fge = tr["loss"], tr["llc"], tr["fge"]
+    chains, draws = loss.shape
+    out, wd = {}, ctx.workdir
+
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    for c in range(chains):
+        ax.plot(loss[c], lw=0.6, label=f"chain {c}")
+    ax.axhline(m["L_star"], color="k", ls="--", lw=1, label="L_n(w*)")
+    ax.set(title=f"L_n trace per chain: {label}", xlabel="draw (after burn-in)", ylabel="L_n(w) [nats / sample]")
+    ax.legend(fontsize=7, ncol=min(chains + 1, 5))
+    out["trace"] = _save(fig, wd / "trace.png")
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ks, mean, mcse = _running_llc(llc)
+    # Wall time is spread over draws in proportion to their FGE (one sampling time is recorded).
+    secs = m["sample_sec"] * fge / fge[-1]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), sharey=True)
+    for ax, x, xlabel in ((axes[0], fge[ks - 1], "work [full-gradient evaluations per chain]"), (axes[1], secs[ks - 1], "wall time [s] (sampling time spread by FGE)")):
+        ax.plot(x, mean, color="C0", label="running λ̂")
+        ax.fill_between(x, mean - 2 * mcse, mean + 2 * mcse, color="C0", alpha=0.25, label="± 2 MCSE")
+        if m.get("llc_true") is not None:
+            ax.axhline(m["llc_true"], color="k", ls="--", lw=1, label=f"true λ = {m['llc_true']:g}")
+        ax.set(xlabel=xlabel)
+    axes[0].set(ylabel="λ̂ (pooled over chains)")
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"Running λ̂ estimate: {label}")
+    out["running_llc"] = _save(fig, wd / "running_llc.png")
+
+    import arviz as az
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fig, ax = plt.subplots(figsize=(7, 3.6))
+        if chains > 1:
+            az.plot_rank(idata, var_names=["llc"], ax=ax)
+            ax.set(title=f"Rank plot of λ̂ draws (uniform when chains agree): {label}", xlabel="rank (all chains)", ylabel="chain")
+        else:
+            ax.text(0.5, 0.5, "one chain: no rank plot", ha="center")
+            ax.set(title=f"Rank plot: {label}", xlabel="rank", ylabel="chain")
+        out["rank"] = _save(fig, wd / "rank.png")
+
+    if "acceptance_rate" in tr:
+        fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+        for c in range(chains):
+            acc = tr["acceptance_rate"][c]
+            axes[0].plot(np.cumsum(acc) / np.arange(1, acc.size + 1), lw=0.8, label=f"chain {c}")
+        axes[0].axhline(sampler["target_accept"], color="k", ls="--", lw=1, label="target")
+        axes[0].set(title="HMC acceptance rate (running mean)", xlabel="draw", ylabel="acceptance probability")
+        axes[0].legend(fontsize=7)
+        axes[1].bar(range(chains), tr["divergent"].sum(axis=1))
+        axes[1].set(title=f"Divergent transitions: {int(tr['divergent'].sum())}", xlabel="chain", ylabel="count")
+        # Energy: marginal vs transition distribution; similar widths mean momentum resampling
+        # explores the energy levels well (E-BFMI near 1).
+        e = tr["energy"] - tr["energy"].mean(axis=1, keepdims=True)
+        de = np.diff(tr["energy"], axis=1)
+        bfmi = m.get("ebfmi", ebfmi(tr["energy"]))  # the lowest chain's, as the ebfmi check reads it
+        axes[2].hist(e.ravel(), bins=40, alpha=0.6, density=True, label="energy (centred)")
+        axes[2].hist(de.ravel(), bins=40, alpha=0.6, density=True, label="energy change")
+        axes[2].set(title=f"HMC energy (E-BFMI {bfmi:.2f})", xlabel="energy [nats]", ylabel="density")
+        axes[2].legend(fontsize=7)
+        out["hmc"] = _save(fig, wd / "hmc.png")
+    if "energy_change" in tr:
+        fig, ax = plt.subplots(figsize=(7, 3.6))
+        for c in range(chains):
+            ax.plot(tr["energy_change"][c], lw=0.5, label=f"chain {c}")
+        ax.set(title="MCLMC energy change per step", xlabel="draw", ylabel="ΔE [nats]")
+        ax.legend(fontsize=7)
+        out["mclmc"] = _save(fig, wd / "mclmc.png")
+    if "elbo" in tr:
+        fig, ax = plt.subplots(figsize=(7, 3.6))
+        for c in range(tr["elbo"].shape[0]):
+            k = f", PSIS k̂ {tr['pareto_k'][c]:.2f}" if "pareto_k" in tr else ""
+            ax.plot(tr["elbo"][c], lw=0.6, label=f"fit {c}{k}")
+        ax.set_ylim(bottom=np.percentile(tr["elbo"], 5))  # the first steps' ELBO would flatten the rest
+        ax.set(title="VI: ELBO during optimisation", xlabel="optimiser step", ylabel="ELBO [nats] (MC estimate)")
+        ax.legend(fontsize=7)
+        out["elbo"] = _save(fig, wd / "elbo.png")
+    return {"plots": out}
+
+
+def diagnose_target(ctx) -> dict:
+    """Training curve with the final train and test loss, and predictions against the teacher."""
+    plt = _plt()
+    (target_dir,) = ctx.deps
+    sem = read_json(target_dir / "config.json")
+    metrics = read_json(target_dir / "metrics.json")
+    if sem["model"]["kind"] == "quadratic":
+        return {"plots": {}}  # analytic loss: no data, no training
+    import jax.numpy as jnp
+
+    from lambda_hat.llc.targets import problem
+
+    arrays = np.load(target_dir / "target.npz")
+    prob = problem(sem)
+    fig, axes = plt.subplots(1, 2 if prob.teacher else 1, figsize=(10 if prob.teacher else 6, 3.8), squeeze=False)
+    axes = axes[0]
+    axes[0].semilogy(arrays["train_curve"], lw=0.8, label="training loss (batch)")
+    axes[0].axhline(metrics["final_loss"], color="C1", ls="--", lw=1, label=f"train L_n(w*) = {metrics['final_loss']:.4g}")
+    if metrics.get("test_loss") is not None:
+        axes[0].axhline(metrics["test_loss"], color="C2", ls=":", lw=1.2, label=f"test loss = {metrics['test_loss']:.4g}")
+    acc = f" (accuracy: train {metrics['train_accuracy']:.3f}, test {metrics['test_accuracy']:.3f})" if "test_accuracy" in metrics else ""
+    axes[0].set(title=f"Training{acc}", xlabel="optimiser step", ylabel="loss [nats / sample]")
+    axes[0].legend(fontsize=8)
+    if not prob.teacher:  # real or user-made data: no noiseless truth to compare with
+        fig.suptitle(f"Target fit: {sem['model']['kind']} (d = {metrics['d']}, n = {metrics['n']})")
+        return {"plots": {"target": _save(fig, ctx.workdir / "target.png")}}
+    xt, yt = prob.test()
+    w = jnp.asarray(arrays["w_star"], xt.dtype)
+    pred, truth = np.asarray(prob.predict(w, xt))[:, 0], np.asarray(prob.teacher(xt))[:, 0]
+    lo, hi = float(min(pred.min(), truth.min())), float(max(pred.max(), truth.max()))
+    axes[1].scatter(truth, pred, s=3, alpha=0.4)
+    axes[1].plot([lo, hi], [lo, hi], color="k", lw=1, label="prediction = teacher")
+    axes[1].set(title="Test set, first output", xlabel="teacher f*(x)", ylabel="trained network f(x; w*)")
+    axes[1].legend(fontsize=8)
+    fig.suptitle(f"Target fit: {sem['model']['kind']} (d = {metrics['d']}, n = {metrics['n']})")
+    return {"plots": {"target": _save(fig, ctx.workdir / "target.png")}}

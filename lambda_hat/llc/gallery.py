@@ -1,0 +1,133 @@
+"""A static gallery of a sweep: index.html and README.md with relative paths only.
+
+Plots are copied in from the store, so the folder works wherever it is copied or served.
+The page holds no timestamps: promoting the same store twice gives identical files.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+import shutil
+from pathlib import Path
+
+from lambda_hat.llc import trajectory
+from lambda_hat.engine.store import read_json, tmp_path
+
+STYLE = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
+table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #ccc;padding:4px 8px;text-align:right}
+th{background:#f3f3f3}td.l{text-align:left}img{max-width:100%;border:1px solid #eee;margin:4px 0}
+.failed{color:#a00}.warned{background:#fff4d6}.warned td:nth-child(2)::after{content:" ⚠"}h3{margin-top:2em}"""
+
+COLUMNS = ["sampler", "λ̂ ± SE", "ESS bulk", "R̂", "FGE / chain", "wall time [s]", "true λ", "finite-n λ", "status", "warnings", "plots"]
+
+
+def _num(v, fmt: str) -> str:
+    return "–" if v is None or v != v else format(v, fmt)
+
+
+def _cells(row: dict) -> list[str]:
+    ok = row["status"] == "done"
+    return [
+        row["sampler"],
+        f"{row['llc_mean']:.4g} ± {row['llc_sem']:.2g}" if ok else "–",
+        _num(row["ess_bulk"], ".0f") if ok else "–",
+        _num(row["r_hat"], ".3f") if ok else "–",
+        _num(row["fge"], ".4g") if ok else "–",
+        _num(row["walltime_sec"], ".1f"),
+        _num(row["llc_true"], "g"),
+        _num(row.get("llc_finite"), ".4g"),
+        row["status"] if ok else f"{row['status']}: {row['error']}",
+        row.get("warning_details") or "",
+    ]
+
+
+ORDER = ["target", "trace", "running_llc", "rank", "hmc", "mclmc", "elbo"]
+
+
+def _copy_plots(src_dir: Path, dest: Path, out: Path) -> list[str]:
+    plots = (read_json(src_dir / "metrics.json") or {}).get("plots") or {}
+    rels = []
+    for name in (plots[k] for k in sorted(plots, key=lambda k: ORDER.index(k) if k in ORDER else len(ORDER))):
+        dest.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src_dir / name, dest / name)
+        rels.append((dest / name).relative_to(out).as_posix())
+    return rels
+
+
+def comparison_figure(rows: list[dict], path: Path) -> None:
+    """λ̂ per sampler with ± 2 SE bars, one panel per target, the true λ where known."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    targets = list(dict.fromkeys(r["target"] for r in rows))
+    fig, axes = plt.subplots(1, len(targets), figsize=(4.5 * len(targets), 3.8), squeeze=False)
+    for ax, t in zip(axes[0], targets):
+        sub = [r for r in rows if r["target"] == t]
+        xs = range(len(sub))
+        ok = [r["status"] == "done" for r in sub]
+        ys = [r["llc_mean"] if k else float("nan") for r, k in zip(sub, ok)]
+        es = [2 * r["llc_sem"] if k else 0 for r, k in zip(sub, ok)]
+        ax.errorbar(xs, ys, yerr=es, fmt="o", capsize=4, label="λ̂ ± 2 SE")
+        if sub[0]["llc_true"] is not None:
+            ax.axhline(sub[0]["llc_true"], color="k", ls="--", lw=1, label=f"true λ = {sub[0]['llc_true']:g}")
+        tag = lambda r, k: "" if not k else (" (warning)" if r.get("warnings") else "")  # noqa: E731
+        ax.set_xticks(list(xs), [r["sampler"] + (tag(r, k) if k else " (failed)") for r, k in zip(sub, ok)], rotation=30, ha="right")
+        ax.set(title=t, ylabel="λ̂", xlabel="sampler")
+        ax.legend(fontsize=8)
+    fig.suptitle("LLC estimates by sampler")
+    fig.tight_layout()
+    fig.savefig(path, metadata={"Software": None})
+    plt.close(fig)
+
+
+def build(rows: list[dict], run_diag: dict, target_diag: dict, out: Path) -> Path:
+    """rows: the llc table; run_diag / target_diag: run or target ID → diagnose task directory."""
+    tmp = tmp_path(out)
+    tmp.mkdir(parents=True)
+    comparison_figure(rows, tmp / "comparison.png")
+    page = [f"<!doctype html><meta charset='utf-8'><title>lambda-hat gallery</title><style>{STYLE}</style>",
+            "<h1>LLC estimates</h1>", "<img src='comparison.png' alt='comparison of samplers'>"]  # fmt: skip
+    md = ["# LLC estimates", "", "![comparison of samplers](comparison.png)", ""]
+    traj = trajectory.rows(rows)
+    for i, name in enumerate(dict.fromkeys(r["target"] for r in traj)):  # λ̂ over training, per target
+        if i == 0:
+            page.append("<h2>LLC over training</h2>")
+            md += ["## LLC over training", ""]
+        trajectory.plot([r for r in traj if r["target"] == name], tmp / f"trajectory-{i}.png")
+        page.append(f"<img src='trajectory-{i}.png' alt='LLC over training: {html.escape(name)}'>")
+        md += [f"![LLC over training: {name}](trajectory-{i}.png)", ""]
+    for target in dict.fromkeys(r["target"] for r in rows):
+        sub = [r for r in rows if r["target"] == target]
+        tid = sub[0]["target_id"]
+        page.append(f"<h2 id='t-{tid}'>Target {html.escape(target)} <small>[{tid}], d = {sub[0]['d']}, n = {sub[0]['n']}</small></h2>")
+        md += [f"## Target {target} [{tid}]", ""]
+        for rel in _copy_plots(target_diag[tid], tmp / "targets" / tid, tmp) if tid in target_diag else []:
+            page.append(f"<img src='{rel}' alt='target fit'>")
+            md.append(f"![target fit]({rel})")
+        page.append("<table><tr>" + "".join(f"<th>{c}</th>" for c in COLUMNS) + "</tr>")
+        md += ["", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+        sections = []
+        for r in sub:
+            rels = _copy_plots(run_diag[r["run_id"]], tmp / "runs" / r["run_id"], tmp) if r["run_id"] in run_diag else []
+            cells = _cells(r)
+            link = f"<a href='#r-{r['run_id']}'>{len(rels)} plots</a>" if rels else "–"
+            cls = " class='failed'" if r["status"] != "done" else (" class='warned'" if r.get("warnings") else "")
+            page.append(f"<tr{cls}>" + "".join(f"<td class='l'>{html.escape(c)}</td>" if i in (0, 8, 9) else f"<td>{html.escape(c)}</td>" for i, c in enumerate(cells)) + f"<td>{link}</td></tr>")
+            md.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " | " + " ".join(f"[{Path(p).stem}]({p})" for p in rels) + " |")
+            if rels:
+                sections.append(f"<h3 id='r-{r['run_id']}'>{html.escape(r['sampler'])} on {html.escape(target)} [{r['run_id']}]</h3>")
+                sections += [f"<img src='{p}' alt='{Path(p).stem}'>" for p in rels]
+        page.append("</table>")
+        page += sections
+        md.append("")
+    (tmp / "index.html").write_text("\n".join(page) + "\n")
+    (tmp / "README.md").write_text("\n".join(md) + "\n")
+    if out.exists():  # swap in whole: a reader never sees half a gallery
+        old = tmp_path(out)
+        os.rename(out, old)
+        shutil.rmtree(old)
+    os.rename(tmp, out)
+    return out / "index.html"

@@ -1,0 +1,205 @@
+"""Stage A: build a target (data + trained optimum w*) and load it back as a Posterior."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Callable, NamedTuple
+
+import numpy as np
+
+from lambda_hat.llc.config import MODEL_KINDS, Data, Teacher, Training
+from lambda_hat.engine.runner import TaskFailed
+from lambda_hat.engine.typed import build, import_ref
+
+
+def typed(sem: dict):
+    model = build(MODEL_KINDS[sem["model"]["kind"]], sem["model"], "<target config>", "model")
+    data = build(Data, sem["data"], "<target config>", "data") if sem["data"] else None
+    training = build(Training, sem["training"], "<target config>", "training") if sem["training"] else None
+    return model, data, training
+
+
+def typed_teacher(sem: dict) -> Teacher | None:
+    return build(Teacher, sem["teacher"], "<target config>", "teacher") if sem.get("teacher") else None
+
+
+class Problem(NamedTuple):
+    x: object
+    y: object
+    loss: Callable  # loss(w, (x, y)): mean negative log-likelihood per sample
+    predict: Callable  # predict(w, x): the network's outputs
+    teacher: Callable | None  # teacher(x): the noiseless truth, where there is one
+    w0: object  # initial flat parameters
+    test: Callable | None  # test(): held-out data (a fresh draw of the same size for generated data)
+    classify: bool = False  # y one-hot, loss softmax cross-entropy: accuracy is reported
+    llc_true: float | None = None  # a custom target's own known λ
+
+
+def _softmax_ce(logits, y_onehot):
+    import jax
+
+    return -(y_onehot * jax.nn.log_softmax(logits)).sum(axis=-1)
+
+
+def custom_problem(model, seed: int) -> Problem:
+    """A user's target from its build function (config.Custom)."""
+    import jax.numpy as jnp
+    from jax.flatten_util import ravel_pytree
+
+    out = import_ref(model.fn, "<target config>", "model.fn")({**model.options, "seed": seed})
+    missing = [k for k in ("apply", "params", "x", "y", "loss") if k not in (out or {})]
+    if missing:
+        raise TaskFailed(f"{model.fn} returned no {', '.join(missing)}: build(cfg) must return apply, params, x, y, loss")
+    dtype = jnp.result_type(float)
+    w0, unravel = ravel_pytree(out["params"])
+    apply, per_sample = out["apply"], out["loss"]
+    x, y = jnp.asarray(out["x"], dtype), jnp.asarray(out["y"], dtype)
+
+    def predict(w, bx):
+        return apply(unravel(w), bx)
+
+    def loss(w, batch):
+        return jnp.mean(per_sample(predict(w, batch[0]), batch[1]))
+
+    test = (lambda: (jnp.asarray(out["x_test"], dtype), jnp.asarray(out["y_test"], dtype))) if "x_test" in out else None
+    return Problem(x, y, loss, predict, None, w0.astype(dtype), test, False, out.get("llc_true"))
+
+
+def problem(sem: dict) -> Problem:
+    """Regenerate a data target's data, teacher and loss from its config (all seeded)."""
+    import jax
+    import jax.numpy as jnp
+    from jax.flatten_util import ravel_pytree
+
+    from lambda_hat.llc import data as datagen
+    from lambda_hat.llc.models import in_out, network, teacher
+
+    model, data, _ = typed(sem)
+    if model.kind == "custom":
+        return custom_problem(model, sem["seed"])
+    k_teacher, k_data, k_init = jax.random.split(jax.random.PRNGKey(sem["seed"]), 3)
+    classify = data.source == "digits"
+    if classify:
+        (x, y), held_out = datagen.digits(data.n)
+        truth, test = None, lambda: held_out
+    else:
+        din, _ = in_out(model)
+        truth = teacher(model, k_teacher, typed_teacher(sem))
+        x, y = datagen.make(data, din, truth, k_data)
+        test = lambda: datagen.make(data, din, truth, jax.random.fold_in(k_data, 1))  # noqa: E731
+    net = network(model)
+    w0, unravel = ravel_pytree(net.init(k_init, x[:1]))
+    w0 = w0.astype(x.dtype)  # flax initialises float32 even under x64
+    inv_2s2 = 1.0 / (2 * data.noise_scale**2)
+
+    def predict(w, bx):
+        return net.apply(unravel(w), bx)
+
+    def loss(w, batch):
+        bx, by = batch
+        if classify:
+            return jnp.mean(_softmax_ce(predict(w, bx), by))
+        return inv_2s2 * jnp.mean(jnp.sum((by - predict(w, bx)) ** 2, axis=-1))
+
+    return Problem(x, y, loss, predict, truth, w0, test, classify)
+
+
+def train_target(ctx) -> dict:
+    """Task: generate data, train to w*, store w*, data and L_n(w*) (full data set)."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    from lambda_hat.llc.data import Batcher
+
+    # Step t's batch and key are split(key, steps)[t] whatever `steps` is, so a checkpoint trained
+    # for s steps is the first s steps of the full run: JAX guarantees that prefix only with
+    # partitionable threefry (its default since 0.5), which this process therefore pins.
+    jax.config.update("jax_threefry_partitionable", True)
+    sem = ctx.config
+    model, data, training = typed(sem)
+    t0 = time.time()
+    if model.kind == "quadratic":
+        w = jnp.zeros(model.dim)
+        np.savez(ctx.workdir / "target.npz", w_star=np.asarray(w))
+        return {"d": model.dim, "n": model.n, "L_star": 0.0, "final_loss": 0.0, "grad_norm": 0.0, "train_sec": 0.0}
+
+    prob = problem(sem)
+    x, y, loss, w0, test = prob.x, prob.y, prob.loss, prob.w0, prob.test
+    opt = {"adam": optax.adam, "sgd": optax.sgd}[training.optimizer](training.lr)
+    full = (x, y)
+    draw_batch = Batcher(full, jax.random.PRNGKey(sem["seed"] + 2), training.batch_size)
+
+    def step(carry, key):
+        w, state = carry
+        batch = draw_batch(key)
+        value, g = jax.value_and_grad(loss)(w, batch)
+        updates, state = opt.update(g, state, w)
+        return (optax.apply_updates(w, updates), state), value
+
+    keys = jax.random.split(jax.random.PRNGKey(sem["seed"] + 1), training.steps)
+    (w, _), curve = jax.jit(lambda w: jax.lax.scan(step, (w, opt.init(w)), keys))(w0)
+    trained_loss, g = jax.value_and_grad(loss)(w, full)
+    curve = np.asarray(curve)
+    if not np.isfinite(float(trained_loss)):
+        bad = int(np.argmax(~np.isfinite(curve)))
+        raise TaskFailed(f"training diverged: loss {curve[bad]} at step {bad} (lower training.lr)")
+    trained_grad = float(jnp.linalg.norm(g))
+    w = polish(lambda w: loss(w, full), w, training.polish_steps)
+    L_star, g = jax.value_and_grad(loss)(w, full)
+    L_star, grad_norm = float(L_star), float(jnp.linalg.norm(g))
+    np.savez(ctx.workdir / "target.npz", w_star=np.asarray(w), x=np.asarray(x), y=np.asarray(y), train_curve=curve)
+    held_out = test() if test else None
+    test_loss = float(loss(w, held_out)) if held_out else None
+    extra = {"llc_true": prob.llc_true} if prob.llc_true is not None else {}
+    if prob.classify:  # accuracy of the arg-max class
+        acc = lambda xy: float(jnp.mean(jnp.argmax(prob.predict(w, xy[0]), -1) == jnp.argmax(xy[1], -1)))  # noqa: E731
+        extra.update(train_accuracy=acc(full), test_accuracy=acc(held_out))
+    ctx.log(
+        f"trained {training.steps} steps: L_n = {float(trained_loss):.6g}, |grad| = {trained_grad:.3g}; "
+        f"polished {training.polish_steps} full-batch steps: L_n(w*) = {L_star:.6g}, |grad| = {grad_norm:.3g}; test {test_loss}"
+        + (f"; accuracy train {extra['train_accuracy']:.3f}, test {extra['test_accuracy']:.3f}" if prob.classify else "")
+    )
+    return {
+        "d": int(w.size), "n": int(x.shape[0]), "L_star": L_star, "final_loss": L_star, "test_loss": test_loss,
+        "grad_norm": grad_norm, "grad_norm_trained": trained_grad, "train_sec": time.time() - t0, **extra,
+    }  # fmt: skip
+
+
+def polish(f, w, steps: int):
+    """Full-batch L-BFGS from w; keeps w if it does not lower f (or goes non-finite)."""
+    import jax
+    import optax
+
+    if steps == 0:
+        return w
+    opt = optax.lbfgs()
+    value_and_grad = optax.value_and_grad_from_state(f)
+
+    def step(carry, _):
+        w, state = carry
+        value, g = value_and_grad(w, state=state)
+        updates, state = opt.update(g, state, w, value=value, grad=g, value_fn=f)
+        return (optax.apply_updates(w, updates), state), None
+
+    (w2, _), _ = jax.jit(lambda w: jax.lax.scan(step, (w, opt.init(w)), None, length=steps))(w)
+    before, after = float(f(w)), float(f(w2))
+    return w2 if np.isfinite(after) and after <= before else w
+
+
+def load_posterior(target_dir: Path, sem: dict, beta0: float, gamma: float):
+    import jax.numpy as jnp
+
+    from lambda_hat.llc.posterior import Posterior, n_beta
+
+    model, _, _ = typed(sem)
+    arrays = np.load(Path(target_dir) / "target.npz")
+    dtype = jnp.result_type(float)  # float64 under x64: the process's precision, not the file's
+    w_star = jnp.asarray(arrays["w_star"], dtype)
+    if model.kind == "quadratic":
+        return Posterior(w_star, model.n, n_beta(model.n, beta0), gamma, lambda w, batch: 0.5 * jnp.sum(w**2), None, 0.0)
+    loss = problem(sem).loss
+    data = (jnp.asarray(arrays["x"], dtype), jnp.asarray(arrays["y"], dtype))
+    n = data[0].shape[0]
+    return Posterior(w_star, n, n_beta(n, beta0), gamma, loss, data, float(loss(w_star, data)))

@@ -1,0 +1,35 @@
+"""Every shipped card validates and builds a Parsl configuration (nothing is submitted)."""
+
+
+import pytest
+
+from lambda_hat.engine.cards import load_card, parsl_config
+
+from conftest import ROOT
+
+CARDS = sorted((ROOT / "parsl_cards").rglob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", CARDS, ids=[str(p.relative_to(ROOT)) for p in CARDS])
+def test_card_builds_parsl_config(path, tmp_path):
+    card = load_card(path)
+    cfg = parsl_config(card, tmp_path)
+    (ex,) = cfg.executors
+    assert ex.label == "lh"
+    if card.provider.type == "slurm":
+        p = ex.provider
+        assert p.partition and p.walltime and p.exclusive is False  # Parsl's default would book whole nodes
+        assert "activate" in p.worker_init
+
+
+def test_a100_card_binds_one_gpu_per_worker(tmp_path):
+    card = load_card(ROOT / "parsl_cards/slurm/a100.yaml", ("provider.partition=debug", "provider.account=proj", "workers=2", "provider.gpus_per_node=2"))
+    ex = parsl_config(card, tmp_path).executors[0]
+    assert ex.provider.partition == "debug" and ex.provider.account == "proj"
+    assert ex.max_workers_per_node == 2 and list(ex.available_accelerators) == ["0", "1"]
+
+
+def test_local_default_without_card_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    card = load_card(None)
+    assert card.executor == "threads" and card.workers >= 1

@@ -1,0 +1,110 @@
+"""The task runner and store: reuse, failures, dependants, timeouts, kills, HTEX."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from lambda_hat.engine.cards import Card
+from lambda_hat.engine.runner import Task, run_tasks
+from lambda_hat.engine.store import Store
+
+from conftest import ROOT, cli
+
+TESTS = str(Path(__file__).parents[1])
+
+
+@pytest.fixture(autouse=True)
+def _importable(monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([TESTS, str(ROOT)]))
+
+
+def alive(pid: int) -> bool:
+    """Running, not a zombie waiting for a reaper."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+CARD = Card(executor="threads", workers=2, strategy_period=0.5)
+
+
+def test_reuse_failure_and_skipped_dependants(tmp_path):
+    a = Task("t", "tasks:noop", {"value": 7}, "a")
+    b = Task("t", "tasks:read_dep", {"of": a.id}, "b", deps=(("t", a.id),))
+    bad = Task("t", "tasks:boom", {}, "bad")
+    child = Task("t", "tasks:read_dep", {"of": bad.id}, "child", deps=(("t", bad.id),))
+    grandchild = Task("t", "tasks:noop", {"gc": 1}, "grandchild", deps=(("t", child.id),))
+    s = run_tasks([a, b, bad, child, grandchild], tmp_path, CARD)
+    st = {o["label"]: o for o in s.outcomes.values()}
+    assert [st[k]["status"] for k in ("a", "b", "bad", "child", "grandchild")] == ["done", "done", "failed", "skipped", "skipped"]
+    assert st["bad"]["error"] == "ValueError: boom: this task always fails"
+    assert st["grandchild"]["error"] == "bad: ValueError: boom: this task always fails"  # root cause, not the chain
+    store = Store(tmp_path)
+    assert (store.dir("t", b.id) / "metrics.json").read_text().count("7")
+    assert "Traceback" in (store.dir("t", bad.id) / "log.txt").read_text()
+    assert store.manifest("t", bad.id)["status"] == "failed" and not store.is_done("t", bad.id)
+    # second run: finished tasks are not submitted, the failed one is retried
+    s2 = run_tasks([a, b, bad], tmp_path, CARD)
+    assert [s2.outcomes[t.id]["status"] for t in (a, b, bad)] == ["reused", "reused", "failed"]
+    s3 = run_tasks([a], tmp_path, CARD, force=True)
+    assert s3.outcomes[a.id]["status"] == "done"
+
+
+def test_timeout_kills_the_task_process(tmp_path):
+    t = Task("t", "tasks:sleeper", {"sleep": 60}, "sleepy", timeout=2)
+    fast = Task("t", "tasks:noop", {}, "fast")
+    t0 = time.time()
+    s = run_tasks([t, fast], tmp_path, CARD)
+    assert time.time() - t0 < 30
+    assert s.outcomes[t.id]["status"] == "timeout" and "timed out after 2 s" in s.outcomes[t.id]["error"]
+    assert s.outcomes[fast.id]["status"] == "done"
+    assert not alive(int((Store(tmp_path).dir("t", t.id) / "pid").read_text()))
+    assert not Store(tmp_path).is_done("t", t.id)
+
+
+KILL_SCRIPT = """
+import sys
+from lambda_hat.engine.cards import Card
+from lambda_hat.engine.runner import Task, run_tasks
+run_tasks([Task("t", "tasks:sleeper", {"sleep": 60}, "sleepy")], sys.argv[1], Card(executor="threads", workers=1))
+"""
+
+
+def test_killed_workflow_leaves_no_done_directory(tmp_path):
+    store = Store(tmp_path / "store")
+    proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(store.root)])
+    pid_files = []
+    for _ in range(200):
+        pid_files = list(store.root.glob("t/.tmp-*/pid"))
+        if pid_files:
+            break
+        time.sleep(0.1)
+    assert pid_files, "task never started"
+    task_pid = int(pid_files[0].read_text())
+    proc.send_signal(signal.SIGKILL)  # mid-task: no cleanup code runs in the workflow process
+    proc.wait()
+    for _ in range(50):  # the task child dies with its parent (PR_SET_PDEATHSIG)
+        if not alive(task_pid):
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail("task process outlived the killed workflow")
+    assert [d.name for d in (store.root / "t").iterdir() if not d.name.startswith(".")] == []
+    assert len(store.leftovers()) == 1
+    r = cli("gc", "--store", str(store.root))
+    assert r.returncode == 0 and "removing" in r.stdout and store.leftovers() == []
+
+
+def test_htex_card(tmp_path):
+    card = Card(executor="htex", workers=2, strategy_period=0.5)
+    tasks = [Task("t", "tasks:noop", {"value": i}, f"n{i}") for i in range(4)]
+    s = run_tasks(tasks, tmp_path, card)
+    assert s.ok and s.count("done") == 4
+    m = Store(tmp_path).manifest("t", tasks[0].id)
+    assert m["host"] and m["pid"] != os.getpid()  # ran in an HTEX worker process

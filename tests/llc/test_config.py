@@ -1,0 +1,175 @@
+"""Config merge, validation and expansion; task IDs."""
+
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from lambda_hat.llc.config import load_plan
+from lambda_hat.engine.typed import InputError
+from lambda_hat.workflows.llc import build_tasks
+
+from conftest import ROOT, TINY, cli, write_config
+
+BASE = {
+    "targets": [{"model": "dln", "data": "small", "seed": 0}, {"model": "quadratic", "seed": 1}],
+    "samplers": [{"name": "sgld"}, {"name": "hmc", "overrides": {"draws": 100}}],
+}
+
+
+def ids(path):
+    targets, runs = build_tasks(load_plan(path), None)
+    return {k: t.id for k, t in targets.items()}, {k: t.id for k, t in runs.items()}
+
+
+def test_expansion_is_cartesian_and_deterministic(tmp_path):
+    p = write_config(tmp_path / "e.yaml", BASE)
+    plan = load_plan(p)
+    assert [r.label for r in plan.runs] == [
+        "sgld@dln/small/s0", "hmc@dln/small/s0", "sgld@quadratic/s1", "hmc@quadratic/s1",
+    ]  # fmt: skip
+    assert plan.runs[1].sampler.draws == 100  # override deep-merged into the preset
+    assert plan.runs[1].sampler.num_integration_steps == 8  # preset value kept
+    assert ids(p) == ids(p)
+
+
+def test_overrides_deep_merge_nested_posterior(tmp_path):
+    cfg = {**BASE, "samplers": [{"name": "sgld", "overrides": {"posterior": {"gamma": 100.0}}}]}
+    run = load_plan(write_config(tmp_path / "e.yaml", cfg)).runs[0]
+    assert run.sampler.posterior.gamma == 100.0 and run.sampler.posterior.beta0 == 1.0
+
+
+def test_project_preset_overrides_packaged(tmp_path):
+    write_config(tmp_path / "presets" / "sampler" / "sgld.yaml", {"kind": "sgld", "step_size": 0.5})
+    run = load_plan(write_config(tmp_path / "e.yaml", BASE)).runs[0]
+    assert run.sampler.step_size == 0.5
+
+
+def test_id_stable_across_processes(tmp_path):
+    p = write_config(tmp_path / "e.yaml", BASE)
+    code = (
+        "from lambda_hat.llc.config import load_plan; from lambda_hat.workflows.llc import build_tasks\n"
+        f"t, r = build_tasks(load_plan({str(p)!r}), None)\n"
+        "print(({k: v.id for k, v in t.items()}, {k: v.id for k, v in r.items()}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT).stdout
+    assert out.strip() == str(ids(p))
+
+
+def test_sampler_order_does_not_change_ids(tmp_path):
+    a = ids(write_config(tmp_path / "a.yaml", BASE))
+    b = ids(write_config(tmp_path / "b.yaml", {**BASE, "samplers": BASE["samplers"][::-1]}))
+    assert a == b
+
+
+def test_semantic_changes_change_ids_irrelevant_do_not(tmp_path):
+    t0, r0 = ids(write_config(tmp_path / "0.yaml", BASE))
+    # seed of a target: new target ID and new IDs for its runs, other target untouched
+    cfg = yaml.safe_load(yaml.safe_dump(BASE))
+    cfg["targets"][0]["seed"] = 5
+    t1, r1 = ids(write_config(tmp_path / "1.yaml", cfg))
+    assert t1["dln/small/s5"] != t0["dln/small/s0"] and t1["quadratic/s1"] == t0["quadratic/s1"]
+    assert r1["sgld@dln/small/s5"] != r0["sgld@dln/small/s0"]
+    # a sampler setting changes that sampler's runs only
+    cfg = yaml.safe_load(yaml.safe_dump(BASE))
+    cfg["samplers"][0]["overrides"] = {"step_size": 2e-4}
+    t2, r2 = ids(write_config(tmp_path / "2.yaml", cfg))
+    assert t2 == t0 and r2["sgld@dln/small/s0"] != r0["sgld@dln/small/s0"] and r2["hmc@dln/small/s0"] == r0["hmc@dln/small/s0"]
+    # an override equal to the preset's value, and store_root, change nothing
+    cfg = yaml.safe_load(yaml.safe_dump(BASE))
+    cfg["samplers"][1]["overrides"]["num_integration_steps"] = 8
+    cfg["store_root"] = "elsewhere"
+    assert ids(write_config(tmp_path / "3.yaml", cfg)) == (t0, r0)
+    # precision is semantic
+    t4, _ = ids(write_config(tmp_path / "4.yaml", {**BASE, "jax_enable_x64": False}))
+    assert t4["dln/small/s0"] != t0["dln/small/s0"]
+
+
+def _bad(mutate):
+    cfg = yaml.safe_load(yaml.safe_dump(TINY))
+    mutate(cfg)
+    return cfg
+
+
+BAD = [  # (name, config or raw text, fragments the one-line error must contain)
+    ("malformed_yaml", "targets: [\n  - model: dln\n", ["malformed YAML", "line"]),
+    ("empty_file", "", ["file is empty"]),
+    ("not_a_mapping", "- 1\n- 2\n", ["expected a mapping"]),
+    ("unknown_top_key", _bad(lambda c: c.update(sampler=[])), ["sampler", "unknown key", "allowed keys: targets, samplers"]),
+    ("empty_targets", _bad(lambda c: c.update(targets=[])), ["targets", "at least 1"]),
+    ("missing_targets", {"samplers": TINY["samplers"]}, ["targets", "missing required key"]),
+    ("unknown_model_preset", _bad(lambda c: c["targets"][0].update(model="huge")), ["targets[0].model", "unknown model preset 'huge'", "dln"]),
+    ("unknown_data_preset", _bad(lambda c: c["targets"].append({"model": "dln", "data": "tinyy"})), ["targets[1].data", "unknown data preset 'tinyy'", "small"]),
+    ("missing_data", _bad(lambda c: c["targets"].append({"model": "dln"})), ["targets[1].data", "missing required key"]),
+    ("data_on_quadratic", _bad(lambda c: c["targets"][0].update(data="small")), ["targets[0].data", "not used by model kind 'quadratic'"]),
+    ("unknown_sampler_preset", _bad(lambda c: c["samplers"][0].update(name="nuts")), ["samplers[0].name", "unknown sampler preset 'nuts'", "hmc"]),
+    ("unknown_sampler_key", _bad(lambda c: c["samplers"][0]["overrides"].update(stepsize=1e-3)), ["samplers[0].stepsize", "unknown key", "step_size"]),
+    ("typo_in_posterior", _bad(lambda c: c["samplers"][0]["overrides"].update(posterior={"gama": 1.0})), ["samplers[0].posterior.gama", "unknown key", "gamma"]),
+    ("negative_step", _bad(lambda c: c["samplers"][0]["overrides"].update(step_size=-1e-3)), ["samplers[0].step_size", "must be > 0"]),
+    ("zero_step", _bad(lambda c: c["samplers"][0]["overrides"].update(step_size=0)), ["samplers[0].step_size", "must be > 0"]),
+    ("zero_chains", _bad(lambda c: c["samplers"][0]["overrides"].update(chains=0)), ["samplers[0].chains", "must be > 0"]),
+    ("string_draws", _bad(lambda c: c["samplers"][0]["overrides"].update(draws="many")), ["samplers[0].draws", "expected an integer"]),
+    ("float_chains", _bad(lambda c: c["samplers"][0]["overrides"].update(chains=2.5)), ["samplers[0].chains", "expected an integer"]),
+    ("bool_as_number", _bad(lambda c: c["samplers"][0]["overrides"].update(step_size=True)), ["samplers[0].step_size", "expected a number"]),
+    ("bad_precond", _bad(lambda c: c["samplers"][0]["overrides"].update(precond="adam")), ["samplers[0].precond", "allowed values: none, rmsprop"]),
+    ("bad_kind", _bad(lambda c: c["samplers"][0]["overrides"].update(kind="nuts")), ["samplers[0].kind", "allowed values: sgld, hmc, mclmc, vi"]),
+    ("negative_gamma", _bad(lambda c: c["samplers"][0]["overrides"].update(posterior={"gamma": -1})), ["posterior.gamma", "must be >= 0"]),
+    ("bad_x64", _bad(lambda c: c.update(jax_enable_x64="yes")), ["jax_enable_x64", "expected true/false"]),
+    ("bad_activation", _bad(lambda c: c["targets"].append({"model": "small", "data": "small", "overrides": {"model": {"activation": "swish"}}})), ["targets[1].model.activation", "allowed values: tanh, relu, gelu"]),
+    ("dln_rank_too_big", _bad(lambda c: c["targets"].append({"model": "dln", "data": "small", "overrides": {"model": {"rank": 9}}})), ["targets[1].model.rank", "narrowest width 3"]),
+    ("bad_override_section", _bad(lambda c: c["targets"][0].update(overrides={"sampler": {}})), ["targets[0].overrides.sampler", "allowed keys: model, data, training"]),
+    ("duplicate_target", _bad(lambda c: c["targets"].append(dict(c["targets"][0]))), ["targets[1]", "duplicates targets[0]"]),
+    ("duplicate_sampler", _bad(lambda c: c["samplers"].append(dict(c["samplers"][0]))), ["samplers[1]", "duplicates samplers[0]"]),
+    ("no_samplers", _bad(lambda c: c.update(samplers=[])), ["samplers", "no samplers for this target"]),
+    ("zero_timeout", _bad(lambda c: c.update(task_timeout=0)), ["task_timeout", "must be a positive duration"]),
+    ("data_n_one", _bad(lambda c: c["targets"].append({"model": "dln", "data": "small", "overrides": {"data": {"n": 1}}})), ["targets[1].data.n", "must be > 1"]),
+    ("meanfield_mixture", _bad(lambda c: c["samplers"].append({"name": "vi_meanfield", "overrides": {"M": 3}})), ["samplers[1].M", "family: lowrank"]),
+]
+
+
+@pytest.mark.parametrize("name,cfg,fragments", BAD, ids=[b[0] for b in BAD])
+def test_bad_config_is_rejected(project, name, cfg, fragments):
+    path = project / "config" / "experiments.yaml"
+    if isinstance(cfg, str):
+        path.write_text(cfg)
+    else:
+        write_config(path, cfg)
+    with pytest.raises(InputError) as err:
+        build_tasks(load_plan(path), None)
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith(str(path))
+    for f in fragments:
+        assert f in msg, (f, msg)
+
+
+@pytest.mark.parametrize("name,cfg,fragments", BAD, ids=[b[0] for b in BAD])
+def test_bad_input_through_cli_exit_2_and_write_nothing(project, name, cfg, fragments):
+    path = project / "config" / "experiments.yaml"
+    path.write_text(cfg) if isinstance(cfg, str) else write_config(path, cfg)
+    before = sorted(p.relative_to(project) for p in project.rglob("*"))
+    r = cli("workflow", "llc", "--local", cwd=project)
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and fragments[0] in lines[0], r.stderr
+    assert sorted(p.relative_to(project) for p in project.rglob("*")) == before  # no runs/, no results/
+
+
+@pytest.mark.parametrize(
+    "args,fragment",
+    [
+        (["--parsl-card", "parsl_cards/missing.yaml"], "no such file or card; available cards: local, local-processes, slurm/a100, slurm/cpu"),
+        (["--parsl-card", "slurm/h100"], "--parsl-card slurm/h100: no such file or card"),
+        (["--set", "provider.walltime=soon"], "provider.walltime: 'soon' is not a duration"),
+        (["--set", "executor=dask"], "allowed values: threads, htex"),
+        (["--set", "provider.type=pbs"], "allowed values: local, slurm"),
+        (["--set", "workers=0"], "workers: must be > 0"),
+        (["--set", "nonsense"], "expected KEY=VALUE"),
+        (["--parsl-card", "parsl_cards/local.yaml", "--set", "provider.partition=debug"], "need type: slurm"),
+    ],
+)
+def test_bad_card_is_rejected(project, args, fragment):
+    write_config(project / "config" / "experiments.yaml", TINY)
+    r = cli("workflow", "llc", *args, cwd=project)
+    assert r.returncode == 2 and fragment in r.stderr, r.stderr
+    assert not (project / "runs").exists() and not (project / "results").exists()

@@ -1,0 +1,130 @@
+"""Targets people study: a classifier on real data (digits), user-defined targets, λ̂ over training
+(checkpoints), each with the trust checks."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import cli, write_config
+from lambda_hat.llc.config import load_plan
+from lambda_hat.llc.theory import dln
+
+HMC = {"name": "hmc", "overrides": {"draws": 300, "warmup": 150, "chains": 2}}
+
+
+def test_digits_classifier_over_training(project):
+    """A softmax MLP on scikit-learn's digits, λ̂ at two checkpoints (seed 0) and at the end of
+    training for a second seed: positive, below d/2, the same across seeds within a few SE; the
+    trajectory table and its gallery plot; a checkpoint added later is the only new work."""
+    over = {"training": {"steps": 600}, "data": {"n": 600}, "model": {"width": 4}}
+    digits = {"model": "small", "data": "digits", "overrides": over}
+    targets = [{**digits, "seed": 0, "checkpoints": [200, 600]}, {**digits, "seed": 1}]
+    write_config(project / "config" / "experiments.yaml", {"targets": targets, "samplers": [HMC]})
+    r = cli("workflow", "llc", "--local", cwd=project)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "results/llc_trajectory.parquet" in r.stdout
+    traj = pd.read_parquet(project / "results" / "llc_trajectory.parquet")
+    assert traj["step"].tolist() == [200, 600] and (traj["status"] == "done").all()
+    assert (traj["train_accuracy"] > 0.9).all() and (traj["test_accuracy"] > 0.8).all() and (traj["test_loss"] > 0).all()
+    runs = pd.read_parquet(project / "results" / "llc_runs.parquet")
+    d = int(runs["d"].iloc[0])
+    assert d == 64 * 4 + 4 + 4 * 10 + 10 and (runs["n"] == 600).all()  # the data set fixes 64 inputs, 10 classes
+    end = runs[runs["target"].isin(["small/digits/s0", "small/digits/s1"])]  # step 600: unpolished, the targets themselves
+    assert len(end) == 2 and (end["llc_mean"] > 0).all() and (end["llc_mean"] < d / 2).all() and np.isfinite(end["llc_mean"]).all()
+    a, b = end["llc_mean"].tolist()
+    assert abs(a - b) < 4 * np.hypot(*end["llc_sem"].tolist()) + 0.1 * max(a, b), end[["llc_mean", "llc_sem"]]
+    assert runs["warnings"].notna().any()  # short chains and an unconverged w*: every point is checked, and says so
+
+    r = cli("promote", cwd=project)
+    assert r.returncode == 0, r.stderr
+    page = (project / "results" / "gallery" / "index.html").read_text()
+    assert "LLC over training" in page and (project / "results" / "gallery" / "trajectory-0.png").stat().st_size > 10_000
+
+    r = cli("workflow", "llc", "--local", "targets.0.checkpoints=[100, 200, 600]", cwd=project)
+    assert r.returncode == 0 and "2 done, 6 reused" in r.stdout, r.stdout + r.stderr  # the target and run at step 100
+    assert pd.read_parquet(project / "results" / "llc_trajectory.parquet")["step"].tolist() == [100, 200, 600]
+
+
+@pytest.mark.slow
+def test_dln_last_checkpoint_matches_converged_and_aoyagi(project):
+    """5→3→5 DLN, rank 3: the last checkpoint (3 000 Adam steps, unpolished) and the converged
+    target (polished) agree within their SE and with Aoyagi's 10.5 within 10%; a checkpoint after
+    30 steps is not a minimum and is flagged instead of reported clean."""
+    hmc = {"name": "hmc", "overrides": {"draws": 1000, "chains": 4}}
+    write_config(project / "config" / "experiments.yaml", {"targets": [{"model": "dln", "data": "small", "checkpoints": [30, 3000]}], "samplers": [hmc]})
+    r = cli("workflow", "llc", "--local", cwd=project)
+    assert r.returncode == 0, r.stdout + r.stderr
+    runs = pd.read_parquet(project / "results" / "llc_runs.parquet").set_index("target")
+    last, conv, early = runs.loc["dln/small/s0@3000"], runs.loc["dln/small/s0"], runs.loc["dln/small/s0@30"]
+    truth = dln([5, 3, 5], 3)
+    assert abs(last["llc_mean"] - conv["llc_mean"]) < 3 * np.hypot(last["llc_sem"], conv["llc_sem"]), (last["llc_mean"], conv["llc_mean"])
+    for row in (last, conv):
+        assert abs(row["llc_mean"] - truth) < 0.1 * truth, row["llc_mean"]
+    assert "w_star" in early["warnings"] or "not_minimum" in early["warnings"], early["warning_details"]
+    traj = pd.read_parquet(project / "results" / "llc_trajectory.parquet")
+    assert traj["step"].tolist() == [30, 3000]  # the converged (polished) target is not a checkpoint
+
+
+def test_custom_target_matches_its_known_llc(project):
+    """tests/custom_target.py: linear regression in 5 inputs built by the user's function; the
+    workflow trains it, samples it and checks λ̂ against the λ = 2.5 its build reports."""
+    custom = {"kind": "custom", "fn": "tests.custom_target:build", "version": 1, "dim": 5, "n": 400}
+    hmc = {"name": "hmc", "overrides": {"draws": 1000, "chains": 2}}
+    write_config(project / "config" / "experiments.yaml", {"targets": [{"model": custom, "overrides": {"training": {"steps": 300}}}], "samplers": [hmc]})
+    r = cli("workflow", "llc", "--local", cwd=project)
+    assert r.returncode == 0, r.stdout + r.stderr
+    row = pd.read_parquet(project / "results" / "llc_runs.parquet").iloc[0]
+    assert row["d"] == 5 and row["n"] == 400 and row["llc_true"] == 2.5 and row["model"] == "tests.custom_target:build"
+    assert abs(row["llc_mean"] - 2.5) < 0.1 * 2.5, row["llc_mean"]
+    assert row["model.options.dim"] == 5 and row["model.version"] == 1
+    # the options and the version are the target's identity: changing either is another target
+    plan = lambda **c: load_plan(write_config(project / "e.yaml", {"targets": [{"model": {**custom, **c}}], "samplers": [hmc]})).targets[0].semantic()  # noqa: E731
+    assert plan() != plan(version=2) and plan() != plan(dim=6) and plan() == plan(options={})
+
+
+@pytest.mark.parametrize(
+    "target, fragment",
+    [
+        ({"model": {"kind": "custom", "fn": "tests.no_such_module:build"}}, "targets[0].model.fn: 'tests.no_such_module:build' cannot be imported (ModuleNotFoundError"),
+        ({"model": {"kind": "custom", "fn": "tests.custom_target:nope"}}, "cannot be imported (AttributeError"),
+        ({"model": {"kind": "custom", "fn": "no colon"}}, "targets[0].model.fn: expected 'module:function'"),
+        ({"model": {"kind": "custom", "fn": "tests.custom_target:build", "dim": 2}, "data": "small"}, "targets[0].data: not used by model kind 'custom' (build() makes its data)"),
+        ({"model": "dln", "data": "digits"}, "targets[0].data: digits is a classification data set for mlp models, not 'dln'"),
+        ({"model": "small", "data": "digits", "teacher": "small"}, "targets[0].teacher: digits has its own labels"),
+        ({"model": "small", "data": "digits", "overrides": {"data": {"n": 2000}}}, "targets[0].data.n: digits has 1437 training images, got n = 2000"),
+        ({"model": "small", "data": "small", "checkpoints": [0, 10]}, "targets[0].checkpoints: steps must be within 1…3000 (training.steps), got 0"),
+        ({"model": "small", "data": "small", "checkpoints": {"every": 5000}}, "targets[0].checkpoints.every: must be <= training.steps (3000), got 5000"),
+        ({"model": "small", "data": "small", "checkpoints": {"every": 0}}, "targets[0].checkpoints.every: must be > 0"),
+        ({"model": "quadratic", "checkpoints": [1]}, "targets[0].checkpoints: model kind 'quadratic' is not trained"),
+    ],
+)
+def test_bad_targets_are_one_line_errors(project, target, fragment):
+    write_config(project / "config" / "experiments.yaml", {"targets": [target], "samplers": [HMC]})
+    r = cli("workflow", "llc", "--dry-run", cwd=project)
+    assert r.returncode == 2 and fragment in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_custom_build_missing_pieces_fails_its_task(project, tmp_path):
+    (project / "broken_target.py").write_text("def build(cfg):\n    return {'x': [[0.0]], 'y': [[0.0]]}\n")
+    write_config(project / "config" / "experiments.yaml", {"targets": [{"model": {"kind": "custom", "fn": "broken_target:build"}}], "samplers": [HMC]})
+    from conftest import ROOT
+
+    r = cli("workflow", "llc", "--local", cwd=project, env={"PYTHONPATH": f"{project}:{ROOT}"})
+    assert r.returncode == 1 and "broken_target:build returned no apply, params, loss" in r.stdout, r.stdout + r.stderr
+
+
+def test_a_checkpoint_is_a_prefix_of_the_full_training(tmp_path):
+    """The target trained for 40 steps took exactly the first 40 steps of the 100-step run (same
+    batches, same updates): checkpoints lie on one training trajectory."""
+    from lambda_hat.llc.config import DLN, Data, Training
+    from lambda_hat.engine.runner import Context
+    from lambda_hat.llc.targets import train_target
+    from lambda_hat.engine.typed import plain
+
+    curves = {}
+    for steps in (40, 100):
+        sem = {"model": plain(DLN(widths=(3, 2, 3), rank=2)), "data": plain(Data(n=200)), "training": plain(Training(steps=steps, batch_size=32, polish_steps=0)), "seed": 4, "x64": True}
+        (tmp_path / str(steps)).mkdir()
+        train_target(Context(sem, tmp_path / str(steps), []))
+        curves[steps] = np.load(tmp_path / str(steps) / "target.npz")["train_curve"]
+    assert len(curves[40]) == 40 and np.array_equal(curves[40], curves[100][:40])

@@ -1,0 +1,255 @@
+"""Our users' language: the original Lambda-Hat's experiment vocabulary, cards by name, KEY=VALUE
+overrides, one duration syntax, the KKT study's variant names."""
+
+import jax
+import numpy as np
+import pytest
+from jax.flatten_util import ravel_pytree
+
+from conftest import ROOT, cli, write_config
+from lambda_hat.engine.cards import load_card, slurm_time
+from lambda_hat.llc.config import load_plan
+from lambda_hat.llc.models import network
+from lambda_hat.engine.typed import InputError, parse_duration
+from lambda_hat.workflows.llc import build_tasks
+
+# The experiments file of the original Lambda-Hat's sweep guide, as its users have it.
+ORIGINAL = """\
+store_root: "runs"
+jax_enable_x64: true
+
+targets:
+  - { model: small, data: small, teacher: _null, seed: 42 }
+  - { model: base,  data: base,  teacher: _null, seed: 43,
+      overrides: { training: { steps: 10000 } } }
+
+samplers:
+  - { name: hmc }
+  - { name: mclmc }
+  - { name: sgld, overrides: { step_size: 1e-6, eval_every: 50 }, seed: 12345 }
+  - { name: vi, overrides: { M: 8, r: 2, gamma: 0.001 }, seed: 54321 }
+"""
+
+
+def ids(path, overrides=()):
+    targets, runs = build_tasks(load_plan(path, overrides), None)
+    return {k: t.id for k, t in targets.items()}, {k: t.id for k, t in runs.items()}
+
+
+def plan_of(tmp_path, doc: dict):
+    return load_plan(write_config(tmp_path / "e.yaml", doc))
+
+
+def test_original_experiments_file_runs_as_is(project):
+    (project / "config" / "experiments.yaml").write_text(ORIGINAL)
+    r = cli("workflow", "llc", "--dry-run", cwd=project)
+    assert r.returncode == 0, r.stderr
+    assert "2 target(s), 8 run(s)" in r.stdout and "10 task(s) to run" in r.stdout
+    plan = load_plan(project / "config" / "experiments.yaml")
+    s = {r.name: r.sampler for r in plan.runs[:4]}
+    assert (s["sgld"].seed, s["sgld"].step_size, s["sgld"].eval_every) == (12345, 1e-6, 50)
+    assert (s["vi"].family, s["vi"].M, s["vi"].r, s["vi"].posterior.gamma, s["vi"].seed) == ("lowrank", 8, 2, 0.001, 54321)
+    assert plan.targets[1].training.steps == 10000 and plan.targets[0].teacher is None
+    # `teacher: _null` is no teacher: the same tasks as leaving the key out
+    with_null = ids(project / "config" / "experiments.yaml")
+    (project / "config" / "experiments.yaml").write_text(ORIGINAL.replace("teacher: _null, ", ""))
+    assert ids(project / "config" / "experiments.yaml") == with_null
+    assert not (project / "runs").exists()
+
+
+def n_params(model) -> int:
+    net = network(model)
+    return ravel_pytree(net.init(jax.random.PRNGKey(0), np.zeros((1, model.in_dim))))[0].size
+
+
+def test_model_and_data_presets(tmp_path):
+    sizes = ["tiny", "small", "base", "wide", "large"]
+    plan = plan_of(tmp_path, {"targets": [{"model": m, "data": m} for m in sizes], "samplers": [{"name": "hmc"}]})
+    d = [n_params(t.model) for t in plan.targets]
+    assert d == sorted(d) and 8 <= d[0] <= 15 and 3000 <= d[-1] <= 6000, d
+    assert [t.data.n for t in plan.targets] == sorted(t.data.n for t in plan.targets)  # data grow with the model
+    dists = ["gauss_iso", "gauss_aniso", "mixture", "heavy_tail"]
+    plan = plan_of(tmp_path, {"targets": [{"model": "small", "data": x} for x in dists], "samplers": [{"name": "hmc"}]})
+    assert [t.data.x_dist for t in plan.targets] == dists
+    # model keys: depth, width, activation, bias shape the network
+    over = {"model": {"depth": 3, "width": 5, "activation": "gelu", "bias": False}}
+    plan = plan_of(tmp_path, {"targets": [{"model": "small", "data": "small", "overrides": over}], "samplers": [{"name": "hmc"}]})
+    assert n_params(plan.targets[0].model) == 4 * 5 + 5 * 5 * 2 + 5  # no biases
+    assert plan.targets[0].model.activation == "gelu"
+
+
+def test_aliases_resolve_to_one_field(tmp_path):
+    """Each concept has one field: an alias and its canonical key give the same task IDs."""
+
+    def doc(data_over, sampler_over):
+        return {"targets": [{"model": "small", "data": "small", "overrides": {"data": data_over}}], "samplers": [{"name": "vi_lowrank", "overrides": sampler_over}]}
+
+    a = write_config(tmp_path / "a.yaml", doc({"noise": "student_t", "n_data": 500}, {"components": 3, "rank": 4, "gamma": 0.5, "beta0": 2.0}))
+    b = write_config(tmp_path / "b.yaml", doc({"noise_model": "student_t", "n": 500}, {"M": 3, "r": 4, "posterior": {"gamma": 0.5, "beta0": 2.0}}))
+    assert list(ids(a)[0].values()) == list(ids(b)[0].values()) and list(ids(a)[1].values()) == list(ids(b)[1].values())
+    plan = load_plan(a)
+    assert plan.targets[0].data.noise_model == "student_t" and plan.runs[0].sampler.M == 3
+    # an alias in the overrides replaces the preset's canonical value (vi_lowrank has M: 2)
+    assert plan.runs[0].sampler.M == 3
+    # other samplers' aliases
+    p = plan_of(tmp_path, {"targets": [{"model": "quadratic"}], "samplers": [
+        {"name": "sgld", "overrides": {"warmup": 77}}, {"name": "hmc", "overrides": {"target_acceptance": 0.9}},
+        {"name": "mclmc", "overrides": {"num_steps": 300}}]})  # fmt: skip
+    assert (p.runs[0].sampler.burnin, p.runs[1].sampler.target_accept, p.runs[2].sampler.tune_steps) == (77, 0.9, 300)
+
+
+def test_teacher_presets(tmp_path):
+    def target(**entry):
+        return plan_of(tmp_path, {"targets": [{"model": "small", "data": "small", **entry}], "samplers": [{"name": "hmc"}]}).targets[0]
+
+    t = target(teacher="small")  # depth 1 as the student's: only the width differs
+    assert (t.teacher.depth, t.teacher.width, t.teacher.activation) == (None, 4, None) and "teacher" in t.semantic()
+    assert (target(teacher="base").teacher.depth, target(teacher="base").teacher.width) == (2, None)
+    t2 = target(teacher="small", overrides={"teacher": {"activation": "relu"}})
+    assert t2.teacher.activation == "relu" and t2.semantic() != t.semantic()
+    # a teacher identical to the student (small: depth 1, width 8, tanh) is no teacher
+    same = target(teacher="small", overrides={"teacher": {"width": 8, "activation": "tanh"}})
+    assert same.teacher is None and same.semantic() == target().semantic() == target(teacher="_null").semantic()
+    # the teacher labels the data: a narrower teacher gives other labels than the student-shaped one
+    from lambda_hat.llc.targets import problem
+
+    y_t, y_0 = np.asarray(problem(t.semantic()).y), np.asarray(problem(target().semantic()).y)
+    assert y_t.shape == y_0.shape and not np.allclose(y_t, y_0)
+
+
+@pytest.mark.parametrize(
+    "entry, sampler, fragments",
+    [
+        ({"model": "small", "data": "small", "teacher": "huge"}, {}, ["targets[0].teacher", "unknown teacher preset 'huge'", "_null, base, small"]),
+        ({"model": "dln", "data": "small", "teacher": "small"}, {}, ["targets[0].teacher", "teacher presets apply to mlp models"]),
+        ({"model": "quadratic", "teacher": "small"}, {}, ["targets[0].teacher", "not used by model kind 'quadratic'"]),
+        ({"model": "small", "data": "small", "teacher": 3}, {}, ["targets[0].teacher", "expected a string"]),
+        ({"model": "small", "data": "small", "teacher": "small", "overrides": {"teacher": {"activation": "sigmoid"}}}, {}, ["targets[0].teacher.activation", "allowed values: tanh, relu, gelu"]),
+        ({"model": "small", "data": "small", "overrides": {"teacher": {"depth": 0}}}, {}, ["targets[0].teacher.depth", "must be > 0"]),
+        ({"model": "small", "data": "small", "overrides": {"model": {"bias": "yes"}}}, {}, ["targets[0].model.bias", "expected true/false"]),
+        ({"model": "small", "data": "small", "overrides": {"model": {"activation": "sigmoid"}}}, {}, ["targets[0].model.activation", "allowed values: tanh, relu, gelu"]),
+        ({"model": "small", "data": "small", "overrides": {"data": {"noise_model": "cauchy"}}}, {}, ["targets[0].data.noise_model", "allowed values: gauss, student_t"]),
+        ({"model": "small", "data": "small", "overrides": {"data": {"noise": "gauss", "noise_model": "gauss"}}}, {}, ["targets[0].data.noise", "alias of noise_model, which is also given"]),
+        ({"model": "small", "data": "no_such"}, {}, ["targets[0].data", "unknown data preset", "gauss_aniso, gauss_iso, heavy_tail"]),
+        ({"model": "quadratic"}, {"name": "vi", "overrides": {"M": 0}}, ["samplers[0].M", "must be > 0"]),
+        ({"model": "quadratic"}, {"name": "vi", "overrides": {"r": 1.5}}, ["samplers[0].r", "expected an integer"]),
+        ({"model": "quadratic"}, {"name": "vi", "overrides": {"M": 2, "components": 2}}, ["samplers[0].overrides.components", "alias of M"]),
+        ({"model": "quadratic"}, {"name": "vi_meanfield", "overrides": {"M": 4}}, ["samplers[0].M", "family: lowrank"]),
+        ({"model": "quadratic"}, {"name": "vi", "overrides": {"steps": 0}}, ["samplers[0].steps", "must be > 0"]),
+        ({"model": "quadratic"}, {"name": "hmc", "overrides": {"num_integration_steps": 0}}, ["samplers[0].num_integration_steps", "must be > 0"]),
+        ({"model": "quadratic"}, {"name": "hmc", "overrides": {"draws": -1}}, ["samplers[0].draws", "must be > 0"]),
+        ({"model": "quadratic"}, {"name": "sgld", "overrides": {"step_size": "fast"}}, ["samplers[0].step_size", "expected a number or one of 'auto'"]),
+        ({"model": "quadratic"}, {"name": "hmc", "overrides": {"eval_every": 0}}, ["samplers[0].eval_every", "must be > 0"]),
+        ({"model": "quadratic"}, {"name": "hmc", "seed": -1}, ["samplers[0].seed", "must be >= 0"]),
+        ({"model": "quadratic"}, {"name": "hmc", "seed": 1, "overrides": {"seed": 2}}, ["samplers[0].seed", "given here and in overrides"]),
+    ],
+)
+def test_bad_vocabulary_is_one_line_exit_2(project, entry, sampler, fragments):
+    doc = {"targets": [entry], "samplers": [{"name": "hmc", **sampler}]}
+    write_config(project / "config" / "experiments.yaml", doc)
+    r = cli("workflow", "llc", "--dry-run", cwd=project)
+    err = r.stderr.strip()
+    assert r.returncode == 2 and len(err.splitlines()) == 1 and err.startswith("error: config/experiments.yaml: "), err
+    for f in fragments:
+        assert f in err, (f, err)
+
+
+def test_cards_by_name(project, tmp_path, monkeypatch):
+    write_config(project / "config" / "experiments.yaml", {"targets": [{"model": "quadratic"}], "samplers": [{"name": "hmc"}]})
+    for name in ("slurm/a100", "slurm/a100.yaml", "parsl_cards/slurm/cpu.yaml", "local-processes"):
+        r = cli("workflow", "llc", "--dry-run", "--parsl-card", name, cwd=project)
+        assert r.returncode == 0, (name, r.stderr)
+    (project / "parsl_cards" / "mine.yaml").write_text("executor: threads\nworkers: 3\n")
+    monkeypatch.chdir(project)
+    assert load_card("mine").workers == 3
+    # outside a checkout: the packaged cards
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    monkeypatch.chdir(bare)
+    card = load_card("slurm/a100")
+    assert card.provider.type == "slurm" and card.provider.gpus_per_node == 4 and slurm_time(card.provider.walltime) == "08:00:00"
+    with pytest.raises(InputError, match=r"--parsl-card mine: no such file or card; available cards: local, local-processes, slurm/a100, slurm/cpu$"):
+        load_card("mine")
+    r = cli("workflow", "progressive", "--list", "--parsl-card", "slurm/cpu.yaml", "--config", str(ROOT / "config/progressive.yaml"), cwd=bare)
+    assert r.returncode == 0 and "b128" in r.stdout, r.stderr
+
+
+def test_key_value_overrides(project):
+    p = write_config(project / "config" / "experiments.yaml", {
+        "targets": [{"model": "quadratic", "seed": 0}, {"model": "quadratic", "seed": 1}],
+        "samplers": [{"name": "hmc", "overrides": {"draws": 300}}, {"name": "mclmc"}]})  # fmt: skip
+    r = cli("workflow", "llc", "--dry-run", "samplers.0.overrides.draws=100", "targets.1.seed=5", cwd=project)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("overrides: samplers.0.overrides.draws=100 targets.1.seed=5\n") and "quadratic/s5" in r.stdout
+    plan = load_plan(p, ("samplers.0.overrides.draws=100", "samplers.1.overrides={draws: 7, chains: 2}"))
+    assert plan.runs[0].sampler.draws == 100 and (plan.runs[1].sampler.draws, plan.runs[1].sampler.chains) == (7, 2)
+    # the task IDs come from the resolved config: an override equal to the file's value is the same task
+    assert ids(p, ("samplers.0.overrides.draws=300",)) == ids(p)
+    assert ids(p, ("samplers.0.overrides.draws=100",))[1]["hmc@quadratic/s0"] != ids(p)[1]["hmc@quadratic/s0"]
+    for bad, msg in [
+        (("samplers.0.overrides.drawz=1",), "config/experiments.yaml: samplers[0].drawz: unknown key"),
+        (("samplers.5.name=hmc",), "override samplers.5.name: index 5 out of range; samplers has 2 entries"),
+        (("draws=100",), "config/experiments.yaml: draws: unknown key"),
+        (("samplers.0.overrides.draws=-3",), "samplers[0].draws: must be > 0"),
+        (("samplers.0.overrides.draws=[1",), "the value is not valid YAML"),
+        (("--force", "nonsense"), "unexpected argument 'nonsense': overrides are KEY=VALUE"),
+    ]:
+        r = cli("workflow", "llc", "--local", *bad, cwd=project)
+        assert r.returncode == 2 and msg in r.stderr and len(r.stderr.strip().splitlines()) == 1, (bad, r.stderr)
+    assert not (project / "runs").exists() and not (project / "results").exists()
+
+
+def test_overrides_on_sweep_and_progressive(project):
+    sweep = write_config(project / "s.yaml", {"task": "tests.tasks:toy", "rank_by": [{"metric": "score"}], "defaults": {"lr": 0.1}, "grid": {"width": [4, 8]}})
+    r = cli("workflow", "sweep", str(sweep), "--dry-run", "defaults.lr=0.01", cwd=project)
+    assert r.returncode == 0 and "overrides: defaults.lr=0.01" in r.stdout, r.stderr
+    from lambda_hat.engine.sweep import load_sweep
+
+    assert {e.config["lr"] for e in load_sweep(sweep, ("defaults.lr=0.01",)).experiments} == {0.01}
+    r = cli("workflow", "sweep", str(sweep), "--dry-run", "defaults.depth=2", cwd=project)
+    assert r.returncode == 2 and "defaults.depth: unknown key for tests.tasks:toy" in r.stderr, r.stderr
+    cfg = str(ROOT / "config/progressive.yaml")
+    r = cli("workflow", "progressive", "--config", cfg, "--list", "stages.1.epochs=5", "stages.2.walltime=1h30m", cwd=project)
+    assert r.returncode == 0, r.stderr
+    row = {ln.split()[0]: ln.split() for ln in r.stdout.splitlines()}
+    assert row["b64"][3] == "5" and row["b128"][5] == "5400s" and row["b32"][5] == "600s"
+    r = cli("workflow", "progressive", "--config", cfg, "--list", "stages.7.epochs=5", cwd=project)
+    assert r.returncode == 2 and "index 7 out of range; stages has 3 entries" in r.stderr
+    r = cli("workflow", "progressive", "--config", cfg, "--list", "stages.0.walltime=soon", cwd=project)
+    assert r.returncode == 2 and "stages[0].walltime: 'soon' is not a duration" in r.stderr, r.stderr
+
+
+def test_one_duration_syntax(project):
+    good = {"90": 90, 90: 90, "90s": 90, "30m": 1800, "1h30m": 5400, "2.5m": 150, "1d": 86400, "1d12h": 129600,
+            "01:30:00": 5400, "30:00": 1800, "2-00:00:00": 172800, "1-12": 129600}  # fmt: skip
+    assert {k: parse_duration(k) for k in good} == good
+    for bad in ("", "soon", "30m1h", "1h1h", "0", "-5", "1:2:3:4", "00:75:00", True, None):
+        with pytest.raises(InputError):
+            parse_duration(bad)
+    assert slurm_time(5400) == "01:30:00" and slurm_time(86400 * 2 + 61) == "2-00:01:01"
+    # the same syntax in the experiments file, on the command line and in a card
+    p = write_config(project / "config" / "experiments.yaml", {"targets": [{"model": "quadratic"}], "samplers": [{"name": "hmc"}], "task_timeout": "1h30m"})
+    assert load_plan(p).config.task_timeout == 5400
+    targets, _ = build_tasks(load_plan(p), parse_duration("00:10:00"))
+    assert next(iter(targets.values())).timeout == 600
+    assert load_card("slurm/cpu", ("provider.walltime=1d",)).provider.walltime == 86400
+    for args, msg in [(("--timeout", "1h30"), "--timeout: '1h30' is not a duration"), (("task_timeout=soon",), "task_timeout: 'soon' is not a duration")]:
+        r = cli("workflow", "llc", "--dry-run", *args, cwd=project)
+        assert r.returncode == 2 and msg in r.stderr, r.stderr
+    sweep = write_config(project / "s.yaml", {"task": "tests.tasks:toy", "rank_by": [{"metric": "score"}], "grid": {"width": [4]}})
+    r = cli("workflow", "sweep", str(sweep), "--budget", "0", cwd=project)
+    assert r.returncode == 2 and "--budget: must be a positive duration" in r.stderr, r.stderr
+
+
+def test_kkt_variant_names_are_the_original_studys(project):
+    pytest.importorskip("torch_geometric")
+    from lambda_hat.studies.kkt import study as kkt
+    from lambda_hat.engine.sweep import load_sweep
+    from lambda_hat.engine.typed import build
+
+    names = {f"{a}_{j}_{f}" for a in ("mlp", "gnn") for j in ("baseline", "jepa_ema", "jepa_simsiam") for f in ("norm", "unnorm")}
+    assert set(kkt.VARIANTS) == names
+    for f in ("kkt_ci", "kkt_full", "kkt_scaling"):
+        assert {e.config["variant"] for e in load_sweep(ROOT / f"config/sweeps/{f}.yaml").experiments} == names
+    with pytest.raises(InputError, match="variant: 'mlp_baseline_raw' is not allowed; allowed values: mlp_baseline_norm, mlp_baseline_unnorm"):
+        build(kkt.KKTConfig, {"variant": "mlp_baseline_raw"}, "<test>")

@@ -1,0 +1,180 @@
+"""The llc workflow end to end through the real command line."""
+
+import json
+
+import arviz as az
+import matplotlib
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import TINY, cli, write_config
+
+matplotlib.use("Agg")
+
+
+def test_run_rerun_force_status(project):
+    cfg = {**TINY, "samplers": TINY["samplers"] + [{"name": "hmc", "overrides": {"draws": 50, "warmup": 50, "chains": 2, "eval_every": 2}}]}
+    write_config(project / "config" / "experiments.yaml", cfg)
+
+    own_cache = {"JAX_COMPILATION_CACHE_DIR": ""}  # the store's own, not the suite's shared cache
+    r = cli("workflow", "llc", "--local", cwd=project, env=own_cache)
+    assert r.returncode == 0, r.stderr
+    assert "3 done, 0 reused, 0 failed" in r.stdout
+    df = pd.read_parquet(project / "results" / "llc_runs.parquet")
+    assert list(df["sampler"]) == ["sgld", "hmc"] and set(df["status"]) == {"done"}
+    for col in ("target_id", "run_id", "model", "data", "seed", "n", "d", "llc_mean", "llc_std", "llc_sem", "ess_bulk", "ess_tail", "r_hat", "fge", "walltime_sec", "sampler.step_size", "sampler.posterior.gamma"):
+        assert col in df.columns, col
+    assert (df["d"] == 4).all() and (df["llc_true"] == 2.0).all()
+    assert (df["llc_mean"] - 2.0).abs().max() < 0.5  # short chains; exactness is tested elsewhere
+    assert (project / "results" / "llc_runs.csv").exists() and not (project / "results" / "retry.yaml").exists()
+    run_dir = project / "runs" / "llc" / df["run_id"][0]
+    assert {"config.json", "manifest.json", "metrics.json", "trace.nc", "log.txt"} <= {p.name for p in run_dir.iterdir()}
+    # each run opens in arviz: draws, sampler statistics and the config; its numbers are the table's
+    idata = az.from_netcdf(project / "runs" / "llc" / df["run_id"][1] / "trace.nc")
+    assert idata.posterior["llc"].shape == (2, 25) and df["sampler.eval_every"].tolist() == [1, 2]  # every 2nd of 50 draws
+    assert {"diverging", "energy", "acceptance_rate", "step_size", "fge"} <= set(idata.sample_stats.data_vars)
+    attrs = idata.posterior.attrs
+    assert json.loads(attrs["config"])["sampler"]["kind"] == "hmc" and attrs["target_id"] == df["target_id"][1]
+    summary = az.summary(idata, var_names=["llc"])
+    assert summary.loc["llc", "mean"] == pytest.approx(df["llc_mean"][1], abs=1e-3) and summary.loc["llc", "ess_bulk"] == pytest.approx(df["ess_bulk"][1], abs=1)
+    az.plot_trace(idata, var_names=["llc"])
+    az.plot_energy(idata)
+    sgld = az.from_netcdf(run_dir / "trace.nc")
+    assert set(sgld.sample_stats.data_vars) == {"step_size", "fge"} and sgld.posterior.attrs["predicted_bias"] > 0
+    assert any((project / "runs" / ".jax-cache").iterdir())  # compiled programs, loaded by the --force run below
+
+    r = cli("workflow", "llc", "--local", "--dry-run", cwd=project)
+    assert r.returncode == 0 and "0 task(s) to run, 3 done" in r.stdout
+
+    r = cli("workflow", "llc", "--local", cwd=project)
+    assert r.returncode == 0 and "0 done, 3 reused" in r.stdout
+    assert pd.read_parquet(project / "results" / "llc_runs.parquet")["llc_mean"].tolist() == df["llc_mean"].tolist()
+
+    r = cli("workflow", "llc", "--local", "--force", cwd=project, env=own_cache)
+    assert r.returncode == 0 and "3 done, 0 reused" in r.stdout
+    # same config and seed: identical numbers after recomputation
+    assert pd.read_parquet(project / "results" / "llc_runs.parquet")["llc_mean"].tolist() == df["llc_mean"].tolist()
+
+    r = cli("status", cwd=project)
+    assert r.returncode == 0 and "llc: 2 done" in r.stdout and "targets: 1 done" in r.stdout
+
+
+def test_warnings_are_shown_and_strict_fails_them(project):
+    """TINY's SGLD step (1e-3 on a = nβ + γ = 146) predicts a 4% bias and its 2 × 200 draws give
+    ESS < 400: a number to distrust. It is flagged in the table, the parquet and the output;
+    --strict makes it a failure listed in retry.yaml. The auto-step run beside it is clean of
+    step_bias, and both carry the finite-n truth of the quadratic, 2·nβ/(nβ + γ)."""
+    auto = {"name": "sgld", "overrides": {"batch_size": None}}
+    write_config(project / "config" / "experiments.yaml", {**TINY, "samplers": TINY["samplers"] + [auto]})
+    r = cli("workflow", "llc", "--local", cwd=project)
+    assert r.returncode == 0, r.stderr
+    df = pd.read_parquet(project / "results" / "llc_runs.parquet").set_index("sampler")
+    assert set(df.loc["sgld#0", "warnings"].split(",")) >= {"step_bias", "ess"}, df.loc["sgld#0", "warning_details"]
+    assert "step_bias" not in str(df.loc["sgld#1", "warnings"]) and df.loc["sgld#1", "predicted_bias"] <= 0.01 + 1e-9
+    nb = df["n_beta"].iloc[0]
+    assert df["llc_finite"].tolist() == [2 * nb / (nb + 1)] * 2 and df["err_finite"].notna().all()
+    assert "WARNING" in r.stdout and "step_bias: predicted bias" in r.stdout and "with warnings" in r.stdout
+    assert not (project / "results" / "retry.yaml").exists()
+
+    r = cli("workflow", "llc", "--local", "--strict", cwd=project)
+    assert r.returncode == 1 and "0 done, 3 reused" in r.stdout
+    retry = yaml.safe_load((project / "results" / "retry.yaml").read_text())
+    assert df.loc["sgld#0", "run_id"] in retry["retry_of"]["runs"]
+    strict = pd.read_parquet(project / "results" / "llc_runs.parquet").set_index("sampler")
+    assert strict.loc["sgld#0", "status"] == "failed" and strict.loc["sgld#0", "error"].startswith("strict: ")
+
+
+def test_vi_runs_report_psis_k(project):
+    """Both VI kinds through the CLI on the quadratic (λ = 2), with PSIS k̂ in the table: a
+    Gaussian posterior is in reach of both families, so their k̂ is low."""
+    fast = {"steps": 300, "draws": 500, "chains": 2}
+    cfg = {**TINY, "samplers": [{"name": "vi_meanfield", "overrides": fast}, {"name": "vi_flow", "overrides": {**fast, "layers": 2}}]}
+    write_config(project / "config" / "experiments.yaml", cfg)
+    r = cli("workflow", "llc", "--local", cwd=project)
+    assert r.returncode == 0, r.stderr
+    df = pd.read_parquet(project / "results" / "llc_runs.parquet")
+    assert list(df["sampler"]) == ["vi_meanfield", "vi_flow"] and list(df["sampler.family"]) == ["meanfield", "flow"]
+    assert (df["llc_mean"] - 2.0).abs().max() < 0.2, df["llc_mean"]
+    assert (df["pareto_k"] < 0.7).all(), df["pareto_k"]
+
+
+def test_failed_run_goes_to_retry_yaml_and_exit_1(project):
+    cfg = {**TINY, "samplers": TINY["samplers"] + [{"name": "sgld", "overrides": {"step_size": 50.0, "batch_size": None}}]}
+    write_config(project / "config" / "experiments.yaml", cfg)
+    r = cli("workflow", "llc", "--local", cwd=project)
+    assert r.returncode == 1, r.stderr
+    df = pd.read_parquet(project / "results" / "llc_runs.parquet")
+    assert list(df["status"]) == ["done", "failed"]
+    assert df["error"][1].startswith("diverged: non-finite L_n at step ") and pd.isna(df["llc_mean"][1])
+    retry = yaml.safe_load((project / "results" / "retry.yaml").read_text())
+    assert retry["targets"] == [{**TINY["targets"][0], "samplers": [cfg["samplers"][1]]}]
+    assert retry["retry_of"] == {"config": "config/experiments.yaml", "runs": [df["run_id"][1]]}
+
+    good = project / "runs" / "llc" / df["run_id"][0] / "manifest.json"
+    stamp = good.stat().st_mtime_ns
+    r = cli("workflow", "llc", "--local", "--config", "results/retry.yaml", cwd=project)
+    assert r.returncode == 1 and "0 done, 1 reused, 1 failed" in r.stdout  # target reused, bad run retried
+    assert good.stat().st_mtime_ns == stamp  # the finished run was not touched
+    assert len(pd.read_parquet(project / "results" / "llc_runs.parquet")) == 1
+
+
+def test_diverged_training_skips_its_runs(project):
+    cfg = {
+        **TINY,
+        "targets": TINY["targets"] + [{"model": "dln", "data": "small", "overrides": {"training": {"lr": 1.0e6, "optimizer": "sgd", "steps": 50}}}],
+    }
+    write_config(project / "config" / "experiments.yaml", cfg)
+    r = cli("workflow", "llc", "--local", cwd=project)
+    assert r.returncode == 1
+    df = pd.read_parquet(project / "results" / "llc_runs.parquet")
+    assert list(df["status"]) == ["done", "skipped"]
+    assert "training diverged" in df["error"][1] and df["error"][1].startswith("target dln/small/s0")
+
+
+def test_ctrl_c_exits_130_and_leaves_no_task_process(project):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    from conftest import LH, ROOT
+
+    cfg = {**TINY, "samplers": [{"name": "sgld", "overrides": {"batch_size": None, "draws": 10_000_000, "chains": 1}}]}
+    write_config(project / "config" / "experiments.yaml", cfg)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # as from a terminal: a shell starts background jobs with SIGINT ignored, and Python keeps
+    # that; this wrapper restores the default and execs the command (same PID)
+    term = [sys.executable, "-c", "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execv(sys.argv[1], sys.argv[1:])"]
+    proc = subprocess.Popen([*term, *LH, "workflow", "llc", "--local"], cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    me = psutil.Process(proc.pid)
+    tasks = []
+    def task_processes():
+        found = []
+        for p in me.children(recursive=True):
+            try:
+                if "lambda_hat.engine.runner" in " ".join(p.cmdline()):
+                    found.append(p)
+            except psutil.Error:  # finished meanwhile (the target task)
+                pass
+        return found
+
+    for _ in range(300):  # wait for the sampling task (the target task finishes first)
+        tasks = task_processes() if list(project.glob("runs/llc/.tmp-*")) else []
+        if tasks:
+            break
+        time.sleep(0.1)
+    assert tasks, "sampling task never started"
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err
+    psutil.wait_procs(tasks, timeout=10)
+    assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in tasks)
+    assert not list(project.glob("runs/llc/*/manifest.json"))  # the killed run is not recorded as done or failed
+    r = cli("status", cwd=project)
+    assert "targets: 1 done" in r.stdout
