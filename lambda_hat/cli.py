@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from lambda_hat.engine.typed import InputError
+from .engine.typed import InputError
 
 CARD_HELP = "Executor card: a path, or a name under ./parsl_cards/ or among the packaged cards (slurm/a100, slurm/cpu, local, local-processes)."
 TIMEOUT_HELP = "Kill any {} running longer than this (90, 30m, 1h30m, HH:MM:SS){}."
@@ -17,7 +17,7 @@ TRACK_HELP = "Log every finished task as a run in MLflow (MLFLOW_TRACKING_URI or
 
 
 def _track(names) -> tuple[str, ...]:
-    from lambda_hat.engine.tracking import check
+    from .engine.tracking import check
 
     try:
         return check(names)
@@ -31,7 +31,7 @@ def _fail(e: Exception) -> None:
 
 
 def _duration(value, flag: str):
-    from lambda_hat.engine.typed import parse_duration
+    from .engine.typed import parse_duration
 
     try:
         return parse_duration(value, flag) if value is not None else None
@@ -46,18 +46,52 @@ def _overrides(args) -> tuple[str, ...]:
     return tuple(args)
 
 
-def _run_workflow(local: bool, parsl_card, sets, what: str, start) -> None:
-    """The shared frame of every workflow command: card, errors, Ctrl-C, exit code."""
-    from lambda_hat.engine.cards import load_card
+def common(noun: str, timeout_help: str, config: tuple[str, str] | None = None):
+    """The options every workflow command takes (one place): --config (or a file argument),
+    --local/--parsl-card/--set, --dry-run, --force, --timeout, --track."""
+
+    def wrap(fn):
+        opts = [
+            click.option("--local", is_flag=True, help="Run on this machine with parsl_cards/local.yaml (the default)."),
+            click.option("--parsl-card", metavar="CARD", help=CARD_HELP),
+            click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a card field, e.g. --set provider.partition=debug (repeatable)."),
+            click.option("--dry-run", is_flag=True, help="List every task with its state and why it would run (new, failed, forced, code changed); run nothing."),
+            click.option("--force", is_flag=True, help=f"Recompute the {noun} even if their results are in the store."),
+            click.option("--timeout", metavar="DURATION", help=TIMEOUT_HELP.format(noun.rstrip("s"), timeout_help)),
+            click.option("--track", multiple=True, metavar="mlflow|wandb", help=TRACK_HELP),
+        ]
+        if config:  # (default file, help)
+            opts.insert(0, click.option("--config", "config", type=click.Path(path_type=Path), default=Path(config[0]), show_default=True, help=config[1]))
+        for o in reversed(opts):
+            fn = o(fn)
+        return fn
+
+    return wrap
+
+
+def _workflow(name: str):
+    import importlib
+
+    return importlib.import_module(f"lambda_hat.workflows.{name}").WORKFLOW
+
+
+def _start(name: str, path: Path, local: bool, parsl_card, sets, noun: str, **kw) -> None:
+    """The shared frame of every workflow command: card, options, errors, Ctrl-C, exit code."""
+    from .engine.cards import load_card
+    from .engine.workflow import Options, run
 
     if local and parsl_card:
         _fail(InputError("--local and --parsl-card exclude each other"))
+    opts = Options(
+        force=kw.pop("force"), dry_run=kw.pop("dry_run"), timeout=_duration(kw.pop("timeout"), "--timeout"), budget=_duration(kw.pop("budget", None), "--budget"),
+        overrides=_overrides(kw.pop("overrides")), track=_track(kw.pop("track")), extra=kw,
+    )  # fmt: skip
     try:
-        code = start(load_card(parsl_card, tuple(sets)))
+        code = run(_workflow(name), path, load_card(parsl_card, tuple(sets)), opts)
     except InputError as e:
         _fail(e)
     except KeyboardInterrupt:
-        click.echo(f"\ninterrupted: running {what} were killed; rerun to resume", err=True)
+        click.echo(f"\ninterrupted: running {noun} were killed; rerun to resume", err=True)
         sys.exit(130)
     sys.exit(code)
 
@@ -78,18 +112,11 @@ def workflow():
 
 
 @workflow.command()
-@click.option("--config", "config", type=click.Path(path_type=Path), default=Path("config/experiments.yaml"), show_default=True, help="Experiments file: targets × samplers, or a results/retry.yaml.")
-@click.option("--local", is_flag=True, help="Run on this machine with parsl_cards/local.yaml (the default).")
-@click.option("--parsl-card", metavar="CARD", help=CARD_HELP)
-@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a card field, e.g. --set provider.partition=debug (repeatable).")
-@click.option("--dry-run", is_flag=True, help="Print the plan (which tasks are done, which would run) and run nothing.")
-@click.option("--force", is_flag=True, help="Recompute every task even if its result is in the store.")
-@click.option("--timeout", metavar="DURATION", help=TIMEOUT_HELP.format("task", "; overrides task_timeout"))
+@common("tasks", "; overrides task_timeout", ("config/experiments.yaml", "Experiments file: targets × samplers, or a results/retry.yaml."))
 @click.option("--promote", is_flag=True, help="Also plot every target and run (cached tasks) and build results/gallery/index.html.")
 @click.option("--strict", is_flag=True, help="Treat runs with health-check warnings as failed (exit 1, listed in results/retry.yaml).")
-@click.option("--track", multiple=True, metavar="mlflow|wandb", help=TRACK_HELP)
 @click.argument("overrides", nargs=-1, metavar=OVERRIDES)
-def llc(config, local, parsl_card, sets, dry_run, force, timeout, promote, strict, track, overrides):
+def llc(config, local, parsl_card, sets, **kw):
     """Estimate the LLC: train each target once, run every sampler on it.
 
     KEY=VALUE arguments change the experiments file before it is validated (dotted keys, list
@@ -97,53 +124,33 @@ def llc(config, local, parsl_card, sets, dry_run, force, timeout, promote, stric
     Writes results/llc_runs.parquet (and .csv) with one row per run, and results/retry.yaml
     listing the runs that failed (rerun them with --config results/retry.yaml).
     """
-    from lambda_hat.workflows import llc as wf
-
-    over, seconds, track = _overrides(overrides), _duration(timeout, "--timeout"), _track(track)
-    run = lambda card: wf.run(config, card, force=force, dry_run=dry_run, timeout=seconds, with_promote=promote, strict=strict, overrides=over, track=track)  # noqa: E731
-    _run_workflow(local, parsl_card, sets, "tasks", run)
+    _start("llc", config, local, parsl_card, sets, "tasks", **kw)
 
 
 @workflow.command()
 @click.argument("sweep_file", type=click.Path(path_type=Path))
-@click.option("--local", is_flag=True, help="Run on this machine with parsl_cards/local.yaml (the default).")
-@click.option("--parsl-card", metavar="CARD", help=CARD_HELP)
-@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a card field (repeatable).")
+@common("experiments", " (it is reported as timeout)")
 @click.option("--only", multiple=True, metavar="KEY=V1,V2", help="Run only experiments whose KEY is one of the values (repeatable; all must hold; KEY name matches experiment names).")
-@click.option("--dry-run", is_flag=True, help="Print the experiments (done or to run) and run nothing.")
-@click.option("--force", is_flag=True, help="Recompute the chosen experiments even if their results are in the store.")
-@click.option("--timeout", metavar="DURATION", help=TIMEOUT_HELP.format("experiment", " (it is reported as timeout)"))
 @click.option("--budget", metavar="DURATION", help="Wall time for the whole sweep (90, 30m, 1h30m, HH:MM:SS): no experiment is started that would not fit.")
-@click.option("--track", multiple=True, metavar="mlflow|wandb", help=TRACK_HELP)
 @click.argument("overrides", nargs=-1, metavar=OVERRIDES)
-def sweep(sweep_file, local, parsl_card, sets, only, dry_run, force, timeout, budget, track, overrides):
+def sweep(sweep_file, local, parsl_card, sets, **kw):
     """Run a grid of experiments from SWEEP_FILE (e.g. config/sweeps/blobs.yaml).
 
     KEY=VALUE arguments change the sweep file before it is validated, e.g. defaults.lr=0.01.
-    Each experiment is a cached task; results/sweeps/<name>/ gets a JSON per experiment, a
-    table (results.parquet/.csv) updated as experiments finish, and the report
-    (comparison_table.csv, plots/, summary_report.md).
+    Each experiment is a cached task (a task function, or a shell `command`); results/sweeps/<name>/
+    gets a JSON per experiment, a table (results.parquet/.csv) updated as experiments finish,
+    and the report (comparison_table.csv, plots/, summary_report.md).
     """
-    from lambda_hat.workflows import sweep as wf
-
-    over, seconds, total, track = _overrides(overrides), _duration(timeout, "--timeout"), _duration(budget, "--budget"), _track(track)
-    run = lambda card: wf.run(sweep_file, card, tuple(only), force=force, dry_run=dry_run, timeout=seconds, budget=total, overrides=over, track=track)  # noqa: E731
-    _run_workflow(local, parsl_card, sets, "experiments", run)
+    kw["only"] = tuple(kw["only"])
+    _start("sweep", sweep_file, local, parsl_card, sets, "experiments", **kw)
 
 
 @workflow.command()
-@click.option("--config", "config", type=click.Path(path_type=Path), default=Path("config/progressive.yaml"), show_default=True, help="Stages file.")
-@click.option("--local", is_flag=True, help="Run on this machine with parsl_cards/local.yaml (the default).")
-@click.option("--parsl-card", metavar="CARD", help=CARD_HELP)
-@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a card field (repeatable).")
+@common("stages", "; overrides each stage's walltime", ("config/progressive.yaml", "Stages file."))
 @click.option("--list", "list_only", is_flag=True, help="Print the stages (buckets, batch sizes, estimated memory, status) and run nothing.")
 @click.option("--stages", "stages_flag", is_flag=True, help="Run only the stages named after the options (and the stages before them).")
-@click.option("--dry-run", is_flag=True, help="Print what would run, and from which checkpoint, and run nothing.")
-@click.option("--force", is_flag=True, help="Recompute the chosen stages and their data, discarding resumable checkpoints.")
-@click.option("--timeout", metavar="DURATION", help=TIMEOUT_HELP.format("stage", "; overrides each stage's walltime"))
-@click.option("--track", multiple=True, metavar="mlflow|wandb", help=TRACK_HELP)
 @click.argument("args", nargs=-1, metavar="[STAGE]... [KEY=VALUE]...")
-def progressive(config, local, parsl_card, sets, list_only, stages_flag, dry_run, force, timeout, track, args):
+def progressive(config, local, parsl_card, sets, list_only, stages_flag, args, **kw):
     """Train the dual-potential GNN in stages of growing assignment problems.
 
     Each stage starts from the previous stage's checkpoint and saves a resumable checkpoint every
@@ -152,16 +159,37 @@ def progressive(config, local, parsl_card, sets, list_only, stages_flag, dry_run
     stages file before it is validated, e.g. stages.1.epochs=5.
     Example: lambda-hat workflow progressive --stages b64 b128 --dry-run
     """
-    from lambda_hat.workflows import progressive as wf
-
     stage_names = tuple(a for a in args if "=" not in a)
-    over, seconds, track = tuple(a for a in args if "=" in a), _duration(timeout, "--timeout"), _track(track)
+    over = tuple(a for a in args if "=" in a)
     if stage_names and not stages_flag:
         _fail(InputError(f"unexpected argument {stage_names[0]!r}: name stages after --stages; overrides are KEY=VALUE"))
     if stages_flag and not stage_names:
         _fail(InputError("--stages needs at least one stage name, e.g. --stages b64 b128"))
-    run = lambda card: wf.run(config, card, stage_names, list_only=list_only, dry_run=dry_run, force=force, timeout=seconds, overrides=over, track=track)  # noqa: E731
-    _run_workflow(local, parsl_card, sets, "stages (their checkpoints stay)", run)
+    if list_only:
+        from lambda_hat.workflows.progressive import list_stages
+
+        from .engine.cards import load_card
+
+        try:
+            if over:
+                click.echo(f"overrides: {' '.join(over)}")
+            click.echo(list_stages(config, load_card(parsl_card, tuple(sets)), over))
+        except InputError as e:
+            _fail(e)
+        return
+    _start("progressive", config, local, parsl_card, sets, "stages (their checkpoints stay)", overrides=over, stages=stage_names, **kw)
+
+
+def _which(path: Path):
+    """The workflow a YAML file belongs to, by its top-level keys."""
+    from .engine.typed import load_yaml
+
+    raw = load_yaml(path)
+    for name in ("llc", "sweep", "progressive"):
+        wf = _workflow(name)
+        if isinstance(raw, dict) and any(k in raw for k in wf.file_keys):
+            return wf
+    raise InputError(f"{path}: not a workflow file: expected an experiments file (targets:), a sweep file (rank_by:) or a stages file (stages:)")
 
 
 @main.command("report")
@@ -192,10 +220,21 @@ def promote_cmd(config):
 
 
 @main.command()
+@click.argument("workflow_file", type=click.Path(path_type=Path), required=False)
 @click.option("--store", "store_root", type=click.Path(path_type=Path), default=Path("runs"), show_default=True, help="Store directory.")
-def status(store_root):
-    """Show what is done, failed, running or incomplete in a store."""
-    from lambda_hat.engine.store import Store
+def status(workflow_file, store_root):
+    """Show what is done, failed, running or incomplete: every task of WORKFLOW_FILE (an
+    experiments, sweep or stages file) with its state, or without it, the whole store."""
+    from .engine.store import Store
+
+    if workflow_file is not None:
+        from .engine import workflow as engine
+
+        try:
+            click.echo(engine.status(_which(workflow_file), workflow_file))
+        except InputError as e:
+            _fail(e)
+        return
 
     store = Store(store_root)
     if not store.root.is_dir():
@@ -227,8 +266,8 @@ def status(store_root):
 def export(store_root, mlflow_uri, wandb_dir):
     """Log every finished task of a store as an MLflow and/or W&B run (keyed by task ID: a task
     already there is left alone, so exporting twice duplicates nothing)."""
-    from lambda_hat.engine import tracking
-    from lambda_hat.engine.store import Store
+    from .engine import tracking
+    from .engine.store import Store
 
     try:
         if mlflow_uri is None and wandb_dir is None:
@@ -248,7 +287,7 @@ def export(store_root, mlflow_uri, wandb_dir):
 @click.option("--dry-run", is_flag=True, help="List what would be removed.")
 def gc(store_root, dry_run):
     """Remove leftovers of tasks that never finished (crashed or killed)."""
-    from lambda_hat.engine.store import Store
+    from .engine.store import Store
 
     store = Store(store_root)
     for p, tid in store.leftovers():

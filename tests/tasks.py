@@ -4,24 +4,36 @@ import os
 import time
 from dataclasses import dataclass
 
-from lambda_hat.engine.sweep import sweep_task
+from lambda_hat.engine.tasks import task
 
 
-def noop(ctx):
-    return {"value": ctx.config.get("value", 0)}
+@dataclass(frozen=True)
+class Plain:
+    value: int = 0
+    gc: int = 0
+    of: str = ""  # the ID of the task read
+    sleep: float = 0.0
 
 
-def sleeper(ctx):
+@task(Plain)
+def noop(ctx, cfg: Plain):
+    return {"value": cfg.value}
+
+
+@task(Plain)
+def sleeper(ctx, cfg: Plain):
     (ctx.workdir / "pid").write_text(str(os.getpid()))
-    time.sleep(ctx.config["sleep"])
-    return {"slept": ctx.config["sleep"]}
+    time.sleep(cfg.sleep)
+    return {"slept": cfg.sleep}
 
 
-def boom(ctx):
+@task(Plain)
+def boom(ctx, cfg: Plain):
     raise ValueError("boom: this task always fails")
 
 
-def read_dep(ctx):
+@task(Plain)
+def read_dep(ctx, cfg: Plain):
     return {"dep_value": __import__("json").loads((ctx.deps[0] / "metrics.json").read_text())["value"]}
 
 
@@ -50,7 +62,7 @@ def _curve(workdir, epochs: int, lr: float) -> None:
     plt.close(fig)
 
 
-@sweep_task(ToyConfig)
+@task(ToyConfig)
 def toy(ctx, cfg: ToyConfig):
     """A sweep task with a known best point (lr = 0.03) and a cost that grows with width."""
     (ctx.workdir / "pid").write_text(str(os.getpid()))

@@ -8,23 +8,22 @@ from pathlib import Path
 import click
 import yaml
 
-from lambda_hat.engine import tracking
-
+from lambda_hat.engine.runner import Summary
+from lambda_hat.engine.store import Store, crashpoint, read_json, tmp_path
+from lambda_hat.engine.tasks import Status, Task
+from lambda_hat.engine.typed import InputError, plain
+from lambda_hat.engine.workflow import Options, Workflow, write_table
 from lambda_hat.llc import trajectory
 from lambda_hat.llc.config import Plan, load_plan
-from lambda_hat.engine.runner import Summary, Task, run_tasks
-from lambda_hat.engine.store import Store, crashpoint, read_json, tmp_path, write_frame
-from lambda_hat.engine.typed import InputError, plain
 
 TARGETS, RUNS, DIAG = "targets", "llc", "diag"
+RESULTS = Path("results")
 
 
 def diag_tasks(targets: dict, runs: dict, env: dict) -> tuple[dict, dict]:
     """Diagnose tasks (plots) for every target and run, keyed by the target or run ID."""
-    from lambda_hat.llc.diagnostics import PLOTS_VERSION
-
     def task(kind, dep, fn, label):
-        cfg = {kind: dep.id, "plots": PLOTS_VERSION}
+        cfg = {kind: dep.id}
         return Task(DIAG, f"lambda_hat.llc.diagnostics:{fn}", cfg, label, deps=((dep.kind, dep.id),), timeout=dep.timeout, env=env)
 
     return (
@@ -47,19 +46,6 @@ def build_tasks(plan: Plan, timeout: float | None) -> tuple[dict, dict]:
         cfg = {"target": tt.id, "sampler": plain(r.sampler)}
         runs[r.label] = Task(RUNS, "lambda_hat.llc.sampling:sample_run", cfg, r.label, deps=((TARGETS, tt.id),), timeout=timeout, env=env)
     return targets, runs
-
-
-def describe(plan: Plan, store: Store, targets: dict, runs: dict) -> str:
-    state = lambda t: "done" if store.is_done(t.kind, t.id) else ((store.manifest(t.kind, t.id) or {}).get("status", "to run"))  # noqa: E731
-    lines = [f"{plan.path}: {len(plan.targets)} target(s), {len(plan.runs)} run(s), store {store.root}/"]
-    for t in plan.targets:
-        tt = targets[t.label]
-        lines.append(f"  target {t.label} [{tt.id}] {state(tt)}")
-        for r in (r for r in plan.runs if r.target is t):
-            lines.append(f"    {r.name:<16} [{runs[r.label].id}] {state(runs[r.label])}")
-    todo = sum(state(t) != "done" for t in [*targets.values(), *runs.values()])
-    lines.append(f"{todo} task(s) to run, {len(targets) + len(runs) - todo} done")
-    return "\n".join(lines)
 
 
 def _flat(prefix: str, d: dict) -> dict:
@@ -94,9 +80,9 @@ def rows(plan: Plan, store: Store, targets: dict, runs: dict, outcomes: dict | N
         tt, rt = targets[r.target.label], runs[r.label]
         m = store.manifest(RUNS, rt.id) or {}
         tm = store.manifest(TARGETS, tt.id) or {}
-        status, error = m.get("status", "missing"), m.get("error")
+        status, error = m.get("status", Status.MISSING), m.get("error")
         if not m and (outcomes or {}).get(rt.id):
-            status, error = outcomes[rt.id]["status"], outcomes[rt.id]["error"]
+            status, error = outcomes[rt.id].status, outcomes[rt.id].error
         elif tm.get("status") not in (None, "done") and not m:
             status, error = "skipped", f"target {r.target.label}: {tm.get('error')}"
         metrics = read_json(store.dir(RUNS, rt.id) / "metrics.json") if status == "done" else {}
@@ -125,20 +111,6 @@ def rows(plan: Plan, store: Store, targets: dict, runs: dict, outcomes: dict | N
 def model_name(model) -> str:
     """A preset's name, or an inline model's function (custom) or kind."""
     return model if isinstance(model, str) else str(model.get("fn") or model.get("kind"))
-
-
-def write_table(table: list[dict], results: Path) -> Path:
-    import pandas as pd
-
-    results.mkdir(parents=True, exist_ok=True)
-    df = pd.DataFrame(table)
-    for col in df.columns:  # lists (widths, chain values) → text, so every column has one type
-        if df[col].map(lambda v: isinstance(v, (list, tuple))).any():
-            df[col] = df[col].map(lambda v: yaml.safe_dump(list(v), default_flow_style=True).strip() if isinstance(v, (list, tuple)) else v)
-        kinds = {type(v) for v in df[col] if v is not None and v == v}
-        if str in kinds and len(kinds) > 1:  # e.g. step_size: auto beside numbers
-            df[col] = df[col].map(lambda v: None if v is None or v != v else str(v))
-    return write_frame(df, results / "llc_runs.parquet")
 
 
 def check_retry(plan: Plan, runs: dict) -> None:
@@ -203,52 +175,71 @@ def rebuild_gallery(config: Path, results: Path = Path("results")) -> int:
     return 0
 
 
-def run(
-    config: Path, card, force: bool, dry_run: bool, timeout: float | None, results: Path = Path("results"), with_promote: bool = False,
-    strict: bool = False, overrides: tuple[str, ...] = (), track: tuple[str, ...] = (),
-) -> int:
-    plan = load_plan(config, overrides)
-    store = Store(Path(plan.config.store_root))
-    targets, runs = build_tasks(plan, timeout)
-    check_retry(plan, runs)
-    extra = []
-    if with_promote:
-        env = next(iter(targets.values())).env
-        tdiag, rdiag = diag_tasks(targets, runs, env)
-        extra = [*tdiag.values(), *rdiag.values()]
-    if dry_run:
-        if overrides:
-            click.echo(f"overrides: {' '.join(overrides)}")
-        click.echo(describe(plan, store, targets, runs))
-        return 0
-    backends = tracking.trackers([*track, *plan.config.tracking])
-    store.check_writable()
-    tasks = [*targets.values(), *runs.values(), *extra]
-    summary: Summary = run_tasks(tasks, store.root, card, force=force)
-    table = rows(plan, store, targets, runs, summary.outcomes)
-    if strict:
-        apply_strict(table)
-    path = write_table(table, results)
-    retry = write_retry(plan, table, runs, results)
-    traj = trajectory.write(trajectory.rows(table), results)
-    click.echo(f"llc: {summary.line()}; results in {path}" + (f" and {traj}" if traj else ""))
-    if with_promote:
-        click.echo(f"gallery: {promote(store, table, targets, runs, results)[0]}")
-    for row in table:
-        if row["status"] == "done":
-            truth = [f"{k} {row[c]:.4g}" for k, c in (("truth", "llc_true"), ("finite-n", "llc_finite")) if row[c] is not None]
-            truth = f" ({', '.join(truth)})" if truth else ""
-            flag = f"  WARNING {row['warnings']}" if row["warnings"] else ""
-            click.echo(f"  {row['sampler']:<12} {row['target']:<24} λ̂ = {row['llc_mean']:9.4g} ± {row['llc_sem']:.2g}{truth}{flag}")
-            for line in (row["warning_details"] or "").split(" | ") if row["warnings"] else ():
-                click.echo(f"      {line}")
-        else:
-            click.echo(f"  {row['sampler']:<12} {row['target']:<24} {row['status']}: {row['error']}")
-    warned = sum(bool(r["warnings"]) for r in table if r["status"] == "done")
-    if warned:
-        click.echo(f"{warned} run(s) with warnings: read them before trusting those λ̂ (--strict makes them failures)")
-    if retry:
-        click.echo(f"failed runs listed in {retry}; rerun with: lambda-hat workflow llc --config {retry}")
-    if backends:
-        click.echo(tracking.track(store, tasks, backends))
-    return 0 if summary.ok and not any(r["status"] == "failed" for r in table) else 1
+class LLC(Workflow):
+    """Train each target once, run every sampler on it; results/llc_runs.parquet, retry.yaml."""
+
+    name = "llc"
+    file_keys = ("targets",)
+    lists_failures = True
+
+    def load(self, path: Path, overrides: tuple[str, ...]) -> Plan:
+        return load_plan(path, overrides)
+
+    def store_root(self, plan: Plan) -> Path:
+        return Path(plan.config.store_root)
+
+    def tracking(self, plan: Plan) -> list[str]:
+        return list(plan.config.tracking)
+
+    def tasks(self, plan: Plan, opts: Options, card) -> list[Task]:
+        targets, runs = build_tasks(plan, opts.timeout)
+        check_retry(plan, runs)
+        self.targets, self.runs = targets, runs
+        extra = []
+        if opts.extra.get("promote"):
+            env = next(iter(targets.values())).env
+            tdiag, rdiag = diag_tasks(targets, runs, env)
+            extra = [*tdiag.values(), *rdiag.values()]
+        ordered = []
+        for t in plan.targets:  # each target, then its runs: the dry run reads as a tree
+            ordered.append(targets[t.label])
+            ordered += [runs[r.label] for r in plan.runs if r.target is t]
+        return ordered + extra
+
+    def header(self, plan: Plan, store: Store, tasks: list[Task]) -> str:
+        return f"{plan.path}: {len(plan.targets)} target(s), {len(plan.runs)} run(s), store {store.root}/"
+
+    def rows(self, plan: Plan, store: Store, outcomes: dict) -> list[dict]:
+        return rows(plan, store, self.targets, self.runs, outcomes)
+
+    def table_path(self, plan: Plan) -> Path:
+        return RESULTS / "llc_runs.parquet"
+
+    def finish(self, plan: Plan, store: Store, table: list[dict], summary: Summary, opts: Options) -> list[str]:
+        if opts.extra.get("strict"):
+            apply_strict(table)
+            write_table(self, plan, table)
+        retry = write_retry(plan, table, self.runs, RESULTS)
+        traj = trajectory.write(trajectory.rows(table), RESULTS)
+        lines = [f"λ̂ over training: {traj}"] if traj else []
+        if opts.extra.get("promote"):
+            lines.append(f"gallery: {promote(store, table, self.targets, self.runs, RESULTS)[0]}")
+        for row in table:
+            if row["status"] == Status.DONE:
+                truth = [f"{k} {row[c]:.4g}" for k, c in (("truth", "llc_true"), ("finite-n", "llc_finite")) if row[c] is not None]
+                truth = f" ({', '.join(truth)})" if truth else ""
+                flag = f"  WARNING {row['warnings']}" if row["warnings"] else ""
+                lines.append(f"  {row['sampler']:<12} {row['target']:<24} λ̂ = {row['llc_mean']:9.4g} ± {row['llc_sem']:.2g}{truth}{flag}")
+                for line in (row["warning_details"] or "").split(" | ") if row["warnings"] else ():
+                    lines.append(f"      {line}")
+            else:
+                lines.append(f"  {row['sampler']:<12} {row['target']:<24} {row['status']}: {row['error']}")
+        warned = sum(bool(r["warnings"]) for r in table if r["status"] == Status.DONE)
+        if warned:
+            lines.append(f"{warned} run(s) with warnings: read them before trusting those λ̂ (--strict makes them failures)")
+        if retry:
+            lines.append(f"failed runs listed in {retry}; rerun with: lambda-hat workflow llc --config {retry}")
+        return lines
+
+
+WORKFLOW = LLC()

@@ -6,21 +6,21 @@ import os
 import re
 from pathlib import Path
 
-import click
-
-from lambda_hat.engine import tracking
-from lambda_hat.studies.progressive.study import Progressive, est_memory_mb, load
-from lambda_hat.engine.runner import Task, run_tasks
-from lambda_hat.engine.store import Store, read_json, tmp_path, write_frame
+from lambda_hat.engine.runner import Summary
+from lambda_hat.engine.store import Store, read_json, tmp_path
+from lambda_hat.engine.tasks import Status, Task
 from lambda_hat.engine.typed import InputError, plain
+from lambda_hat.engine.workflow import Options, Workflow
+from lambda_hat.studies.progressive.study import Progressive, est_memory_mb, load
 
 DATA, STAGE = "lap_data", "stage"
 
 
 def _threads(card) -> dict:
     """Torch threads = the worker's share of its node's cores."""
-    cores = (card.provider.cores_per_node if card.executor == "htex" else None) or os.cpu_count() or 1
-    return {"OMP_NUM_THREADS": str(max(1, cores // card.workers))}
+    cores = (card.provider.cores_per_node if card is not None and card.executor == "htex" else None) or os.cpu_count() or 1
+    workers = card.workers if card is not None else 1
+    return {"OMP_NUM_THREADS": str(max(1, cores // workers))}
 
 
 def stage_cards(cfg: Progressive) -> dict:
@@ -41,7 +41,7 @@ def build_tasks(cfg: Progressive, card, extra: dict, timeout: float | None) -> t
     env = _threads(card)
     d = plain(cfg.data)
     data = {
-        b: Task(DATA, "lambda_hat.studies.progressive.assignment:generate", {"n": b, **d}, f"data n={b}", env=env)
+        b: Task(DATA, "lambda_hat.studies.progressive.study:generate", {"n": b, **d}, f"data n={b}", env=env)
         for b in cfg.buckets
     }  # fmt: skip
     stages, parent = {}, None
@@ -96,28 +96,15 @@ def listing(cfg: Progressive, store: Store, stages: dict[str, Task]) -> str:
     return "\n".join(lines)
 
 
-def plan(cfg: Progressive, store: Store, data: dict, stages: dict, chosen: list[str], force: bool) -> str:
-    lines = []
-    for b, t in data.items():
-        lines.append(f"data n={b} [{t.id}] {'to run' if force or not store.is_done(DATA, t.id) else 'done'}")
-    prev = None
-    for name in chosen:
-        t = stages[name]
-        st = "to run (forced)" if force else _state(store, t)
-        origin = f"from {prev}'s checkpoint" if prev else "from a random initialisation"
-        lines.append(f"stage {name} [{t.id}] {st}" + ("" if st == "done" else f"; starts {origin}"))
-        prev = name
-    return "\n".join(lines)
-
-
 def rows(cfg: Progressive, store: Store, stages: dict, outcomes: dict) -> list[dict]:
     out = []
     for i, s in enumerate(cfg.stages):
         t = stages[s.name]
         m = store.manifest(STAGE, t.id) or {}
-        status = m.get("status") or (outcomes.get(t.id) or {}).get("status", "not run")
-        metrics = read_json(store.dir(STAGE, t.id) / "metrics.json") if status == "done" else None
-        base = {"stage": s.name, "stage_index": i, "stage_id": t.id, "status": status, "error": m.get("error") or (outcomes.get(t.id) or {}).get("error")}
+        o = outcomes.get(t.id)
+        status = m.get("status") or (o.status if o else Status.MISSING)
+        metrics = read_json(store.dir(STAGE, t.id) / "metrics.json") if status == Status.DONE else None
+        base = {"stage": s.name, "stage_index": i, "stage_id": t.id, "status": status, "error": m.get("error") or (o.error if o else None)}
         if not metrics:
             out.append(base)
             continue
@@ -131,16 +118,15 @@ def rows(cfg: Progressive, store: Store, stages: dict, outcomes: dict) -> list[d
     return out
 
 
-def write_results(table: list[dict], results: Path) -> Path:
+def plot(table: list[dict], results: Path) -> Path | None:
+    """results/progressive.png: the validation gap per bucket after each stage."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import pandas as pd
 
-    results.mkdir(parents=True, exist_ok=True)
     df = pd.DataFrame(table)
-    path = write_frame(df, results / "progressive.parquet")
     if "gap" in df and df["gap"].notna().any():
         fig, ax = plt.subplots(figsize=(6.5, 4))
         done = df.dropna(subset=["gap"])
@@ -156,38 +142,66 @@ def write_results(table: list[dict], results: Path) -> Path:
         fig.savefig(tmp, format="png", dpi=90)
         plt.close(fig)
         os.replace(tmp, results / "progressive.png")
-    return path
+        return results / "progressive.png"
+    return None
 
 
-def run(
-    config: Path, card, stage_names: tuple[str, ...], list_only: bool, dry_run: bool, force: bool, timeout: float | None, overrides: tuple[str, ...] = (),
-    track: tuple[str, ...] = (),
-) -> int:
-    cfg = load(config, overrides)
-    store = Store(Path(cfg.store_root))
-    extra = stage_cards(cfg)
-    data, stages = build_tasks(cfg, card, extra, timeout)
-    chosen = select(cfg, stage_names)
-    if overrides and (list_only or dry_run):
-        click.echo(f"overrides: {' '.join(overrides)}")
-    if list_only:
-        click.echo(listing(cfg, store, stages))
-        return 0
-    if dry_run:
-        click.echo(plan(cfg, store, data, stages, chosen, force))
-        return 0
-    backends = tracking.trackers([*track, *cfg.tracking])
-    store.check_writable()
-    tasks = [*data.values(), *(stages[n] for n in chosen)]
-    summary = run_tasks(tasks, store.root, card, force=force, cards=extra)
-    table = rows(cfg, store, stages, summary.outcomes)
-    path = write_results(table, Path(cfg.results))
-    click.echo(f"progressive: {summary.line()}; results in {path}")
-    for r in table:
-        if r.get("gap") is not None and r["trained_on"]:
-            click.echo(f"  {r['stage']:<8} n={r['bucket']:<4} gap {r['gap']:.3f} (row-min {r['rowmin_gap']:.3f}, u=0 {r['zero_gap']:.3f}; start {r['start_gap']:.3f}, random init {r['random_init_gap']:.3f})")
-        elif r.get("gap") is None and r["stage"] in chosen:
-            click.echo(f"  {r['stage']:<8} {r['status']}: {r['error']}")
-    if backends:
-        click.echo(tracking.track(store, tasks, backends))
-    return 0 if summary.ok else 1
+class ProgressiveWorkflow(Workflow):
+    """Train in stages, each from its parent's checkpoint; results/progressive.parquet and .png."""
+
+    name = "progressive"
+    file_keys = ("stages",)
+
+    def load(self, path: Path, overrides: tuple[str, ...]) -> Progressive:
+        self.path = path
+        return load(path, overrides)
+
+    def cards(self, cfg: Progressive) -> dict:
+        return stage_cards(cfg)
+
+    def tasks(self, cfg: Progressive, opts: Options, card) -> list[Task]:
+        data, stages = build_tasks(cfg, card, stage_cards(cfg), opts.timeout)
+        self.stages, self.chosen = stages, select(cfg, tuple(opts.extra.get("stages", ())))
+        return [*data.values(), *(stages[n] for n in self.chosen)]
+
+    def header(self, cfg: Progressive, store: Store, tasks: list[Task]) -> str:
+        return f"{self.path}: {len(self.chosen)} of {len(cfg.stages)} stage(s), store {store.root}/"
+
+    def note(self, cfg: Progressive, task: Task, state: str) -> str:
+        if task.kind != STAGE or state == "done":
+            return ""
+        names = list(self.stages)
+        i = [self.stages[n].id for n in names].index(task.id)
+        start = f"starts from {names[i - 1]}'s checkpoint" if i else "starts from a random initialisation"
+        ckpt = store_resume(cfg, task)
+        return f"{start}{ckpt}"
+
+    def rows(self, cfg: Progressive, store: Store, outcomes: dict) -> list[dict]:
+        return rows(cfg, store, self.stages, outcomes)
+
+    def table_path(self, cfg: Progressive) -> Path:
+        return Path(cfg.results) / "progressive.parquet"
+
+    def finish(self, cfg: Progressive, store: Store, table: list[dict], summary: Summary, opts: Options) -> list[str]:
+        png = plot(table, Path(cfg.results))
+        lines = [f"plot: {png}"] if png else []
+        for r in table:
+            if r.get("gap") is not None and r["trained_on"]:
+                lines.append(f"  {r['stage']:<8} n={r['bucket']:<4} gap {r['gap']:.3f} (row-min {r['rowmin_gap']:.3f}, u=0 {r['zero_gap']:.3f}; start {r['start_gap']:.3f}, random init {r['random_init_gap']:.3f})")
+        return lines
+
+
+def store_resume(cfg: Progressive, t: Task) -> str:
+    """Where a killed stage resumes: the epoch of its saved checkpoint."""
+    st = _state(Store(Path(cfg.store_root)), t)
+    return st.split("to run", 1)[1] if st.startswith("to run, resumes") else ""
+
+
+def list_stages(path: Path, card, overrides: tuple[str, ...]) -> str:
+    """`--list`: every stage with its buckets, batch, epochs, walltime, memory estimate and status."""
+    cfg = load(path, overrides)
+    _, stages = build_tasks(cfg, card, stage_cards(cfg), None)
+    return listing(cfg, Store(Path(cfg.store_root)), stages)
+
+
+WORKFLOW = ProgressiveWorkflow()

@@ -3,41 +3,33 @@
 from __future__ import annotations
 
 import dataclasses
-import time
 from pathlib import Path
 
 import click
 
 from lambda_hat.engine import report as rep
-from lambda_hat.engine import tracking
-from lambda_hat.engine.runner import Task, run_tasks
-from lambda_hat.engine.store import Store, read_json, task_id, write_frame, write_json
+from lambda_hat.engine.runner import Summary
+from lambda_hat.engine.store import Store, read_json, write_json
 from lambda_hat.engine.sweep import Experiment, Sweep, flat_row, load_sweep, record, select
+from lambda_hat.engine.tasks import Status, Task
+from lambda_hat.engine.workflow import Options, Workflow, write_table
 
 KIND = "sweep"
 
 
 def tasks(sweep: Sweep, experiments: list[Experiment], timeout: float | None) -> dict[str, Task]:
-    """A task per experiment, by name; the task gets its config, and the directories of the
-    tasks it needs."""
+    """A task per experiment, by name; its ID covers the task (or command), its code version,
+    its config and the IDs of the tasks it needs."""
     env = {k: str(v) for k, v in sweep.spec.env.items()}
     timeout = timeout or sweep.spec.task_timeout
-    fn = sweep.spec.task
+    s = sweep.spec
     return {
         e.name: Task(
-            KIND, fn, e.config, f"{sweep.name}/{e.name}", deps=tuple((u.kind, u.id) for u in e.needs), timeout=timeout,
-            isolate=sweep.spec.isolate, env=env, id=_id(fn, e, sweep.version),
+            KIND, s.task or "", e.config, f"{sweep.name}/{e.name}", deps=tuple((u.kind, u.id) for u in e.needs), timeout=timeout,
+            isolate=s.isolate or bool(s.command), env=env, command=s.command, version=str(sweep.version),
         )
         for e in experiments
     }  # fmt: skip
-
-
-def _id(fn: str, e: Experiment, version: int) -> str:
-    """The task's name, code version and config, and the IDs of what it reads."""
-    key = {"task": fn, "version": version, "config": e.config}
-    if e.needs:
-        key["needs"] = [u.id for u in e.needs]
-    return task_id(KIND, key)
 
 
 def in_order(experiments: list[Experiment], ts: dict[str, Task]) -> list[Task]:
@@ -55,41 +47,78 @@ def in_order(experiments: list[Experiment], ts: dict[str, Task]) -> list[Task]:
     return out
 
 
-def records(sweep: Sweep, store: Store, outcomes: dict | None = None) -> list[dict]:
+def records(sweep: Sweep, store: Store, outcomes: dict | None = None, ts: dict[str, Task] | None = None) -> list[dict]:
     """A result record for every experiment of the file, from the store (or this run's outcome)."""
+    ts = ts or tasks(sweep, sweep.experiments, None)
     out = []
-    for e, t in zip(sweep.experiments, tasks(sweep, sweep.experiments, None).values()):
+    for e in sweep.experiments:
+        t = ts[e.name]
         m = store.manifest(KIND, t.id)
         metrics = read_json(store.dir(KIND, t.id) / "metrics.json") if m else None
         out.append(record(sweep, e, t.id, m, metrics, (outcomes or {}).get(t.id)))
     return out
 
 
-def write_results(sweep: Sweep, recs: list[dict]) -> Path:
-    """experiments/<name>.json per experiment that has a result, and the table (parquet + CSV)."""
-    import pandas as pd
-
+def write_records(sweep: Sweep, recs: list[dict]) -> None:
+    """experiments/<name>.json per experiment that has a result."""
     d = sweep.results / "experiments"
     d.mkdir(parents=True, exist_ok=True)
     for r in recs:
-        if r["status"] not in ("missing",):
+        if r["status"] != Status.MISSING:
             path = d / f"{r['experiment_id'].replace('/', '_')}.json"
             if read_json(path) != r:
                 write_json(path, r)
-    df = pd.DataFrame([flat_row(r, sweep.factors) for r in recs]).convert_dtypes()
-    return write_frame(df, sweep.results / "results.parquet")
 
 
-def describe(sweep: Sweep, chosen: list[Experiment], store: Store, ts: dict[str, Task]) -> str:
-    lines = [f"{sweep.path}: sweep {sweep.name!r}, task {sweep.spec.task}, {len(chosen)} of {len(sweep.experiments)} experiment(s), store {store.root}/"]
-    names = {t.id: n for n, t in ts.items()}
-    todo = 0
-    for t in in_order(chosen, ts):
-        st = "done" if store.is_done(t.kind, t.id) else (store.manifest(t.kind, t.id) or {}).get("status", "to run")
-        todo += st != "done"
-        lines.append(f"  {names.get(t.id, '(needed) ' + t.label):<40} [{t.id}] {st}")
-    lines.append(f"{todo} task(s) to run, {len(lines) - 1 - todo} done")
-    return "\n".join(lines)
+class SweepWorkflow(Workflow):
+    """A grid of experiments over one task or command: results/sweeps/<name>/ with a table,
+    a JSON per experiment and the report."""
+
+    name = "sweep"
+    file_keys = ("rank_by",)
+
+    def load(self, path: Path, overrides: tuple[str, ...]) -> Sweep:
+        return load_sweep(path, overrides)
+
+    def store_root(self, sweep: Sweep) -> Path:
+        return Path(sweep.spec.store_root)
+
+    def tracking(self, sweep: Sweep) -> list[str]:
+        return list(sweep.spec.tracking)
+
+    def tasks(self, sweep: Sweep, opts: Options, card) -> list[Task]:
+        self.chosen = select(sweep, tuple(opts.extra.get("only", ())))
+        self.all = tasks(sweep, sweep.experiments, opts.timeout)
+        return in_order(self.chosen, {e.name: self.all[e.name] for e in self.chosen})
+
+    def header(self, sweep: Sweep, store: Store, ts: list[Task]) -> str:
+        what = f"task {sweep.spec.task}" if sweep.spec.task else f"command {sweep.spec.command!r}"
+        return f"{sweep.path}: sweep {sweep.name!r}, {what}, {len(self.chosen)} of {len(sweep.experiments)} experiment(s), store {store.root}/"
+
+    def rows(self, sweep: Sweep, store: Store, outcomes: dict) -> list[dict]:
+        self.recs = records(sweep, store, outcomes, self.all)
+        return [flat_row(r, sweep.factors) for r in self.recs]
+
+    def table_path(self, sweep: Sweep) -> Path:
+        return sweep.results / "results.parquet"
+
+    def frame(self, table: list[dict]):
+        import pandas as pd
+
+        return pd.DataFrame(table).convert_dtypes()
+
+    def shown(self, label: str) -> str:
+        return label.split("/", 1)[-1]  # the experiment's name, without the sweep's
+
+    def failed(self, table: list[dict]) -> bool:
+        return False  # only this run's outcomes count: an experiment left out by --only is not a failure
+
+    def finish(self, sweep: Sweep, store: Store, table: list[dict], summary: Summary, opts: Options) -> list[str]:
+        write_records(sweep, self.recs)
+        return [f"report: {rep.build(sweep, table)}"]
+
+
+WORKFLOW = SweepWorkflow()
 
 
 def report(path: Path, filters: tuple[str, ...] = (), plots: bool = True, output_dir: Path | None = None) -> int:
@@ -99,52 +128,12 @@ def report(path: Path, filters: tuple[str, ...] = (), plots: bool = True, output
     names = {e.name for e in select(sweep, filters, "--filter")}
     store = Store(Path(sweep.spec.store_root))
     recs = records(sweep, store)
-    if output_dir is None:
-        write_results(sweep, recs)  # the sweep's own table always holds every experiment
+    if output_dir is None:  # the sweep's own table always holds every experiment
+        write_records(sweep, recs)
+        write_table(WORKFLOW, sweep, [flat_row(r, sweep.factors) for r in recs])
     recs = [r for r in recs if r["experiment_id"] in names]
     note = f"Filtered: {' '.join(filters)} ({len(recs)} of {len(sweep.experiments)} experiments)." if filters else ""
     summary = rep.build(sweep, [flat_row(r, sweep.factors) for r in recs], out=output_dir, plots=plots, note=note)
-    missing = sum(r["status"] == "missing" for r in recs)
+    missing = sum(r["status"] == Status.MISSING for r in recs)
     click.echo(f"report: {summary}" + (f" ({missing} experiment(s) not run yet)" if missing else ""))
     return 0
-
-
-def run(
-    path: Path, card, only: tuple[str, ...], force: bool, dry_run: bool, timeout: float | None, budget: float | None, overrides: tuple[str, ...] = (),
-    track: tuple[str, ...] = (),
-) -> int:
-    sweep = load_sweep(path, overrides)
-    chosen = select(sweep, only)
-    store = Store(Path(sweep.spec.store_root))
-    ts = tasks(sweep, chosen, timeout)
-    if dry_run:
-        if overrides:
-            click.echo(f"overrides: {' '.join(overrides)}")
-        click.echo(describe(sweep, chosen, store, ts))
-        return 0
-    backends = tracking.trackers([*track, *sweep.spec.tracking])
-    store.check_writable()
-    outcomes: dict[str, dict] = {}
-    last = [0.0]
-
-    def live(out: dict) -> None:  # the table follows the sweep, at most every 2 s
-        outcomes[out["id"]] = out
-        if time.time() - last[0] > 2:
-            write_results(sweep, records(sweep, store, outcomes))
-            last[0] = time.time()
-
-    summary = run_tasks(in_order(chosen, ts), store.root, card, force=force, on_outcome=live, budget=budget)
-    recs = records(sweep, store, summary.outcomes)
-    table = write_results(sweep, recs)
-    summary_md = rep.build(sweep, [flat_row(r, sweep.factors) for r in recs])
-    click.echo(f"sweep {sweep.name}: {summary.line()}; table {table}; report {summary_md}")
-    name = {t.id: e.name for e, t in zip(chosen, ts.values())}
-    for tid, o in summary.outcomes.items():
-        if o["status"] not in ("done", "reused", "left"):
-            click.echo(f"  {o['status']}: {name.get(tid, o['label'])}: {o['error']}")
-    left = [name.get(tid, o["label"]) for tid, o in summary.outcomes.items() if o["status"] == "left"]
-    if left:
-        click.echo(f"budget reached: {len(left)} experiment(s) not started: {', '.join(left)}; rerun to continue")
-    if backends:
-        click.echo(tracking.track(store, ts.values(), backends))
-    return 0 if summary.ok else 1

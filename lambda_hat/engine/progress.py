@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 import time
 
+from lambda_hat.engine.tasks import Outcome
+
 
 def _clock(sec: float) -> str:
     sec = int(sec)
@@ -30,19 +32,19 @@ class Progress:
         rate = (time.time() - self.t0) / self.finished
         return _clock(rate * (self.total - self.finished))
 
-    def update(self, outcome: dict) -> None:
-        st = outcome["status"]
+    def update(self, outcome: Outcome) -> None:
+        st = outcome.status
         self.counts[st] = self.counts.get(st, 0) + 1
         counts = " ".join(f"{v} {k}" for k, v in sorted(self.counts.items()))
         if self.tty:
             self.stream.write(f"\r\033[K[{self.finished}/{self.total}] {counts} | elapsed {_clock(time.time() - self.t0)} eta {self.eta()}")
-            if st not in ("done", "reused"):
-                self.stream.write(f"\n  {st}: {outcome['label']}: {outcome.get('error')}\n")
+            if not st.ok:
+                self.stream.write(f"\n  {st}: {outcome.label}: {outcome.error}\n")
             self.stream.flush()
         else:
-            extra = f" ({outcome['walltime_sec']:.1f} s)" if outcome.get("walltime_sec") is not None else ""
-            err = f": {outcome.get('error')}" if st not in ("done", "reused") else ""
-            self._emit(f"[{self.finished}/{self.total}] {st} {outcome['label']}{extra}{err} | eta {self.eta()}")
+            extra = f" ({outcome.walltime_sec:.1f} s)" if outcome.walltime_sec is not None else ""
+            err = f": {outcome.error}" if not st.ok else ""
+            self._emit(f"[{self.finished}/{self.total}] {st} {outcome.label}{extra}{err} | eta {self.eta()}")
 
     def finish(self) -> None:
         if self.tty and self.total:

@@ -1,9 +1,10 @@
 """The one task runner: skip what is done, submit the rest to Parsl, record every outcome.
 
-A task is a function named "module:function", called as fn(ctx) -> dict of metrics, with its
-semantic config hashed into the ID of its store directory. By default it runs in a child
-process: the only way to enforce a timeout on C code (Parsl's walltime does not), to survive a
-crash in native code, and to fix JAX's precision per process instead of toggling it globally.
+A task (tasks.Task) is a declared function called as fn(ctx, cfg) -> dict of metrics, or a shell
+command. By default it runs in a child process: the only way to enforce a timeout on C code
+(Parsl's walltime does not), to survive a crash in native code, and to fix JAX's precision per
+process instead of toggling it globally. A shell task's command is that child process: its
+output goes to the task's log, it writes metrics.json into its directory ({outdir}).
 """
 
 from __future__ import annotations
@@ -12,10 +13,10 @@ import collections
 import concurrent.futures as cf
 import dataclasses
 import functools
-import importlib
 import json
 import os
 import platform
+import shlex
 import shutil
 import signal
 import socket
@@ -24,35 +25,15 @@ import sys
 import threading
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from lambda_hat.engine.progress import Progress
-from lambda_hat.engine.store import Store, crashpoint, read_json, task_id, write_json
+from lambda_hat.engine.store import Store, crashpoint, read_json, write_json
+from lambda_hat.engine.tasks import Outcome, Status, Task, TaskFailed, call, declared
 
-OK = ("done", "reused")
-
-
-class TaskFailed(Exception):
-    """Raised by a task for an expected failure (divergence, bad numerics): no traceback kept."""
-
-
-@dataclass
-class Task:
-    kind: str  # store subdirectory
-    fn: str  # "module:function"
-    config: dict  # semantic config: hashed into the ID, saved as config.json
-    label: str
-    deps: tuple[tuple[str, str], ...] = ()  # (kind, id) of tasks whose directories it reads
-    timeout: float | None = None
-    isolate: bool = True
-    env: dict = field(default_factory=dict)  # extra environment for the child process
-    executor: str = "lh"  # Parsl executor label: "lh" is the command's card, others run_tasks' `cards`
-    id: str = ""
-
-    def __post_init__(self):
-        self.id = self.id or task_id(self.kind, self.config)
+__all__ = ["Context", "Summary", "Task", "TaskFailed", "run_tasks"]
 
 
 @dataclass
@@ -71,19 +52,20 @@ class Context:
 
 @dataclass
 class Summary:
-    outcomes: dict[str, dict]
+    outcomes: dict[str, Outcome]
 
-    def count(self, status: str) -> int:
-        return sum(o["status"] == status for o in self.outcomes.values())
+    def count(self, status: Status) -> int:
+        return sum(o.status == status for o in self.outcomes.values())
 
     @property
     def ok(self) -> bool:
         """Nothing failed: tasks left unsubmitted by a budget are not failures."""
-        return all(o["status"] in (*OK, "left") for o in self.outcomes.values())
+        return all(o.status.ok or o.status == Status.LEFT for o in self.outcomes.values())
 
     def line(self) -> str:
-        parts = [f"{self.count(s)} {s}" for s in ("done", "reused", "failed", "timeout", "skipped")]
-        return ", ".join(parts) + (f", {self.count('left')} left by the budget" if self.count("left") else "")
+        parts = [f"{self.count(s)} {s}" for s in (Status.DONE, Status.REUSED, Status.FAILED, Status.TIMEOUT, Status.SKIPPED)]
+        left = self.count(Status.LEFT)
+        return ", ".join(parts) + (f", {left} left by the budget" if left else "")
 
 
 # ---------------------------------------------------------------- executing one task
@@ -132,10 +114,22 @@ def _versions() -> dict:
 
 
 def _call(spec: dict, workdir: Path) -> dict:
-    module, name = spec["fn"].split(":")
-    fn = getattr(importlib.import_module(module), name)
-    ctx = Context(spec["config"], workdir, [Path(d) for d in spec["dep_dirs"]], Path(spec["resume_dir"]))
-    return fn(ctx) or {}
+    fn, _ = declared(spec["fn"])
+    return call(fn, Context(spec["config"], workdir, [Path(d) for d in spec["dep_dirs"]], Path(spec["resume_dir"])))
+
+
+def _shell(spec: dict, workdir: Path) -> list[str]:
+    """A shell task's command line: {key} is a config value (true/false, null and lists as JSON),
+    {outdir} its directory, {deps[i]} the directory of the i-th task it reads; each shell-quoted."""
+    values = {k: shlex.quote(json.dumps(v) if isinstance(v, (bool, list, dict)) or v is None else str(v)) for k, v in spec["config"].items()}
+    values["outdir"] = shlex.quote(str(workdir.resolve()))
+    values["deps"] = [shlex.quote(d) for d in spec["dep_dirs"]]
+    return ["bash", "-c", spec["command"].format_map(values)]
+
+
+def _last_line(log: Path) -> str:
+    lines = [ln.strip() for ln in log.read_text(errors="replace").splitlines() if ln.strip()] if log.exists() else []
+    return lines[-1][:300] if lines else ""
 
 
 def _error(e: BaseException) -> tuple[str, str]:
@@ -145,7 +139,7 @@ def _error(e: BaseException) -> tuple[str, str]:
     return line[:300], traceback.format_exc()
 
 
-def _run_child(spec: dict, workdir: Path, root: Path) -> tuple[str, dict, str | None]:
+def _run_child(spec: dict, workdir: Path, root: Path) -> tuple[Status, dict, str | None]:
     env = {**os.environ, **spec["env"], "LAMBDA_HAT_PARENT": str(os.getpid())}
     env.pop("LAMBDA_HAT_CRASHPOINT", None)  # crash tests target the workflow process
     env.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # workers may share one GPU
@@ -155,7 +149,8 @@ def _run_child(spec: dict, workdir: Path, root: Path) -> tuple[str, dict, str | 
         env["JAX_COMPILATION_CACHE_DIR"] = str(root.resolve() / ".jax-cache")
     env.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.1")
     with open(workdir / "log.txt", "ab") as log:
-        p = subprocess.Popen([sys.executable, "-m", "lambda_hat.engine.runner", str(workdir)], stdout=log, stderr=log, env=env, start_new_session=True)
+        argv = _shell(spec, workdir) if spec["command"] else [sys.executable, "-m", "lambda_hat.engine.runner", str(workdir)]
+        p = subprocess.Popen(argv, cwd=spec["cwd"], stdout=log, stderr=log, env=env, start_new_session=True)
         with _children_lock:
             _children.add(p)
         try:
@@ -163,35 +158,38 @@ def _run_child(spec: dict, workdir: Path, root: Path) -> tuple[str, dict, str | 
         except subprocess.TimeoutExpired:
             os.killpg(p.pid, signal.SIGKILL)  # the whole group: the task's own children too
             p.wait()
-            return "timeout", {}, f"timed out after {spec['timeout']:g} s (killed)"
+            return Status.TIMEOUT, {}, f"timed out after {spec['timeout']:g} s (killed)"
         finally:
             with _children_lock:
                 _children.discard(p)
+    died = f"{'signal ' + str(-p.returncode) if p.returncode < 0 else 'exit code ' + str(p.returncode)}"
+    if spec["command"]:
+        if p.returncode != 0:
+            return Status.FAILED, {}, _last_line(workdir / "log.txt") or f"command failed with {died}"
+        metrics = read_json(workdir / "metrics.json")
+        if not isinstance(metrics, dict):
+            return Status.FAILED, {}, "the command exited 0 but wrote no metrics.json (a JSON object) into {outdir}"
+        return Status.DONE, metrics, None
     if p.returncode == 0:
-        return "done", read_json(workdir / "metrics.json") or {}, None
+        return Status.DONE, read_json(workdir / "metrics.json") or {}, None
     err = read_json(workdir / "error.json")
     if err:
-        return "failed", {}, err["error"]
-    return "failed", {}, f"process died with {'signal ' + str(-p.returncode) if p.returncode < 0 else 'exit code ' + str(p.returncode)}"
+        return Status.FAILED, {}, err["error"]
+    return Status.FAILED, {}, f"process died with {died}"
 
 
-def _root_cause(outcome: dict) -> str:
-    """What made a dependency fail: its own error, or the cause it was itself skipped for."""
-    return outcome.get("cause") or f"{outcome['label']}: {outcome['error']}"
-
-
-def execute(spec: dict, root: str, *dep_outcomes: dict) -> dict:
+def execute(spec: dict, root: str, *dep_outcomes: Outcome) -> Outcome:
     """Parsl app body: run one task into the store and return its outcome; the task's own
     errors are caught and recorded (only a failing store write escapes, as an exception)."""
     base = {"id": spec["id"], "label": spec["label"], "kind": spec["kind"]}
     for o in dep_outcomes:
-        if o["status"] not in OK:
-            return {**base, "status": "skipped", "error": _root_cause(o), "cause": _root_cause(o)}
+        if not o.status.ok:
+            return Outcome(**base, status=Status.SKIPPED, error=o.root_cause(), cause=o.root_cause())
     store = Store(Path(root))
     kind, tid = spec["kind"], spec["id"]
     with store.lock(tid):
         if not spec["force"] and store.is_done(kind, tid):  # finished by a concurrent invocation
-            return {**base, "status": "reused", "error": None}
+            return Outcome(**base, status=Status.REUSED)
         resume = store.resume_dir(kind, tid)
         if spec["force"]:
             shutil.rmtree(resume, ignore_errors=True)
@@ -199,28 +197,29 @@ def execute(spec: dict, root: str, *dep_outcomes: dict) -> dict:
         tmp = store.begin(kind, tid)
         write_json(tmp / "config.json", spec["config"])
         t0 = time.time()
-        manifest = {**base, "status": "running", "started": t0, **_where(), "versions": _versions()}
+        manifest = {**base, "status": Status.RUNNING, "started": t0, "code_version": spec["version"], "key": spec["key"], **_where(), "versions": _versions()}
         if spec["isolate"]:
             write_json(tmp / "task.json", spec)
             status, metrics, error = _run_child(spec, tmp, store.root)
             if _stopping.is_set():  # interrupted, not failed: leave it for the next run
                 shutil.rmtree(tmp, ignore_errors=True)
-                return {**base, "status": "interrupted", "error": "interrupted"}
+                return Outcome(**base, status=Status.INTERRUPTED, error="interrupted")
         else:
             try:
-                status, metrics, error = "done", _call(spec, tmp), None
+                status, metrics, error = Status.DONE, _call(spec, tmp), None
             except Exception as e:
                 error, tb = _error(e)
-                status, metrics = "failed", {}
+                status, metrics = Status.FAILED, {}
                 (tmp / "traceback.txt").write_text(tb)
         manifest.update(status=status, finished=time.time(), walltime_sec=time.time() - t0, error=error)
         if metrics:
             write_json(tmp / "metrics.json", metrics)
         write_json(tmp / "manifest.json", manifest)  # last: its presence marks the directory finished
         store.commit(tmp, kind, tid)
-        if status == "done":
+        if status == Status.DONE:
             shutil.rmtree(resume, ignore_errors=True)
-    return {**base, "status": status, "error": error, "walltime_sec": manifest["walltime_sec"]}
+            store.note_version(spec["key"], spec["version"])
+    return Outcome(**base, status=status, error=error, walltime_sec=manifest["walltime_sec"])
 
 
 def _die_with_parent() -> None:
@@ -255,7 +254,7 @@ def _child_main(workdir: str) -> None:
 
 def run_tasks(
     tasks: list[Task], root: Path, card, force: bool = False, progress: Progress | None = None,
-    on_outcome: Callable[[dict], None] | None = None, budget: float | None = None, cards: dict | None = None,
+    on_outcome: Callable[[Outcome], None] | None = None, budget: float | None = None, cards: dict | None = None,
 ) -> Summary:
     """Run `tasks` (dependencies listed before dependants). Reused tasks are never submitted.
 
@@ -267,17 +266,17 @@ def run_tasks(
     """
     t_start = time.time()
     store = Store(root)
-    outcomes: dict[str, dict] = {}
+    outcomes: dict[str, Outcome] = {}
     pending: list[Task] = []
 
-    def record(out: dict) -> None:
-        outcomes[out["id"]] = out
+    def record(out: Outcome) -> None:
+        outcomes[out.id] = out
         if on_outcome:
             on_outcome(out)
 
     for t in dict((t.id, t) for t in tasks).values():
         if not force and store.is_done(t.kind, t.id):
-            record({"id": t.id, "label": t.label, "kind": t.kind, "status": "reused", "error": None})
+            record(Outcome(t.id, t.label, t.kind, Status.REUSED))
         else:
             pending.append(t)
     progress = progress or Progress(len(pending), reused=len(outcomes))
@@ -307,11 +306,11 @@ def run_tasks(
                 if budget is not None and time.time() - t_start + longest > budget:
                     why = f"budget: {budget:g} s would be exceeded (longest task so far {longest:.0f} s)"
                     for t in queue:
-                        record({"id": t.id, "label": t.label, "kind": t.kind, "status": "left", "error": why})
+                        record(Outcome(t.id, t.label, t.kind, Status.LEFT, why))
                     queue.clear()
                     return
                 t = queue.popleft()
-                spec = {**dataclasses.asdict(t), "force": force, "dep_dirs": [str(store.dir(k, i)) for k, i in t.deps]}
+                spec = {**dataclasses.asdict(t), "force": force, "cwd": os.getcwd(), "dep_dirs": [str(store.dir(k, i).resolve()) for k, i in t.deps]}
                 dep_futs = [by_id[i] for _, i in t.deps if i in by_id]
                 fut = apps[t.executor](spec, str(store.root), *dep_futs)
                 futures[fut], by_id[t.id] = t, fut
@@ -325,11 +324,11 @@ def run_tasks(
                 try:
                     out = fut.result()
                 except Exception as e:  # lost worker, dependency failure inside Parsl, …
-                    out = {"id": t.id, "label": t.label, "kind": t.kind, "status": "failed", "error": f"{type(e).__name__}: {e}"}
-                    root_cause = next((outcomes[i] for _, i in t.deps if i in outcomes and outcomes[i]["status"] not in OK), None)
-                    if root_cause:
-                        out.update(status="skipped", error=_root_cause(root_cause), cause=_root_cause(root_cause))
-                longest = max(longest, out.get("walltime_sec") or 0.0)
+                    out = Outcome(t.id, t.label, t.kind, Status.FAILED, f"{type(e).__name__}: {e}")
+                    failed_dep = next((outcomes[i] for _, i in t.deps if i in outcomes and not outcomes[i].status.ok), None)
+                    if failed_dep:
+                        out = Outcome(t.id, t.label, t.kind, Status.SKIPPED, failed_dep.root_cause(), failed_dep.root_cause())
+                longest = max(longest, out.walltime_sec or 0.0)
                 record(out)
                 progress.update(out)
             submit_more()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import os
 import shutil
@@ -12,14 +11,9 @@ import signal
 import uuid
 from pathlib import Path
 
-# Bump when the meaning of stored results changes; every ID changes with it.
-SCHEMA_VERSION = 1
+from lambda_hat.engine.tasks import Status
+
 PROBE_BYTES = 1 << 20  # free space a store must have before any work starts
-
-
-def task_id(kind: str, semantic: dict) -> str:
-    blob = json.dumps({"schema": SCHEMA_VERSION, "kind": kind, "config": semantic}, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def crashpoint(name: str) -> None:
@@ -79,7 +73,7 @@ class Store:
 
     def is_done(self, kind: str, tid: str) -> bool:
         m = self.manifest(kind, tid)
-        return bool(m) and m.get("status") == "done"
+        return bool(m) and m.get("status") == Status.DONE
 
     def check_writable(self) -> None:
         from lambda_hat.engine.typed import InputError
@@ -124,6 +118,20 @@ class Store:
         os.rename(tmp, final)
         crashpoint("committed")
         return final
+
+    def note_version(self, key: str, version: str) -> None:
+        """Remember the code version of the latest finished result of a task key (tasks.Task.key)."""
+        d = self.root / ".versions"
+        d.mkdir(exist_ok=True)
+        tmp = tmp_path(d / key)
+        tmp.write_text(version)
+        os.replace(tmp, d / key)
+
+    def last_version(self, key: str) -> str | None:
+        try:
+            return (self.root / ".versions" / key).read_text()
+        except FileNotFoundError:
+            return None
 
     def resume_dir(self, kind: str, tid: str) -> Path:
         """Where an unfinished task keeps what a rerun resumes from (see runner.Context)."""

@@ -1,16 +1,17 @@
-"""Sweeps: a grid of experiments over one task function, each a content-addressed task.
+"""Sweep files: a grid of experiments over one task, each a content-addressed task.
 
-A sweep file names the task ("module:function", called as fn(ctx) -> metrics), `defaults`, a
-`grid` (a mapping of lists: their Cartesian product; or a list of such mappings: the union of
-their products), named `combos`, `replicates` or `seeds`, and the metrics to `rank_by`.
+A sweep file names the task (a @task function "module:function", or a shell `command` with
+{key} and {outdir} placeholders that writes {outdir}/metrics.json), `defaults`, a `grid` (a
+mapping of lists: their Cartesian product; or a list of such mappings: the union of their
+products), named `combos`, `replicates` or `seeds`, and the metrics to `rank_by`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import itertools
 import re
+import string
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -18,31 +19,11 @@ from typing import Literal
 
 import yaml
 
-from lambda_hat.engine.typed import Duration, InputError, apply_overrides, build, deep_merge, fail, current_ref, import_ref, load_yaml, plain, positive, read_yaml
+from lambda_hat.engine.tasks import Outcome, Status, declared
+from lambda_hat.engine.typed import Duration, InputError, apply_overrides, build, current_ref, deep_merge, fail, import_ref, load_yaml, plain, positive, read_yaml
 
 # Metric keys a task returns that describe its cost; a returned "efficiency" mapping adds more.
 EFFICIENCY = ("params", "epochs")
-
-
-def sweep_task(config_class, needs=None, version: int = 1):
-    """Declare a sweep task's typed config: the task is called as fn(ctx, cfg), and the sweep
-    validates every experiment against `config_class` before anything runs. `version` is part
-    of every experiment's ID: bump it when a change to the code changes the results.
-
-    `needs(cfg)` may name the cached tasks an experiment reads (data, a pretrained model): a
-    list of runner.Task in dependency order. Each runs once for all the experiments that need it,
-    and the experiment gets their store directories, in that order, as ctx.deps.
-    """
-
-    def wrap(fn):
-        @functools.wraps(fn)
-        def task(ctx):
-            return fn(ctx, build(config_class, ctx.config, "<experiment config>"))
-
-        task.config_class, task.needs, task.version = config_class, needs, version
-        return task
-
-    return wrap
 
 
 @dataclass(frozen=True)
@@ -67,8 +48,10 @@ PLOTS = ("metric_per_factor", "efficiency_scatter", "time")  # the report's plot
 
 @dataclass(frozen=True)
 class SweepFile:
-    task: str
     rank_by: list[Rank] = field(metadata={"min_len": 1})
+    task: str | None = None  # a @task function, "module:function"
+    command: str | None = None  # or a shell command line: python train.py --lr {lr} --out {outdir}
+    version: int = field(default=1, metadata=positive())  # a command's code version: bump it when the program changes
     name: str | None = None  # default: the file's stem
     defaults: dict = field(default_factory=dict)
     grid: list[dict] | dict = field(default_factory=dict)
@@ -90,7 +73,11 @@ class SweepFile:
             bad("replicates", "give replicates or seeds, not both")
         if not re.fullmatch(r"[A-Za-z0-9_.-]+", self.name or "x"):
             bad("name", f"{self.name!r}: use letters, digits, '_', '.', '-'")
-        if ":" not in self.task:
+        if (self.task is None) == (self.command is None):
+            bad("task", "give a task (module:function) or a command (a shell command line), not both")
+        if self.command is not None and self.isolate is False:
+            bad("isolate", "a command always runs in its own process")
+        if self.task is not None and ":" not in self.task:
             bad("task", f"{self.task!r}: expected 'module:function', e.g. lambda_hat.studies.blobs.study:train")
         for k, v in self.plot_names.items():
             if k not in PLOTS:
@@ -117,7 +104,7 @@ class Sweep:
     name: str
     experiments: list[Experiment]
     factors: list[str]  # config keys the grid or combos vary, in file order
-    version: int = 1  # the task's code version (sweep_task)
+    version: int | str = 1  # the task's code version (@task, or the file's `version` for a command)
 
     @property
     def results(self) -> Path:
@@ -148,9 +135,16 @@ def load_sweep(path: Path, overrides: tuple[str, ...] = ()) -> Sweep:
     where = str(path)
     raw = apply_overrides(load_yaml(path), overrides, where)
     spec = build(SweepFile, raw, where)
-    spec = dataclasses.replace(spec, task=current_ref(spec.task))
-    fn = import_ref(spec.task, where, "task")
-    cls = getattr(fn, "config_class", None)
+    if spec.task:
+        spec = dataclasses.replace(spec, task=current_ref(spec.task))
+        import_ref(spec.task, where, "task")  # an import error names the file and key
+        try:
+            _, decl = declared(spec.task)
+        except InputError as e:
+            fail(where, "task", str(e))
+        cls, needs_of, version = decl.config, decl.needs, decl.version
+    else:
+        cls, needs_of, version = None, None, spec.version
     allowed = [f for f in cls.__dataclass_fields__] if cls else None
 
     def check_keys(d: dict, key: str) -> None:
@@ -190,14 +184,29 @@ def load_sweep(path: Path, overrides: tuple[str, ...] = ()) -> Sweep:
             if cls:  # the full typed config: the record shows every value, and a changed default changes the ID
                 typed = build(cls, cfg, where, f"experiment '{label}'")
                 cfg = plain(typed)
-                needs = tuple(fn.needs(typed)) if getattr(fn, "needs", None) else ()
+                needs = tuple(needs_of(typed)) if needs_of else ()
+            else:
+                _check_command(spec.command, cfg, where, label)
             frozen = yaml.safe_dump(cfg, sort_keys=True)
             if frozen in seen:  # e.g. the reference value listed again in a one-factor grid
                 continue
             seen.add(frozen)
             experiments.append(Experiment(label, cfg, section, needs))
     factors = list(dict.fromkeys(k for _, p, _ in points for k in p))
-    return Sweep(Path(path), spec, spec.name or Path(path).stem, experiments, factors, getattr(fn, "version", 1))
+    return Sweep(Path(path), spec, spec.name or Path(path).stem, experiments, factors, version)
+
+
+def _check_command(command: str, cfg: dict, where: str, label: str) -> None:
+    """Every {placeholder} of a command names a config key, outdir or deps[i]: fail at load, not mid-sweep."""
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(command) if f is not None]
+    except ValueError as e:
+        fail(where, "command", f"{e} (write a literal brace as {{{{ or }}}})")
+    for f in fields:
+        root = re.split(r"[.\[]", f, maxsplit=1)[0]
+        if root not in cfg and root not in ("outdir", "deps"):
+            keys = ", ".join(["outdir", *sorted(cfg)])
+            fail(where, "command", f"{{{f}}} is not a key of experiment '{label}'; placeholders: {keys}")
 
 
 def select(sweep: Sweep, only: tuple[str, ...], flag: str = "--only") -> list[Experiment]:
@@ -231,13 +240,13 @@ def select(sweep: Sweep, only: tuple[str, ...], flag: str = "--only") -> list[Ex
 _MISSING = object()
 
 
-def record(sweep: Sweep, exp: Experiment, task_id: str, manifest: dict | None, metrics: dict | None, outcome: dict | None) -> dict:
+def record(sweep: Sweep, exp: Experiment, task_id: str, manifest: dict | None, metrics: dict | None, outcome: Outcome | None) -> dict:
     """The result JSON of one experiment, from its store manifest (or this run's outcome when
     it left nothing in the store: lost worker, left by the budget)."""
     m = manifest or {}
-    status = m.get("status") or (outcome or {}).get("status") or "missing"
-    error = m.get("error") if m else (outcome or {}).get("error")
-    metrics = dict(metrics or {}) if status == "done" else {}
+    status = m.get("status") or (outcome.status if outcome else Status.MISSING)
+    error = m.get("error") if m else (outcome.error if outcome else None)
+    metrics = dict(metrics or {}) if status == Status.DONE else {}
     eff = {k: metrics.pop(k, None) for k in EFFICIENCY}
     eff.update(metrics.pop("efficiency", None) or {})  # a task's own efficiency measures
     finished = m.get("finished")
@@ -245,7 +254,7 @@ def record(sweep: Sweep, exp: Experiment, task_id: str, manifest: dict | None, m
         "experiment_id": exp.name,
         "task_id": task_id,
         "sweep": sweep.name,
-        "task": sweep.spec.task,
+        "task": sweep.spec.task or sweep.spec.command,
         "config": exp.config,
         "metrics": metrics,
         "efficiency": {**eff, "time_sec": m.get("walltime_sec")},

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import functools
 import json
 import re
 from dataclasses import dataclass, field, fields, replace
@@ -266,6 +268,34 @@ class Target:
 
 
 @dataclass(frozen=True)
+class TargetTask:
+    """A target's training task config (Target.semantic()); targets.typed() types its sections."""
+
+    model: dict
+    data: dict | None
+    training: dict | None
+    seed: int
+    x64: bool
+    teacher: dict | None = None
+
+
+@dataclass(frozen=True)
+class RunTask:
+    """A sampler run's task config: the target's ID and the sampler."""
+
+    target: str
+    sampler: SGLD | HMC | MCLMC | VI
+
+
+@dataclass(frozen=True)
+class PlotTask:
+    """A diagnose task's config: the target or run whose directory it plots."""
+
+    target: str | None = None
+    run: str | None = None
+
+
+@dataclass(frozen=True)
 class Run:
     label: str
     name: str  # the sampler entry's name
@@ -300,14 +330,20 @@ def available_presets(group: str, config_path: Path) -> list[str]:
     return sorted(names)
 
 
+@functools.cache
+def _preset_file(path: Path) -> dict:
+    """A preset file, parsed once per invocation (a large sweep names the same presets thousands of times)."""
+    data = load_yaml(path)
+    if not isinstance(data, dict):
+        fail(str(path), "", "a preset must be a mapping")
+    return data
+
+
 def load_preset(group: str, name: str, config_path: Path, where: str, key: str) -> dict:
     for d in preset_dirs(group, config_path):
         path = d / f"{name}.yaml"
         if path.is_file():
-            data = load_yaml(path)
-            if not isinstance(data, dict):
-                fail(str(path), "", "a preset must be a mapping")
-            return data
+            return copy.deepcopy(_preset_file(path.resolve()))
     allowed = ", ".join(available_presets(group, config_path))
     fail(where, key, f"unknown {group} preset {name!r}; available: {allowed}")
 

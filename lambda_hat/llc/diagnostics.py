@@ -9,9 +9,11 @@ import warnings
 
 import numpy as np
 
+from lambda_hat.engine.store import read_json
+from lambda_hat.engine.tasks import task
 from lambda_hat.llc import traces
 from lambda_hat.llc.checks import ebfmi
-from lambda_hat.engine.store import read_json
+from lambda_hat.llc.config import PlotTask
 
 # Bump to redraw every plot (it is part of the diagnose task IDs).
 PLOTS_VERSION = 3  # 3: read from trace.nc
@@ -45,7 +47,8 @@ def _running_llc(llc: np.ndarray, points: int = 40):
     return ks, mean, mcse
 
 
-def diagnose_run(ctx) -> dict:
+@task(PlotTask, version=PLOTS_VERSION)
+def diagnose_run(ctx, cfg: PlotTask) -> dict:
     plt = _plt()
     (run_dir,) = ctx.deps
     idata = traces.read(run_dir / "trace.nc")
@@ -134,7 +137,8 @@ def diagnose_run(ctx) -> dict:
     return {"plots": out}
 
 
-def diagnose_target(ctx) -> dict:
+@task(PlotTask, version=PLOTS_VERSION)
+def diagnose_target(ctx, cfg: PlotTask) -> dict:
     """Training curve with the final train and test loss, and predictions against the teacher."""
     plt = _plt()
     (target_dir,) = ctx.deps

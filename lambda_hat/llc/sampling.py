@@ -6,9 +6,10 @@ import time
 
 import numpy as np
 
-from lambda_hat.llc.config import SAMPLER_KINDS
 from lambda_hat.engine.store import read_json
-from lambda_hat.engine.typed import build
+from lambda_hat.engine.tasks import task
+from lambda_hat.llc.config import RunTask
+from lambda_hat.llc.samplers import VERSIONS
 
 FINITE_N_MAX_DIM = 2000  # llc_finite needs the full Hessian: d HVPs over the whole data set
 
@@ -84,7 +85,9 @@ def estimate(post, cfg, model: dict, log=lambda msg: None, llc_true: float | Non
     return out, trace
 
 
-def sample_run(ctx) -> dict:
+# A run's code version: the estimator's (bump when this file or calibration changes λ̂) and its sampler's.
+@task(RunTask, version=lambda c: f"1.{VERSIONS[c['sampler']['kind']]}")
+def sample_run(ctx, cfg: RunTask) -> dict:
     import jax
 
     from lambda_hat.llc import traces
@@ -93,7 +96,7 @@ def sample_run(ctx) -> dict:
 
     (target_dir,) = ctx.deps
     target_sem = read_json(target_dir / "config.json")
-    cfg = build(SAMPLER_KINDS[ctx.config["sampler"]["kind"]], ctx.config["sampler"], "<run config>")
+    cfg = cfg.sampler
     post = load_posterior(target_dir, target_sem, cfg.posterior.beta0, cfg.posterior.gamma)
     ctx.log(f"{cfg.kind}: d={post.dim} n={post.n} nβ={post.n_beta:.4g} L*={post.L_star:.6g} x64={jax.config.jax_enable_x64}")
     out, trace = estimate(post, cfg, target_sem["model"], ctx.log, (read_json(target_dir / "metrics.json") or {}).get("llc_true"))

@@ -8,8 +8,8 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-from lambda_hat.llc.config import MODEL_KINDS, Data, Teacher, Training
-from lambda_hat.engine.runner import TaskFailed
+from lambda_hat.engine.tasks import TaskFailed, task
+from lambda_hat.llc.config import MODEL_KINDS, Data, TargetTask, Teacher, Training
 from lambda_hat.engine.typed import build, import_ref
 
 
@@ -105,7 +105,8 @@ def problem(sem: dict) -> Problem:
     return Problem(x, y, loss, predict, truth, w0, test, classify)
 
 
-def train_target(ctx) -> dict:
+@task(TargetTask, version=1)  # bump when training, data generation or a model's code changes w*
+def train_target(ctx, cfg: TargetTask) -> dict:
     """Task: generate data, train to w*, store w*, data and L_n(w*) (full data set)."""
     import jax
     import jax.numpy as jnp

@@ -41,19 +41,19 @@ def test_reuse_failure_and_skipped_dependants(tmp_path):
     child = Task("t", "tasks:read_dep", {"of": bad.id}, "child", deps=(("t", bad.id),))
     grandchild = Task("t", "tasks:noop", {"gc": 1}, "grandchild", deps=(("t", child.id),))
     s = run_tasks([a, b, bad, child, grandchild], tmp_path, CARD)
-    st = {o["label"]: o for o in s.outcomes.values()}
-    assert [st[k]["status"] for k in ("a", "b", "bad", "child", "grandchild")] == ["done", "done", "failed", "skipped", "skipped"]
-    assert st["bad"]["error"] == "ValueError: boom: this task always fails"
-    assert st["grandchild"]["error"] == "bad: ValueError: boom: this task always fails"  # root cause, not the chain
+    st = {o.label: o for o in s.outcomes.values()}
+    assert [st[k].status for k in ("a", "b", "bad", "child", "grandchild")] == ["done", "done", "failed", "skipped", "skipped"]
+    assert st["bad"].error == "ValueError: boom: this task always fails"
+    assert st["grandchild"].error == "bad: ValueError: boom: this task always fails"  # root cause, not the chain
     store = Store(tmp_path)
     assert (store.dir("t", b.id) / "metrics.json").read_text().count("7")
     assert "Traceback" in (store.dir("t", bad.id) / "log.txt").read_text()
     assert store.manifest("t", bad.id)["status"] == "failed" and not store.is_done("t", bad.id)
     # second run: finished tasks are not submitted, the failed one is retried
     s2 = run_tasks([a, b, bad], tmp_path, CARD)
-    assert [s2.outcomes[t.id]["status"] for t in (a, b, bad)] == ["reused", "reused", "failed"]
+    assert [s2.outcomes[t.id].status for t in (a, b, bad)] == ["reused", "reused", "failed"]
     s3 = run_tasks([a], tmp_path, CARD, force=True)
-    assert s3.outcomes[a.id]["status"] == "done"
+    assert s3.outcomes[a.id].status == "done"
 
 
 def test_timeout_kills_the_task_process(tmp_path):
@@ -62,8 +62,8 @@ def test_timeout_kills_the_task_process(tmp_path):
     t0 = time.time()
     s = run_tasks([t, fast], tmp_path, CARD)
     assert time.time() - t0 < 30
-    assert s.outcomes[t.id]["status"] == "timeout" and "timed out after 2 s" in s.outcomes[t.id]["error"]
-    assert s.outcomes[fast.id]["status"] == "done"
+    assert s.outcomes[t.id].status == "timeout" and "timed out after 2 s" in s.outcomes[t.id].error
+    assert s.outcomes[fast.id].status == "done"
     assert not alive(int((Store(tmp_path).dir("t", t.id) / "pid").read_text()))
     assert not Store(tmp_path).is_done("t", t.id)
 

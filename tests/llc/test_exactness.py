@@ -38,6 +38,7 @@ from lambda_hat.llc.estimator import summarize
 from lambda_hat.llc.traces import inference_data
 from lambda_hat.llc.posterior import Posterior, n_beta
 from lambda_hat.engine.runner import Context
+from lambda_hat.engine.tasks import call
 from lambda_hat.llc.targets import load_posterior, train_target
 from lambda_hat.engine.typed import plain
 
@@ -70,7 +71,7 @@ def analytic(loss, dim, n=1000, gamma=1.0):
 def data_target(model, n=1000):
     sem = {"model": plain(model), "data": plain(Data(n=n, noise_scale=1.0)), "training": plain(Training(steps=3000, lr=0.01)), "seed": 0, "x64": True}
     wd = Path(tempfile.mkdtemp())
-    train_target(Context(sem, wd, []))
+    call(train_target, Context(sem, wd, []))
     return load_posterior(wd, sem, 1.0, 1.0)
 
 

@@ -118,6 +118,7 @@ def test_a_checkpoint_is_a_prefix_of_the_full_training(tmp_path):
     batches, same updates): checkpoints lie on one training trajectory."""
     from lambda_hat.llc.config import DLN, Data, Training
     from lambda_hat.engine.runner import Context
+    from lambda_hat.engine.tasks import call
     from lambda_hat.llc.targets import train_target
     from lambda_hat.engine.typed import plain
 
@@ -125,6 +126,6 @@ def test_a_checkpoint_is_a_prefix_of_the_full_training(tmp_path):
     for steps in (40, 100):
         sem = {"model": plain(DLN(widths=(3, 2, 3), rank=2)), "data": plain(Data(n=200)), "training": plain(Training(steps=steps, batch_size=32, polish_steps=0)), "seed": 4, "x64": True}
         (tmp_path / str(steps)).mkdir()
-        train_target(Context(sem, tmp_path / str(steps), []))
+        call(train_target, Context(sem, tmp_path / str(steps), []))
         curves[steps] = np.load(tmp_path / str(steps) / "target.npz")["train_curve"]
     assert len(curves[40]) == 40 and np.array_equal(curves[40], curves[100][:40])

@@ -11,6 +11,7 @@ import torch  # noqa: E402
 from conftest import cli, write_config  # noqa: E402
 from lambda_hat.studies.peft import study as ps  # noqa: E402
 from lambda_hat.studies.peft import rudiments  # noqa: E402
+from lambda_hat.engine.tasks import call  # noqa: E402
 from lambda_hat.engine.typed import build  # noqa: E402
 
 
@@ -20,8 +21,8 @@ def pretrained(tmp_path_factory):
     d = tmp_path_factory.mktemp("peft")
     (d / "data").mkdir()
     (d / "pre").mkdir()
-    rudiments.generate(SimpleNamespace(config={"size": "tiny", "seed": 0}, workdir=d / "data"))
-    m = ps.pretrain(SimpleNamespace(config={"model": "ast", "epochs": 6, "seed": 0}, workdir=d / "pre", deps=[d / "data"], log=lambda s: None))
+    call(rudiments.generate, SimpleNamespace(config={"size": "tiny", "seed": 0}, workdir=d / "data"))
+    m = call(ps.pretrain, SimpleNamespace(config={"model": "ast", "data": "tiny/s0", "epochs": 6, "seed": 0}, workdir=d / "pre", deps=[d / "data"], log=lambda s: None))
     assert m["proxy_accuracy"] > 0.5  # 5 tempo buckets: the proxy objective was learned
     return d
 

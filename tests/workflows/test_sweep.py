@@ -61,7 +61,7 @@ def test_expansion_order_dedup_and_full_config(project):
         ({"combos": [{"lr": 0.1}]}, "combos[0]: each combo needs a `name`"),
         ({"combos": [{"name": "a"}, {"name": "a", "lr": 0.2}]}, "two experiments are named 'a'"),
         ({"seeds": [1]}, "replicates: give replicates or seeds, not both"),
-        ({"replicats": 2}, "replicats: unknown key; allowed keys: task, rank_by"),
+        ({"replicats": 2}, "replicats: unknown key; allowed keys: rank_by, task, command, version"),
     ],
 )
 def test_bad_sweep_file_exit_2_nothing_written(project, change, message):

@@ -12,6 +12,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+# Each sampler's code version, part of its runs' IDs: bump one when a change to its module
+# changes the draws, and exactly the runs of that sampler are recomputed.
+VERSIONS = {"sgld": 1, "hmc": 1, "mclmc": 1, "vi": 1}
+
 
 @dataclass
 class Trace:
@@ -27,7 +31,7 @@ def check_finite(losses: np.ndarray, first_step: int, hint: str) -> None:
     bad = ~np.isfinite(losses)
     if bad.any():
         chain, step = np.argwhere(bad)[np.argmin(np.argwhere(bad)[:, 1])]
-        from lambda_hat.engine.runner import TaskFailed
+        from lambda_hat.engine.tasks import TaskFailed
 
         raise TaskFailed(f"diverged: non-finite L_n at step {first_step + step} of chain {chain}; {hint}")
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from lambda_hat.engine.sweep import sweep_task
+from lambda_hat.engine.tasks import task
 from lambda_hat.engine.typed import nonneg, positive
 
 
@@ -86,7 +86,7 @@ def cluster_pairs(pairs: np.ndarray, cfg: BlobConfig, rng: np.random.Generator) 
     return {"n_clusters": len(clusters), "silhouette": sil, "noise_fraction": float(1 - core.mean())}
 
 
-@sweep_task(BlobConfig)
+@task(BlobConfig)
 def train(ctx, cfg: BlobConfig) -> dict:
     import jax
     import optax
@@ -114,7 +114,7 @@ def train(ctx, cfg: BlobConfig) -> dict:
     x, t = _batch(k_test, cfg, cfg.n_test)
     test_loss = float(_loss(params, x, t, cfg))
     if not np.isfinite(test_loss):
-        from lambda_hat.engine.runner import TaskFailed
+        from lambda_hat.engine.tasks import TaskFailed
 
         raise TaskFailed(f"training diverged (test loss {test_loss}) at lr={cfg.lr:g}")
     w1, w2 = np.asarray(params["W1"]), np.asarray(params["W2"])

@@ -9,7 +9,11 @@ The first `orig_rows` rows are the problem's own; the rest are the bounds.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
+
+from lambda_hat.engine.tasks import task
 
 PROBLEMS = ("RND", "CA")
 WEIGHTS = {"primal": 0.1, "dual": 0.1, "stationarity": 0.6, "complementary": 0.2}
@@ -52,19 +56,27 @@ def solve(a, b, c):
     return res.x, -res.ineqlin.marginals, res.fun
 
 
-def generate(ctx) -> dict:
+@dataclass(frozen=True)
+class LPData:
+    problem: str
+    size: int
+    n_instances: int
+    seed: int
+
+
+@task(LPData)
+def generate(ctx, cfg: LPData) -> dict:
     """Cached task: `n_instances` instances of one (problem, size, seed) with their optima."""
-    cfg = ctx.config
-    rng = np.random.default_rng([cfg["seed"], cfg["size"], PROBLEMS.index(cfg["problem"])])
-    make = rnd if cfg["problem"] == "RND" else ca
+    rng = np.random.default_rng([cfg.seed, cfg.size, PROBLEMS.index(cfg.problem)])
+    make = rnd if cfg.problem == "RND" else ca
     out = {k: [] for k in ("A", "b", "c", "x", "lam", "obj")}
-    for _ in range(cfg["n_instances"]):
-        a, b, c, orig = make(cfg["size"], rng)
+    for _ in range(cfg.n_instances):
+        a, b, c, orig = make(cfg.size, rng)
         x, lam, obj = solve(a, b, c)
         for k, v in zip(out, (a, b, c, x, lam, obj)):
             out[k].append(v)
     np.savez(ctx.workdir / "lp.npz", orig_rows=orig, **{k: np.array(v, dtype=np.float64) for k, v in out.items()})
-    return {"instances": cfg["n_instances"], "rows": int(len(out["b"][0])), "cols": int(len(out["c"][0]))}
+    return {"instances": cfg.n_instances, "rows": int(len(out["b"][0])), "cols": int(len(out["c"][0]))}
 
 
 def kkt_terms(a, b, c, x, lam) -> dict:

@@ -16,8 +16,7 @@ from torch import nn
 from torch_geometric.data import Data
 
 from lambda_hat.studies.kkt.lp import kkt_loss, kkt_terms
-from lambda_hat.engine.runner import Task
-from lambda_hat.engine.sweep import sweep_task
+from lambda_hat.engine.tasks import Task, task
 from lambda_hat.engine.typed import positive
 
 ARCHS, JEPA, FEATS = ("mlp", "gnn"), ("baseline", "jepa_ema", "jepa_simsiam"), ("norm", "unnorm")
@@ -172,7 +171,7 @@ def evaluate(model, data: LPSet) -> dict:
     return {"loss": float(kkt_loss(terms)), **{k: float(v) for k, v in terms.items()}, "gap": float(gap), "violation": float(viol)}
 
 
-@sweep_task(KKTConfig, needs=needs, version=2)  # 2: mean aggregation in the GNN
+@task(KKTConfig, needs=needs, version=2)  # 2: mean aggregation in the GNN
 def train(ctx, cfg: KKTConfig) -> dict:
     t0 = time.time()
     torch.manual_seed(cfg.seed)

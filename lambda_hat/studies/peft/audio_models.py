@@ -13,7 +13,6 @@ from torch import nn
 from lambda_hat.studies.peft.rudiments import HOP, N_FFT, mel_filterbank
 
 FAMILIES = ("ast", "htsat", "beats", "efficientat")
-VERSION = 2  # part of every pretraining task's ID: bump when a model's code changes
 # peft targets per family: (LoRA/AdaLoRA targets, IA3 targets, IA3 feedforward modules)
 TARGETS = {
     "ast": (["qkv", "proj"], ["qkv", "fc2"], ["fc2"]),

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from lambda_hat.engine.tasks import task
+
 SR = 16000
 CLIP_SEC = 2.0
 N_MELS = 64
@@ -80,9 +82,16 @@ def make(size: str, seed: int) -> dict[str, np.ndarray]:
     return out
 
 
-def generate(ctx) -> dict:
+@dataclass(frozen=True)
+class RudimentsData:
+    size: str  # a SIZES key
+    seed: int
+
+
+@task(RudimentsData)
+def generate(ctx, cfg: RudimentsData) -> dict:
     """Cached task: the data set of one (size, seed), as data.npz in its store directory."""
-    data = make(ctx.config["size"], ctx.config["seed"])
+    data = make(cfg.size, cfg.seed)
     np.savez(ctx.workdir / "data.npz", **{k: v.astype(np.float16) if k.endswith("_x") else v for k, v in data.items()})
     return {"clips": int(sum(len(v) for k, v in data.items() if k.endswith("_y"))), "classes": len(CLASSES)}
 

@@ -13,8 +13,7 @@ from typing import Literal
 
 import numpy as np
 
-from lambda_hat.engine.runner import Task
-from lambda_hat.engine.sweep import sweep_task
+from lambda_hat.engine.tasks import Task, task
 from lambda_hat.engine.typed import nonneg, positive
 
 
@@ -46,9 +45,7 @@ def _data_task(cfg: PeftConfig) -> Task:
 
 def needs(cfg: PeftConfig) -> list[Task]:
     data = _data_task(cfg)
-    from lambda_hat.studies.peft.audio_models import VERSION
-
-    c = {"model": cfg.model, "data": data.id, "epochs": cfg.pretrain_epochs, "seed": cfg.data_seed, "code": VERSION}
+    c = {"model": cfg.model, "data": data.id, "epochs": cfg.pretrain_epochs, "seed": cfg.data_seed}
     pre = Task("pretrain", "lambda_hat.studies.peft.study:pretrain", c, f"pretrain {cfg.model}", deps=(("data", data.id),))
     return [data, pre]
 
@@ -101,7 +98,16 @@ def evaluate(model, x, y, batch=128) -> dict:
     }
 
 
-def pretrain(ctx) -> dict:
+@dataclass(frozen=True)
+class Pretrain:
+    model: str
+    data: str  # the data task's ID
+    epochs: int
+    seed: int
+
+
+@task(Pretrain, version=2)  # bump when audio_models.py changes a model
+def pretrain(ctx, cfg: Pretrain) -> dict:
     """Cached task: one family trained on the proxy objective (tempo bucket, 5 classes)."""
     import torch
 
@@ -227,7 +233,7 @@ def load_pretrained(d: Path, family: str):
     return model
 
 
-@sweep_task(PeftConfig, needs=needs)
+@task(PeftConfig, needs=needs)
 def finetune(ctx, cfg: PeftConfig) -> dict:
     import pandas as pd
     import torch
@@ -238,7 +244,7 @@ def finetune(ctx, cfg: PeftConfig) -> dict:
     _, metrics = finetune_model(model, data, cfg, ctx.log)
     pd.DataFrame(metrics.pop("history")).to_csv(ctx.workdir / "history.csv", index=False)  # per-epoch curves (tracking)
     if not metrics.pop("base_unchanged"):
-        from lambda_hat.engine.runner import TaskFailed
+        from lambda_hat.engine.tasks import TaskFailed
 
         raise TaskFailed("the frozen base weights changed during fine-tuning")
     return metrics

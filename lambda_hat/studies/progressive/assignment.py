@@ -46,17 +46,15 @@ def rowmin_duals(c: np.ndarray) -> np.ndarray:
     return c.min(-1)
 
 
-def generate(ctx) -> dict:
-    """Cached task: train/val instances of one bucket (size n) and their optima, as data.npz."""
-    cfg = ctx.config
-    n = cfg["n"]
-    rng = np.random.default_rng([cfg["seed"], n])
+def generate(workdir, n: int, seed: int, n_train: int, n_val: int, families) -> dict:
+    """Train/val instances of one bucket (size n) and their optima, as workdir/data.npz."""
+    rng = np.random.default_rng([seed, n])
     out = {}
-    for split, per_family in (("train", cfg["n_train"]), ("val", cfg["n_val"])):
-        fams = [f for f in cfg["families"] for _ in range(per_family)]
+    for split, per_family in (("train", n_train), ("val", n_val)):
+        fams = [f for f in families for _ in range(per_family)]
         c = np.stack([instance(f, n, rng) for f in fams]).astype(np.float32)
         out[f"{split}_c"] = c
         out[f"{split}_opt"] = np.array([optimum(x.astype(np.float64)) for x in c])
         out[f"{split}_family"] = np.array(fams)
-    np.savez(ctx.workdir / "data.npz", **out)
+    np.savez(workdir / "data.npz", **out)
     return {"n": n, "instances": int(len(out["train_c"]) + len(out["val_c"]))}

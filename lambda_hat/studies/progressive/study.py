@@ -13,6 +13,7 @@ from typing import Literal
 import numpy as np
 
 from lambda_hat.engine.cards import find_card
+from lambda_hat.engine.tasks import task
 from lambda_hat.engine.typed import Duration, apply_overrides, build, load_yaml, positive
 
 Family = Literal["uniform", "euclidean", "clustered", "lowrank"]
@@ -129,7 +130,32 @@ def _save(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def train_stage(ctx) -> dict:
+@dataclass(frozen=True)
+class StageRun:
+    """A stage task's config: its own settings, its parent stage's ID, the shared settings."""
+
+    stage: dict  # buckets, batch, epochs, lr
+    parent: str | None
+    model: ModelCfg
+    seed: int
+    eval_buckets: list[int]
+    data: list[str]  # the IDs of the data tasks of eval_buckets
+
+
+@dataclass(frozen=True)
+class BucketData(DataCfg):
+    n: int = field(default=16, metadata=positive())
+
+
+@task(BucketData)
+def generate(ctx, cfg: BucketData) -> dict:
+    from lambda_hat.studies.progressive.assignment import generate as make
+
+    return make(ctx.workdir, cfg.n, cfg.seed, cfg.n_train, cfg.n_val, cfg.families)
+
+
+@task(StageRun)
+def train_stage(ctx, cfg: StageRun) -> dict:
     """One stage. deps: the data of every bucket (config "buckets" order), then the parent stage."""
     import torch
     from torch_geometric.loader import DataLoader

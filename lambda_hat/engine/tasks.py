@@ -1,0 +1,128 @@
+"""The task contract: how a task function is declared, what a planned task is, how it ends.
+
+Every task function is declared with @task(ConfigClass, version=N) and called as fn(ctx, cfg)
+with its config validated into ConfigClass. A planned Task's ID hashes the function, its code
+version, its config and the IDs of the tasks it reads: bumping a version recomputes exactly the
+results that code produced, and never mixes them with the old ones.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Callable
+
+# Bump when the meaning of stored results changes; every ID changes with it.
+SCHEMA_VERSION = 2
+
+
+class Status(StrEnum):
+    """A task's state; a str, so manifests and tables hold the plain word."""
+
+    DONE = "done"  # computed now
+    REUSED = "reused"  # found done in the store
+    FAILED = "failed"
+    TIMEOUT = "timeout"
+    SKIPPED = "skipped"  # a task it reads did not finish
+    LEFT = "left"  # not started: the --budget would have been exceeded
+    INTERRUPTED = "interrupted"  # killed by Ctrl-C: resumes on the next run
+    RUNNING = "running"
+    MISSING = "missing"  # never run
+
+    @property
+    def ok(self) -> bool:
+        return self in (Status.DONE, Status.REUSED)
+
+
+@dataclass
+class Outcome:
+    id: str
+    label: str
+    kind: str
+    status: Status
+    error: str | None = None
+    cause: str | None = None  # for a skipped task: what made the task it reads fail
+    walltime_sec: float | None = None
+
+    def root_cause(self) -> str:
+        return self.cause or f"{self.label}: {self.error}"
+
+
+class TaskFailed(Exception):
+    """Raised by a task for an expected failure (divergence, bad numerics): no traceback kept."""
+
+
+@dataclass(frozen=True)
+class Declared:
+    config: type  # a dataclass the task's config is validated into
+    version: int | str | Callable[[dict], int | str]  # a callable reads the plain config
+    needs: Callable | None = None  # sweep tasks: needs(cfg) -> [Task], cached tasks it reads
+
+
+def task(config: type, version: int | str | Callable[[dict], int | str] = 1, needs: Callable | None = None):
+    """Declare a task function fn(ctx, cfg). Bump `version` when a change to the code changes
+    its results. `needs(cfg)` (sweep tasks) names the cached tasks an experiment reads (data, a
+    pretrained model), in dependency order: each runs once for all experiments that need it,
+    and the experiment gets their store directories, in that order, as ctx.deps."""
+
+    def wrap(fn):
+        fn.declared = Declared(config, version, needs)
+        return fn
+
+    return wrap
+
+
+@functools.cache
+def declared(ref: str) -> tuple[Callable, Declared]:
+    """The function a "module:function" reference names, and its declaration."""
+    from lambda_hat.engine.typed import InputError, current_ref, import_ref
+
+    fn = import_ref(current_ref(ref), "<task>", "task")
+    if not isinstance(getattr(fn, "declared", None), Declared):
+        raise InputError(f"{ref}: not a task function; declare it with @lambda_hat.engine.tasks.task(ConfigClass, version=N)")
+    return fn, fn.declared
+
+
+def call(fn: Callable, ctx) -> dict:
+    """Run a declared task function on ctx, its config validated as the runner does (tests, notebooks)."""
+    from lambda_hat.engine.typed import build
+
+    return fn(ctx, build(fn.declared.config, ctx.config, "<task config>")) or {}
+
+
+def version_of(ref: str, config: dict) -> str:
+    v = declared(ref)[1].version
+    return str(v(config) if callable(v) else v)
+
+
+def digest(blob: Any) -> str:
+    return hashlib.sha256(json.dumps(blob, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
+
+
+@dataclass
+class Task:
+    """One planned task: its store directory is ROOT/<kind>/<id>."""
+
+    kind: str  # store subdirectory
+    fn: str  # "module:function" of a @task function
+    config: dict  # plain config: hashed into the ID, saved as config.json
+    label: str
+    deps: tuple[tuple[str, str], ...] = ()  # (kind, id) of tasks whose directories it reads
+    timeout: float | None = None
+    isolate: bool = True
+    env: dict = field(default_factory=dict)  # extra environment for the child process
+    executor: str = "lh"  # Parsl executor label: "lh" is the command's card, others run_tasks' `cards`
+    command: str | None = None  # a shell task: this command line instead of fn
+    version: str = ""  # the code version (default: the function's declared version)
+    id: str = ""
+    key: str = ""  # the ID without the code version: finds results of other versions
+
+    def __post_init__(self):
+        if not self.version:
+            self.version = version_of(self.fn, self.config) if not self.command else "1"
+        what = {"schema": SCHEMA_VERSION, "kind": self.kind, "fn": self.command or self.fn, "config": self.config, "deps": [i for _, i in self.deps]}
+        self.key = self.key or digest(what)
+        self.id = self.id or digest({**what, "version": self.version})

@@ -1,0 +1,189 @@
+"""The Workflow protocol and the one lifecycle the engine runs for every workflow.
+
+A workflow says how to load its file, which tasks it needs, how results become table rows and
+which extra outputs it writes. The engine does the rest: the dry-run listing with each task's
+state and why it would run, the live progress and table, parquet/CSV, tracking, exit codes.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import click
+
+from lambda_hat.engine.runner import Summary, run_tasks
+from lambda_hat.engine.store import Store, write_frame
+from lambda_hat.engine.tasks import Outcome, Status, Task
+
+
+@dataclass
+class Options:
+    """What every workflow command takes; `extra` holds a workflow's own flags (--promote, --only, --stages)."""
+
+    force: bool = False
+    dry_run: bool = False
+    timeout: float | None = None
+    budget: float | None = None
+    overrides: tuple[str, ...] = ()
+    track: tuple[str, ...] = ()
+    extra: dict = field(default_factory=dict)
+
+
+class Workflow:
+    """The protocol: a fourth workflow is a subclass of this plus its task functions."""
+
+    name: str  # the CLI command: lambda-hat workflow NAME
+    file_keys: tuple[str, ...] = ()  # top-level keys that make a YAML file one of this workflow's
+    lists_failures = False  # finish() names every failed row itself: the engine does not repeat them
+
+    def load(self, path: Path, overrides: tuple[str, ...]) -> Any:
+        """Read and validate the workflow's file (InputError on bad input)."""
+        raise NotImplementedError
+
+    def store_root(self, plan) -> Path:
+        return Path(plan.store_root)
+
+    def tracking(self, plan) -> list[str]:
+        return list(getattr(plan, "tracking", ()))
+
+    def cards(self, plan) -> dict:
+        """More executors by label, for tasks that name one (tasks.Task.executor)."""
+        return {}
+
+    def tasks(self, plan, opts: Options, card) -> list[Task]:
+        """The tasks to run, each after the tasks it reads."""
+        raise NotImplementedError
+
+    def header(self, plan, store: Store, tasks: list[Task]) -> str:
+        return f"{plan.path}: {len(tasks)} task(s), store {store.root}/"
+
+    def note(self, plan, task: Task, state: str) -> str:
+        """More about one task in the dry-run listing (e.g. which checkpoint a stage starts from)."""
+        return ""
+
+    def rows(self, plan, store: Store, outcomes: dict[str, Outcome]) -> list[dict]:
+        """The results table, from the store; this run's outcomes fill in tasks that left nothing there."""
+        raise NotImplementedError
+
+    def table_path(self, plan) -> Path:
+        raise NotImplementedError
+
+    def frame(self, table: list[dict]):
+        import pandas as pd
+        import yaml
+
+        df = pd.DataFrame(table)
+        for col in df.columns:  # lists (widths, chain values) → text, so every column has one type
+            if df[col].map(lambda v: isinstance(v, (list, tuple))).any():
+                df[col] = df[col].map(lambda v: yaml.safe_dump(list(v), default_flow_style=True).strip() if isinstance(v, (list, tuple)) else v)
+            kinds = {type(v) for v in df[col] if v is not None and v == v}
+            if str in kinds and len(kinds) > 1:  # e.g. step_size: auto beside numbers
+                df[col] = df[col].map(lambda v: None if v is None or v != v else str(v))
+        return df
+
+    def finish(self, plan, store: Store, table: list[dict], summary: Summary, opts: Options) -> list[str]:
+        """Write the workflow's other outputs (retry file, gallery, report, plots); lines to print."""
+        return []
+
+    def shown(self, label: str) -> str:
+        """How a task is named in the lines printed after a run."""
+        return label
+
+    def failed(self, table: list[dict]) -> bool:
+        """Whether the table holds a failure that is not a task's own (e.g. --strict)."""
+        return any(r.get("status") == Status.FAILED for r in table)
+
+
+# ---------------------------------------------------------------- the lifecycle
+
+
+def state(store: Store, t: Task, force: bool) -> tuple[str, str]:
+    """(state, why it would run) of a planned task."""
+    m = store.manifest(t.kind, t.id)
+    if m and m.get("status") == Status.DONE and not force:
+        return "done", ""
+    if store.is_running(t.id):
+        return "running", "by another invocation"
+    if force:
+        return "to run", "forced"
+    if m:
+        return "to run", f"{m.get('status')} before: {m.get('error')}"
+    if (store.root / t.kind / f".resume-{t.id}").exists():
+        return "to run", "interrupted before"
+    last = store.last_version(t.key)
+    if last is not None and last != t.version:
+        return "to run", f"code changed (version {last} → {t.version})"
+    return "to run", "new"
+
+
+def listing(wf: Workflow, plan, store: Store, tasks: list[Task], force: bool) -> str:
+    lines = [wf.header(plan, store, tasks)]
+    why_counts: dict[str, int] = {}
+    done = 0
+    for t in tasks:
+        st, why = state(store, t, force)
+        done += st == "done"
+        if why:
+            kind = why.split(" (")[0].split(":")[0]
+            why_counts[kind] = why_counts.get(kind, 0) + 1
+        note = wf.note(plan, t, st)
+        lines.append(f"  {t.label:<40} [{t.id}] {st}" + (f" ({why})" if why else "") + (f"; {note}" if note else ""))
+    reasons = ", ".join(f"{n} {k}" for k, n in why_counts.items())
+    lines.append(f"{len(tasks) - done} task(s) to run" + (f" ({reasons})" if reasons else "") + f", {done} done")
+    return "\n".join(lines)
+
+
+def write_table(wf: Workflow, plan, table: list[dict]) -> Path:
+    path = wf.table_path(plan)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return write_frame(wf.frame(table), path)
+
+
+def status(wf: Workflow, path: Path) -> str:
+    """`lambda-hat status FILE`: every task of a workflow file and its state, computing nothing."""
+    plan = wf.load(path, ())
+    store = Store(wf.store_root(plan))
+    return listing(wf, plan, store, wf.tasks(plan, Options(), None), False)
+
+
+def run(wf: Workflow, path: Path, card, opts: Options) -> int:
+    from lambda_hat.engine import tracking
+
+    plan = wf.load(path, opts.overrides)
+    store = Store(wf.store_root(plan))
+    tasks = wf.tasks(plan, opts, card)
+    if opts.dry_run:
+        if opts.overrides:
+            click.echo(f"overrides: {' '.join(opts.overrides)}")
+        click.echo(listing(wf, plan, store, tasks, opts.force))
+        return 0
+    backends = tracking.trackers([*opts.track, *wf.tracking(plan)])
+    store.check_writable()
+    outcomes: dict[str, Outcome] = {}
+    last = [time.time()]
+
+    def live(out: Outcome) -> None:  # the table follows the run, at most every 2 s
+        outcomes[out.id] = out
+        if time.time() - last[0] > 2:
+            write_table(wf, plan, wf.rows(plan, store, outcomes))
+            last[0] = time.time()
+
+    summary = run_tasks(tasks, store.root, card, force=opts.force, on_outcome=live, budget=opts.budget, cards=wf.cards(plan))
+    table = wf.rows(plan, store, summary.outcomes)
+    path = write_table(wf, plan, table)
+    lines = wf.finish(plan, store, table, summary, opts)
+    click.echo(f"{wf.name}: {summary.line()}; results in {path}")
+    for line in lines:
+        click.echo(line)
+    for o in () if wf.lists_failures else summary.outcomes.values():
+        if not o.status.ok and o.status != Status.LEFT:
+            click.echo(f"  {o.status}: {wf.shown(o.label)}: {o.error}")
+    left = [wf.shown(o.label) for o in summary.outcomes.values() if o.status == Status.LEFT]
+    if left:
+        click.echo(f"budget reached: {len(left)} task(s) not started: {', '.join(left)}; rerun to continue")
+    if backends:
+        click.echo(tracking.track(store, tasks, backends))
+    return 0 if summary.ok and not wf.failed(table) else 1

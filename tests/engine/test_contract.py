@@ -1,0 +1,94 @@
+"""One task contract: declared tasks, code versions in every ID, shell tasks, the engine's imports (issue: architecture)."""
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pandas as pd
+import pytest
+
+from conftest import ROOT, cli, write_config
+from lambda_hat.engine.tasks import Status, Task, version_of
+from lambda_hat.engine.typed import InputError
+
+SCRIPT = ROOT / "tests" / "scripts" / "train.py"
+
+
+def test_the_engine_imports_no_science():
+    """Importing every engine module (and the CLI) loads no jax/torch/flax/blackjax/optax, llc or studies."""
+    code = textwrap.dedent("""
+        import pkgutil, importlib, sys
+        import lambda_hat.engine as e, lambda_hat.cli
+        for m in pkgutil.iter_modules(e.__path__):
+            importlib.import_module(f"lambda_hat.engine.{m.name}")
+        bad = sorted(n for n in sys.modules if n.split(".")[0] in ("jax", "torch", "flax", "blackjax", "optax") or n.startswith(("lambda_hat.llc", "lambda_hat.studies")))
+        print(",".join(bad))
+    """)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0 and r.stdout.strip() == "", r.stdout + r.stderr
+    for path in (ROOT / "lambda_hat" / "engine").glob("*.py"):  # also imports inside functions
+        for line in path.read_text().splitlines():
+            words = line.split()
+            if words[:1] in (["import"], ["from"]) and len(words) > 1:
+                mod = words[1]
+                assert not mod.startswith(("jax", "torch", "flax", "blackjax", "optax", "lambda_hat.llc", "lambda_hat.studies", ".llc", "..llc")), f"{path.name}: {line.strip()}"
+
+
+def test_ids_cover_function_version_config_and_deps():
+    a = Task("t", "tests.tasks:noop", {"value": 1}, "a")
+    assert a.version == "1" and a.id != a.key
+    assert Task("t", "tests.tasks:noop", {"value": 1}, "a", version="2").id != a.id
+    assert Task("t", "tests.tasks:noop", {"value": 1}, "a", version="2").key == a.key  # same task, other code
+    assert Task("t", "tests.tasks:sleeper", {"value": 1}, "a").id != a.id
+    assert Task("t", "tests.tasks:noop", {"value": 1}, "a", deps=(("t", "x"),)).id != a.id
+    assert version_of("lambda_hat.llc.sampling:sample_run", {"sampler": {"kind": "sgld"}}) == "1.1"
+    with pytest.raises(InputError, match="not a task function; declare it with"):
+        Task("t", "tests.custom_target:build", {}, "not declared")
+    assert Status.DONE == "done" and json.dumps(Status.FAILED) == '"failed"' and Status.REUSED.ok and not Status.SKIPPED.ok
+
+
+def test_a_changed_code_version_recomputes_and_the_dry_run_says_so(project, monkeypatch):
+    """Bumping a sampler's version reruns exactly its runs; the dry run names the reason."""
+    from conftest import TINY
+
+    write_config(project / "config" / "experiments.yaml", {**TINY, "samplers": [TINY["samplers"][0], {"name": "hmc", "overrides": {"draws": 50, "warmup": 50, "chains": 2}}]})
+    r = cli("workflow", "llc", "--local", cwd=project)
+    assert r.returncode == 0 and "3 done" in r.stdout, r.stdout + r.stderr
+    bump = ROOT / "tests" / "scripts" / "sitecustomize.py"  # raises VERSIONS["sgld"] in every process
+    env = {"PYTHONPATH": f"{bump.parent}:{ROOT}", "LAMBDA_HAT_TEST_BUMP": "sgld"}
+    r = cli("workflow", "llc", "--dry-run", cwd=project, env=env)
+    assert r.returncode == 0 and "(code changed (version 1.1 → 1.2))" in r.stdout and "1 task(s) to run (1 code changed), 2 done" in r.stdout, r.stdout + r.stderr
+    r = cli("workflow", "llc", "--local", cwd=project, env=env)
+    assert r.returncode == 0 and "1 done, 2 reused" in r.stdout, r.stdout + r.stderr
+    r = cli("status", "config/experiments.yaml", cwd=project, env=env)
+    assert r.returncode == 0 and "0 task(s) to run, 3 done" in r.stdout, r.stdout + r.stderr
+
+
+def test_shell_command_sweep(project):
+    """command: a cached shell task per experiment; metrics from {outdir}/metrics.json, output in
+    its log, a non-zero exit is a failure with the log's last line; a rerun reuses everything."""
+    doc = {
+        "command": f"{sys.executable} {SCRIPT} --lr {{lr}} --width {{width}} --out {{outdir}} --fail {{fail}}",
+        "rank_by": [{"metric": "score"}],
+        "grid": {"lr": [0.01, 0.03], "width": [2]},
+        "combos": [{"name": "bad", "lr": 0.5, "width": 2, "fail": True}],
+        "defaults": {"fail": False},
+    }
+    p = write_config(project / "config" / "sweeps" / "shell.yaml", doc)
+    r = cli("workflow", "sweep", str(p), "--local", cwd=project)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "failed: shell/bad: diverged at lr=0.5" in r.stdout, r.stdout
+    df = pd.read_parquet(project / "results/sweeps/shell/results.parquet")
+    ok = df[df.status == "done"].set_index("lr")
+    assert ok.loc[0.03, "score"] == 0.0 and ok.loc[0.01, "score"] == pytest.approx(-4.0) and ok.loc[0.01, "params"] == 20
+    (log,) = [d / "log.txt" for d in (project / "runs/sweep").iterdir() if (d / "metrics.json").exists() and "lr=0.01" in (d / "log.txt").read_text()]
+    assert "training with lr=0.01 width=2" in log.read_text()
+    r = cli("workflow", "sweep", str(p), "--local", "--only", "width=2", "--only", "lr=0.01,0.03", cwd=project)
+    assert r.returncode == 0 and "0 done, 2 reused" in r.stdout, r.stdout + r.stderr
+    bad = write_config(project / "config" / "sweeps" / "bad.yaml", {**doc, "command": "python x.py --lr {lrr}"})
+    r = cli("workflow", "sweep", str(bad), "--dry-run", cwd=project)
+    assert r.returncode == 2 and "bad.yaml: command: {lrr} is not a key of experiment" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    both = write_config(project / "config" / "sweeps" / "both.yaml", {**doc, "task": "tests.tasks:toy"})
+    r = cli("workflow", "sweep", str(both), "--dry-run", cwd=project)
+    assert r.returncode == 2 and "give a task (module:function) or a command" in r.stderr, r.stderr
