@@ -34,11 +34,11 @@ jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)
 
 import yaml  # noqa: E402
 
-from lambda_hat.llc.config import DLN, SAMPLER_KINDS, Data, Training  # noqa: E402
 from lambda_hat.engine.runner import Context  # noqa: E402
+from lambda_hat.engine.typed import build, plain  # noqa: E402
+from lambda_hat.llc.config import DLN, SAMPLER_KINDS, Data, Training  # noqa: E402
 from lambda_hat.llc.sampling import estimate  # noqa: E402
 from lambda_hat.llc.targets import load_posterior, train_target  # noqa: E402
-from lambda_hat.engine.typed import build, plain  # noqa: E402
 
 PRESETS = Path(__file__).resolve().parents[1] / "lambda_hat" / "presets" / "sampler"
 FULL_BATCH = {"hmc", "mclmc", "vi_meanfield", "vi", "vi_lowrank", "vi_flow"}
@@ -87,7 +87,10 @@ def main():
             cal["first" if first else "later"].append(m["calibration_sec"] / m["sample_sec"])
             first = False
             ratio = f"{m['calibration_sec']:.2f}/{m['sample_sec']:.1f}"
-            print(f"{label:<26} {n:>7} {name:<13} {m['llc_mean']:8.3f} {m['llc_sem']:6.3f} {truth:7.3f} {100 * err:+6.1f}%  {sec:6.1f} {ratio:>12}  {codes}", flush=True)
+            print(
+                f"{label:<26} {n:>7} {name:<13} {m['llc_mean']:8.3f} {m['llc_sem']:6.3f} {truth:7.3f} {100 * err:+6.1f}%  {sec:6.1f} {ratio:>12}  {codes}",
+                flush=True,
+            )
     print(f"silent errors (off by more than the tolerance with no warning): {silent} of {total} runs")
     med = {k: f"{100 * statistics.median(v):.0f}%" if v else "–" for k, v in cal.items()}
     print(f"calibration / sampling, median: first run on a target (compiles) {med['first']}, later runs {med['later']}")

@@ -83,13 +83,11 @@ def main():
     jax.config.update("jax_enable_x64", True)
     import jax.numpy as jnp
 
-    from lambda_hat.llc import samplers
-
-    from lambda_hat.llc import theory
+    from lambda_hat.llc import samplers, theory
     from lambda_hat.llc.config import SGLD
     from lambda_hat.llc.estimator import summarize
-    from lambda_hat.llc.traces import inference_data
     from lambda_hat.llc.posterior import Posterior, n_beta
+    from lambda_hat.llc.traces import inference_data
 
     rng = np.random.default_rng(0)
     k, sigma = 10, 1.0
@@ -138,7 +136,9 @@ def main():
           f"{cold_sec:.2f} s compiling afresh, {warm_sec:.2f} s with the compiled program cached, {sampling_sec:.2f} s of sampling")  # fmt: skip
     print(f"devinterp  : λ̂ = {dev['llc']:7.3f} ± {dev['std']:.3f} (chain sd), error {dev['llc'] - truth:+.3f}; {dev['sec']:.2f} s")
     r = [dev["sec"] / t for t in (cold_sec, warm_sec, sampling_sec)]
-    print(f"speed ratio at equal draws (goal >= 50x): {r[0]:.1f}x end to end compiling afresh, {r[1]:.1f}x end to end with the program cached, {r[2]:.1f}x sampling alone")
+    print(
+        f"speed ratio at equal draws (goal >= 50x): {r[0]:.1f}x end to end compiling afresh, {r[1]:.1f}x end to end with the program cached, {r[2]:.1f}x sampling alone"
+    )
 
 
 if __name__ == "__main__":

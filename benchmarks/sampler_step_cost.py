@@ -28,9 +28,9 @@ jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_compilation_cache_dir", tempfile.mkdtemp())
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
 
+from lambda_hat.engine.runner import Context  # noqa: E402
 from lambda_hat.llc import samplers  # noqa: E402
 from lambda_hat.llc.config import HMC, MCLMC, SGLD, TargetEntry, resolve_target  # noqa: E402
-from lambda_hat.engine.runner import Context  # noqa: E402
 from lambda_hat.llc.targets import load_posterior, train_target  # noqa: E402
 
 

@@ -55,7 +55,9 @@ def common(noun: str, timeout_help: str, config: tuple[str, str] | None = None):
             click.option("--local", is_flag=True, help="Run on this machine with parsl_cards/local.yaml (the default)."),
             click.option("--parsl-card", metavar="CARD", help=CARD_HELP),
             click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a card field, e.g. --set provider.partition=debug (repeatable)."),
-            click.option("--dry-run", is_flag=True, help="List every task with its state and why it would run (new, failed, forced, code changed); run nothing."),
+            click.option(
+                "--dry-run", is_flag=True, help="List every task with its state and why it would run (new, failed, forced, code changed); run nothing."
+            ),
             click.option("--force", is_flag=True, help=f"Recompute the {noun} even if their results are in the store."),
             click.option("--timeout", metavar="DURATION", help=TIMEOUT_HELP.format(noun.rstrip("s"), timeout_help)),
             click.option("--track", multiple=True, metavar="mlflow|wandb", help=TRACK_HELP),
@@ -130,7 +132,12 @@ def llc(config, local, parsl_card, sets, **kw):
 @workflow.command()
 @click.argument("sweep_file", type=click.Path(path_type=Path))
 @common("experiments", " (it is reported as timeout)")
-@click.option("--only", multiple=True, metavar="KEY=V1,V2", help="Run only experiments whose KEY is one of the values (repeatable; all must hold; KEY name matches experiment names).")
+@click.option(
+    "--only",
+    multiple=True,
+    metavar="KEY=V1,V2",
+    help="Run only experiments whose KEY is one of the values (repeatable; all must hold; KEY name matches experiment names).",
+)
 @click.option("--budget", metavar="DURATION", help="Wall time for the whole sweep (90, 30m, 1h30m, HH:MM:SS): no experiment is started that would not fit.")
 @click.argument("overrides", nargs=-1, metavar=OVERRIDES)
 def sweep(sweep_file, local, parsl_card, sets, **kw):
@@ -194,7 +201,13 @@ def _which(path: Path):
 
 @main.command("report")
 @click.argument("sweep_file", type=click.Path(path_type=Path))
-@click.option("--filter", "filters", multiple=True, metavar="KEY=V1,V2", help="Report only experiments whose KEY is one of the values (repeatable; all must hold; as --only).")
+@click.option(
+    "--filter",
+    "filters",
+    multiple=True,
+    metavar="KEY=V1,V2",
+    help="Report only experiments whose KEY is one of the values (repeatable; all must hold; as --only).",
+)
 @click.option("--no-plots", is_flag=True, help="Write the table and summary without plots.")
 @click.option("--output-dir", type=click.Path(path_type=Path), help="Write the report here instead of results/sweeps/<name>/.")
 def report_cmd(sweep_file, filters, no_plots, output_dir):
@@ -208,7 +221,14 @@ def report_cmd(sweep_file, filters, no_plots, output_dir):
 
 
 @main.command("promote")
-@click.option("--config", "config", type=click.Path(path_type=Path), default=Path("config/experiments.yaml"), show_default=True, help="Experiments file whose runs the gallery shows.")
+@click.option(
+    "--config",
+    "config",
+    type=click.Path(path_type=Path),
+    default=Path("config/experiments.yaml"),
+    show_default=True,
+    help="Experiments file whose runs the gallery shows.",
+)
 def promote_cmd(config):
     """Rebuild results/gallery/ (index.html, README.md) from the store without computing anything."""
     from lambda_hat.workflows import llc as wf
@@ -261,8 +281,24 @@ def status(workflow_file, store_root):
 
 @main.command()
 @click.option("--store", "store_root", type=click.Path(path_type=Path), default=Path("runs"), show_default=True, help="Store directory.")
-@click.option("--mlflow", "mlflow_uri", is_flag=False, flag_value="mlruns", default=None, metavar="[URI]", help="To MLflow: a tracking URI or a local directory (default ./mlruns).")
-@click.option("--wandb", "wandb_dir", is_flag=False, flag_value=".", default=None, metavar="[DIR]", help="To W&B: offline runs under DIR/wandb/ (default .) without WANDB_API_KEY, else online.")
+@click.option(
+    "--mlflow",
+    "mlflow_uri",
+    is_flag=False,
+    flag_value="mlruns",
+    default=None,
+    metavar="[URI]",
+    help="To MLflow: a tracking URI or a local directory (default ./mlruns).",
+)
+@click.option(
+    "--wandb",
+    "wandb_dir",
+    is_flag=False,
+    flag_value=".",
+    default=None,
+    metavar="[DIR]",
+    help="To W&B: offline runs under DIR/wandb/ (default .) without WANDB_API_KEY, else online.",
+)
 def export(store_root, mlflow_uri, wandb_dir):
     """Log every finished task of a store as an MLflow and/or W&B run (keyed by task ID: a task
     already there is left alone, so exporting twice duplicates nothing)."""

@@ -22,6 +22,7 @@ RESULTS = Path("results")
 
 def diag_tasks(targets: dict, runs: dict, env: dict) -> tuple[dict, dict]:
     """Diagnose tasks (plots) for every target and run, keyed by the target or run ID."""
+
     def task(kind, dep, fn, label):
         cfg = {kind: dep.id}
         return Task(DIAG, f"lambda_hat.llc.diagnostics:{fn}", cfg, label, deps=((dep.kind, dep.id),), timeout=dep.timeout, env=env)
@@ -36,10 +37,7 @@ def build_tasks(plan: Plan, timeout: float | None) -> tuple[dict, dict]:
     """Target tasks by target label and run tasks by run label, in dependency order."""
     env = {"JAX_ENABLE_X64": "1" if plan.config.jax_enable_x64 else "0"}
     timeout = timeout or plan.config.task_timeout
-    targets = {
-        t.label: Task(TARGETS, "lambda_hat.llc.targets:train_target", t.semantic(), f"target {t.label}", timeout=timeout, env=env)
-        for t in plan.targets
-    }
+    targets = {t.label: Task(TARGETS, "lambda_hat.llc.targets:train_target", t.semantic(), f"target {t.label}", timeout=timeout, env=env) for t in plan.targets}
     runs = {}
     for r in plan.runs:
         tt = targets[r.target.label]

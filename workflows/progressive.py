@@ -92,7 +92,9 @@ def listing(cfg: Progressive, store: Store, stages: dict[str, Task]) -> str:
     for s in cfg.stages:
         mem = max(est_memory_mb(b, s.batch, cfg.model) for b in s.buckets)
         wall = f"{s.walltime:g}s" if s.walltime else "-"
-        lines.append(f"{s.name:<8} {','.join(map(str, s.buckets)):<12} {s.batch:>5} {s.epochs:>6} {s.lr:>8g} {wall:>9} {mem:>7.0f}MB  {_state(store, stages[s.name])} [{stages[s.name].id}]")
+        lines.append(
+            f"{s.name:<8} {','.join(map(str, s.buckets)):<12} {s.batch:>5} {s.epochs:>6} {s.lr:>8g} {wall:>9} {mem:>7.0f}MB  {_state(store, stages[s.name])} [{stages[s.name].id}]"
+        )
     return "\n".join(lines)
 
 
@@ -187,7 +189,9 @@ class ProgressiveWorkflow(Workflow):
         lines = [f"plot: {png}"] if png else []
         for r in table:
             if r.get("gap") is not None and r["trained_on"]:
-                lines.append(f"  {r['stage']:<8} n={r['bucket']:<4} gap {r['gap']:.3f} (row-min {r['rowmin_gap']:.3f}, u=0 {r['zero_gap']:.3f}; start {r['start_gap']:.3f}, random init {r['random_init_gap']:.3f})")
+                lines.append(
+                    f"  {r['stage']:<8} n={r['bucket']:<4} gap {r['gap']:.3f} (row-min {r['rowmin_gap']:.3f}, u=0 {r['zero_gap']:.3f}; start {r['start_gap']:.3f}, random init {r['random_init_gap']:.3f})"
+                )
         return lines
 
 

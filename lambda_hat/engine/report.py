@@ -82,7 +82,15 @@ def impact(done: pd.DataFrame, factor: str, factors: list[str], metrics) -> pd.D
         diff = (on - off).dropna()
         if len(diff):
             better = (diff > 0) if r.goal == "max" else (diff < 0)
-            rows.append({"metric": r.metric, "pairs": len(diff), "mean change": diff.mean(), "std": diff.std(ddof=1) if len(diff) > 1 else None, "improved": int(better.sum())})
+            rows.append(
+                {
+                    "metric": r.metric,
+                    "pairs": len(diff),
+                    "mean change": diff.mean(),
+                    "std": diff.std(ddof=1) if len(diff) > 1 else None,
+                    "improved": int(better.sum()),
+                }
+            )
     return pd.DataFrame(rows) if rows else None
 
 

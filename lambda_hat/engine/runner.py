@@ -253,8 +253,14 @@ def _child_main(workdir: str) -> None:
 
 
 def run_tasks(
-    tasks: list[Task], root: Path, card, force: bool = False, progress: Progress | None = None,
-    on_outcome: Callable[[Outcome], None] | None = None, budget: float | None = None, cards: dict | None = None,
+    tasks: list[Task],
+    root: Path,
+    card,
+    force: bool = False,
+    progress: Progress | None = None,
+    on_outcome: Callable[[Outcome], None] | None = None,
+    budget: float | None = None,
+    cards: dict | None = None,
 ) -> Summary:
     """Run `tasks` (dependencies listed before dependants). Reused tasks are never submitted.
 

@@ -20,7 +20,20 @@ from typing import Literal
 import yaml
 
 from lambda_hat.engine.tasks import Outcome, Status, declared
-from lambda_hat.engine.typed import Duration, InputError, apply_overrides, build, current_ref, deep_merge, fail, import_ref, load_yaml, plain, positive, read_yaml
+from lambda_hat.engine.typed import (
+    Duration,
+    InputError,
+    apply_overrides,
+    build,
+    current_ref,
+    deep_merge,
+    fail,
+    import_ref,
+    load_yaml,
+    plain,
+    positive,
+    read_yaml,
+)
 
 # Metric keys a task returns that describe its cost; a returned "efficiency" mapping adds more.
 EFFICIENCY = ("params", "epochs")

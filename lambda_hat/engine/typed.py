@@ -122,7 +122,7 @@ def apply_overrides(raw, pairs, where: str, flag: str = "override"):
                 idx = p
                 if not last and not isinstance(node.get(p), (dict, list)):
                     if node.get(p) is not None:
-                        raise InputError(f"{where}: {flag} {key}: {'.'.join(parts[:i + 1])} is {node[p]!r}, not a mapping or list")
+                        raise InputError(f"{where}: {flag} {key}: {'.'.join(parts[: i + 1])} is {node[p]!r}, not a mapping or list")
                     node[p] = {}
             else:
                 raise InputError(f"{where}: {flag} {key}: {here} is {node!r}, not a mapping or list")
@@ -209,9 +209,7 @@ def _type_name(tp) -> str:
         return f"a list of {_type_name(typing.get_args(tp)[0])}"
     if tp is Duration:
         return f"a duration ({DURATION_HELP})"
-    return {int: "an integer", float: "a number", str: "a string", bool: "true/false", dict: "a mapping"}.get(
-        tp, str(tp)
-    )
+    return {int: "an integer", float: "a number", str: "a string", bool: "true/false", dict: "a mapping"}.get(tp, str(tp))
 
 
 def _convert(tp, value, where: str, key: str, meta: dict):

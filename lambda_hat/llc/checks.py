@@ -62,11 +62,17 @@ def run_warnings(m: dict, cfg) -> list[dict]:
             warn("off_truth", f"λ̂ {llc:.4g} is {100 * (llc - t) / t:+.1f}% from {col} = {t:.4g}")
     if cfg.kind == "sgld":
         if m["predicted_bias"] > BIAS_MAX:
-            warn("step_bias", f"predicted bias of λ̂ from step {m['step_size']:.3g} and minibatch noise is {100 * m['predicted_bias']:.1f}% (> {100 * BIAS_MAX:g}%); use step_size: auto or a smaller step")
+            warn(
+                "step_bias",
+                f"predicted bias of λ̂ from step {m['step_size']:.3g} and minibatch noise is {100 * m['predicted_bias']:.1f}% (> {100 * BIAS_MAX:g}%); use step_size: auto or a smaller step",
+            )
         if m["mala_acceptance"] < MALA_MIN:
             warn("step_bias", f"full-batch MALA acceptance of the SGLD step is {m['mala_acceptance']:.2f} < {MALA_MIN}: the step is too large for this target")
         if m["budget_capped"]:
-            warn("budget", f"relaxation needs {m['needed_steps']} steps per chain (slowest mode {m['relax_steps']:.0f} steps); max_steps cut burn-in/draws to {m['burnin']}/{m['draws']}")
+            warn(
+                "budget",
+                f"relaxation needs {m['needed_steps']} steps per chain (slowest mode {m['relax_steps']:.0f} steps); max_steps cut burn-in/draws to {m['burnin']}/{m['draws']}",
+            )
     if cfg.kind == "hmc":
         if m["divergences"]:
             warn("divergences", f"{m['divergences']} divergent transitions: raise target_accept or warmup")

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import ClassVar, Literal
 
-from lambda_hat.engine.typed import Duration, InputError, apply_overrides, build, canonical, import_ref, deep_merge, fail, load_yaml, nonneg, plain, positive
+from lambda_hat.engine.typed import Duration, InputError, apply_overrides, build, canonical, deep_merge, fail, import_ref, load_yaml, nonneg, plain, positive
 
 # ---------------------------------------------------------------- models, data, training
 

@@ -74,7 +74,10 @@ def diagnose_run(ctx, cfg: PlotTask) -> dict:
     # Wall time is spread over draws in proportion to their FGE (one sampling time is recorded).
     secs = m["sample_sec"] * fge / fge[-1]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), sharey=True)
-    for ax, x, xlabel in ((axes[0], fge[ks - 1], "work [full-gradient evaluations per chain]"), (axes[1], secs[ks - 1], "wall time [s] (sampling time spread by FGE)")):
+    for ax, x, xlabel in (
+        (axes[0], fge[ks - 1], "work [full-gradient evaluations per chain]"),
+        (axes[1], secs[ks - 1], "wall time [s] (sampling time spread by FGE)"),
+    ):
         ax.plot(x, mean, color="C0", label="running λ̂")
         ax.fill_between(x, mean - 2 * mcse, mean + 2 * mcse, color="C0", alpha=0.25, label="± 2 MCSE")
         if m.get("llc_true") is not None:

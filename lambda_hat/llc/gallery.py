@@ -11,8 +11,8 @@ import os
 import shutil
 from pathlib import Path
 
-from lambda_hat.llc import trajectory
 from lambda_hat.engine.store import read_json, tmp_path
+from lambda_hat.llc import trajectory
 
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
 table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #ccc;padding:4px 8px;text-align:right}
@@ -115,7 +115,11 @@ def build(rows: list[dict], run_diag: dict, target_diag: dict, out: Path) -> Pat
             cells = _cells(r)
             link = f"<a href='#r-{r['run_id']}'>{len(rels)} plots</a>" if rels else "–"
             cls = " class='failed'" if r["status"] != "done" else (" class='warned'" if r.get("warnings") else "")
-            page.append(f"<tr{cls}>" + "".join(f"<td class='l'>{html.escape(c)}</td>" if i in (0, 8, 9) else f"<td>{html.escape(c)}</td>" for i, c in enumerate(cells)) + f"<td>{link}</td></tr>")
+            page.append(
+                f"<tr{cls}>"
+                + "".join(f"<td class='l'>{html.escape(c)}</td>" if i in (0, 8, 9) else f"<td>{html.escape(c)}</td>" for i, c in enumerate(cells))
+                + f"<td>{link}</td></tr>"
+            )
             md.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " | " + " ".join(f"[{Path(p).stem}]({p})" for p in rels) + " |")
             if rels:
                 sections.append(f"<h3 id='r-{r['run_id']}'>{html.escape(r['sampler'])} on {html.escape(target)} [{r['run_id']}]</h3>")

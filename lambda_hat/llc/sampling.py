@@ -31,17 +31,9 @@ def estimate(post, cfg, model: dict, log=lambda msg: None, llc_true: float | Non
     λ is theory's for the model, or `llc_true` (a custom target's own)."""
     import jax
 
-    from lambda_hat.llc import calibration
-
-    from lambda_hat.llc import checks
-
-    from lambda_hat.llc import samplers
-
-    from lambda_hat.llc import theory
-
-    from lambda_hat.llc import traces
-    from lambda_hat.llc.estimator import summarize
     from lambda_hat.engine.typed import plain
+    from lambda_hat.llc import calibration, checks, samplers, theory, traces
+    from lambda_hat.llc.estimator import summarize
 
     key = jax.random.PRNGKey(cfg.seed)
     spec = calibration.measure(post, jax.random.fold_in(key, 7))
@@ -91,7 +83,6 @@ def sample_run(ctx, cfg: RunTask) -> dict:
     import jax
 
     from lambda_hat.llc import traces
-
     from lambda_hat.llc.targets import load_posterior
 
     (target_dir,) = ctx.deps

@@ -9,8 +9,8 @@ from typing import Callable, NamedTuple
 import numpy as np
 
 from lambda_hat.engine.tasks import TaskFailed, task
-from lambda_hat.llc.config import MODEL_KINDS, Data, TargetTask, Teacher, Training
 from lambda_hat.engine.typed import build, import_ref
+from lambda_hat.llc.config import MODEL_KINDS, Data, TargetTask, Teacher, Training
 
 
 def typed(sem: dict):

@@ -1,11 +1,9 @@
 """Every shipped card validates and builds a Parsl configuration (nothing is submitted)."""
 
-
 import pytest
 
-from lambda_hat.engine.cards import load_card, parsl_config
-
 from conftest import ROOT
+from lambda_hat.engine.cards import load_card, parsl_config
 
 CARDS = sorted((ROOT / "parsl_cards").rglob("*.yaml"))
 

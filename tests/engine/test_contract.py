@@ -32,7 +32,9 @@ def test_the_engine_imports_no_science():
             words = line.split()
             if words[:1] in (["import"], ["from"]) and len(words) > 1:
                 mod = words[1]
-                assert not mod.startswith(("jax", "torch", "flax", "blackjax", "optax", "lambda_hat.llc", "lambda_hat.studies", ".llc", "..llc")), f"{path.name}: {line.strip()}"
+                assert not mod.startswith(("jax", "torch", "flax", "blackjax", "optax", "lambda_hat.llc", "lambda_hat.studies", ".llc", "..llc")), (
+                    f"{path.name}: {line.strip()}"
+                )
 
 
 def test_ids_cover_function_version_config_and_deps():
@@ -52,13 +54,18 @@ def test_a_changed_code_version_recomputes_and_the_dry_run_says_so(project, monk
     """Bumping a sampler's version reruns exactly its runs; the dry run names the reason."""
     from conftest import TINY
 
-    write_config(project / "config" / "experiments.yaml", {**TINY, "samplers": [TINY["samplers"][0], {"name": "hmc", "overrides": {"draws": 50, "warmup": 50, "chains": 2}}]})
+    write_config(
+        project / "config" / "experiments.yaml",
+        {**TINY, "samplers": [TINY["samplers"][0], {"name": "hmc", "overrides": {"draws": 50, "warmup": 50, "chains": 2}}]},
+    )
     r = cli("workflow", "llc", "--local", cwd=project)
     assert r.returncode == 0 and "3 done" in r.stdout, r.stdout + r.stderr
     bump = ROOT / "tests" / "scripts" / "sitecustomize.py"  # raises VERSIONS["sgld"] in every process
     env = {"PYTHONPATH": f"{bump.parent}:{ROOT}", "LAMBDA_HAT_TEST_BUMP": "sgld"}
     r = cli("workflow", "llc", "--dry-run", cwd=project, env=env)
-    assert r.returncode == 0 and "(code changed (version 1.1 → 1.2))" in r.stdout and "1 task(s) to run (1 code changed), 2 done" in r.stdout, r.stdout + r.stderr
+    assert r.returncode == 0 and "(code changed (version 1.1 → 1.2))" in r.stdout and "1 task(s) to run (1 code changed), 2 done" in r.stdout, (
+        r.stdout + r.stderr
+    )
     r = cli("workflow", "llc", "--local", cwd=project, env=env)
     assert r.returncode == 0 and "1 done, 2 reused" in r.stdout, r.stdout + r.stderr
     r = cli("status", "config/experiments.yaml", cwd=project, env=env)

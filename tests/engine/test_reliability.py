@@ -50,7 +50,11 @@ def test_sigkill_anywhere_then_resume(project, point):
             pd.read_parquet(p)
     # the task processes died with the workflow
     time.sleep(0.5)
-    assert not [p for p in psutil.process_iter(["cmdline"]) if str(project) in " ".join(p.info["cmdline"] or []) and "lambda_hat.engine.runner" in " ".join(p.info["cmdline"] or [])]
+    assert not [
+        p
+        for p in psutil.process_iter(["cmdline"])
+        if str(project) in " ".join(p.info["cmdline"] or []) and "lambda_hat.engine.runner" in " ".join(p.info["cmdline"] or [])
+    ]
 
     r = cli("workflow", "llc", "--local", cwd=project)
     assert r.returncode == (1 if point == "write:retry.yaml" else 0), r.stdout + r.stderr
@@ -105,7 +109,14 @@ def test_killed_htex_worker_costs_a_retry_a_failed_task_none(project):
         "task": "tests.tasks:toy", "rank_by": [{"metric": "score"}], "defaults": {"sleep": 4.0},
         "combos": [{"name": "victim", "width": 5}, {"name": "broken", "fail": True, "sleep": 0.0}]})  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([*LH, "workflow", "sweep", str(sweep), "--parsl-card", "local-processes"], cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [*LH, "workflow", "sweep", str(sweep), "--parsl-card", "local-processes"],
+        cwd=project,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     kill_worker_of(project, lambda c: c.get("width") == 5)
     out, err = proc.communicate(timeout=180)
     assert proc.returncode == 1 and "1 done, 0 reused, 1 failed" in out, out + err
@@ -131,7 +142,12 @@ def test_concurrent_invocations_share_the_store(project):
     write_config(project / "config" / "a.yaml", a)
     write_config(project / "config" / "b.yaml", b)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    procs = [subprocess.Popen([*LH, "workflow", "llc", "--local", "--config", f"config/{n}.yaml"], cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for n in "ab"]
+    procs = [
+        subprocess.Popen(
+            [*LH, "workflow", "llc", "--local", "--config", f"config/{n}.yaml"], cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for n in "ab"
+    ]
     outs = [p.communicate(timeout=300) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
     done = sum(int(o.split(" done,")[0].split()[-1]) for o, _ in outs)

@@ -9,11 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from conftest import ROOT, cli
 from lambda_hat.engine.cards import Card
 from lambda_hat.engine.runner import Task, run_tasks
 from lambda_hat.engine.store import Store
-
-from conftest import ROOT, cli
 
 TESTS = str(Path(__file__).parents[1])
 

@@ -6,11 +6,10 @@ import sys
 import pytest
 import yaml
 
-from lambda_hat.llc.config import load_plan
-from lambda_hat.engine.typed import InputError
-from lambda_hat.workflows.llc import build_tasks
-
 from conftest import ROOT, TINY, cli, write_config
+from lambda_hat.engine.typed import InputError
+from lambda_hat.llc.config import load_plan
+from lambda_hat.workflows.llc import build_tasks
 
 BASE = {
     "targets": [{"model": "dln", "data": "small", "seed": 0}, {"model": "quadratic", "seed": 1}],
@@ -100,12 +99,20 @@ BAD = [  # (name, config or raw text, fragments the one-line error must contain)
     ("empty_targets", _bad(lambda c: c.update(targets=[])), ["targets", "at least 1"]),
     ("missing_targets", {"samplers": TINY["samplers"]}, ["targets", "missing required key"]),
     ("unknown_model_preset", _bad(lambda c: c["targets"][0].update(model="huge")), ["targets[0].model", "unknown model preset 'huge'", "dln"]),
-    ("unknown_data_preset", _bad(lambda c: c["targets"].append({"model": "dln", "data": "tinyy"})), ["targets[1].data", "unknown data preset 'tinyy'", "small"]),
+    (
+        "unknown_data_preset",
+        _bad(lambda c: c["targets"].append({"model": "dln", "data": "tinyy"})),
+        ["targets[1].data", "unknown data preset 'tinyy'", "small"],
+    ),
     ("missing_data", _bad(lambda c: c["targets"].append({"model": "dln"})), ["targets[1].data", "missing required key"]),
     ("data_on_quadratic", _bad(lambda c: c["targets"][0].update(data="small")), ["targets[0].data", "not used by model kind 'quadratic'"]),
     ("unknown_sampler_preset", _bad(lambda c: c["samplers"][0].update(name="nuts")), ["samplers[0].name", "unknown sampler preset 'nuts'", "hmc"]),
     ("unknown_sampler_key", _bad(lambda c: c["samplers"][0]["overrides"].update(stepsize=1e-3)), ["samplers[0].stepsize", "unknown key", "step_size"]),
-    ("typo_in_posterior", _bad(lambda c: c["samplers"][0]["overrides"].update(posterior={"gama": 1.0})), ["samplers[0].posterior.gama", "unknown key", "gamma"]),
+    (
+        "typo_in_posterior",
+        _bad(lambda c: c["samplers"][0]["overrides"].update(posterior={"gama": 1.0})),
+        ["samplers[0].posterior.gama", "unknown key", "gamma"],
+    ),
     ("negative_step", _bad(lambda c: c["samplers"][0]["overrides"].update(step_size=-1e-3)), ["samplers[0].step_size", "must be > 0"]),
     ("zero_step", _bad(lambda c: c["samplers"][0]["overrides"].update(step_size=0)), ["samplers[0].step_size", "must be > 0"]),
     ("zero_chains", _bad(lambda c: c["samplers"][0]["overrides"].update(chains=0)), ["samplers[0].chains", "must be > 0"]),
@@ -116,14 +123,30 @@ BAD = [  # (name, config or raw text, fragments the one-line error must contain)
     ("bad_kind", _bad(lambda c: c["samplers"][0]["overrides"].update(kind="nuts")), ["samplers[0].kind", "allowed values: sgld, hmc, mclmc, vi"]),
     ("negative_gamma", _bad(lambda c: c["samplers"][0]["overrides"].update(posterior={"gamma": -1})), ["posterior.gamma", "must be >= 0"]),
     ("bad_x64", _bad(lambda c: c.update(jax_enable_x64="yes")), ["jax_enable_x64", "expected true/false"]),
-    ("bad_activation", _bad(lambda c: c["targets"].append({"model": "small", "data": "small", "overrides": {"model": {"activation": "swish"}}})), ["targets[1].model.activation", "allowed values: tanh, relu, gelu"]),
-    ("dln_rank_too_big", _bad(lambda c: c["targets"].append({"model": "dln", "data": "small", "overrides": {"model": {"rank": 9}}})), ["targets[1].model.rank", "narrowest width 3"]),
-    ("bad_override_section", _bad(lambda c: c["targets"][0].update(overrides={"sampler": {}})), ["targets[0].overrides.sampler", "allowed keys: model, data, training"]),
+    (
+        "bad_activation",
+        _bad(lambda c: c["targets"].append({"model": "small", "data": "small", "overrides": {"model": {"activation": "swish"}}})),
+        ["targets[1].model.activation", "allowed values: tanh, relu, gelu"],
+    ),
+    (
+        "dln_rank_too_big",
+        _bad(lambda c: c["targets"].append({"model": "dln", "data": "small", "overrides": {"model": {"rank": 9}}})),
+        ["targets[1].model.rank", "narrowest width 3"],
+    ),
+    (
+        "bad_override_section",
+        _bad(lambda c: c["targets"][0].update(overrides={"sampler": {}})),
+        ["targets[0].overrides.sampler", "allowed keys: model, data, training"],
+    ),
     ("duplicate_target", _bad(lambda c: c["targets"].append(dict(c["targets"][0]))), ["targets[1]", "duplicates targets[0]"]),
     ("duplicate_sampler", _bad(lambda c: c["samplers"].append(dict(c["samplers"][0]))), ["samplers[1]", "duplicates samplers[0]"]),
     ("no_samplers", _bad(lambda c: c.update(samplers=[])), ["samplers", "no samplers for this target"]),
     ("zero_timeout", _bad(lambda c: c.update(task_timeout=0)), ["task_timeout", "must be a positive duration"]),
-    ("data_n_one", _bad(lambda c: c["targets"].append({"model": "dln", "data": "small", "overrides": {"data": {"n": 1}}})), ["targets[1].data.n", "must be > 1"]),
+    (
+        "data_n_one",
+        _bad(lambda c: c["targets"].append({"model": "dln", "data": "small", "overrides": {"data": {"n": 1}}})),
+        ["targets[1].data.n", "must be > 1"],
+    ),
     ("meanfield_mixture", _bad(lambda c: c["samplers"].append({"name": "vi_meanfield", "overrides": {"M": 3}})), ["samplers[1].M", "family: lowrank"]),
 ]
 

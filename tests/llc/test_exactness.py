@@ -30,17 +30,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lambda_hat.llc import samplers
-
-from lambda_hat.llc import theory
-from lambda_hat.llc.config import DLN, HMC, MCLMC, SGLD, VI, Data, Training
-from lambda_hat.llc.estimator import summarize
-from lambda_hat.llc.traces import inference_data
-from lambda_hat.llc.posterior import Posterior, n_beta
 from lambda_hat.engine.runner import Context
 from lambda_hat.engine.tasks import call
-from lambda_hat.llc.targets import load_posterior, train_target
 from lambda_hat.engine.typed import plain
+from lambda_hat.llc import samplers, theory
+from lambda_hat.llc.config import DLN, HMC, MCLMC, SGLD, VI, Data, Training
+from lambda_hat.llc.estimator import summarize
+from lambda_hat.llc.posterior import Posterior, n_beta
+from lambda_hat.llc.targets import load_posterior, train_target
+from lambda_hat.llc.traces import inference_data
 
 jax.config.update("jax_enable_x64", True)
 

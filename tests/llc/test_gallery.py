@@ -33,7 +33,9 @@ def test_promote_gallery_in_headless_chromium(project):
     # the page works from a copy elsewhere
     copy = project / "copied-gallery"
     shutil.copytree(gallery, copy)
-    images, rows = in_chromium(copy / "index.html", IMAGES, "return document.querySelectorAll('table tr td:first-child').length", screenshot=project / "gallery.png")
+    images, rows = in_chromium(
+        copy / "index.html", IMAGES, "return document.querySelectorAll('table tr td:first-child').length", screenshot=project / "gallery.png"
+    )
     # comparison + 1 target plot (the quadratic has none) + trace/running/rank per run + hmc extras
     assert len(images) == 1 + 1 + 4 * 3 + 2, images
     assert all(complete and width > 0 for _, complete, width in images), images

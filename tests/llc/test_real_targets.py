@@ -85,10 +85,16 @@ def test_custom_target_matches_its_known_llc(project):
 @pytest.mark.parametrize(
     "target, fragment",
     [
-        ({"model": {"kind": "custom", "fn": "tests.no_such_module:build"}}, "targets[0].model.fn: 'tests.no_such_module:build' cannot be imported (ModuleNotFoundError"),
+        (
+            {"model": {"kind": "custom", "fn": "tests.no_such_module:build"}},
+            "targets[0].model.fn: 'tests.no_such_module:build' cannot be imported (ModuleNotFoundError",
+        ),
         ({"model": {"kind": "custom", "fn": "tests.custom_target:nope"}}, "cannot be imported (AttributeError"),
         ({"model": {"kind": "custom", "fn": "no colon"}}, "targets[0].model.fn: expected 'module:function'"),
-        ({"model": {"kind": "custom", "fn": "tests.custom_target:build", "dim": 2}, "data": "small"}, "targets[0].data: not used by model kind 'custom' (build() makes its data)"),
+        (
+            {"model": {"kind": "custom", "fn": "tests.custom_target:build", "dim": 2}, "data": "small"},
+            "targets[0].data: not used by model kind 'custom' (build() makes its data)",
+        ),
         ({"model": "dln", "data": "digits"}, "targets[0].data: digits is a classification data set for mlp models, not 'dln'"),
         ({"model": "small", "data": "digits", "teacher": "small"}, "targets[0].teacher: digits has its own labels"),
         ({"model": "small", "data": "digits", "overrides": {"data": {"n": 2000}}}, "targets[0].data.n: digits has 1437 training images, got n = 2000"),
@@ -116,15 +122,21 @@ def test_custom_build_missing_pieces_fails_its_task(project, tmp_path):
 def test_a_checkpoint_is_a_prefix_of_the_full_training(tmp_path):
     """The target trained for 40 steps took exactly the first 40 steps of the 100-step run (same
     batches, same updates): checkpoints lie on one training trajectory."""
-    from lambda_hat.llc.config import DLN, Data, Training
     from lambda_hat.engine.runner import Context
     from lambda_hat.engine.tasks import call
-    from lambda_hat.llc.targets import train_target
     from lambda_hat.engine.typed import plain
+    from lambda_hat.llc.config import DLN, Data, Training
+    from lambda_hat.llc.targets import train_target
 
     curves = {}
     for steps in (40, 100):
-        sem = {"model": plain(DLN(widths=(3, 2, 3), rank=2)), "data": plain(Data(n=200)), "training": plain(Training(steps=steps, batch_size=32, polish_steps=0)), "seed": 4, "x64": True}
+        sem = {
+            "model": plain(DLN(widths=(3, 2, 3), rank=2)),
+            "data": plain(Data(n=200)),
+            "training": plain(Training(steps=steps, batch_size=32, polish_steps=0)),
+            "seed": 4,
+            "x64": True,
+        }
         (tmp_path / str(steps)).mkdir()
         call(train_target, Context(sem, tmp_path / str(steps), []))
         curves[steps] = np.load(tmp_path / str(steps) / "target.npz")["train_curve"]

@@ -15,14 +15,14 @@ import numpy as np
 import pytest
 import yaml
 
+from lambda_hat.engine.runner import Context
+from lambda_hat.engine.tasks import call
+from lambda_hat.engine.typed import build, plain
 from lambda_hat.llc import theory
 from lambda_hat.llc.config import DLN, SAMPLER_KINDS, Data, Training
 from lambda_hat.llc.posterior import Posterior, n_beta
-from lambda_hat.engine.runner import Context
-from lambda_hat.engine.tasks import call
 from lambda_hat.llc.sampling import estimate
 from lambda_hat.llc.targets import load_posterior, train_target
-from lambda_hat.engine.typed import build, plain
 
 jax.config.update("jax_enable_x64", True)
 PRESETS = Path(__file__).resolve().parents[2] / "lambda_hat" / "llc" / "presets" / "sampler"
@@ -35,7 +35,13 @@ def preset(name, **over):
 
 def target(widths, n, x_dist="gauss_iso", noise=1.0, steps=500, polish=200):
     model = DLN(widths=tuple(widths), rank=min(widths))
-    sem = {"model": plain(model), "data": plain(Data(n=n, x_dist=x_dist, noise_scale=noise)), "training": plain(Training(steps=steps, lr=0.01, polish_steps=polish)), "seed": 0, "x64": True}
+    sem = {
+        "model": plain(model),
+        "data": plain(Data(n=n, x_dist=x_dist, noise_scale=noise)),
+        "training": plain(Training(steps=steps, lr=0.01, polish_steps=polish)),
+        "seed": 0,
+        "x64": True,
+    }
     wd = Path(tempfile.mkdtemp())
     call(train_target, Context(sem, wd, []))
     return load_posterior(wd, sem, 1.0, 1.0), sem["model"]

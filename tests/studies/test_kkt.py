@@ -44,6 +44,21 @@ def test_ci_profile_rnd10_all_variants(project):
     # seen: GNN median gap 0.18, MLP 0.29; predicting x = 0 has gap 1
     assert gnn["median_gap"] < mlp["median_gap"] and gnn["median_gap"] < gnn["zero_gap"] == pytest.approx(1.0)
     table = pd.read_csv(out / "comparison_table.csv")
-    seed_columns = ["problem_type", "problem_size", "model_variant", "architecture", "normalized", "use_jepa", "jepa_mode", "final_valid_loss", "best_valid_loss", "final_valid_primal", "final_valid_dual", "final_valid_stationarity", "final_valid_complementary", "runtime_seconds"]
+    seed_columns = [
+        "problem_type",
+        "problem_size",
+        "model_variant",
+        "architecture",
+        "normalized",
+        "use_jepa",
+        "jepa_mode",
+        "final_valid_loss",
+        "best_valid_loss",
+        "final_valid_primal",
+        "final_valid_dual",
+        "final_valid_stationarity",
+        "final_valid_complementary",
+        "runtime_seconds",
+    ]
     assert set(seed_columns) <= set(table.columns)
     assert (out / "plots/final_valid_loss_vs_size.png").exists()

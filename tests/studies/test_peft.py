@@ -9,10 +9,10 @@ pytest.importorskip("peft")
 import torch  # noqa: E402
 
 from conftest import cli, write_config  # noqa: E402
-from lambda_hat.studies.peft import study as ps  # noqa: E402
-from lambda_hat.studies.peft import rudiments  # noqa: E402
 from lambda_hat.engine.tasks import call  # noqa: E402
 from lambda_hat.engine.typed import build  # noqa: E402
+from lambda_hat.studies.peft import rudiments  # noqa: E402
+from lambda_hat.studies.peft import study as ps  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +22,10 @@ def pretrained(tmp_path_factory):
     (d / "data").mkdir()
     (d / "pre").mkdir()
     call(rudiments.generate, SimpleNamespace(config={"size": "tiny", "seed": 0}, workdir=d / "data"))
-    m = call(ps.pretrain, SimpleNamespace(config={"model": "ast", "data": "tiny/s0", "epochs": 6, "seed": 0}, workdir=d / "pre", deps=[d / "data"], log=lambda s: None))
+    m = call(
+        ps.pretrain,
+        SimpleNamespace(config={"model": "ast", "data": "tiny/s0", "epochs": 6, "seed": 0}, workdir=d / "pre", deps=[d / "data"], log=lambda s: None),
+    )
     assert m["proxy_accuracy"] > 0.5  # 5 tempo buckets: the proxy objective was learned
     return d
 
@@ -108,7 +111,14 @@ def test_report_keeps_the_original_names_and_sections(tmp_path):
     md = report.build(sweep, rows, out=tmp_path).read_text()
     for plot in ("accuracy_comparison.png", "efficiency_scatter.png", "training_time.png"):
         assert (tmp_path / "plots" / plot).stat().st_size > 1000 and f"(plots/{plot})" in md
-    for section in ("Top performers by test_accuracy (max)", "Most parameter-efficient", "Fastest", "Statistics by model", "Statistics by strategy", "Impact of augment"):
+    for section in (
+        "Top performers by test_accuracy (max)",
+        "Most parameter-efficient",
+        "Fastest",
+        "Statistics by model",
+        "Statistics by strategy",
+        "Impact of augment",
+    ):
         assert f"## {section}" in md, section
     top = md.split("## Top performers by test_accuracy")[1].split("##")[0]
     assert top.count("| htsat,lora,") == 2 and len([ln for ln in top.splitlines() if ln.startswith("| ") and "experiment_id" not in ln]) == 5

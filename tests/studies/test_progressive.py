@@ -82,7 +82,9 @@ def test_killed_stage_resumes_from_saved_epoch(project, tmp_path):
     one = {**SMALL, "stages": [{"name": "long", "buckets": [16], "batch": 16, "epochs": 60, "lr": 0.003}]}
     write_config(project / "config" / "progressive.yaml", one)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([*LH, "workflow", "progressive", "--local"], cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    proc = subprocess.Popen(
+        [*LH, "workflow", "progressive", "--local"], cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
+    )
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:  # kill once a few epochs are saved
         ckpts = list((project / "runs/stage").glob(".resume-*/checkpoint.pt")) if (project / "runs/stage").exists() else []

@@ -8,9 +8,9 @@ from jax.flatten_util import ravel_pytree
 
 from conftest import ROOT, cli, write_config
 from lambda_hat.engine.cards import load_card, slurm_time
+from lambda_hat.engine.typed import InputError, parse_duration
 from lambda_hat.llc.config import load_plan
 from lambda_hat.llc.models import network
-from lambda_hat.engine.typed import InputError, parse_duration
 from lambda_hat.workflows.llc import build_tasks
 
 # The experiments file of the original Lambda-Hat's sweep guide, as its users have it.
@@ -82,7 +82,10 @@ def test_aliases_resolve_to_one_field(tmp_path):
     """Each concept has one field: an alias and its canonical key give the same task IDs."""
 
     def doc(data_over, sampler_over):
-        return {"targets": [{"model": "small", "data": "small", "overrides": {"data": data_over}}], "samplers": [{"name": "vi_lowrank", "overrides": sampler_over}]}
+        return {
+            "targets": [{"model": "small", "data": "small", "overrides": {"data": data_over}}],
+            "samplers": [{"name": "vi_lowrank", "overrides": sampler_over}],
+        }
 
     a = write_config(tmp_path / "a.yaml", doc({"noise": "student_t", "n_data": 500}, {"components": 3, "rank": 4, "gamma": 0.5, "beta0": 2.0}))
     b = write_config(tmp_path / "b.yaml", doc({"noise_model": "student_t", "n": 500}, {"M": 3, "r": 4, "posterior": {"gamma": 0.5, "beta0": 2.0}}))
@@ -124,12 +127,28 @@ def test_teacher_presets(tmp_path):
         ({"model": "dln", "data": "small", "teacher": "small"}, {}, ["targets[0].teacher", "teacher presets apply to mlp models"]),
         ({"model": "quadratic", "teacher": "small"}, {}, ["targets[0].teacher", "not used by model kind 'quadratic'"]),
         ({"model": "small", "data": "small", "teacher": 3}, {}, ["targets[0].teacher", "expected a string"]),
-        ({"model": "small", "data": "small", "teacher": "small", "overrides": {"teacher": {"activation": "sigmoid"}}}, {}, ["targets[0].teacher.activation", "allowed values: tanh, relu, gelu"]),
+        (
+            {"model": "small", "data": "small", "teacher": "small", "overrides": {"teacher": {"activation": "sigmoid"}}},
+            {},
+            ["targets[0].teacher.activation", "allowed values: tanh, relu, gelu"],
+        ),
         ({"model": "small", "data": "small", "overrides": {"teacher": {"depth": 0}}}, {}, ["targets[0].teacher.depth", "must be > 0"]),
         ({"model": "small", "data": "small", "overrides": {"model": {"bias": "yes"}}}, {}, ["targets[0].model.bias", "expected true/false"]),
-        ({"model": "small", "data": "small", "overrides": {"model": {"activation": "sigmoid"}}}, {}, ["targets[0].model.activation", "allowed values: tanh, relu, gelu"]),
-        ({"model": "small", "data": "small", "overrides": {"data": {"noise_model": "cauchy"}}}, {}, ["targets[0].data.noise_model", "allowed values: gauss, student_t"]),
-        ({"model": "small", "data": "small", "overrides": {"data": {"noise": "gauss", "noise_model": "gauss"}}}, {}, ["targets[0].data.noise", "alias of noise_model, which is also given"]),
+        (
+            {"model": "small", "data": "small", "overrides": {"model": {"activation": "sigmoid"}}},
+            {},
+            ["targets[0].model.activation", "allowed values: tanh, relu, gelu"],
+        ),
+        (
+            {"model": "small", "data": "small", "overrides": {"data": {"noise_model": "cauchy"}}},
+            {},
+            ["targets[0].data.noise_model", "allowed values: gauss, student_t"],
+        ),
+        (
+            {"model": "small", "data": "small", "overrides": {"data": {"noise": "gauss", "noise_model": "gauss"}}},
+            {},
+            ["targets[0].data.noise", "alias of noise_model, which is also given"],
+        ),
         ({"model": "small", "data": "no_such"}, {}, ["targets[0].data", "unknown data preset", "gauss_aniso, gauss_iso, heavy_tail"]),
         ({"model": "quadratic"}, {"name": "vi", "overrides": {"M": 0}}, ["samplers[0].M", "must be > 0"]),
         ({"model": "quadratic"}, {"name": "vi", "overrides": {"r": 1.5}}, ["samplers[0].r", "expected an integer"]),
@@ -243,9 +262,9 @@ def test_one_duration_syntax(project):
 
 def test_kkt_variant_names_are_the_original_studys(project):
     pytest.importorskip("torch_geometric")
-    from lambda_hat.studies.kkt import study as kkt
     from lambda_hat.engine.sweep import load_sweep
     from lambda_hat.engine.typed import build
+    from lambda_hat.studies.kkt import study as kkt
 
     names = {f"{a}_{j}_{f}" for a in ("mlp", "gnn") for j in ("baseline", "jepa_ema", "jepa_simsiam") for f in ("norm", "unnorm")}
     assert set(kkt.VARIANTS) == names

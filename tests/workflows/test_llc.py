@@ -23,7 +23,25 @@ def test_run_rerun_force_status(project):
     assert "3 done, 0 reused, 0 failed" in r.stdout
     df = pd.read_parquet(project / "results" / "llc_runs.parquet")
     assert list(df["sampler"]) == ["sgld", "hmc"] and set(df["status"]) == {"done"}
-    for col in ("target_id", "run_id", "model", "data", "seed", "n", "d", "llc_mean", "llc_std", "llc_sem", "ess_bulk", "ess_tail", "r_hat", "fge", "walltime_sec", "sampler.step_size", "sampler.posterior.gamma"):
+    for col in (
+        "target_id",
+        "run_id",
+        "model",
+        "data",
+        "seed",
+        "n",
+        "d",
+        "llc_mean",
+        "llc_std",
+        "llc_sem",
+        "ess_bulk",
+        "ess_tail",
+        "r_hat",
+        "fge",
+        "walltime_sec",
+        "sampler.step_size",
+        "sampler.posterior.gamma",
+    ):
         assert col in df.columns, col
     assert (df["d"] == 4).all() and (df["llc_true"] == 2.0).all()
     assert (df["llc_mean"] - 2.0).abs().max() < 0.5  # short chains; exactness is tested elsewhere
@@ -37,7 +55,9 @@ def test_run_rerun_force_status(project):
     attrs = idata.posterior.attrs
     assert json.loads(attrs["config"])["sampler"]["kind"] == "hmc" and attrs["target_id"] == df["target_id"][1]
     summary = az.summary(idata, var_names=["llc"])
-    assert summary.loc["llc", "mean"] == pytest.approx(df["llc_mean"][1], abs=1e-3) and summary.loc["llc", "ess_bulk"] == pytest.approx(df["ess_bulk"][1], abs=1)
+    assert summary.loc["llc", "mean"] == pytest.approx(df["llc_mean"][1], abs=1e-3) and summary.loc["llc", "ess_bulk"] == pytest.approx(
+        df["ess_bulk"][1], abs=1
+    )
     az.plot_trace(idata, var_names=["llc"])
     az.plot_energy(idata)
     sgld = az.from_netcdf(run_dir / "trace.nc")
@@ -152,6 +172,7 @@ def test_ctrl_c_exits_130_and_leaves_no_task_process(project):
     proc = subprocess.Popen([*term, *LH, "workflow", "llc", "--local"], cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     me = psutil.Process(proc.pid)
     tasks = []
+
     def task_processes():
         found = []
         for p in me.children(recursive=True):

@@ -35,7 +35,13 @@ def names(path):
 
 
 def test_expansion_order_dedup_and_full_config(project):
-    doc = {**TOY, "replicates": None, "defaults": {"lr": 0.02}, "grid": [{"lr": [0.01, 0.02]}, {"width": [2, 4]}], "combos": [{"name": "c", "lr": 0.05, "width": 8}]}
+    doc = {
+        **TOY,
+        "replicates": None,
+        "defaults": {"lr": 0.02},
+        "grid": [{"lr": [0.01, 0.02]}, {"width": [2, 4]}],
+        "combos": [{"name": "c", "lr": 0.05, "width": 8}],
+    }
     del doc["replicates"]
     p = sweep_file(project, doc)
     sw = load_sweep(p)
@@ -118,7 +124,15 @@ def test_run_report_numbers_match_json_and_failure_isolated(project):
     assert table["rank"].tolist()[:16] == list(range(1, 17)) and table.status.tolist()[16:] == ["failed", "failed"]
 
     md = (out / "summary_report.md").read_text()
-    for section in ("Top performers by score", "Fastest", "Most parameter-efficient", "Statistics by lr", "Statistics by width", "Effect of each factor", "Not finished"):
+    for section in (
+        "Top performers by score",
+        "Fastest",
+        "Most parameter-efficient",
+        "Statistics by lr",
+        "Statistics by width",
+        "Effect of each factor",
+        "Not finished",
+    ):
         assert f"## {section}" in md
     # per-factor statistics: lr = 0.03 has mean score 0.005 (seeds add 0 and 0.01) and is the best level
     lr_block = md.split("## Statistics by lr")[1].split("### score")[1].split("###")[0]
@@ -169,7 +183,7 @@ def test_budget_stops_submission(project):
     # two at a time (local card: 2 workers), in file order; the 1 s-long experiments stop fitting
     left = r.stdout.split("not started: ")[1].split(";")[0].split(", ")
     assert 2 <= len(left) <= 6, r.stdout
-    assert left == [f"lr={lr}" for lr in (0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.07, 0.08)][-len(left):]
+    assert left == [f"lr={lr}" for lr in (0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.07, 0.08)][-len(left) :]
     r = cli("workflow", "sweep", str(p), "--local", cwd=project)  # no budget: the rest runs
     assert f"{len(left)} done, {8 - len(left)} reused" in r.stdout, r.stdout
 
@@ -189,7 +203,9 @@ def test_kill_mid_sweep_then_resume_runs_only_unfinished_and_table_is_live(proje
     doc = {**TOY, "defaults": {"sleep": 1.5}, "grid": {"lr": [0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.07, 0.08]}, "combos": [], "replicates": 1}
     p = sweep_file(project, doc)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([*LH, "workflow", "sweep", str(p), "--local"], cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    proc = subprocess.Popen(
+        [*LH, "workflow", "sweep", str(p), "--local"], cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
+    )
     table = project / "results/sweeps/toy/results.csv"
     deadline = time.time() + 60
     while time.time() < deadline:  # the table shows finished experiments while the sweep runs

@@ -47,9 +47,6 @@ def starts(post, spec, key, chains: int):
 
 
 def get(kind: str):
-    from lambda_hat.llc.samplers import hmc
-    from lambda_hat.llc.samplers import mclmc
-    from lambda_hat.llc.samplers import sgld
-    from lambda_hat.llc.samplers import vi
+    from lambda_hat.llc.samplers import hmc, mclmc, sgld, vi
 
     return {"sgld": sgld.sample, "hmc": hmc.sample, "mclmc": mclmc.sample, "vi": vi.sample}[kind]

@@ -7,9 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lambda_hat.llc.samplers import Trace
-
-from lambda_hat.llc.samplers import starts
+from lambda_hat.llc.samplers import Trace, starts
 
 
 def sample(post, cfg, key, spec=None) -> Trace:
@@ -37,5 +35,10 @@ def sample(post, cfg, key, spec=None) -> Trace:
 
     loss, acc, div, energy, step_size = jax.jit(jax.vmap(chain))(jax.random.split(key, cfg.chains), starts(post, spec, key, cfg.chains))
     b = cfg.burnin
-    extras = {"acceptance_rate": np.asarray(acc)[:, b:], "divergent": np.asarray(div)[:, b:], "energy": np.asarray(energy)[:, b:], "step_size": np.asarray(step_size)}
+    extras = {
+        "acceptance_rate": np.asarray(acc)[:, b:],
+        "divergent": np.asarray(div)[:, b:],
+        "energy": np.asarray(energy)[:, b:],
+        "step_size": np.asarray(step_size),
+    }
     return Trace(np.asarray(loss)[:, b:], float((cfg.warmup + total) * L), float(L), extras)

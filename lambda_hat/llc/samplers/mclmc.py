@@ -8,9 +8,7 @@ import blackjax
 import jax
 import numpy as np
 
-from lambda_hat.llc.samplers import Trace
-
-from lambda_hat.llc.samplers import starts
+from lambda_hat.llc.samplers import Trace, starts
 
 TUNE_FRAC = 0.1  # BlackJAX's default fraction for each of its three tuning stages
 GRADS_PER_STEP = 2  # isokinetic McLachlan: two force evaluations per step (the third is reused)

@@ -20,9 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lambda_hat.llc import calibration
-from lambda_hat.llc.samplers import Trace
-from lambda_hat.llc.samplers import check_finite
-from lambda_hat.llc.samplers import starts
+from lambda_hat.llc.samplers import Trace, check_finite, starts
 
 CHUNKS = 10  # the scan runs in (at least) this many pieces so a divergence stops the run early
 # Each piece draws its noise and batch offsets in one vectorised call (per-step draws cost about

@@ -15,9 +15,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch_geometric.data import Data
 
-from lambda_hat.studies.kkt.lp import kkt_loss, kkt_terms
 from lambda_hat.engine.tasks import Task, task
 from lambda_hat.engine.typed import positive
+from lambda_hat.studies.kkt.lp import kkt_loss, kkt_terms
 
 ARCHS, JEPA, FEATS = ("mlp", "gnn"), ("baseline", "jepa_ema", "jepa_simsiam"), ("norm", "unnorm")
 VARIANTS = tuple(f"{a}_{j}_{f}" for a in ARCHS for j in JEPA for f in FEATS)

@@ -195,7 +195,9 @@ def finetune_model(model, data: dict, cfg: PeftConfig, log=print) -> tuple[objec
         epoch_times.append(time.time() - t0)
         val = evaluate(model, data["val_x"], data["val_y"])
         log(f"epoch {epoch}: train loss {train_loss:.4f}, val acc {val['accuracy']:.3f}")
-        history.append({"epoch": epoch, "train_loss": train_loss, "valid_loss": val["loss"], "valid_accuracy": val["accuracy"], "valid_macro_f1": val["macro_f1"]})
+        history.append(
+            {"epoch": epoch, "train_loss": train_loss, "valid_loss": val["loss"], "valid_accuracy": val["accuracy"], "valid_macro_f1": val["macro_f1"]}
+        )
         if best is None or val["accuracy"] > best["val"]["accuracy"]:
             best = {"epoch": epoch, "val": val, "train_loss": train_loss}
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}

@@ -202,7 +202,10 @@ def train_stage(ctx, cfg: StageRun) -> dict:
             opt.step()
         if ckpt:
             ckpt.parent.mkdir(parents=True, exist_ok=True)
-            _save({"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch, "generator": gen.get_state(), "torch_rng": torch.get_rng_state()}, ckpt)
+            _save(
+                {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch, "generator": gen.get_state(), "torch_rng": torch.get_rng_state()},
+                ckpt,
+            )
         ctx.log(f"epoch {epoch}: loss {float(value.detach()):.4f}")
 
     torch.save(model.state_dict(), ctx.workdir / "model.pt")

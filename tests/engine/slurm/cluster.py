@@ -102,7 +102,11 @@ def start(d: Path) -> dict:
     pids["slurmd"] = _daemon(["slurmd", "-D", "-N", "localhost", "-f", conf], d / "slurmd.out", env)
     (d / "pids.json").write_text(json.dumps(pids))
     try:
-        _wait(lambda: subprocess.run(["sinfo", "-h", "-n", "localhost", "-o", "%t"], capture_output=True, text=True, env=env).stdout.strip() == "idle", 60, "node idle")
+        _wait(
+            lambda: subprocess.run(["sinfo", "-h", "-n", "localhost", "-o", "%t"], capture_output=True, text=True, env=env).stdout.strip() == "idle",
+            60,
+            "node idle",
+        )
     except Unavailable:
         stop(d)
         raise
