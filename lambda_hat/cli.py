@@ -246,6 +246,7 @@ def status(workflow_file, store_root):
     """Show what is done, failed, running or incomplete: every task of WORKFLOW_FILE (an
     experiments, sweep or stages file) with its state, or without it, the whole store."""
     from .engine.store import Store
+    from .engine.tasks import Status
 
     if workflow_file is not None:
         from .engine import workflow as engine
@@ -265,10 +266,10 @@ def status(workflow_file, store_root):
         st = m.get("status", "incomplete")
         counts.setdefault(kind, {}).setdefault(st, 0)
         counts[kind][st] += 1
-        if st not in ("done",):
+        if st != Status.DONE:
             problems.append(f"  {kind}/{tid} {st}: {m.get('label', '')}: {m.get('error')}")
     for p, tid in store.leftovers():
-        st = "running" if store.is_running(tid) else "incomplete"
+        st = Status.RUNNING if store.is_running(tid) else "incomplete"
         counts.setdefault(p.parent.name, {}).setdefault(st, 0)
         counts[p.parent.name][st] += 1
     if not counts:

@@ -66,8 +66,8 @@ METRIC_COLUMNS = (
 def apply_strict(table: list[dict]) -> None:
     """--strict: a run with warnings counts as failed (exit 1, listed in retry.yaml)."""
     for row in table:
-        if row["status"] == "done" and row["warnings"]:
-            row.update(status="failed", error=f"strict: {row['warning_details']}")
+        if row["status"] == Status.DONE and row["warnings"]:
+            row.update(status=Status.FAILED, error=f"strict: {row['warning_details']}")
 
 
 def rows(plan: Plan, store: Store, targets: dict, runs: dict, outcomes: dict | None = None) -> list[dict]:
@@ -81,9 +81,9 @@ def rows(plan: Plan, store: Store, targets: dict, runs: dict, outcomes: dict | N
         status, error = m.get("status", Status.MISSING), m.get("error")
         if not m and (outcomes or {}).get(rt.id):
             status, error = outcomes[rt.id].status, outcomes[rt.id].error
-        elif tm.get("status") not in (None, "done") and not m:
-            status, error = "skipped", f"target {r.target.label}: {tm.get('error')}"
-        metrics = read_json(store.dir(RUNS, rt.id) / "metrics.json") if status == "done" else {}
+        elif tm.get("status") not in (None, Status.DONE) and not m:
+            status, error = Status.SKIPPED, f"target {r.target.label}: {tm.get('error')}"
+        metrics = read_json(store.dir(RUNS, rt.id) / "metrics.json") if status == Status.DONE else {}
         tmetrics = read_json(store.dir(TARGETS, tt.id) / "metrics.json") or {}
         row = {
             "target_id": tt.id, "run_id": rt.id, "sampler": r.name, "sampler_kind": r.sampler.kind,
@@ -124,7 +124,7 @@ def check_retry(plan: Plan, runs: dict) -> None:
 def write_retry(plan: Plan, table: list[dict], runs: dict, results: Path) -> Path | None:
     """results/retry.yaml: the experiments format holding exactly the runs that did not finish."""
     path = results / "retry.yaml"
-    failed = {r.label for r, row in zip(plan.runs, table) if row["status"] != "done"}
+    failed = {r.label for r, row in zip(plan.runs, table) if row["status"] != Status.DONE}
     source = plan.config.retry_of.config if plan.config.retry_of else str(plan.path)
     entries = []
     for t in plan.targets:
@@ -159,7 +159,7 @@ def promote(store: Store, table: list[dict], targets: dict, runs: dict, results:
     tdiag, rdiag = diag_tasks(targets, runs, {})
     done = lambda d: {k: store.dir(DIAG, t.id) for k, t in d.items() if store.is_done(DIAG, t.id)}  # noqa: E731
     run_plots = done(rdiag)
-    missing = sum(row["status"] == "done" and row["run_id"] not in run_plots for row in table)
+    missing = sum(row["status"] == Status.DONE and row["run_id"] not in run_plots for row in table)
     return gallery.build(table, run_plots, done(tdiag), results / "gallery"), missing
 
 

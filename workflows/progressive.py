@@ -77,7 +77,7 @@ def select(cfg: Progressive, names: tuple[str, ...]) -> list[str]:
 
 def _state(store: Store, t: Task) -> str:
     if store.is_done(t.kind, t.id):
-        return "done"
+        return Status.DONE
     st = (store.manifest(t.kind, t.id) or {}).get("status", "to run")
     ckpt = store.resume_dir(t.kind, t.id) / "checkpoint.pt"
     if ckpt.exists():

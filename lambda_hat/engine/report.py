@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from lambda_hat.engine.store import tmp_path
+from lambda_hat.engine.tasks import Status
 
 TOP = 5
 
@@ -36,11 +37,11 @@ def _md(df: pd.DataFrame) -> str:
 
 def ranked(df: pd.DataFrame, rank_by) -> pd.DataFrame:
     """Done experiments best first by the first rank metric (ties by the next ones), then the rest."""
-    done = df[df.status == "done"]
+    done = df[df.status == Status.DONE]
     keys = [r.metric for r in rank_by if r.metric in done.columns]
     if keys:
         done = done.sort_values(keys, ascending=[r.goal == "min" for r in rank_by if r.metric in keys], na_position="last")
-    out = pd.concat([done, df[df.status != "done"]])
+    out = pd.concat([done, df[df.status != Status.DONE]])
     out.insert(0, "rank", [*range(1, len(done) + 1), *[None] * (len(out) - len(done))])
     return out
 
@@ -101,7 +102,7 @@ def _plots(df: pd.DataFrame, factors: list[str], rank_by, out: Path, line_plots,
     import matplotlib.pyplot as plt
 
     out.mkdir(parents=True, exist_ok=True)
-    done = df[df.status == "done"]
+    done = df[df.status == Status.DONE]
     metrics = [r.metric for r in rank_by if r.metric in done.columns]
     written = []
     if factors and metrics:
@@ -182,7 +183,7 @@ def build(sweep, rows: list[dict], out: Path | None = None, plots: bool = True, 
     rank_by = sweep.spec.rank_by
     df = ranked(pd.DataFrame(rows), rank_by).convert_dtypes()  # integers stay integers next to missing values
     _atomic(out / "comparison_table.csv", lambda p: df.to_csv(p, index=False))
-    done = df[df.status == "done"]
+    done = df[df.status == Status.DONE]
     params = sweep.spec.params_column
     names = {k: sweep.spec.plot_names.get(k, f"{k}.png") for k in ("metric_per_factor", "efficiency_scatter", "time")}
     plots = _plots(df, sweep.factors, rank_by, out / "plots", sweep.spec.line_plots, params, names) if plots else []
@@ -253,7 +254,7 @@ def build(sweep, rows: list[dict], out: Path | None = None, plots: bool = True, 
                 _md(paired),
                 "",
             ]
-    bad = df[df.status != "done"]
+    bad = df[df.status != Status.DONE]
     if len(bad):
         lines += ["## Not finished", "", _md(bad[["experiment_id", "status", "error"]]), ""]
     if plots:

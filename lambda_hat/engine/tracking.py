@@ -17,6 +17,7 @@ import os
 from pathlib import Path
 
 from lambda_hat.engine.store import Store, read_json
+from lambda_hat.engine.tasks import Status
 from lambda_hat.engine.typed import InputError
 
 BACKENDS = ("mlflow", "wandb")
@@ -76,7 +77,7 @@ def diagnose_dirs(store: Store) -> dict:
     """Target or run ID → the directory of its diagnose task (the llc workflow's plots)."""
     out = {}
     for kind, tid, m in store.entries():
-        if kind == "diag" and m.get("status") == "done":
+        if kind == "diag" and m.get("status") == Status.DONE:
             cfg = read_json(store.dir(kind, tid) / "config.json") or {}
             for key in ("run", "target"):
                 if key in cfg:
@@ -128,7 +129,7 @@ class MLflow:
             self.client.log_batch(rid, metrics=metrics[i : i + 1000])
         for p in rec["plots"]:
             self.client.log_artifact(rid, str(p), artifact_path="plots")
-        self.client.set_terminated(rid, "FINISHED" if rec["status"] == "done" else "FAILED")
+        self.client.set_terminated(rid, "FINISHED" if rec["status"] == Status.DONE else "FAILED")
         return True
 
 
@@ -158,7 +159,7 @@ class Wandb:
         if rec["plots"]:
             run.log({f"plots/{p.stem}": wb.Image(str(p)) for p in rec["plots"] if p.suffix == ".png"})
         run.summary.update({**rec["metrics"], TAG: rec["id"], "lambda_hat.status": rec["status"], "lambda_hat.code_version": rec["code_version"]})
-        run.finish(exit_code=0 if rec["status"] == "done" else 1)
+        run.finish(exit_code=0 if rec["status"] == Status.DONE else 1)
         return True
 
 
@@ -191,7 +192,7 @@ def log_tasks(store: Store, tasks, backends: list) -> int:
         if kind == "diag":
             continue
         rec = record(store, kind, tid, plots_of)
-        if rec is None or rec["status"] == "running":
+        if rec is None or rec["status"] == Status.RUNNING:
             continue
         for b in backends:
             new += b.log(rec)

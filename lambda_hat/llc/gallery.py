@@ -12,6 +12,7 @@ import shutil
 from pathlib import Path
 
 from lambda_hat.engine.store import read_json, tmp_path
+from lambda_hat.engine.tasks import Status
 from lambda_hat.llc import trajectory
 
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
@@ -27,7 +28,7 @@ def _num(v, fmt: str) -> str:
 
 
 def _cells(row: dict) -> list[str]:
-    ok = row["status"] == "done"
+    ok = row["status"] == Status.DONE
     return [
         row["sampler"],
         f"{row['llc_mean']:.4g} ± {row['llc_sem']:.2g}" if ok else "–",
@@ -67,7 +68,7 @@ def comparison_figure(rows: list[dict], path: Path) -> None:
     for ax, t in zip(axes[0], targets):
         sub = [r for r in rows if r["target"] == t]
         xs = range(len(sub))
-        ok = [r["status"] == "done" for r in sub]
+        ok = [r["status"] == Status.DONE for r in sub]
         ys = [r["llc_mean"] if k else float("nan") for r, k in zip(sub, ok)]
         es = [2 * r["llc_sem"] if k else 0 for r, k in zip(sub, ok)]
         ax.errorbar(xs, ys, yerr=es, fmt="o", capsize=4, label="λ̂ ± 2 SE")
@@ -114,7 +115,7 @@ def build(rows: list[dict], run_diag: dict, target_diag: dict, out: Path) -> Pat
             rels = _copy_plots(run_diag[r["run_id"]], tmp / "runs" / r["run_id"], tmp) if r["run_id"] in run_diag else []
             cells = _cells(r)
             link = f"<a href='#r-{r['run_id']}'>{len(rels)} plots</a>" if rels else "–"
-            cls = " class='failed'" if r["status"] != "done" else (" class='warned'" if r.get("warnings") else "")
+            cls = " class='failed'" if r["status"] != Status.DONE else (" class='warned'" if r.get("warnings") else "")
             page.append(
                 f"<tr{cls}>"
                 + "".join(f"<td class='l'>{html.escape(c)}</td>" if i in (0, 8, 9) else f"<td>{html.escape(c)}</td>" for i, c in enumerate(cells))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from lambda_hat.engine.tasks import Status
+
 COLUMNS = [
     "target", "target_id", "step", "sampler", "llc_mean", "llc_sem", "train_loss", "test_loss",
     "train_accuracy", "test_accuracy", "status", "warnings",
@@ -38,7 +40,7 @@ def plot(traj: list[dict], path: Path) -> None:
 
     fig, (ax, ax2) = plt.subplots(2, 1, figsize=(7, 6), sharex=True, gridspec_kw={"height_ratios": [2, 1]})
     for i, sampler in enumerate(dict.fromkeys(r["sampler"] for r in traj)):
-        pts = [r for r in traj if r["sampler"] == sampler and r["status"] == "done"]
+        pts = [r for r in traj if r["sampler"] == sampler and r["status"] == Status.DONE]
         if not pts:
             continue
         x = np.array([r["step"] for r in pts], float)

@@ -85,7 +85,7 @@ def test_shell_command_sweep(project):
     p = write_config(project / "config" / "sweeps" / "shell.yaml", doc)
     r = cli("workflow", "sweep", str(p), "--local", cwd=project)
     assert r.returncode == 1, r.stdout + r.stderr
-    assert "failed: shell/bad: diverged at lr=0.5" in r.stdout, r.stdout
+    assert "failed: bad: diverged at lr=0.5" in r.stdout, r.stdout
     df = pd.read_parquet(project / "results/sweeps/shell/results.parquet")
     ok = df[df.status == "done"].set_index("lr")
     assert ok.loc[0.03, "score"] == 0.0 and ok.loc[0.01, "score"] == pytest.approx(-4.0) and ok.loc[0.01, "params"] == 20
