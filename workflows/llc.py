@@ -38,10 +38,12 @@ def build_tasks(plan: Plan, timeout: float | None) -> tuple[dict, dict]:
     env = {"JAX_ENABLE_X64": "1" if plan.config.jax_enable_x64 else "0"}
     timeout = timeout or plan.config.task_timeout
     targets = {t.label: Task(TARGETS, "lambda_hat.llc.targets:train_target", t.semantic(), f"target {t.label}", timeout=timeout, env=env) for t in plan.targets}
-    runs = {}
+    runs, sampler_cfg = {}, {}
     for r in plan.runs:
         tt = targets[r.target.label]
-        cfg = {"target": tt.id, "sampler": plain(r.sampler)}
+        if id(r.sampler) not in sampler_cfg:  # one sampler object is shared by the runs of all targets
+            sampler_cfg[id(r.sampler)] = plain(r.sampler)
+        cfg = {"target": tt.id, "sampler": sampler_cfg[id(r.sampler)]}
         runs[r.label] = Task(RUNS, "lambda_hat.llc.sampling:sample_run", cfg, r.label, deps=((TARGETS, tt.id),), timeout=timeout, env=env)
     return targets, runs
 
@@ -73,18 +75,28 @@ def apply_strict(table: list[dict]) -> None:
 def rows(plan: Plan, store: Store, targets: dict, runs: dict, outcomes: dict | None = None) -> list[dict]:
     """One row per run of the plan, from the store; `outcomes` of this invocation fill in runs
     that left nothing in the store (lost worker, skipped because their target failed)."""
-    out = []
+    out, of_target, flat = [], {}, {}
+
+    def target(tid: str) -> tuple[dict, dict]:  # a target's manifest and metrics, read once for all its runs
+        if tid not in of_target:
+            of_target[tid] = (store.manifest(TARGETS, tid) or {}, read_json(store.dir(TARGETS, tid) / "metrics.json") or {})
+        return of_target[tid]
+
+    def columns(prefix: str, obj) -> dict:  # a config section as columns, once per object
+        if id(obj) not in flat:
+            flat[id(obj)] = (obj, _flat(prefix, plain(obj)))
+        return flat[id(obj)][1]
+
     for r in plan.runs:
         tt, rt = targets[r.target.label], runs[r.label]
         m = store.manifest(RUNS, rt.id) or {}
-        tm = store.manifest(TARGETS, tt.id) or {}
+        tm, tmetrics = target(tt.id)
         status, error = m.get("status", Status.MISSING), m.get("error")
         if not m and (outcomes or {}).get(rt.id):
             status, error = outcomes[rt.id].status, outcomes[rt.id].error
         elif tm.get("status") not in (None, Status.DONE) and not m:
             status, error = Status.SKIPPED, f"target {r.target.label}: {tm.get('error')}"
         metrics = read_json(store.dir(RUNS, rt.id) / "metrics.json") if status == Status.DONE else {}
-        tmetrics = read_json(store.dir(TARGETS, tt.id) / "metrics.json") or {}
         row = {
             "target_id": tt.id, "run_id": rt.id, "sampler": r.name, "sampler_kind": r.sampler.kind,
             "target": r.target.label, "model": model_name(r.target.entry.model), "data": r.target.entry.data, "seed": r.target.seed,
@@ -98,10 +110,8 @@ def rows(plan: Plan, store: Store, targets: dict, runs: dict, outcomes: dict | N
         found = (metrics or {}).get("warnings") or []
         row["warnings"] = ",".join(dict.fromkeys(w["code"] for w in found)) or None
         row["warning_details"] = " | ".join(f"{w['code']}: {w['message']}" for w in found) or None
-        row.update(_flat("model.", plain(r.target.model)))
-        row.update(_flat("data.", plain(r.target.data)))
-        row.update(_flat("training.", plain(r.target.training)))
-        row.update(_flat("sampler.", plain(r.sampler)))
+        for prefix, section in (("model.", r.target.model), ("data.", r.target.data), ("training.", r.target.training), ("sampler.", r.sampler)):
+            row.update(columns(prefix, section))
         out.append(row)
     return out
 
@@ -126,9 +136,12 @@ def write_retry(plan: Plan, table: list[dict], runs: dict, results: Path) -> Pat
     path = results / "retry.yaml"
     failed = {r.label for r, row in zip(plan.runs, table) if row["status"] != Status.DONE}
     source = plan.config.retry_of.config if plan.config.retry_of else str(plan.path)
-    entries = []
+    entries, failed_of = [], {}
+    for r in plan.runs:
+        if r.label in failed:
+            failed_of.setdefault(r.target.label, []).append(r)
     for t in plan.targets:
-        samplers = [{k: v for k, v in plain(r.entry).items() if v is not None} for r in plan.runs if r.target is t and r.label in failed]
+        samplers = [{k: v for k, v in plain(r.entry).items() if v is not None} for r in failed_of.get(t.label, ())]
         if samplers:
             entry = {k: v for k, v in plain(t.entry).items() if v is not None and v != {} and k != "checkpoints"}
             if t.trajectory and t.label != t.trajectory:  # a checkpoint: its training, stopped there
@@ -198,10 +211,12 @@ class LLC(Workflow):
             env = next(iter(targets.values())).env
             tdiag, rdiag = diag_tasks(targets, runs, env)
             extra = [*tdiag.values(), *rdiag.values()]
+        of_target: dict[str, list[Task]] = {}
+        for r in plan.runs:
+            of_target.setdefault(r.target.label, []).append(runs[r.label])
         ordered = []
         for t in plan.targets:  # each target, then its runs: the dry run reads as a tree
-            ordered.append(targets[t.label])
-            ordered += [runs[r.label] for r in plan.runs if r.target is t]
+            ordered += [targets[t.label], *of_target.get(t.label, ())]
         return ordered + extra
 
     def header(self, plan: Plan, store: Store, tasks: list[Task]) -> str:

@@ -16,6 +16,7 @@ import functools
 import json
 import os
 import platform
+import queue as _queue
 import shlex
 import shutil
 import signal
@@ -34,6 +35,7 @@ from lambda_hat.engine.store import Store, crashpoint, read_json, write_json
 from lambda_hat.engine.tasks import Outcome, Status, Task, TaskFailed, call, declared
 
 __all__ = ["Context", "Summary", "Task", "TaskFailed", "run_tasks"]
+SPEC_FIELDS = [f.name for f in dataclasses.fields(Task)]  # a task as the Parsl app gets it (asdict deep-copies: slow)
 
 
 @dataclass
@@ -195,11 +197,12 @@ def execute(spec: dict, root: str, *dep_outcomes: Outcome) -> Outcome:
             shutil.rmtree(resume, ignore_errors=True)
         spec = {**spec, "resume_dir": str(resume)}
         tmp = store.begin(kind, tid)
-        write_json(tmp / "config.json", spec["config"])
+        # one fsync per task, of the manifest that marks it finished: the files before it need none
+        write_json(tmp / "config.json", spec["config"], sync=False)
         t0 = time.time()
         manifest = {**base, "status": Status.RUNNING, "started": t0, "code_version": spec["version"], "key": spec["key"], **_where(), "versions": _versions()}
         if spec["isolate"]:
-            write_json(tmp / "task.json", spec)
+            write_json(tmp / "task.json", spec, sync=False)
             status, metrics, error = _run_child(spec, tmp, store.root)
             if _stopping.is_set():  # interrupted, not failed: leave it for the next run
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -213,11 +216,12 @@ def execute(spec: dict, root: str, *dep_outcomes: Outcome) -> Outcome:
                 (tmp / "traceback.txt").write_text(tb)
         manifest.update(status=status, finished=time.time(), walltime_sec=time.time() - t0, error=error)
         if metrics:
-            write_json(tmp / "metrics.json", metrics)
+            write_json(tmp / "metrics.json", metrics, sync=False)
         write_json(tmp / "manifest.json", manifest)  # last: its presence marks the directory finished
         store.commit(tmp, kind, tid)
         if status == Status.DONE:
-            shutil.rmtree(resume, ignore_errors=True)
+            if resume.exists():
+                shutil.rmtree(resume, ignore_errors=True)
             store.note_version(spec["key"], spec["version"])
     return Outcome(**base, status=status, error=error, walltime_sec=manifest["walltime_sec"])
 
@@ -244,9 +248,9 @@ def _child_main(workdir: str) -> None:
     except BaseException as e:
         msg, tb = _error(e)
         print(tb, file=sys.stderr)
-        write_json(wd / "error.json", {"error": msg, "traceback": tb})
+        write_json(wd / "error.json", {"error": msg, "traceback": tb}, sync=False)
         sys.exit(1)
-    write_json(wd / "metrics.json", metrics)
+    write_json(wd / "metrics.json", metrics, sync=False)
 
 
 # ---------------------------------------------------------------- running a DAG
@@ -306,6 +310,8 @@ def run_tasks(
         futures: dict[cf.Future, Task] = {}
         by_id: dict[str, cf.Future] = {}
         queue = collections.deque(pending)
+        finished: _queue.SimpleQueue[cf.Future] = _queue.SimpleQueue()  # O(1) per completion, unlike cf.wait over all
+        cwd = os.getcwd()
 
         def submit_more() -> None:
             while queue and len(futures) < window:
@@ -316,27 +322,30 @@ def run_tasks(
                     queue.clear()
                     return
                 t = queue.popleft()
-                spec = {**dataclasses.asdict(t), "force": force, "cwd": os.getcwd(), "dep_dirs": [str(store.dir(k, i).resolve()) for k, i in t.deps]}
+                spec = {**{f: getattr(t, f) for f in SPEC_FIELDS}, "force": force, "cwd": cwd, "dep_dirs": [str(store.dir(k, i).resolve()) for k, i in t.deps]}
                 dep_futs = [by_id[i] for _, i in t.deps if i in by_id]
                 fut = apps[t.executor](spec, str(store.root), *dep_futs)
                 futures[fut], by_id[t.id] = t, fut
+                fut.add_done_callback(finished.put)
 
         submit_more()
         crashpoint("submitted")
         while futures:
-            finished, _ = cf.wait(futures, return_when=cf.FIRST_COMPLETED)
-            for fut in finished:
-                t = futures.pop(fut)
-                try:
-                    out = fut.result()
-                except Exception as e:  # lost worker, dependency failure inside Parsl, …
-                    out = Outcome(t.id, t.label, t.kind, Status.FAILED, f"{type(e).__name__}: {e}")
-                    failed_dep = next((outcomes[i] for _, i in t.deps if i in outcomes and not outcomes[i].status.ok), None)
-                    if failed_dep:
-                        out = Outcome(t.id, t.label, t.kind, Status.SKIPPED, failed_dep.root_cause(), failed_dep.root_cause())
-                longest = max(longest, out.walltime_sec or 0.0)
-                record(out)
-                progress.update(out)
+            try:
+                fut = finished.get(timeout=0.5)  # a timeout keeps Ctrl-C responsive
+            except _queue.Empty:
+                continue
+            t = futures.pop(fut)
+            try:
+                out = fut.result()
+            except Exception as e:  # lost worker, dependency failure inside Parsl, …
+                out = Outcome(t.id, t.label, t.kind, Status.FAILED, f"{type(e).__name__}: {e}")
+                failed_dep = next((outcomes[i] for _, i in t.deps if i in outcomes and not outcomes[i].status.ok), None)
+                if failed_dep:
+                    out = Outcome(t.id, t.label, t.kind, Status.SKIPPED, failed_dep.root_cause(), failed_dep.root_cause())
+            longest = max(longest, out.walltime_sec or 0.0)
+            record(out)
+            progress.update(out)
             submit_more()
     except KeyboardInterrupt:
         kill_children()

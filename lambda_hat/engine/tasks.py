@@ -123,6 +123,8 @@ class Task:
     def __post_init__(self):
         if not self.version:
             self.version = version_of(self.fn, self.config) if not self.command else "1"
-        what = {"schema": SCHEMA_VERSION, "kind": self.kind, "fn": self.command or self.fn, "config": self.config, "deps": [i for _, i in self.deps]}
-        self.key = self.key or digest(what)
-        self.id = self.id or digest({**what, "version": self.version})
+        if not self.key:
+            self.key = digest(
+                {"schema": SCHEMA_VERSION, "kind": self.kind, "fn": self.command or self.fn, "config": self.config, "deps": [i for _, i in self.deps]}
+            )
+        self.id = self.id or digest([self.key, self.version])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import re
 import types
 import typing
@@ -17,7 +18,7 @@ class InputError(Exception):
     """Bad user input (config, card, CLI value): reported in one line, exit code 2."""
 
 
-class Loader(yaml.SafeLoader):
+class Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # libyaml's parser where installed
     """YAML 1.1 reads 1e-6 (no dot) as a string; read it as a number, as YAML 1.2 and
     OmegaConf (the original Lambda-Hat's configs) do."""
 
@@ -281,6 +282,12 @@ def _convert(tp, value, where: str, key: str, meta: dict):
     return value
 
 
+@functools.cache
+def _fields(cls) -> tuple[dict, dict]:
+    """A dataclass's resolved type hints and init fields (resolving hints is slow: once per class)."""
+    return typing.get_type_hints(cls), {f.name: f for f in dataclasses.fields(cls) if f.init}
+
+
 def build(cls, data, where: str, key: str = ""):
     """Validate `data` against dataclass `cls`: unknown keys, missing keys, types and bounds."""
     if data is None:
@@ -288,8 +295,7 @@ def build(cls, data, where: str, key: str = ""):
     if not isinstance(data, dict):
         fail(where, key, f"expected a mapping, got {data!r}")
     data = canonical(cls, data, where, key)
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    hints, fields = _fields(cls)
     for k in data:
         if k not in fields:
             fail(where, _join(key, str(k)), f"unknown key; allowed keys: {', '.join(fields)}")

@@ -76,12 +76,16 @@ class Workflow:
         import yaml
 
         df = pd.DataFrame(table)
-        for col in df.columns:  # lists (widths, chain values) → text, so every column has one type
-            if df[col].map(lambda v: isinstance(v, (list, tuple))).any():
-                df[col] = df[col].map(lambda v: yaml.safe_dump(list(v), default_flow_style=True).strip() if isinstance(v, (list, tuple)) else v)
-            kinds = {type(v) for v in df[col] if v is not None and v == v}
-            if str in kinds and len(kinds) > 1:  # e.g. step_size: auto beside numbers
-                df[col] = df[col].map(lambda v: None if v is None or v != v else str(v))
+        for col in df.columns:
+            if df[col].dtype != object:
+                continue
+            values = df[col].tolist()
+            if any(isinstance(v, (list, tuple)) for v in values):  # lists (widths, chain values) → text
+                df[col] = [yaml.safe_dump(list(v), default_flow_style=True).strip() if isinstance(v, (list, tuple)) else v for v in values]
+                values = df[col].tolist()
+            kinds = {type(v) for v in values if v is not None and v == v}
+            if str in kinds and len(kinds) > 1:  # e.g. step_size: auto beside numbers: one type per column
+                df[col] = [None if v is None or v != v else str(v) for v in values]
         return df
 
     def finish(self, plan, store: Store, table: list[dict], summary: Summary, opts: Options) -> list[str]:

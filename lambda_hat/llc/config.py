@@ -339,11 +339,19 @@ def _preset_file(path: Path) -> dict:
     return data
 
 
-def load_preset(group: str, name: str, config_path: Path, where: str, key: str) -> dict:
-    for d in preset_dirs(group, config_path):
+@functools.cache
+def _find_preset(group: str, name: str, config_dir: Path, cwd: Path) -> Path | None:
+    for d in preset_dirs(group, config_dir / "x.yaml"):
         path = d / f"{name}.yaml"
         if path.is_file():
-            return copy.deepcopy(_preset_file(path.resolve()))
+            return path.resolve()
+    return None
+
+
+def load_preset(group: str, name: str, config_path: Path, where: str, key: str) -> dict:
+    path = _find_preset(group, name, Path(config_path).parent, Path.cwd())
+    if path is not None:
+        return copy.deepcopy(_preset_file(path))
     allowed = ", ".join(available_presets(group, config_path))
     fail(where, key, f"unknown {group} preset {name!r}; available: {allowed}")
 
@@ -508,22 +516,32 @@ def load_plan(path: Path, overrides: tuple[str, ...] = ()) -> Plan:
     labels = [t.label for t in targets]  # same presets, different overrides: number them
     targets = [replace(t, label=f"{t.label}#{i}") if labels.count(t.label) > 1 else t for i, t in enumerate(targets)]
     points = [checkpoints(t, path, f"targets[{i}]") or [t] for i, t in enumerate(targets)]
-    runs = []
+    runs, shared = [], None
     for i, (te, t) in enumerate(zip(cfg.targets, targets)):
-        entries, skey = (te.samplers, f"targets[{i}].samplers") if te.samplers is not None else (cfg.samplers, "samplers")
-        if not entries:
-            fail(str(path), skey, "no samplers for this target; list at least one (hmc, mclmc, sgld, vi, …)")
-        seen: dict[str, int] = {}
-        names = [se.name for se in entries]
-        for j, se in enumerate(entries):
-            s = resolve_sampler(se, path, f"{skey}[{j}]")
-            skey_ = repr(plain(s))
-            if skey_ in seen:
-                fail(str(path), f"{skey}[{j}]", f"duplicates {skey}[{seen[skey_]}] (same resolved config)")
-            seen[skey_] = j
-            name = se.name if names.count(se.name) == 1 else f"{se.name}#{j}"
+        if te.samplers is not None:
+            resolved = resolve_samplers(te.samplers, path, f"targets[{i}].samplers")
+        else:  # the top-level list: resolved once for all targets
+            resolved = shared = shared or resolve_samplers(cfg.samplers, path, "samplers")
+        for name, se, s in resolved:
             runs += [Run(f"{name}@{p.label}", name, se, s, p) for p in points[i]]
     return Plan(path, cfg, [p for ps in points for p in ps], runs)
+
+
+def resolve_samplers(entries, path: Path, skey: str) -> list[tuple[str, SamplerEntry, SGLD | HMC | MCLMC | VI]]:
+    """(run name, entry, sampler) per entry of a samplers list; two entries resolving to the same sampler are an error."""
+    if not entries:
+        fail(str(path), skey, "no samplers for this target; list at least one (hmc, mclmc, sgld, vi, …)")
+    seen: dict[str, int] = {}
+    names = [se.name for se in entries]
+    out = []
+    for j, se in enumerate(entries):
+        s = resolve_sampler(se, path, f"{skey}[{j}]")
+        key = repr(plain(s))
+        if key in seen:
+            fail(str(path), f"{skey}[{j}]", f"duplicates {skey}[{seen[key]}] (same resolved config)")
+        seen[key] = j
+        out.append((se.name if names.count(se.name) == 1 else f"{se.name}#{j}", se, s))
+    return out
 
 
 __all__ = ["InputError", "load_plan", "Plan", "Target", "Run"]
