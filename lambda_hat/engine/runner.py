@@ -4,7 +4,9 @@ A task (tasks.Task) is a declared function called as fn(ctx, cfg) -> dict of met
 command. By default it runs in a child process: the only way to enforce a timeout on C code
 (Parsl's walltime does not), to survive a crash in native code, and to fix JAX's precision per
 process instead of toggling it globally. A shell task's command is that child process: its
-output goes to the task's log, it writes metrics.json into its directory ({outdir}).
+output goes to the task's log, it writes metrics.json into its directory ({outdir}). (Parsl's
+bash_app would run it too, but leaves a command past its walltime running and knows no process
+group: here a timeout or Ctrl-C kills the command and everything it started.)
 """
 
 from __future__ import annotations
