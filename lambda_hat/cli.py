@@ -46,56 +46,74 @@ def _overrides(args) -> tuple[str, ...]:
     return tuple(args)
 
 
-def common(noun: str, timeout_help: str, config: tuple[str, str] | None = None):
-    """The options every workflow command takes (one place): --config (or a file argument),
-    --local/--parsl-card/--set, --dry-run, --force, --timeout, --track."""
-
-    def wrap(fn):
-        opts = [
-            click.option("--local", is_flag=True, help="Run on this machine with parsl_cards/local.yaml (the default)."),
-            click.option("--parsl-card", metavar="CARD", help=CARD_HELP),
-            click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a card field, e.g. --set provider.partition=debug (repeatable)."),
-            click.option(
-                "--dry-run", is_flag=True, help="List every task with its state and why it would run (new, failed, forced, code changed); run nothing."
-            ),
-            click.option("--force", is_flag=True, help=f"Recompute the {noun} even if their results are in the store."),
-            click.option("--timeout", metavar="DURATION", help=TIMEOUT_HELP.format(noun.rstrip("s"), timeout_help)),
-            click.option("--track", multiple=True, metavar="mlflow|wandb", help=TRACK_HELP),
-        ]
-        if config:  # (default file, help)
-            opts.insert(0, click.option("--config", "config", type=click.Path(path_type=Path), default=Path(config[0]), show_default=True, help=config[1]))
-        for o in reversed(opts):
-            fn = o(fn)
-        return fn
-
-    return wrap
-
-
 def _workflow(name: str):
     import importlib
 
     return importlib.import_module(f"lambda_hat.workflows.{name}").WORKFLOW
 
 
-def _start(name: str, path: Path, local: bool, parsl_card, sets, noun: str, **kw) -> None:
-    """The shared frame of every workflow command: card, options, errors, Ctrl-C, exit code."""
-    from .engine.cards import load_card
-    from .engine.workflow import Options, run
+def _command(wf) -> click.Command:
+    """A workflow's command: the options every workflow takes (here, once), then its own (wf.cli())."""
 
-    if local and parsl_card:
-        _fail(InputError("--local and --parsl-card exclude each other"))
-    opts = Options(
-        force=kw.pop("force"), dry_run=kw.pop("dry_run"), timeout=_duration(kw.pop("timeout"), "--timeout"), budget=_duration(kw.pop("budget", None), "--budget"),
-        overrides=_overrides(kw.pop("overrides")), track=_track(kw.pop("track")), extra=kw,
-    )  # fmt: skip
-    try:
-        code = run(_workflow(name), path, load_card(parsl_card, tuple(sets)), opts)
-    except InputError as e:
-        _fail(e)
-    except KeyboardInterrupt:
-        click.echo(f"\ninterrupted: running {noun} were killed; rerun to resume", err=True)
-        sys.exit(130)
-    sys.exit(code)
+    def callback(local, parsl_card, sets, **kw):
+        from .engine.cards import load_card
+        from .engine.workflow import Options, run
+
+        if local and parsl_card:
+            _fail(InputError("--local and --parsl-card exclude each other"))
+        path = kw.pop("config", None) or kw.pop("file", None)
+        common = {k: kw.pop(k) for k in ("force", "dry_run", "timeout", "track")}
+        try:
+            overrides, extra = wf.parse(kw)
+            card = load_card(parsl_card, tuple(sets))
+            listing = wf.preview(path, card, overrides, extra)
+            if listing is not None:  # e.g. progressive --list: a look at the file, nothing run
+                click.echo(listing)
+                return
+            opts = Options(
+                force=common["force"], dry_run=common["dry_run"], timeout=_duration(common["timeout"], "--timeout"),
+                budget=_duration(extra.pop("budget", None), "--budget"), overrides=_overrides(overrides), track=_track(common["track"]), extra=extra,
+            )  # fmt: skip
+            code = run(wf, path, card, opts)
+        except InputError as e:
+            _fail(e)
+        except KeyboardInterrupt:
+            click.echo(f"\ninterrupted: running {wf.noun} were killed; rerun to resume", err=True)
+            sys.exit(130)
+        sys.exit(code)
+
+    noun = wf.noun
+    params = [
+        click.option("--local", is_flag=True, help="Run on this machine with parsl_cards/local.yaml (the default)."),
+        click.option("--parsl-card", metavar="CARD", help=CARD_HELP),
+        click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a card field, e.g. --set provider.partition=debug (repeatable)."),
+        click.option("--dry-run", is_flag=True, help="List every task with its state and why it would run (new, failed, forced, code changed); run nothing."),
+        click.option("--force", is_flag=True, help=f"Recompute the {noun} even if their results are in the store."),
+        click.option("--timeout", metavar="DURATION", help=TIMEOUT_HELP.format(noun.split()[0].rstrip("s"), wf.timeout_help)),
+        click.option("--track", multiple=True, metavar="mlflow|wandb", help=TRACK_HELP),
+        *wf.cli(),
+    ]
+    if wf.config_file:
+        params.insert(0, click.option("--config", type=click.Path(path_type=Path), default=Path(wf.config_file), show_default=True, help=wf.config_help))
+    else:
+        params.insert(0, click.argument("file", metavar=wf.config_help, type=click.Path(path_type=Path)))
+    for decorate in reversed(params):
+        callback = decorate(callback)
+    return click.command(wf.name, help=type(wf).__doc__)(callback)
+
+
+class _Workflows(click.Group):
+    """The modules of lambda_hat.workflows (the project's workflows/ folder), each a command."""
+
+    def list_commands(self, ctx) -> list[str]:
+        import pkgutil
+
+        import lambda_hat.workflows as w
+
+        return sorted(m.name for m in pkgutil.iter_modules(w.__path__) if not m.name.startswith("_"))
+
+    def get_command(self, ctx, name):
+        return _command(_workflow(name)) if name in self.list_commands(ctx) else None
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -108,83 +126,9 @@ def main():
     """
 
 
-@main.group()
+@main.group(cls=_Workflows)
 def workflow():
-    """Run a workflow (llc, sweep, progressive)."""
-
-
-@workflow.command()
-@common("tasks", "; overrides task_timeout", ("config/experiments.yaml", "Experiments file: targets × samplers, or a results/retry.yaml."))
-@click.option("--promote", is_flag=True, help="Also plot every target and run (cached tasks) and build results/gallery/index.html.")
-@click.option("--strict", is_flag=True, help="Treat runs with health-check warnings as failed (exit 1, listed in results/retry.yaml).")
-@click.argument("overrides", nargs=-1, metavar=OVERRIDES)
-def llc(config, local, parsl_card, sets, **kw):
-    """Estimate the LLC: train each target once, run every sampler on it.
-
-    KEY=VALUE arguments change the experiments file before it is validated (dotted keys, list
-    indices, YAML values), e.g. samplers.0.overrides.draws=100 targets.1.seed=3.
-    Writes results/llc_runs.parquet (and .csv) with one row per run, and results/retry.yaml
-    listing the runs that failed (rerun them with --config results/retry.yaml).
-    """
-    _start("llc", config, local, parsl_card, sets, "tasks", **kw)
-
-
-@workflow.command()
-@click.argument("sweep_file", type=click.Path(path_type=Path))
-@common("experiments", " (it is reported as timeout)")
-@click.option(
-    "--only",
-    multiple=True,
-    metavar="KEY=V1,V2",
-    help="Run only experiments whose KEY is one of the values (repeatable; all must hold; KEY name matches experiment names).",
-)
-@click.option("--budget", metavar="DURATION", help="Wall time for the whole sweep (90, 30m, 1h30m, HH:MM:SS): no experiment is started that would not fit.")
-@click.argument("overrides", nargs=-1, metavar=OVERRIDES)
-def sweep(sweep_file, local, parsl_card, sets, **kw):
-    """Run a grid of experiments from SWEEP_FILE (e.g. config/sweeps/blobs.yaml).
-
-    KEY=VALUE arguments change the sweep file before it is validated, e.g. defaults.lr=0.01.
-    Each experiment is a cached task (a task function, or a shell `command`); results/sweeps/<name>/
-    gets a JSON per experiment, a table (results.parquet/.csv) updated as experiments finish,
-    and the report (comparison_table.csv, plots/, summary_report.md).
-    """
-    kw["only"] = tuple(kw["only"])
-    _start("sweep", sweep_file, local, parsl_card, sets, "experiments", **kw)
-
-
-@workflow.command()
-@common("stages", "; overrides each stage's walltime", ("config/progressive.yaml", "Stages file."))
-@click.option("--list", "list_only", is_flag=True, help="Print the stages (buckets, batch sizes, estimated memory, status) and run nothing.")
-@click.option("--stages", "stages_flag", is_flag=True, help="Run only the stages named after the options (and the stages before them).")
-@click.argument("args", nargs=-1, metavar="[STAGE]... [KEY=VALUE]...")
-def progressive(config, local, parsl_card, sets, list_only, stages_flag, args, **kw):
-    """Train the dual-potential GNN in stages of growing assignment problems.
-
-    Each stage starts from the previous stage's checkpoint and saves a resumable checkpoint every
-    epoch: a killed or timed-out stage resumes from its last epoch on rerun. Writes
-    results/progressive.parquet and results/progressive.png. KEY=VALUE arguments change the
-    stages file before it is validated, e.g. stages.1.epochs=5.
-    Example: lambda-hat workflow progressive --stages b64 b128 --dry-run
-    """
-    stage_names = tuple(a for a in args if "=" not in a)
-    over = tuple(a for a in args if "=" in a)
-    if stage_names and not stages_flag:
-        _fail(InputError(f"unexpected argument {stage_names[0]!r}: name stages after --stages; overrides are KEY=VALUE"))
-    if stages_flag and not stage_names:
-        _fail(InputError("--stages needs at least one stage name, e.g. --stages b64 b128"))
-    if list_only:
-        from lambda_hat.workflows.progressive import list_stages
-
-        from .engine.cards import load_card
-
-        try:
-            if over:
-                click.echo(f"overrides: {' '.join(over)}")
-            click.echo(list_stages(config, load_card(parsl_card, tuple(sets)), over))
-        except InputError as e:
-            _fail(e)
-        return
-    _start("progressive", config, local, parsl_card, sets, "stages (their checkpoints stay)", overrides=over, stages=stage_names, **kw)
+    """Run a workflow (llc, sweep, progressive: one per module of workflows/)."""
 
 
 def _which(path: Path):
@@ -192,7 +136,7 @@ def _which(path: Path):
     from .engine.typed import load_yaml
 
     raw = load_yaml(path)
-    for name in ("llc", "sweep", "progressive"):
+    for name in _Workflows().list_commands(None):
         wf = _workflow(name)
         if isinstance(raw, dict) and any(k in raw for k in wf.file_keys):
             return wf

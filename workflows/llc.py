@@ -187,11 +187,27 @@ def rebuild_gallery(config: Path, results: Path = Path("results")) -> int:
 
 
 class LLC(Workflow):
-    """Train each target once, run every sampler on it; results/llc_runs.parquet, retry.yaml."""
+    """Estimate the LLC: train each target once, run every sampler on it.
+
+    KEY=VALUE arguments change the experiments file before it is validated (dotted keys, list
+    indices, YAML values), e.g. samplers.0.overrides.draws=100 targets.1.seed=3.
+    Writes results/llc_runs.parquet (and .csv) with one row per run, and results/retry.yaml
+    listing the runs that failed (rerun them with --config results/retry.yaml).
+    """
 
     name = "llc"
     file_keys = ("targets",)
+    config_file = "config/experiments.yaml"
+    config_help = "Experiments file: targets × samplers, or a results/retry.yaml."
+    timeout_help = "; overrides task_timeout"
     lists_failures = True
+
+    def cli(self) -> list:
+        return [
+            click.option("--promote", is_flag=True, help="Also plot every target and run (cached tasks) and build results/gallery/index.html."),
+            click.option("--strict", is_flag=True, help="Treat runs with health-check warnings as failed (exit 1, listed in results/retry.yaml)."),
+            *super().cli(),
+        ]
 
     def load(self, path: Path, overrides: tuple[str, ...]) -> Plan:
         return load_plan(path, overrides)

@@ -6,6 +6,8 @@ import os
 import re
 from pathlib import Path
 
+import click
+
 from lambda_hat.engine.runner import Summary
 from lambda_hat.engine.store import Store, read_json, tmp_path
 from lambda_hat.engine.tasks import Status, Task
@@ -149,10 +151,42 @@ def plot(table: list[dict], results: Path) -> Path | None:
 
 
 class ProgressiveWorkflow(Workflow):
-    """Train in stages, each from its parent's checkpoint; results/progressive.parquet and .png."""
+    """Train the dual-potential GNN in stages of growing assignment problems.
+
+    Each stage starts from the previous stage's checkpoint and saves a resumable checkpoint every
+    epoch: a killed or timed-out stage resumes from its last epoch on rerun. Writes
+    results/progressive.parquet and results/progressive.png. KEY=VALUE arguments change the
+    stages file before it is validated, e.g. stages.1.epochs=5.
+    Example: lambda-hat workflow progressive --stages b64 b128 --dry-run
+    """
 
     name = "progressive"
     file_keys = ("stages",)
+    config_file = "config/progressive.yaml"
+    config_help = "Stages file."
+    noun = "stages"
+    timeout_help = "; overrides each stage's walltime"
+
+    def cli(self) -> list:
+        return [
+            click.option("--list", "list_only", is_flag=True, help="Print the stages (buckets, batch sizes, estimated memory, status) and run nothing."),
+            click.option("--stages", "stages_flag", is_flag=True, help="Run only the stages named after the options (and the stages before them)."),
+            click.argument("args", nargs=-1, metavar="[STAGE]... [KEY=VALUE]..."),
+        ]
+
+    def parse(self, kw: dict) -> tuple[tuple[str, ...], dict]:
+        args = kw.pop("args")
+        names, overrides = tuple(a for a in args if "=" not in a), tuple(a for a in args if "=" in a)
+        if names and not kw["stages_flag"]:
+            raise InputError(f"unexpected argument {names[0]!r}: name stages after --stages; overrides are KEY=VALUE")
+        if kw.pop("stages_flag") and not names:
+            raise InputError("--stages needs at least one stage name, e.g. --stages b64 b128")
+        return overrides, {**kw, "stages": names}
+
+    def preview(self, path: Path, card, overrides: tuple[str, ...], extra: dict) -> str | None:
+        if not extra.get("list_only"):
+            return None
+        return "\n".join(([f"overrides: {' '.join(overrides)}"] if overrides else []) + [list_stages(path, card, overrides)])
 
     def load(self, path: Path, overrides: tuple[str, ...]) -> Progressive:
         self.path = path

@@ -71,11 +71,29 @@ def write_records(sweep: Sweep, recs: list[dict]) -> None:
 
 
 class SweepWorkflow(Workflow):
-    """A grid of experiments over one task or command: results/sweeps/<name>/ with a table,
-    a JSON per experiment and the report."""
+    """Run a grid of experiments from SWEEP_FILE (e.g. config/sweeps/blobs.yaml).
+
+    KEY=VALUE arguments change the sweep file before it is validated, e.g. defaults.lr=0.01.
+    Each experiment is a cached task (a task function, or a shell `command`); results/sweeps/<name>/
+    gets a JSON per experiment, a table (results.parquet/.csv) updated as experiments finish,
+    and the report (comparison_table.csv, plots/, summary_report.md).
+    """
 
     name = "sweep"
     file_keys = ("rank_by",)
+    config_help = "SWEEP_FILE"
+    noun = "experiments"
+    timeout_help = " (it is reported as timeout)"
+
+    def cli(self) -> list:
+        return [
+            click.option(
+                "--only", multiple=True, metavar="KEY=V1,V2",
+                help="Run only experiments whose KEY is one of the values (repeatable; all must hold; KEY name matches experiment names).",
+            ),
+            click.option("--budget", metavar="DURATION", help="Wall time for the whole sweep (90, 30m, 1h30m, HH:MM:SS): no experiment is started that would not fit."),
+            *super().cli(),
+        ]  # fmt: skip
 
     def load(self, path: Path, overrides: tuple[str, ...]) -> Sweep:
         return load_sweep(path, overrides)

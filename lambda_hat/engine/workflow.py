@@ -33,11 +33,28 @@ class Options:
 
 
 class Workflow:
-    """The protocol: a fourth workflow is a subclass of this plus its task functions."""
+    """The protocol: a fourth workflow is a module of workflows/ holding WORKFLOW, an instance of
+    a subclass of this, plus its task functions. Its class docstring is its command's help."""
 
     name: str  # the CLI command: lambda-hat workflow NAME
     file_keys: tuple[str, ...] = ()  # top-level keys that make a YAML file one of this workflow's
+    config_file: str | None = None  # the --config default; None: the file is the command's argument
+    config_help: str = ""  # --config's help, or the argument's metavar
+    noun: str = "tasks"  # what its tasks are called in help and messages
+    timeout_help: str = ""  # more for --timeout's help
     lists_failures = False  # finish() names every failed row itself: the engine does not repeat them
+
+    def cli(self) -> list:
+        """Click decorators of the command's own options and trailing arguments."""
+        return [click.argument("overrides", nargs=-1, metavar="[KEY=VALUE]...")]
+
+    def parse(self, kw: dict) -> tuple[tuple[str, ...], dict]:
+        """(KEY=VALUE overrides, Options.extra) from the values of cli()'s options."""
+        return tuple(kw.pop("overrides", ())), kw
+
+    def preview(self, path: Path, card, overrides: tuple[str, ...], extra: dict) -> str | None:
+        """Text to print instead of running (e.g. progressive --list); None: run."""
+        return None
 
     def load(self, path: Path, overrides: tuple[str, ...]) -> Any:
         """Read and validate the workflow's file (InputError on bad input)."""
