@@ -99,3 +99,15 @@ def test_shell_command_sweep(project):
     both = write_config(project / "config" / "sweeps" / "both.yaml", {**doc, "task": "tests.tasks:toy"})
     r = cli("workflow", "sweep", str(both), "--dry-run", cwd=project)
     assert r.returncode == 2 and "give a task (module:function) or a command" in r.stderr, r.stderr
+
+
+def test_workflow_commands_come_from_the_workflow_modules(project):
+    """Every module of workflows/ is a command with the common options; status FILE knows its workflow."""
+    r = cli("workflow", "--help", cwd=project)
+    assert r.returncode == 0 and all(f"  {name} " in r.stdout for name in ("llc", "progressive", "sweep")), r.stdout
+    for name in ("llc", "progressive", "sweep"):
+        r = cli("workflow", name, "--help", cwd=project)
+        assert r.returncode == 0 and all(o in r.stdout for o in ("--local", "--parsl-card", "--set", "--dry-run", "--force", "--timeout", "--track")), r.stdout
+    bad = write_config(project / "config" / "other.yaml", {"something": 1})
+    r = cli("status", str(bad), cwd=project)
+    assert r.returncode == 2 and "not a workflow file" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
