@@ -212,11 +212,8 @@ class LLC(Workflow):
     def load(self, path: Path, overrides: tuple[str, ...]) -> Plan:
         return load_plan(path, overrides)
 
-    def store_root(self, plan: Plan) -> Path:
-        return Path(plan.config.store_root)
-
-    def tracking(self, plan: Plan) -> list[str]:
-        return list(plan.config.tracking)
+    def settings(self, plan: Plan):
+        return plan.config
 
     def tasks(self, plan: Plan, opts: Options, card) -> list[Task]:
         targets, runs = build_tasks(plan, opts.timeout)

@@ -98,11 +98,8 @@ class SweepWorkflow(Workflow):
     def load(self, path: Path, overrides: tuple[str, ...]) -> Sweep:
         return load_sweep(path, overrides)
 
-    def store_root(self, sweep: Sweep) -> Path:
-        return Path(sweep.spec.store_root)
-
-    def tracking(self, sweep: Sweep) -> list[str]:
-        return list(sweep.spec.tracking)
+    def settings(self, sweep: Sweep):
+        return sweep.spec
 
     def tasks(self, sweep: Sweep, opts: Options, card) -> list[Task]:
         self.chosen = select(sweep, tuple(opts.extra.get("only", ())))

@@ -60,11 +60,15 @@ class Workflow:
         """Read and validate the workflow's file (InputError on bad input)."""
         raise NotImplementedError
 
+    def settings(self, plan):
+        """What holds the file's store_root and tracking: the loaded file itself, by default."""
+        return plan
+
     def store_root(self, plan) -> Path:
-        return Path(plan.store_root)
+        return Path(self.settings(plan).store_root)
 
     def tracking(self, plan) -> list[str]:
-        return list(getattr(plan, "tracking", ()))
+        return list(getattr(self.settings(plan), "tracking", ()))
 
     def cards(self, plan) -> dict:
         """More executors by label, for tasks that name one (tasks.Task.executor)."""
