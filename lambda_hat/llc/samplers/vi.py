@@ -111,24 +111,31 @@ class Flow:
             "b2": jnp.zeros((L, 2 * d), self.dtype),
         }
 
-    def _shift_scale(self, p, i, x):
-        m = self.masks[i]
-        out = jnp.tanh((x * m) @ p["W1"][i] + p["b1"][i]) @ p["W2"][i] + p["b2"][i]
+    def _layers(self, p):
+        """Each coupling's mask and weights, stacked: the couplings are one lax.scan, so the
+        program (and its compile time, which dominated a run) does not grow with `layers`."""
+        return self.masks, p["W1"], p["b1"], p["W2"], p["b2"]
+
+    def _shift_scale(self, layer, x):
+        m, W1, b1, W2, b2 = layer
+        out = jnp.tanh((x * m) @ W1 + b1) @ W2 + b2
         return 2.0 * jnp.tanh(out[: self.d]) * (1 - m), out[self.d :] * (1 - m)  # |log scale| ≤ 2
 
     def draw(self, p, k):
+        def forward(x, layer):
+            s, t = self._shift_scale(layer, x)
+            return x * jnp.exp(s) + t, None
+
         x = p["mu"] + jnp.exp(p["log_sd"]) * jax.random.normal(k, (self.d,), self.dtype)
-        for i in range(len(self.masks)):
-            s, t = self._shift_scale(p, i, x)
-            x = x * jnp.exp(s) + t
-        return x
+        return jax.lax.scan(forward, x, self._layers(p))[0]
 
     def log_q(self, p, x):
-        logdet = 0.0
-        for i in reversed(range(len(self.masks))):
-            s, t = self._shift_scale(p, i, x)
-            x = (x - t) * jnp.exp(-s)
-            logdet = logdet + jnp.sum(s)
+        def inverse(carry, layer):
+            x, logdet = carry
+            s, t = self._shift_scale(layer, x)
+            return ((x - t) * jnp.exp(-s), logdet + jnp.sum(s)), None
+
+        (x, logdet), _ = jax.lax.scan(inverse, (x, jnp.zeros((), self.dtype)), self._layers(p), reverse=True)
         return _log_diag_normal(x, p["mu"], p["log_sd"]) - logdet
 
     def neg_elbo(self, p, k, log_target, mc):
