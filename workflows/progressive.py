@@ -77,16 +77,20 @@ def select(cfg: Progressive, names: tuple[str, ...]) -> list[str]:
     return order[: max(order.index(n) for n in names) + 1]
 
 
+def _resumes(store: Store, t: Task) -> str:
+    """ ", resumes after epoch N" for a stage killed after saving a checkpoint, else ""."""
+    ckpt = store.resume_dir(t.kind, t.id) / "checkpoint.pt"
+    if not ckpt.exists():
+        return ""
+    import torch
+
+    return f", resumes after epoch {torch.load(ckpt, weights_only=False)['epoch']}"
+
+
 def _state(store: Store, t: Task) -> str:
     if store.is_done(t.kind, t.id):
         return Status.DONE
-    st = (store.manifest(t.kind, t.id) or {}).get("status", "to run")
-    ckpt = store.resume_dir(t.kind, t.id) / "checkpoint.pt"
-    if ckpt.exists():
-        import torch
-
-        st += f", resumes after epoch {torch.load(ckpt, weights_only=False)['epoch']}"
-    return st
+    return (store.manifest(t.kind, t.id) or {}).get("status", "to run") + _resumes(store, t)
 
 
 def listing(cfg: Progressive, store: Store, stages: dict[str, Task]) -> str:
@@ -203,14 +207,13 @@ class ProgressiveWorkflow(Workflow):
     def header(self, cfg: Progressive, store: Store, tasks: list[Task]) -> str:
         return f"{self.path}: {len(self.chosen)} of {len(cfg.stages)} stage(s), store {store.root}/"
 
-    def note(self, cfg: Progressive, task: Task, state: str) -> str:
+    def note(self, cfg: Progressive, store: Store, task: Task, state: str) -> str:
         if task.kind != STAGE or state == "done":
             return ""
         names = list(self.stages)
         i = [self.stages[n].id for n in names].index(task.id)
         start = f"starts from {names[i - 1]}'s checkpoint" if i else "starts from a random initialisation"
-        ckpt = store_resume(cfg, task)
-        return f"{start}{ckpt}"
+        return start + _resumes(store, task)
 
     def rows(self, cfg: Progressive, store: Store, outcomes: dict) -> list[dict]:
         return rows(cfg, store, self.stages, outcomes)
@@ -227,12 +230,6 @@ class ProgressiveWorkflow(Workflow):
                     f"  {r['stage']:<8} n={r['bucket']:<4} gap {r['gap']:.3f} (row-min {r['rowmin_gap']:.3f}, u=0 {r['zero_gap']:.3f}; start {r['start_gap']:.3f}, random init {r['random_init_gap']:.3f})"
                 )
         return lines
-
-
-def store_resume(cfg: Progressive, t: Task) -> str:
-    """Where a killed stage resumes: the epoch of its saved checkpoint."""
-    st = _state(Store(Path(cfg.store_root)), t)
-    return st.split("to run", 1)[1] if st.startswith("to run, resumes") else ""
 
 
 def list_stages(path: Path, card, overrides: tuple[str, ...]) -> str:

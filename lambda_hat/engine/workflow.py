@@ -81,7 +81,7 @@ class Workflow:
     def header(self, plan, store: Store, tasks: list[Task]) -> str:
         return f"{plan.path}: {len(tasks)} task(s), store {store.root}/"
 
-    def note(self, plan, task: Task, state: str) -> str:
+    def note(self, plan, store: Store, task: Task, state: str) -> str:
         """More about one task in the dry-run listing (e.g. which checkpoint a stage starts from)."""
         return ""
 
@@ -125,23 +125,23 @@ class Workflow:
 # ---------------------------------------------------------------- the lifecycle
 
 
-def state(store: Store, t: Task, force: bool) -> tuple[str, str]:
-    """(state, why it would run) of a planned task."""
+def state(store: Store, t: Task, force: bool) -> tuple[str, str, str]:
+    """(state, why it would run, more about why) of a planned task."""
     m = store.manifest(t.kind, t.id)
     if m and m.get("status") == Status.DONE and not force:
-        return "done", ""
+        return "done", "", ""
     if store.is_running(t.id):
-        return "running", "by another invocation"
+        return "running", "by another invocation", ""
     if force:
-        return "to run", "forced"
+        return "to run", "forced", ""
     if m:
-        return "to run", f"{m.get('status')} before: {m.get('error')}"
-    if (store.root / t.kind / f".resume-{t.id}").exists():
-        return "to run", "interrupted before"
+        return "to run", f"{m.get('status')} before", f": {m.get('error')}"
+    if store.resume_dir(t.kind, t.id).exists():
+        return "to run", "interrupted before", ""
     last = store.last_version(t.key)
     if last is not None and last != t.version:
-        return "to run", f"code changed (version {last} → {t.version})"
-    return "to run", "new"
+        return "to run", "code changed", f" (version {last} → {t.version})"
+    return "to run", "new", ""
 
 
 def listing(wf: Workflow, plan, store: Store, tasks: list[Task], force: bool) -> str:
@@ -149,13 +149,12 @@ def listing(wf: Workflow, plan, store: Store, tasks: list[Task], force: bool) ->
     why_counts: dict[str, int] = {}
     done = 0
     for t in tasks:
-        st, why = state(store, t, force)
+        st, why, more = state(store, t, force)
         done += st == "done"
         if why:
-            kind = why.split(" (")[0].split(":")[0]
-            why_counts[kind] = why_counts.get(kind, 0) + 1
-        note = wf.note(plan, t, st)
-        lines.append(f"  {t.label:<40} [{t.id}] {st}" + (f" ({why})" if why else "") + (f"; {note}" if note else ""))
+            why_counts[why] = why_counts.get(why, 0) + 1
+        note = wf.note(plan, store, t, st)
+        lines.append(f"  {t.label:<40} [{t.id}] {st}" + (f" ({why}{more})" if why else "") + (f"; {note}" if note else ""))
     reasons = ", ".join(f"{n} {k}" for k, n in why_counts.items())
     lines.append(f"{len(tasks) - done} task(s) to run" + (f" ({reasons})" if reasons else "") + f", {done} done")
     return "\n".join(lines)
