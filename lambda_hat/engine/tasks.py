@@ -78,9 +78,9 @@ def task(config: type, version: int | str | Callable[[dict], int | str] = 1, nee
 @functools.cache
 def declared(ref: str) -> tuple[Callable, Declared]:
     """The function a "module:function" reference names, and its declaration."""
-    from lambda_hat.engine.typed import InputError, current_ref, import_ref
+    from lambda_hat.engine.typed import InputError, import_ref
 
-    fn = import_ref(current_ref(ref), "<task>", "task")
+    fn = import_ref(ref, "<task>", "task")  # import_ref follows the studies' old module names
     if not isinstance(getattr(fn, "declared", None), Declared):
         raise InputError(f"{ref}: not a task function; declare it with @lambda_hat.engine.tasks.task(ConfigClass, version=N)")
     return fn, fn.declared

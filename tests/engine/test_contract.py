@@ -111,3 +111,16 @@ def test_workflow_commands_come_from_the_workflow_modules(project):
     bad = write_config(project / "config" / "other.yaml", {"something": 1})
     r = cli("status", str(bad), cwd=project)
     assert r.returncode == 2 and "not a workflow file" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_old_study_module_names_resolve_to_the_same_tasks(project):
+    """Sweep files written before the move (task: lambda_hat.blobs:train) plan the same task IDs."""
+    from lambda_hat.engine.sweep import load_sweep
+    from lambda_hat.workflows.sweep import tasks
+
+    doc = {"rank_by": [{"metric": "silhouette"}], "grid": {"lr": [0.01, 0.02]}}
+    ids = []
+    for ref in ("lambda_hat.blobs:train", "lambda_hat.studies.blobs.study:train"):
+        sweep = load_sweep(write_config(project / "config" / "sweeps" / "blobs.yaml", {**doc, "task": ref}))
+        ids.append([t.id for t in tasks(sweep, sweep.experiments, None).values()])
+    assert ids[0] == ids[1] and len(set(ids[0])) == 2
