@@ -28,6 +28,14 @@ def sleeper(ctx, cfg: Plain):
 
 
 @task(Plain)
+def cores(ctx, cfg: Plain):
+    """The cores this task process may run on, and its OpenMP thread count, after `sleep` s (so
+    that tasks overlap)."""
+    time.sleep(cfg.sleep)
+    return {"cores": sorted(os.sched_getaffinity(0)), "omp": os.environ.get("OMP_NUM_THREADS")}
+
+
+@task(Plain)
 def boom(ctx, cfg: Plain):
     raise ValueError("boom: this task always fails")
 

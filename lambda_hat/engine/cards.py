@@ -136,10 +136,22 @@ def retry_lost(exception, task_record) -> float:
     return 1.0 if isinstance(exception, (ManagerLost, WorkerLost)) else float("inf")
 
 
+def _affinity(card: Card) -> str:
+    """Each HTEX worker pinned to its block of the node's cores (its task processes inherit it)
+    where that is possible: Linux, and no more workers than cores, which Parsl refuses."""
+    if not hasattr(os, "sched_getaffinity"):
+        return "none"
+    cores = card.provider.cores_per_node or (len(os.sched_getaffinity(0)) if card.provider.type == "local" else 0)
+    return "block" if card.workers <= cores else "none"
+
+
 def executor(card: Card, label: str):
     from parsl.executors import HighThroughputExecutor, ThreadPoolExecutor
 
     if card.executor == "threads":
+        from lambda_hat.engine.runner import share_cores
+
+        share_cores(card.workers)
         return ThreadPoolExecutor(label=label, max_threads=card.workers)
     # Parsl starts interchange.py and the workers through PATH: make an unactivated
     # virtual environment (.venv/bin/lambda-hat …) work too.
@@ -171,4 +183,5 @@ def executor(card: Card, label: str):
         heartbeat_period=card.heartbeat_period,
         heartbeat_threshold=card.heartbeat_threshold,
         provider=provider,
+        cpu_affinity=_affinity(card),
     )

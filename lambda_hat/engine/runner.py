@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures as cf
+import contextlib
 import dataclasses
 import functools
 import json
@@ -76,6 +77,38 @@ class Summary:
 
 _children: set[subprocess.Popen] = set()
 _children_lock = threading.Lock()
+
+
+class _Cores:
+    """This process's cores, split into one block per concurrent task process.
+
+    XLA, BLAS, OpenMP and torch size their thread pools by the cores a process may run on: each
+    child pinned to its own block gets pools of its share instead of every task's pools fighting
+    over all the cores. Set for the threads executor (share_cores); an HTEX worker is pinned by
+    Parsl (cpu_affinity) and its children inherit that.
+    """
+
+    def __init__(self):
+        self.lock, self.free = threading.Lock(), []
+
+    def share(self, workers: int) -> None:
+        cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+        per = len(cores) // workers
+        with self.lock:  # more workers than cores: nothing is pinned
+            self.free = [cores[i * per : (i + 1) * per] for i in range(workers)] if per else []
+
+    def take(self) -> list[int] | None:
+        with self.lock:
+            return self.free.pop() if self.free else None
+
+    def give(self, block: list[int] | None) -> None:
+        if block:
+            with self.lock:
+                self.free.append(block)
+
+
+_cores = _Cores()
+share_cores = _cores.share
 _stopping = threading.Event()  # set on Ctrl-C: killed tasks are left incomplete, not "failed"
 
 
@@ -152,18 +185,26 @@ def _run_child(spec: dict, workdir: Path, root: Path) -> tuple[Status, dict, str
     if not env.get("JAX_COMPILATION_CACHE_DIR"):  # a user's own cache wins
         env["JAX_COMPILATION_CACHE_DIR"] = str(root.resolve() / ".jax-cache")
     env.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.1")
+    block = _cores.take()
+    if block:  # a user's own thread counts win
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+            env.setdefault(var, str(len(block)))
     with open(workdir / "log.txt", "ab") as log:
         argv = _shell(spec, workdir) if spec["command"] else [sys.executable, "-m", "lambda_hat.engine.runner", str(workdir)]
         p = subprocess.Popen(argv, cwd=spec["cwd"], stdout=log, stderr=log, env=env, start_new_session=True)
         with _children_lock:
             _children.add(p)
         try:
+            if block:  # before the child has started a thread: all it starts inherit the block
+                with contextlib.suppress(OSError):  # it may have exited already
+                    os.sched_setaffinity(p.pid, block)
             p.wait(timeout=spec["timeout"])
         except subprocess.TimeoutExpired:
             os.killpg(p.pid, signal.SIGKILL)  # the whole group: the task's own children too
             p.wait()
             return Status.TIMEOUT, {}, f"timed out after {spec['timeout']:g} s (killed)"
         finally:
+            _cores.give(block)
             with _children_lock:
                 _children.discard(p)
     died = f"{'signal ' + str(-p.returncode) if p.returncode < 0 else 'exit code ' + str(p.returncode)}"

@@ -1,5 +1,6 @@
 """The task runner and store: reuse, failures, dependants, timeouts, kills, HTEX."""
 
+import json
 import os
 import signal
 import subprocess
@@ -100,10 +101,32 @@ def test_killed_workflow_leaves_no_done_directory(tmp_path):
     assert r.returncode == 0 and "removing" in r.stdout and store.leftovers() == []
 
 
+def pinned(root, summary, workers: int) -> list[list[int]]:
+    """Each task's cores: its share of this machine's, in blocks that overlap no other's."""
+    share = len(os.sched_getaffinity(0)) // workers
+    metrics = [json.loads((Store(root).dir("t", i) / "metrics.json").read_text()) for i in summary.outcomes]
+    blocks = [m["cores"] for m in metrics]
+    for m in metrics:
+        assert len(m["cores"]) == share and m["omp"] == str(share), m
+    assert all(set(a) == set(b) or not set(a) & set(b) for a in blocks for b in blocks), blocks
+    return blocks
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs 2 cores to share")
+def test_task_processes_share_the_cores(tmp_path):
+    """Two workers: each task process runs on its own half of the cores, its thread pools sized
+    to it, instead of both tasks' XLA/BLAS pools fighting over every core."""
+    tasks = [Task("t", "tasks:cores", {"value": i, "sleep": 0.5}, f"c{i}") for i in range(4)]
+    blocks = pinned(tmp_path, run_tasks(tasks, tmp_path, CARD), 2)
+    assert len({tuple(b) for b in blocks}) == 2  # both halves were used
+
+
 def test_htex_card(tmp_path):
     card = Card(executor="htex", workers=2, strategy_period=0.5)
-    tasks = [Task("t", "tasks:noop", {"value": i}, f"n{i}") for i in range(4)]
+    tasks = [Task("t", "tasks:cores", {"value": i}, f"n{i}") for i in range(4)]
     s = run_tasks(tasks, tmp_path, card)
     assert s.ok and s.count("done") == 4
     m = Store(tmp_path).manifest("t", tasks[0].id)
     assert m["host"] and m["pid"] != os.getpid()  # ran in an HTEX worker process
+    if len(os.sched_getaffinity(0)) >= 2:  # Parsl pins each worker to its block; its tasks inherit it
+        pinned(tmp_path, s, 2)
