@@ -89,10 +89,19 @@ def _lanczos(hvp, V0, steps):
     return Ts, np.stack(basis, 1)
 
 
-def _hvp(post, sub):
-    """hvp(v, w=w*): the Hessian of the subsample's loss at w, times v."""
-    grad = jax.grad(lambda u: post.loss(u, sub))
-    return lambda v, w=post.w_star: jax.jvp(grad, (w,), (v,))[1]
+def _hvp(post):
+    """hvp(v, w, batch): the Hessian of the batch's loss at w, times v.
+
+    Here and below, w* and the data enter the jitted programs as arguments: closed over, they
+    would be constants, and XLA would fold the network's products over the data at compile time
+    (seconds for an MNIST-sized layer) and store the data in every compiled program."""
+    return lambda v, w, batch: jax.jvp(jax.grad(lambda u: post.loss(u, batch)), (w,), (v,))[1]
+
+
+def _batched_hvp(post, sub):
+    """V ↦ H V for a stack of vectors V, at w*, over the subsample."""
+    f = jax.jit(jax.vmap(_hvp(post), in_axes=(0, None, None)))
+    return lambda V: f(V, post.w_star, sub)
 
 
 def measure(post, key) -> Spectrum:
@@ -102,14 +111,13 @@ def measure(post, key) -> Spectrum:
     t0 = time.time()
     d, dt, w = post.dim, post.w_star.dtype, post.w_star
     sub = _subsample(post, CURVATURE_SAMPLES)
-    hvp1 = _hvp(post, sub)
     if d <= DENSE_MAX_DIM:
-        H = np.asarray(jax.jit(jax.hessian(lambda v: post.loss(v, sub)))(w), dtype=np.float64)
+        H = np.asarray(jax.jit(jax.hessian(post.loss))(w, sub), dtype=np.float64)
         theta, S = np.linalg.eigh(0.5 * (H + H.T))
         weight, top, vectors = np.ones(d), S[:, -1], S
     else:
         vectors = None
-        Ts, Q = _lanczos(jax.jit(jax.vmap(hvp1)), jax.random.normal(key, (LANCZOS_PROBES, d), dt), min(LANCZOS_STEPS, d))
+        Ts, Q = _lanczos(_batched_hvp(post, sub), jax.random.normal(key, (LANCZOS_PROBES, d), dt), min(LANCZOS_STEPS, d))
         theta, weight = [], []
         for T in Ts:  # stochastic Lanczos quadrature: Ritz values weighted by e1's share
             th, S = np.linalg.eigh(T)
@@ -117,9 +125,9 @@ def measure(post, key) -> Spectrum:
             weight.append(S[0] ** 2 * d / len(Ts))
         top = Q[0].T @ np.linalg.eigh(Ts[0])[1][:, -1]
         theta, weight = np.concatenate(theta), np.concatenate(weight)
-    g_full = jax.jit(jax.grad(post.loss_full))(w)
+    g_full = jax.jit(jax.grad(post.loss))(w, post.data)
     kappa = _noise_ratio(post, jnp.asarray(top, dt), theta, weight)
-    shift = _wstar_shift(post, hvp1, g_full)
+    shift = _wstar_shift(post, sub, g_full)
     return Spectrum(theta, weight, kappa, float(jnp.linalg.norm(g_full)), shift, time.time() - t0, vectors)
 
 
@@ -128,8 +136,8 @@ def _noise_ratio(post, top, theta, weight) -> float:
     if post.data is None:
         return 0.0
     x, y = _subsample(post, NOISE_SAMPLES)
-    per = jax.jit(jax.vmap(lambda xi, yi: jax.grad(post.loss)(post.w_star, (xi[None], yi[None]))))
-    G = np.asarray(per(x, y), dtype=np.float64)
+    per = jax.jit(jax.vmap(lambda w, xi, yi: jax.grad(post.loss)(w, (xi[None], yi[None])), in_axes=(None, 0, 0)))
+    G = np.asarray(per(post.w_star, x, y), dtype=np.float64)
     G = G - G.mean(axis=0)
     tr_c, top_c = float(np.mean(np.sum(G**2, axis=1))), float(np.mean((G @ np.asarray(top)) ** 2))
     tr_h, h_top = float(np.sum(weight * np.clip(theta, 0, None))), float(theta.max())
@@ -137,16 +145,16 @@ def _noise_ratio(post, top, theta, weight) -> float:
     return max(ratios, default=0.0)
 
 
-def _wstar_shift(post, hvp, g) -> float:
+def _wstar_shift(post, sub, g) -> float:
     """Second-order shift of E[λ̂] from a gradient g at w*: −nβ²gᵀA⁻¹g + ½nβ²uᵀHu, u = A⁻¹g."""
-    nb, gamma = post.n_beta, post.gamma
+    nb, gamma, hvp = post.n_beta, post.gamma, _hvp(post)
 
     @jax.jit
-    def shift(g):
-        u, _ = jax.scipy.sparse.linalg.cg(lambda v: nb * hvp(v) + gamma * v, g, maxiter=CG_STEPS)
-        return -(nb**2) * jnp.dot(g, u) + 0.5 * nb**2 * jnp.dot(u, hvp(u))
+    def shift(g, w, sub):
+        u, _ = jax.scipy.sparse.linalg.cg(lambda v: nb * hvp(v, w, sub) + gamma * v, g, maxiter=CG_STEPS)
+        return -(nb**2) * jnp.dot(g, u) + 0.5 * nb**2 * jnp.dot(u, hvp(u, w, sub))
 
-    return float(shift(g))
+    return float(shift(g, post.w_star, sub))
 
 
 # ---------------------------------------------------------------- SGLD's step, burn-in, draws
@@ -190,15 +198,18 @@ def predicted_bias(spec: Spectrum, post, eps: float, batch_size, rmsprop: bool) 
 
 def top_curvature(post, points, iters: int = 10) -> float:
     """Largest Hessian eigenvalue of L_n over `points` (power iteration on a subsample)."""
-    hvp = _hvp(post, _subsample(post, CURVATURE_SAMPLES))
+    hvp = _hvp(post)
 
     @jax.jit
-    def power(w):
-        v = jnp.ones_like(w) / jnp.sqrt(w.shape[0])
-        v = jax.lax.fori_loop(0, iters, lambda _, v: (lambda u: u / (jnp.linalg.norm(u) + 1e-30))(hvp(v, w)), v)
-        return jnp.dot(v, hvp(v, w))
+    def power(points, sub):
+        def one(w):
+            v = jnp.ones_like(w) / jnp.sqrt(w.shape[0])
+            v = jax.lax.fori_loop(0, iters, lambda _, v: (lambda u: u / (jnp.linalg.norm(u) + 1e-30))(hvp(v, w, sub)), v)
+            return jnp.dot(v, hvp(v, w, sub))
 
-    return float(jnp.max(jax.vmap(power)(points)))
+        return jnp.max(jax.vmap(one)(points))
+
+    return float(power(points, _subsample(post, CURVATURE_SAMPLES)))
 
 
 def sgld_plan(spec: Spectrum, post, cfg, target: float, h_around: float = 0.0) -> SGLDPlan:
@@ -256,7 +267,7 @@ def dispersed_starts(post, spec: Spectrum, key, chains: int, spread: float = 2.0
         S = spec.vectors
         deltas = (np.asarray(z, np.float64) @ S) * f(spec.theta) @ S.T
     else:
-        Ts, Q = _lanczos(jax.jit(jax.vmap(_hvp(post, sub))), z, min(d, LANCZOS_STEPS))
+        Ts, Q = _lanczos(_batched_hvp(post, sub), z, min(d, LANCZOS_STEPS))
         norms = np.linalg.norm(np.asarray(z, np.float64), axis=1)
         deltas = []
         for T, q, zn in zip(Ts, Q, norms):
@@ -266,10 +277,10 @@ def dispersed_starts(post, spec: Spectrum, key, chains: int, spread: float = 2.0
     # Directions flat at second order (an MLP's) are rarely flat far out: halve a start whose
     # actual excess loss is above twice the spread's share of λ (4 × the quadratic estimate).
     deltas = jnp.asarray(deltas, post.w_star.dtype)
-    excess = jax.jit(jax.vmap(lambda dw: nb * (post.loss(post.w_star + dw, sub) - post.loss(post.w_star, sub))))
+    excess = jax.jit(jax.vmap(lambda dw, w, sub: nb * (post.loss(w + dw, sub) - post.loss(w, sub)), in_axes=(0, None, None)))
     cap = 2 * spread * max(spec.llc_estimate(nb, gamma), 0.5)
     for _ in range(20):
-        too_far = np.asarray(excess(deltas)) > cap
+        too_far = np.asarray(excess(deltas, post.w_star, sub)) > cap
         if not too_far.any():
             break
         deltas = deltas * jnp.asarray(np.where(too_far, 0.5, 1.0), deltas.dtype)[:, None]
@@ -278,13 +289,13 @@ def dispersed_starts(post, spec: Spectrum, key, chains: int, spread: float = 2.0
 
 def mala_acceptance(post, positions, eps: float, precond, key, proposals: int = 2) -> float:
     """Mean Metropolis acceptance of the (preconditioned) SGLD proposal, full-batch, at `positions`."""
-    grad_lp = jax.value_and_grad(post.logdensity)
+    grad_lp = jax.value_and_grad(lambda w, w_star, data: -post.n_beta * post.loss(w, data) - 0.5 * post.gamma * jnp.sum((w - w_star) ** 2))
 
-    def one(w, p, k):
-        lp, g = grad_lp(w)
+    def one(w, p, k, w_star, data):
+        lp, g = grad_lp(w, w_star, data)
         mean = w + 0.5 * eps * p * g
         w2 = mean + jnp.sqrt(eps * p) * jax.random.normal(k, w.shape, w.dtype)
-        lp2, g2 = grad_lp(w2)
+        lp2, g2 = grad_lp(w2, w_star, data)
         back = w2 + 0.5 * eps * p * g2
         log_q_fwd = -jnp.sum((w2 - mean) ** 2 / p) / (2 * eps)
         log_q_bwd = -jnp.sum((w - back) ** 2 / p) / (2 * eps)
@@ -293,5 +304,5 @@ def mala_acceptance(post, positions, eps: float, precond, key, proposals: int = 
 
     W = jnp.repeat(positions, proposals, axis=0)
     P = jnp.repeat(jnp.broadcast_to(precond, positions.shape), proposals, axis=0)
-    acc = jax.jit(jax.vmap(one))(W, P, jax.random.split(key, W.shape[0]))
+    acc = jax.jit(jax.vmap(one, in_axes=(0, 0, 0, None, None)))(W, P, jax.random.split(key, W.shape[0]), post.w_star, post.data)
     return float(jnp.mean(acc))
