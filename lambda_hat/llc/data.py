@@ -75,10 +75,13 @@ class Batcher:
     def offsets(self, key, shape=()):
         return jax.random.randint(key, shape, 0, self.n)
 
-    def take(self, start):
+    def take(self, start, ring=None):
+        """The window at `start` of `ring` (default: this batcher's; a jitted program passes
+        its own argument, so that the data are not compiled into it as constants)."""
+        ring = self.ring if ring is None else ring
         if self.size is None:
-            return self.ring
-        return jax.tree.map(lambda a: jax.lax.dynamic_slice_in_dim(a, start, self.size), self.ring)
+            return ring
+        return jax.tree.map(lambda a: jax.lax.dynamic_slice_in_dim(a, start, self.size), ring)
 
     def __call__(self, key):
         return self.ring if self.size is None else self.take(self.offsets(key))

@@ -30,7 +30,7 @@ GRAD_PREFIX_BYTES = 2**28  # per-sample gradient prefix sums for the paired stat
 
 
 def _paired(post, batches):
-    """The control variate of each step's batch: L_b(w*) + (∇L_b(w*) − ∇L_n(w*))·(w − w*).
+    """(arrays, at): at(arrays, start, w) is the control variate of each step's batch: L_b(w*) + (∇L_b(w*) − ∇L_n(w*))·(w − w*).
 
     Its mean over batches is L_n(w*) whatever w (the batch is drawn independently of w), and
     it removes the batch noise of L_b(w) to first order. Batches are windows of one shuffled
@@ -38,9 +38,9 @@ def _paired(post, batches):
     per step. The gradient term is kept only while its prefix sums fit in GRAD_PREFIX_BYTES.
     """
     if batches.size is None:
-        return lambda start, w: post.L_star
+        return (), lambda arrays, start, w: post.L_star
     x, y = batches.ring
-    b, dt, w_star = batches.size, post.w_star.dtype, post.w_star
+    b, dt = batches.size, post.w_star.dtype
 
     def prefix(values):  # centred and summed in float64: float32 prefix sums lose the differences
         c = np.asarray(values, np.float64)
@@ -48,18 +48,17 @@ def _paired(post, batches):
         return jnp.asarray(np.concatenate([np.zeros((1,) + c.shape[1:]), np.cumsum(c, axis=0)]), dt)
 
     one = lambda w, xi, yi: post.loss(w, (xi[None], yi[None]))  # noqa: E731
-    losses = prefix(jax.jit(jax.vmap(one, in_axes=(None, 0, 0)))(w_star, x, y))
-    grads = None
-    if (x.shape[0] + 1) * post.dim * 8 <= GRAD_PREFIX_BYTES:
-        grads = prefix(jax.lax.map(lambda xy: jax.grad(one)(w_star, *xy), (x, y), batch_size=1024))
+    losses = prefix(jax.jit(jax.vmap(one, in_axes=(None, 0, 0)))(post.w_star, x, y))
+    if (x.shape[0] + 1) * post.dim * 8 > GRAD_PREFIX_BYTES:
+        return (losses,), lambda arrays, start, w: post.L_star + (arrays[0][start + b] - arrays[0][start]) / b
+    per_sample = jax.jit(lambda w, x, y: jax.lax.map(lambda xy: jax.grad(one)(w, *xy), (x, y), batch_size=1024))
+    grads = prefix(per_sample(post.w_star, x, y))
 
-    def at(start, w):
-        cv = post.L_star + (losses[start + b] - losses[start]) / b
-        if grads is not None:
-            cv = cv + jnp.dot((grads[start + b] - grads[start]) / b, w - w_star)
-        return cv
+    def at(arrays, start, w):
+        losses, grads, w_star = arrays
+        return post.L_star + (losses[start + b] - losses[start]) / b + jnp.dot((grads[start + b] - grads[start]) / b, w - w_star)
 
-    return at
+    return (losses, grads, post.w_star), at
 
 
 def sample(post, cfg, key, spec=None) -> Trace:
@@ -72,14 +71,18 @@ def sample(post, cfg, key, spec=None) -> Trace:
     eps, total, d = plan.step_size, plan.burnin + plan.draws, post.dim
     rms = cfg.precond == "rmsprop"
     batches = post.batcher(jax.random.fold_in(key, 1), cfg.batch_size)
-    control = _paired(post, batches)
+    cv_arrays, control = _paired(post, batches)
+    # the data, w* and the control variate's prefix sums are arguments of the jitted program,
+    # not constants compiled into it (see calibration._hvp)
+    arrays = (batches.ring, cv_arrays, post.w_star)
 
-    def step(carry, xs):
+    def step(arrays, carry, xs):
+        ring, cv_arrays, w_star = arrays
         w, v = carry
         t, start, noise = xs
-        batch = batches.take(start)
+        batch = batches.take(start, ring)
         loss, g = jax.value_and_grad(post.loss)(w, batch)
-        drift = -post.n_beta * g - post.gamma * (w - post.w_star)
+        drift = -post.n_beta * g - post.gamma * (w - w_star)
         if rms:
             # EMA of squared drift during burn-in only: frozen afterwards so the chain targets π
             # (a moving preconditioner without its correction term does not). v starts at 1
@@ -89,22 +92,22 @@ def sample(post, cfg, key, spec=None) -> Trace:
         else:
             p = 1.0
         w = w + 0.5 * eps * p * drift + jnp.sqrt(eps * p) * noise.astype(w.dtype)
-        return (w, v), loss - control(start, carry[0]) + post.L_star
+        return (w, v), loss - control(cv_arrays, start, carry[0]) + post.L_star
 
     size = max(1, min(math.ceil(total / CHUNKS), PIECE_NOISE_BYTES // (4 * d)))
 
-    def piece(carry, ts, k):
+    def piece(carry, ts, k, arrays):
         kb, kn = jax.random.split(k)
         # float32 noise even under x64: half the RNG work, and its precision does not matter
         noise = jax.random.normal(kn, (size, d), jnp.float32)
-        return jax.lax.scan(step, carry, (ts, batches.offsets(kb, (size,)), noise))
+        return jax.lax.scan(lambda c, xs: step(arrays, c, xs), carry, (ts, batches.offsets(kb, (size,)), noise))
 
-    run = jax.jit(jax.vmap(piece, in_axes=(0, None, 0)))
+    run = jax.jit(jax.vmap(piece, in_axes=(0, None, 0, None)))
     chain_keys = jax.random.split(key, cfg.chains)
     carry = (w0, jnp.ones((cfg.chains, d), post.w_star.dtype))
     pieces = []
     for i in range(math.ceil(total / size)):  # the last piece may run past `total`: those steps are dropped
-        carry, losses = run(carry, jnp.arange(i * size, (i + 1) * size), jax.vmap(lambda k: jax.random.fold_in(k, i))(chain_keys))
+        carry, losses = run(carry, jnp.arange(i * size, (i + 1) * size), jax.vmap(lambda k: jax.random.fold_in(k, i))(chain_keys), arrays)
         pieces.append(np.asarray(losses))
         check_finite(pieces[-1], i * size, "lower step_size")
     losses = np.concatenate(pieces, axis=1)[:, :total]
