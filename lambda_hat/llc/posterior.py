@@ -32,8 +32,10 @@ class Posterior:
     def prior_term(self, w):
         return 0.5 * self.gamma * jnp.sum((w - self.w_star) ** 2)
 
-    def logdensity(self, w):
-        return -self.n_beta * self.loss_full(w) - self.prior_term(w)
+    def logdensity_over(self, data, w_star):
+        """log π with the data and w* given: a jitted sampler passes them in as arguments, so
+        that they are not compiled into its program as constants (which XLA may fold over)."""
+        return lambda w: -self.n_beta * self.loss(w, data) - 0.5 * self.gamma * jnp.sum((w - w_star) ** 2)
 
     def loss_from_logdensity(self, w, logdensity):
         """Recover L_n(w) from a log-density the sampler already computed (no extra FGE)."""

@@ -22,7 +22,7 @@ def llc_finite(post, model: dict) -> float | None:
 
     if not theory.is_regular(model) or post.dim > FINITE_N_MAX_DIM:
         return None
-    H = np.asarray(jax.jit(jax.hessian(post.loss_full))(post.w_star), dtype=np.float64)
+    H = np.asarray(jax.jit(jax.hessian(post.loss))(post.w_star, post.data), dtype=np.float64)
     return theory.gaussian_finite_n(np.linalg.eigvalsh(0.5 * (H + H.T)), post.n_beta, post.gamma)
 
 

@@ -13,11 +13,12 @@ from lambda_hat.llc.samplers import Trace, starts
 def sample(post, cfg, key, spec=None) -> Trace:
     L, total = cfg.num_integration_steps, cfg.burnin + cfg.draws
 
-    def chain(key, w0):
+    def chain(key, w0, data, w_star):
+        logdensity = post.logdensity_over(data, w_star)
         k_warm, k_run = jax.random.split(key)
-        warmup = blackjax.window_adaptation(blackjax.hmc, post.logdensity, target_acceptance_rate=cfg.target_accept, num_integration_steps=L)
+        warmup = blackjax.window_adaptation(blackjax.hmc, logdensity, target_acceptance_rate=cfg.target_accept, num_integration_steps=L)
         (state, params), _ = warmup.run(k_warm, w0, num_steps=cfg.warmup)
-        kernel = blackjax.hmc(post.logdensity, **params)  # params include num_integration_steps
+        kernel = blackjax.hmc(logdensity, **params)  # params include num_integration_steps
 
         inv_mass = params["inverse_mass_matrix"]
 
@@ -33,7 +34,8 @@ def sample(post, cfg, key, spec=None) -> Trace:
         _, out = jax.lax.scan(step, state, jax.random.split(k_run, total))
         return out + (params["step_size"],)
 
-    loss, acc, div, energy, step_size = jax.jit(jax.vmap(chain))(jax.random.split(key, cfg.chains), starts(post, spec, key, cfg.chains))
+    run = jax.jit(jax.vmap(chain, in_axes=(0, 0, None, None)))
+    loss, acc, div, energy, step_size = run(jax.random.split(key, cfg.chains), starts(post, spec, key, cfg.chains), post.data, post.w_star)
     b = cfg.burnin
     extras = {
         "acceptance_rate": np.asarray(acc)[:, b:],

@@ -17,9 +17,10 @@ GRADS_PER_STEP = 2  # isokinetic McLachlan: two force evaluations per step (the 
 def sample(post, cfg, key, spec=None) -> Trace:
     total = cfg.burnin + cfg.draws
 
-    def chain(key, w0):
+    def chain(key, w0, data, w_star):
+        logdensity = post.logdensity_over(data, w_star)
         k_init, k_tune, k_run = jax.random.split(key, 3)
-        state = blackjax.mcmc.mclmc.init(position=w0, logdensity_fn=post.logdensity, rng_key=k_init)
+        state = blackjax.mcmc.mclmc.init(position=w0, logdensity_fn=logdensity, rng_key=k_init)
         state, params, n_tune = blackjax.mclmc_find_L_and_step_size(
             mclmc_kernel=blackjax.mcmc.mclmc.build_kernel(),
             # BlackJAX tunes for (frac_tune1 + frac_tune2 + frac_tune3)·num_steps steps
@@ -29,10 +30,10 @@ def sample(post, cfg, key, spec=None) -> Trace:
             frac_tune3=TUNE_FRAC,
             state=state,
             rng_key=k_tune,
-            logdensity_fn=post.logdensity,
+            logdensity_fn=logdensity,
             diagonal_preconditioning=cfg.diagonal_preconditioning,
         )
-        alg = blackjax.mclmc(post.logdensity, L=params.L, step_size=params.step_size, inverse_mass_matrix=params.inverse_mass_matrix)
+        alg = blackjax.mclmc(logdensity, L=params.L, step_size=params.step_size, inverse_mass_matrix=params.inverse_mass_matrix)
 
         def step(state, k):
             state, info = alg.step(k, state)
@@ -41,7 +42,8 @@ def sample(post, cfg, key, spec=None) -> Trace:
         _, (loss, de) = jax.lax.scan(step, state, jax.random.split(k_run, total))
         return loss, de, params.L, params.step_size, n_tune
 
-    loss, de, L, eps, n_tune = jax.jit(jax.vmap(chain))(jax.random.split(key, cfg.chains), starts(post, spec, key, cfg.chains))
+    run = jax.jit(jax.vmap(chain, in_axes=(0, 0, None, None)))
+    loss, de, L, eps, n_tune = run(jax.random.split(key, cfg.chains), starts(post, spec, key, cfg.chains), post.data, post.w_star)
     b = cfg.burnin
     extras = {"energy_change": np.asarray(de)[:, b:], "L": np.asarray(L), "step_size": np.asarray(eps)}
     fge = GRADS_PER_STEP * (float(np.max(np.asarray(n_tune))) + total)

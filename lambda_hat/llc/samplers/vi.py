@@ -156,13 +156,13 @@ def sample(post, cfg, key, spec=None) -> Trace:
     draw_batch = post.batcher(jax.random.fold_in(key, 1), cfg.batch_size)
     log_jac = d * jnp.log(sd0)  # q over w = w* + sd0·x
 
-    def chain(key):
+    def chain(key, ring, data):  # the data as arguments, not constants of the program
         k_init, k_fit, k_draw = jax.random.split(key, 3)
 
         def step(carry, k):
             p, s = carry
             kb, ke = jax.random.split(k)
-            batch = draw_batch(kb)
+            batch = draw_batch.take(draw_batch.offsets(kb), ring)
             log_target = lambda x: -post.n_beta * post.loss(post.w_star + sd0 * x, batch) - post.prior_term(post.w_star + sd0 * x)  # noqa: E731
             value, g = jax.value_and_grad(fam.neg_elbo)(p, ke, log_target, cfg.mc_samples)
             updates, s = opt.update(g, s, p)
@@ -172,11 +172,12 @@ def sample(post, cfg, key, spec=None) -> Trace:
         (p, _), elbo = jax.lax.scan(step, (p, opt.init(p)), jax.random.split(k_fit, cfg.steps))
         xs = jax.vmap(lambda k: fam.draw(p, k))(jax.random.split(k_draw, cfg.burnin + cfg.draws))
         ws = post.w_star + sd0 * xs
-        losses = jax.lax.map(post.loss_full, ws, batch_size=64)
+        losses = jax.lax.map(lambda w: post.loss(w, data), ws, batch_size=64)
         log_q = jax.lax.map(lambda x: fam.log_q(p, x), xs, batch_size=64) - log_jac
         return losses, elbo, -post.n_beta * losses - jax.vmap(post.prior_term)(ws) - log_q
 
-    losses, elbo, log_w = (np.asarray(a) for a in jax.jit(jax.vmap(chain))(jax.random.split(key, cfg.chains)))
+    run = jax.jit(jax.vmap(chain, in_axes=(0, None, None)))
+    losses, elbo, log_w = (np.asarray(a) for a in run(jax.random.split(key, cfg.chains), draw_batch.ring, post.data))
     fit = cfg.steps * cfg.M * cfg.mc_samples * post.batch_fraction(cfg.batch_size)
     # each draw costs one full-data loss evaluation, counted as one FGE
     k_hat, llc_is = _psis(log_w[:, cfg.burnin :], post.n_beta * (losses[:, cfg.burnin :] - post.L_star))
