@@ -1,5 +1,6 @@
-"""The same CPU-bound sweep with 1 and with 2 workers (threads card, one task process each):
-wall time of each and the speed-up (goal: ≥ 1.8× on 2 cores).
+"""The same CPU-bound sweep with 1 and with 2 workers (threads card, one task process each,
+pinned to its worker's share of the cores): wall time of each and the speed-up (goal: ≥ 1.8×
+on 2 cores).
 Run: .venv/bin/python benchmarks/worker_scaling.py"""
 
 import argparse
