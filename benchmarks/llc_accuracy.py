@@ -35,12 +35,13 @@ jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)
 import yaml  # noqa: E402
 
 from lambda_hat.engine.runner import Context  # noqa: E402
+from lambda_hat.engine.tasks import call  # noqa: E402
 from lambda_hat.engine.typed import build, plain  # noqa: E402
 from lambda_hat.llc.config import DLN, SAMPLER_KINDS, Data, Training  # noqa: E402
 from lambda_hat.llc.sampling import estimate  # noqa: E402
 from lambda_hat.llc.targets import load_posterior, train_target  # noqa: E402
 
-PRESETS = Path(__file__).resolve().parents[1] / "lambda_hat" / "presets" / "sampler"
+PRESETS = Path(__file__).resolve().parents[1] / "lambda_hat" / "llc" / "presets" / "sampler"
 FULL_BATCH = {"hmc", "mclmc", "vi_meanfield", "vi", "vi_lowrank", "vi_flow"}
 
 
@@ -52,7 +53,7 @@ def target(widths, n, x_dist, noise):
         "seed": 0, "x64": True,
     }  # fmt: skip
     wd = Path(tempfile.mkdtemp())
-    train_target(Context(sem, wd, []))
+    call(train_target, Context(sem, wd, []))
     return load_posterior(wd, sem, 1.0, 1.0), sem["model"]
 
 

@@ -29,6 +29,7 @@ jax.config.update("jax_compilation_cache_dir", tempfile.mkdtemp())
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
 
 from lambda_hat.engine.runner import Context  # noqa: E402
+from lambda_hat.engine.tasks import call  # noqa: E402
 from lambda_hat.llc import samplers  # noqa: E402
 from lambda_hat.llc.config import HMC, MCLMC, SGLD, TargetEntry, resolve_target  # noqa: E402
 from lambda_hat.llc.targets import load_posterior, train_target  # noqa: E402
@@ -73,7 +74,7 @@ def main():
     entry = TargetEntry(model=a.model, data="base", overrides={"data": {"n": a.n}, "training": {"steps": 500}})
     target = resolve_target(entry, True, Path("config/experiments.yaml"), "bench")
     wd = Path(tempfile.mkdtemp())
-    train_target(Context(target.semantic(), wd, []))
+    call(train_target, Context(target.semantic(), wd, []))
     post = load_posterior(wd, target.semantic(), 1.0, 1.0)
     S, b = a.steps, a.batch
     mini = jax.tree.map(lambda x: x[:b], post.data)
