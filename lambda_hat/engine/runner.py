@@ -82,14 +82,16 @@ _children_lock = threading.Lock()
 class _Cores:
     """This process's cores, split into one block per concurrent task process.
 
-    XLA, BLAS, OpenMP and torch size their thread pools by the cores a process may run on: each
+    XLA, BLAS, OpenMP and torch size their thread pools by the cores a process may run on: a
     child pinned to its own block gets pools of its share instead of every task's pools fighting
-    over all the cores. Set for the threads executor (share_cores); an HTEX worker is pinned by
-    Parsl (cpu_affinity) and its children inherit that.
+    over all the cores. A child that starts while no other runs stays unpinned: the OS then
+    balances it against other programs (a second workflow, another test worker), where a fixed
+    block could put two lone tasks on one core. Set for the threads executor (share_cores); an
+    HTEX worker is pinned by Parsl (cpu_affinity) and its children inherit that.
     """
 
     def __init__(self):
-        self.lock, self.free = threading.Lock(), []
+        self.lock, self.free, self.running = threading.Lock(), [], 0
 
     def share(self, workers: int) -> None:
         cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
@@ -99,11 +101,13 @@ class _Cores:
 
     def take(self) -> list[int] | None:
         with self.lock:
-            return self.free.pop() if self.free else None
+            self.running += 1
+            return self.free.pop() if self.free and self.running > 1 else None
 
     def give(self, block: list[int] | None) -> None:
-        if block:
-            with self.lock:
+        with self.lock:
+            self.running -= 1
+            if block:
                 self.free.append(block)
 
 
