@@ -193,24 +193,26 @@ def _run_child(spec: dict, workdir: Path, root: Path) -> tuple[Status, dict, str
     if block:  # a user's own thread counts win
         for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
             env.setdefault(var, str(len(block)))
-    with open(workdir / "log.txt", "ab") as log:
-        argv = _shell(spec, workdir) if spec["command"] else [sys.executable, "-m", "lambda_hat.engine.runner", str(workdir)]
-        p = subprocess.Popen(argv, cwd=spec["cwd"], stdout=log, stderr=log, env=env, start_new_session=True)
-        with _children_lock:
-            _children.add(p)
-        try:
-            if block:  # before the child has started a thread: all it starts inherit the block
-                with contextlib.suppress(OSError):  # it may have exited already
-                    os.sched_setaffinity(p.pid, block)
-            p.wait(timeout=spec["timeout"])
-        except subprocess.TimeoutExpired:
-            os.killpg(p.pid, signal.SIGKILL)  # the whole group: the task's own children too
-            p.wait()
-            return Status.TIMEOUT, {}, f"timed out after {spec['timeout']:g} s (killed)"
-        finally:
-            _cores.give(block)
+    try:
+        with open(workdir / "log.txt", "ab") as log:
+            argv = _shell(spec, workdir) if spec["command"] else [sys.executable, "-m", "lambda_hat.engine.runner", str(workdir)]
+            p = subprocess.Popen(argv, cwd=spec["cwd"], stdout=log, stderr=log, env=env, start_new_session=True)
             with _children_lock:
-                _children.discard(p)
+                _children.add(p)
+            try:
+                if block:  # before the child has started a thread: all it starts inherit the block
+                    with contextlib.suppress(OSError):  # it may have exited already
+                        os.sched_setaffinity(p.pid, block)
+                p.wait(timeout=spec["timeout"])
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)  # the whole group: the task's own children too
+                p.wait()
+                return Status.TIMEOUT, {}, f"timed out after {spec['timeout']:g} s (killed)"
+            finally:
+                with _children_lock:
+                    _children.discard(p)
+    finally:
+        _cores.give(block)
     died = f"{'signal ' + str(-p.returncode) if p.returncode < 0 else 'exit code ' + str(p.returncode)}"
     if spec["command"]:
         if p.returncode != 0:
