@@ -119,7 +119,7 @@ def train(loss, d, data, seed, steps, batch, polish_steps):
 
     idx = jax.random.randint(jax.random.PRNGKey(seed + 1), (steps, min(batch or 1, n)), 0, n)
     (w, _), _ = jax.lax.scan(step, (w, opt.init(w)), idx)
-    return polish(lambda v: loss(v, data), w, polish_steps)
+    return polish(loss, w, data, polish_steps)
 
 
 def problem(size: str, seed: int = 0):

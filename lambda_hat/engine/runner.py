@@ -189,30 +189,29 @@ def _run_child(spec: dict, workdir: Path, root: Path) -> tuple[Status, dict, str
     if not env.get("JAX_COMPILATION_CACHE_DIR"):  # a user's own cache wins
         env["JAX_COMPILATION_CACHE_DIR"] = str(root.resolve() / ".jax-cache")
     env.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.1")
-    block = _cores.take()
-    if block:  # a user's own thread counts win
-        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-            env.setdefault(var, str(len(block)))
-    try:
-        with open(workdir / "log.txt", "ab") as log:
+    p = None
+    with open(workdir / "log.txt", "ab") as log:
+        block = _cores.take()
+        if block:  # a user's own thread counts win
+            for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+                env.setdefault(var, str(len(block)))
+        try:
             argv = _shell(spec, workdir) if spec["command"] else [sys.executable, "-m", "lambda_hat.engine.runner", str(workdir)]
             p = subprocess.Popen(argv, cwd=spec["cwd"], stdout=log, stderr=log, env=env, start_new_session=True)
             with _children_lock:
                 _children.add(p)
-            try:
-                if block:  # before the child has started a thread: all it starts inherit the block
-                    with contextlib.suppress(OSError):  # it may have exited already
-                        os.sched_setaffinity(p.pid, block)
-                p.wait(timeout=spec["timeout"])
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)  # the whole group: the task's own children too
-                p.wait()
-                return Status.TIMEOUT, {}, f"timed out after {spec['timeout']:g} s (killed)"
-            finally:
-                with _children_lock:
-                    _children.discard(p)
-    finally:
-        _cores.give(block)
+            if block:  # before the child has started a thread: all it starts inherit the block
+                with contextlib.suppress(OSError):  # it may have exited already
+                    os.sched_setaffinity(p.pid, block)
+            p.wait(timeout=spec["timeout"])
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)  # the whole group: the task's own children too
+            p.wait()
+            return Status.TIMEOUT, {}, f"timed out after {spec['timeout']:g} s (killed)"
+        finally:
+            _cores.give(block)
+            with _children_lock:
+                _children.discard(p)
     died = f"{'signal ' + str(-p.returncode) if p.returncode < 0 else 'exit code ' + str(p.returncode)}"
     if spec["command"]:
         if p.returncode != 0:

@@ -53,7 +53,7 @@ def make(cfg, dim: int, teacher_fn, key) -> tuple[jnp.ndarray, jnp.ndarray]:
 
 
 class Batcher:
-    """Minibatches: `batcher(k)` returns a batch whose mean loss is unbiased for the full data's.
+    """Minibatches: `take(offsets(k))` is a batch whose mean loss is unbiased for the full data's.
 
     The data are shuffled once and each batch is a window at a uniform random offset of the
     cyclic shuffled order: every sample lies in exactly `size` of the n windows, so each is
@@ -82,6 +82,3 @@ class Batcher:
         if self.size is None:
             return ring
         return jax.tree.map(lambda a: jax.lax.dynamic_slice_in_dim(a, start, self.size), ring)
-
-    def __call__(self, key):
-        return self.ring if self.size is None else self.take(self.offsets(key))

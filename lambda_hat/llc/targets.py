@@ -132,22 +132,24 @@ def train_target(ctx, cfg: TargetTask) -> dict:
     full = (x, y)
     draw_batch = Batcher(full, jax.random.PRNGKey(sem["seed"] + 2), training.batch_size)
 
-    def step(carry, key):
-        w, state = carry
-        batch = draw_batch(key)
-        value, g = jax.value_and_grad(loss)(w, batch)
-        updates, state = opt.update(g, state, w)
-        return (optax.apply_updates(w, updates), state), value
+    def train(w, ring, keys):  # the data as an argument, not a constant of the program (calibration._hvp)
+        def step(carry, key):
+            w, state = carry
+            value, g = jax.value_and_grad(loss)(w, draw_batch.take(draw_batch.offsets(key), ring))
+            updates, state = opt.update(g, state, w)
+            return (optax.apply_updates(w, updates), state), value
+
+        return jax.lax.scan(step, (w, opt.init(w)), keys)
 
     keys = jax.random.split(jax.random.PRNGKey(sem["seed"] + 1), training.steps)
-    (w, _), curve = jax.jit(lambda w: jax.lax.scan(step, (w, opt.init(w)), keys))(w0)
+    (w, _), curve = jax.jit(train)(w0, draw_batch.ring, keys)
     trained_loss, g = jax.value_and_grad(loss)(w, full)
     curve = np.asarray(curve)
     if not np.isfinite(float(trained_loss)):
         bad = int(np.argmax(~np.isfinite(curve)))
         raise TaskFailed(f"training diverged: loss {curve[bad]} at step {bad} (lower training.lr)")
     trained_grad = float(jnp.linalg.norm(g))
-    w = polish(lambda w: loss(w, full), w, training.polish_steps)
+    w = polish(loss, w, full, training.polish_steps)
     L_star, g = jax.value_and_grad(loss)(w, full)
     L_star, grad_norm = float(L_star), float(jnp.linalg.norm(g))
     np.savez(ctx.workdir / "target.npz", w_star=np.asarray(w), x=np.asarray(x), y=np.asarray(y), train_curve=curve)
@@ -168,24 +170,30 @@ def train_target(ctx, cfg: TargetTask) -> dict:
     }  # fmt: skip
 
 
-def polish(f, w, steps: int):
-    """Full-batch L-BFGS from w; keeps w if it does not lower f (or goes non-finite)."""
+def polish(loss, w, data, steps: int):
+    """Full-batch L-BFGS on loss(·, data) from w; keeps w if it does not lower the loss (or goes
+    non-finite)."""
     import jax
     import optax
 
     if steps == 0:
         return w
     opt = optax.lbfgs()
-    value_and_grad = optax.value_and_grad_from_state(f)
 
-    def step(carry, _):
-        w, state = carry
-        value, g = value_and_grad(w, state=state)
-        updates, state = opt.update(g, state, w, value=value, grad=g, value_fn=f)
-        return (optax.apply_updates(w, updates), state), None
+    def run(w, data):  # the data as an argument, not a constant of the program
+        f = lambda v: loss(v, data)  # noqa: E731
+        value_and_grad = optax.value_and_grad_from_state(f)
 
-    (w2, _), _ = jax.jit(lambda w: jax.lax.scan(step, (w, opt.init(w)), None, length=steps))(w)
-    before, after = float(f(w)), float(f(w2))
+        def step(carry, _):
+            w, state = carry
+            value, g = value_and_grad(w, state=state)
+            updates, state = opt.update(g, state, w, value=value, grad=g, value_fn=f)
+            return (optax.apply_updates(w, updates), state), None
+
+        return jax.lax.scan(step, (w, opt.init(w)), None, length=steps)[0][0]
+
+    w2 = jax.jit(run)(w, data)
+    before, after = float(loss(w, data)), float(loss(w2, data))
     return w2 if np.isfinite(after) and after <= before else w
 
 

@@ -30,7 +30,8 @@ GRAD_PREFIX_BYTES = 2**28  # per-sample gradient prefix sums for the paired stat
 
 
 def _paired(post, batches):
-    """(arrays, at): at(arrays, start, w) is the control variate of each step's batch: L_b(w*) + (∇L_b(w*) − ∇L_n(w*))·(w − w*).
+    """The control variate of each step's batch, L_b(w*) + (∇L_b(w*) − ∇L_n(w*))·(w − w*), as
+    (arrays, at): at(arrays, start, w), the arrays passed into the jitted program.
 
     Its mean over batches is L_n(w*) whatever w (the batch is drawn independently of w), and
     it removes the batch noise of L_b(w) to first order. Batches are windows of one shuffled
