@@ -220,6 +220,10 @@ def main():
         ref = json.loads(ref_path.read_text())
         reference = ref["llc_mean"]
         ref_how = f"HMC {chains}×{draws} draws: ± {ref['llc_sem']:.2f} MCSE, R̂ {ref['r_hat']:.3f}, ESS {ref['ess_bulk']:.0f}, {ref['sec']:.0f} s"
+        if ref["r_hat"] > 1.01 or ref["ess_bulk"] < 400:  # the errors below are only as good as this run
+            print(
+                f"WARNING: the HMC reference is not converged by our own checks (R̂ {ref['r_hat']:.3f} > 1.01 or ESS {ref['ess_bulk']:.0f} < 400): read err_* with its MCSE"
+            )
 
     # As in a task process: JAX's persistent compilation cache (the store's .jax-cache there).
     jax.config.update("jax_compilation_cache_dir", tempfile.mkdtemp())
