@@ -12,7 +12,9 @@ Prints, measured side by side in one run:
 - a task's fixed cost beside the bare start-up of Python + JAX (import, one jitted op): a task
   process through the runner doing the same, and an llc run whose sampling is negligible (HMC,
   10 draws on a d = 10 quadratic: imports, calibration, compilation, diagnostics, trace), with its
-  programs compiled afresh and loaded from the store's compilation cache.
+  programs compiled afresh and loaded from the store's compilation cache; each with task
+  processes started as fresh interpreters (LAMBDA_HAT_FORK=0) and forked from the runner's
+  preloaded server (the default).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from lambda_hat.engine.cards import Card, parsl_config  # noqa: E402
 from lambda_hat.engine.progress import Progress  # noqa: E402
-from lambda_hat.engine.runner import run_tasks  # noqa: E402
+from lambda_hat.engine.runner import run_tasks, start_forkserver  # noqa: E402
 from lambda_hat.engine.tasks import Task, task  # noqa: E402
 from lambda_hat.engine.workflow import Options  # noqa: E402
 from lambda_hat.llc.config import RunTask, TargetTask, load_plan  # noqa: E402
@@ -59,7 +61,7 @@ def noop(ctx, cfg):
 JAX_OP = "import jax, jax.numpy as jnp; jax.jit(lambda x: x + 1)(jnp.zeros(1)).block_until_ready()"
 
 
-@task(Index)
+@task(Index, preload=("jax",))
 def jax_op(ctx, cfg):
     exec(JAX_OP)
     return {}
@@ -146,15 +148,20 @@ def startup(work: Path) -> None:
     bare_sec = min(bare() for _ in range(3))
     env = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "benchmarks"), str(ROOT), env]))
-    task = min(task_sec([Task("bench", "engine_overhead:jax_op", {"i": i}, f"jax {i}") for i in range(3)], work / "jax"))
     cfg = {"targets": [{"model": "quadratic", "seed": 0}], "samplers": [{"name": "hmc", "overrides": {"warmup": 10, "draws": 10, "seed": s}} for s in (0, 1)]}
-    (work / "llc" / "config").mkdir(parents=True)
-    (work / "llc" / "config" / "experiments.yaml").write_text(yaml.safe_dump(cfg))
-    os.chdir(work / "llc")
-    tasks = WORKFLOW.tasks(load_plan(Path("config/experiments.yaml")), Options(), CARD)
-    secs = task_sec(tasks, Path("runs").resolve())  # the target, then the same program twice (seeds 0 and 1)
-    print(f"start-up   : bare Python + JAX (import, one jitted op) {bare_sec:.2f} s; a task process doing the same {task:.2f} s "
-          f"(+{task - bare_sec:.2f} s); an llc run of negligible sampling {secs[1]:.2f} s compiling, {secs[2]:.2f} s with its programs cached")  # fmt: skip
+    start_forkserver(["engine_overhead:jax_op", "lambda_hat.llc.targets:train_target", "lambda_hat.llc.sampling:sample_run"])
+    line = f"start-up   : bare Python + JAX (import, one jitted op) {bare_sec:.2f} s"
+    for mode, name in (("0", "a fresh interpreter"), ("1", "forked from the preloaded server")):
+        os.environ["LAMBDA_HAT_FORK"] = mode
+        task = min(task_sec([Task("bench", "engine_overhead:jax_op", {"i": i}, f"jax {i}") for i in range(3)], work / mode / "jax"))
+        (work / mode / "llc" / "config").mkdir(parents=True)
+        (work / mode / "llc" / "config" / "experiments.yaml").write_text(yaml.safe_dump(cfg))
+        os.chdir(work / mode / "llc")
+        tasks = WORKFLOW.tasks(load_plan(Path("config/experiments.yaml")), Options(), CARD)
+        secs = task_sec(tasks, Path("runs").resolve())  # the target, then the same program twice (seeds 0 and 1)
+        line += (f"\n  task process, {name}: the same {task:.2f} s (+{task - bare_sec:.2f} s); "
+                 f"an llc run of negligible sampling {secs[1]:.2f} s compiling, {secs[2]:.2f} s with its programs cached")  # fmt: skip
+    print(line)
 
 
 def main():

@@ -27,6 +27,38 @@ TINY = {
 }
 
 
+def task_processes(under: Path, procs=None) -> list:
+    """(process, task directory) of every task process running a task under `under`: a fresh
+    interpreter (python -m lambda_hat.engine.runner) or one forked from the runner's fork server,
+    each with its task's log.txt open as stdout."""
+    import psutil
+
+    found = []
+    for p in psutil.process_iter() if procs is None else procs:
+        try:
+            cmd = " ".join(p.cmdline())
+            if "lambda_hat.engine.runner" in cmd or "multiprocessing.forkserver" in cmd:
+                logs = [Path(f.path) for f in p.open_files() if f.path.endswith("/log.txt") and f.path.startswith(str(under))]
+                if logs:
+                    found.append((p, logs[0].parent))
+        except psutil.Error:  # finished meanwhile
+            pass
+    return found
+
+
+def fork_servers(cwd: Path) -> list:
+    import psutil
+
+    found = []
+    for p in psutil.process_iter():
+        try:
+            if "multiprocessing.forkserver" in " ".join(p.cmdline()) and p.cwd() == str(cwd) and not p.open_files():
+                found.append(p)
+        except psutil.Error:
+            pass
+    return found
+
+
 @pytest.fixture
 def project(tmp_path, monkeypatch):
     """A temporary project directory with the repo's cards, used as the working directory."""

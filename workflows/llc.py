@@ -38,13 +38,15 @@ def build_tasks(plan: Plan, timeout: float | None) -> tuple[dict, dict]:
     env = {"JAX_ENABLE_X64": "1" if plan.config.jax_enable_x64 else "0"}
     timeout = timeout or plan.config.task_timeout
     targets = {t.label: Task(TARGETS, "lambda_hat.llc.targets:train_target", t.semantic(), f"target {t.label}", timeout=timeout, env=env) for t in plan.targets}
-    runs, sampler_cfg = {}, {}
+    runs, sampler_cfg, n_of = {}, {}, {}
     for r in plan.runs:
         tt = targets[r.target.label]
         if id(r.sampler) not in sampler_cfg:  # one sampler object is shared by the runs of all targets
             sampler_cfg[id(r.sampler)] = plain(r.sampler)
         cfg = {"target": tt.id, "sampler": sampler_cfg[id(r.sampler)]}
-        runs[r.label] = Task(RUNS, "lambda_hat.llc.sampling:sample_run", cfg, r.label, deps=((TARGETS, tt.id),), timeout=timeout, env=env)
+        work = r.sampler.work(n_of.setdefault(tt.id, (tt.config.get("data") or tt.config["model"]).get("n") or 1))
+        runs[r.label] = Task(RUNS, "lambda_hat.llc.sampling:sample_run", cfg, r.label, deps=((TARGETS, tt.id),), timeout=timeout, env=env, priority=work)
+        tt.priority += work  # the target that unblocks the most work trains first
     return targets, runs
 
 

@@ -16,6 +16,7 @@ import concurrent.futures as cf
 import contextlib
 import dataclasses
 import functools
+import heapq
 import json
 import os
 import platform
@@ -196,8 +197,13 @@ def _run_child(spec: dict, workdir: Path, root: Path) -> tuple[Status, dict, str
             for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
                 env.setdefault(var, str(len(block)))
         try:
-            argv = _shell(spec, workdir) if spec["command"] else [sys.executable, "-m", "lambda_hat.engine.runner", str(workdir)]
-            p = subprocess.Popen(argv, cwd=spec["cwd"], stdout=log, stderr=log, env=env, start_new_session=True)
+            if spec["command"] or not _forks():
+                argv = _shell(spec, workdir) if spec["command"] else [sys.executable, "-m", "lambda_hat.engine.runner", str(workdir)]
+                p = subprocess.Popen(argv, cwd=spec["cwd"], stdout=log, stderr=log, env=env, start_new_session=True)
+            else:
+                if not _forkserver_started:  # an HTEX worker: the runner started its own
+                    start_forkserver([spec["fn"]])
+                p = _Forked(str(workdir), spec["cwd"], env, block)
             with _children_lock:
                 _children.add(p)
             if block:  # before the child has started a thread: all it starts inherit the block
@@ -226,6 +232,100 @@ def _run_child(spec: dict, workdir: Path, root: Path) -> tuple[Status, dict, str
     if err:
         return Status.FAILED, {}, err["error"]
     return Status.FAILED, {}, f"process died with {died}"
+
+
+def _forks() -> bool:
+    """Task processes fork from a preloaded server (LAMBDA_HAT_FORK=0: fresh interpreters)."""
+    import multiprocessing
+
+    return os.environ.get("LAMBDA_HAT_FORK", "1") != "0" and "forkserver" in multiprocessing.get_all_start_methods()
+
+
+_forkserver_started = False
+
+
+def start_forkserver(fns: list[str]) -> None:
+    """Start (in the background) the server task processes are forked from, with the modules
+    the tasks declare (@task preload) already imported: a fresh interpreter spends ~2.5 s
+    importing JAX, BlackJAX, optax and arviz, more than many a task's own work. Forked before
+    any of them starts a JAX backend or a thread pool, so each task is still a process of its
+    own (real timeouts, crashes contained), with its own threads and accelerators."""
+    global _forkserver_started
+    if not _forks():
+        return
+    import multiprocessing.forkserver as fs
+
+    mods = {"lambda_hat.engine.runner"}
+    for fn in fns:
+        mods.update([fn.split(":")[0], *declared(fn)[1].preload])
+    fs.set_forkserver_preload(sorted(mods))  # only the first start in a process uses it
+    _forkserver_started = True
+    threading.Thread(target=fs.ensure_running, daemon=True).start()
+
+
+class _Forked:
+    """A task process forked from the preloaded server, with Popen's pid/wait/returncode.
+    (The server exits when this process dies; the task then gets SIGKILL: _die_with_parent.)"""
+
+    def __init__(self, workdir: str, cwd: str, env: dict, block: list[int] | None):
+        import multiprocessing
+
+        self.proc = multiprocessing.get_context("forkserver").Process(target=_forked_main, args=(workdir, cwd, env, block))
+        self.proc.start()
+        self.pid = self.proc.pid
+
+    def wait(self, timeout: float | None = None) -> int:
+        self.proc.join(timeout)
+        if self.proc.exitcode is None:
+            raise subprocess.TimeoutExpired("task", timeout)
+        return self.proc.exitcode
+
+    @property
+    def returncode(self) -> int | None:
+        return self.proc.exitcode
+
+
+def _forked_main(workdir: str, cwd: str, env: dict, block: list[int] | None) -> None:
+    """A forked task process: what Popen and `python -m lambda_hat.engine.runner` give a fresh
+    one (own session, log as stdout/stderr, cwd first on sys.path, its environment, its cores)."""
+    import multiprocessing.forkserver as fs
+
+    # Every forked process holds the server's "alive" pipe, which keeps the server running: let
+    # go of it, so that the server exits when the workflow does (and this process with it).
+    server = getattr(fs, "_forkserver", None)
+    if getattr(server, "_forkserver_alive_fd", None) is not None:
+        os.close(server._forkserver_alive_fd)
+        server._forkserver_alive_fd = None
+    os.setsid()
+    if block:  # before any thread starts (the parent pins it too, once it knows the pid)
+        os.sched_setaffinity(0, block)
+    fd = os.open(Path(workdir) / "log.txt", os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    os.chdir(cwd)
+    sys.path.insert(0, cwd)
+    os.environ.clear()
+    os.environ.update(env, LAMBDA_HAT_PARENT=str(os.getppid()))  # the server: it dies with the workflow
+    jax = sys.modules.get("jax")  # (the engine imports no science itself)
+    if jax:  # imported by the server: JAX read its JAX_* variables then, so apply the task's
+        if getattr(sys.modules.get("jax._src.xla_bridge"), "_backends", None):  # a preloaded module started a backend, whose threads a fork loses
+            print("task process: the fork server had started JAX (a @task preload module does); starting afresh", flush=True)
+            os.execv(sys.executable, [sys.executable, "-m", "lambda_hat.engine.runner", workdir])
+
+        for key, value in env.items():
+            name = key.lower()
+            if key.startswith("JAX_") and name in jax.config.values:
+                jax.config.update(name, _typed_like(jax.config.values[name], value))
+    _child_main(workdir)
+
+
+def _typed_like(current, value: str):
+    if isinstance(current, bool):
+        return value.strip().lower() in ("1", "true", "yes", "on", "t", "y")
+    if isinstance(current, (int, float)):
+        return type(current)(value)
+    return value
 
 
 def execute(spec: dict, root: str, *dep_outcomes: Outcome) -> Outcome:
@@ -350,26 +450,46 @@ def run_tasks(
     # Parsl numbers its run directories 000, 001, …: a directory per invocation keeps two
     # concurrent invocations on one store from racing for the same number.
     run_dir = store.root / ".parsl" / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    start_forkserver(sorted({t.fn for t in pending if t.isolate and not t.command}))  # while Parsl starts
     dfk = parsl.load(parsl_config(card, run_dir, cards))
-    window = card.capacity if budget is not None else len(pending)
+    # Only tasks whose inputs are finished are submitted, the highest Task.priority first, and
+    # no more than the card runs at once (unless other cards take tasks too): Parsl would run
+    # them in submission order, and the longest started last sets the sweep's wall time.
+    window = card.capacity if budget is not None or not cards else len(pending)
     longest = 0.0
     try:
         apps = {label: parsl.python_app(execute, data_flow_kernel=dfk, executors=[label]) for label in ["lh", *(cards or {})]}
         futures: dict[cf.Future, Task] = {}
         by_id: dict[str, cf.Future] = {}
-        queue = collections.deque(pending)
+        order = {t.id: i for i, t in enumerate(pending)}
+        waiting = {t.id: {i for _, i in t.deps if i in order and i != t.id} for t in pending}
+        dependents = collections.defaultdict(list)
+        for t in pending:
+            for i in waiting[t.id]:
+                dependents[i].append(t)
+        ready: list[tuple[float, int, Task]] = []
+        unsubmitted = {t.id: t for t in pending}
+
+        def release(t: Task) -> None:
+            heapq.heappush(ready, (-t.priority, order[t.id], t))
+
+        for t in pending:
+            if not waiting[t.id]:
+                release(t)
         finished: _queue.SimpleQueue[cf.Future] = _queue.SimpleQueue()  # O(1) per completion, unlike cf.wait over all
         cwd = os.getcwd()
 
         def submit_more() -> None:
-            while queue and len(futures) < window:
+            while ready and len(futures) < window:
                 if budget is not None and time.time() - t_start + longest > budget:
                     why = f"budget: {budget:g} s would be exceeded (longest task so far {longest:.0f} s)"
-                    for t in queue:
+                    for t in sorted(unsubmitted.values(), key=lambda t: order[t.id]):
                         record(Outcome(t.id, t.label, t.kind, Status.LEFT, why))
-                    queue.clear()
+                    unsubmitted.clear()
+                    ready.clear()
                     return
-                t = queue.popleft()
+                t = heapq.heappop(ready)[2]
+                del unsubmitted[t.id]
                 spec = {**{f: getattr(t, f) for f in SPEC_FIELDS}, "force": force, "cwd": cwd, "dep_dirs": [str(store.dir(k, i).resolve()) for k, i in t.deps]}
                 dep_futs = [by_id[i] for _, i in t.deps if i in by_id]
                 fut = apps[t.executor](spec, str(store.root), *dep_futs)
@@ -394,6 +514,10 @@ def run_tasks(
             longest = max(longest, out.walltime_sec or 0.0)
             record(out)
             progress.update(out)
+            for d in dependents.pop(t.id, []):
+                waiting[d.id].discard(t.id)
+                if not waiting[d.id] and d.id in unsubmitted:
+                    release(d)
             submit_more()
     except KeyboardInterrupt:
         kill_children()

@@ -60,16 +60,18 @@ class Declared:
     config: type  # a dataclass the task's config is validated into
     version: int | str | Callable[[dict], int | str]  # a callable reads the plain config
     needs: Callable | None = None  # sweep tasks: needs(cfg) -> [Task], cached tasks it reads
+    preload: tuple[str, ...] = ()  # modules it imports, imported once by the server task processes fork from
 
 
-def task(config: type, version: int | str | Callable[[dict], int | str] = 1, needs: Callable | None = None):
+def task(config: type, version: int | str | Callable[[dict], int | str] = 1, needs: Callable | None = None, preload: tuple[str, ...] = ()):
     """Declare a task function fn(ctx, cfg). Bump `version` when a change to the code changes
     its results. `needs(cfg)` (sweep tasks) names the cached tasks an experiment reads (data, a
     pretrained model), in dependency order: each runs once for all experiments that need it,
-    and the experiment gets their store directories, in that order, as ctx.deps."""
+    and the experiment gets their store directories, in that order, as ctx.deps. `preload`:
+    the heavy modules it imports (jax, torch, …), loaded once for all its task processes."""
 
     def wrap(fn):
-        fn.declared = Declared(config, version, needs)
+        fn.declared = Declared(config, version, needs, tuple(preload))
         return fn
 
     return wrap
@@ -116,6 +118,7 @@ class Task:
     env: dict = field(default_factory=dict)  # extra environment for the child process
     executor: str = "lh"  # Parsl executor label: "lh" is the command's card, others run_tasks' `cards`
     command: str | None = None  # a shell task: this command line instead of fn
+    priority: float = 0.0  # among tasks ready at once, the highest runs first (e.g. its expected cost)
     version: str = ""  # the code version (default: the function's declared version)
     id: str = ""
     key: str = ""  # the ID without the code version: finds results of other versions

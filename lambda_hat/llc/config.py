@@ -129,6 +129,11 @@ class SamplerBase:
     seed: int = field(default=0, metadata=nonneg())
     posterior: Posterior = Posterior()
 
+    def work(self, n: int) -> float:
+        """Rough cost on n data points (gradient evaluations × points, all chains): runs are
+        started longest first, so that the longest does not start last."""
+        return self.chains * (self.burnin + self.draws) * n
+
 
 @dataclass(frozen=True)
 class SGLD(SamplerBase):
@@ -149,6 +154,10 @@ class SGLD(SamplerBase):
     rmsprop_decay: float = field(default=0.99, metadata={"gt": 0, "lt": 1})
     rmsprop_eps: float = field(default=1e-5, metadata=positive())
 
+    def work(self, n: int) -> float:
+        steps = self.max_steps if "auto" in (self.burnin, self.draws) else self.burnin + self.draws
+        return self.chains * steps * min(n, self.batch_size or n)
+
 
 @dataclass(frozen=True)
 class HMC(SamplerBase):
@@ -159,6 +168,9 @@ class HMC(SamplerBase):
     warmup: int = field(default=300, metadata=positive())  # window-adaptation steps per chain
     target_accept: float = field(default=0.8, metadata={"gt": 0, "lt": 1})
 
+    def work(self, n: int) -> float:
+        return self.chains * (self.warmup + self.burnin + self.draws) * self.num_integration_steps * n
+
 
 @dataclass(frozen=True)
 class MCLMC(SamplerBase):
@@ -167,6 +179,9 @@ class MCLMC(SamplerBase):
     kind: Literal["mclmc"] = "mclmc"
     tune_steps: int = field(default=1000, metadata=positive())  # steps of BlackJAX's L / step-size finder
     diagonal_preconditioning: bool = False
+
+    def work(self, n: int) -> float:
+        return self.chains * (self.tune_steps + self.burnin + self.draws) * 2 * n
 
 
 @dataclass(frozen=True)
@@ -186,6 +201,9 @@ class VI(SamplerBase):
     lr: float = field(default=1e-2, metadata=positive())
     mc_samples: int = field(default=8, metadata=positive())
     batch_size: int | None = field(default=None, metadata=positive())
+
+    def work(self, n: int) -> float:
+        return self.chains * self.steps * self.M * self.mc_samples * min(n, self.batch_size or n)
 
     def check(self, bad):
         if self.family != "lowrank" and self.M != 1:

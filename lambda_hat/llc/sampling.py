@@ -78,7 +78,11 @@ def estimate(post, cfg, model: dict, log=lambda msg: None, llc_true: float | Non
 
 
 # A run's code version: the estimator's (bump when this file or calibration changes λ̂) and its sampler's.
-@task(RunTask, version=lambda c: f"1.{VERSIONS[c['sampler']['kind']]}")
+# not blackjax: importing it starts a JAX backend, and a process cannot fork one
+_PRELOAD = ("jax", "optax", "arviz", "lambda_hat.llc.calibration", "lambda_hat.llc.traces", "lambda_hat.llc.targets", "lambda_hat.llc.samplers.vi")
+
+
+@task(RunTask, version=lambda c: f"1.{VERSIONS[c['sampler']['kind']]}", preload=_PRELOAD)
 def sample_run(ctx, cfg: RunTask) -> dict:
     import jax
 

@@ -11,7 +11,7 @@ import psutil
 import pytest
 import yaml
 
-from conftest import LH, ROOT, TINY, cli, write_config
+from conftest import LH, ROOT, TINY, cli, fork_servers, task_processes, write_config
 
 TWO = {**TINY, "samplers": TINY["samplers"] + [{"name": "sgld", "overrides": {"step_size": 5e-4, "batch_size": None, "draws": 100, "burnin": 20, "chains": 2}}]}
 
@@ -50,11 +50,7 @@ def test_sigkill_anywhere_then_resume(project, point):
             pd.read_parquet(p)
     # the task processes died with the workflow
     time.sleep(0.5)
-    assert not [
-        p
-        for p in psutil.process_iter(["cmdline"])
-        if str(project) in " ".join(p.info["cmdline"] or []) and "lambda_hat.engine.runner" in " ".join(p.info["cmdline"] or [])
-    ]
+    assert not task_processes(project) and not fork_servers(project)
 
     r = cli("workflow", "llc", "--local", cwd=project)
     assert r.returncode == (1 if point == "write:retry.yaml" else 0), r.stdout + r.stderr
@@ -72,16 +68,16 @@ def test_sigkill_anywhere_then_resume(project, point):
 def kill_worker_of(project, is_victim) -> None:
     """Kill the HTEX worker whose task (found by its work dir under `project`) `is_victim`."""
     for _ in range(600):  # HTEX workers are not our children: look for the task process by its work dir
-        for p in psutil.process_iter(["cmdline"]):
-            cmd = p.info["cmdline"] or []
-            if len(cmd) > 2 and cmd[-2] == "lambda_hat.engine.runner":
-                try:
-                    spec = os.path.join(p.cwd(), cmd[-1], "task.json")
-                    if spec.startswith(str(project)) and is_victim(json.load(open(spec))["config"]):
-                        p.parent().kill()  # the HTEX worker running the task
-                        return
-                except (psutil.Error, OSError, ValueError):
-                    pass
+        for p, workdir in task_processes(project):
+            try:
+                if is_victim(json.loads((workdir / "task.json").read_text())["config"]):
+                    worker = p.parent()  # the HTEX worker running the task, or the fork server it started
+                    if "multiprocessing.forkserver" in " ".join(worker.cmdline()):
+                        worker = worker.parent()
+                    worker.kill()
+                    return
+            except (psutil.Error, OSError, ValueError):
+                pass
         time.sleep(0.1)
     pytest.fail("the task never started")
 

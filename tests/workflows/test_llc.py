@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import TINY, cli, write_config
+from conftest import TINY, cli, task_processes, write_config
 
 matplotlib.use("Agg")
 
@@ -173,18 +173,8 @@ def test_ctrl_c_exits_130_and_leaves_no_task_process(project):
     me = psutil.Process(proc.pid)
     tasks = []
 
-    def task_processes():
-        found = []
-        for p in me.children(recursive=True):
-            try:
-                if "lambda_hat.engine.runner" in " ".join(p.cmdline()):
-                    found.append(p)
-            except psutil.Error:  # finished meanwhile (the target task)
-                pass
-        return found
-
     for _ in range(300):  # wait for the sampling task (the target task finishes first)
-        tasks = task_processes() if list(project.glob("runs/llc/.tmp-*")) else []
+        tasks = [p for p, _ in task_processes(project / "runs" / "llc", me.children(recursive=True))]
         if tasks:
             break
         time.sleep(0.1)
