@@ -80,3 +80,12 @@ def toy(ctx, cfg: ToyConfig):
     if cfg.curve:
         _curve(ctx.workdir, cfg.curve, cfg.lr)
     return {"score": -((cfg.lr - 0.03) ** 2) * 1e4 + 0.01 * cfg.seed, "loss": abs(cfg.lr - 0.03) + 1 / cfg.width, "params": 10 * cfg.width, "epochs": 1}
+
+
+@task(Plain, preload=("jax",))
+def jax_state(ctx, cfg: Plain):
+    """What JAX looks like in a task process: its x64 flag (from JAX_ENABLE_X64) and the dtype of a
+    new array; the process's parent (the fork server, or the runner) and its session."""
+    import jax.numpy as jnp
+
+    return {"x64": jnp.zeros(1).dtype == jnp.float64, "pid": os.getpid(), "ppid": os.getppid(), "sid": os.getsid(0)}

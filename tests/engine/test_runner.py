@@ -56,6 +56,28 @@ def test_reuse_failure_and_skipped_dependants(tmp_path):
     assert s3.outcomes[a.id].status == "done"
 
 
+@pytest.mark.parametrize("fork", ["1", "0"])
+def test_task_processes_get_their_own_environment(tmp_path, monkeypatch, fork):
+    """Forked from the server that imported JAX before any task's JAX_* variables, or a fresh
+    interpreter: either way each task sees its own, in its own session."""
+    monkeypatch.setenv("LAMBDA_HAT_FORK", fork)
+    tasks = [Task("t", "tasks:jax_state", {"value": v}, f"x64={v}", env={"JAX_ENABLE_X64": str(v)}) for v in (0, 1, 1, 0)]
+    s = run_tasks(tasks, tmp_path, Card(executor="threads", workers=1))
+    assert s.ok
+    got = [json.loads((Store(tmp_path).dir("t", t.id) / "metrics.json").read_text()) for t in tasks[:2]]
+    assert [g["x64"] for g in got] == [False, True]
+    assert all(g["sid"] == g["pid"] for g in got) and len({g["pid"] for g in got}) == 2
+    assert (got[0]["ppid"] == os.getpid()) == (fork == "0")  # forked: the server's child
+
+
+def test_ready_tasks_start_highest_priority_first(tmp_path):
+    root = Task("t", "tasks:noop", {"value": 0}, "root")
+    tasks = [root] + [Task("t", "tasks:noop", {"value": v}, f"p{p}", deps=(("t", root.id),), priority=p, isolate=False) for v, p in ((1, 1), (2, 5), (3, 2))]
+    run_tasks(tasks, tmp_path, Card(executor="threads", workers=1))
+    started = {t.label: Store(tmp_path).manifest("t", t.id)["started"] for t in tasks[1:]}
+    assert sorted(started, key=started.get) == ["p5", "p2", "p1"]
+
+
 def test_timeout_kills_the_task_process(tmp_path):
     t = Task("t", "tasks:sleeper", {"sleep": 60}, "sleepy", timeout=2)
     fast = Task("t", "tasks:noop", {}, "fast")
