@@ -140,7 +140,7 @@ def test_vi_families_on_deep_linear_network(dln):
     fits = {
         "meanfield": VI(chains=2, draws=4000, steps=2000, burnin=0),
         "lowrank": VI(family="lowrank", M=2, r=8, chains=2, draws=4000, steps=2000, burnin=0),  # vi_lowrank's fit
-        "flow": VI(family="flow", chains=2, draws=4000, steps=6000, lr=3e-3, mc_samples=16, burnin=0),  # vi_flow's fit
+        "flow": VI(family="flow", hidden=32, chains=2, draws=4000, steps=6000, lr=3e-3, mc_samples=16, burnin=0),  # vi_flow's fit
     }
     llc, elbo = {}, {}
     for name, cfg in fits.items():
