@@ -251,7 +251,7 @@ def start_forkserver(fns: list[str]) -> None:
     any of them starts a JAX backend or a thread pool, so each task is still a process of its
     own (real timeouts, crashes contained), with its own threads and accelerators."""
     global _forkserver_started
-    if not _forks():
+    if not fns or not _forks():
         return
     import multiprocessing.forkserver as fs
 
