@@ -22,6 +22,21 @@ def ids(path):
     return {k: t.id for k, t in targets.items()}, {k: t.id for k, t in runs.items()}
 
 
+def test_runs_longest_first_and_the_target_that_unblocks_most_first(tmp_path):
+    """Priorities (not part of any ID): a run's estimated work grows with its steps, chains and
+    data; a target's is the sum of its runs'."""
+    cfg = {
+        "targets": [{"model": "quadratic", "seed": 0}, {"model": "dln", "data": "small", "seed": 0, "samplers": [{"name": "hmc"}]}],
+        "samplers": [{"name": "vi_flow"}, {"name": "hmc"}, {"name": "hmc", "overrides": {"draws": 4000}}],
+    }
+    targets, runs = build_tasks(load_plan(write_config(tmp_path / "e.yaml", cfg)), None)
+    p = {k: t.priority for k, t in runs.items()}
+    assert p["vi_flow@quadratic/s0"] > p["hmc#2@quadratic/s0"] > p["hmc#1@quadratic/s0"] == p["hmc@dln/small/s0"] > 0
+    assert targets["quadratic/s0"].priority == sum(v for k, v in p.items() if k.endswith("@quadratic/s0"))
+    assert targets["quadratic/s0"].priority > targets["dln/small/s0"].priority
+    assert ids(write_config(tmp_path / "e.yaml", cfg)) == ids(write_config(tmp_path / "e.yaml", cfg))
+
+
 def test_expansion_is_cartesian_and_deterministic(tmp_path):
     p = write_config(tmp_path / "e.yaml", BASE)
     plan = load_plan(p)
