@@ -247,8 +247,8 @@ _forkserver_started = False
 def start_forkserver(fns: list[str]) -> None:
     """Start (in the background) the server task processes are forked from, with the modules
     the tasks declare (@task preload) already imported: a fresh interpreter spends ~2.5 s
-    importing JAX, BlackJAX, optax and arviz, more than many a task's own work. Forked before
-    any of them starts a JAX backend or a thread pool, so each task is still a process of its
+    importing JAX, optax, arviz and the like, more than many a task's own work. Forked before
+    any task starts a JAX backend or a thread pool, so each task is still a process of its
     own (real timeouts, crashes contained), with its own threads and accelerators."""
     global _forkserver_started
     if not fns or not _forks():
