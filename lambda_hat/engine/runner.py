@@ -255,9 +255,11 @@ def start_forkserver(fns: list[str]) -> None:
         return
     import multiprocessing.forkserver as fs
 
+    # Only what tasks declare, not their own modules: one importing torch at the top would load
+    # OpenMP into the server, which neither a fork nor the task's OMP_NUM_THREADS gets right.
     mods = {"lambda_hat.engine.runner"}
     for fn in fns:
-        mods.update([fn.split(":")[0], *declared(fn)[1].preload])
+        mods.update(declared(fn)[1].preload)
     fs.set_forkserver_preload(sorted(mods))  # only the first start in a process uses it
     _forkserver_started = True
     threading.Thread(target=fs.ensure_running, daemon=True).start()

@@ -86,7 +86,7 @@ def cluster_pairs(pairs: np.ndarray, cfg: BlobConfig, rng: np.random.Generator) 
     return {"n_clusters": len(clusters), "silhouette": sil, "noise_fraction": float(1 - core.mean())}
 
 
-@task(BlobConfig)
+@task(BlobConfig, preload=("jax", "optax"))
 def train(ctx, cfg: BlobConfig) -> dict:
     import jax
     import optax
