@@ -60,7 +60,7 @@ class Declared:
     config: type  # a dataclass the task's config is validated into
     version: int | str | Callable[[dict], int | str]  # a callable reads the plain config
     needs: Callable | None = None  # sweep tasks: needs(cfg) -> [Task], cached tasks it reads
-    preload: tuple[str, ...] = ()  # modules it imports, imported once by the server task processes fork from
+    preload: tuple[str, ...] = ()  # modules imported once by the server its task processes fork from
 
 
 def task(config: type, version: int | str | Callable[[dict], int | str] = 1, needs: Callable | None = None, preload: tuple[str, ...] = ()):
@@ -68,7 +68,8 @@ def task(config: type, version: int | str | Callable[[dict], int | str] = 1, nee
     its results. `needs(cfg)` (sweep tasks) names the cached tasks an experiment reads (data, a
     pretrained model), in dependency order: each runs once for all experiments that need it,
     and the experiment gets their store directories, in that order, as ctx.deps. `preload`:
-    the heavy modules it imports (jax, torch, …), loaded once for all its task processes."""
+    heavy modules it imports (jax, optax, …), imported once by the server its task processes
+    fork from; only modules that start no thread pool or backend on import (not torch, blackjax)."""
 
     def wrap(fn):
         fn.declared = Declared(config, version, needs, tuple(preload))

@@ -132,7 +132,7 @@ class SamplerBase:
     def work(self, n: int) -> float:
         """Rough cost on n data points (gradient evaluations × points, all chains): runs are
         started longest first, so that the longest does not start last."""
-        return self.chains * (self.burnin + self.draws) * n
+        raise NotImplementedError
 
 
 @dataclass(frozen=True)
