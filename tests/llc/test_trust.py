@@ -116,6 +116,33 @@ def test_auto_step_predicts_one_percent_and_ten_times_it_is_flagged():
     assert big["predicted_bias"] > 0.05 and "step_bias" in codes(big), big["warnings"]
 
 
+def test_mala_check_on_a_subsample_reads_as_on_the_full_data(monkeypatch):
+    """Above MALA_SAMPLES points the step check runs on a subsample with the full data's gradient
+    at w*: its acceptance matches the full data's at every step size, on both sides of the flag."""
+    from lambda_hat.llc import calibration
+    from lambda_hat.llc.checks import MALA_MIN
+
+    n, rng = 40_000, np.random.default_rng(0)
+    x = rng.standard_normal((n, 4)) * np.array([1.0, 0.5, 2.0, 1.0])
+    y = x @ rng.standard_normal((3, 4)).T + rng.standard_normal((n, 3))
+    w_star = np.linalg.lstsq(x, y, rcond=None)[0].T.ravel()
+    loss = lambda w, b: 0.5 * jnp.mean(jnp.sum((b[1] - b[0] @ w.reshape(3, 4).T) ** 2, -1))  # noqa: E731
+    post = Posterior(jnp.asarray(w_star), n, n_beta(n, 1.0), 1.0, loss, (jnp.asarray(x), jnp.asarray(y)), float(loss(w_star, (x, y))))
+    A = post.n_beta * np.kron(np.eye(3), x.T @ x / n) + np.eye(12)
+    draws = jnp.asarray(w_star + rng.standard_normal((64, 12)) @ np.linalg.cholesky(np.linalg.inv(A)).T)  # exact posterior draws
+    assert n > calibration.MALA_SAMPLES
+    accept = {}
+    for c in (0.3, 1.0, 2.0):
+        eps = c / np.linalg.eigvalsh(A).max()
+        sub = calibration.mala_acceptance(post, draws, eps, 1.0, jax.random.PRNGKey(1))
+        with monkeypatch.context() as mp:
+            mp.setattr(calibration, "MALA_SAMPLES", n)
+            full = calibration.mala_acceptance(post, draws, eps, 1.0, jax.random.PRNGKey(1))
+        assert sub == pytest.approx(full, abs=0.02), (c, sub, full)  # observed within 0.006
+        accept[c] = sub
+    assert accept[0.3] > MALA_MIN > accept[2.0]
+
+
 def test_paired_statistic_makes_ess_and_rhat_see_slow_mixing():
     """A step 100× too small for 2000 steps: the chains have not moved from their dispersed
     starts. The minibatch loss alone would read ESS ≈ draws; the paired statistic reads the truth."""
