@@ -113,9 +113,10 @@ def measure(post, key) -> Spectrum:
 
     t0 = time.time()
     d, dt, w = post.dim, post.w_star.dtype, post.w_star
-    sub = _subsample(post, CURVATURE_SAMPLES)
-    if d <= DENSE_MAX_DIM:
-        H = np.asarray(jax.jit(jax.hessian(post.loss))(w, sub), dtype=np.float64)
+    sub, dense = _subsample(post, CURVATURE_SAMPLES), d <= DENSE_MAX_DIM
+    g_full, H, G, shift = _at_w_star(post, dense)(w, sub, post.data, _subsample(post, NOISE_SAMPLES))
+    if dense:
+        H = np.asarray(H, dtype=np.float64)
         theta, S = np.linalg.eigh(0.5 * (H + H.T))
         weight, top, vectors = np.ones(d), S[:, -1], S
     else:
@@ -128,36 +129,37 @@ def measure(post, key) -> Spectrum:
             weight.append(S[0] ** 2 * d / len(Ts))
         top = Q[0].T @ np.linalg.eigh(Ts[0])[1][:, -1]
         theta, weight = np.concatenate(theta), np.concatenate(weight)
-    g_full = jax.jit(jax.grad(post.loss))(w, post.data)
-    kappa = _noise_ratio(post, jnp.asarray(top, dt), theta, weight)
-    shift = _wstar_shift(post, sub, g_full)
-    return Spectrum(theta, weight, kappa, float(jnp.linalg.norm(g_full)), shift, time.time() - t0, vectors)
+    kappa = _noise_ratio(G, top, theta, weight)
+    return Spectrum(theta, weight, kappa, float(jnp.linalg.norm(g_full)), float(shift), time.time() - t0, vectors)
 
 
-def _noise_ratio(post, top, theta, weight) -> float:
-    """κ = per-sample gradient variance / curvature, the larger of its trace and top-mode values."""
-    if post.data is None:
-        return 0.0
-    x, y = _subsample(post, NOISE_SAMPLES)
-    per = jax.jit(jax.vmap(lambda w, xi, yi: jax.grad(post.loss)(w, (xi[None], yi[None])), in_axes=(None, 0, 0)))
-    G = np.asarray(per(post.w_star, x, y), dtype=np.float64)
-    G = G - G.mean(axis=0)
-    tr_c, top_c = float(np.mean(np.sum(G**2, axis=1))), float(np.mean((G @ np.asarray(top)) ** 2))
-    tr_h, h_top = float(np.sum(weight * np.clip(theta, 0, None))), float(theta.max())
-    ratios = [r for r in (tr_c / tr_h if tr_h > 0 else 0.0, top_c / h_top if h_top > 0 else 0.0) if np.isfinite(r)]
-    return max(ratios, default=0.0)
-
-
-def _wstar_shift(post, sub, g) -> float:
-    """Second-order shift of E[λ̂] from a gradient g at w*: −nβ²gᵀA⁻¹g + ½nβ²uᵀHu, u = A⁻¹g."""
+def _at_w_star(post, dense: bool):
+    """One program (each costs a compilation): at w*, the full-data gradient g, the Hessian on
+    the subsample (if dense), per-sample gradients on NOISE_SAMPLES points (None without data)
+    and the second-order shift of E[λ̂] from g: −nβ²gᵀA⁻¹g + ½nβ²uᵀHu, u = A⁻¹g (CG)."""
     nb, gamma, hvp = post.n_beta, post.gamma, _hvp(post)
 
     @jax.jit
-    def shift(g, w, sub):
+    def at(w, sub, data, noise):
+        g = jax.grad(post.loss)(w, data)
+        H = jax.hessian(post.loss)(w, sub) if dense else None
+        G = None if noise is None else jax.vmap(lambda xi, yi: jax.grad(post.loss)(w, (xi[None], yi[None])))(*noise)
         u, _ = jax.scipy.sparse.linalg.cg(lambda v: nb * hvp(v, w, sub) + gamma * v, g, maxiter=CG_STEPS)
-        return -(nb**2) * jnp.dot(g, u) + 0.5 * nb**2 * jnp.dot(u, hvp(u, w, sub))
+        return g, H, G, -(nb**2) * jnp.dot(g, u) + 0.5 * nb**2 * jnp.dot(u, hvp(u, w, sub))
 
-    return float(shift(g, post.w_star, sub))
+    return at
+
+
+def _noise_ratio(G, top, theta, weight) -> float:
+    """κ = per-sample gradient variance / curvature, the larger of its trace and top-mode values."""
+    if G is None:
+        return 0.0
+    G = np.asarray(G, dtype=np.float64)
+    G = G - G.mean(axis=0)
+    tr_c, top_c = float(np.mean(np.sum(G**2, axis=1))), float(np.mean((G @ np.asarray(top, np.float64)) ** 2))
+    tr_h, h_top = float(np.sum(weight * np.clip(theta, 0, None))), float(theta.max())
+    ratios = [r for r in (tr_c / tr_h if tr_h > 0 else 0.0, top_c / h_top if h_top > 0 else 0.0) if np.isfinite(r)]
+    return max(ratios, default=0.0)
 
 
 # ---------------------------------------------------------------- SGLD's step, burn-in, draws
