@@ -265,6 +265,13 @@ def start_forkserver(fns: list[str]) -> None:
     threading.Thread(target=fs.ensure_running, daemon=True).start()
 
 
+# multiprocessing's Process is not thread-safe: start() polls every other live child
+# (process._cleanup), and when two threads read one child's exit status from its pipe, the
+# second reads EOF, which multiprocessing reports as exit code 255 (a task that succeeded shown
+# as "process died"; seen with 2 workers). Starts and status reads take this lock.
+_mp_lock = threading.Lock()
+
+
 class _Forked:
     """A task process forked from the preloaded server, with Popen's pid/wait/returncode.
     (The server exits when this process dies; the task then gets SIGKILL: _die_with_parent.)"""
@@ -273,18 +280,22 @@ class _Forked:
         import multiprocessing
 
         self.proc = multiprocessing.get_context("forkserver").Process(target=_forked_main, args=(workdir, cwd, env, block))
-        self.proc.start()
+        with _mp_lock:
+            self.proc.start()
         self.pid = self.proc.pid
 
     def wait(self, timeout: float | None = None) -> int:
-        self.proc.join(timeout)
-        if self.proc.exitcode is None:
+        from multiprocessing.connection import wait
+
+        wait([self.proc.sentinel], timeout)  # readable once the server sent the status
+        if self.returncode is None:
             raise subprocess.TimeoutExpired("task", timeout)
-        return self.proc.exitcode
+        return self.returncode
 
     @property
     def returncode(self) -> int | None:
-        return self.proc.exitcode
+        with _mp_lock:
+            return self.proc.exitcode
 
 
 def _forked_main(workdir: str, cwd: str, env: dict, block: list[int] | None) -> None:

@@ -70,6 +70,28 @@ def test_task_processes_get_their_own_environment(tmp_path, monkeypatch, fork):
     assert (got[0]["ppid"] == os.getpid()) == (fork == "0")  # forked: the server's child
 
 
+def test_forked_task_processes_report_their_exit_status_under_concurrency(tmp_path):
+    """Worker threads start and reap forked task processes at the same time; multiprocessing is
+    not thread-safe there. Unguarded, 34 of 400 such children read as exit code 255 ("process
+    died") whatever they exited with. Here each exits 1: its directory has no task.json."""
+    import threading
+
+    from lambda_hat.engine.runner import _Forked
+
+    codes = []
+
+    def worker(k):
+        for i in range(25):
+            wd = tmp_path / f"{k}-{i}"
+            wd.mkdir()
+            codes.append(_Forked(str(wd), str(tmp_path), dict(os.environ), None).wait(timeout=60))
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(4)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert len(codes) == 100 and set(codes) == {1}, sorted(set(codes))
+
+
 def test_ready_tasks_start_highest_priority_first(tmp_path):
     root = Task("t", "tasks:noop", {"value": 0}, "root")
     tasks = [root] + [Task("t", "tasks:noop", {"value": v}, f"p{p}", deps=(("t", root.id),), priority=p, isolate=False) for v, p in ((1, 1), (2, 5), (3, 2))]
