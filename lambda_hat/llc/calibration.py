@@ -43,10 +43,14 @@ class Spectrum:
     theta: np.ndarray
     weight: np.ndarray
     kappa: float  # per-sample gradient variance / curvature (1 for a well-specified model)
-    grad_norm: float  # ‖∇L_n(w*)‖, full data
+    grad: np.ndarray  # ∇L_n(w*), full data
     wstar_shift: float  # predicted λ̂(at w*) − λ̂(at the minimum) from that gradient
     seconds: float
     vectors: np.ndarray | None = None  # eigenvectors (d × d) where the Hessian was formed exactly
+
+    @property
+    def grad_norm(self) -> float:
+        return float(np.linalg.norm(self.grad))
 
     def modes(self, n_beta, gamma):
         a = n_beta * np.clip(self.theta, 0, None) + gamma
@@ -130,7 +134,7 @@ def measure(post, key) -> Spectrum:
         top = Q[0].T @ np.linalg.eigh(Ts[0])[1][:, -1]
         theta, weight = np.concatenate(theta), np.concatenate(weight)
     kappa = _noise_ratio(G, top, theta, weight)
-    return Spectrum(theta, weight, kappa, float(jnp.linalg.norm(g_full)), float(shift), time.time() - t0, vectors)
+    return Spectrum(theta, weight, kappa, np.asarray(g_full), float(shift), time.time() - t0, vectors)
 
 
 def _at_w_star(post, dense: bool):
@@ -292,16 +296,16 @@ def dispersed_starts(post, spec: Spectrum, key, chains: int, spread: float = 2.0
     return post.w_star + deltas
 
 
-def mala_acceptance(post, positions, eps: float, precond, key, proposals: int = 2) -> float:
+def mala_acceptance(post, positions, eps: float, precond, key, grad_full, proposals: int = 2) -> float:
     """Mean Metropolis acceptance of the (preconditioned) SGLD proposal, full-batch, at `positions`.
 
     Above MALA_SAMPLES points the loss is a subsample's, L_m(w) − (∇L_m(w*) − ∇L_n(w*))·(w − w*):
-    the same gradient at w* as L_n, so the same optimum to first order, and curvature within ~1%."""
+    the same gradient at w* as L_n (`grad_full`, measured at w*), so the same optimum to first
+    order, and curvature within ~1%."""
     data, shift = post.data, jnp.zeros_like(post.w_star)
     if data is not None and post.n > MALA_SAMPLES:
         data = _subsample(post, MALA_SAMPLES)
-        grad = jax.jit(jax.grad(post.loss))
-        shift = grad(post.w_star, data) - grad(post.w_star, post.data)
+        shift = jax.jit(jax.grad(post.loss))(post.w_star, data) - jnp.asarray(grad_full, post.w_star.dtype)
 
     def log_pi(w, w_star, data, shift):
         return -post.n_beta * (post.loss(w, data) - jnp.dot(shift, w - w_star)) - 0.5 * post.gamma * jnp.sum((w - w_star) ** 2)

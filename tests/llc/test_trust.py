@@ -131,13 +131,14 @@ def test_mala_check_on_a_subsample_reads_as_on_the_full_data(monkeypatch):
     A = post.n_beta * np.kron(np.eye(3), x.T @ x / n) + np.eye(12)
     draws = jnp.asarray(w_star + rng.standard_normal((64, 12)) @ np.linalg.cholesky(np.linalg.inv(A)).T)  # exact posterior draws
     assert n > calibration.MALA_SAMPLES
+    g = jax.grad(loss)(post.w_star, post.data)
     accept = {}
     for c in (0.3, 1.0, 2.0):
         eps = c / np.linalg.eigvalsh(A).max()
-        sub = calibration.mala_acceptance(post, draws, eps, 1.0, jax.random.PRNGKey(1))
+        sub = calibration.mala_acceptance(post, draws, eps, 1.0, jax.random.PRNGKey(1), g)
         with monkeypatch.context() as mp:
             mp.setattr(calibration, "MALA_SAMPLES", n)
-            full = calibration.mala_acceptance(post, draws, eps, 1.0, jax.random.PRNGKey(1))
+            full = calibration.mala_acceptance(post, draws, eps, 1.0, jax.random.PRNGKey(1), g)
         assert sub == pytest.approx(full, abs=0.02), (c, sub, full)  # observed within 0.006
         accept[c] = sub
     assert accept[0.3] > MALA_MIN > accept[2.0]

@@ -115,7 +115,7 @@ def sample(post, cfg, key, spec=None) -> Trace:
 
     w_end, v = carry
     precond = 1.0 / (jnp.sqrt(v) + cfg.rmsprop_eps) if rms else jnp.ones_like(v)
-    mala = calibration.mala_acceptance(post, w_end, eps, precond, jax.random.fold_in(key, 3))
+    mala = calibration.mala_acceptance(post, w_end, eps, precond, jax.random.fold_in(key, 3), spec.grad)
     frac = post.batch_fraction(cfg.batch_size)
     extras = {
         "step_size": eps, "burnin": plan.burnin, "draws": plan.draws, "predicted_bias": plan.predicted_bias,
