@@ -28,6 +28,7 @@ from lambda_hat.llc.checks import ESS_GOAL
 
 DENSE_MAX_DIM = 64  # up to this d the Hessian is formed exactly (d HVPs)
 LANCZOS_STEPS, LANCZOS_PROBES = 12, 3  # above it: 3 probes × 12 Lanczos steps (36 HVPs)
+KEEP_RITZ = LANCZOS_STEPS // 2  # Ritz pairs taken as eigenpairs: the top half has converged
 CURVATURE_SAMPLES = 1024  # subsample for Hessian-vector products (the Hessian is a mean)
 NOISE_SAMPLES = 256  # per-sample gradients for the minibatch noise
 CG_STEPS = 20
@@ -46,7 +47,8 @@ class Spectrum:
     grad: np.ndarray  # ∇L_n(w*), full data
     wstar_shift: float  # predicted λ̂(at w*) − λ̂(at the minimum) from that gradient
     seconds: float
-    vectors: np.ndarray | None = None  # eigenvectors (d × d) where the Hessian was formed exactly
+    vectors: np.ndarray | None = None  # eigenvectors (d × d) where the Hessian was formed, else top Ritz vectors (d × k)
+    vector_theta: np.ndarray | None = None  # their eigenvalues (Ritz values)
 
     @property
     def grad_norm(self) -> float:
@@ -122,19 +124,20 @@ def measure(post, key) -> Spectrum:
     if dense:
         H = np.asarray(H, dtype=np.float64)
         theta, S = np.linalg.eigh(0.5 * (H + H.T))
-        weight, top, vectors = np.ones(d), S[:, -1], S
+        weight, top, vectors, vector_theta = np.ones(d), S[:, -1], S, theta
     else:
-        vectors = None
         Ts, Q = _lanczos(_batched_hvp(post, sub), jax.random.normal(key, (LANCZOS_PROBES, d), dt), min(LANCZOS_STEPS, d))
         theta, weight = [], []
         for T in Ts:  # stochastic Lanczos quadrature: Ritz values weighted by e1's share
             th, S = np.linalg.eigh(T)
             theta.append(th)
             weight.append(S[0] ** 2 * d / len(Ts))
-        top = Q[0].T @ np.linalg.eigh(Ts[0])[1][:, -1]
+        ritz, S = np.linalg.eigh(Ts[0])
+        vectors, vector_theta = Q[0].T @ S, ritz  # the top ones converge first
+        top = vectors[:, -1]
         theta, weight = np.concatenate(theta), np.concatenate(weight)
     kappa = _noise_ratio(G, top, theta, weight)
-    return Spectrum(theta, weight, kappa, np.asarray(g_full), float(shift), time.time() - t0, vectors)
+    return Spectrum(theta, weight, kappa, np.asarray(g_full), float(shift), time.time() - t0, vectors, vector_theta)
 
 
 def _at_w_star(post, dense: bool):
@@ -173,11 +176,12 @@ def _noise_ratio(G, top, theta, weight) -> float:
 class SGLDPlan:
     step_size: float
     burnin: int
-    draws: int
+    draws: int  # the draws the relaxation times ask for (or the configured number)
+    max_draws: int  # auto draws: run on to this many until the ESS and R̂ goals are met
     predicted_bias: float  # relative bias of λ̂ predicted for this ε (discretisation + minibatch)
     relax_steps: float  # relaxation time of the slowest mode that carries λ̂, in steps
     needed_steps: int  # burn-in + draws the relaxation times ask for
-    capped: bool  # the budget (max_steps) cut burn-in or draws short
+    capped: bool  # the budget (max_steps) cut the burn-in short
 
 
 def _minibatch_factor(post, batch_size) -> float:
@@ -186,15 +190,68 @@ def _minibatch_factor(post, batch_size) -> float:
     return post.n_beta * (1 - batch_size / post.n) / batch_size
 
 
-def predicted_bias(spec: Spectrum, post, eps: float, batch_size, rmsprop: bool) -> float:
-    """Relative bias of λ̂ at step ε: share-weighted mean of the per-mode variance inflation.
+@dataclass(frozen=True)
+class Curvature:
+    """The `curvature` preconditioner P = U diag(p) Uᵀ + rest·(I − UUᵀ) (see curvature_precond);
+    `cut`: the curvature at w* above which a spectral mode lies in U's span."""
 
-    RMSProp's frozen preconditioner ≈ 1/√V per mode (V = a + minibatch variance of the drift),
-    so its effective step is ε/√V."""
+    U: jax.Array
+    p: jax.Array
+    rest: float
+    cut: float
+
+    @property
+    def P(self):
+        return self.U, self.p, jnp.asarray(self.rest, self.p.dtype)
+
+    def scale(self, a: np.ndarray) -> np.ndarray:
+        return np.where(a >= self.cut, 1.0 / a, self.rest)
+
+
+def curvature_precond(spec: Spectrum, post, starts) -> Curvature:
+    """P ≈ (nβH + γ)⁻¹: 1/a on the modes that carry λ̂ (a ≥ the slowest's, where the Hessian was
+    formed; else the top KEEP_RITZ Ritz pairs), so that they all relax at one rate and the step
+    is no longer set by the stiffest and the burn-in by the softest (a 3-layer DLN's span three
+    decades). The other directions, flat at w*, are not flat where the chains go (a DLN's along
+    its symmetries): they get one scale, 1/(their stiffest curvature at `starts`)."""
+    nb, gamma, dt = post.n_beta, post.gamma, post.w_star.dtype
+    a_vec = nb * np.clip(spec.vector_theta, 0, None) + gamma
+    if spec.vectors.shape[1] == post.dim:
+        a, share = spec.modes(nb, gamma)
+        cut = float(a[share >= 0.5].min()) if (share >= 0.5).any() else 2 * gamma or 1.0
+        keep = a_vec >= cut
+    else:
+        order = np.argsort(a_vec)[::-1]
+        keep, cut = order[:KEEP_RITZ], float(a_vec[order[KEEP_RITZ]]) if len(order) > KEEP_RITZ else 2 * gamma or 1.0
+    U, p = jnp.asarray(spec.vectors[:, keep], dt), jnp.asarray(1.0 / a_vec[keep], dt)
+    a_rest = top_curvature(post, starts, (U, jnp.zeros_like(p), jnp.asarray(1.0, dt)))  # on I − UUᵀ
+    return Curvature(U, p, 1.0 / max(a_rest, cut), cut)
+
+
+def precondition(P, v, power: float = 1.0):
+    """P^power v for P = (U, p, rest): U diag(p) Uᵀ + rest·(I − UUᵀ); U None: diag(p)."""
+    U, p, rest = P
+    if U is None:
+        return p**power * v
+    c = v @ U
+    return (p**power * c) @ U.T + rest**power * (v - c @ U.T)
+
+
+def _step_scale(spec: Spectrum, post, cfg, curv: Curvature | None) -> np.ndarray:
+    """The factor on ε that each spectral mode sees under cfg's preconditioner. RMSProp's frozen
+    preconditioner ≈ 1/√V per mode (V = a + the minibatch variance of the drift)."""
+    a, _ = spec.modes(post.n_beta, post.gamma)
+    if cfg.precond == "rmsprop":
+        return 1.0 / np.sqrt(a + (a - post.gamma) * _minibatch_factor(post, cfg.batch_size) * spec.kappa)
+    return np.ones_like(a) if curv is None else curv.scale(a)
+
+
+def predicted_bias(spec: Spectrum, post, eps: float, cfg, curv: Curvature | None = None) -> float:
+    """Relative bias of λ̂ at step ε: share-weighted mean of the per-mode variance inflation."""
     a, share = spec.modes(post.n_beta, post.gamma)
-    M = _minibatch_factor(post, batch_size) * spec.kappa
+    M = _minibatch_factor(post, cfg.batch_size) * spec.kappa
     V = a + (a - post.gamma) * M
-    e = eps / np.sqrt(V) if rmsprop else np.full_like(a, eps)
+    e = eps * _step_scale(spec, post, cfg, curv)
     denom = 1 - e * a / 4
     if np.any(denom <= 0):
         return float("inf")
@@ -205,42 +262,47 @@ def predicted_bias(spec: Spectrum, post, eps: float, batch_size, rmsprop: bool) 
     return float(np.sum(w * infl) / w.sum())
 
 
-def top_curvature(post, points, iters: int = 10) -> float:
-    """Largest Hessian eigenvalue of L_n over `points` (power iteration on a subsample)."""
-    hvp = _hvp(post)
+def top_curvature(post, points, P=None, iters: int = 10) -> float:
+    """Largest eigenvalue of P^½(nβH + γ)P^½ over `points` (power iteration on a subsample;
+    P = None: of nβH + γ)."""
+    hvp, nb, gamma = _hvp(post), post.n_beta, post.gamma
+    P = (None, 1.0, None) if P is None else P
 
     @jax.jit
-    def power(points, sub):
+    def power(points, sub, P):
         def one(w):
+            def op(v):
+                u = precondition(P, v, 0.5)
+                return precondition(P, nb * hvp(u, w, sub) + gamma * u, 0.5)
+
             v = jnp.ones_like(w) / jnp.sqrt(w.shape[0])
-            v = jax.lax.fori_loop(0, iters, lambda _, v: (lambda u: u / (jnp.linalg.norm(u) + 1e-30))(hvp(v, w, sub)), v)
-            return jnp.dot(v, hvp(v, w, sub))
+            v = jax.lax.fori_loop(0, iters, lambda _, v: (lambda u: u / (jnp.linalg.norm(u) + 1e-30))(op(v)), v)
+            return jnp.dot(v, op(v))
 
         return jnp.max(jax.vmap(one)(points))
 
-    return float(power(points, _subsample(post, CURVATURE_SAMPLES)))
+    return float(power(points, _subsample(post, CURVATURE_SAMPLES), P))
 
 
-def sgld_plan(spec: Spectrum, post, cfg, target: float, h_around: float = 0.0) -> SGLDPlan:
-    """`h_around`: the top curvature where the chains start: where w* itself is degenerate
-    (a zero Hessian, as in w1²·w2² at 0), the posterior's stiffness is only seen there."""
+def sgld_plan(spec: Spectrum, post, cfg, target: float, a_around: float = 0.0, curv: Curvature | None = None) -> SGLDPlan:
+    """`a_around`: the top of P^½(nβH + γ)P^½ where the chains start (top_curvature): where w*
+    itself is degenerate (a zero Hessian, as in w1²·w2² at 0), the posterior's stiffness is only
+    seen there."""
     rms = cfg.precond == "rmsprop"
     if cfg.step_size == "auto":  # largest ε whose predicted bias is ≤ target (bisection in log ε)
         lo, hi = -30.0, 5.0
         for _ in range(60):
             mid = 0.5 * (lo + hi)
-            lo, hi = (mid, hi) if predicted_bias(spec, post, math.exp(mid), cfg.batch_size, rms) <= target else (lo, mid)
+            lo, hi = (mid, hi) if predicted_bias(spec, post, math.exp(mid), cfg, curv) <= target else (lo, mid)
         eps = math.exp(lo)
-        a_around = post.n_beta * max(h_around, 0.0) + post.gamma
-        V = a_around * (1 + _minibatch_factor(post, cfg.batch_size) * spec.kappa)
+        V = max(a_around, post.gamma) * (1 + _minibatch_factor(post, cfg.batch_size) * spec.kappa)
         eps = min(eps, 4 * target / (math.sqrt(V) if rms else V))  # the same bound for that mode
     else:
         eps = float(cfg.step_size)
-    bias = predicted_bias(spec, post, eps, cfg.batch_size, rms)
+    bias = predicted_bias(spec, post, eps, cfg, curv)
 
     a, share = spec.modes(post.n_beta, post.gamma)
-    M = _minibatch_factor(post, cfg.batch_size) * spec.kappa
-    e = eps / np.sqrt(a + (a - post.gamma) * M) if rms else np.full_like(a, eps)
+    e = eps * _step_scale(spec, post, cfg, curv)
     tau = 2.0 / (e * a)  # w ← (1 − εa/2)w + noise: relaxation time of each mode, in steps
     carrying = share >= 0.5  # modes that carry λ̂ (nβh ≥ γ); flat ones are left to R̂
     tau_slow = float(tau[carrying].max()) if carrying.any() else float(tau.max())
@@ -249,16 +311,15 @@ def sgld_plan(spec: Spectrum, post, cfg, target: float, h_around: float = 0.0) -
     burnin = math.ceil(3 * tau_slow) + (int(3 / (1 - cfg.rmsprop_decay)) if rms else 0)
     # 4×: a bulk ESS of 1 600 keeps R̂ (noise ≈ 1/√ESS per chain) clear of 1.01 by chance
     draws = max(100, math.ceil(4 * ESS_GOAL * tau_int / cfg.chains))
-    burnin = burnin if cfg.burnin == "auto" else int(cfg.burnin)
-    draws = draws if cfg.draws == "auto" else int(cfg.draws)
-    needed, capped = burnin + draws, False
-    if needed > cfg.max_steps:
-        capped = True
-        if cfg.burnin == "auto":
-            burnin = min(burnin, cfg.max_steps // 2) if cfg.draws == "auto" else max(cfg.max_steps - draws, min(burnin, cfg.max_steps // 2))
-        if cfg.draws == "auto":
-            draws = max(100, cfg.max_steps - burnin)
-    return SGLDPlan(eps, burnin, draws, bias, tau_slow, needed, capped)
+    needed = burnin + draws
+    capped = cfg.burnin == "auto" and burnin > cfg.max_steps // 2
+    burnin = min(burnin, cfg.max_steps // 2) if cfg.burnin == "auto" else int(cfg.burnin)
+    if cfg.draws == "auto":
+        max_draws = max(100, cfg.max_steps - burnin)
+        draws = min(draws, max_draws)
+    else:
+        draws = max_draws = int(cfg.draws)
+    return SGLDPlan(eps, burnin, draws, max_draws, bias, tau_slow, needed, capped)
 
 
 def dispersed_starts(post, spec: Spectrum, key, chains: int, spread: float = 2.0):
@@ -272,7 +333,7 @@ def dispersed_starts(post, spec: Spectrum, key, chains: int, spread: float = 2.0
     f = lambda h: np.sqrt(spread / np.maximum(nb * np.clip(h, 0, None) + gamma, a_slow))  # noqa: E731
     z = jax.random.normal(key, (chains, d), post.w_star.dtype)
     sub = _subsample(post, CURVATURE_SAMPLES)
-    if spec.vectors is not None:
+    if spec.vectors is not None and spec.vectors.shape[1] == d:
         S = spec.vectors
         deltas = (np.asarray(z, np.float64) @ S) * f(spec.theta) @ S.T
     else:
@@ -296,8 +357,9 @@ def dispersed_starts(post, spec: Spectrum, key, chains: int, spread: float = 2.0
     return post.w_star + deltas
 
 
-def mala_acceptance(post, positions, eps: float, precond, key, grad_full, proposals: int = 2) -> float:
+def mala_acceptance(post, positions, eps: float, P, key, grad_full, proposals: int = 2) -> float:
     """Mean Metropolis acceptance of the (preconditioned) SGLD proposal, full-batch, at `positions`.
+    P as in `precondition`; a diagonal p may hold one row per chain.
 
     Above MALA_SAMPLES points the loss is a subsample's, L_m(w) − (∇L_m(w*) − ∇L_n(w*))·(w − w*):
     the same gradient at w* as L_n (`grad_full`, measured at w*), so the same optimum to first
@@ -312,18 +374,23 @@ def mala_acceptance(post, positions, eps: float, precond, key, grad_full, propos
 
     grad_lp = jax.value_and_grad(log_pi)
 
-    def one(w, p, k, *args):
+    def one(w, P, k, *args):
         lp, g = grad_lp(w, *args)
-        mean = w + 0.5 * eps * p * g
-        w2 = mean + jnp.sqrt(eps * p) * jax.random.normal(k, w.shape, w.dtype)
+        mean = w + 0.5 * eps * precondition(P, g)
+        z = jax.random.normal(k, w.shape, w.dtype)
+        w2 = mean + jnp.sqrt(eps) * precondition(P, z, 0.5)
         lp2, g2 = grad_lp(w2, *args)
-        back = w2 + 0.5 * eps * p * g2
-        log_q_fwd = -jnp.sum((w2 - mean) ** 2 / p) / (2 * eps)
-        log_q_bwd = -jnp.sum((w - back) ** 2 / p) / (2 * eps)
+        back = w2 + 0.5 * eps * precondition(P, g2)
+        log_q_fwd = -0.5 * jnp.sum(z**2)
+        log_q_bwd = -jnp.dot(w - back, precondition(P, w - back, -1.0)) / (2 * eps)
         log_a = lp2 - lp + log_q_bwd - log_q_fwd
         return jnp.where(jnp.isfinite(log_a), jnp.minimum(1.0, jnp.exp(jnp.minimum(log_a, 0.0))), 0.0)
 
     W = jnp.repeat(positions, proposals, axis=0)
-    P = jnp.repeat(jnp.broadcast_to(precond, positions.shape), proposals, axis=0)
-    acc = jax.jit(jax.vmap(one, in_axes=(0, 0, 0, None, None, None)))(W, P, jax.random.split(key, W.shape[0]), post.w_star, data, shift)
+    U, p, rest = P
+    if U is None:  # a diagonal, per chain
+        P, axes = (None, jnp.repeat(jnp.broadcast_to(p, positions.shape), proposals, axis=0), None), (None, 0, None)
+    else:
+        axes = None
+    acc = jax.jit(jax.vmap(one, in_axes=(0, axes, 0, None, None, None)))(W, P, jax.random.split(key, W.shape[0]), post.w_star, data, shift)
     return float(jnp.mean(acc))

@@ -71,7 +71,7 @@ def run_warnings(m: dict, cfg) -> list[dict]:
         if m["budget_capped"]:
             warn(
                 "budget",
-                f"relaxation needs {m['needed_steps']} steps per chain (slowest mode {m['relax_steps']:.0f} steps); max_steps cut burn-in/draws to {m['burnin']}/{m['draws']}",
+                f"the slowest mode that carries λ̂ relaxes over {m['relax_steps']:.0f} steps (run asked for: {m['needed_steps']}); max_steps cut the burn-in to {m['burnin']}",
             )
     if cfg.kind == "hmc":
         if m["divergences"]:

@@ -150,9 +150,17 @@ class SGLD(SamplerBase):
     bias_target: float = field(default=0.01, metadata={"gt": 0, "lt": 0.5})
     max_steps: int = field(default=100_000, metadata=positive())  # budget per chain for auto burn-in + draws
     batch_size: int | None = field(default=256, metadata=positive())  # None: full batch
-    precond: Literal["none", "rmsprop"] = "none"
+    # curvature: a fixed P ≈ (nβH + γ)⁻¹ from the Hessian at w* (calibration.curvature_precond);
+    # auto: curvature when step_size is auto, else none (a number keeps devinterp's meaning)
+    precond: Literal["auto", "none", "rmsprop", "curvature"] = "auto"
     rmsprop_decay: float = field(default=0.99, metadata={"gt": 0, "lt": 1})
     rmsprop_eps: float = field(default=1e-5, metadata=positive())
+
+    @property
+    def preconditioner(self) -> str:
+        if self.precond == "auto":
+            return "curvature" if self.step_size == "auto" else "none"
+        return self.precond
 
     def work(self, n: int) -> float:
         steps = self.max_steps if "auto" in (self.burnin, self.draws) else self.burnin + self.draws

@@ -134,7 +134,11 @@ BAD = [  # (name, config or raw text, fragments the one-line error must contain)
     ("string_draws", _bad(lambda c: c["samplers"][0]["overrides"].update(draws="many")), ["samplers[0].draws", "expected an integer"]),
     ("float_chains", _bad(lambda c: c["samplers"][0]["overrides"].update(chains=2.5)), ["samplers[0].chains", "expected an integer"]),
     ("bool_as_number", _bad(lambda c: c["samplers"][0]["overrides"].update(step_size=True)), ["samplers[0].step_size", "expected a number"]),
-    ("bad_precond", _bad(lambda c: c["samplers"][0]["overrides"].update(precond="adam")), ["samplers[0].precond", "allowed values: none, rmsprop"]),
+    (
+        "bad_precond",
+        _bad(lambda c: c["samplers"][0]["overrides"].update(precond="adam")),
+        ["samplers[0].precond", "allowed values: auto, none, rmsprop, curvature"],
+    ),
     ("bad_kind", _bad(lambda c: c["samplers"][0]["overrides"].update(kind="nuts")), ["samplers[0].kind", "allowed values: sgld, hmc, mclmc, vi"]),
     ("negative_gamma", _bad(lambda c: c["samplers"][0]["overrides"].update(posterior={"gamma": -1})), ["posterior.gamma", "must be >= 0"]),
     ("bad_x64", _bad(lambda c: c.update(jax_enable_x64="yes")), ["jax_enable_x64", "expected true/false"]),

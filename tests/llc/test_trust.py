@@ -96,7 +96,9 @@ def test_shipped_preset_on_regular_target(case):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name,widths,n", [("sgld", (4, 3, 3, 4), 1000), ("mclmc", (3, 5, 4, 3), 1000), ("sgld_rmsprop", (3, 5, 4, 3), 10_000)])
+@pytest.mark.parametrize(
+    "name,widths,n", [("sgld", (4, 3, 3, 4), 1000), ("sgld", (4, 3, 3, 4), 10_000), ("mclmc", (3, 5, 4, 3), 1000), ("sgld_rmsprop", (3, 5, 4, 3), 10_000)]
+)
 def test_shipped_preset_on_deep_linear_network(name, widths, n):
     """3 layers, rank = narrowest width: Aoyagi's λ is the local value at any trained optimum."""
     post, model = target(widths, n, steps=3000)
@@ -112,7 +114,8 @@ def test_auto_step_predicts_one_percent_and_ten_times_it_is_flagged():
     check(auto, auto["llc_finite"], 0.05)
     # ≤ 1% by construction; a little less where the curvature around the starts binds first
     assert 0.005 < auto["predicted_bias"] <= 0.01 + 1e-9 and "step_bias" not in codes(auto)
-    big, _ = estimate(post, preset("sgld", step_size=10 * auto["step_size"], draws=4000, burnin=1000), model)
+    # the same preconditioner (with a number, `auto` would mean none: devinterp's plain ε)
+    big, _ = estimate(post, preset("sgld", precond="curvature", step_size=10 * auto["step_size"], draws=4000, burnin=1000), model)
     assert big["predicted_bias"] > 0.05 and "step_bias" in codes(big), big["warnings"]
 
 
@@ -135,13 +138,36 @@ def test_mala_check_on_a_subsample_reads_as_on_the_full_data(monkeypatch):
     accept = {}
     for c in (0.3, 1.0, 2.0):
         eps = c / np.linalg.eigvalsh(A).max()
-        sub = calibration.mala_acceptance(post, draws, eps, 1.0, jax.random.PRNGKey(1), g)
+        sub = calibration.mala_acceptance(post, draws, eps, (None, 1.0, None), jax.random.PRNGKey(1), g)
         with monkeypatch.context() as mp:
             mp.setattr(calibration, "MALA_SAMPLES", n)
-            full = calibration.mala_acceptance(post, draws, eps, 1.0, jax.random.PRNGKey(1), g)
+            full = calibration.mala_acceptance(post, draws, eps, (None, 1.0, None), jax.random.PRNGKey(1), g)
         assert sub == pytest.approx(full, abs=0.02), (c, sub, full)  # observed within 0.006
         accept[c] = sub
     assert accept[0.3] > MALA_MIN > accept[2.0]
+
+
+def test_curvature_preconditioner_whitens_a_gaussian_exactly():
+    """On log π = −½wᵀAw, P = A⁻¹ (from all eigenvectors, or the top ones plus a common scale on
+    the rest) maps the SGLD proposal and its MALA check onto those of N(0, I) at u = A^½w, draw
+    for draw, and the preconditioned curvature is 1 everywhere."""
+    from lambda_hat.llc import calibration
+
+    d, k, nb, gamma = 6, 3, 50.0, 0.5
+    S = np.linalg.qr(np.random.default_rng(1).standard_normal((d, d)))[0]
+    a = np.array([400.0, 90.0, 20.0, 5.0, 5.0, 5.0])  # the last three equal: one scale for the rest
+    H = S @ np.diag((a - gamma) / nb) @ S.T
+    quad = lambda M: Posterior(jnp.zeros(d), 1000, nb, gamma, lambda w, b: 0.5 * w @ jnp.asarray(M) @ w, None, 0.0)  # noqa: E731
+    post, white = quad(H), quad(np.eye(d) * (1 - gamma) / nb)
+    W = jnp.asarray(np.random.default_rng(2).standard_normal((16, d)) @ S @ np.diag(a**-0.5) @ S.T * 1.5)
+    U = W @ jnp.asarray(S @ np.diag(a**0.5) @ S.T)
+    key, zero = jax.random.PRNGKey(3), np.zeros(d)
+    for P in ((jnp.asarray(S), jnp.asarray(1 / a), jnp.asarray(1.0)), (jnp.asarray(S[:, :k]), jnp.asarray(1 / a[:k]), jnp.asarray(1 / a[-1]))):
+        for eps in (0.3, 1.5):
+            acc = calibration.mala_acceptance(post, W, eps, P, key, zero)
+            assert acc == pytest.approx(calibration.mala_acceptance(white, U, eps, (None, 1.0, None), key, zero), abs=1e-9)
+        assert calibration.top_curvature(post, W, P) == pytest.approx(1.0, rel=1e-6)
+    assert calibration.top_curvature(post, W) == pytest.approx(a.max(), rel=1e-3)
 
 
 def test_paired_statistic_makes_ess_and_rhat_see_slow_mixing():

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lambda_hat.llc import calibration
+from lambda_hat.llc.checks import ESS_GOAL, RHAT_MAX
 from lambda_hat.llc.samplers import Trace, check_finite, starts
 
 CHUNKS = 10  # the scan runs in (at least) this many pieces so a divergence stops the run early
@@ -27,6 +28,8 @@ CHUNKS = 10  # the scan runs in (at least) this many pieces so a divergence stop
 # half a bare gradient on small models); pieces shrink so its noise stays under this size.
 PIECE_NOISE_BYTES = 2**24
 GRAD_PREFIX_BYTES = 2**28  # per-sample gradient prefix sums for the paired statistic
+MAX_PIECES = 100  # auto draws run on past the plan, piece by piece, until the chains have mixed
+MIXED_DRAWS = 4000
 
 
 def _paired(post, batches):
@@ -62,23 +65,39 @@ def _paired(post, batches):
     return (losses, grads, post.w_star), at
 
 
+def _mixed(kept: np.ndarray) -> bool:
+    """The auto draws' stopping rule: bulk ESS ≥ 4 × the warning's goal (so that it stays clear
+    of it by chance) and R̂ ≤ its limit, on at most MIXED_DRAWS draws per chain (thinned: cheap,
+    and thinning can only lower the ESS)."""
+    import warnings
+
+    import arviz as az
+
+    x = kept[:, :: max(1, kept.shape[1] // MIXED_DRAWS)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return float(az.ess(x, method="bulk")) >= 4 * ESS_GOAL and float(az.rhat(x)) <= RHAT_MAX
+
+
 def sample(post, cfg, key, spec=None) -> Trace:
     spec = spec or calibration.measure(post, jax.random.fold_in(key, 7))
     t0 = time.time()
     w0 = starts(post, spec, key, cfg.chains)
-    h_around = calibration.top_curvature(post, w0) if cfg.step_size == "auto" else 0.0
-    plan = calibration.sgld_plan(spec, post, cfg, cfg.bias_target, h_around)
+    curv = calibration.curvature_precond(spec, post, w0) if cfg.preconditioner == "curvature" else None
+    P = (None, 1.0, None) if curv is None else curv.P
+    a_around = calibration.top_curvature(post, w0, P) if cfg.step_size == "auto" else 0.0
+    plan = calibration.sgld_plan(spec, post, cfg, cfg.bias_target, a_around, curv)
     plan_sec = time.time() - t0
-    eps, total, d = plan.step_size, plan.burnin + plan.draws, post.dim
+    eps, d = plan.step_size, post.dim
     rms = cfg.precond == "rmsprop"
     batches = post.batcher(jax.random.fold_in(key, 1), cfg.batch_size)
     cv_arrays, control = _paired(post, batches)
     # the data, w* and the control variate's prefix sums are arguments of the jitted program,
     # not constants compiled into it (see calibration._hvp)
-    arrays = (batches.ring, cv_arrays, post.w_star)
+    arrays = (batches.ring, cv_arrays, post.w_star, P)
 
     def step(arrays, carry, xs):
-        ring, cv_arrays, w_star = arrays
+        ring, cv_arrays, w_star, P = arrays
         w, v = carry
         t, start, noise = xs
         batch = batches.take(start, ring)
@@ -89,13 +108,13 @@ def sample(post, cfg, key, spec=None) -> Trace:
             # (a moving preconditioner without its correction term does not). v starts at 1
             # (plain SGLD): at w* the drift can be exactly 0, and 1/√0 would blow up.
             v = jnp.where(t < plan.burnin, cfg.rmsprop_decay * v + (1 - cfg.rmsprop_decay) * drift**2, v)
-            p = 1.0 / (jnp.sqrt(v) + cfg.rmsprop_eps)
-        else:
-            p = 1.0
-        w = w + 0.5 * eps * p * drift + jnp.sqrt(eps * p) * noise.astype(w.dtype)
+            P = (None, 1.0 / (jnp.sqrt(v) + cfg.rmsprop_eps), None)
+        w = w + 0.5 * eps * calibration.precondition(P, drift) + jnp.sqrt(eps) * calibration.precondition(P, noise.astype(w.dtype), 0.5)
         return (w, v), loss - control(cv_arrays, start, carry[0]) + post.L_star
 
-    size = max(1, min(math.ceil(total / CHUNKS), PIECE_NOISE_BYTES // (4 * d)))
+    # pieces of a tenth of the planned run, and at most MAX_PIECES up to the budget
+    limit = plan.burnin + plan.max_draws
+    size = max(1, min(max(math.ceil((plan.burnin + plan.draws) / CHUNKS), math.ceil(limit / MAX_PIECES)), PIECE_NOISE_BYTES // (4 * d)))
 
     def piece(carry, ts, k, arrays):
         kb, kn = jax.random.split(k)
@@ -106,19 +125,24 @@ def sample(post, cfg, key, spec=None) -> Trace:
     run = jax.jit(jax.vmap(piece, in_axes=(0, None, 0, None)))
     chain_keys = jax.random.split(key, cfg.chains)
     carry = (w0, jnp.ones((cfg.chains, d), post.w_star.dtype))
-    pieces = []
-    for i in range(math.ceil(total / size)):  # the last piece may run past `total`: those steps are dropped
+    pieces, total = [], limit
+    for i in range(math.ceil(limit / size)):  # the last piece may run past `limit`: those steps are dropped
         carry, losses = run(carry, jnp.arange(i * size, (i + 1) * size), jax.vmap(lambda k: jax.random.fold_in(k, i))(chain_keys), arrays)
         pieces.append(np.asarray(losses))
         check_finite(pieces[-1], i * size, "lower step_size")
+        kept = (i + 1) * size - plan.burnin
+        if cfg.draws == "auto" and kept >= max(100, plan.burnin) and kept < plan.max_draws and _mixed(np.concatenate(pieces, axis=1)[:, plan.burnin :]):
+            total = (i + 1) * size
+            break
     losses = np.concatenate(pieces, axis=1)[:, :total]
 
     w_end, v = carry
-    precond = 1.0 / (jnp.sqrt(v) + cfg.rmsprop_eps) if rms else jnp.ones_like(v)
-    mala = calibration.mala_acceptance(post, w_end, eps, precond, jax.random.fold_in(key, 3), spec.grad)
+    if rms:
+        P = (None, 1.0 / (jnp.sqrt(v) + cfg.rmsprop_eps), None)
+    mala = calibration.mala_acceptance(post, w_end, eps, P, jax.random.fold_in(key, 3), spec.grad)
     frac = post.batch_fraction(cfg.batch_size)
     extras = {
-        "step_size": eps, "burnin": plan.burnin, "draws": plan.draws, "predicted_bias": plan.predicted_bias,
+        "step_size": eps, "burnin": plan.burnin, "draws": total - plan.burnin, "predicted_bias": plan.predicted_bias,
         "relax_steps": plan.relax_steps, "needed_steps": plan.needed_steps, "budget_capped": plan.capped,
         "mala_acceptance": mala, "plan_sec": plan_sec,
     }  # fmt: skip
