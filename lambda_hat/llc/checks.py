@@ -47,7 +47,8 @@ def run_warnings(m: dict, cfg) -> list[dict]:
     if m["r_hat"] == m["r_hat"] and m["r_hat"] > RHAT_MAX:
         warn("rhat", f"R̂ {m['r_hat']:.3f} > {RHAT_MAX}: chains disagree (not mixed, or stuck in different modes)")
     if m["ess_bulk"] < ESS_GOAL:
-        warn("ess", f"bulk ESS {m['ess_bulk']:.0f} < {ESS_GOAL}: too few effective draws for a reliable mean and SE")
+        hint = "; raise max_steps, or batch_size (less minibatch noise lets the auto step grow)" if cfg.kind == "sgld" else ""
+        warn("ess", f"bulk ESS {m['ess_bulk']:.0f} < {ESS_GOAL}: too few effective draws for a reliable mean and SE{hint}")
     if abs(m["wstar_shift"]) > WSTAR_MAX * max(abs(llc), 1.0):
         warn("w_star", f"w* is not a converged minimum: |∇L_n(w*)| = {m['grad_norm']:.2g} shifts λ̂ by about {m['wstar_shift']:.3g}; train longer or polish")
     # measured on a subsample, whose Hessian at the full data's minimum is slightly indefinite:
