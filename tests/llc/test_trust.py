@@ -79,6 +79,8 @@ REGIMES = {  # (sampler preset, n, inputs, noise σ): every preset meets a hard 
     "mclmc-1e3-aniso-0.1": ("mclmc", 1000, "gauss_aniso", 0.1),
     "mclmc-1e4-iso-1": ("mclmc", 10_000, "gauss_iso", 1.0),
     "vi_meanfield-1e3-aniso-1": ("vi_meanfield", 1000, "gauss_aniso", 1.0),
+    "vi_meanfield-1e3-iso-0.1": ("vi_meanfield", 1000, "gauss_iso", 0.1),  # +15% in units of a curvature-1 width
+    "vi-1e3-aniso-0.1": ("vi", 1000, "gauss_aniso", 0.1),
     "vi_lowrank-1e3-aniso-0.1": ("vi_lowrank", 1000, "gauss_aniso", 0.1),
     "vi_flow-1e3-iso-0.1": ("vi_flow", 1000, "gauss_iso", 0.1),
 }
