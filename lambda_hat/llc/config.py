@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import functools
 import json
+import math
 import re
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -149,7 +150,8 @@ class SGLD(SamplerBase):
     draws: int | Literal["auto"] = field(default="auto", metadata=positive())
     bias_target: float = field(default=0.01, metadata={"gt": 0, "lt": 0.5})
     max_steps: int = field(default=100_000, metadata=positive())  # budget per chain for auto burn-in + draws
-    batch_size: int | None = field(default=256, metadata=positive())  # None: full batch
+    # None: full batch; auto: from the gradient noise measured at w* (calibration.auto_batch)
+    batch_size: int | None | Literal["auto"] = field(default=256, metadata=positive())
     # curvature: a fixed P ≈ (nβH + γ)⁻¹ from the Hessian at w* (calibration.curvature_precond);
     # auto: curvature when step_size is auto, else none (a number keeps devinterp's meaning)
     precond: Literal["auto", "none", "rmsprop", "curvature"] = "auto"
@@ -164,7 +166,8 @@ class SGLD(SamplerBase):
 
     def work(self, n: int) -> float:
         steps = self.max_steps if "auto" in (self.burnin, self.draws) else self.burnin + self.draws
-        return self.chains * steps * min(n, self.batch_size or n)
+        b = max(256, n / (8 * math.log(n))) if self.batch_size == "auto" else self.batch_size or n  # auto: κ = 1
+        return self.chains * steps * min(n, b)
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ as L_n(w) without the batch noise, which would otherwise swamp ESS and R̂.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 
@@ -82,6 +83,8 @@ def _mixed(kept: np.ndarray) -> bool:
 def sample(post, cfg, key, spec=None) -> Trace:
     spec = spec or calibration.measure(post, jax.random.fold_in(key, 7))
     t0 = time.time()
+    if cfg.batch_size == "auto":
+        cfg = dataclasses.replace(cfg, batch_size=calibration.auto_batch(post, spec))
     w0 = starts(post, spec, key, cfg.chains)
     curv = calibration.curvature_precond(spec, post, w0) if cfg.preconditioner == "curvature" else None
     P = (None, 1.0, None) if curv is None else curv.P
@@ -144,6 +147,6 @@ def sample(post, cfg, key, spec=None) -> Trace:
     extras = {
         "step_size": eps, "burnin": plan.burnin, "draws": total - plan.burnin, "predicted_bias": plan.predicted_bias,
         "relax_steps": plan.relax_steps, "needed_steps": plan.needed_steps, "budget_capped": plan.capped,
-        "mala_acceptance": mala, "plan_sec": plan_sec,
+        "mala_acceptance": mala, "plan_sec": plan_sec, "batch_size": cfg.batch_size or post.n,
     }  # fmt: skip
     return Trace(losses[:, plan.burnin :], total * frac, frac, extras)
