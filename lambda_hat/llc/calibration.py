@@ -6,13 +6,16 @@ to the curvature, and the predicted λ̂ shift from a non-zero gradient at w*. F
 - `sgld_plan` picks SGLD's ε so that the predicted bias of λ̂ (discretisation and minibatch
   noise, per Hessian mode, weighted by each mode's share of λ̂) is at most `target`, and sizes
   burn-in and draws from the relaxation times of the modes that carry λ̂;
+- `curvature_precond` builds SGLD's fixed preconditioner P ≈ (nβH + γ)⁻¹ and `auto_batch` its
+  batch size from the gradient noise;
 - `dispersed_starts` spreads the chains around w* so that R̂ can see modes that have not mixed;
 - `mala_acceptance` is the empirical check of the step: the Metropolis acceptance of the SGLD
   proposal with the full-batch loss and gradient (over at most MALA_SAMPLES points).
 
 Per mode with curvature h (a = nβh + γ), minibatch size b and per-sample gradient variance
 c ≈ κh along it, SGLD's stationary variance is inflated by
-(1 + ε·nβ²c(1 − b/n)/(4b)) / (1 − εa/4), and its relaxation time is 2/(εa) steps.
+(1 + ε·nβ²c(1 − b/n)/(4b)) / (1 − εa/4), and its relaxation time is 2/(εa) steps, ε being the
+step that mode sees (the preconditioner's value on it times the step size).
 """
 
 from __future__ import annotations

@@ -1,11 +1,14 @@
-"""SGLD, plain or RMSProp-preconditioned (Hitchcock & Hoogland 2025).
+"""SGLD: plain, with a fixed curvature preconditioner, or RMSProp-preconditioned (Hitchcock &
+Hoogland 2025).
 
 Own kernel rather than blackjax.sgld: the estimator needs the minibatch loss from the same
 forward pass as the gradient (blackjax's step returns only the new position), and blackjax has
 no preconditioned variant whose preconditioner can be frozen after burn-in.
 
-`step_size: auto` (the default) takes ε, burn-in and draws from the measured curvature and
-gradient noise at w* (calibration.sgld_plan). Each draw records a paired statistic on the
+`step_size: auto` (the default) takes ε and burn-in from the measured curvature and gradient
+noise at w* (calibration.sgld_plan), with P ≈ (nβH + γ)⁻¹ (calibration.curvature_precond) unless
+`precond` says otherwise; `draws: auto` runs piece by piece until the chains meet the ESS and R̂
+goals or max_steps. Each draw records a paired statistic on the
 step's own batch, L_b(w) minus a control variate with mean L_n(w*) (see _paired): the same mean
 as L_n(w) without the batch noise, which would otherwise swamp ESS and R̂.
 """
