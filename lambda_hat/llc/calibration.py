@@ -123,7 +123,7 @@ def measure(post, key) -> Spectrum:
     t0 = time.time()
     d, dt, w = post.dim, post.w_star.dtype, post.w_star
     sub, dense = _subsample(post, CURVATURE_SAMPLES), d <= DENSE_MAX_DIM
-    g_full, H, G, shift = _at_w_star(post, dense)(w, sub, post.data, _subsample(post, NOISE_SAMPLES))
+    g_full, H, G, shift, _ = _at_w_star(post, dense)(w, sub, post.data, _subsample(post, NOISE_SAMPLES))
     if dense:
         H = np.asarray(H, dtype=np.float64)
         theta, S = np.linalg.eigh(0.5 * (H + H.T))
@@ -143,10 +143,18 @@ def measure(post, key) -> Spectrum:
     return Spectrum(theta, weight, kappa, np.asarray(g_full), float(shift), time.time() - t0, vectors, vector_theta)
 
 
+_PROGRAMS: dict = {}  # _at_w_star's, per (loss, nβ, γ, dense): each one traced and compiled once
+
+
 def _at_w_star(post, dense: bool):
-    """One program (each costs a compilation): at w*, the full-data gradient g, the Hessian on
-    the subsample (if dense), per-sample gradients on NOISE_SAMPLES points (None without data)
-    and the second-order shift of E[λ̂] from g: −nβ²gᵀA⁻¹g + ½nβ²uᵀHu, u = A⁻¹g (CG)."""
+    """One program (each costs a compilation): at w (w*), the full-data gradient g, the Hessian
+    on the subsample (if dense), per-sample gradients on NOISE_SAMPLES points (None without
+    data), the second-order shift of E[λ̂] from g: −nβ²gᵀA⁻¹g + ½nβ²uᵀHu, u = A⁻¹g (CG), and the
+    subsample's loss. Where d ≤ DENSE_MAX_DIM the same program serves the chains' starts
+    (`_dense_at`), so calibration compiles one program there, not three."""
+    key = (post.loss, post.n_beta, post.gamma, dense)
+    if key in _PROGRAMS:
+        return _PROGRAMS[key]
     nb, gamma, hvp = post.n_beta, post.gamma, _hvp(post)
 
     @jax.jit
@@ -155,9 +163,19 @@ def _at_w_star(post, dense: bool):
         H = jax.hessian(post.loss)(w, sub) if dense else None
         G = None if noise is None else jax.vmap(lambda xi, yi: jax.grad(post.loss)(w, (xi[None], yi[None])))(*noise)
         u, _ = jax.scipy.sparse.linalg.cg(lambda v: nb * hvp(v, w, sub) + gamma * v, g, maxiter=CG_STEPS)
-        return g, H, G, -(nb**2) * jnp.dot(g, u) + 0.5 * nb**2 * jnp.dot(u, hvp(u, w, sub))
+        return g, H, G, -(nb**2) * jnp.dot(g, u) + 0.5 * nb**2 * jnp.dot(u, hvp(u, w, sub)), post.loss(w, sub)
 
+    _PROGRAMS[key] = at
     return at
+
+
+def _dense_at(post, points):
+    """The Hessian of the subsample's loss (points × d × d) and that loss at each point, by
+    measure's program (d ≤ DENSE_MAX_DIM)."""
+    at, sub, noise = _at_w_star(post, True), _subsample(post, CURVATURE_SAMPLES), _subsample(post, NOISE_SAMPLES)
+    # numpy rows: eager JAX indexing would compile a program per op on first use
+    out = [at(w, sub, post.data, noise) for w in np.asarray(points)]
+    return np.stack([np.asarray(o[1], np.float64) for o in out]), np.array([float(o[4]) for o in out])
 
 
 def _noise_ratio(G, top, theta, weight) -> float:
@@ -281,6 +299,10 @@ def top_curvature(post, points, P=None, iters: int = 10) -> float:
     P = None: of nβH + γ)."""
     hvp, nb, gamma = _hvp(post), post.n_beta, post.gamma
     P = (None, 1.0, None) if P is None else P
+    if post.dim <= DENSE_MAX_DIM:  # exactly, with measure's program
+        H, _ = _dense_at(post, points)
+        R = precondition(tuple(None if x is None else np.asarray(x, np.float64) for x in P), np.eye(post.dim), 0.5)
+        return max(float(np.linalg.eigvalsh(R @ (nb * 0.5 * (h + h.T) + gamma * np.eye(post.dim)) @ R).max()) for h in H)
 
     @jax.jit
     def power(points, sub, P):
@@ -345,7 +367,7 @@ def dispersed_starts(post, spec: Spectrum, key, chains: int, spread: float = 2.0
     a, share = spec.modes(nb, gamma)
     a_slow = float(a[share >= 0.5].min()) if (share >= 0.5).any() else 2 * gamma or 1.0
     f = lambda h: np.sqrt(spread / np.maximum(nb * np.clip(h, 0, None) + gamma, a_slow))  # noqa: E731
-    z = jax.random.normal(key, (chains, d), post.w_star.dtype)
+    z = np.random.default_rng(np.asarray(key).tolist()).standard_normal((chains, d)).astype(post.w_star.dtype)  # eager jax.random would compile
     sub = _subsample(post, CURVATURE_SAMPLES)
     if spec.vectors is not None and spec.vectors.shape[1] == d:
         S = spec.vectors
@@ -360,15 +382,21 @@ def dispersed_starts(post, spec: Spectrum, key, chains: int, spread: float = 2.0
         deltas = np.stack(deltas)
     # Directions flat at second order (an MLP's) are rarely flat far out: halve a start whose
     # actual excess loss is above twice the spread's share of λ (4 × the quadratic estimate).
-    deltas = jnp.asarray(deltas, post.w_star.dtype)
-    excess = jax.jit(jax.vmap(lambda dw, w, sub: nb * (post.loss(w + dw, sub) - post.loss(w, sub)), in_axes=(0, None, None)))
+    w_star, dt = np.asarray(post.w_star), post.w_star.dtype  # numpy: see _dense_at
+    deltas = np.asarray(deltas, dt)
+    if d <= DENSE_MAX_DIM:
+        L0 = _dense_at(post, w_star[None])[1][0]
+        excess = lambda dw: nb * (_dense_at(post, w_star + dw)[1] - L0)  # noqa: E731
+    else:
+        f = jax.jit(jax.vmap(lambda dw, w, sub: nb * (post.loss(w + dw, sub) - post.loss(w, sub)), in_axes=(0, None, None)))
+        excess = lambda dw: f(dw, post.w_star, sub)  # noqa: E731
     cap = 2 * spread * max(spec.llc_estimate(nb, gamma), 0.5)
     for _ in range(20):
-        too_far = np.asarray(excess(deltas, post.w_star, sub)) > cap
+        too_far = np.asarray(excess(deltas)) > cap
         if not too_far.any():
             break
-        deltas = deltas * jnp.asarray(np.where(too_far, 0.5, 1.0), deltas.dtype)[:, None]
-    return post.w_star + deltas
+        deltas = deltas * np.where(too_far, 0.5, 1.0).astype(dt)[:, None]
+    return jnp.asarray(w_star + deltas)
 
 
 def mala_acceptance(post, positions, eps: float, P, key, grad_full, proposals: int = 2) -> float:

