@@ -10,9 +10,9 @@ Hessian at w*) with isotropic or anisotropic inputs and noise σ ∈ {0.1, 1}; d
 [4, 3, 3, 4] with rank 3 (λ = 7.5, Aoyagi). A row is "silent" when its error exceeds the
 tolerance (5% regular, 10% DLN) and it carries no warning: the goal is none.
 Calibration: seconds measuring the curvature and noise at w* and planning ε, burn-in and draws,
-against the seconds of sampling itself, in the same run, compilation included. With the persistent
-compilation cache on (as in task processes), the first run on a target compiles the calibration
-programs and later runs on it load them: the last line gives the median ratio of each kind.
+against the seconds of sampling itself, in the same run, compilation included. The first run on a
+target traces and compiles the calibration program (as a task process does without a cache hit);
+later runs in this process reuse it: the last line gives the median ratio of each kind.
 """
 
 from __future__ import annotations
