@@ -201,7 +201,6 @@ class SGLDPlan:
     max_draws: int  # auto draws: run on to this many until the ESS and R̂ goals are met
     predicted_bias: float  # relative bias of λ̂ predicted for this ε (discretisation + minibatch)
     relax_steps: float  # relaxation time of the slowest mode that carries λ̂, in steps
-    needed_steps: int  # burn-in + draws the relaxation times ask for
     capped: bool  # the budget (max_steps) cut the burn-in short
 
 
@@ -347,7 +346,6 @@ def sgld_plan(spec: Spectrum, post, cfg, target: float, a_around: float = 0.0, c
     burnin = math.ceil(3 * tau_slow) + (int(3 / (1 - cfg.rmsprop_decay)) if rms else 0)
     # 4×: a bulk ESS of 1 600 keeps R̂ (noise ≈ 1/√ESS per chain) clear of 1.01 by chance
     draws = max(100, math.ceil(4 * ESS_GOAL * tau_int / cfg.chains))
-    needed = burnin + draws
     capped = cfg.burnin == "auto" and burnin > cfg.max_steps // 2
     burnin = min(burnin, cfg.max_steps // 2) if cfg.burnin == "auto" else int(cfg.burnin)
     if cfg.draws == "auto":
@@ -355,7 +353,7 @@ def sgld_plan(spec: Spectrum, post, cfg, target: float, a_around: float = 0.0, c
         draws = min(draws, max_draws)
     else:
         draws = max_draws = int(cfg.draws)
-    return SGLDPlan(eps, burnin, draws, max_draws, bias, tau_slow, needed, capped)
+    return SGLDPlan(eps, burnin, draws, max_draws, bias, tau_slow, capped)
 
 
 def dispersed_starts(post, spec: Spectrum, key, chains: int, spread: float = 2.0):

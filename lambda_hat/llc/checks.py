@@ -72,7 +72,7 @@ def run_warnings(m: dict, cfg) -> list[dict]:
         if m["budget_capped"]:
             warn(
                 "budget",
-                f"the slowest mode that carries λ̂ relaxes over {m['relax_steps']:.0f} steps (run asked for: {m['needed_steps']}); max_steps cut the burn-in to {m['burnin']}",
+                f"the slowest mode that carries λ̂ relaxes over {m['relax_steps']:.0f} steps: burn-in needs {3 * m['relax_steps']:.0f}, half of max_steps allows {m['burnin']}",
             )
     if cfg.kind == "hmc":
         if m["divergences"]:

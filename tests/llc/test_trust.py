@@ -121,6 +121,14 @@ def test_auto_step_predicts_one_percent_and_ten_times_it_is_flagged():
     assert big["predicted_bias"] > 0.05 and "step_bias" in codes(big), big["warnings"]
 
 
+def test_a_budget_too_small_for_the_burn_in_is_flagged():
+    """Burn-in is 3 relaxation times of the slowest mode that carries λ̂, within half of max_steps."""
+    post, model = regular(10_000, "gauss_iso", 1.0)
+    m, _ = estimate(post, preset("sgld", max_steps=200), model)
+    assert 3 * m["relax_steps"] > 100 and m["burnin"] == 100 and m["budget_capped"] and "budget" in codes(m), m["warnings"]
+    assert m["draws"] == 100  # auto draws stop at the budget
+
+
 def test_mala_check_on_a_subsample_reads_as_on_the_full_data(monkeypatch):
     """Above MALA_SAMPLES points the step check runs on a subsample with the full data's gradient
     at w*: its acceptance matches the full data's at every step size, on both sides of the flag."""

@@ -149,7 +149,7 @@ def sample(post, cfg, key, spec=None) -> Trace:
     frac = post.batch_fraction(cfg.batch_size)
     extras = {
         "step_size": eps, "burnin": plan.burnin, "draws": total - plan.burnin, "predicted_bias": plan.predicted_bias,
-        "relax_steps": plan.relax_steps, "needed_steps": plan.needed_steps, "budget_capped": plan.capped,
+        "relax_steps": plan.relax_steps, "budget_capped": plan.capped,
         "mala_acceptance": mala, "plan_sec": plan_sec, "batch_size": cfg.batch_size or post.n,
     }  # fmt: skip
     return Trace(losses[:, plan.burnin :], total * frac, frac, extras)
