@@ -95,6 +95,8 @@ def test_shipped_preset_on_regular_target(case):
     # the finite-n value sits below d/2 where some input directions are weak (15% at n = 1e3, aniso)
     assert m["llc_true"] == 6.0 and 0.8 * 6.0 < m["llc_finite"] <= 6.0
     check(m, m["llc_finite"], 0.05)
+    if name == "sgld" and n == 100_000:  # batch 256 left R̂ and ESS short here (ε held at 1e-3 by its noise)
+        assert m["batch_size"] > 256 and not {"rhat", "ess", "budget"} & codes(m), (m["batch_size"], m["warnings"])
 
 
 @pytest.mark.slow
@@ -107,6 +109,8 @@ def test_shipped_preset_on_deep_linear_network(name, widths, n):
     m, _ = estimate(post, preset(name), model)
     assert m["llc_true"] == theory.dln(list(widths), min(widths))
     check(m, m["llc_true"], 0.10)
+    if name == "sgld":  # plain SGLD's burn-in (3 × 61 000 steps at n = 1e3) did not fit the budget
+        assert not m["budget_capped"] and m["relax_steps"] < 10_000, m["relax_steps"]
 
 
 def test_auto_step_predicts_one_percent_and_ten_times_it_is_flagged():
@@ -121,8 +125,12 @@ def test_auto_step_predicts_one_percent_and_ten_times_it_is_flagged():
     assert big["predicted_bias"] > 0.05 and "step_bias" in codes(big), big["warnings"]
 
 
-def test_a_budget_too_small_for_the_burn_in_is_flagged():
-    """Burn-in is 3 relaxation times of the slowest mode that carries λ̂, within half of max_steps."""
+def test_auto_draws_stop_when_mixed_and_a_budget_too_small_for_the_burn_in_is_flagged():
+    """Auto draws run until bulk ESS ≥ 1 600 and R̂ ≤ 1.01, or to max_steps; burn-in is 3
+    relaxation times of the slowest mode that carries λ̂, within half of max_steps."""
+    post, model = regular(1000, "gauss_iso", 1.0)
+    m, _ = estimate(post, preset("sgld"), model)
+    assert m["burnin"] + m["draws"] < 50_000 and m["ess_bulk"] >= 0.95 * 1600 and m["r_hat"] <= 1.01 and not m["warnings"], m
     post, model = regular(10_000, "gauss_iso", 1.0)
     m, _ = estimate(post, preset("sgld", max_steps=200), model)
     assert 3 * m["relax_steps"] > 100 and m["burnin"] == 100 and m["budget_capped"] and "budget" in codes(m), m["warnings"]
