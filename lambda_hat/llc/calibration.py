@@ -62,6 +62,11 @@ class Spectrum:
         share = n_beta * np.clip(self.theta, 0, None) / a  # each mode's contribution to λ̂ (×½)
         return a, share
 
+    def a_slow(self, n_beta, gamma) -> float:
+        """a of the slowest mode that carries λ̂ (nβh ≥ γ); 2γ where none does."""
+        a, share = self.modes(n_beta, gamma)
+        return float(a[share >= 0.5].min()) if (share >= 0.5).any() else 2 * gamma or 1.0
+
     def llc_estimate(self, n_beta, gamma) -> float:
         """½ Σ nβh/(nβh + γ): the finite-n λ of the quadratic approximation at w*."""
         _, share = self.modes(n_beta, gamma)
@@ -248,8 +253,7 @@ def curvature_precond(spec: Spectrum, post, starts) -> Curvature:
     nb, gamma, dt = post.n_beta, post.gamma, post.w_star.dtype
     a_vec = nb * np.clip(spec.vector_theta, 0, None) + gamma
     if spec.vectors.shape[1] == post.dim:
-        a, share = spec.modes(nb, gamma)
-        cut = float(a[share >= 0.5].min()) if (share >= 0.5).any() else 2 * gamma or 1.0
+        cut = spec.a_slow(nb, gamma)
         keep = a_vec >= cut
     else:
         order = np.argsort(a_vec)[::-1]
@@ -296,12 +300,13 @@ def predicted_bias(spec: Spectrum, post, eps: float, cfg, curv: Curvature | None
 def top_curvature(post, points, P=None, iters: int = 10) -> float:
     """Largest eigenvalue of P^½(nβH + γ)P^½ over `points` (power iteration on a subsample;
     P = None: of nβH + γ)."""
-    hvp, nb, gamma = _hvp(post), post.n_beta, post.gamma
+    nb, gamma = post.n_beta, post.gamma
     P = (None, 1.0, None) if P is None else P
     if post.dim <= DENSE_MAX_DIM:  # exactly, with measure's program
         H, _ = _dense_at(post, points)
         R = precondition(tuple(None if x is None else np.asarray(x, np.float64) for x in P), np.eye(post.dim), 0.5)
         return max(float(np.linalg.eigvalsh(R @ (nb * 0.5 * (h + h.T) + gamma * np.eye(post.dim)) @ R).max()) for h in H)
+    hvp = _hvp(post)
 
     @jax.jit
     def power(points, sub, P):
@@ -362,8 +367,7 @@ def dispersed_starts(post, spec: Spectrum, key, chains: int, spread: float = 2.0
     differ and R̂ sees a mode that has not relaxed, while flat directions are not thrown far.
     A^(-1/2)z from the eigenvectors where the Hessian was formed, else by Lanczos on H from z."""
     d, nb, gamma = post.dim, post.n_beta, post.gamma
-    a, share = spec.modes(nb, gamma)
-    a_slow = float(a[share >= 0.5].min()) if (share >= 0.5).any() else 2 * gamma or 1.0
+    a_slow = spec.a_slow(nb, gamma)
     f = lambda h: np.sqrt(spread / np.maximum(nb * np.clip(h, 0, None) + gamma, a_slow))  # noqa: E731
     z = np.random.default_rng(np.asarray(key).tolist()).standard_normal((chains, d)).astype(post.w_star.dtype)  # eager jax.random would compile
     sub = _subsample(post, CURVATURE_SAMPLES)

@@ -96,6 +96,7 @@ def sample(post, cfg, key, spec=None) -> Trace:
     plan_sec = time.time() - t0
     eps, d = plan.step_size, post.dim
     rms = cfg.precond == "rmsprop"
+    rms_P = lambda v: (None, 1.0 / (jnp.sqrt(v) + cfg.rmsprop_eps), None)  # noqa: E731  diagonal, per chain
     batches = post.batcher(jax.random.fold_in(key, 1), cfg.batch_size)
     cv_arrays, control = _paired(post, batches)
     # the data, w* and the control variate's prefix sums are arguments of the jitted program,
@@ -114,7 +115,7 @@ def sample(post, cfg, key, spec=None) -> Trace:
             # (a moving preconditioner without its correction term does not). v starts at 1
             # (plain SGLD): at w* the drift can be exactly 0, and 1/√0 would blow up.
             v = jnp.where(t < plan.burnin, cfg.rmsprop_decay * v + (1 - cfg.rmsprop_decay) * drift**2, v)
-            P = (None, 1.0 / (jnp.sqrt(v) + cfg.rmsprop_eps), None)
+            P = rms_P(v)
         w = w + 0.5 * eps * calibration.precondition(P, drift) + jnp.sqrt(eps) * calibration.precondition(P, noise.astype(w.dtype), 0.5)
         return (w, v), loss - control(cv_arrays, start, carry[0]) + post.L_star
 
@@ -144,7 +145,7 @@ def sample(post, cfg, key, spec=None) -> Trace:
 
     w_end, v = carry
     if rms:
-        P = (None, 1.0 / (jnp.sqrt(v) + cfg.rmsprop_eps), None)
+        P = rms_P(v)
     mala = calibration.mala_acceptance(post, w_end, eps, P, jax.random.fold_in(key, 3), spec.grad)
     frac = post.batch_fraction(cfg.batch_size)
     extras = {
