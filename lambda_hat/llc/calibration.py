@@ -29,7 +29,9 @@ import numpy as np
 
 from lambda_hat.llc.checks import ESS_GOAL
 
-DENSE_MAX_DIM = 64  # up to this d the Hessian is formed exactly (d HVPs)
+# Up to this d the Hessian is formed exactly (d HVPs), in the one program calibration then
+# compiles: cheaper than compiling the Lanczos path's three (at d = 100: 0.2 s of a 1.3 s run).
+DENSE_MAX_DIM = 128
 LANCZOS_STEPS, LANCZOS_PROBES = 12, 3  # above it: 3 probes × 12 Lanczos steps (36 HVPs)
 KEEP_RITZ = LANCZOS_STEPS // 2  # Ritz pairs taken as eigenpairs: the top half has converged
 CURVATURE_SAMPLES = 1024  # subsample for Hessian-vector products (the Hessian is a mean)
@@ -134,7 +136,8 @@ def measure(post, key) -> Spectrum:
         theta, S = np.linalg.eigh(0.5 * (H + H.T))
         weight, top, vectors, vector_theta = np.ones(d), S[:, -1], S, theta
     else:
-        Ts, Q = _lanczos(_batched_hvp(post, sub), jax.random.normal(key, (LANCZOS_PROBES, d), dt), min(LANCZOS_STEPS, d))
+        probes = np.random.default_rng(np.asarray(key).tolist()).standard_normal((LANCZOS_PROBES, d))  # eager jax.random would compile
+        Ts, Q = _lanczos(_batched_hvp(post, sub), probes.astype(dt), min(LANCZOS_STEPS, d))
         theta, weight = [], []
         for T in Ts:  # stochastic Lanczos quadrature: Ritz values weighted by e1's share
             th, S = np.linalg.eigh(T)
@@ -259,7 +262,7 @@ def curvature_precond(spec: Spectrum, post, starts) -> Curvature:
         order = np.argsort(a_vec)[::-1]
         keep, cut = order[:KEEP_RITZ], float(a_vec[order[KEEP_RITZ]]) if len(order) > KEEP_RITZ else 2 * gamma or 1.0
     U, p = jnp.asarray(spec.vectors[:, keep], dt), jnp.asarray(1.0 / a_vec[keep], dt)
-    a_rest = top_curvature(post, starts, (U, jnp.zeros_like(p), jnp.asarray(1.0, dt)))  # on I − UUᵀ
+    a_rest = top_curvature(post, starts, (U, np.zeros(p.shape, dt), np.asarray(1.0, dt)))  # on I − UUᵀ (numpy: eager jnp compiles)
     return Curvature(U, p, 1.0 / max(a_rest, cut), cut)
 
 
@@ -408,7 +411,7 @@ def mala_acceptance(post, positions, eps: float, P, key, grad_full, proposals: i
     Above MALA_SAMPLES points the loss is a subsample's, L_m(w) − (∇L_m(w*) − ∇L_n(w*))·(w − w*):
     the same gradient at w* as L_n (`grad_full`, measured at w*), so the same optimum to first
     order, and curvature within ~1%."""
-    data, shift = post.data, jnp.zeros_like(post.w_star)
+    data, shift = post.data, np.zeros(post.w_star.shape, post.w_star.dtype)
     if data is not None and post.n > MALA_SAMPLES:
         data = _subsample(post, MALA_SAMPLES)
         shift = jax.jit(jax.grad(post.loss))(post.w_star, data) - jnp.asarray(grad_full, post.w_star.dtype)
@@ -430,11 +433,16 @@ def mala_acceptance(post, positions, eps: float, P, key, grad_full, proposals: i
         log_a = lp2 - lp + log_q_bwd - log_q_fwd
         return jnp.where(jnp.isfinite(log_a), jnp.minimum(1.0, jnp.exp(jnp.minimum(log_a, 0.0))), 0.0)
 
-    W = jnp.repeat(positions, proposals, axis=0)
-    U, p, rest = P
-    if U is None:  # a diagonal, per chain
-        P, axes = (None, jnp.repeat(jnp.broadcast_to(p, positions.shape), proposals, axis=0), None), (None, 0, None)
-    else:
-        axes = None
-    acc = jax.jit(jax.vmap(one, in_axes=(0, axes, 0, None, None, None)))(W, P, jax.random.split(key, W.shape[0]), post.w_star, data, shift)
-    return float(jnp.mean(acc))
+    diagonal = P[0] is None  # a diagonal, per chain
+
+    @jax.jit  # the bookkeeping too: eager, each op would compile a program of its own
+    def mean_acceptance(positions, P, key, *args):
+        W = jnp.repeat(positions, proposals, axis=0)
+        U, p, rest = P
+        if diagonal:
+            P, axes = (None, jnp.repeat(jnp.broadcast_to(p, positions.shape), proposals, axis=0), None), (None, 0, None)
+        else:
+            axes = None
+        return jnp.mean(jax.vmap(one, in_axes=(0, axes, 0, None, None, None))(W, P, jax.random.split(key, W.shape[0]), *args))
+
+    return float(mean_acceptance(positions, P, key, post.w_star, data, shift))

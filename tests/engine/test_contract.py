@@ -11,6 +11,7 @@ import pytest
 from conftest import ROOT, cli, write_config
 from lambda_hat.engine.tasks import Status, Task, version_of
 from lambda_hat.engine.typed import InputError
+from lambda_hat.llc.samplers import VERSIONS
 
 SCRIPT = ROOT / "tests" / "scripts" / "train.py"
 
@@ -44,7 +45,7 @@ def test_ids_cover_function_version_config_and_deps():
     assert Task("t", "tests.tasks:noop", {"value": 1}, "a", version="2").key == a.key  # same task, other code
     assert Task("t", "tests.tasks:sleeper", {"value": 1}, "a").id != a.id
     assert Task("t", "tests.tasks:noop", {"value": 1}, "a", deps=(("t", "x"),)).id != a.id
-    assert version_of("lambda_hat.llc.sampling:sample_run", {"sampler": {"kind": "sgld"}}) == "1.2"
+    assert version_of("lambda_hat.llc.sampling:sample_run", {"sampler": {"kind": "sgld"}}) == f"1.{VERSIONS['sgld']}"
     with pytest.raises(InputError, match="not a task function; declare it with"):
         Task("t", "tests.custom_target:build", {}, "not declared")
     assert Status.DONE == "done" and json.dumps(Status.FAILED) == '"failed"' and Status.REUSED.ok and not Status.SKIPPED.ok
@@ -63,9 +64,11 @@ def test_a_changed_code_version_recomputes_and_the_dry_run_says_so(project, monk
     bump = ROOT / "tests" / "scripts" / "sitecustomize.py"  # raises VERSIONS["sgld"] in every process
     env = {"PYTHONPATH": f"{bump.parent}:{ROOT}", "LAMBDA_HAT_TEST_BUMP": "sgld"}
     r = cli("workflow", "llc", "--dry-run", cwd=project, env=env)
-    assert r.returncode == 0 and "(code changed (version 1.2 → 1.3))" in r.stdout and "1 task(s) to run (1 code changed), 2 done" in r.stdout, (
-        r.stdout + r.stderr
-    )
+    assert (
+        r.returncode == 0
+        and f"(code changed (version 1.{VERSIONS['sgld']} → 1.{VERSIONS['sgld'] + 1}))" in r.stdout
+        and "1 task(s) to run (1 code changed), 2 done" in r.stdout
+    ), r.stdout + r.stderr
     r = cli("workflow", "llc", "--local", cwd=project, env=env)
     assert r.returncode == 0 and "1 done, 2 reused" in r.stdout, r.stdout + r.stderr
     r = cli("status", "config/experiments.yaml", cwd=project, env=env)

@@ -165,7 +165,7 @@ def test_mala_check_on_a_subsample_reads_as_on_the_full_data(monkeypatch):
     assert accept[0.3] > MALA_MIN > accept[2.0]
 
 
-@pytest.mark.parametrize("d", [6, 80])  # the top curvature exactly, and by power iteration
+@pytest.mark.parametrize("d", [6, 144])  # the top curvature exactly, and by power iteration (d > DENSE_MAX_DIM)
 def test_curvature_preconditioner_whitens_a_gaussian_exactly(d):
     """On log π = −½wᵀAw, P = A⁻¹ (from all eigenvectors, or the top ones plus a common scale on
     the rest) maps the SGLD proposal and its MALA check onto those of N(0, I) at u = A^½w, draw

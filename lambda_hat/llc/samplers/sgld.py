@@ -56,11 +56,13 @@ def _paired(post, batches):
         return jnp.asarray(np.concatenate([np.zeros((1,) + c.shape[1:]), np.cumsum(c, axis=0)]), dt)
 
     one = lambda w, xi, yi: post.loss(w, (xi[None], yi[None]))  # noqa: E731
-    losses = prefix(jax.jit(jax.vmap(one, in_axes=(None, 0, 0)))(post.w_star, x, y))
     if (x.shape[0] + 1) * post.dim * 8 > GRAD_PREFIX_BYTES:
+        losses = prefix(jax.jit(jax.vmap(one, in_axes=(None, 0, 0)))(post.w_star, x, y))
         return (losses,), lambda arrays, start, w: post.L_star + (arrays[0][start + b] - arrays[0][start]) / b
-    per_sample = jax.jit(lambda w, x, y: jax.lax.map(lambda xy: jax.grad(one)(w, *xy), (x, y), batch_size=1024))
-    grads = prefix(per_sample(post.w_star, x, y))
+    # one program for both (each program costs a compilation on a task's cold start)
+    per_sample = jax.jit(lambda w, x, y: jax.lax.map(lambda xy: jax.value_and_grad(one)(w, *xy), (x, y), batch_size=1024))
+    losses, grads = per_sample(post.w_star, x, y)
+    losses, grads = prefix(losses), prefix(grads)
 
     def at(arrays, start, w):
         losses, grads, w_star = arrays
@@ -123,18 +125,18 @@ def sample(post, cfg, key, spec=None) -> Trace:
     limit = plan.burnin + plan.max_draws
     size = max(1, min(max(math.ceil((plan.burnin + plan.draws) / CHUNKS), math.ceil(limit / MAX_PIECES)), PIECE_NOISE_BYTES // (4 * d)))
 
-    def piece(carry, ts, k, arrays):
-        kb, kn = jax.random.split(k)
+    def piece(carry, ts, k, i, arrays):
+        kb, kn = jax.random.split(jax.random.fold_in(k, i))
         # float32 noise even under x64: half the RNG work, and its precision does not matter
         noise = jax.random.normal(kn, (size, d), jnp.float32)
         return jax.lax.scan(lambda c, xs: step(arrays, c, xs), carry, (ts, batches.offsets(kb, (size,)), noise))
 
-    run = jax.jit(jax.vmap(piece, in_axes=(0, None, 0, None)))
-    chain_keys = jax.random.split(key, cfg.chains)
-    carry = (w0, jnp.ones((cfg.chains, d), post.w_star.dtype))
+    run = jax.jit(lambda carry, ts, key, i, arrays: jax.vmap(piece, in_axes=(0, None, 0, None, None))(carry, ts, jax.random.split(key, cfg.chains), i, arrays))
+    carry = (w0, np.ones((cfg.chains, d), post.w_star.dtype))
     pieces, total = [], limit
     for i in range(math.ceil(limit / size)):  # the last piece may run past `limit`: those steps are dropped
-        carry, losses = run(carry, jnp.arange(i * size, (i + 1) * size), jax.vmap(lambda k: jax.random.fold_in(k, i))(chain_keys), arrays)
+        # host-side step numbers: eager jnp ops would each compile a program of their own
+        carry, losses = run(carry, np.arange(i * size, (i + 1) * size, dtype=np.int32), key, np.uint32(i), arrays)
         pieces.append(np.asarray(losses))
         check_finite(pieces[-1], i * size, "lower step_size")
         kept = (i + 1) * size - plan.burnin
