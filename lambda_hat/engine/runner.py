@@ -280,8 +280,17 @@ class _Forked:
         import multiprocessing
 
         self.proc = multiprocessing.get_context("forkserver").Process(target=_forked_main, args=(workdir, cwd, env, block))
-        with _mp_lock:
-            self.proc.start()
+        try:
+            with _mp_lock:
+                self.proc.start()
+        except (EOFError, ConnectionError) as e:
+            # the server died under this worker: its block is being cancelled or its node lost.
+            # Parsl's own WorkerLost, so that the retry handler and the outcome say so.
+            import socket
+
+            from parsl.executors.high_throughput.errors import WorkerLost
+
+            raise WorkerLost(f"pid {os.getpid()} (fork server gone: {type(e).__name__})", socket.gethostname()) from e
         self.pid = self.proc.pid
 
     def wait(self, timeout: float | None = None) -> int:

@@ -67,6 +67,12 @@ def run_warnings(m: dict, cfg) -> list[dict]:
                 "step_bias",
                 f"predicted bias of λ̂ from step {m['step_size']:.3g} and minibatch noise is {100 * m['predicted_bias']:.1f}% (> {100 * BIAS_MAX:g}%); use step_size: auto or a smaller step",
             )
+        if m.get("bias_at_chains", 0) > BIAS_MAX:  # nan (no check ran) compares False
+            warn(
+                "step_bias",
+                f"predicted bias of λ̂ from the curvature where the chains went is {100 * m['bias_at_chains']:.1f}% (> {100 * BIAS_MAX:g}%; "
+                f"{100 * m['predicted_bias']:.1f}% at w*); lower bias_target (step_size auto) or the step",
+            )
         if m["mala_acceptance"] < MALA_MIN:
             warn("step_bias", f"full-batch MALA acceptance of the SGLD step is {m['mala_acceptance']:.2f} < {MALA_MIN}: the step is too large for this target")
         if m["budget_capped"]:

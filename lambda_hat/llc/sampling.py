@@ -61,7 +61,18 @@ def estimate(post, cfg, model: dict, log=lambda msg: None, llc_true: float | Non
         # the starts and the curvature around them are calibration, not sampling
         out["calibration_sec"] += trace.extras["plan_sec"]
         out["sample_sec"] -= trace.extras["plan_sec"]
-        for k in ("step_size", "batch_size", "burnin", "draws", "predicted_bias", "mala_acceptance", "relax_steps", "budget_capped"):
+        for k in (
+            "step_size",
+            "batch_size",
+            "burnin",
+            "draws",
+            "predicted_bias",
+            "bias_at_chains",
+            "step_shrinks",
+            "mala_acceptance",
+            "relax_steps",
+            "budget_capped",
+        ):
             out[k] = trace.extras[k]
     if "acceptance_rate" in trace.extras:
         out["acceptance_rate"] = float(np.mean(trace.extras["acceptance_rate"]))

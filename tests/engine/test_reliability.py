@@ -132,6 +132,25 @@ def test_retry_handler_retries_lost_workers_only():
     assert (Card(executor="htex").lost_worker_retries, Card().lost_worker_retries, Card(executor="htex", retries=3).lost_worker_retries) == (1, 0, 3)
 
 
+def test_a_task_started_while_its_fork_server_dies_is_a_lost_worker(monkeypatch, tmp_path):
+    """A block being cancelled kills the fork server first: starting a task then reads EOF, which
+    must count as a lost worker (retried, reported as lost), not as the task's own failure."""
+    import multiprocessing.context
+
+    from parsl.executors.high_throughput.errors import WorkerLost
+
+    from lambda_hat.engine.cards import retry_lost
+    from lambda_hat.engine.runner import _Forked
+
+    def dying(self):
+        raise EOFError("unexpected EOF")
+
+    monkeypatch.setattr(multiprocessing.context.ForkServerProcess, "start", dying)
+    with pytest.raises(WorkerLost) as lost:
+        _Forked(str(tmp_path), str(tmp_path), {}, None)
+    assert retry_lost(lost.value, {}) == 1 and "fork server gone: EOFError" in str(lost.value)
+
+
 def test_concurrent_invocations_share_the_store(project):
     a = {**TINY, "samplers": TWO["samplers"]}
     b = {**TINY, "samplers": [TWO["samplers"][0], {"name": "sgld", "overrides": {"step_size": 2e-4, "batch_size": None, "draws": 100, "chains": 2}}]}

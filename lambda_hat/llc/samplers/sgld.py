@@ -34,6 +34,8 @@ PIECE_NOISE_BYTES = 2**24
 GRAD_PREFIX_BYTES = 2**28  # per-sample gradient prefix sums for the paired statistic
 MAX_PIECES = 100  # auto draws run on past the plan, piece by piece, until the chains have mixed
 MIXED_DRAWS = 4000
+SHRINK_ABOVE, MAX_SHRINKS = 2.0, 3  # the auto step shrinks where the chains' bias exceeds 2× its target
+CHECKS = 25  # of that bias per run (its Hessians at the chains cost a few full gradients each)
 
 
 def _paired(post, batches):
@@ -105,7 +107,7 @@ def sample(post, cfg, key, spec=None) -> Trace:
     # not constants compiled into it (see calibration._hvp)
     arrays = (batches.ring, cv_arrays, post.w_star, P)
 
-    def step(arrays, carry, xs):
+    def step(arrays, eps, carry, xs):
         ring, cv_arrays, w_star, P = arrays
         w, v = carry
         t, start, noise = xs
@@ -125,23 +127,46 @@ def sample(post, cfg, key, spec=None) -> Trace:
     limit = plan.burnin + plan.max_draws
     size = max(1, min(max(math.ceil((plan.burnin + plan.draws) / CHUNKS), math.ceil(limit / MAX_PIECES)), PIECE_NOISE_BYTES // (4 * d)))
 
-    def piece(carry, ts, k, i, arrays):
+    def piece(carry, ts, k, i, eps, arrays):
         kb, kn = jax.random.split(jax.random.fold_in(k, i))
         # float32 noise even under x64: half the RNG work, and its precision does not matter
         noise = jax.random.normal(kn, (size, d), jnp.float32)
-        return jax.lax.scan(lambda c, xs: step(arrays, c, xs), carry, (ts, batches.offsets(kb, (size,)), noise))
+        return jax.lax.scan(lambda c, xs: step(arrays, eps, c, xs), carry, (ts, batches.offsets(kb, (size,)), noise))
 
-    run = jax.jit(lambda carry, ts, key, i, arrays: jax.vmap(piece, in_axes=(0, None, 0, None, None))(carry, ts, jax.random.split(key, cfg.chains), i, arrays))
+    # ε is an argument, not a constant: a step shrunk below (re-planned) runs the same program
+    run = jax.jit(
+        lambda carry, ts, key, i, eps, arrays: jax.vmap(piece, in_axes=(0, None, 0, None, None, None))(
+            carry, ts, jax.random.split(key, cfg.chains), i, eps, arrays
+        )
+    )
     carry = (w0, np.ones((cfg.chains, d), post.w_star.dtype))
-    pieces, total = [], limit
-    for i in range(math.ceil(limit / size)):  # the last piece may run past `limit`: those steps are dropped
+    pieces, total, burnin, relax, biases, shrunk = [], limit, plan.burnin, plan.relax_steps, [], 0
+    # a few checks where they only report (a fixed step) or cost HVPs (above DENSE_MAX_DIM)
+    every = max(1, math.ceil(limit / size) // (CHECKS if cfg.step_size == "auto" and d <= calibration.DENSE_MAX_DIM else 4))
+    i = -1
+    while (i + 1) * size < limit:  # the last piece may run past `limit`: those steps are dropped
+        i += 1
         # host-side step numbers: eager jnp ops would each compile a program of their own
-        carry, losses = run(carry, np.arange(i * size, (i + 1) * size, dtype=np.int32), key, np.uint32(i), arrays)
+        carry, losses = run(carry, np.arange(i * size, (i + 1) * size, dtype=np.int32), key, np.uint32(i), np.asarray(eps, post.w_star.dtype), arrays)
         pieces.append(np.asarray(losses))
         check_finite(pieces[-1], i * size, "lower step_size")
-        kept = (i + 1) * size - plan.burnin
-        if cfg.draws == "auto" and kept >= max(100, plan.burnin) and kept < plan.max_draws and _mixed(np.concatenate(pieces, axis=1)[:, plan.burnin :]):
-            total = (i + 1) * size
+        end = (i + 1) * size
+        if end > burnin and (i % every == 0 or end >= limit):
+            # The step was planned at w*; a singular model's chains go where the curvature is
+            # larger. Measured there, a bias over twice the target shrinks the auto step, and the
+            # draws so far become burn-in (a few times, while the budget lasts).
+            b = calibration.bias_at(post, spec, carry[0], eps, rms_P(carry[1]) if rms else P, cfg.batch_size)
+            if cfg.step_size == "auto" and b > SHRINK_ABOVE * cfg.bias_target and shrunk < MAX_SHRINKS and end < limit // 2:
+                factor = cfg.bias_target / b
+                eps, relax, shrunk, biases = eps * factor, relax / factor, shrunk + 1, []
+                burnin = end + min(math.ceil(3 * relax), (limit - end) // 2)
+                if cfg.draws != "auto":  # the draws asked for, after the new burn-in
+                    limit = burnin + int(cfg.draws)
+                continue
+            biases.append(b)
+        kept = end - burnin
+        if cfg.draws == "auto" and kept >= max(100, plan.burnin) and kept < limit - burnin and _mixed(np.concatenate(pieces, axis=1)[:, burnin:]):
+            total = end
             break
     losses = np.concatenate(pieces, axis=1)[:, :total]
 
@@ -151,8 +176,10 @@ def sample(post, cfg, key, spec=None) -> Trace:
     mala = calibration.mala_acceptance(post, w_end, eps, P, jax.random.fold_in(key, 3), spec.grad)
     frac = post.batch_fraction(cfg.batch_size)
     extras = {
-        "step_size": eps, "burnin": plan.burnin, "draws": total - plan.burnin, "predicted_bias": plan.predicted_bias,
-        "relax_steps": plan.relax_steps, "budget_capped": plan.capped,
+        "step_size": eps, "burnin": burnin, "draws": total - burnin, "relax_steps": relax,
+        "predicted_bias": calibration.predicted_bias(spec, post, eps, cfg, curv) if shrunk else plan.predicted_bias,
+        "bias_at_chains": float(np.mean(biases)) if biases else float("nan"), "step_shrinks": shrunk,
+        "budget_capped": plan.capped or (cfg.burnin == "auto" and 3 * relax > cfg.max_steps // 2),
         "mala_acceptance": mala, "plan_sec": plan_sec, "batch_size": cfg.batch_size or post.n,
     }  # fmt: skip
-    return Trace(losses[:, plan.burnin :], total * frac, frac, extras)
+    return Trace(losses[:, burnin:], total * frac, frac, extras)
