@@ -74,6 +74,8 @@ def estimate(post, cfg, model: dict, log=lambda msg: None, llc_true: float | Non
             "budget_capped",
         ):
             out[k] = trace.extras[k]
+    if cfg.kind == "vi":
+        out["batch_size"] = trace.extras["batch_size"]
     if "acceptance_rate" in trace.extras:
         out["acceptance_rate"] = float(np.mean(trace.extras["acceptance_rate"]))
         out["divergences"] = int(np.sum(trace.extras["divergent"]))

@@ -83,6 +83,7 @@ REGIMES = {  # (sampler preset, n, inputs, noise σ): every preset meets a hard 
     "vi-1e3-aniso-0.1": ("vi", 1000, "gauss_aniso", 0.1),
     "vi_lowrank-1e3-aniso-0.1": ("vi_lowrank", 1000, "gauss_aniso", 0.1),
     "vi_flow-1e3-iso-0.1": ("vi_flow", 1000, "gauss_iso", 0.1),
+    "vi_meanfield-1e5-aniso-1": ("vi_meanfield", 100_000, "gauss_aniso", 1.0),  # batches: a full-batch fit took minutes
 }
 
 
@@ -95,6 +96,8 @@ def test_shipped_preset_on_regular_target(case):
     # the finite-n value sits below d/2 where some input directions are weak (15% at n = 1e3, aniso)
     assert m["llc_true"] == 6.0 and 0.8 * 6.0 < m["llc_finite"] <= 6.0
     check(m, m["llc_finite"], 0.05)
+    if name.startswith("vi"):
+        assert m["batch_size"] == min(n, 4096), m["batch_size"]
     if name == "sgld" and n == 100_000:  # batch 256 left R̂ and ESS short here (ε held at 1e-3 by its noise)
         assert m["batch_size"] > 256 and not {"rhat", "ess", "budget"} & codes(m), (m["batch_size"], m["warnings"])
 

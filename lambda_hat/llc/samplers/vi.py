@@ -160,7 +160,8 @@ def sample(post, cfg, key, spec=None) -> Trace:
     # clipping: one bad Monte Carlo draw early on can otherwise throw a flow far off
     # decayed to 0 so the fit settles instead of jittering with the ELBO's Monte Carlo noise
     opt = optax.chain(optax.clip_by_global_norm(100.0), optax.adam(optax.cosine_decay_schedule(cfg.lr, cfg.steps)))
-    draw_batch = post.batcher(jax.random.fold_in(key, 1), cfg.batch_size)
+    batch_size = cfg.batch(post.n) if post.data is not None else None
+    draw_batch = post.batcher(jax.random.fold_in(key, 1), batch_size)
     log_jac = d * jnp.log(sd0)  # q over w = w* + sd0·x
 
     def chain(key, ring, data):  # the data as arguments, not constants of the program
@@ -185,10 +186,10 @@ def sample(post, cfg, key, spec=None) -> Trace:
 
     run = jax.jit(jax.vmap(chain, in_axes=(0, None, None)))
     losses, elbo, log_w = (np.asarray(a) for a in run(jax.random.split(key, cfg.chains), draw_batch.ring, post.data))
-    fit = cfg.steps * cfg.M * cfg.mc_samples * post.batch_fraction(cfg.batch_size)
+    fit = cfg.steps * cfg.M * cfg.mc_samples * post.batch_fraction(batch_size)
     # each draw costs one full-data loss evaluation, counted as one FGE
     k_hat, llc_is = _psis(log_w[:, cfg.burnin :], post.n_beta * (losses[:, cfg.burnin :] - post.L_star))
-    extras = {"elbo": elbo, "pareto_k": k_hat, "llc_is": llc_is}
+    extras = {"elbo": elbo, "pareto_k": k_hat, "llc_is": llc_is, "batch_size": batch_size or post.n}
     return Trace(losses[:, cfg.burnin :], fit + cfg.burnin + cfg.draws, 1.0, extras)
 
 
