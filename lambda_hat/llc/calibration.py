@@ -302,33 +302,34 @@ def predicted_bias(spec: Spectrum, post, eps: float, cfg, curv: Curvature | None
     return float(np.sum(w * infl) / w.sum())
 
 
-def bias_at(post, spec: Spectrum, positions, eps: float, P, batch_size) -> float:
+def bias_at(post, spec: Spectrum, positions, eps: float, P, batch_size, planned: float) -> float:
     """Relative bias of λ̂ at step ε predicted from the curvature at `positions` (the chains' own,
     one row each; P as in `precondition`, a diagonal p may hold a row per position), not at w*.
     A singular model's chains wander along its zero set into regions far stiffer than w* (a
     3-layer DLN: the preconditioned curvature 1.6 at the starts, 68 at the median piece end),
-    where a step planned at w* is too large.
+    where a step planned at w* is too large. `planned`: predicted_bias at w* for this ε.
 
     Where d ≤ DENSE_MAX_DIM, exactly for the local quadratic: with R = P^½(nβH + γ)P^½ = Σ ã uuᵀ,
     λ̂ = ½ Σ s·c over R's modes, s = 1 − γ·uᵀPu/ã (that mode's share of λ̂), c its variance
-    inflation (as in predicted_bias); the mean over positions. Else the top mode only (power
-    iteration), at the stiffest position, as its share of the w*-estimated λ."""
+    inflation (as in predicted_bias); the mean over positions (at w* it is `planned`). Above, as
+    if every mode were as much stiffer as the top one (power iteration): `planned` × that ratio."""
     nb, gamma, M = post.n_beta, post.gamma, _minibatch_factor(post, batch_size) * spec.kappa
+    positions = np.asarray(positions)
+    U, p, rest = (None if x is None else np.asarray(x, np.float64) for x in P)
+    rows = np.broadcast_to(p, positions.shape) if U is None else None  # the diagonal of each position
+    if post.dim > DENSE_MAX_DIM:
+        ratio, top = 1.0, 0.0
+        for j, w in enumerate(positions):
+            Pj = P if U is not None else (None, jnp.asarray(rows[j]), None)
+            a_top = top_curvature(post, jnp.asarray(w[None]), Pj)
+            ratio, top = max(ratio, a_top / top_curvature(post, jnp.asarray(post.w_star)[None], Pj)), max(top, a_top)
+        return float("inf") if eps * top / 4 >= 1 else planned * ratio
 
     def inflation(a_t, s):
         denom = 1 - eps * a_t / 4
         return np.where(denom > 0, (1 + eps * a_t * s * M / 4) / np.where(denom > 0, denom, 1.0), np.inf) - 1
 
-    positions = np.asarray(positions)
-    U, p, rest = (None if x is None else np.asarray(x, np.float64) for x in P)
-    if post.dim > DENSE_MAX_DIM:
-        if U is None and np.ndim(p) == 2:  # a diagonal per position
-            a_top = max(top_curvature(post, jnp.asarray(w[None]), (None, jnp.asarray(pj), None)) for w, pj in zip(positions, p))
-        else:
-            a_top = top_curvature(post, jnp.asarray(positions), P)
-        return float(inflation(a_top, 1.0)) / (2 * max(spec.llc_estimate(nb, gamma), 0.5))
     H, _ = _dense_at(post, positions)
-    rows = np.broadcast_to(p, positions.shape) if U is None else None
     out = []
     for j, h in enumerate(H):
         Pj = (U, p, rest) if U is not None else (None, rows[j], None)

@@ -155,7 +155,8 @@ def sample(post, cfg, key, spec=None) -> Trace:
             # The step was planned at w*; a singular model's chains go where the curvature is
             # larger. Measured there, a bias over twice the target shrinks the auto step, and the
             # draws so far become burn-in (a few times, while the budget lasts).
-            b = calibration.bias_at(post, spec, carry[0], eps, rms_P(carry[1]) if rms else P, cfg.batch_size)
+            planned = calibration.predicted_bias(spec, post, eps, cfg, curv)
+            b = calibration.bias_at(post, spec, carry[0], eps, rms_P(carry[1]) if rms else P, cfg.batch_size, planned)
             if cfg.step_size == "auto" and b > SHRINK_ABOVE * cfg.bias_target and shrunk < MAX_SHRINKS and end < limit // 2:
                 factor = cfg.bias_target / b
                 eps, relax, shrunk, biases = eps * factor, relax / factor, shrunk + 1, []
