@@ -180,12 +180,12 @@ def _at_w_star(post, dense: bool):
 
 
 def _dense_at(post, points):
-    """The Hessian of the subsample's loss (points × d × d) and that loss at each point, by
-    measure's program (d ≤ DENSE_MAX_DIM)."""
+    """At each point, by measure's program (d ≤ DENSE_MAX_DIM): the Hessian of the subsample's
+    loss (points × d × d), that loss, and the per-sample gradients (a list; None without data)."""
     at, sub, noise = _at_w_star(post, True), _subsample(post, CURVATURE_SAMPLES), _subsample(post, NOISE_SAMPLES)
     # numpy rows: eager JAX indexing would compile a program per op on first use
     out = [at(w, sub, post.data, noise) for w in np.asarray(points)]
-    return np.stack([np.asarray(o[1], np.float64) for o in out]), np.array([float(o[4]) for o in out])
+    return np.stack([np.asarray(o[1], np.float64) for o in out]), np.array([float(o[4]) for o in out]), [o[2] for o in out]
 
 
 def _noise_ratio(G, top, theta, weight) -> float:
@@ -311,7 +311,8 @@ def bias_at(post, spec: Spectrum, positions, eps: float, P, batch_size, planned:
 
     Where d ≤ DENSE_MAX_DIM, exactly for the local quadratic: with R = P^½(nβH + γ)P^½ = Σ ã uuᵀ,
     λ̂ = ½ Σ s·c over R's modes, s = 1 − γ·uᵀPu/ã (that mode's share of λ̂), c its variance
-    inflation (as in predicted_bias); the mean over positions (at w* it is `planned`). Above, as
+    inflation (as in predicted_bias, with the gradient noise κ measured there too); the mean over
+    positions (at w* it is `planned`). Above, as
     if every mode were as much stiffer as the top one (power iteration): `planned` × that ratio."""
     nb, gamma, M = post.n_beta, post.gamma, _minibatch_factor(post, batch_size) * spec.kappa
     positions = np.asarray(positions)
@@ -329,9 +330,11 @@ def bias_at(post, spec: Spectrum, positions, eps: float, P, batch_size, planned:
         denom = 1 - eps * a_t / 4
         return np.where(denom > 0, (1 + eps * a_t * s * M / 4) / np.where(denom > 0, denom, 1.0), np.inf) - 1
 
-    H, _ = _dense_at(post, positions)
+    H, _, G = _dense_at(post, positions)
     out = []
     for j, h in enumerate(H):
+        theta, S = np.linalg.eigh(0.5 * (h + h.T))  # the gradient noise there too, not w*'s
+        M = _minibatch_factor(post, batch_size) * _noise_ratio(G[j], S[:, -1], theta, np.ones_like(theta))
         Pj = (U, p, rest) if U is not None else (None, rows[j], None)
         half = precondition(Pj, np.eye(post.dim), 0.5)
         a_t, u = np.linalg.eigh(half @ (nb * 0.5 * (h + h.T) + gamma * np.eye(post.dim)) @ half)
@@ -347,7 +350,7 @@ def top_curvature(post, points, P=None, iters: int = 10) -> float:
     nb, gamma = post.n_beta, post.gamma
     P = (None, 1.0, None) if P is None else P
     if post.dim <= DENSE_MAX_DIM:  # exactly, with measure's program
-        H, _ = _dense_at(post, points)
+        H = _dense_at(post, points)[0]
         R = precondition(tuple(None if x is None else np.asarray(x, np.float64) for x in P), np.eye(post.dim), 0.5)
         return max(float(np.linalg.eigvalsh(R @ (nb * 0.5 * (h + h.T) + gamma * np.eye(post.dim)) @ R).max()) for h in H)
     key = ("power", post.loss, nb, gamma, iters)

@@ -140,6 +140,10 @@ def test_bias_at_the_chains_positions_reads_as_the_plan_at_w_star():
     for eps in (0.01, 0.1):
         planned = calibration.predicted_bias(spec, post, eps, cfg, curv)
         assert calibration.bias_at(post, spec, np.asarray(post.w_star)[None], eps, curv.P, 256, planned) == pytest.approx(planned, rel=1e-6)
+    # away from w* a linear model's curvature is the same, but its residuals, and so the
+    # minibatch gradient noise, grow: measured there, not taken from w*
+    far = np.asarray(post.w_star)[None] + 0.5
+    assert calibration.bias_at(post, spec, far, 0.1, curv.P, 256, planned) > 2 * planned
     # above DENSE_MAX_DIM: the plan scaled by how much stiffer the top mode is (power iteration).
     # L = ½|w|² + ¼|w|⁴: at w = 0.5·1 the top curvature is 1 + 3|w|² = 109× that at w* = 0.
     d = calibration.DENSE_MAX_DIM + 16
