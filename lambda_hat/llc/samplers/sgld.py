@@ -8,7 +8,8 @@ no preconditioned variant whose preconditioner can be frozen after burn-in.
 `step_size: auto` (the default) takes ε and burn-in from the measured curvature and gradient
 noise at w* (calibration.sgld_plan), with P ≈ (nβH + γ)⁻¹ (calibration.curvature_precond) unless
 `precond` says otherwise; `draws: auto` runs piece by piece until the chains meet the ESS and R̂
-goals or max_steps. Each draw records a paired statistic on the
+goals or max_steps. Between pieces the bias is predicted again where the chains are
+(calibration.bias_at): the auto step shrinks where it is over twice its target. Each draw records a paired statistic on the
 step's own batch, L_b(w) minus a control variate with mean L_n(w*) (see _paired): the same mean
 as L_n(w) without the batch noise, which would otherwise swamp ESS and R̂.
 """
