@@ -141,7 +141,7 @@ def sample(post, cfg, key, spec=None) -> Trace:
         )
     )
     carry = (w0, np.ones((cfg.chains, d), post.w_star.dtype))
-    pieces, total, burnin, relax, biases, shrunk = [], limit, plan.burnin, plan.relax_steps, [], 0
+    pieces, total, burnin, relax, biases, shrunk = [], None, plan.burnin, plan.relax_steps, [], 0
     # a few checks where they only report (a fixed step) or cost HVPs (above DENSE_MAX_DIM)
     every = max(1, math.ceil(limit / size) // (CHECKS if cfg.step_size == "auto" and d <= calibration.DENSE_MAX_DIM else 4))
     i = -1
@@ -170,6 +170,7 @@ def sample(post, cfg, key, spec=None) -> Trace:
         if cfg.draws == "auto" and kept >= max(100, plan.burnin) and kept < limit - burnin and _mixed(np.concatenate(pieces, axis=1)[:, burnin:]):
             total = end
             break
+    total = total or limit  # the budget, or the draws asked for after the last shrink
     losses = np.concatenate(pieces, axis=1)[:, :total]
 
     w_end, v = carry
