@@ -302,7 +302,14 @@ def predicted_bias(spec: Spectrum, post, eps: float, cfg, curv: Curvature | None
     return float(np.sum(w * infl) / w.sum())
 
 
-def bias_at(post, spec: Spectrum, positions, eps: float, P, batch_size, planned: float) -> float:
+def _whitened(P, h, n_beta, gamma):
+    """P^½(nβH + γ)P^½ for one dense Hessian H = h (P as in `precondition`, numpy)."""
+    d = h.shape[0]
+    half = precondition(P, np.eye(d), 0.5)
+    return half @ (n_beta * 0.5 * (h + h.T) + gamma * np.eye(d)) @ half
+
+
+def bias_at(post, positions, eps: float, P, batch_size, planned: float) -> float:
     """Relative bias of λ̂ at step ε predicted from the curvature at `positions` (the chains' own,
     one row each; P as in `precondition`, a diagonal p may hold a row per position), not at w*.
     A singular model's chains wander along its zero set into regions far stiffer than w* (a
@@ -312,9 +319,9 @@ def bias_at(post, spec: Spectrum, positions, eps: float, P, batch_size, planned:
     Where d ≤ DENSE_MAX_DIM, exactly for the local quadratic: with R = P^½(nβH + γ)P^½ = Σ ã uuᵀ,
     λ̂ = ½ Σ s·c over R's modes, s = 1 − γ·uᵀPu/ã (that mode's share of λ̂), c its variance
     inflation (as in predicted_bias, with the gradient noise κ measured there too); the mean over
-    positions (at w* it is `planned`). Above, as
-    if every mode were as much stiffer as the top one (power iteration): `planned` × that ratio."""
-    nb, gamma, M = post.n_beta, post.gamma, _minibatch_factor(post, batch_size) * spec.kappa
+    positions (at w* it is `planned`). Above, as if every mode were as much stiffer as the top
+    one (power iteration): `planned` × that ratio."""
+    nb, gamma = post.n_beta, post.gamma
     positions = np.asarray(positions)
     U, p, rest = (None if x is None else np.asarray(x, np.float64) for x in P)
     rows = np.broadcast_to(p, positions.shape) if U is None else None  # the diagonal of each position
@@ -326,21 +333,20 @@ def bias_at(post, spec: Spectrum, positions, eps: float, P, batch_size, planned:
             ratio, top = max(ratio, a_top / top_curvature(post, jnp.asarray(post.w_star)[None], Pj)), max(top, a_top)
         return float("inf") if eps * top / 4 >= 1 else planned * ratio
 
-    def inflation(a_t, s):
-        denom = 1 - eps * a_t / 4
-        return np.where(denom > 0, (1 + eps * a_t * s * M / 4) / np.where(denom > 0, denom, 1.0), np.inf) - 1
-
     H, _, G = _dense_at(post, positions)
     out = []
     for j, h in enumerate(H):
         theta, S = np.linalg.eigh(0.5 * (h + h.T))  # the gradient noise there too, not w*'s
         M = _minibatch_factor(post, batch_size) * _noise_ratio(G[j], S[:, -1], theta, np.ones_like(theta))
         Pj = (U, p, rest) if U is not None else (None, rows[j], None)
-        half = precondition(Pj, np.eye(post.dim), 0.5)
-        a_t, u = np.linalg.eigh(half @ (nb * 0.5 * (h + h.T) + gamma * np.eye(post.dim)) @ half)
+        a_t, u = np.linalg.eigh(_whitened(Pj, h, nb, gamma))
         a_t = np.clip(a_t, 1e-300, None)
         s = np.clip(1 - gamma * np.sum(u * (precondition(Pj, np.eye(post.dim)) @ u), axis=0) / a_t, 0, 1)
-        out.append(float(np.sum(s * inflation(a_t, s)) / max(np.sum(s), 1e-300)))
+        denom = 1 - eps * a_t / 4
+        if np.any(denom <= 0):
+            return float("inf")
+        inflation = (1 + eps * a_t * s * M / 4) / denom - 1
+        out.append(float(np.sum(s * inflation) / max(np.sum(s), 1e-300)))
     return float(np.mean(out))
 
 
@@ -350,9 +356,8 @@ def top_curvature(post, points, P=None, iters: int = 10) -> float:
     nb, gamma = post.n_beta, post.gamma
     P = (None, 1.0, None) if P is None else P
     if post.dim <= DENSE_MAX_DIM:  # exactly, with measure's program
-        H = _dense_at(post, points)[0]
-        R = precondition(tuple(None if x is None else np.asarray(x, np.float64) for x in P), np.eye(post.dim), 0.5)
-        return max(float(np.linalg.eigvalsh(R @ (nb * 0.5 * (h + h.T) + gamma * np.eye(post.dim)) @ R).max()) for h in H)
+        Pn = tuple(None if x is None else np.asarray(x, np.float64) for x in P)
+        return max(float(np.linalg.eigvalsh(_whitened(Pn, h, nb, gamma)).max()) for h in _dense_at(post, points)[0])
     key = ("power", post.loss, nb, gamma, iters)
     if key not in _PROGRAMS:  # memoised: the SGLD run checks the chains' positions with it
         _PROGRAMS[key] = _power_program(post, iters)

@@ -139,17 +139,16 @@ def test_bias_at_the_chains_positions_reads_as_the_plan_at_w_star():
     curv = calibration.curvature_precond(spec, post, samplers.starts(post, spec, jax.random.PRNGKey(0), 4))
     for eps in (0.01, 0.1):
         planned = calibration.predicted_bias(spec, post, eps, cfg, curv)
-        assert calibration.bias_at(post, spec, np.asarray(post.w_star)[None], eps, curv.P, 256, planned) == pytest.approx(planned, rel=1e-6)
+        assert calibration.bias_at(post, np.asarray(post.w_star)[None], eps, curv.P, 256, planned) == pytest.approx(planned, rel=1e-6)
     # away from w* a linear model's curvature is the same, but its residuals, and so the
     # minibatch gradient noise, grow: measured there, not taken from w*
     far = np.asarray(post.w_star)[None] + 0.5
-    assert calibration.bias_at(post, spec, far, 0.1, curv.P, 256, planned) > 2 * planned
+    assert calibration.bias_at(post, far, 0.1, curv.P, 256, planned) > 2 * planned
     # above DENSE_MAX_DIM: the plan scaled by how much stiffer the top mode is (power iteration).
     # L = ½|w|² + ¼|w|⁴: at w = 0.5·1 the top curvature is 1 + 3|w|² = 109× that at w* = 0.
     d = calibration.DENSE_MAX_DIM + 16
     quartic = Posterior(jnp.zeros(d), 1000, 50.0, 1.0, lambda w, b: 0.5 * jnp.sum(w**2) + 0.25 * jnp.sum(w**2) ** 2, None, 0.0)
-    flat = calibration.Spectrum(np.ones(1), np.ones(1) * d, 0.0, np.zeros(d), 0.0, 0.0)
-    at = lambda w, eps: calibration.bias_at(quartic, flat, w, eps, (None, 1.0, None), None, 0.001)  # noqa: E731
+    at = lambda w, eps: calibration.bias_at(quartic, w, eps, (None, 1.0, None), None, 0.001)  # noqa: E731
     assert at(np.zeros((1, d)), 1e-4) == pytest.approx(0.001, rel=1e-6)
     a_far = (50.0 * (1 + 3 * 0.25 * d) + 1.0) / 51.0
     assert at(np.full((2, d), 0.5), 1e-4) == pytest.approx(0.001 * a_far, rel=1e-3)

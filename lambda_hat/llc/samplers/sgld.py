@@ -9,8 +9,8 @@ no preconditioned variant whose preconditioner can be frozen after burn-in.
 noise at w* (calibration.sgld_plan), with P ≈ (nβH + γ)⁻¹ (calibration.curvature_precond) unless
 `precond` says otherwise; `draws: auto` runs piece by piece until the chains meet the ESS and R̂
 goals or max_steps. Between pieces the bias is predicted again where the chains are
-(calibration.bias_at): the auto step shrinks where it is over twice its target. Each draw records a paired statistic on the
-step's own batch, L_b(w) minus a control variate with mean L_n(w*) (see _paired): the same mean
+(calibration.bias_at): the auto step shrinks where it is over twice its target. Each draw
+records a paired statistic on the step's own batch, L_b(w) minus a control variate with mean L_n(w*) (see _paired): the same mean
 as L_n(w) without the batch noise, which would otherwise swamp ESS and R̂.
 """
 
@@ -157,7 +157,7 @@ def sample(post, cfg, key, spec=None) -> Trace:
             # larger. Measured there, a bias over twice the target shrinks the auto step, and the
             # draws so far become burn-in (a few times, while the budget lasts).
             planned = calibration.predicted_bias(spec, post, eps, cfg, curv)
-            b = calibration.bias_at(post, spec, carry[0], eps, rms_P(carry[1]) if rms else P, cfg.batch_size, planned)
+            b = calibration.bias_at(post, carry[0], eps, rms_P(carry[1]) if rms else P, cfg.batch_size, planned)
             if cfg.step_size == "auto" and b > SHRINK_ABOVE * cfg.bias_target and shrunk < MAX_SHRINKS and end < limit // 2:
                 factor = cfg.bias_target / b
                 eps, relax, shrunk, biases = eps * factor, relax / factor, shrunk + 1, []
