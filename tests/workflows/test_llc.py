@@ -41,6 +41,8 @@ def test_run_rerun_force_status(project):
         "walltime_sec",
         "sampler.step_size",
         "sampler.posterior.gamma",
+        "bias_at_chains",  # SGLD's bias where its chains went
+        "step_shrinks",
     ):
         assert col in df.columns, col
     assert (df["d"] == 4).all() and (df["llc_true"] == 2.0).all()
