@@ -74,6 +74,15 @@ def _paired(post, batches):
     return (losses, grads, post.w_star), at
 
 
+def _noise_and_offsets(bits, n: int):
+    """Standard normal noise (float32, also under x64: its precision does not matter) from all
+    but the last column of uint32 bits, and batch offsets in [0, n) from the last (modulo bias
+    ≤ n/2³²). One random call per piece: each of jax.random's calls compiles a threefry
+    loop of its own, ~0.1 s of a task's cold start apiece."""
+    u = ((bits[..., :-1] >> 9).astype(jnp.float32) + 0.5) * 2.0**-23  # 23 bits, in (0, 1) exactly
+    return np.sqrt(2.0) * jax.lax.erf_inv(2 * u - 1), (bits[..., -1] % np.uint32(n)).astype(jnp.int32)
+
+
 def _mixed(kept: np.ndarray) -> bool:
     """The auto draws' stopping rule: bulk ESS ≥ 4 × the warning's goal (so that it stays clear
     of it by chance) and R̂ ≤ its limit, on at most MIXED_DRAWS draws per chain (thinned: cheap,
@@ -128,18 +137,15 @@ def sample(post, cfg, key, spec=None) -> Trace:
     limit = plan.burnin + plan.max_draws
     size = max(1, min(max(math.ceil((plan.burnin + plan.draws) / CHUNKS), math.ceil(limit / MAX_PIECES)), PIECE_NOISE_BYTES // (4 * d)))
 
-    def piece(carry, ts, k, i, eps, arrays):
-        kb, kn = jax.random.split(jax.random.fold_in(k, i))
-        # float32 noise even under x64: half the RNG work, and its precision does not matter
-        noise = jax.random.normal(kn, (size, d), jnp.float32)
-        return jax.lax.scan(lambda c, xs: step(arrays, eps, c, xs), carry, (ts, batches.offsets(kb, (size,)), noise))
+    def piece(carry, ts, noise, offsets, eps, arrays):
+        return jax.lax.scan(lambda c, xs: step(arrays, eps, c, xs), carry, (ts, offsets, noise))
 
     # ε is an argument, not a constant: a step shrunk below (re-planned) runs the same program
-    run = jax.jit(
-        lambda carry, ts, key, i, eps, arrays: jax.vmap(piece, in_axes=(0, None, 0, None, None, None))(
-            carry, ts, jax.random.split(key, cfg.chains), i, eps, arrays
-        )
-    )
+    @jax.jit
+    def run(carry, ts, key, i, eps, arrays):
+        noise, offsets = _noise_and_offsets(jax.random.bits(jax.random.fold_in(key, i), (cfg.chains, size, d + 1), jnp.uint32), batches.n)
+        return jax.vmap(piece, in_axes=(0, None, 0, 0, None, None))(carry, ts, noise, offsets, eps, arrays)
+
     carry = (w0, np.ones((cfg.chains, d), post.w_star.dtype))
     pieces, total, burnin, relax, biases, shrunk = [], None, plan.burnin, plan.relax_steps, [], 0
     # a few checks where they only report (a fixed step) or cost HVPs (above DENSE_MAX_DIM)
