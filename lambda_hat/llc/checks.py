@@ -19,7 +19,9 @@ MALA_MIN = 0.9  # acceptance of the SGLD proposal under full-batch Metropolis–
 WSTAR_MAX = 0.01  # |predicted λ̂ shift from ∇L_n(w*)| relative to λ̂
 HMC_ACCEPT_TOL = 0.15
 EBFMI_MIN = 0.3
-MCLMC_ENERGY_VAR_MAX = 4 * 5e-4  # per dimension; BlackJAX tunes its step size to 5e-4
+# per dimension. At BlackJAX's tuned step (5e-4) λ̂ read 2% low on linear models; at the half
+# step we sample with, ~5e-6 and 0.7% (the variance falls as ε⁶ there, the bias as ε²)
+MCLMC_ENERGY_VAR_MAX = 1e-4
 SADDLE_REL = 0.05  # negative curvature, relative to the largest, that marks a saddle
 VI_IS_GAP = 0.03  # relative gap between VI's λ̂ and its PSIS-reweighted value
 TRUTH_TOL = {"llc_finite": 0.05, "llc_true": 0.10}
@@ -88,7 +90,10 @@ def run_warnings(m: dict, cfg) -> list[dict]:
         if m["ebfmi"] < EBFMI_MIN:
             warn("ebfmi", f"E-BFMI {m['ebfmi']:.2f} < {EBFMI_MIN}: momentum resampling explores the energy levels poorly")
     if cfg.kind == "mclmc" and m["energy_var"] > MCLMC_ENERGY_VAR_MAX:
-        warn("energy_var", f"Var[ΔE]/d = {m['energy_var']:.2g} > {MCLMC_ENERGY_VAR_MAX:g}: the unadjusted step is too large (bias); raise tune_steps")
+        warn(
+            "energy_var",
+            f"Var[ΔE]/d = {m['energy_var']:.2g} > {MCLMC_ENERGY_VAR_MAX:g}: the unadjusted step is too large (bias): lower step_scale or raise tune_steps",
+        )
     if cfg.kind == "vi" and m["pareto_k"] > pareto_k_max(cfg.draws):
         warn("pareto_k", f"PSIS k̂ {m['pareto_k']:.2f} > {pareto_k_max(cfg.draws):.2f}: q misses part of π (read λ̂ as an upper estimate)")
     elif cfg.kind == "vi":  # weights tame enough to trust the reweighted λ̂: q must agree with it
