@@ -44,7 +44,7 @@ def estimate(post, cfg, model: dict, log=lambda msg: None, llc_true: float | Non
     t0 = time.time()
     trace = samplers.get(cfg.kind)(post, cfg, key, spec)
     sec = time.time() - t0
-    hint = {"sgld": "lower step_size", "vi": "lower lr", "hmc": "raise target_accept or warmup", "mclmc": "raise tune_steps"}[cfg.kind]
+    hint = {"sgld": "lower step_size", "vi": "lower lr", "hmc": "raise target_accept or warmup", "mclmc": "lower step_scale or raise tune_steps"}[cfg.kind]
     samplers.check_finite(trace.loss, trace.extras.get("burnin", cfg.burnin), hint)
     traces.thin(trace, cfg.eval_every)  # the original Lambda-Hat's eval_every
     trace.idata = traces.inference_data(trace, post.n_beta, post.L_star, {"sampler": plain(cfg), "n": post.n, "d": post.dim})
