@@ -112,7 +112,7 @@ def test_sum_of_monomials(name):
     assert abs(truth - theory.monomials([1, 2])) < 0.02
     cfg = SAMPLERS[name]
     if cfg.kind == "sgld":  # the stiff w1² direction (a = 2nβ) needs a smaller ε for ≤ 1% bias
-        cfg = replace(cfg, step_size=cfg.step_size / 3, draws=100_000)
+        cfg = replace(cfg, step_size=cfg.step_size / 3, draws=300_000)  # its slow quartic mode: MCSE 1.3%
     assert estimate(post, cfg)["llc_mean"] == pytest.approx(truth, rel=0.05)
 
 

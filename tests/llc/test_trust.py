@@ -179,8 +179,10 @@ def test_auto_step_shrinks_where_the_chains_find_more_curvature_than_w_star():
     check(auto, auto["llc_true"], 0.05)
     big, _ = estimate(post, preset("sgld", precond="curvature", step_size=3 * auto["step_size"]), model)
     assert big["predicted_bias"] < 0.01 < 0.02 < big["bias_at_chains"] and "step_bias" in codes(big), big
-    fixed, _ = estimate(post, preset("sgld", draws=40_000), model)  # a number of draws: all of them after the shrink
-    assert fixed["step_shrinks"] >= 1 and fixed["draws"] == 40_000 and fixed["burnin"] > 3 * fixed["relax_steps"], fixed
+    # a number of draws: all of them after the shrink (only the first half of a run shrinks: with
+    # 40 000 the chains reached the stiff region later in one seed of three, flagged `step_bias`)
+    fixed, _ = estimate(post, preset("sgld", draws=80_000), model)
+    assert fixed["step_shrinks"] >= 1 and fixed["draws"] == 80_000 and fixed["burnin"] > 3 * fixed["relax_steps"], fixed
 
 
 def test_auto_draws_stop_when_mixed_and_a_budget_too_small_for_the_burn_in_is_flagged():
