@@ -49,7 +49,13 @@ def run_warnings(m: dict, cfg) -> list[dict]:
     if m["r_hat"] == m["r_hat"] and m["r_hat"] > RHAT_MAX:
         warn("rhat", f"R̂ {m['r_hat']:.3f} > {RHAT_MAX}: chains disagree (not mixed, or stuck in different modes)")
     if m["ess_bulk"] < ESS_GOAL:
-        hint = "; raise max_steps, or batch_size (less minibatch noise lets the auto step grow)" if cfg.kind == "sgld" else ""
+        # ESS grows with the draws once the chains have mixed: how many would reach the goal
+        draws = int(m.get("draws") or cfg.draws)
+        need = math.ceil(draws * ESS_GOAL / max(m["ess_bulk"], 1.0))
+        if cfg.kind == "sgld":
+            hint = f"; about {need} draws per chain would reach it (max_steps ≥ {m['burnin'] + need}), or raise batch_size (less minibatch noise lets the auto step grow)"
+        else:
+            hint = f"; about {need} draws per chain (not {draws}) would reach it"
         warn("ess", f"bulk ESS {m['ess_bulk']:.0f} < {ESS_GOAL}: too few effective draws for a reliable mean and SE{hint}")
     if abs(m["wstar_shift"]) > WSTAR_MAX * max(abs(llc), 1.0):
         warn("w_star", f"w* is not a converged minimum: |∇L_n(w*)| = {m['grad_norm']:.2g} shifts λ̂ by about {m['wstar_shift']:.3g}; train longer or polish")

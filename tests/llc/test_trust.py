@@ -256,6 +256,10 @@ def test_paired_statistic_makes_ess_and_rhat_see_slow_mixing():
     m, trace = estimate(post, preset("sgld", step_size=1e-9, draws=2000, burnin=0), model)
     assert {"ess", "rhat"} & codes(m), m["warnings"]
     assert m["ess_bulk"] < 200
+    # the warning says how many draws would reach the ESS goal, and the budget that allows them
+    (msg,) = [w["message"] for w in m["warnings"] if w["code"] == "ess"]
+    need = int(msg.split("about ")[1].split(" draws")[0])
+    assert need == np.ceil(2000 * 400 / m["ess_bulk"]) and f"max_steps ≥ {m['burnin'] + need}" in msg, msg
     raw_noise = post.n_beta * np.std(trace.loss)  # the paired statistic's spread…
     assert raw_noise < 100  # …is far below the minibatch loss's (≈ 660 at n = 1e5, REFERENCE §1b)
 
