@@ -326,10 +326,11 @@ def bias_at(post, positions, eps: float, P, batch_size, planned: float) -> float
     U, p, rest = (None if x is None else np.asarray(x, np.float64) for x in P)
     rows = np.broadcast_to(p, positions.shape) if U is None else None  # the diagonal of each position
     if post.dim > DENSE_MAX_DIM:
+        # one P for every position (a per-chain diagonal: one each), and its top at w* once
+        groups = [(positions, P)] if p is None or p.ndim < 2 else [(w[None], (None, jnp.asarray(r), None)) for w, r in zip(positions, rows)]
         ratio, top = 1.0, 0.0
-        for j, w in enumerate(positions):
-            Pj = P if U is not None else (None, jnp.asarray(rows[j]), None)
-            a_top = top_curvature(post, jnp.asarray(w[None]), Pj)
+        for ws, Pj in groups:
+            a_top = top_curvature(post, jnp.asarray(ws), Pj)
             ratio, top = max(ratio, a_top / top_curvature(post, jnp.asarray(post.w_star)[None], Pj)), max(top, a_top)
         return float("inf") if eps * top / 4 >= 1 else planned * ratio
 

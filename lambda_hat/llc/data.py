@@ -6,6 +6,7 @@ from functools import partial
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 def inputs(cfg, dim: int, key) -> jnp.ndarray:
@@ -68,8 +69,9 @@ class Batcher:
     The data are shuffled once and each batch is a window at a uniform random offset of the
     cyclic shuffled order: every sample lies in exactly `size` of the n windows, so each is
     included with probability size/n, at the cost of one random number per step (drawing
-    `size` indices per step costs more than the gradient on small models). `offsets` draws many
-    at once for a sampler that pre-draws its randomness; `take` cuts the window. With no size
+    `size` indices per step costs more than the gradient on small models). `offsets` draws them
+    from a key, `offsets_from` from uint32 bits a sampler drew with its other randomness (SGLD);
+    `take` cuts the window. With no size
     (or size ≥ n) every batch is the full data; with no data (analytic targets) it is None.
     """
 
@@ -80,6 +82,10 @@ class Batcher:
 
     def offsets(self, key, shape=()):
         return jax.random.randint(key, shape, 0, self.n)
+
+    def offsets_from(self, bits):
+        """Offsets from uint32 bits (modulo bias ≤ n/2³²)."""
+        return (bits % np.uint32(self.n)).astype(jnp.int32)
 
     def take(self, start, ring=None):
         """The window at `start` of `ring` (default: this batcher's; a jitted program passes

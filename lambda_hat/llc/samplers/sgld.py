@@ -76,19 +76,17 @@ def _paired(post, batches):
 
 def _piece_state(key, i: int) -> np.ndarray:
     """The random-bit generator's 128-bit state for piece i of the run with this key, on the host."""
-    words = np.asarray(jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key).ravel().tolist()
-    return np.random.default_rng([*words, i]).integers(0, 2**32, size=4, dtype=np.uint32)
+    return np.random.default_rng([*np.asarray(key).ravel().tolist(), i]).integers(0, 2**32, size=4, dtype=np.uint32)
 
 
-def _noise_and_offsets(bits, n: int):
-    """Standard normal noise (float32, also under x64: its precision does not matter) from all
-    but the last column of uint32 bits, and batch offsets in [0, n) from the last (modulo bias
-    ≤ n/2³²). The bits come from one call of XLA's own threefry generator per piece
+def _normal(bits):
+    """Standard normal noise from uint32 bits (float32, also under x64: its precision does not
+    matter). SGLD's bits come from one call of XLA's own threefry generator per piece
     (lax.rng_bit_generator): jax.random's threefry, written out in HLO, took longer per step
     than the gradient at d = 1e5 (4.5 against 4 ms for 4 chains; XLA's 0.8), and each of its
     calls compiled a loop of its own (~0.1 s of a task's cold start apiece)."""
-    u = ((bits[..., :-1] >> 9).astype(jnp.float32) + 0.5) * 2.0**-23  # 23 bits, in (0, 1) exactly
-    return np.sqrt(2.0) * jax.lax.erf_inv(2 * u - 1), (bits[..., -1] % np.uint32(n)).astype(jnp.int32)
+    u = ((bits >> 9).astype(jnp.float32) + 0.5) * 2.0**-23  # 23 bits, in (0, 1) exactly
+    return np.sqrt(2.0) * jax.lax.erf_inv(2 * u - 1)
 
 
 def _mixed(kept: np.ndarray) -> bool:
@@ -152,7 +150,7 @@ def sample(post, cfg, key, spec=None) -> Trace:
     @jax.jit
     def run(carry, ts, state, eps, arrays):
         _, bits = jax.lax.rng_bit_generator(state, (cfg.chains, size, d + 1), jnp.uint32, algorithm=jax.lax.RandomAlgorithm.RNG_THREE_FRY)
-        noise, offsets = _noise_and_offsets(bits, batches.n)
+        noise, offsets = _normal(bits[..., :-1]), batches.offsets_from(bits[..., -1])
         return jax.vmap(piece, in_axes=(0, None, 0, 0, None, None))(carry, ts, noise, offsets, eps, arrays)
 
     carry = (w0, np.ones((cfg.chains, d), post.w_star.dtype))
