@@ -277,6 +277,17 @@ def precondition(P, v, power: float = 1.0):
     return (p**power * c) @ U.T + rest**power * (v - c @ U.T)
 
 
+def langevin_move(P, drift, noise):
+    """P drift + P^½ noise, the preconditioned Langevin move, with one projection onto U each way
+    where two precondition() calls would take two (on a DLN of d = 433 U is nearly square, and
+    its products cost more than the gradient)."""
+    U, p, rest = P
+    if U is None:
+        return p * drift + jnp.sqrt(p) * noise
+    c = (p - rest) * (drift @ U) + (jnp.sqrt(p) - jnp.sqrt(rest)) * (noise @ U)
+    return rest * drift + jnp.sqrt(rest) * noise + c @ U.T
+
+
 def _step_scale(spec: Spectrum, post, cfg, curv: Curvature | None) -> np.ndarray:
     """The factor on ε that each spectral mode sees under cfg's preconditioner. RMSProp's frozen
     preconditioner ≈ 1/√V per mode (V = a + the minibatch variance of the drift)."""

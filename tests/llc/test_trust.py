@@ -246,6 +246,10 @@ def test_curvature_preconditioner_whitens_a_gaussian_exactly(d):
             acc = calibration.mala_acceptance(post, W, eps, P, key, zero)
             assert acc == pytest.approx(calibration.mala_acceptance(white, U, eps, (None, 1.0, None), key, zero), abs=1e-9)
         assert calibration.top_curvature(post, W, P) == pytest.approx(1.0, rel=1e-6)
+        # SGLD's fused move is P·drift + P^½·noise
+        move = calibration.langevin_move(P, W[0], W[1])
+        np.testing.assert_allclose(move, calibration.precondition(P, W[0]) + calibration.precondition(P, W[1], 0.5), atol=1e-12)
+        np.testing.assert_allclose(move, S @ np.diag(1 / a) @ S.T @ W[0] + S @ np.diag(a**-0.5) @ S.T @ W[1], atol=1e-12)
     assert calibration.top_curvature(post, W) == pytest.approx(a.max(), rel=1e-3)
 
 

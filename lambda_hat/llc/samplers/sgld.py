@@ -136,7 +136,7 @@ def sample(post, cfg, key, spec=None) -> Trace:
             # (plain SGLD): at w* the drift can be exactly 0, and 1/√0 would blow up.
             v = jnp.where(t < plan.burnin, cfg.rmsprop_decay * v + (1 - cfg.rmsprop_decay) * drift**2, v)
             P = rms_P(v)
-        w = w + 0.5 * eps * calibration.precondition(P, drift) + jnp.sqrt(eps) * calibration.precondition(P, noise.astype(w.dtype), 0.5)
+        w = w + calibration.langevin_move(P, 0.5 * eps * drift, jnp.sqrt(eps) * noise.astype(w.dtype))
         return (w, v), loss - control(cv_arrays, start, carry[0]) + post.L_star
 
     # pieces of a tenth of the planned run, and at most MAX_PIECES up to the budget
