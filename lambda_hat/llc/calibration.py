@@ -396,9 +396,11 @@ def _power_program(post, iters):
 
 
 def sgld_plan(spec: Spectrum, post, cfg, target: float, a_around: float = 0.0, curv: Curvature | None = None) -> SGLDPlan:
-    """`a_around`: the top of P^½(nβH + γ)P^½ where the chains start (top_curvature): where w*
-    itself is degenerate (a zero Hessian, as in w1²·w2² at 0), the posterior's stiffness is only
-    seen there."""
+    """`a_around`: the top of P^½(nβH + γ)P^½ where the chains start (top_curvature, under the
+    preconditioner sampled with): where w* itself is degenerate (a zero Hessian, as in w1²·w2² at
+    0), the posterior's stiffness is only seen there. Not measured (0): γ, the unpreconditioned
+    floor. A measured value is never floored by γ: under P = (nβH + γ)⁻¹ the localiser's stiffness
+    is γ/a ≤ 1, and a floor of γ = 100 held ε 100× below its 1% bias."""
     rms = cfg.precond == "rmsprop"
     if cfg.step_size == "auto":  # largest ε whose predicted bias is ≤ target (bisection in log ε)
         lo, hi = -30.0, 5.0
@@ -406,7 +408,7 @@ def sgld_plan(spec: Spectrum, post, cfg, target: float, a_around: float = 0.0, c
             mid = 0.5 * (lo + hi)
             lo, hi = (mid, hi) if predicted_bias(spec, post, math.exp(mid), cfg, curv) <= target else (lo, mid)
         eps = math.exp(lo)
-        V = max(a_around, post.gamma) * (1 + _minibatch_factor(post, cfg.batch_size) * spec.kappa)
+        V = (a_around or post.gamma) * (1 + _minibatch_factor(post, cfg.batch_size) * spec.kappa)
         eps = min(eps, 4 * target / (math.sqrt(V) if rms else V))  # the same bound for that mode
     else:
         eps = float(cfg.step_size)

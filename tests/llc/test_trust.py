@@ -33,7 +33,7 @@ def preset(name, **over):
     return build(SAMPLER_KINDS[data["kind"]], data, name)
 
 
-def target(widths, n, x_dist="gauss_iso", noise=1.0, steps=500, polish=200):
+def target(widths, n, x_dist="gauss_iso", noise=1.0, steps=500, polish=200, gamma=1.0):
     model = DLN(widths=tuple(widths), rank=min(widths))
     sem = {
         "model": plain(model),
@@ -44,7 +44,7 @@ def target(widths, n, x_dist="gauss_iso", noise=1.0, steps=500, polish=200):
     }
     wd = Path(tempfile.mkdtemp())
     call(train_target, Context(sem, wd, []))
-    return load_posterior(wd, sem, 1.0, 1.0), sem["model"]
+    return load_posterior(wd, sem, 1.0, gamma), sem["model"]
 
 
 def codes(m):
@@ -61,11 +61,11 @@ def check(m, truth, tol):
 _targets = {}
 
 
-def regular(n, x_dist, noise):
+def regular(n, x_dist, noise, gamma=1.0):
     """Linear regression y = Wx + ε, W 3×4: regular, λ = 6; llc_finite from its Hessian."""
-    key = (n, x_dist, noise)
+    key = (n, x_dist, noise, gamma)
     if key not in _targets:
-        _targets[key] = target((4, 3), n, x_dist, noise)
+        _targets[key] = target((4, 3), n, x_dist, noise, gamma=gamma)
     return _targets[key]
 
 
@@ -126,6 +126,18 @@ def test_auto_step_predicts_one_percent_and_ten_times_it_is_flagged():
     # the same preconditioner (with a number, `auto` would mean none: devinterp's plain ε)
     big, _ = estimate(post, preset("sgld", precond="curvature", step_size=10 * auto["step_size"], draws=4000, burnin=1000), model)
     assert big["predicted_bias"] > 0.05 and "step_bias" in codes(big), big["warnings"]
+
+
+@pytest.mark.parametrize("precond", ["curvature", "rmsprop"])
+def test_auto_step_with_a_strong_localiser(precond):
+    """γ = 100 (devinterp's common choice) against nβh ≈ 145: the auto step still predicts ~1%
+    (a floor of γ on the preconditioned curvature once held it 100× lower, over a budget-capped
+    burn-in), and the estimate meets llc_finite, which γ pulls 20% below d/2."""
+    post, model = regular(1000, "gauss_iso", 1.0, gamma=100.0)
+    m, _ = estimate(post, preset("sgld", precond=precond), model)
+    assert m["llc_finite"] < 0.85 * m["llc_true"]
+    assert 0.005 < m["predicted_bias"] <= 0.01 + 1e-9 and not m["budget_capped"], (m["predicted_bias"], m["relax_steps"])
+    check(m, m["llc_finite"], 0.05)
 
 
 def test_mclmc_half_step_removes_most_of_its_bias_and_the_tuned_step_is_flagged():
