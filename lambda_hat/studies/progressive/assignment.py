@@ -42,10 +42,6 @@ def dual_bound(c, u):
     return u.sum(-1) + v.sum(-1)
 
 
-def rowmin_duals(c: np.ndarray) -> np.ndarray:
-    return c.min(-1)
-
-
 def generate(workdir, n: int, seed: int, n_train: int, n_val: int, families) -> dict:
     """Train/val instances of one bucket (size n) and their optima, as workdir/data.npz."""
     rng = np.random.default_rng([seed, n])
