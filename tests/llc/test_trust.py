@@ -321,3 +321,25 @@ def test_vi_too_wide_is_flagged_by_its_reweighted_estimate():
     assert m["pareto_k"] < 0.5
     assert abs(m["llc_is"] - m["llc_finite"]) < 0.05 * m["llc_finite"]
     assert abs(m["err_finite"]) <= 0.05 or "vi_fit" in codes(m), (m["llc_mean"], m["llc_is"], m["warnings"])
+
+
+def test_off_truth_uses_the_finite_n_value_first_and_allows_monte_carlo_error():
+    """λ̂ is judged against llc_finite where known (5%), else llc_true (10%, noted as the n → ∞
+    value, with γ/nβ), and never for a gap within 3 MCSE."""
+    from lambda_hat.llc.checks import run_warnings
+    from lambda_hat.llc.config import HMC
+
+    base = {"r_hat": 1.0, "ess_bulk": 1000.0, "wstar_shift": 0.0, "grad_norm": 0.0, "n_beta": 145.0, "gamma": 100.0,
+            "min_curvature": 1.0, "max_curvature": 2.0, "divergences": 0, "acceptance_rate": 0.8, "ebfmi": 1.0}  # fmt: skip
+
+    def off(llc, sem=0.01, **truth):
+        ws = [w for w in run_warnings({**base, "llc_mean": llc, "llc_sem": sem, **truth}, HMC()) if w["code"] == "off_truth"]
+        return ws[0]["message"] if ws else None
+
+    assert off(5.37, llc_true=7.5) and "γ/nβ = 0.69" in off(5.37, llc_true=7.5)
+    assert off(7.0, llc_true=7.5) is None  # within 10%
+    assert off(5.37, sem=0.8, llc_true=7.5) is None  # within 3 MCSE
+    # where the finite-n value is known it decides, whatever the asymptotic one says
+    assert off(5.2, llc_finite=5.0, llc_true=6.0) is None  # 4% from it, 13% from llc_true
+    msg = off(5.8, llc_finite=5.5, llc_true=6.0)  # 5.5% from it, 3% from llc_true
+    assert msg and "llc_finite" in msg and "n → ∞" not in msg
