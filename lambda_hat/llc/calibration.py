@@ -284,7 +284,8 @@ def langevin_move(P, drift, noise):
     U, p, rest = P
     if U is None:
         return p * drift + jnp.sqrt(p) * noise
-    c = (p - rest) * (drift @ U) + (jnp.sqrt(p) - jnp.sqrt(rest)) * (noise @ U)
+    both = jnp.stack([drift, noise], -2) @ U  # one product for the two: each costs a dispatch per step
+    c = (p - rest) * both[..., 0, :] + (jnp.sqrt(p) - jnp.sqrt(rest)) * both[..., 1, :]
     return rest * drift + jnp.sqrt(rest) * noise + c @ U.T
 
 
