@@ -29,9 +29,9 @@ from lambda_hat.llc.checks import ESS_GOAL, RHAT_MAX
 from lambda_hat.llc.samplers import Trace, check_finite, starts
 
 CHUNKS = 10  # the scan runs in (at least) this many pieces so a divergence stops the run early
-# From this many bytes of random bits a step, each step draws its own inside the scan: they stay
-# in cache, where a piece's drawn up front cost 7% more time at d = 9 610 and 12% at d = 1e5 (4
-# chains). Below, each piece draws its noise and batch offsets up front in one vectorised call,
+# From this many bytes of random bits a step (d ≈ 4 000 at 4 chains), each step draws its own
+# inside the scan: they stay in cache, where a piece's drawn up front cost 7% more time at
+# d = 9 610 and 9–12% at d = 1e5 (4 chains). Below, each piece draws its noise and batch offsets up front in one vectorised call,
 # its pieces shrunk so that the noise stays under PIECE_NOISE_BYTES: in a step, XLA splits the
 # small fusion that makes the normals over threads (RMSProp SGLD, one chain at d = 433: 1.8× a
 # bare gradient instead of 1.3×).
