@@ -494,9 +494,8 @@ def mala_acceptance(post, positions, eps: float, P, key, grad_full, proposals: i
 
     def one(w, P, k, *args):
         lp, g = grad_lp(w, *args)
-        mean = w + 0.5 * eps * precondition(P, g)
         z = jax.random.normal(k, w.shape, w.dtype)
-        w2 = mean + jnp.sqrt(eps) * precondition(P, z, 0.5)
+        w2 = w + langevin_move(P, 0.5 * eps * g, jnp.sqrt(eps) * z)  # SGLD's own move, full batch
         lp2, g2 = grad_lp(w2, *args)
         back = w2 + 0.5 * eps * precondition(P, g2)
         log_q_fwd = -0.5 * jnp.sum(z**2)

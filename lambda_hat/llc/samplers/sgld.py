@@ -31,10 +31,10 @@ from lambda_hat.llc.samplers import Trace, check_finite, starts
 CHUNKS = 10  # the scan runs in (at least) this many pieces so a divergence stops the run early
 # From this many bytes of random bits a step (d ≈ 4 000 at 4 chains), each step draws its own
 # inside the scan: they stay in cache, where a piece's drawn up front cost 7% more time at
-# d = 9 610 and 9–12% at d = 1e5 (4 chains). Below, each piece draws its noise and batch offsets up front in one vectorised call,
-# its pieces shrunk so that the noise stays under PIECE_NOISE_BYTES: in a step, XLA splits the
-# small fusion that makes the normals over threads (RMSProp SGLD, one chain at d = 433: 1.8× a
-# bare gradient instead of 1.3×).
+# d = 9 610 and 9–12% at d = 1e5 (4 chains). Below, each piece draws its noise and batch offsets
+# up front in one call, its pieces shrunk so that the noise stays under PIECE_NOISE_BYTES: per
+# step, XLA splits the small fusion that makes the normals over threads (RMSProp SGLD, one chain
+# at d = 433: 1.8× a bare gradient instead of 1.3×).
 STEP_BITS_BYTES = 2**16
 PIECE_NOISE_BYTES = 2**24
 GRAD_PREFIX_BYTES = 2**28  # per-sample gradient prefix sums for the paired statistic
@@ -153,21 +153,21 @@ def sample(post, cfg, key, spec=None) -> Trace:
     def piece(carry, ts, noise, offsets, eps, arrays):
         return jax.lax.scan(lambda c, xs: step(arrays, eps, c, xs), carry, (ts, offsets, noise))
 
-    def bits_of(state, shape):
-        return jax.lax.rng_bit_generator(state, shape, jnp.uint32, algorithm=jax.lax.RandomAlgorithm.RNG_THREE_FRY)
+    def draw(state, shape):
+        """(next state, normal noise, batch offsets) from shape[:-1] + (d + 1,) random bits."""
+        state, bits = jax.lax.rng_bit_generator(state, shape, jnp.uint32, algorithm=jax.lax.RandomAlgorithm.RNG_THREE_FRY)
+        return state, _normal(bits[..., :-1]), batches.offsets_from(bits[..., -1])
 
     # ε is an argument, not a constant: a step shrunk below (re-planned) runs the same program
     @jax.jit
     def run(carry, ts, state, eps, arrays):
         if not per_step:  # the piece's bits and normals made up front
-            bits = bits_of(state, (cfg.chains, size, d + 1))[1]
-            noise, offsets = _normal(bits[..., :-1]), batches.offsets_from(bits[..., -1])
+            _, noise, offsets = draw(state, (cfg.chains, size, d + 1))
             return jax.vmap(piece, in_axes=(0, None, 0, 0, None, None))(carry, ts, noise, offsets, eps, arrays)
 
         def all_chains(c_state, t):  # each step's, with the chains vectorised inside the step
             c, state = c_state
-            state, bits = bits_of(state, (cfg.chains, d + 1))
-            noise, offsets = _normal(bits[:, :-1]), batches.offsets_from(bits[:, -1])
+            state, noise, offsets = draw(state, (cfg.chains, d + 1))
             c, losses = jax.vmap(lambda c, o, z: step(arrays, eps, c, (t, o, z)))(c, offsets, noise)
             return (c, state), losses
 
