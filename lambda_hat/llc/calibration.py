@@ -492,9 +492,8 @@ def mala_acceptance(post, positions, eps: float, P, key, grad_full, proposals: i
 
     grad_lp = jax.value_and_grad(log_pi)
 
-    def one(w, P, k, *args):
+    def one(w, P, z, *args):
         lp, g = grad_lp(w, *args)
-        z = jax.random.normal(k, w.shape, w.dtype)
         w2 = w + langevin_move(P, 0.5 * eps * g, jnp.sqrt(eps) * z)  # SGLD's own move, full batch
         lp2, g2 = grad_lp(w2, *args)
         back = w2 + 0.5 * eps * precondition(P, g2)
@@ -506,13 +505,15 @@ def mala_acceptance(post, positions, eps: float, P, key, grad_full, proposals: i
     diagonal = P[0] is None  # a diagonal, per chain
 
     @jax.jit  # the bookkeeping too: eager, each op would compile a program of its own
-    def mean_acceptance(positions, P, key, *args):
+    def mean_acceptance(positions, P, z, *args):
         W = jnp.repeat(positions, proposals, axis=0)
         U, p, rest = P
         if diagonal:
             P, axes = (None, jnp.repeat(jnp.broadcast_to(p, positions.shape), proposals, axis=0), None), (None, 0, None)
         else:
             axes = None
-        return jnp.mean(jax.vmap(one, in_axes=(0, axes, 0, None, None, None))(W, P, jax.random.split(key, W.shape[0]), *args))
+        return jnp.mean(jax.vmap(one, in_axes=(0, axes, 0, None, None, None))(W, P, z, *args))
 
-    return float(mean_acceptance(positions, P, key, post.w_star, data, shift))
+    # drawn on the host: jax.random's threefry, written out in the program, was half its compile time
+    z = np.random.default_rng(np.asarray(key).ravel().tolist()).standard_normal((positions.shape[0] * proposals, post.dim))
+    return float(mean_acceptance(positions, P, z.astype(post.w_star.dtype), post.w_star, data, shift))
