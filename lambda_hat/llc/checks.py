@@ -107,7 +107,10 @@ def run_warnings(m: dict, cfg) -> list[dict]:
             f"Var[ΔE]/d = {m['energy_var']:.2g} > {MCLMC_ENERGY_VAR_MAX:g}: the unadjusted step is too large (bias): lower step_scale or raise tune_steps",
         )
     if cfg.kind == "vi" and m["pareto_k"] > pareto_k_max(cfg.draws):
-        warn("pareto_k", f"PSIS k̂ {m['pareto_k']:.2f} > {pareto_k_max(cfg.draws):.2f}: q misses part of π (read λ̂ as an upper estimate; check it with hmc or sgld)")
+        warn(
+            "pareto_k",
+            f"PSIS k̂ {m['pareto_k']:.2f} > {pareto_k_max(cfg.draws):.2f}: q misses part of π (read λ̂ as an upper estimate; check it with hmc or sgld)",
+        )
     elif cfg.kind == "vi":  # weights tame enough to trust the reweighted λ̂: q must agree with it
         gap = m["llc_mean"] - m["llc_is"]
         if not abs(gap) <= max(VI_IS_GAP * abs(m["llc_is"]), 3 * m["llc_sem"]):
