@@ -105,7 +105,7 @@ def problem(sem: dict) -> Problem:
     return Problem(x, y, loss, predict, truth, w0, test, classify)
 
 
-@task(TargetTask, version=1, preload=("jax", "optax", "lambda_hat.llc.posterior"))  # bump when training, data generation or a model's code changes w*
+@task(TargetTask, version=2, preload=("jax", "optax", "lambda_hat.llc.posterior"))  # bump when training, data generation or a model's code changes w*
 def train_target(ctx, cfg: TargetTask) -> dict:
     """Task: generate data, train to w*, store w*, data and L_n(w*) (full data set)."""
     import jax
