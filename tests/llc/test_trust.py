@@ -355,3 +355,20 @@ def test_sgld_drawing_random_bits_per_step_samples_the_same_posterior(monkeypatc
     m, _ = estimate(post, preset("sgld"), model)
     check(m, m["llc_finite"], 0.05)
     assert not codes(m), m["warnings"]
+
+
+def test_minibatch_windows_hold_every_sample_equally_often():
+    """A batch is a window at a uniform offset of the shuffled ring: over the n offsets each
+    sample is in exactly `size` windows, so a batch's mean loss is unbiased for the full data's;
+    the same key shuffles the same way, another key another way."""
+    from lambda_hat.llc.data import Batcher
+
+    n, size = 37, 8
+    data = (jnp.arange(n, dtype=jnp.float64)[:, None], -jnp.arange(n, dtype=jnp.float64)[:, None])
+    b = Batcher(data, jax.random.PRNGKey(3), size)
+    windows = np.stack([np.asarray(b.take(o)[0][:, 0]) for o in range(n)])
+    assert np.array_equal(np.asarray(b.take(5)[1]), -np.asarray(b.take(5)[0]))  # rows stay paired
+    assert np.array_equal(np.bincount(windows.astype(int).ravel(), minlength=n), np.full(n, size))
+    assert not np.array_equal(np.asarray(b.ring[0][:n, 0]), np.arange(n))  # shuffled
+    assert np.array_equal(np.asarray(Batcher(data, jax.random.PRNGKey(3), size).ring[0]), np.asarray(b.ring[0]))
+    assert not np.array_equal(np.asarray(Batcher(data, jax.random.PRNGKey(4), size).ring[0]), np.asarray(b.ring[0]))
