@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lambda_hat.llc.checks import ESS_GOAL
+from lambda_hat.llc.data import host_rng
 
 # Up to this d the Hessian is formed exactly (d HVPs), in the one program calibration then
 # compiles: cheaper than compiling the Lanczos path's three (at d = 100: 0.2 s of a 1.3 s run).
@@ -138,7 +139,7 @@ def measure(post, key) -> Spectrum:
         theta, S = np.linalg.eigh(0.5 * (H + H.T))
         weight, top, vectors, vector_theta = np.ones(d), S[:, -1], S, theta
     else:
-        probes = np.random.default_rng(np.asarray(key).tolist()).standard_normal((LANCZOS_PROBES, d))  # eager jax.random would compile
+        probes = host_rng(key).standard_normal((LANCZOS_PROBES, d))
         Ts, Q = _lanczos(_batched_hvp(post, sub), probes.astype(dt), min(LANCZOS_STEPS, d))
         theta, weight = [], []
         for T in Ts:  # stochastic Lanczos quadrature: Ritz values weighted by e1's share
@@ -443,7 +444,7 @@ def dispersed_starts(post, spec: Spectrum, key, chains: int, spread: float = 2.0
     d, nb, gamma = post.dim, post.n_beta, post.gamma
     a_slow = spec.a_slow(nb, gamma)
     f = lambda h: np.sqrt(spread / np.maximum(nb * np.clip(h, 0, None) + gamma, a_slow))  # noqa: E731
-    z = np.random.default_rng(np.asarray(key).tolist()).standard_normal((chains, d)).astype(post.w_star.dtype)  # eager jax.random would compile
+    z = host_rng(key).standard_normal((chains, d)).astype(post.w_star.dtype)
     sub = _subsample(post, CURVATURE_SAMPLES)
     if spec.vectors is not None and spec.vectors.shape[1] == d:
         S = spec.vectors
@@ -514,6 +515,5 @@ def mala_acceptance(post, positions, eps: float, P, key, grad_full, proposals: i
             axes = None
         return jnp.mean(jax.vmap(one, in_axes=(0, axes, 0, None, None, None))(W, P, z, *args))
 
-    # drawn on the host: jax.random's threefry, written out in the program, was half its compile time
-    z = np.random.default_rng(np.asarray(key).ravel().tolist()).standard_normal((positions.shape[0] * proposals, post.dim))
+    z = host_rng(key).standard_normal((positions.shape[0] * proposals, post.dim))
     return float(mean_acceptance(positions, P, z.astype(post.w_star.dtype), post.w_star, data, shift))

@@ -53,10 +53,17 @@ def make(cfg, dim: int, teacher_fn, key) -> tuple[jnp.ndarray, jnp.ndarray]:
     return x, y + noise(cfg, y.shape, kn)
 
 
+def host_rng(key, *more: int) -> np.random.Generator:
+    """numpy's generator seeded from a JAX key (and more integers): the host draws that a task
+    makes once (probes, starts, shuffles, proposal noise), where eager jax.random compiles a
+    program per op and threefry written into a jitted program dominated its compile time."""
+    return np.random.default_rng([*np.asarray(key).ravel().tolist(), *more])
+
+
 def _ring(key, data, size):
     """The shuffled data followed by its first `size` rows, shuffled on the host: as a jitted
     program (jax.random.permutation's sort) it cost a task's cold start ~0.3 s of compilation."""
-    perm = np.random.default_rng(np.asarray(key).ravel().tolist()).permutation(data[0].shape[0])
+    perm = host_rng(key).permutation(data[0].shape[0])
     rows = np.concatenate([perm, perm[:size]])
     return jax.tree.map(lambda a: jnp.asarray(np.asarray(a)[rows]), data)
 

@@ -43,7 +43,7 @@ def sample(post, cfg, key, spec=None) -> Trace:
     @jax.jit
     def run(keys, w0, data, w_star):
         # one sequence of lengths for all chains: vmapped, a transition lasts as long as its
-        # longest chain's (4 chains drawing their own: ~1.5× the leapfrogs for the same draws)
+        # longest chain's (4 chains drawing their own took 1.3× as long for the same draws)
         return jax.vmap(chain, in_axes=(0, 0, None, None, None))(keys, w0, data, w_star, jax.random.fold_in(keys[0], 1))
 
     loss, acc, div, energy, leapfrogs, step_size = run(jax.random.split(key, cfg.chains), starts(post, spec, key, cfg.chains), post.data, post.w_star)

@@ -26,6 +26,7 @@ import numpy as np
 
 from lambda_hat.llc import calibration
 from lambda_hat.llc.checks import ESS_GOAL, RHAT_MAX
+from lambda_hat.llc.data import host_rng
 from lambda_hat.llc.samplers import Trace, check_finite, starts
 
 CHUNKS = 10  # the scan runs in (at least) this many pieces so a divergence stops the run early
@@ -81,7 +82,7 @@ def _paired(post, batches):
 
 def _piece_state(key, i: int) -> np.ndarray:
     """The random-bit generator's 128-bit state for piece i of the run with this key, on the host."""
-    return np.random.default_rng([*np.asarray(key).ravel().tolist(), i]).integers(0, 2**32, size=4, dtype=np.uint32)
+    return host_rng(key, i).integers(0, 2**32, size=4, dtype=np.uint32)
 
 
 def _normal(bits):
