@@ -14,9 +14,10 @@ from lambda_hat.engine.tasks import task
 from lambda_hat.llc import traces
 from lambda_hat.llc.checks import ebfmi
 from lambda_hat.llc.config import PlotTask
+from lambda_hat.llc.estimator import block_means, block_size
 
 # Bump to redraw every plot (it is part of the diagnose task IDs).
-PLOTS_VERSION = 3  # 3: read from trace.nc
+PLOTS_VERSION = 4  # 4: SGLD's running MCSE on block means
 
 
 def _plt():
@@ -36,14 +37,16 @@ def _save(fig, path) -> str:
     return path.name
 
 
-def _running_llc(llc: np.ndarray, points: int = 40):
-    """Pooled running mean of λ̂ and its MCSE (arviz) after k draws, at up to `points` values of k."""
+def _running_llc(llc: np.ndarray, noisy: bool, points: int = 40):
+    """Pooled running mean of λ̂ and its MCSE (arviz; on block means for a minibatch statistic, as
+    in the table) after k draws, at up to `points` values of k."""
     import arviz as az
 
     draws = llc.shape[1]
     ks = np.unique(np.linspace(min(8, draws), draws, points).astype(int))
     mean = np.array([llc[:, :k].mean() for k in ks])
-    mcse = np.array([float(az.mcse(llc[:, :k], method="mean")) for k in ks])
+    blocks = [block_means(llc[:, :k], block_size(llc[:, :k]) if noisy else 1) for k in ks]
+    mcse = np.array([float(az.mcse(b, method="mean")) for b in blocks])
     return ks, mean, mcse
 
 
@@ -70,7 +73,7 @@ def diagnose_run(ctx, cfg: PlotTask) -> dict:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ks, mean, mcse = _running_llc(llc)
+        ks, mean, mcse = _running_llc(llc, bool(idata.posterior.attrs.get("minibatch_statistic")))
     # Wall time is spread over draws in proportion to their FGE (one sampling time is recorded).
     secs = m["sample_sec"] * fge / fge[-1]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), sharey=True)

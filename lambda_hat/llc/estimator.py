@@ -5,22 +5,56 @@ from __future__ import annotations
 
 import warnings
 
+import numpy as np
+
+# A minibatch statistic (SGLD's) is the chain's slowly varying L_n(w) plus white batch noise that
+# grows with |w − w*|² (the control variate cancels it to first order only): on a DLN at n = 1e3
+# five times the signal's spread, and larger in the chains that wander further. Per draw it
+# inflates the ESS (34 605 against 1 166 for the exact L_n(w) along the same chains), shrinks the
+# MCSE (0.071 against 0.100) and, its spread differing between chains, throws R̂ (1.098 against
+# 1.004). Its diagnostics are computed on means of blocks of draws that bring the noisiest
+# chain's noise variance down to NOISE_SHARE of the signal's (there: blocks of 136, R̂ 1.010,
+# ESS 689, MCSE 0.112).
+NOISE_SHARE = 0.25
+MIN_BLOCKS = 20  # per chain
+
+
+def block_size(x: np.ndarray) -> int:
+    """Draws per block for a statistic with white noise on top (chain × draw): the lag-1
+    autocovariance estimates the slow part's variance, the rest of a chain's variance is its
+    noise; the blocks are sized for the noisiest chain (R̂ compares the chains' spreads)."""
+    c = x - x.mean(axis=1, keepdims=True)
+    var, lag1 = np.mean(c * c, axis=1), np.mean(c[:, 1:] * c[:, :-1], axis=1)
+    noise, signal = float(np.max(var - lag1)), float(np.mean(lag1))
+    if not noise > 0:
+        return 1
+    want = np.inf if signal <= 0 else np.ceil(noise / (NOISE_SHARE * signal))
+    return int(max(1, min(want, x.shape[1] // MIN_BLOCKS)))
+
+
+def block_means(x: np.ndarray, m: int) -> np.ndarray:
+    k = x.shape[1] // m
+    return x[:, : k * m].reshape(x.shape[0], k, m).mean(axis=2)
+
 
 def summarize(idata) -> dict:
-    """Mean, spread and diagnostics of the posterior variable `llc` (chain × draw)."""
+    """Mean, spread and diagnostics of the posterior variable `llc` (chain × draw); on block means
+    (`diag_block` draws each) where the posterior's attrs mark it a minibatch statistic."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # arviz's refactor notice, small-sample warnings
         import arviz as az
 
-        llc = idata.posterior["llc"]
-        per_chain = llc.mean("draw").values
-        chains, draws = llc.shape
-        one = lambda fn, **kw: float(fn(idata, var_names=["llc"], **kw)["llc"])  # noqa: E731
+        llc = np.asarray(idata.posterior["llc"].values, dtype=np.float64)
+        per_chain = llc.mean(axis=1)
+        m = block_size(llc) if idata.posterior.attrs.get("minibatch_statistic") else 1
+        x = block_means(llc, m)
+        chains, draws = x.shape
         diag = {
-            "ess_bulk": one(az.ess, method="bulk"),
-            "ess_tail": one(az.ess, method="tail"),
-            "r_hat": one(az.rhat) if chains > 1 and draws >= 4 else float("nan"),
-            "mcse": one(az.mcse, method="mean"),
+            "ess_bulk": float(az.ess(x, method="bulk")),
+            "ess_tail": float(az.ess(x, method="tail")),
+            "r_hat": float(az.rhat(x)) if chains > 1 and draws >= 4 else float("nan"),
+            "mcse": float(az.mcse(x, method="mean")),
+            "diag_block": m,
         }
     return {
         "llc_mean": float(per_chain.mean()),

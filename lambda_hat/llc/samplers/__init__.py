@@ -14,7 +14,7 @@ import numpy as np
 
 # Each sampler's code version, part of its runs' IDs: bump one when a change to its module
 # changes the draws, and exactly the runs of that sampler are recomputed.
-VERSIONS = {"sgld": 9, "hmc": 4, "mclmc": 4, "vi": 4}
+VERSIONS = {"sgld": 10, "hmc": 4, "mclmc": 4, "vi": 4}
 
 
 @dataclass

@@ -11,7 +11,8 @@ noise at w* (calibration.sgld_plan), with P ≈ (nβH + γ)⁻¹ (calibration.cu
 goals or max_steps. Between pieces the bias is predicted again where the chains are
 (calibration.bias_at): the auto step shrinks where it is over twice its target. Each draw
 records a paired statistic on the step's own batch, L_b(w) minus a control variate with mean L_n(w*) (see _paired): the same mean
-as L_n(w) without the batch noise, which would otherwise swamp ESS and R̂.
+as L_n(w) without the batch noise to first order. What noise is left, the diagnostics average out
+over blocks of draws (estimator.block_size).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import numpy as np
 from lambda_hat.llc import calibration
 from lambda_hat.llc.checks import ESS_GOAL, RHAT_MAX
 from lambda_hat.llc.data import host_rng
+from lambda_hat.llc.estimator import block_means, block_size
 from lambda_hat.llc.samplers import Trace, check_finite, starts
 
 CHUNKS = 10  # the scan runs in (at least) this many pieces so a divergence stops the run early
@@ -95,15 +97,16 @@ def _normal(bits):
     return np.sqrt(2.0) * jax.lax.erf_inv(2 * u - 1)
 
 
-def _mixed(kept: np.ndarray) -> bool:
+def _mixed(kept: np.ndarray, noisy: bool) -> bool:
     """The auto draws' stopping rule: bulk ESS ≥ 4 × the warning's goal (so that it stays clear
-    of it by chance) and R̂ ≤ its limit, on at most MIXED_DRAWS draws per chain (thinned: cheap,
-    and thinning can only lower the ESS)."""
+    of it by chance) and R̂ ≤ its limit, on at most MIXED_DRAWS block means per chain (blocks at
+    least as long as the minibatch statistic's diagnostics use: see estimator.NOISE_SHARE)."""
     import warnings
 
     import arviz as az
 
-    x = kept[:, :: max(1, kept.shape[1] // MIXED_DRAWS)]
+    m = block_size(kept) if noisy else 1
+    x = block_means(kept, max(m, kept.shape[1] // MIXED_DRAWS))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return float(az.ess(x, method="bulk")) >= 4 * ESS_GOAL and float(az.rhat(x)) <= RHAT_MAX
@@ -176,6 +179,7 @@ def sample(post, cfg, key, spec=None) -> Trace:
         return carry, losses.T
 
     carry = (w0, np.ones((cfg.chains, d), post.w_star.dtype))
+    noisy = post.batch_fraction(cfg.batch_size) < 1  # the recorded statistic carries batch noise
     pieces, total, burnin, relax, biases, shrunk = [], None, plan.burnin, plan.relax_steps, [], 0
     # a few checks where they only report (a fixed step) or cost HVPs (above DENSE_MAX_DIM)
     every = max(1, math.ceil(limit / size) // (CHECKS if cfg.step_size == "auto" and d <= calibration.DENSE_MAX_DIM else 4))
@@ -203,7 +207,7 @@ def sample(post, cfg, key, spec=None) -> Trace:
                 continue
             biases.append(b)
         kept = end - burnin
-        if cfg.draws == "auto" and kept >= max(100, plan.burnin) and kept < limit - burnin and _mixed(np.concatenate(pieces, axis=1)[:, burnin:]):
+        if cfg.draws == "auto" and kept >= max(100, plan.burnin) and kept < limit - burnin and _mixed(np.concatenate(pieces, axis=1)[:, burnin:], noisy):
             total = end
             break
     total = total or limit  # the budget, or the draws asked for after the last shrink
@@ -220,5 +224,6 @@ def sample(post, cfg, key, spec=None) -> Trace:
         "bias_at_chains": float(np.mean(biases)) if biases else float("nan"), "step_shrinks": shrunk,
         "budget_capped": plan.capped or (cfg.burnin == "auto" and 3 * relax > cfg.max_steps // 2),
         "mala_acceptance": mala, "plan_sec": plan_sec, "batch_size": cfg.batch_size or post.n,
+        "minibatch_statistic": noisy,
     }  # fmt: skip
     return Trace(losses[:, burnin:], total * frac, frac, extras)
