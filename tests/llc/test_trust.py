@@ -9,6 +9,7 @@ does not fail by chance; a clean run (no warning) must be within the tolerance i
 import tempfile
 from pathlib import Path
 
+import arviz as az
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -109,9 +110,12 @@ def test_shipped_preset_on_regular_target(case):
 def test_shipped_preset_on_deep_linear_network(name, widths, n):
     """3 layers, rank = narrowest width: Aoyagi's λ is the local value at any trained optimum."""
     post, model = target(widths, n, steps=3000)
-    m, _ = estimate(post, preset(name), model)
+    m, trace = estimate(post, preset(name), model)
     assert m["llc_true"] == theory.dln(list(widths), min(widths))
     check(m, m["llc_true"], 0.10)
+    if name.startswith("sgld"):  # the batch noise far from w*: its diagnostics on block means
+        per_draw = float(az.mcse(post.n_beta * (trace.loss - post.L_star), method="mean"))
+        assert m["diag_block"] > 1 and m["mcse"] > per_draw, (m["diag_block"], m["mcse"], per_draw)
     if name == "sgld":  # plain SGLD's burn-in (3 × 61 000 steps at n = 1e3) did not fit the budget
         assert not m["budget_capped"] and m["relax_steps"] < 10_000, m["relax_steps"]
 
