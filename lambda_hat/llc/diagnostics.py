@@ -14,7 +14,7 @@ from lambda_hat.engine.tasks import task
 from lambda_hat.llc import traces
 from lambda_hat.llc.checks import ebfmi
 from lambda_hat.llc.config import PlotTask
-from lambda_hat.llc.estimator import block_means, block_size
+from lambda_hat.llc.estimator import blocked
 
 # Bump to redraw every plot (it is part of the diagnose task IDs).
 PLOTS_VERSION = 4  # 4: SGLD's running MCSE on block means
@@ -45,8 +45,7 @@ def _running_llc(llc: np.ndarray, noisy: bool, points: int = 40):
     draws = llc.shape[1]
     ks = np.unique(np.linspace(min(8, draws), draws, points).astype(int))
     mean = np.array([llc[:, :k].mean() for k in ks])
-    blocks = [block_means(llc[:, :k], block_size(llc[:, :k]) if noisy else 1) for k in ks]
-    mcse = np.array([float(az.mcse(b, method="mean")) for b in blocks])
+    mcse = np.array([float(az.mcse(blocked(llc[:, :k], noisy)[0], method="mean")) for k in ks])
     return ks, mean, mcse
 
 

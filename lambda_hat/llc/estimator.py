@@ -37,6 +37,12 @@ def block_means(x: np.ndarray, m: int) -> np.ndarray:
     return x[:, : k * m].reshape(x.shape[0], k, m).mean(axis=2)
 
 
+def blocked(x: np.ndarray, noisy: bool, at_least: int = 1) -> tuple[np.ndarray, int]:
+    """(block means, block length): what every diagnostic of a (possibly minibatch) statistic reads."""
+    m = max(block_size(x) if noisy else 1, at_least)
+    return block_means(x, m), m
+
+
 def summarize(idata) -> dict:
     """Mean, spread and diagnostics of the posterior variable `llc` (chain × draw); on block means
     (`diag_block` draws each) where the posterior's attrs mark it a minibatch statistic."""
@@ -46,8 +52,7 @@ def summarize(idata) -> dict:
 
         llc = np.asarray(idata.posterior["llc"].values, dtype=np.float64)
         per_chain = llc.mean(axis=1)
-        m = block_size(llc) if idata.posterior.attrs.get("minibatch_statistic") else 1
-        x = block_means(llc, m)
+        x, m = blocked(llc, bool(idata.posterior.attrs.get("minibatch_statistic")))
         chains, draws = x.shape
         diag = {
             "ess_bulk": float(az.ess(x, method="bulk")),

@@ -306,8 +306,6 @@ def test_minibatch_statistic_diagnostics_read_through_the_noise(rho, noise):
     truth: the MCSE within 25% of the exact standard error, the ESS not above 1.5× the signal's
     (draws × (1 − ρ)/(1 + ρ); the noise's own error may lower it), R̂ clean. Per draw the noise
     inflates the ESS 15–25×, makes the MCSE too small or R̂ fail."""
-    import arviz as az
-
     from lambda_hat.llc.estimator import summarize
 
     x, se = _slow_signal_plus_noise(40_000, rho, noise)

@@ -28,7 +28,7 @@ import numpy as np
 from lambda_hat.llc import calibration
 from lambda_hat.llc.checks import ESS_GOAL, RHAT_MAX
 from lambda_hat.llc.data import host_rng
-from lambda_hat.llc.estimator import block_means, block_size
+from lambda_hat.llc.estimator import blocked
 from lambda_hat.llc.samplers import Trace, check_finite, starts
 
 CHUNKS = 10  # the scan runs in (at least) this many pieces so a divergence stops the run early
@@ -105,8 +105,7 @@ def _mixed(kept: np.ndarray, noisy: bool) -> bool:
 
     import arviz as az
 
-    m = block_size(kept) if noisy else 1
-    x = block_means(kept, max(m, kept.shape[1] // MIXED_DRAWS))
+    x, _ = blocked(kept, noisy, kept.shape[1] // MIXED_DRAWS)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return float(az.ess(x, method="bulk")) >= 4 * ESS_GOAL and float(az.rhat(x)) <= RHAT_MAX
