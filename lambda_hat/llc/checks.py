@@ -12,6 +12,8 @@ import math
 
 import numpy as np
 
+from lambda_hat.llc.estimator import MIN_BLOCKS, NOISE_SHARE
+
 ESS_GOAL = 400  # bulk ESS below which a run is flagged (SGLD's auto draws aim above it)
 RHAT_MAX = 1.01
 BIAS_MAX = 0.02  # predicted relative bias of λ̂ from SGLD's step and minibatch noise
@@ -25,6 +27,7 @@ MCLMC_ENERGY_VAR_MAX = 1e-4
 SADDLE_REL = 0.05  # negative curvature, relative to the largest, that marks a saddle
 VI_IS_GAP = 0.03  # relative gap between VI's λ̂ and its PSIS-reweighted value
 TRUTH_TOL = {"llc_finite": 0.05, "llc_true": 0.10}
+NOISE_MAX = 2 * NOISE_SHARE  # batch noise left in the blocks of SGLD's diagnostics (estimator.py)
 
 
 def pareto_k_max(draws: int) -> float:
@@ -75,6 +78,17 @@ def run_warnings(m: dict, cfg) -> list[dict]:
                 else f" (the n → ∞ value; a small n or a strong localiser, γ/nβ = {m['gamma'] / m['n_beta']:.2g}, moves the local one: if other samplers agree, suspect the truth)"
             )
             warn("off_truth", f"λ̂ {llc:.4g} is {100 * (llc - t) / t:+.1f}% from {col} = {t:.4g}{why}")
+    if m.get("diag_noise", 0.0) > NOISE_MAX:  # nan (an exact statistic) compares False
+        r, block = m["diag_noise"], m["diag_block"]
+        more = (
+            f"about {MIN_BLOCKS * math.ceil(r * block / NOISE_SHARE)} draws per chain would let blocks average it out"
+            if math.isfinite(r)
+            else "no slowly varying part shows beneath it"
+        )
+        warn(
+            "batch_noise",
+            f"the minibatch statistic's batch noise is still {r:.2g}× its signal's variance in blocks of {block} draws (at most draws/{MIN_BLOCKS}): ESS, R̂ and MCSE read optimistic; {more}",
+        )
     if cfg.kind == "sgld":
         if m["predicted_bias"] > BIAS_MAX:
             warn(

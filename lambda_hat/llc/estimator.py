@@ -19,16 +19,22 @@ NOISE_SHARE = 0.25
 MIN_BLOCKS = 20  # per chain
 
 
-def block_size(x: np.ndarray) -> int:
-    """Draws per block for a statistic with white noise on top (chain × draw): the lag-1
-    autocovariance estimates the slow part's variance, the rest of a chain's variance is its
-    noise; the blocks are sized for the noisiest chain (R̂ compares the chains' spreads)."""
+def noise_ratio(x: np.ndarray) -> float:
+    """Variance of the white noise on top of a statistic (chain × draw) over its slow part's, for
+    the noisiest chain (R̂ compares the chains' spreads): the lag-1 autocovariance estimates the
+    slow part's variance, the rest of a chain's variance is its noise. 0 without noise, inf
+    where no slow part shows."""
     c = x - x.mean(axis=1, keepdims=True)
     var, lag1 = np.mean(c * c, axis=1), np.mean(c[:, 1:] * c[:, :-1], axis=1)
     noise, signal = float(np.max(var - lag1)), float(np.mean(lag1))
     if not noise > 0:
-        return 1
-    want = np.inf if signal <= 0 else np.ceil(noise / (NOISE_SHARE * signal))
+        return 0.0
+    return np.inf if signal <= 0 else noise / signal
+
+
+def block_size(x: np.ndarray) -> int:
+    """Draws per block that bring the noise ratio down to NOISE_SHARE, within MIN_BLOCKS per chain."""
+    want = np.ceil(noise_ratio(x) / NOISE_SHARE)
     return int(max(1, min(want, x.shape[1] // MIN_BLOCKS)))
 
 
@@ -52,7 +58,8 @@ def summarize(idata) -> dict:
 
         llc = np.asarray(idata.posterior["llc"].values, dtype=np.float64)
         per_chain = llc.mean(axis=1)
-        x, m = blocked(llc, bool(idata.posterior.attrs.get("minibatch_statistic")))
+        noisy = bool(idata.posterior.attrs.get("minibatch_statistic"))
+        x, m = blocked(llc, noisy)
         chains, draws = x.shape
         diag = {
             "ess_bulk": float(az.ess(x, method="bulk")),
@@ -60,6 +67,9 @@ def summarize(idata) -> dict:
             "r_hat": float(az.rhat(x)) if chains > 1 and draws >= 4 else float("nan"),
             "mcse": float(az.mcse(x, method="mean")),
             "diag_block": m,
+            # what noise the blocks leave, over the signal's variance (above NOISE_SHARE where
+            # the draws are too few for long enough blocks: checks.py flags it)
+            "diag_noise": noise_ratio(llc) / m if noisy else float("nan"),
         }
     return {
         "llc_mean": float(per_chain.mean()),

@@ -20,7 +20,9 @@ from lambda_hat.engine.runner import Context
 from lambda_hat.engine.tasks import call
 from lambda_hat.engine.typed import build, plain
 from lambda_hat.llc import theory
+from lambda_hat.llc.checks import NOISE_MAX, run_warnings
 from lambda_hat.llc.config import DLN, SAMPLER_KINDS, Data, Training
+from lambda_hat.llc.estimator import summarize
 from lambda_hat.llc.posterior import Posterior, n_beta
 from lambda_hat.llc.sampling import estimate
 from lambda_hat.llc.targets import load_posterior, train_target
@@ -116,6 +118,13 @@ def test_shipped_preset_on_deep_linear_network(name, widths, n):
     if name.startswith("sgld"):  # the batch noise far from w*: its diagnostics on block means
         per_draw = float(az.mcse(post.n_beta * (trace.loss - post.L_star), method="mean"))
         assert m["diag_block"] > 1 and m["mcse"] > per_draw, (m["diag_block"], m["mcse"], per_draw)
+        assert "batch_noise" not in codes(m) and m["diag_noise"] <= NOISE_MAX, m["diag_noise"]
+        # too few draws for blocks that long: the noise left in them is flagged
+        short = az.from_dict(posterior={"llc": post.n_beta * (trace.loss[:, :1000] - post.L_star)})
+        short.posterior.attrs["minibatch_statistic"] = 1
+        s = {**m, **summarize(short)}
+        flagged = "batch_noise" in {w["code"] for w in run_warnings(s, preset(name))}
+        assert flagged == (s["diag_noise"] > NOISE_MAX) and (flagged or n < 10_000), s["diag_noise"]
     if name == "sgld":  # plain SGLD's burn-in (3 × 61 000 steps at n = 1e3) did not fit the budget
         assert not m["budget_capped"] and m["relax_steps"] < 10_000, m["relax_steps"]
 
@@ -306,8 +315,6 @@ def test_minibatch_statistic_diagnostics_read_through_the_noise(rho, noise):
     truth: the MCSE within 25% of the exact standard error, the ESS not above 1.5× the signal's
     (draws × (1 − ρ)/(1 + ρ); the noise's own error may lower it), R̂ clean. Per draw the noise
     inflates the ESS 15–25×, makes the MCSE too small or R̂ fail."""
-    from lambda_hat.llc.estimator import summarize
-
     x, se = _slow_signal_plus_noise(40_000, rho, noise)
     idata = az.from_dict(posterior={"llc": x})
     idata.posterior.attrs["minibatch_statistic"] = 1
