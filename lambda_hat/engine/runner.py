@@ -284,13 +284,8 @@ class _Forked:
             with _mp_lock:
                 self.proc.start()
         except (EOFError, ConnectionError) as e:
-            # the server died under this worker: its block is being cancelled or its node lost.
-            # Parsl's own WorkerLost, so that the retry handler and the outcome say so.
-            import socket
-
-            from parsl.executors.high_throughput.errors import WorkerLost
-
-            raise WorkerLost(f"pid {os.getpid()} (fork server gone: {type(e).__name__})", socket.gethostname()) from e
+            # the server died under this worker: its block is being cancelled or its node lost
+            raise _server_gone(type(e).__name__) from e
         self.pid = self.proc.pid
 
     def wait(self, timeout: float | None = None) -> int:
@@ -299,12 +294,24 @@ class _Forked:
         wait([self.proc.sentinel], timeout)  # readable once the server sent the status
         if self.returncode is None:
             raise subprocess.TimeoutExpired("task", timeout)
+        if self.returncode == 255:  # multiprocessing's code for a status the server never sent
+            raise _server_gone("no exit status")
         return self.returncode
 
     @property
     def returncode(self) -> int | None:
         with _mp_lock:
             return self.proc.exitcode
+
+
+def _server_gone(why: str):
+    """Parsl's own WorkerLost, so that the retry handler and the outcome say the task was lost
+    (its block cancelled or its node gone), not that it failed."""
+    import socket
+
+    from parsl.executors.high_throughput.errors import WorkerLost
+
+    return WorkerLost(f"pid {os.getpid()} (fork server gone: {why})", socket.gethostname())
 
 
 def _forked_main(workdir: str, cwd: str, env: dict, block: list[int] | None) -> None:

@@ -151,6 +151,28 @@ def test_a_task_started_while_its_fork_server_dies_is_a_lost_worker(monkeypatch,
     assert retry_lost(lost.value, {}) == 1 and "fork server gone: EOFError" in str(lost.value)
 
 
+def test_fork_server_dying_while_a_task_runs_counts_as_lost(tmp_path):
+    """The server killed while its task runs never sends the task's status: multiprocessing
+    reads EOF and reports exit code 255, which must count as lost too, not as a failed task."""
+    from types import SimpleNamespace
+
+    from parsl.executors.high_throughput.errors import WorkerLost
+
+    from lambda_hat.engine.cards import retry_lost
+    from lambda_hat.engine.runner import _Forked
+
+    r, w = os.pipe()
+    os.write(w, b"x")  # the sentinel readable, as when the server's end closes
+    forked = _Forked.__new__(_Forked)
+    forked.proc = SimpleNamespace(sentinel=r, exitcode=255)
+    with pytest.raises(WorkerLost) as lost:
+        forked.wait(1)
+    assert retry_lost(lost.value, {}) == 1 and "fork server gone: no exit status" in str(lost.value)
+    forked.proc.exitcode = 1  # the task's own failure stays one
+    assert forked.wait(1) == 1
+    os.close(r), os.close(w)
+
+
 def test_concurrent_invocations_share_the_store(project):
     a = {**TINY, "samplers": TWO["samplers"]}
     b = {**TINY, "samplers": [TWO["samplers"][0], {"name": "sgld", "overrides": {"step_size": 2e-4, "batch_size": None, "draws": 100, "chains": 2}}]}
