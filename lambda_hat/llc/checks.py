@@ -53,10 +53,12 @@ def run_warnings(m: dict, cfg) -> list[dict]:
         warn("rhat", f"R̂ {m['r_hat']:.3f} > {RHAT_MAX}: chains disagree (not mixed, or stuck in different modes)")
     if m["ess_bulk"] < ESS_GOAL:
         # ESS grows with the draws once the chains have mixed: how many would reach the goal
-        draws = int(m.get("draws") or cfg.draws)
+        draws = int(m["draws"])
         need = math.ceil(draws * ESS_GOAL / max(m["ess_bulk"], 1.0))
         if cfg.kind == "sgld":
             hint = f"; about {need} draws per chain would reach it (max_steps ≥ {m['burnin'] + need}), or raise batch_size (less minibatch noise lets the auto step grow)"
+        elif getattr(cfg, "draws", None) == "auto":  # HMC, MCLMC: stopped at their budget
+            hint = f"; about {need} draws per chain would reach it (max_draws ≥ {need})"
         else:
             hint = f"; about {need} draws per chain (not {draws}) would reach it"
         warn("ess", f"bulk ESS {m['ess_bulk']:.0f} < {ESS_GOAL}: too few effective draws for a reliable mean and SE{hint}")

@@ -178,9 +178,14 @@ class HMC(SamplerBase):
     num_integration_steps: int = field(default=8, metadata=positive())
     warmup: int = field(default=300, metadata=positive())  # window-adaptation steps per chain
     target_accept: float = field(default=0.8, metadata={"gt": 0, "lt": 1})
+    # auto: pieces of AUTO_PIECE until the chains pass the stopping rule (ESS, R̂) or max_draws are kept
+    AUTO_PIECE: ClassVar[int] = 1000
+    draws: int | Literal["auto"] = field(default=1000, metadata=positive())
+    max_draws: int = field(default=16_000, metadata=positive())
 
     def work(self, n: int) -> float:
-        return self.chains * (self.warmup + self.burnin + self.draws) * self.num_integration_steps * n
+        draws = self.AUTO_PIECE if self.draws == "auto" else self.draws  # auto: its first piece (most stop there)
+        return self.chains * (self.warmup + self.burnin + draws) * self.num_integration_steps * n
 
 
 @dataclass(frozen=True)
@@ -193,9 +198,14 @@ class MCLMC(SamplerBase):
     # BlackJAX tunes ε for Var[ΔE]/d = 5e-4, where unadjusted MCLMC reads λ̂ ~2% low on linear
     # models (the bias falls as ε² or faster): sampling at half that step leaves ~0.7%
     step_scale: float = field(default=0.5, metadata=positive())
+    # auto: pieces of AUTO_PIECE steps until the chains pass the stopping rule or max_draws are kept
+    AUTO_PIECE: ClassVar[int] = 2000
+    draws: int | Literal["auto"] = field(default=1000, metadata=positive())
+    max_draws: int = field(default=40_000, metadata=positive())
 
     def work(self, n: int) -> float:
-        return self.chains * (self.tune_steps + self.burnin + self.draws) * 2 * n
+        draws = self.AUTO_PIECE if self.draws == "auto" else self.draws
+        return self.chains * (self.tune_steps + self.burnin + draws) * 2 * n
 
 
 @dataclass(frozen=True)

@@ -57,6 +57,7 @@ def estimate(post, cfg, model: dict, log=lambda msg: None, llc_true: float | Non
     )  # fmt: skip
     for col in ("llc_true", "llc_finite"):
         out[col.replace("llc", "err")] = (out["llc_mean"] - out[col]) / out[col] if out[col] else None
+    out["draws"] = int(trace.loss.shape[1])  # kept per chain (auto draws: where they stopped)
     if cfg.kind == "sgld":
         # the starts and the curvature around them are calibration, not sampling
         out["calibration_sec"] += trace.extras["plan_sec"]
@@ -65,7 +66,6 @@ def estimate(post, cfg, model: dict, log=lambda msg: None, llc_true: float | Non
             "step_size",
             "batch_size",
             "burnin",
-            "draws",
             "predicted_bias",
             "bias_at_chains",
             "step_shrinks",

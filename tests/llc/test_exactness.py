@@ -125,6 +125,8 @@ def test_sum_of_monomials(name):
     cfg = SAMPLERS[name]
     if cfg.kind == "sgld":  # the stiff w1² direction (a = 2nβ) needs a smaller ε for ≤ 1% bias
         cfg = replace(cfg, step_size=cfg.step_size / 3, draws=300_000)  # its slow quartic mode: MCSE 1.3%
+    if cfg.kind == "hmc":  # 1 000 draws leave an MCSE of 3% on the quartic mode (5% is 1.7 of them)
+        cfg = replace(cfg, draws=4000)
     assert estimate(post, cfg)["llc_mean"] == pytest.approx(truth, rel=0.05)
 
 

@@ -14,7 +14,8 @@ import numpy as np
 
 # Each sampler's code version, part of its runs' IDs: bump one when a change to its module
 # changes the draws, and exactly the runs of that sampler are recomputed.
-VERSIONS = {"sgld": 10, "hmc": 4, "mclmc": 4, "vi": 4}
+VERSIONS = {"sgld": 10, "hmc": 5, "mclmc": 5, "vi": 4}
+MIXED_DRAWS = 4000  # the auto draws' stopping rule reads at most this many (block) means per chain
 
 
 @dataclass
@@ -34,6 +35,39 @@ def check_finite(losses: np.ndarray, first_step: int, hint: str) -> None:
         from lambda_hat.engine.tasks import TaskFailed
 
         raise TaskFailed(f"diverged: non-finite L_n at step {first_step + step} of chain {chain}; {hint}")
+
+
+def mixed(kept: np.ndarray, noisy: bool) -> bool:
+    """The auto draws' stopping rule: bulk ESS ≥ 4 × the warning's goal (so that it stays clear
+    of it by chance) and R̂ ≤ its limit, on at most MIXED_DRAWS block means per chain (blocks at
+    least as long as the minibatch statistic's diagnostics use: see estimator.NOISE_SHARE)."""
+    import warnings
+
+    import arviz as az
+
+    from lambda_hat.llc.checks import ESS_GOAL, RHAT_MAX
+    from lambda_hat.llc.estimator import blocked
+
+    x, _ = blocked(kept, noisy, kept.shape[1] // MIXED_DRAWS)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return float(az.ess(x, method="bulk")) >= 4 * ESS_GOAL and float(az.rhat(x)) <= RHAT_MAX
+
+
+def until_mixed(run_piece, burnin: int, draws, piece: int, max_draws: int) -> tuple:
+    """Burn-in and draws from run_piece(i, steps) (the chains' next `steps` steps: a tuple of
+    chains × steps arrays, L_n first), burn-in dropped. A number of draws is one piece; `auto`
+    runs pieces of `piece` steps (one compiled program) until the kept L_n pass `mixed` or
+    max_draws are kept."""
+    if draws != "auto":
+        return tuple(np.asarray(a)[:, burnin:] for a in run_piece(0, burnin + draws))
+    parts, i = [], 0
+    while True:
+        parts.append(tuple(np.asarray(a) for a in run_piece(i, piece)))
+        i += 1
+        kept = i * piece - burnin
+        if kept >= max_draws or (kept >= 100 and mixed(np.concatenate([p[0] for p in parts], axis=1)[:, burnin:], False)):
+            return tuple(np.concatenate(c, axis=1)[:, burnin : burnin + max_draws] for c in zip(*parts))
 
 
 def starts(post, spec, key, chains: int):

@@ -3,50 +3,68 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import blackjax
 import jax
 import numpy as np
 
-from lambda_hat.llc.samplers import Trace, starts
+from lambda_hat.llc.samplers import Trace, starts, until_mixed
 
 TUNE_FRAC = 0.1  # BlackJAX's default fraction for each of its three tuning stages
 GRADS_PER_STEP = 2  # isokinetic McLachlan: two force evaluations per step (the third is reused)
 
 
 def sample(post, cfg, key, spec=None) -> Trace:
-    total = cfg.burnin + cfg.draws
+    k_init, k_tune, k_run = jax.random.split(key, 3)
 
-    def chain(key, w0, data, w_star):
+    @jax.jit
+    def tune(w0, data, w_star):
         logdensity = post.logdensity_over(data, w_star)
-        k_init, k_tune, k_run = jax.random.split(key, 3)
-        state = blackjax.mcmc.mclmc.init(position=w0, logdensity_fn=logdensity, rng_key=k_init)
-        state, params, n_tune = blackjax.mclmc_find_L_and_step_size(
-            mclmc_kernel=blackjax.mcmc.mclmc.build_kernel(),
-            # BlackJAX tunes for (frac_tune1 + frac_tune2 + frac_tune3)·num_steps steps
-            num_steps=math.ceil(cfg.tune_steps / (3 * TUNE_FRAC)),
-            frac_tune1=TUNE_FRAC,
-            frac_tune2=TUNE_FRAC,
-            frac_tune3=TUNE_FRAC,
-            state=state,
-            rng_key=k_tune,
-            logdensity_fn=logdensity,
-            diagonal_preconditioning=cfg.diagonal_preconditioning,
-        )
-        step_size = cfg.step_scale * params.step_size
-        alg = blackjax.mclmc(logdensity, L=params.L, step_size=step_size, inverse_mass_matrix=params.inverse_mass_matrix)
 
-        def step(state, k):
-            state, info = alg.step(k, state)
-            return state, (post.loss_from_logdensity(state.position, state.logdensity), info.energy_change)
+        def chain(k_init, k_tune, w0):
+            state = blackjax.mcmc.mclmc.init(position=w0, logdensity_fn=logdensity, rng_key=k_init)
+            state, params, n_tune = blackjax.mclmc_find_L_and_step_size(
+                mclmc_kernel=blackjax.mcmc.mclmc.build_kernel(),
+                # BlackJAX tunes for (frac_tune1 + frac_tune2 + frac_tune3)·num_steps steps
+                num_steps=math.ceil(cfg.tune_steps / (3 * TUNE_FRAC)),
+                frac_tune1=TUNE_FRAC,
+                frac_tune2=TUNE_FRAC,
+                frac_tune3=TUNE_FRAC,
+                state=state,
+                rng_key=k_tune,
+                logdensity_fn=logdensity,
+                diagonal_preconditioning=cfg.diagonal_preconditioning,
+            )
+            return state, params.L, cfg.step_scale * params.step_size, params.inverse_mass_matrix, n_tune
 
-        _, (loss, de) = jax.lax.scan(step, state, jax.random.split(k_run, total))
-        return loss, de, params.L, step_size, n_tune
+        return jax.vmap(chain)(jax.random.split(k_init, cfg.chains), jax.random.split(k_tune, cfg.chains), w0)
 
-    run = jax.jit(jax.vmap(chain, in_axes=(0, 0, None, None)))
-    loss, de, L, eps, n_tune = run(jax.random.split(key, cfg.chains), starts(post, spec, key, cfg.chains), post.data, post.w_star)
-    b = cfg.burnin
-    extras = {"energy_change": np.asarray(de)[:, b:], "L": np.asarray(L), "step_size": np.asarray(eps)}
-    fge = GRADS_PER_STEP * (float(np.max(np.asarray(n_tune))) + total)
-    return Trace(np.asarray(loss)[:, b:], fge, float(GRADS_PER_STEP), extras)
+    # L, ε and the mass matrix are arguments: each piece of an auto run is the same program
+    @functools.partial(jax.jit, static_argnames="steps")
+    def run(states, L, eps, inv_mass, i, data, w_star, steps):
+        logdensity = post.logdensity_over(data, w_star)
+
+        def chain(state, L, eps, inv_mass, key):
+            alg = blackjax.mclmc(logdensity, L=L, step_size=eps, inverse_mass_matrix=inv_mass)
+
+            def step(state, k):
+                state, info = alg.step(k, state)
+                return state, (post.loss_from_logdensity(state.position, state.logdensity), info.energy_change)
+
+            return jax.lax.scan(step, state, jax.random.split(jax.random.fold_in(key, i), steps))
+
+        return jax.vmap(chain)(states, L, eps, inv_mass, jax.random.split(k_run, cfg.chains))
+
+    states, L, eps, inv_mass, n_tune = tune(starts(post, spec, key, cfg.chains), post.data, post.w_star)
+
+    def piece(i, steps):
+        nonlocal states
+        states, out = run(states, L, eps, inv_mass, i, post.data, post.w_star, steps=steps)
+        return out
+
+    loss, de = until_mixed(piece, cfg.burnin, cfg.draws, cfg.AUTO_PIECE, cfg.max_draws)
+    extras = {"energy_change": de, "L": np.asarray(L), "step_size": np.asarray(eps)}
+    fge = GRADS_PER_STEP * (float(np.max(np.asarray(n_tune))) + cfg.burnin + loss.shape[1])
+    return Trace(loss, fge, float(GRADS_PER_STEP), extras)

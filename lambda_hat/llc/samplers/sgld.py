@@ -26,10 +26,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from lambda_hat.llc import calibration
-from lambda_hat.llc.checks import ESS_GOAL, RHAT_MAX
 from lambda_hat.llc.data import host_rng
-from lambda_hat.llc.estimator import blocked
-from lambda_hat.llc.samplers import Trace, check_finite, starts
+from lambda_hat.llc.samplers import Trace, check_finite, mixed, starts
 
 CHUNKS = 10  # the scan runs in (at least) this many pieces so a divergence stops the run early
 # From this many bytes of random bits a step (d ≈ 4 000 at 4 chains), each step draws its own
@@ -42,7 +40,6 @@ STEP_BITS_BYTES = 2**16
 PIECE_NOISE_BYTES = 2**24
 GRAD_PREFIX_BYTES = 2**28  # per-sample gradient prefix sums for the paired statistic
 MAX_PIECES = 100  # auto draws run on past the plan, piece by piece, until the chains have mixed
-MIXED_DRAWS = 4000
 SHRINK_ABOVE, MAX_SHRINKS = 2.0, 3  # the auto step shrinks where the chains' bias exceeds 2× its target
 CHECKS = 25  # of that bias per run (its Hessians at the chains cost a few full gradients each)
 
@@ -95,20 +92,6 @@ def _normal(bits):
     calls compiled a loop of its own (~0.1 s of a task's cold start apiece)."""
     u = ((bits >> 9).astype(jnp.float32) + 0.5) * 2.0**-23  # 23 bits, in (0, 1) exactly
     return np.sqrt(2.0) * jax.lax.erf_inv(2 * u - 1)
-
-
-def _mixed(kept: np.ndarray, noisy: bool) -> bool:
-    """The auto draws' stopping rule: bulk ESS ≥ 4 × the warning's goal (so that it stays clear
-    of it by chance) and R̂ ≤ its limit, on at most MIXED_DRAWS block means per chain (blocks at
-    least as long as the minibatch statistic's diagnostics use: see estimator.NOISE_SHARE)."""
-    import warnings
-
-    import arviz as az
-
-    x, _ = blocked(kept, noisy, kept.shape[1] // MIXED_DRAWS)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return float(az.ess(x, method="bulk")) >= 4 * ESS_GOAL and float(az.rhat(x)) <= RHAT_MAX
 
 
 def sample(post, cfg, key, spec=None) -> Trace:
@@ -206,7 +189,7 @@ def sample(post, cfg, key, spec=None) -> Trace:
                 continue
             biases.append(b)
         kept = end - burnin
-        if cfg.draws == "auto" and kept >= max(100, plan.burnin) and kept < limit - burnin and _mixed(np.concatenate(pieces, axis=1)[:, burnin:], noisy):
+        if cfg.draws == "auto" and kept >= max(100, plan.burnin) and kept < limit - burnin and mixed(np.concatenate(pieces, axis=1)[:, burnin:], noisy):
             total = end
             break
     total = total or limit  # the budget, or the draws asked for after the last shrink
