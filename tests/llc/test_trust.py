@@ -107,7 +107,7 @@ def test_shipped_preset_on_regular_target(case):
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "name,widths,n", [("sgld", (4, 3, 3, 4), 1000), ("sgld", (4, 3, 3, 4), 10_000), ("mclmc", (3, 5, 4, 3), 1000), ("sgld_rmsprop", (3, 5, 4, 3), 10_000)]
+    "name,widths,n", [("sgld", (4, 3, 3, 4), 1000), ("sgld", (4, 3, 3, 4), 10_000), ("mclmc", (4, 3, 3, 4), 1000), ("sgld_rmsprop", (3, 5, 4, 3), 10_000)]
 )
 def test_shipped_preset_on_deep_linear_network(name, widths, n):
     """3 layers, rank = narrowest width: Aoyagi's λ is the local value at any trained optimum."""
@@ -125,6 +125,8 @@ def test_shipped_preset_on_deep_linear_network(name, widths, n):
         s = {**m, **summarize(short)}
         flagged = "batch_noise" in {w["code"] for w in run_warnings(s, preset(name))}
         assert flagged == (s["diag_noise"] > NOISE_MAX) and (flagged or n < 10_000), s["diag_noise"]
+    if name == "mclmc":  # 2 000 draws left R̂ 1.03–1.07 and ESS 64–136 here (flagged): auto draws run on until mixed
+        assert m["draws"] > 2000 and m["r_hat"] <= 1.01 and m["ess_bulk"] >= 1600 and not m["warnings"], m
     if name == "sgld":  # plain SGLD's burn-in (3 × 61 000 steps at n = 1e3) did not fit the budget
         assert not m["budget_capped"] and m["relax_steps"] < 10_000, m["relax_steps"]
 
@@ -252,15 +254,6 @@ def test_full_batch_auto_draws_run_pieces_until_mixed_or_the_budget():
         assert seen == list(range(6)) and loss.shape == (4, 5000), (rho, seen)
     piece, seen = chains(0.5, [0.0] * 4)
     assert until_mixed(piece, 50, 300, 1000, 16_000)[0].shape == (4, 300) and seen == [0]  # a number: one piece
-
-
-def test_mclmc_auto_draws_run_until_mixed_on_a_deep_linear_network():
-    """On a 3-layer DLN at n = 1e3, 2 000 MCLMC draws left R̂ 1.03–1.07 and ESS 64–136 (flagged);
-    the preset's auto draws run on until the chains have mixed: clean and within 10% of Aoyagi."""
-    post, model = target((4, 3, 3, 4), 1000, steps=3000)
-    m, _ = estimate(post, preset("mclmc"), model)
-    assert m["draws"] > 2000 and m["r_hat"] <= 1.01 and m["ess_bulk"] >= 1600 and not m["warnings"], m
-    check(m, m["llc_true"], 0.10)
 
 
 def test_mala_check_on_a_subsample_reads_as_on_the_full_data(monkeypatch):
