@@ -57,7 +57,7 @@ def run_warnings(m: dict, cfg) -> list[dict]:
         need = math.ceil(draws * ESS_GOAL / max(m["ess_bulk"], 1.0))
         if cfg.kind == "sgld":
             hint = f"; about {need} draws per chain would reach it (max_steps ≥ {m['burnin'] + need}), or raise batch_size (less minibatch noise lets the auto step grow)"
-        elif getattr(cfg, "draws", None) == "auto":  # HMC, MCLMC: stopped at their budget
+        elif cfg.draws == "auto":  # HMC, MCLMC: stopped at their budget
             hint = f"; about {need} draws per chain would reach it (max_draws ≥ {need})"
         else:
             hint = f"; about {need} draws per chain (not {draws}) would reach it"
