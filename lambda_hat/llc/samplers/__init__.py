@@ -14,7 +14,7 @@ import numpy as np
 
 # Each sampler's code version, part of its runs' IDs: bump one when a change to its module
 # changes the draws, and exactly the runs of that sampler are recomputed.
-VERSIONS = {"sgld": 10, "hmc": 5, "mclmc": 5, "vi": 4}
+VERSIONS = {"sgld": 11, "hmc": 5, "mclmc": 5, "vi": 4}
 MIXED_DRAWS = 4000  # the auto draws' stopping rule reads at most this many (block) means per chain
 
 

@@ -32,10 +32,11 @@ from lambda_hat.llc.samplers import Trace, check_finite, mixed, starts
 CHUNKS = 10  # the scan runs in (at least) this many pieces so a divergence stops the run early
 # From this many bytes of random bits a step (d ≈ 4 000 at 4 chains), each step draws its own
 # inside the scan: they stay in cache, where a piece's drawn up front cost 7% more time at
-# d = 9 610 and 9–12% at d = 1e5 (4 chains). Below, each piece draws its noise and batch offsets
-# up front in one call, its pieces shrunk so that the noise stays under PIECE_NOISE_BYTES: per
-# step, XLA splits the small fusion that makes the normals over threads (RMSProp SGLD, one chain
-# at d = 433: 1.8× a bare gradient instead of 1.3×).
+# d = 9 610 and 9–12% at d = 1e5 (4 chains). Below, each piece's bits (noise and batch offsets)
+# are drawn up front on the host, its pieces shrunk so that they stay under PIECE_NOISE_BYTES:
+# per step, XLA splits the small fusion that makes the normals over threads (RMSProp SGLD, one
+# chain at d = 433: 1.8× a bare gradient instead of 1.3×), and XLA's own generator in the
+# program cost 0.15 s of its 0.45 s compilation (d = 100), a task's cold start.
 STEP_BITS_BYTES = 2**16
 PIECE_NOISE_BYTES = 2**24
 GRAD_PREFIX_BYTES = 2**28  # per-sample gradient prefix sums for the paired statistic
@@ -79,15 +80,16 @@ def _paired(post, batches):
     return (losses, grads, post.w_star), at
 
 
-def _piece_state(key, i: int) -> np.ndarray:
-    """The random-bit generator's 128-bit state for piece i of the run with this key, on the host."""
-    return host_rng(key, i).integers(0, 2**32, size=4, dtype=np.uint32)
+def _piece_bits(key, i: int, shape) -> np.ndarray:
+    """Piece i's random bits, drawn on the host: shape (4,) is the state of XLA's generator
+    (per-step draws inside the program), any other shape the piece's bits themselves."""
+    return host_rng(key, i).integers(0, 2**32, size=shape, dtype=np.uint32)
 
 
 def _normal(bits):
     """Standard normal noise from uint32 bits (float32, also under x64: its precision does not
-    matter). SGLD's bits come from XLA's own threefry generator, one call per piece or per step
-    (lax.rng_bit_generator): jax.random's threefry, written out in HLO, took longer per step
+    matter). SGLD's bits come from the host per piece, or per step from XLA's own threefry
+    generator (lax.rng_bit_generator): jax.random's threefry, written out in HLO, took longer per step
     than the gradient at d = 1e5 (4.5 against 4 ms for 4 chains; XLA's 0.8), and each of its
     calls compiled a loop of its own (~0.1 s of a task's cold start apiece)."""
     u = ((bits >> 9).astype(jnp.float32) + 0.5) * 2.0**-23  # 23 bits, in (0, 1) exactly
@@ -139,25 +141,22 @@ def sample(post, cfg, key, spec=None) -> Trace:
     def piece(carry, ts, noise, offsets, eps, arrays):
         return jax.lax.scan(lambda c, xs: step(arrays, eps, c, xs), carry, (ts, offsets, noise))
 
-    def draw(state, shape):
-        """(next state, normal noise, batch offsets) from shape[:-1] + (d + 1,) random bits."""
-        state, bits = jax.lax.rng_bit_generator(state, shape, jnp.uint32, algorithm=jax.lax.RandomAlgorithm.RNG_THREE_FRY)
-        return state, _normal(bits[..., :-1]), batches.offsets_from(bits[..., -1])
-
     # ε is an argument, not a constant: a step shrunk below (re-planned) runs the same program
     @jax.jit
-    def run(carry, ts, state, eps, arrays):
-        if not per_step:  # the piece's bits and normals made up front
-            _, noise, offsets = draw(state, (cfg.chains, size, d + 1))
+    def run(carry, ts, bits, eps, arrays):
+        """bits: the piece's (chains, steps, d + 1), or per step the generator's state."""
+        if not per_step:
+            noise, offsets = _normal(bits[..., :-1]), batches.offsets_from(bits[..., -1])
             return jax.vmap(piece, in_axes=(0, None, 0, 0, None, None))(carry, ts, noise, offsets, eps, arrays)
 
         def all_chains(c_state, t):  # each step's, with the chains vectorised inside the step
             c, state = c_state
-            state, noise, offsets = draw(state, (cfg.chains, d + 1))
+            state, bits = jax.lax.rng_bit_generator(state, (cfg.chains, d + 1), jnp.uint32, algorithm=jax.lax.RandomAlgorithm.RNG_THREE_FRY)
+            noise, offsets = _normal(bits[..., :-1]), batches.offsets_from(bits[..., -1])
             c, losses = jax.vmap(lambda c, o, z: step(arrays, eps, c, (t, o, z)))(c, offsets, noise)
             return (c, state), losses
 
-        (carry, _), losses = jax.lax.scan(all_chains, (carry, state), ts)
+        (carry, _), losses = jax.lax.scan(all_chains, (carry, bits), ts)
         return carry, losses.T
 
     carry = (w0, np.ones((cfg.chains, d), post.w_star.dtype))
@@ -170,7 +169,7 @@ def sample(post, cfg, key, spec=None) -> Trace:
         i += 1
         # host-side step numbers: eager jnp ops would each compile a program of their own
         ts = np.arange(i * size, (i + 1) * size, dtype=np.int32)
-        carry, losses = run(carry, ts, _piece_state(key, i), np.asarray(eps, post.w_star.dtype), arrays)
+        carry, losses = run(carry, ts, _piece_bits(key, i, 4 if per_step else (cfg.chains, size, d + 1)), np.asarray(eps, post.w_star.dtype), arrays)
         pieces.append(np.asarray(losses))
         check_finite(pieces[-1], i * size, "lower step_size")
         end = (i + 1) * size
