@@ -12,6 +12,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from lambda_hat.llc.checks import ESS_GOAL, RHAT_MAX
+from lambda_hat.llc.estimator import blocked
+
 # Each sampler's code version, part of its runs' IDs: bump one when a change to its module
 # changes the draws, and exactly the runs of that sampler are recomputed.
 VERSIONS = {"sgld": 11, "hmc": 5, "mclmc": 5, "vi": 4}
@@ -43,10 +46,7 @@ def mixed(kept: np.ndarray, noisy: bool) -> bool:
     least as long as the minibatch statistic's diagnostics use: see estimator.NOISE_SHARE)."""
     import warnings
 
-    import arviz as az
-
-    from lambda_hat.llc.checks import ESS_GOAL, RHAT_MAX
-    from lambda_hat.llc.estimator import blocked
+    import arviz as az  # slow to import: only where auto draws run
 
     x, _ = blocked(kept, noisy, kept.shape[1] // MIXED_DRAWS)
     with warnings.catch_warnings():

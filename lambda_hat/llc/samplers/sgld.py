@@ -164,12 +164,13 @@ def sample(post, cfg, key, spec=None) -> Trace:
     pieces, total, burnin, relax, biases, shrunk = [], None, plan.burnin, plan.relax_steps, [], 0
     # a few checks where they only report (a fixed step) or cost HVPs (above DENSE_MAX_DIM)
     every = max(1, math.ceil(limit / size) // (CHECKS if cfg.step_size == "auto" and d <= calibration.DENSE_MAX_DIM else 4))
+    bits_shape = 4 if per_step else (cfg.chains, size, d + 1)  # the generator's state, or the piece's bits
     i = -1
     while (i + 1) * size < limit:  # the last piece may run past `limit`: those steps are dropped
         i += 1
         # host-side step numbers: eager jnp ops would each compile a program of their own
         ts = np.arange(i * size, (i + 1) * size, dtype=np.int32)
-        carry, losses = run(carry, ts, _piece_bits(key, i, 4 if per_step else (cfg.chains, size, d + 1)), np.asarray(eps, post.w_star.dtype), arrays)
+        carry, losses = run(carry, ts, _piece_bits(key, i, bits_shape), np.asarray(eps, post.w_star.dtype), arrays)
         pieces.append(np.asarray(losses))
         check_finite(pieces[-1], i * size, "lower step_size")
         end = (i + 1) * size
