@@ -327,6 +327,26 @@ def test_curvature_preconditioner_whitens_a_gaussian_exactly(d):
     assert calibration.top_curvature(post, W) == pytest.approx(a.max(), rel=1e-3)
 
 
+def test_gradient_noise_ratio_in_float32_reads_as_its_float64_definition():
+    """κ from float32 per-sample gradients (centred in their own precision, summed in float64)
+    equals the definition computed in float64, also where the gradients share a mean 100× their
+    spread (w* not converged) and the curvature is spread over decades."""
+    from lambda_hat.llc.calibration import _noise_ratio
+
+    rng = np.random.default_rng(0)
+    d = 3000
+    scales = np.logspace(-2, 1, d)
+    G = (rng.standard_normal((256, d)) * scales + 100 * scales).astype(np.float32)
+    top = rng.standard_normal(d)
+    top /= np.linalg.norm(top)
+    theta, weight = np.logspace(-3, 2, 40), np.full(40, d / 40)
+    g = G.astype(np.float64) - G.astype(np.float64).mean(axis=0)
+    trace_ratio = np.mean(np.sum(g**2, axis=1)) / np.sum(weight * theta)
+    top_ratio = np.mean((g @ top) ** 2) / theta.max()
+    assert _noise_ratio(G, top, theta, weight) == pytest.approx(max(trace_ratio, top_ratio), rel=1e-5)
+    assert _noise_ratio(G, top, theta * 1e4, weight) == pytest.approx(max(trace_ratio, top_ratio) / 1e4, rel=1e-5)
+
+
 def test_paired_statistic_makes_ess_and_rhat_see_slow_mixing():
     """A step 100× too small for 2000 steps: the chains have not moved from their dispersed
     starts. The minibatch loss alone would read ESS ≈ draws; the paired statistic reads the truth."""
