@@ -62,6 +62,14 @@ def run_warnings(m: dict, cfg) -> list[dict]:
         else:
             hint = f"; about {need} draws per chain (not {draws}) would reach it"
         warn("ess", f"bulk ESS {m['ess_bulk']:.0f} < {ESS_GOAL}: too few effective draws for a reliable mean and SE{hint}")
+    # auto draws that ran out of budget before the stopping rule passed: ESS and R̂ may clear the
+    # warnings above while a slow mode is unseen (3-layer DLN, HMC at max_draws with ESS 809–983:
+    # the spread over six seeds was ~2× the MCSE each run reported)
+    if cfg.kind in ("hmc", "mclmc") and cfg.draws == "auto" and m["draws"] >= cfg.max_draws and (m["ess_bulk"] < 4 * ESS_GOAL or m["r_hat"] > RHAT_MAX):
+        warn(
+            "unmixed",
+            f"draws: auto kept max_draws = {cfg.max_draws} before bulk ESS reached {4 * ESS_GOAL} with R̂ ≤ {RHAT_MAX} (ESS {m['ess_bulk']:.0f}, R̂ {m['r_hat']:.3f}): the chains mix slowly and the MCSE may understate the error; raise max_draws or chains",
+        )
     if abs(m["wstar_shift"]) > WSTAR_MAX * max(abs(llc), 1.0):
         warn("w_star", f"w* is not a converged minimum: |∇L_n(w*)| = {m['grad_norm']:.2g} shifts λ̂ by about {m['wstar_shift']:.3g}; train longer or polish")
     # measured on a subsample, whose Hessian at the full data's minimum is slightly indefinite:
