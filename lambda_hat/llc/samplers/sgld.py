@@ -164,7 +164,7 @@ def sample(post, cfg, key, spec=None) -> Trace:
     pieces, total, burnin, relax, biases, shrunk = [], None, plan.burnin, plan.relax_steps, [], 0
     # a few checks where they only report (a fixed step) or cost HVPs (above DENSE_MAX_DIM)
     every = max(1, math.ceil(limit / size) // (CHECKS if cfg.step_size == "auto" and d <= calibration.DENSE_MAX_DIM else 4))
-    bits_shape = 4 if per_step else (cfg.chains, size, d + 1)  # the generator's state, or the piece's bits
+    bits_shape = (4,) if per_step else (cfg.chains, size, d + 1)  # the generator's state, or the piece's bits
     i = -1
     while (i + 1) * size < limit:  # the last piece may run past `limit`: those steps are dropped
         i += 1
