@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lambda_hat.llc.checks import ESS_GOAL
+from lambda_hat.llc.checks import ESS_MIXED
 from lambda_hat.llc.data import host_rng
 
 # Up to this d the Hessian is formed exactly (d HVPs), in the one program calibration then
@@ -427,7 +427,7 @@ def sgld_plan(spec: Spectrum, post, cfg, target: float, a_around: float = 0.0, c
     tau_int = float(np.sum(w * tau) / w.sum()) if w.sum() > 0 else tau_slow  # of the λ̂ statistic
     burnin = math.ceil(3 * tau_slow) + (int(3 / (1 - cfg.rmsprop_decay)) if rms else 0)
     # 4×: a bulk ESS of 1 600 keeps R̂ (noise ≈ 1/√ESS per chain) clear of 1.01 by chance
-    draws = max(100, math.ceil(4 * ESS_GOAL * tau_int / cfg.chains))
+    draws = max(100, math.ceil(ESS_MIXED * tau_int / cfg.chains))
     capped = cfg.burnin == "auto" and burnin > cfg.max_steps // 2
     burnin = min(burnin, cfg.max_steps // 2) if cfg.burnin == "auto" else int(cfg.burnin)
     if cfg.draws == "auto":

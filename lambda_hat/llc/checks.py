@@ -15,6 +15,7 @@ import numpy as np
 from lambda_hat.llc.estimator import MIN_BLOCKS, NOISE_SHARE
 
 ESS_GOAL = 400  # bulk ESS below which a run is flagged (SGLD's auto draws aim above it)
+ESS_MIXED = 4 * ESS_GOAL  # auto draws stop here (samplers.mixed): clear of the warning by chance
 RHAT_MAX = 1.01
 BIAS_MAX = 0.02  # predicted relative bias of λ̂ from SGLD's step and minibatch noise
 MALA_MIN = 0.9  # acceptance of the SGLD proposal under full-batch Metropolis–Hastings
@@ -65,10 +66,10 @@ def run_warnings(m: dict, cfg) -> list[dict]:
     # auto draws that ran out of budget before the stopping rule passed: ESS and R̂ may clear the
     # warnings above while a slow mode is unseen (3-layer DLN, HMC at max_draws with ESS 809–983:
     # the spread over six seeds was ~2× the MCSE each run reported)
-    if cfg.kind in ("hmc", "mclmc") and cfg.draws == "auto" and m["draws"] >= cfg.max_draws and (m["ess_bulk"] < 4 * ESS_GOAL or m["r_hat"] > RHAT_MAX):
+    if cfg.kind in ("hmc", "mclmc") and cfg.draws == "auto" and m["draws"] >= cfg.max_draws and (m["ess_bulk"] < ESS_MIXED or m["r_hat"] > RHAT_MAX):
         warn(
             "unmixed",
-            f"draws: auto kept max_draws = {cfg.max_draws} before bulk ESS reached {4 * ESS_GOAL} with R̂ ≤ {RHAT_MAX} (ESS {m['ess_bulk']:.0f}, R̂ {m['r_hat']:.3f}): the chains mix slowly and the MCSE may understate the error; raise max_draws or chains",
+            f"draws: auto kept max_draws = {cfg.max_draws} before bulk ESS reached {ESS_MIXED} with R̂ ≤ {RHAT_MAX} (ESS {m['ess_bulk']:.0f}, R̂ {m['r_hat']:.3f}): the chains mix slowly and the MCSE may understate the error; raise max_draws or chains",
         )
     if abs(m["wstar_shift"]) > WSTAR_MAX * max(abs(llc), 1.0):
         warn("w_star", f"w* is not a converged minimum: |∇L_n(w*)| = {m['grad_norm']:.2g} shifts λ̂ by about {m['wstar_shift']:.3g}; train longer or polish")

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from lambda_hat.llc.checks import ESS_GOAL, RHAT_MAX
+from lambda_hat.llc.checks import ESS_MIXED, RHAT_MAX
 from lambda_hat.llc.estimator import blocked
 
 # Each sampler's code version, part of its runs' IDs: bump one when a change to its module
@@ -51,7 +51,7 @@ def mixed(kept: np.ndarray, noisy: bool) -> bool:
     x, _ = blocked(kept, noisy, kept.shape[1] // MIXED_DRAWS)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return float(az.ess(x, method="bulk")) >= 4 * ESS_GOAL and float(az.rhat(x)) <= RHAT_MAX
+        return float(az.ess(x, method="bulk")) >= ESS_MIXED and float(az.rhat(x)) <= RHAT_MAX
 
 
 def until_mixed(run_piece, burnin: int, draws, piece: int, max_draws: int) -> tuple:
