@@ -22,6 +22,7 @@ step that mode sees (the preconditioner's value on it times the step size).
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass
 
@@ -324,7 +325,7 @@ def _whitened(P, h, n_beta, gamma):
     return half @ (n_beta * 0.5 * (h + h.T) + gamma * np.eye(d)) @ half
 
 
-def bias_at(post, positions, eps: float, P, batch_size, planned: float) -> float:
+def bias_at(post, positions, eps: float, P, batch_size, planned: float, memo: dict | None = None) -> float:
     """Relative bias of λ̂ at step ε predicted from the curvature at `positions` (the chains' own,
     one row each; P as in `precondition`, a diagonal p may hold a row per position), not at w*.
     A singular model's chains wander along its zero set into regions far stiffer than w* (a
@@ -335,7 +336,8 @@ def bias_at(post, positions, eps: float, P, batch_size, planned: float) -> float
     λ̂ = ½ Σ s·c over R's modes, s = 1 − γ·uᵀPu/ã (that mode's share of λ̂), c its variance
     inflation (as in predicted_bias, with the gradient noise κ measured there too); the mean over
     positions (at w* it is `planned`). Above, as if every mode were as much stiffer as the top
-    one (power iteration): `planned` × that ratio."""
+    one (power iteration): `planned` × that ratio; `memo` keeps that top at w* per P across a
+    run's checks (its P is fixed after burn-in)."""
     nb, gamma = post.n_beta, post.gamma
     positions = np.asarray(positions)
     U, p, rest = (None if x is None else np.asarray(x, np.float64) for x in P)
@@ -343,10 +345,13 @@ def bias_at(post, positions, eps: float, P, batch_size, planned: float) -> float
     if post.dim > DENSE_MAX_DIM:
         # one P for every position (a per-chain diagonal: one each), and its top at w* once
         groups = [(positions, P)] if p is None or p.ndim < 2 else [(w[None], (None, jnp.asarray(r), None)) for w, r in zip(positions, rows)]
-        ratio, top = 1.0, 0.0
+        ratio, top, memo = 1.0, 0.0, {} if memo is None else memo
         for ws, Pj in groups:
             a_top = top_curvature(post, jnp.asarray(ws), Pj)
-            ratio, top = max(ratio, a_top / top_curvature(post, jnp.asarray(post.w_star)[None], Pj)), max(top, a_top)
+            key = hashlib.sha1(b"".join(np.asarray(x).tobytes() for x in Pj if x is not None)).digest()
+            if key not in memo:
+                memo[key] = top_curvature(post, jnp.asarray(post.w_star)[None], Pj)
+            ratio, top = max(ratio, a_top / memo[key]), max(top, a_top)
         return float("inf") if eps * top / 4 >= 1 else planned * ratio
 
     H, _, G = _dense_at(post, positions)
@@ -485,10 +490,9 @@ def mala_acceptance(post, positions, eps: float, P, key, grad_full, proposals: i
     Above MALA_SAMPLES points the loss is a subsample's, L_m(w) − (∇L_m(w*) − ∇L_n(w*))·(w − w*):
     the same gradient at w* as L_n (`grad_full`, measured at w*), so the same optimum to first
     order, and curvature within ~1%."""
-    data, shift = post.data, np.zeros(post.w_star.shape, post.w_star.dtype)
-    if data is not None and post.n > MALA_SAMPLES:
+    data, subsampled = post.data, post.data is not None and post.n > MALA_SAMPLES
+    if subsampled:
         data = _subsample(post, MALA_SAMPLES)
-        shift = jax.jit(jax.grad(post.loss))(post.w_star, data) - jnp.asarray(grad_full, post.w_star.dtype)
 
     def log_pi(w, w_star, data, shift):
         return -post.n_beta * (post.loss(w, data) - jnp.dot(shift, w - w_star)) - 0.5 * post.gamma * jnp.sum((w - w_star) ** 2)
@@ -507,15 +511,17 @@ def mala_acceptance(post, positions, eps: float, P, key, grad_full, proposals: i
 
     diagonal = P[0] is None  # a diagonal, per chain
 
-    @jax.jit  # the bookkeeping too: eager, each op would compile a program of its own
-    def mean_acceptance(positions, P, z, *args):
-        W = jnp.repeat(positions, proposals, axis=0)
-        U, p, rest = P
+    # One program, the bookkeeping and the subsample's shift too: eager, each op would compile a
+    # program of its own, and a second jit costs a second compilation on a task's cold start.
+    @jax.jit
+    def mean_acceptance(positions, P, z, w_star, data, grad_full):
+        shift = jax.grad(post.loss)(w_star, data) - grad_full if subsampled else jnp.zeros_like(w_star)
+        rep = lambda a: jnp.repeat(a, proposals, axis=0)  # noqa: E731
         if diagonal:
-            P, axes = (None, jnp.repeat(jnp.broadcast_to(p, positions.shape), proposals, axis=0), None), (None, 0, None)
+            P, axes = (None, rep(jnp.broadcast_to(P[1], positions.shape)), None), (None, 0, None)
         else:
             axes = None
-        return jnp.mean(jax.vmap(one, in_axes=(0, axes, 0, None, None, None))(W, P, z, *args))
+        return jnp.mean(jax.vmap(one, in_axes=(0, axes, 0, None, None, None))(rep(positions), P, z, w_star, data, shift))
 
-    z = host_rng(key).standard_normal((positions.shape[0] * proposals, post.dim))
-    return float(mean_acceptance(positions, P, z.astype(post.w_star.dtype), post.w_star, data, shift))
+    z = host_rng(key).standard_normal((positions.shape[0] * proposals, post.dim)).astype(post.w_star.dtype)
+    return float(mean_acceptance(positions, P, z, post.w_star, data, jnp.asarray(grad_full, post.w_star.dtype)))

@@ -209,6 +209,11 @@ def test_bias_at_the_chains_positions_reads_as_the_plan_at_w_star():
     a_far = (50.0 * (1 + 3 * 0.25 * d) + 1.0) / 51.0
     assert at(np.full((2, d), 0.5), 1e-4) == pytest.approx(0.001 * a_far, rel=1e-3)
     assert at(np.full((2, d), 0.5), 1.0) == float("inf")  # past the step's stability limit there
+    memo = {}  # a run's checks measure the top at w* once per preconditioner
+    for p in (1.0, 1.0, 0.5):
+        b = calibration.bias_at(quartic, np.full((2, d), 0.5), 1e-4, (None, p, None), None, 0.001, memo)
+        assert b == pytest.approx(0.001 * a_far, rel=1e-3)
+    assert len(memo) == 2
 
 
 @pytest.mark.slow

@@ -161,7 +161,7 @@ def sample(post, cfg, key, spec=None) -> Trace:
 
     carry = (w0, np.ones((cfg.chains, d), post.w_star.dtype))
     noisy = post.batch_fraction(cfg.batch_size) < 1  # the recorded statistic carries batch noise
-    pieces, total, burnin, relax, biases, shrunk = [], None, plan.burnin, plan.relax_steps, [], 0
+    pieces, total, burnin, relax, biases, shrunk, memo = [], None, plan.burnin, plan.relax_steps, [], 0, {}
     # a few checks where they only report (a fixed step) or cost HVPs (above DENSE_MAX_DIM)
     every = max(1, math.ceil(limit / size) // (CHECKS if cfg.step_size == "auto" and d <= calibration.DENSE_MAX_DIM else 4))
     bits_shape = (4,) if per_step else (cfg.chains, size, d + 1)  # the generator's state, or the piece's bits
@@ -179,7 +179,7 @@ def sample(post, cfg, key, spec=None) -> Trace:
             # larger. Measured there, a bias over twice the target shrinks the auto step, and the
             # draws so far become burn-in (a few times, while the budget lasts).
             planned = calibration.predicted_bias(spec, post, eps, cfg, curv)
-            b = calibration.bias_at(post, carry[0], eps, rms_P(carry[1]) if rms else P, cfg.batch_size, planned)
+            b = calibration.bias_at(post, carry[0], eps, rms_P(carry[1]) if rms else P, cfg.batch_size, planned, memo)
             if cfg.step_size == "auto" and b > SHRINK_ABOVE * cfg.bias_target and shrunk < MAX_SHRINKS and end < limit // 2:
                 factor = cfg.bias_target / b
                 eps, relax, shrunk, biases = eps * factor, relax / factor, shrunk + 1, []
