@@ -139,6 +139,7 @@ def measure(post, key) -> Spectrum:
         H = np.asarray(H, dtype=np.float64)
         theta, S = np.linalg.eigh(0.5 * (H + H.T))
         weight, top, vectors, vector_theta = np.ones(d), S[:, -1], S, theta
+        shift = _shift(np.asarray(g_full, np.float64), theta, S, post.n_beta, post.gamma)
     else:
         probes = host_rng(key).standard_normal((LANCZOS_PROBES, d))
         Ts, Q = _lanczos(_batched_hvp(post, sub), probes.astype(dt), min(LANCZOS_STEPS, d))
@@ -155,15 +156,25 @@ def measure(post, key) -> Spectrum:
     return Spectrum(theta, weight, kappa, np.asarray(g_full), float(shift), time.time() - t0, vectors, vector_theta)
 
 
+def _shift(g, theta, S, nb, gamma) -> float:
+    """−nβ²gᵀA⁻¹g + ½nβ²uᵀHu, u = A⁻¹g, A = nβH + γ = S diag(a) Sᵀ (a pseudo-inverse where a = 0)."""
+    a = nb * theta + gamma
+    inv = np.divide(1.0, a, out=np.zeros_like(a), where=np.abs(a) > 1e-12 * max(np.abs(a).max(), 1e-300))
+    gs = S.T @ g
+    return float(-(nb**2) * np.sum(inv * gs**2) + 0.5 * nb**2 * np.sum(theta * (inv * gs) ** 2))
+
+
 _PROGRAMS: dict = {}  # _at_w_star's, per (loss, nβ, γ, dense): each one traced and compiled once
 
 
 def _at_w_star(post, dense: bool):
     """One program (each costs a compilation): at w (w*), the full-data gradient g, the Hessian
     on the subsample (if dense), per-sample gradients on NOISE_SAMPLES points (None without
-    data), the second-order shift of E[λ̂] from g: −nβ²gᵀA⁻¹g + ½nβ²uᵀHu, u = A⁻¹g (CG), and the
-    subsample's loss. Where d ≤ DENSE_MAX_DIM the same program serves the chains' starts
-    (`_dense_at`), so calibration compiles one program there, not three."""
+    data), the second-order shift of E[λ̂] from g: −nβ²gᵀA⁻¹g + ½nβ²uᵀHu, u = A⁻¹g (by CG; None
+    if dense: `_shift` solves with the Hessian on the host, where CG's loop compiled 3× longer
+    than the rest of the program), and the subsample's loss. Where d ≤ DENSE_MAX_DIM the same
+    program serves the chains' starts (`_dense_at`), so calibration compiles one program there,
+    not three."""
     key = (post.loss, post.n_beta, post.gamma, dense)
     if key in _PROGRAMS:
         return _PROGRAMS[key]
@@ -174,6 +185,8 @@ def _at_w_star(post, dense: bool):
         g = jax.grad(post.loss)(w, data)
         H = jax.hessian(post.loss)(w, sub) if dense else None
         G = None if noise is None else jax.vmap(lambda xi, yi: jax.grad(post.loss)(w, (xi[None], yi[None])))(*noise)
+        if dense:
+            return g, H, G, None, post.loss(w, sub)
         u, _ = jax.scipy.sparse.linalg.cg(lambda v: nb * hvp(v, w, sub) + gamma * v, g, maxiter=CG_STEPS)
         return g, H, G, -(nb**2) * jnp.dot(g, u) + 0.5 * nb**2 * jnp.dot(u, hvp(u, w, sub)), post.loss(w, sub)
 
