@@ -68,9 +68,10 @@ def _paired(post, batches):
     if (x.shape[0] + 1) * post.dim * 8 > GRAD_PREFIX_BYTES:
         losses = prefix(jax.jit(jax.vmap(one, in_axes=(None, 0, 0)))(post.w_star, x, y))
         return (losses,), lambda arrays, start, w: post.L_star + (arrays[0][start + b] - arrays[0][start]) / b
-    # one program for both (each program costs a compilation on a task's cold start)
-    per_sample = jax.jit(lambda w, x, y: jax.lax.map(lambda xy: jax.value_and_grad(one)(w, *xy), (x, y), batch_size=1024))
-    losses, grads = per_sample(post.w_star, x, y)
+    # One program for both (each costs a compilation on a task's cold start), vectorised whole:
+    # lax.map in batches compiled its body twice (the loop's and the remainder's), 0.12 s
+    # against 0.04 s at d = 100; the output, capped above, bounds what it holds at once.
+    losses, grads = jax.jit(jax.vmap(jax.value_and_grad(one), in_axes=(None, 0, 0)))(post.w_star, x, y)
     losses, grads = prefix(losses), prefix(grads)
 
     def at(arrays, start, w):
