@@ -36,11 +36,10 @@ from lambda_hat.llc.data import host_rng
 # Up to this d the Hessian is formed exactly (d HVPs), in the one program calibration then
 # compiles: cheaper than compiling the Lanczos path's three (at d = 100: 0.2 s of a 1.3 s run).
 DENSE_MAX_DIM = 128
-LANCZOS_STEPS, LANCZOS_PROBES = 12, 3  # above it: 3 probes × 12 Lanczos steps (36 HVPs)
+LANCZOS_STEPS, LANCZOS_PROBES = 12, 3  # above it: 3 probes and g × 12 Lanczos steps (one batch of 4)
 KEEP_RITZ = LANCZOS_STEPS // 2  # Ritz pairs taken as eigenpairs: the top half has converged
 CURVATURE_SAMPLES = 1024  # subsample for Hessian-vector products (the Hessian is a mean)
 NOISE_SAMPLES = 256  # per-sample gradients for the minibatch noise
-CG_STEPS = 20
 # The MALA check's loss: acceptance is set by the curvature, which a mean over this many points
 # measures to about 1%; at n = 6e4 the full-data check took 4 s against 18 s of sampling.
 MALA_SAMPLES = 16384
@@ -88,10 +87,12 @@ def _subsample(post, size):
     return jax.tree.map(lambda a: jnp.asarray(np.asarray(a)[idx]), post.data)
 
 
-def _lanczos(hvp, V0, steps):
+def _lanczos(hvp, V0, steps, free: int = 0):
     """Lanczos from each row of V0 (full reorthogonalisation): per start, the tridiagonal T
     (k × k) and the orthonormal basis Q (k × d) with Q H Qᵀ = T. Only the HVPs run in JAX: the
-    basis work is small, and eager JAX ops on growing shapes would compile at every step."""
+    basis work is small, and eager JAX ops on growing shapes would compile at every step. The
+    last `free` rows may exhaust their Krylov space without stopping the others: from there
+    their basis is zero, and T splits (β = 0) after the block that holds their start."""
     dt = V0.dtype
     V0 = np.asarray(V0, np.float64)
     basis, alphas, betas = [V0 / np.linalg.norm(V0, axis=1, keepdims=True)], [], []
@@ -101,11 +102,12 @@ def _lanczos(hvp, V0, steps):
         Q = np.stack(basis, axis=1)  # (starts, j+1, d)
         for _ in range(2):  # twice is enough
             W = W - np.einsum("pjd,pj->pd", Q, np.einsum("pjd,pd->pj", Q, W))
-        beta = np.linalg.norm(W, axis=1)
-        if j == steps - 1 or beta.min() < 1e-10 * max(1.0, np.abs(alphas[0]).max()):
+        beta, tol = np.linalg.norm(W, axis=1), 1e-10 * max(1.0, np.abs(alphas[0]).max())
+        if j == steps - 1 or beta[: len(beta) - free].min() < tol:
             break
+        beta = np.where(beta < tol, 0.0, beta)
         betas.append(beta)
-        basis.append(W / beta[:, None])
+        basis.append(np.divide(W, beta[:, None], out=np.zeros_like(W), where=beta[:, None] > 0))
     a = np.stack(alphas, 1)
     b = np.stack(betas, 1) if betas else np.zeros((len(a), 0))
     Ts = [np.diag(a[p]) + np.diag(b[p], 1) + np.diag(b[p], -1) for p in range(len(a))]
@@ -138,21 +140,32 @@ def _batched_hvp(post, sub):
 
 
 def measure(post, key) -> Spectrum:
-    """Curvature spectrum, gradient noise and the gradient at w*: a few dozen HVPs on a subsample."""
+    """Curvature spectrum, gradient noise and the gradient at w*: a few dozen HVPs on a subsample.
+    Above DENSE_MAX_DIM the w* shift's A⁻¹g comes from one more Lanczos start, at g (what CG
+    computes, in the HVP program Lanczos runs anyway: CG's loop in the program compiled in 0.3 s
+    at d = 1e4)."""
     import time
 
     t0 = time.time()
     d, dt, w = post.dim, post.w_star.dtype, post.w_star
     sub, dense = _subsample(post, CURVATURE_SAMPLES), d <= DENSE_MAX_DIM
-    g_full, H, G, shift, _ = _at_w_star(post, dense)(w, sub, post.data, _subsample(post, NOISE_SAMPLES))
+    g_full, H, G, _ = _at_w_star(post, dense)(w, sub, post.data, _subsample(post, NOISE_SAMPLES))
+    g = np.asarray(g_full, np.float64)
     if dense:
         H = np.asarray(H, dtype=np.float64)
         theta, S = np.linalg.eigh(0.5 * (H + H.T))
         weight, top, vectors, vector_theta = np.ones(d), S[:, -1], S, theta
-        shift = _shift(np.asarray(g_full, np.float64), theta, S, post.n_beta, post.gamma)
+        shift = _shift(g, theta, S, post.n_beta, post.gamma)
     else:
-        probes = host_rng(key).standard_normal((LANCZOS_PROBES, d))
-        Ts, Q = _lanczos(_batched_hvp(post, sub), probes.astype(dt), min(LANCZOS_STEPS, d))
+        probes, g_norm, shift = host_rng(key).standard_normal((LANCZOS_PROBES, d)), np.linalg.norm(g), 0.0
+        at_g = bool(g_norm > 0 and np.isfinite(g_norm))
+        starts = np.concatenate([probes, g[None]]) if at_g else probes
+        Ts, Q = _lanczos(_batched_hvp(post, sub), starts.astype(dt), min(LANCZOS_STEPS, d), free=int(at_g))
+        if at_g:  # in g's Krylov basis g = |g|e₁: A⁻¹g as CG's iterate after as many steps
+            Tg, Ts, Q = Ts[-1], Ts[:-1], Q[:-1]
+            k = int(np.argmax(np.r_[np.diag(Tg, 1), 0.0] == 0)) + 1  # the block that holds g
+            th, S = np.linalg.eigh(Tg[:k, :k])
+            shift = _shift(np.eye(k)[0] * g_norm, th, S, post.n_beta, post.gamma)
         theta, weight = [], []
         for T in Ts:  # stochastic Lanczos quadrature: Ritz values weighted by e1's share
             th, S = np.linalg.eigh(T)
@@ -163,7 +176,7 @@ def measure(post, key) -> Spectrum:
         top = vectors[:, -1]
         theta, weight = np.concatenate(theta), np.concatenate(weight)
     kappa = _noise_ratio(G, top, theta, weight)
-    return Spectrum(theta, weight, kappa, np.asarray(g_full), float(shift), time.time() - t0, vectors, vector_theta)
+    return Spectrum(theta, weight, kappa, np.asarray(g_full), shift, time.time() - t0, vectors, vector_theta)
 
 
 def _shift(g, theta, S, nb, gamma) -> float:
@@ -178,27 +191,20 @@ _PROGRAMS: dict = {}  # calibration's programs, per target: each one traced and 
 
 
 def _at_w_star(post, dense: bool):
-    """One program (each costs a compilation): at w (w*), the full-data gradient g, the Hessian
+    """One program (each costs a compilation): at w (w*), the full-data gradient, the Hessian
     on the subsample (if dense), per-sample gradients on NOISE_SAMPLES points (None without
-    data), the second-order shift of E[λ̂] from g: −nβ²gᵀA⁻¹g + ½nβ²uᵀHu, u = A⁻¹g (by CG; None
-    if dense: `_shift` solves with the Hessian on the host, where CG's loop compiled 3× longer
-    than the rest of the program), and the subsample's loss. Where d ≤ DENSE_MAX_DIM the same
-    program serves the chains' starts (`_dense_at`), so calibration compiles one program there,
-    not three."""
-    key = (post.loss, post.n_beta, post.gamma, dense)
+    data) and the subsample's loss. Where d ≤ DENSE_MAX_DIM the same program serves the chains'
+    starts (`_dense_at`), so calibration compiles one program there, not three."""
+    key = (post.loss, dense)
     if key in _PROGRAMS:
         return _PROGRAMS[key]
-    nb, gamma, hvp = post.n_beta, post.gamma, _hvp(post)
 
     @jax.jit
     def at(w, sub, data, noise):
         g = jax.grad(post.loss)(w, data)
         H = jax.hessian(post.loss)(w, sub) if dense else None
         G = None if noise is None else jax.vmap(lambda xi, yi: jax.grad(post.loss)(w, (xi[None], yi[None])))(*noise)
-        if dense:
-            return g, H, G, None, post.loss(w, sub)
-        u, _ = jax.scipy.sparse.linalg.cg(lambda v: nb * hvp(v, w, sub) + gamma * v, g, maxiter=CG_STEPS)
-        return g, H, G, -(nb**2) * jnp.dot(g, u) + 0.5 * nb**2 * jnp.dot(u, hvp(u, w, sub)), post.loss(w, sub)
+        return g, H, G, post.loss(w, sub)
 
     _PROGRAMS[key] = at
     return at
@@ -210,7 +216,7 @@ def _dense_at(post, points):
     at, sub, noise = _at_w_star(post, True), _subsample(post, CURVATURE_SAMPLES), _subsample(post, NOISE_SAMPLES)
     # numpy rows: eager JAX indexing would compile a program per op on first use
     out = [at(w, sub, post.data, noise) for w in np.asarray(points)]
-    return np.stack([np.asarray(o[1], np.float64) for o in out]), np.array([float(o[4]) for o in out]), [o[2] for o in out]
+    return np.stack([np.asarray(o[1], np.float64) for o in out]), np.array([float(o[3]) for o in out]), [o[2] for o in out]
 
 
 def _noise_ratio(G, top, theta, weight) -> float:

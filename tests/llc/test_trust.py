@@ -417,6 +417,28 @@ def test_short_training_is_polished_or_flagged():
     assert "w_star" in codes(m) and m["wstar_shift"] < -0.06, (m["wstar_shift"], m["warnings"])
 
 
+def test_w_star_shift_above_the_dense_size_reads_as_the_exact_solve():
+    """Above DENSE_MAX_DIM the shift's A⁻¹g comes from a Lanczos start at g: on an unconverged
+    linear model (d = 160, anisotropic inputs, A positive definite) it is the dense solve's, and
+    at an exact minimum (g = 0) it is 0 while the spectrum is still measured."""
+    from lambda_hat.llc import calibration
+
+    post, _ = target((16, 10), 1000, "gauss_aniso", steps=30, polish=0)
+    assert post.dim > calibration.DENSE_MAX_DIM
+    sub = calibration._subsample(post, calibration.CURVATURE_SAMPLES)
+    H = np.asarray(jax.hessian(post.loss)(post.w_star, sub), np.float64)
+    theta, S = np.linalg.eigh(0.5 * (H + H.T))
+    g = np.asarray(jax.grad(post.loss)(post.w_star, post.data), np.float64)
+    exact = calibration._shift(g, theta, S, post.n_beta, post.gamma)
+    spec = calibration.measure(post, jax.random.PRNGKey(0))
+    assert abs(exact) > 100 and spec.wstar_shift == pytest.approx(exact, rel=1e-3)
+    d = calibration.DENSE_MAX_DIM + 16
+    curv = jnp.linspace(0.5, 2.0, d)
+    quad = Posterior(jnp.zeros(d), 1000, 100.0, 1.0, lambda w, b: 0.5 * jnp.sum(curv * w**2), None, 0.0)
+    spec = calibration.measure(quad, jax.random.PRNGKey(0))
+    assert spec.wstar_shift == 0.0 and spec.theta.max() == pytest.approx(2.0, rel=0.02)  # Ritz values, 12 steps
+
+
 @pytest.mark.parametrize("name", ["sgld", "hmc", "mclmc"])
 def test_normal_crossing_against_its_finite_n_value(name):
     """K(w) = w1²·w2²: λ = 1/2 asymptotically, but 0.361 at n = 1e3, γ = 1 (quadrature)."""
