@@ -63,8 +63,10 @@ class Spectrum:
         return float(np.linalg.norm(self.grad))
 
     def modes(self, n_beta, gamma):
-        a = n_beta * np.clip(self.theta, 0, None) + gamma
-        share = n_beta * np.clip(self.theta, 0, None) / a  # each mode's contribution to λ̂ (×½)
+        h = n_beta * np.clip(self.theta, 0, None)
+        a = h + gamma
+        # each mode's contribution to λ̂ (×½); a flat mode without a localiser (γ = 0) carries none
+        share = np.divide(h, a, out=np.zeros_like(a), where=a > 0)
         return a, share
 
     def a_slow(self, n_beta, gamma) -> float:
@@ -279,7 +281,7 @@ class Curvature:
         return self.U, self.p, jnp.asarray(self.rest, self.p.dtype)
 
     def scale(self, a: np.ndarray) -> np.ndarray:
-        return np.where(a >= self.cut, 1.0 / a, self.rest)
+        return np.where(a >= self.cut, 1.0 / np.maximum(a, self.cut), self.rest)
 
 
 def curvature_precond(spec: Spectrum, post, starts) -> Curvature:
@@ -447,18 +449,21 @@ def sgld_plan(spec: Spectrum, post, cfg, target: float, a_around: float = 0.0, c
             lo, hi = (mid, hi) if predicted_bias(spec, post, math.exp(mid), cfg, curv) <= target else (lo, mid)
         eps = math.exp(lo)
         V = (a_around or post.gamma) * (1 + _minibatch_factor(post, cfg.batch_size) * spec.kappa)
-        eps = min(eps, 4 * target / (math.sqrt(V) if rms else V))  # the same bound for that mode
+        if V > 0:  # the same bound for that mode (none without data, γ or a measurement)
+            eps = min(eps, 4 * target / (math.sqrt(V) if rms else V))
     else:
         eps = float(cfg.step_size)
     bias = predicted_bias(spec, post, eps, cfg, curv)
 
     a, share = spec.modes(post.n_beta, post.gamma)
     e = eps * _step_scale(spec, post, cfg, curv)
-    tau = 2.0 / (e * a)  # w ← (1 − εa/2)w + noise: relaxation time of each mode, in steps
+    # w ← (1 − εa/2)w + noise: relaxation time of each mode, in steps (a flat one, γ = 0: never)
+    tau = np.divide(2.0, e * a, out=np.full_like(a, np.inf), where=e * a > 0)
     carrying = share >= 0.5  # modes that carry λ̂ (nβh ≥ γ); flat ones are left to R̂
     tau_slow = float(tau[carrying].max()) if carrying.any() else float(tau.max())
     w = spec.weight * share
-    tau_int = float(np.sum(w * tau) / w.sum()) if w.sum() > 0 else tau_slow  # of the λ̂ statistic
+    on = w > 0  # modes that carry none (flat, γ = 0: an infinite τ) do not enter
+    tau_int = float(np.sum(w[on] * tau[on]) / w.sum()) if w.sum() > 0 else tau_slow  # of the λ̂ statistic
     burnin = math.ceil(3 * tau_slow) + (int(3 / (1 - cfg.rmsprop_decay)) if rms else 0)
     # 4×: a bulk ESS of 1 600 keeps R̂ (noise ≈ 1/√ESS per chain) clear of 1.01 by chance
     draws = max(100, math.ceil(ESS_MIXED * tau_int / cfg.chains))

@@ -439,6 +439,19 @@ def test_w_star_shift_above_the_dense_size_reads_as_the_exact_solve():
     assert spec.wstar_shift == 0.0 and spec.theta.max() == pytest.approx(2.0, rel=0.02)  # Ritz values, 12 steps
 
 
+def test_flat_modes_without_a_localiser_carry_no_share_and_the_plan_stays_finite():
+    """γ = 0 with exactly flat directions (0/0 shares): the quadratic estimate counts the curved
+    modes only, and SGLD's plan (relaxation times, draws) is finite; it once raised on NaN."""
+    from lambda_hat.llc import calibration
+
+    curv = jnp.array([0.0, 0.0, 1.0, 2.0, 4.0])
+    post = Posterior(jnp.zeros(5), 1000, 100.0, 0.0, lambda w, b: 0.5 * jnp.sum(curv * w**2), None, 0.0)
+    spec = calibration.measure(post, jax.random.PRNGKey(0))
+    assert spec.llc_estimate(post.n_beta, post.gamma) == pytest.approx(1.5)
+    plan = calibration.sgld_plan(spec, post, preset("sgld"), 0.01)
+    assert 0 < plan.step_size and 100 <= plan.draws <= plan.max_draws and np.isfinite(plan.predicted_bias), plan
+
+
 @pytest.mark.parametrize("name", ["sgld", "hmc", "mclmc"])
 def test_normal_crossing_against_its_finite_n_value(name):
     """K(w) = w1²·w2²: λ = 1/2 asymptotically, but 0.361 at n = 1e3, γ = 1 (quadrature)."""
