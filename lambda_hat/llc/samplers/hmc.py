@@ -22,8 +22,10 @@ def sample(post, cfg, key, spec=None) -> Trace:
     L = cfg.num_integration_steps
     k_warm, k_run, k_len = jax.random.split(key, 3)
 
+    # keys are arguments, like the data: as constants they made each seed's program another
+    # one, which JAX's persistent cache could not serve (1.3 s of compilation a run at d = 12)
     @jax.jit
-    def adapt(keys, w0, data, w_star):
+    def adapt(keys, w0, data, w_star, k_len):
         logdensity = post.logdensity_over(data, w_star)
 
         def chain(key, w0):
@@ -37,7 +39,7 @@ def sample(post, cfg, key, spec=None) -> Trace:
 
     # the step size and mass matrix are arguments: each piece of an auto run is the same program
     @functools.partial(jax.jit, static_argnames="steps")
-    def run(states, eps, inv_mass, i, data, w_star, steps):
+    def run(states, eps, inv_mass, i, data, w_star, k_run, steps):
         logdensity = post.logdensity_over(data, w_star)
 
         def chain(state, eps, inv_mass, key):
@@ -56,11 +58,11 @@ def sample(post, cfg, key, spec=None) -> Trace:
 
         return jax.vmap(chain)(states, eps, inv_mass, jax.random.split(k_run, cfg.chains))
 
-    states, eps, inv_mass = adapt(jax.random.split(k_warm, cfg.chains), starts(post, spec, key, cfg.chains), post.data, post.w_star)
+    states, eps, inv_mass = adapt(jax.random.split(k_warm, cfg.chains), starts(post, spec, key, cfg.chains), post.data, post.w_star, k_len)
 
     def piece(i, steps):
         nonlocal states
-        states, out = run(states, eps, inv_mass, i, post.data, post.w_star, steps=steps)
+        states, out = run(states, eps, inv_mass, i, post.data, post.w_star, k_run, steps=steps)
         return out
 
     loss, acc, div, energy, leapfrogs = until_mixed(piece, cfg.burnin, cfg.draws, cfg.AUTO_PIECE, cfg.max_draws)

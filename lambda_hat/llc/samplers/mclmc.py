@@ -19,8 +19,8 @@ GRADS_PER_STEP = 2  # isokinetic McLachlan: two force evaluations per step (the 
 def sample(post, cfg, key, spec=None) -> Trace:
     k_init, k_tune, k_run = jax.random.split(key, 3)
 
-    @jax.jit
-    def tune(w0, data, w_star):
+    @jax.jit  # keys as arguments: as constants, each seed's program was another (see hmc.py)
+    def tune(w0, data, w_star, k_init, k_tune):
         logdensity = post.logdensity_over(data, w_star)
 
         def chain(k_init, k_tune, w0):
@@ -43,7 +43,7 @@ def sample(post, cfg, key, spec=None) -> Trace:
 
     # L, ε and the mass matrix are arguments: each piece of an auto run is the same program
     @functools.partial(jax.jit, static_argnames="steps")
-    def run(states, L, eps, inv_mass, i, data, w_star, steps):
+    def run(states, L, eps, inv_mass, i, data, w_star, k_run, steps):
         logdensity = post.logdensity_over(data, w_star)
 
         def chain(state, L, eps, inv_mass, key):
@@ -57,11 +57,11 @@ def sample(post, cfg, key, spec=None) -> Trace:
 
         return jax.vmap(chain)(states, L, eps, inv_mass, jax.random.split(k_run, cfg.chains))
 
-    states, L, eps, inv_mass, n_tune = tune(starts(post, spec, key, cfg.chains), post.data, post.w_star)
+    states, L, eps, inv_mass, n_tune = tune(starts(post, spec, key, cfg.chains), post.data, post.w_star, k_init, k_tune)
 
     def piece(i, steps):
         nonlocal states
-        states, out = run(states, L, eps, inv_mass, i, post.data, post.w_star, steps=steps)
+        states, out = run(states, L, eps, inv_mass, i, post.data, post.w_star, k_run, steps=steps)
         return out
 
     loss, de = until_mixed(piece, cfg.burnin, cfg.draws, cfg.AUTO_PIECE, cfg.max_draws)

@@ -1,0 +1,52 @@
+"""Runs that differ only in seed load every compiled program from JAX's persistent cache (the
+store's .jax-cache): no seed-dependent constant (a PRNG key closed over) may make a program
+another one. HMC's and MCLMC's did, and recompiled 1.2–2.8 s a run."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = r"""
+import json, sys
+from pathlib import Path
+import jax
+jax.config.update("jax_enable_x64", True)
+jax.config.update("jax_compilation_cache_dir", sys.argv[1])
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+import numpy as np, jax.numpy as jnp, yaml
+from lambda_hat.engine.typed import build
+from lambda_hat.llc.config import SAMPLER_KINDS
+from lambda_hat.llc.posterior import Posterior, n_beta
+from lambda_hat.llc.sampling import estimate
+
+PRESETS = Path(sys.argv[2])
+rng = np.random.default_rng(0)
+x = rng.standard_normal((500, 4))
+y = x @ rng.standard_normal((4, 3)) + rng.standard_normal((500, 3))
+loss = lambda w, b: 0.5 * jnp.mean(jnp.sum((b[1] - b[0] @ w.reshape(4, 3)) ** 2, -1))
+w = jnp.asarray(np.linalg.lstsq(x, y, rcond=None)[0].ravel())
+data = (jnp.asarray(x), jnp.asarray(y))
+post = Posterior(w, 500, n_beta(500, 1.0), 1.0, loss, data, float(loss(w, data)))
+model = {"kind": "dln", "widths": [4, 3], "rank": 3}
+short = {"hmc": {"warmup": 20, "draws": 20}, "mclmc": {"draws": 50}, "sgld": {"draws": 200}, "vi_meanfield": {"steps": 100, "draws": 50}}
+new = {}
+for name, over in short.items():
+    for seed in (0, 1):
+        before = set(Path(sys.argv[1]).iterdir())
+        cfg = {**yaml.safe_load((PRESETS / f"{name}.yaml").read_text()), **over, "seed": seed}
+        estimate(post, build(SAMPLER_KINDS[cfg["kind"]], cfg, name), model)
+        if seed:
+            new[name] = sorted(p.name for p in set(Path(sys.argv[1]).iterdir()) - before)
+print(json.dumps(new))
+"""
+
+
+def test_a_second_seed_compiles_nothing(tmp_path):
+    presets = Path(__file__).resolve().parents[2] / "lambda_hat" / "llc" / "presets" / "sampler"
+    (tmp_path / "cache").mkdir()
+    r = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path / "cache"), str(presets)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    new = json.loads(r.stdout.strip().splitlines()[-1])
+    assert set(new) == {"hmc", "mclmc", "sgld", "vi_meanfield"}
+    assert all(not files for files in new.values()), new
