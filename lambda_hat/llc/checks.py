@@ -71,7 +71,9 @@ def run_warnings(m: dict, cfg) -> list[dict]:
             "unmixed",
             f"draws: auto kept max_draws = {cfg.max_draws} before bulk ESS reached {ESS_MIXED} with R̂ ≤ {RHAT_MAX} (ESS {m['ess_bulk']:.0f}, R̂ {m['r_hat']:.3f}): the chains mix slowly and the MCSE may understate the error; raise max_draws or chains",
         )
-    if abs(m["wstar_shift"]) > WSTAR_MAX * max(abs(llc), 1.0):
+    # a non-finite gradient (a kink or pole at w* in a user's own model) makes the shift NaN,
+    # which no comparison would flag
+    if not math.isfinite(m["grad_norm"]) or abs(m["wstar_shift"]) > WSTAR_MAX * max(abs(llc), 1.0):
         warn("w_star", f"w* is not a converged minimum: |∇L_n(w*)| = {m['grad_norm']:.2g} shifts λ̂ by about {m['wstar_shift']:.3g}; train longer or polish")
     # measured on a subsample, whose Hessian at the full data's minimum is slightly indefinite:
     # only a clearly negative curvature counts

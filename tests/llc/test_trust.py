@@ -467,13 +467,16 @@ def test_normal_crossing_against_its_finite_n_value(name):
     check(m, truth, 0.05)
 
 
+HEALTHY_HMC = {"r_hat": 1.005, "ess_bulk": 900.0, "llc_mean": 7.9, "llc_sem": 0.09, "wstar_shift": 0.0, "grad_norm": 0.0,
+               "n_beta": 145.0, "gamma": 1.0, "min_curvature": 1.0, "max_curvature": 2.0, "divergences": 0,
+               "acceptance_rate": 0.99, "ebfmi": 1.0, "energy_var": 1e-6}  # fmt: skip  # metrics no check flags
+
+
 def test_auto_draws_that_run_out_of_budget_unmixed_are_flagged():
     """HMC/MCLMC `draws: auto` stopped by max_draws short of the stopping rule's ESS and R̂ is
     flagged even where ESS ≥ 400 and R̂ ≤ 1.01 clear the other checks; stopped by the rule, or
     with a number of draws, it is not."""
-    base = {"r_hat": 1.005, "ess_bulk": 900.0, "llc_mean": 7.9, "llc_sem": 0.09, "wstar_shift": 0.0, "grad_norm": 0.0,
-            "n_beta": 145.0, "gamma": 1.0, "min_curvature": 1.0, "max_curvature": 2.0, "divergences": 0,
-            "acceptance_rate": 0.99, "ebfmi": 1.0, "energy_var": 1e-6}  # fmt: skip
+    base = HEALTHY_HMC
     for name in ("hmc", "mclmc"):
         cfg = preset(name)
         assert cfg.draws == "auto"
@@ -483,6 +486,14 @@ def test_auto_draws_that_run_out_of_budget_unmixed_are_flagged():
         assert "unmixed" not in found(draws=cfg.max_draws, ess_bulk=2000.0)  # the rule passed on the last piece
         assert not found(draws=cfg.max_draws // 2)  # stopped when mixed
         assert "unmixed" not in found(draws=1000) and not {w["code"] for w in run_warnings({**base, "draws": 1000}, preset(name, draws=1000))}
+
+
+def test_a_non_finite_gradient_at_w_star_is_flagged():
+    """A kink or pole at w* (a user's own model) makes the gradient and the shift NaN, which no
+    threshold comparison catches: flagged w_star."""
+    m = {**HEALTHY_HMC, "draws": 1000, "grad_norm": float("nan"), "wstar_shift": float("nan")}
+    assert {w["code"] for w in run_warnings(m, preset("hmc", draws=1000))} == {"w_star"}
+    assert not run_warnings({**HEALTHY_HMC, "draws": 1000}, preset("hmc", draws=1000))
 
 
 def test_vi_pareto_threshold_follows_draws():
