@@ -14,13 +14,12 @@ import jax
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_compilation_cache_dir", sys.argv[1])
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
-import numpy as np, jax.numpy as jnp, yaml
-from lambda_hat.engine.typed import build
-from lambda_hat.llc.config import SAMPLER_KINDS
+import numpy as np, jax.numpy as jnp
+sys.path.insert(0, sys.argv[2])
+from test_trust import preset
 from lambda_hat.llc.posterior import Posterior, n_beta
 from lambda_hat.llc.sampling import estimate
 
-PRESETS = Path(sys.argv[2])
 rng = np.random.default_rng(0)
 x = rng.standard_normal((500, 4))
 y = x @ rng.standard_normal((4, 3)) + rng.standard_normal((500, 3))
@@ -34,8 +33,7 @@ new = {}
 for name, over in short.items():
     for seed in (0, 1):
         before = set(Path(sys.argv[1]).iterdir())
-        cfg = {**yaml.safe_load((PRESETS / f"{name}.yaml").read_text()), **over, "seed": seed}
-        estimate(post, build(SAMPLER_KINDS[cfg["kind"]], cfg, name), model)
+        estimate(post, preset(name, **over, seed=seed), model)
         if seed:
             new[name] = sorted(p.name for p in set(Path(sys.argv[1]).iterdir()) - before)
 print(json.dumps(new))
@@ -43,9 +41,8 @@ print(json.dumps(new))
 
 
 def test_a_second_seed_compiles_nothing(tmp_path):
-    presets = Path(__file__).resolve().parents[2] / "lambda_hat" / "llc" / "presets" / "sampler"
     (tmp_path / "cache").mkdir()
-    r = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path / "cache"), str(presets)], capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path / "cache"), str(Path(__file__).parent)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-3000:]
     new = json.loads(r.stdout.strip().splitlines()[-1])
     assert set(new) == {"hmc", "mclmc", "sgld", "vi_meanfield"}
