@@ -97,23 +97,26 @@ def _lanczos(hvp, V0, steps, free: int = 0):
     their basis is zero, and T splits (β = 0) after the block that holds their start."""
     dt = V0.dtype
     V0 = np.asarray(V0, np.float64)
-    basis, alphas, betas = [V0 / np.linalg.norm(V0, axis=1, keepdims=True)], [], []
+    # the basis in one preallocated array, projected by matmul (BLAS): restacked and projected
+    # by einsum at every step, it cost 0.35 s of a task at d = 1e5
+    Q = np.zeros((V0.shape[0], steps, V0.shape[1]))
+    Q[:, 0] = V0 / np.linalg.norm(V0, axis=1, keepdims=True)
+    alphas, betas = [], []
     for j in range(steps):
-        W = np.asarray(hvp(jnp.asarray(basis[-1], dt)), np.float64)
-        alphas.append(np.sum(W * basis[-1], axis=1))
-        Q = np.stack(basis, axis=1)  # (starts, j+1, d)
+        W = np.asarray(hvp(jnp.asarray(Q[:, j], dt)), np.float64)
+        alphas.append(np.sum(W * Q[:, j], axis=1))
         for _ in range(2):  # twice is enough
-            W = W - np.einsum("pjd,pj->pd", Q, np.einsum("pjd,pd->pj", Q, W))
+            W = W - np.matmul(np.matmul(Q[:, : j + 1], W[:, :, None])[:, None, :, 0], Q[:, : j + 1])[:, 0]
         beta, tol = np.linalg.norm(W, axis=1), 1e-10 * max(1.0, np.abs(alphas[0]).max())
         if j == steps - 1 or beta[: len(beta) - free].min() < tol:
             break
         beta = np.where(beta < tol, 0.0, beta)
         betas.append(beta)
-        basis.append(np.divide(W, beta[:, None], out=np.zeros_like(W), where=beta[:, None] > 0))
+        Q[:, j + 1] = np.divide(W, beta[:, None], out=np.zeros_like(W), where=beta[:, None] > 0)
     a = np.stack(alphas, 1)
     b = np.stack(betas, 1) if betas else np.zeros((len(a), 0))
     Ts = [np.diag(a[p]) + np.diag(b[p], 1) + np.diag(b[p], -1) for p in range(len(a))]
-    return Ts, np.stack(basis, 1)
+    return Ts, Q[:, : len(alphas)]
 
 
 def _hvp(post):
