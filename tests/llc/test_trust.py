@@ -279,20 +279,21 @@ def test_full_batch_auto_draws_run_pieces_until_mixed_or_the_budget():
 
 
 def test_mala_check_on_a_subsample_reads_as_on_the_full_data(monkeypatch):
-    """Above MALA_SAMPLES points the step check runs on a subsample with the full data's gradient
-    at w*: its acceptance matches the full data's at every step size, on both sides of the flag."""
+    """Above MALA_SAMPLES points (and DENSE_MAX_DIM parameters) the step check runs on a subsample
+    with the full data's gradient at w*: its acceptance matches the full data's at every step
+    size, on both sides of the flag."""
     from lambda_hat.llc import calibration
     from lambda_hat.llc.checks import MALA_MIN
 
-    n, rng = 40_000, np.random.default_rng(0)
-    x = rng.standard_normal((n, 4)) * np.array([1.0, 0.5, 2.0, 1.0])
-    y = x @ rng.standard_normal((3, 4)).T + rng.standard_normal((n, 3))
+    n, k, rng = 40_000, 12, np.random.default_rng(0)
+    x = rng.standard_normal((n, k)) * np.linspace(0.5, 2.0, k)
+    y = x @ rng.standard_normal((k, k)).T + rng.standard_normal((n, k))
     w_star = np.linalg.lstsq(x, y, rcond=None)[0].T.ravel()
-    loss = lambda w, b: 0.5 * jnp.mean(jnp.sum((b[1] - b[0] @ w.reshape(3, 4).T) ** 2, -1))  # noqa: E731
+    loss = lambda w, b: 0.5 * jnp.mean(jnp.sum((b[1] - b[0] @ w.reshape(k, k).T) ** 2, -1))  # noqa: E731
     post = Posterior(jnp.asarray(w_star), n, n_beta(n, 1.0), 1.0, loss, (jnp.asarray(x), jnp.asarray(y)), float(loss(w_star, (x, y))))
-    A = post.n_beta * np.kron(np.eye(3), x.T @ x / n) + np.eye(12)
-    draws = jnp.asarray(w_star + rng.standard_normal((64, 12)) @ np.linalg.cholesky(np.linalg.inv(A)).T)  # exact posterior draws
-    assert n > calibration.MALA_SAMPLES
+    A = post.n_beta * np.kron(np.eye(k), x.T @ x / n) + np.eye(k * k)
+    draws = jnp.asarray(w_star + rng.standard_normal((64, k * k)) @ np.linalg.cholesky(np.linalg.inv(A)).T)  # exact posterior draws
+    assert n > calibration.MALA_SAMPLES and k * k > calibration.DENSE_MAX_DIM
     g = jax.grad(loss)(post.w_star, post.data)
     accept = {}
     for c in (0.3, 1.0, 2.0):
@@ -304,6 +305,33 @@ def test_mala_check_on_a_subsample_reads_as_on_the_full_data(monkeypatch):
         assert sub == pytest.approx(full, abs=0.02), (c, sub, full)  # observed within 0.006
         accept[c] = sub
     assert accept[0.3] > MALA_MIN > accept[2.0]
+
+
+def test_mala_check_on_the_host_reads_as_its_program(monkeypatch):
+    """Up to DENSE_MAX_DIM the check runs on the host from measure's program: the same acceptance
+    as the jitted check on the full data, under each form of preconditioner and step size."""
+    from lambda_hat.llc import calibration
+
+    n, rng = 3000, np.random.default_rng(0)
+    x = rng.standard_normal((n, 6)) * np.linspace(0.5, 2.0, 6)
+    y = x @ rng.standard_normal((5, 6)).T + rng.standard_normal((n, 5))
+    w_star = np.linalg.lstsq(x, y, rcond=None)[0].T.ravel()
+    loss = lambda w, b: 0.5 * jnp.mean(jnp.sum((b[1] - b[0] @ w.reshape(5, 6).T) ** 2, -1))  # noqa: E731
+    post = Posterior(jnp.asarray(w_star), n, n_beta(n, 1.0), 1.0, loss, (jnp.asarray(x), jnp.asarray(y)), float(loss(w_star, (x, y))))
+    A = post.n_beta * np.kron(np.eye(5), x.T @ x / n) + np.eye(30)
+    a, S = np.linalg.eigh(A)
+    draws = jnp.asarray(w_star + rng.standard_normal((8, 30)) @ np.linalg.cholesky(np.linalg.inv(A)).T)
+    g, key = jax.grad(loss)(post.w_star, post.data), jax.random.PRNGKey(1)
+    per_chain = np.abs(rng.standard_normal((8, 30))) / np.diag(A)
+    for P in ((None, 1.0, None), (None, jnp.asarray(per_chain), None), (jnp.asarray(S[:, -3:]), jnp.asarray(1 / a[-3:]), jnp.asarray(1 / a[-4]))):
+        for c in (0.3, 2.0):
+            eps = c / (a.max() if P[0] is None and np.ndim(P[1]) == 0 else 1.0)
+            host = calibration.mala_acceptance(post, draws, eps, P, key, g)
+            with monkeypatch.context() as mp:
+                mp.setattr(calibration, "DENSE_MAX_DIM", 0)
+                program = calibration.mala_acceptance(post, draws, eps, P, key, g)
+            assert host == pytest.approx(program, abs=1e-9) and 0 < host <= 1, (P[0] is None, c, host, program)
+    assert calibration.mala_acceptance(post, draws, 2.0 / a.max(), (None, 1.0, None), key, g) < 0.9  # one the check flags
 
 
 @pytest.mark.parametrize("d", [6, 144])  # the top curvature exactly, and by power iteration (d > DENSE_MAX_DIM)
