@@ -12,7 +12,8 @@ to the curvature, and the predicted λ̂ shift from a non-zero gradient at w*. F
 - `bias_at` predicts the same bias from the curvature at the chains' positions during the run
   (SGLD shrinks its auto step where it is over twice the target);
 - `mala_acceptance` is the empirical check of the step: the Metropolis acceptance of the SGLD
-  proposal with the full-batch loss and gradient (over at most MALA_SAMPLES points).
+  proposal with the full-batch loss and gradient (above DENSE_MAX_DIM parameters, over at most
+  MALA_SAMPLES points).
 
 Per mode with curvature h (a = nβh + γ), minibatch size b and per-sample gradient variance
 c ≈ κh along it, SGLD's stationary variance is inflated by
