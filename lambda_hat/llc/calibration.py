@@ -538,13 +538,24 @@ def mala_acceptance(post, positions, eps: float, P, key, grad_full, proposals: i
     data, subsampled = post.data, post.data is not None and post.n > MALA_SAMPLES
     if subsampled:
         data = _subsample(post, MALA_SAMPLES)
+    prog = ("mala", post.loss, post.n_beta, post.gamma, subsampled, P[0] is None, proposals)  # what it closes over
+    if prog not in _PROGRAMS:
+        _PROGRAMS[prog] = _mala_program(post, subsampled, P[0] is None, proposals)
+    dt = post.w_star.dtype
+    return float(_PROGRAMS[prog](positions, P, z, post.w_star, data, jnp.asarray(grad_full, dt), np.asarray(eps, dt)))
+
+
+def _mala_program(post, subsampled: bool, diagonal: bool, proposals: int):
+    """mala_acceptance's one program, the bookkeeping and the subsample's shift too (eager, each
+    op would compile a program of its own). ε is an argument: as a constant, every step size
+    (another seed's, a shrunk one) was another program, missing the persistent cache."""
 
     def log_pi(w, w_star, data, shift):
         return -post.n_beta * (post.loss(w, data) - jnp.dot(shift, w - w_star)) - 0.5 * post.gamma * jnp.sum((w - w_star) ** 2)
 
     grad_lp = jax.value_and_grad(log_pi)
 
-    def one(w, P, z, *args):
+    def one(w, P, z, eps, *args):
         lp, g = grad_lp(w, *args)
         w2 = w + langevin_move(P, 0.5 * eps * g, jnp.sqrt(eps) * z)  # SGLD's own move, full batch
         lp2, g2 = grad_lp(w2, *args)
@@ -554,21 +565,17 @@ def mala_acceptance(post, positions, eps: float, P, key, grad_full, proposals: i
         log_a = lp2 - lp + log_q_bwd - log_q_fwd
         return jnp.where(jnp.isfinite(log_a), jnp.minimum(1.0, jnp.exp(jnp.minimum(log_a, 0.0))), 0.0)
 
-    diagonal = P[0] is None  # a diagonal, per chain
-
-    # One program, the bookkeeping and the subsample's shift too: eager, each op would compile a
-    # program of its own, and a second jit costs a second compilation on a task's cold start.
     @jax.jit
-    def mean_acceptance(positions, P, z, w_star, data, grad_full):
+    def mean_acceptance(positions, P, z, w_star, data, grad_full, eps):
         shift = jax.grad(post.loss)(w_star, data) - grad_full if subsampled else jnp.zeros_like(w_star)
         rep = lambda a: jnp.repeat(a, proposals, axis=0)  # noqa: E731
-        if diagonal:
+        if diagonal:  # a diagonal, per chain
             P, axes = (None, rep(jnp.broadcast_to(P[1], positions.shape)), None), (None, 0, None)
         else:
             axes = None
-        return jnp.mean(jax.vmap(one, in_axes=(0, axes, 0, None, None, None))(rep(positions), P, z, w_star, data, shift))
+        return jnp.mean(jax.vmap(one, in_axes=(0, axes, 0, None, None, None, None))(rep(positions), P, z, eps, w_star, data, shift))
 
-    return float(mean_acceptance(positions, P, z, post.w_star, data, jnp.asarray(grad_full, post.w_star.dtype)))
+    return mean_acceptance
 
 
 def _dense_mala(post, positions, eps, P, z, proposals) -> float:
