@@ -545,6 +545,13 @@ def mala_acceptance(post, positions, eps: float, P, key, grad_full, proposals: i
     return float(_PROGRAMS[prog](positions, P, z, post.w_star, data, jnp.asarray(grad_full, dt), np.asarray(eps, dt)))
 
 
+def _log_ratio(w, w2, z, lp, lp2, g2, P, eps):
+    """log of the Metropolis–Hastings ratio of the SGLD proposal w → w2 (noise z), its reverse
+    proposal's mean w2 + ½εP∇log π(w2): for one point (JAX) or rows (numpy) alike."""
+    r = w - (w2 + 0.5 * eps * precondition(P, g2))
+    return lp2 - lp - (r * precondition(P, r, -1.0)).sum(-1) / (2 * eps) + 0.5 * (z**2).sum(-1)
+
+
 def _mala_program(post, subsampled: bool, diagonal: bool, proposals: int):
     """mala_acceptance's one program, the bookkeeping and the subsample's shift too (eager, each
     op would compile a program of its own). ε is an argument: as a constant, every step size
@@ -559,11 +566,8 @@ def _mala_program(post, subsampled: bool, diagonal: bool, proposals: int):
         lp, g = grad_lp(w, *args)
         w2 = w + langevin_move(P, 0.5 * eps * g, jnp.sqrt(eps) * z)  # SGLD's own move, full batch
         lp2, g2 = grad_lp(w2, *args)
-        back = w2 + 0.5 * eps * precondition(P, g2)
-        log_q_fwd = -0.5 * jnp.sum(z**2)
-        log_q_bwd = -jnp.dot(w - back, precondition(P, w - back, -1.0)) / (2 * eps)
-        log_a = lp2 - lp + log_q_bwd - log_q_fwd
-        return jnp.where(jnp.isfinite(log_a), jnp.minimum(1.0, jnp.exp(jnp.minimum(log_a, 0.0))), 0.0)
+        log_a = _log_ratio(w, w2, z, lp, lp2, g2, P, eps)
+        return jnp.where(jnp.isfinite(log_a), jnp.exp(jnp.minimum(log_a, 0.0)), 0.0)
 
     @jax.jit
     def mean_acceptance(positions, P, z, w_star, data, grad_full, eps):
@@ -595,7 +599,6 @@ def _dense_mala(post, positions, eps, P, z, proposals) -> float:
     lp, g = log_pi(w)
     w2 = w + precondition(P, 0.5 * eps * g) + precondition(P, np.sqrt(eps) * z, 0.5)  # SGLD's own move, full batch
     lp2, g2 = log_pi(w2)
-    r = w - (w2 + 0.5 * eps * precondition(P, g2))
-    log_a = lp2 - lp - np.sum(r * precondition(P, r, -1.0), axis=1) / (2 * eps) + 0.5 * np.sum(z**2, axis=1)
+    log_a = _log_ratio(w, w2, z, lp, lp2, g2, P, eps)
     with np.errstate(over="ignore", invalid="ignore"):
         return float(np.mean(np.where(np.isfinite(log_a), np.exp(np.minimum(log_a, 0.0)), 0.0)))
