@@ -107,8 +107,11 @@ def sample(post, cfg, key, spec=None) -> Trace:
     w0 = starts(post, spec, key, cfg.chains)
     curv = calibration.curvature_precond(spec, post, w0) if cfg.preconditioner == "curvature" else None
     P = (None, 1.0, None) if curv is None else curv.P
-    a_around = calibration.top_curvature(post, w0, P) if cfg.step_size == "auto" else 0.0
-    plan = calibration.sgld_plan(spec, post, cfg, cfg.bias_target, a_around, curv)
+    around = 0.0
+    if cfg.step_size == "auto":  # RMSProp's P at the starts is not yet the one it samples with
+        exact = post.dim <= calibration.DENSE_MAX_DIM and cfg.precond != "rmsprop"
+        around = calibration.dense_bias(post, w0, P, cfg.batch_size) if exact else calibration.top_curvature(post, w0, P)
+    plan = calibration.sgld_plan(spec, post, cfg, cfg.bias_target, around, curv)
     plan_sec = time.time() - t0
     eps, d = plan.step_size, post.dim
     rms = cfg.precond == "rmsprop"
