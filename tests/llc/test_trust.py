@@ -6,6 +6,7 @@ assertion on an estimate also allows for its Monte Carlo error (3 MCSE), so a co
 does not fail by chance; a clean run (no warning) must be within the tolerance itself.
 """
 
+import dataclasses
 import tempfile
 from pathlib import Path
 
@@ -195,25 +196,54 @@ def test_bias_at_the_chains_positions_reads_as_the_plan_at_w_star():
     curv = calibration.curvature_precond(spec, post, samplers.starts(post, spec, jax.random.PRNGKey(0), 4))
     for eps in (0.01, 0.1):
         planned = calibration.predicted_bias(spec, post, eps, cfg, curv)
-        assert calibration.bias_at(post, np.asarray(post.w_star)[None], eps, curv.P, 256, planned) == pytest.approx(planned, rel=1e-6)
+        assert calibration.bias_around(post, np.asarray(post.w_star)[None], curv.P, spec, cfg, curv)(eps) == pytest.approx(planned, rel=1e-6)
     # away from w* a linear model's curvature is the same, but its residuals, and so the
     # minibatch gradient noise, grow: measured there, not taken from w*
     far = np.asarray(post.w_star)[None] + 0.5
-    assert calibration.bias_at(post, far, 0.1, curv.P, 256, planned) > 2 * planned
+    assert calibration.bias_around(post, far, curv.P, spec, cfg, curv)(0.1) > 2 * planned
     # above DENSE_MAX_DIM: the plan scaled by how much stiffer the top mode is (power iteration).
     # L = ½|w|² + ¼|w|⁴: at w = 0.5·1 the top curvature is 1 + 3|w|² = 109× that at w* = 0.
     d = calibration.DENSE_MAX_DIM + 16
     quartic = Posterior(jnp.zeros(d), 1000, 50.0, 1.0, lambda w, b: 0.5 * jnp.sum(w**2) + 0.25 * jnp.sum(w**2) ** 2, None, 0.0)
-    at = lambda w, eps: calibration.bias_at(quartic, w, eps, (None, 1.0, None), None, 0.001)  # noqa: E731
-    assert at(np.zeros((1, d)), 1e-4) == pytest.approx(0.001, rel=1e-6)
+    q_spec, q_cfg = calibration.measure(quartic, jax.random.PRNGKey(7)), preset("sgld", batch_size=None)
+    at = lambda w, eps: calibration.bias_around(quartic, w, (None, 1.0, None), q_spec, q_cfg)(eps)  # noqa: E731
+    q_planned = calibration.predicted_bias(q_spec, quartic, 1e-4, q_cfg)
+    assert q_planned > 0 and at(np.zeros((1, d)), 1e-4) == pytest.approx(q_planned, rel=1e-6)
     a_far = (50.0 * (1 + 3 * 0.25 * d) + 1.0) / 51.0
-    assert at(np.full((2, d), 0.5), 1e-4) == pytest.approx(0.001 * a_far, rel=1e-3)
+    assert at(np.full((2, d), 0.5), 1e-4) == pytest.approx(q_planned * a_far, rel=1e-3)
     assert at(np.full((2, d), 0.5), 1.0) == float("inf")  # past the step's stability limit there
     memo = {}  # a run's checks measure the top at w* once per preconditioner
     for p in (1.0, 1.0, 0.5):
-        b = calibration.bias_at(quartic, np.full((2, d), 0.5), 1e-4, (None, p, None), None, 0.001, memo)
-        assert b == pytest.approx(0.001 * a_far, rel=1e-3)
+        b = calibration.bias_around(quartic, np.full((2, d), 0.5), (None, p, None), q_spec, q_cfg, None, memo)(1e-4)
+        assert b == pytest.approx(q_planned * a_far, rel=1e-3)
     assert len(memo) == 2
+
+
+def test_bias_above_the_dense_size_takes_the_gradient_noise_where_the_chains_are():
+    """A fit with no residual at w* (a classifier that fits its training set: digits) has no
+    per-sample gradient noise there, but away from w* it does: above DENSE_MAX_DIM the minibatch
+    part of the bias takes κ from the per-sample gradients at the positions. Linear regression
+    y = x·w exactly, d = 144: at w* + δ each sample's gradient is x (xᵀδ), the curvature stays."""
+    from lambda_hat.llc import calibration
+
+    d, n = calibration.DENSE_MAX_DIM + 16, 4000
+    rng = np.random.default_rng(3)
+    x, w_star = rng.standard_normal((n, d)), rng.standard_normal(d)
+    data = (jnp.asarray(x), jnp.asarray((x @ w_star)[:, None]))
+    loss = lambda w, b: 0.5 * jnp.mean((b[1][:, 0] - b[0] @ w) ** 2)  # noqa: E731
+    post = Posterior(jnp.asarray(w_star), n, n_beta(n, 1.0), 1.0, loss, data, 0.0)
+    cfg = preset("sgld", batch_size=256)
+    spec = calibration.measure(post, jax.random.PRNGKey(7))
+    assert spec.kappa < 1e-12  # no noise at w*
+    quiet = calibration.predicted_bias(spec, post, 1e-3, cfg)
+    assert calibration.bias_around(post, np.asarray(w_star)[None], (None, 1.0, None), spec, cfg)(1e-3) == pytest.approx(quiet, rel=1e-6)
+    delta = 0.3 * rng.standard_normal((2, d))
+    xs = np.asarray(calibration._subsample(post, calibration.NOISE_SAMPLES)[0])
+    G = [xs * (xs @ dw)[:, None] for dw in delta]  # per-sample gradients at w* + δ
+    kappa = max(np.mean(np.sum((g - g.mean(0)) ** 2, 1)) for g in G) / np.sum(spec.weight * np.clip(spec.theta, 0, None))
+    want = calibration.predicted_bias(dataclasses.replace(spec, kappa=kappa), post, 1e-3, cfg)
+    got = calibration.bias_around(post, w_star + delta, (None, 1.0, None), spec, cfg)(1e-3)
+    assert got > 5 * quiet and got == pytest.approx(want, rel=0.05)
 
 
 @pytest.mark.slow

@@ -9,7 +9,7 @@ no preconditioned variant whose preconditioner can be frozen after burn-in.
 noise at w* (calibration.sgld_plan), with P ≈ (nβH + γ)⁻¹ (calibration.curvature_precond) unless
 `precond` says otherwise; `draws: auto` runs piece by piece until the chains meet the ESS and R̂
 goals or max_steps. Between pieces the bias is predicted again where the chains are
-(calibration.bias_at): the auto step shrinks where it is over twice its target. Each draw
+(calibration.bias_around): the auto step shrinks where it is over twice its target. Each draw
 records a paired statistic on the step's own batch, L_b(w) minus a control variate with mean L_n(w*) (see _paired): the same mean
 as L_n(w) without the batch noise to first order. What noise is left, the diagnostics average out
 over blocks of draws (estimator.block_size).
@@ -107,10 +107,11 @@ def sample(post, cfg, key, spec=None) -> Trace:
     w0 = starts(post, spec, key, cfg.chains)
     curv = calibration.curvature_precond(spec, post, w0) if cfg.preconditioner == "curvature" else None
     P = (None, 1.0, None) if curv is None else curv.P
-    around = 0.0
-    if cfg.step_size == "auto":  # RMSProp's P at the starts is not yet the one it samples with
-        exact = post.dim <= calibration.DENSE_MAX_DIM and cfg.precond != "rmsprop"
-        around = calibration.dense_bias(post, w0, P, cfg.batch_size) if exact else calibration.top_curvature(post, w0, P)
+    around, memo = 0.0, {}  # memo: bias_around's measurements at w*, for its checks below
+    if cfg.step_size == "auto" and cfg.precond == "rmsprop":  # its P is not formed at the starts
+        around = calibration.top_curvature(post, w0, P)
+    elif cfg.step_size == "auto":
+        around = calibration.bias_around(post, w0, P, spec, cfg, curv, memo)
     plan = calibration.sgld_plan(spec, post, cfg, cfg.bias_target, around, curv)
     plan_sec = time.time() - t0
     eps, d = plan.step_size, post.dim
@@ -167,7 +168,7 @@ def sample(post, cfg, key, spec=None) -> Trace:
 
     carry = (w0, np.ones((cfg.chains, d), post.w_star.dtype))
     noisy = post.batch_fraction(cfg.batch_size) < 1  # the recorded statistic carries batch noise
-    pieces, total, burnin, relax, biases, shrunk, memo = [], None, plan.burnin, plan.relax_steps, [], 0, {}
+    pieces, total, burnin, relax, biases, shrunk = [], None, plan.burnin, plan.relax_steps, [], 0
     # a few checks where they only report (a fixed step) or cost HVPs (above DENSE_MAX_DIM)
     every = max(1, math.ceil(limit / size) // (CHECKS if cfg.step_size == "auto" and d <= calibration.DENSE_MAX_DIM else 4))
     bits_shape = (4,) if per_step else (cfg.chains, size, d + 1)  # the generator's state, or the piece's bits
@@ -184,10 +185,11 @@ def sample(post, cfg, key, spec=None) -> Trace:
             # The step was planned at w*; a singular model's chains go where the curvature is
             # larger. Measured there, a bias over twice the target shrinks the auto step, and the
             # draws so far become burn-in (a few times, while the budget lasts).
-            planned = calibration.predicted_bias(spec, post, eps, cfg, curv)
-            b = calibration.bias_at(post, carry[0], eps, rms_P(carry[1]) if rms else P, cfg.batch_size, planned, memo)
+            bias = calibration.bias_around(post, carry[0], rms_P(carry[1]) if rms else P, spec, cfg, curv, memo)
+            b = bias(eps)
             if cfg.step_size == "auto" and b > SHRINK_ABOVE * cfg.bias_target and shrunk < MAX_SHRINKS and end < limit // 2:
-                factor = cfg.bias_target / b
+                # to the step whose bias there is the target (b may be infinite: unstable there)
+                factor = calibration.largest_step(lambda e: bias(e) <= cfg.bias_target, hi=eps) / eps
                 eps, relax, shrunk, biases = eps * factor, relax / factor, shrunk + 1, []
                 burnin = end + min(math.ceil(3 * relax), (limit - end) // 2)
                 if cfg.draws != "auto":  # the draws asked for, after the new burn-in
