@@ -243,7 +243,7 @@ def test_bias_above_the_dense_size_takes_the_gradient_noise_where_the_chains_are
     kappa = max(np.mean(np.sum((g - g.mean(0)) ** 2, 1)) for g in G) / np.sum(spec.weight * np.clip(spec.theta, 0, None))
     want = calibration.predicted_bias(dataclasses.replace(spec, kappa=kappa), post, 1e-3, cfg)
     got = calibration.bias_around(post, w_star + delta, (None, 1.0, None), spec, cfg)(1e-3)
-    assert got > 5 * quiet and got == pytest.approx(want, rel=0.05)
+    assert got > 5 * quiet and got == pytest.approx(want, rel=0.1)  # Hutchinson: near-isotropic noise
 
 
 @pytest.mark.slow
