@@ -506,20 +506,22 @@ def largest_step(ok: Callable[[float], bool], hi: float = math.exp(5.0)) -> floa
     return math.exp(lo)
 
 
-def sgld_plan(spec: Spectrum, post, cfg, target: float, around: float | Callable[[float], float] = 0.0, curv: Curvature | None = None) -> SGLDPlan:
-    """`around`: the posterior where the chains start, under the preconditioner sampled with: where
-    w* itself is degenerate (a zero Hessian, as in w1²·w2² at 0), its stiffness is only seen there.
-    Either ε ↦ the predicted bias there (bias_around), which ε must also keep ≤ target, or the top
-    of P^½(nβH + γ)P^½ there (top_curvature: RMSProp's, whose P is not formed at the starts),
-    whose mode alone may take that bias. Not measured (0): γ, the unpreconditioned floor. A
-    measured top is never floored by γ: under P = (nβH + γ)⁻¹ the localiser's stiffness is
+def sgld_plan(
+    spec: Spectrum, post, cfg, target: float, around: Callable[[float], float] | None = None, a_top: float = 0.0, curv: Curvature | None = None
+) -> SGLDPlan:
+    """Bounds where the chains start, under the preconditioner sampled with (where w* itself is
+    degenerate, a zero Hessian as in w1²·w2² at 0, the posterior's stiffness is only seen there):
+    `around`, ε ↦ the bias predicted there (bias_around), which ε must also keep ≤ target;
+    `a_top`, for RMSProp, whose P is not formed at the starts, the top of P^½(nβH + γ)P^½ there
+    (top_curvature), whose mode alone may take that bias. Neither: γ, the unpreconditioned floor.
+    A measured top is never floored by γ: under P = (nβH + γ)⁻¹ the localiser's stiffness is
     γ/a ≤ 1, and a floor of γ = 100 held ε 100× below its 1% bias. The bias at the starts is the
     finer bound: on a 3-layer DLN [6, 4, 4, 6] the top alone held ε 16× below where the checks at
     the chains settled it (their ESS 9)."""
     rms = cfg.precond == "rmsprop"
     if cfg.step_size == "auto":  # largest ε whose predicted bias is ≤ target
-        eps = largest_step(lambda e: predicted_bias(spec, post, e, cfg, curv) <= target and (not callable(around) or around(e) <= target))
-        V = 0.0 if callable(around) else (around or post.gamma) * (1 + _minibatch_factor(post, cfg.batch_size) * spec.kappa)
+        eps = largest_step(lambda e: predicted_bias(spec, post, e, cfg, curv) <= target and (around is None or around(e) <= target))
+        V = (a_top or (post.gamma if around is None else 0.0)) * (1 + _minibatch_factor(post, cfg.batch_size) * spec.kappa)
         if V > 0:  # the same bound for that mode (none without data, γ or a measurement)
             eps = min(eps, 4 * target / (math.sqrt(V) if rms else V))
     else:

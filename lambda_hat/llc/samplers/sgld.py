@@ -107,12 +107,12 @@ def sample(post, cfg, key, spec=None) -> Trace:
     w0 = starts(post, spec, key, cfg.chains)
     curv = calibration.curvature_precond(spec, post, w0) if cfg.preconditioner == "curvature" else None
     P = (None, 1.0, None) if curv is None else curv.P
-    around, memo = 0.0, {}  # memo: bias_around's measurements at w*, for its checks below
+    around, a_top, memo = None, 0.0, {}  # memo: bias_around's measurements at w*, for its checks below
     if cfg.step_size == "auto" and cfg.precond == "rmsprop":  # its P is not formed at the starts
-        around = calibration.top_curvature(post, w0, P)
+        a_top = calibration.top_curvature(post, w0, P)
     elif cfg.step_size == "auto":
         around = calibration.bias_around(post, w0, P, spec, cfg, curv, memo)
-    plan = calibration.sgld_plan(spec, post, cfg, cfg.bias_target, around, curv)
+    plan = calibration.sgld_plan(spec, post, cfg, cfg.bias_target, around, a_top, curv)
     plan_sec = time.time() - t0
     eps, d = plan.step_size, post.dim
     rms = cfg.precond == "rmsprop"
