@@ -5,6 +5,9 @@
     python benchmarks/llc_accuracy.py --quick               # full-batch samplers only up to n = 1e4
     python benchmarks/llc_accuracy.py --samplers sgld hmc --n 1000 10000
 
+SGLD rows also give the step's bias measured by step halving (± its standard error) beside the
+one predicted for the step.
+
 Targets: linear regression y = Wx + ε (W 3×4, regular, λ = 6; truth llc_finite from the exact
 Hessian at w*) with isotropic or anisotropic inputs and noise σ ∈ {0.1, 1}; deep linear networks
 [4, 3, 3, 4] with rank 3 (λ = 7.5, Aoyagi). A row is "silent" when its error exceeds the
@@ -65,7 +68,9 @@ def main():
     a = ap.parse_args()
     cases = [((4, 3), n, x, s) for n in a.n for x in ("gauss_iso", "gauss_aniso") for s in (0.1, 1.0)]
     cases += [((4, 3, 3, 4), n, "gauss_iso", 1.0) for n in a.n if n <= 10_000]
-    print(f"{'target':<26} {'n':>7} {'sampler':<13} {'λ̂':>8} {'± SE':>6} {'truth':>7} {'error':>7}  {'sec':>6} {'cal/sampling':>12}  warnings")
+    print(
+        f"{'target':<26} {'n':>7} {'sampler':<13} {'λ̂':>8} {'± SE':>6} {'truth':>7} {'error':>7}  {'sec':>6} {'cal/sampling':>12} {'bias: predicted':>15} {'measured':>12}  warnings"
+    )
     silent = total = 0
     cal = {"first": [], "later": []}
     for widths, n, x_dist, noise in cases:
@@ -88,8 +93,13 @@ def main():
             cal["first" if first else "later"].append(m["calibration_sec"] / m["sample_sec"])
             first = False
             ratio = f"{m['calibration_sec']:.2f}/{m['sample_sec']:.1f}"
+            pred, meas = (
+                ("–", "–")
+                if cfg.kind != "sgld"
+                else (f"{100 * m['predicted_bias']:.1f}%", f"{100 * m['measured_bias']:.1f} ± {100 * m['measured_bias_se']:.1f}%")
+            )
             print(
-                f"{label:<26} {n:>7} {name:<13} {m['llc_mean']:8.3f} {m['llc_sem']:6.3f} {truth:7.3f} {100 * err:+6.1f}%  {sec:6.1f} {ratio:>12}  {codes}",
+                f"{label:<26} {n:>7} {name:<13} {m['llc_mean']:8.3f} {m['llc_sem']:6.3f} {truth:7.3f} {100 * err:+6.1f}%  {sec:6.1f} {ratio:>12} {pred:>15} {meas:>12}  {codes}",
                 flush=True,
             )
     print(f"silent errors (off by more than the tolerance with no warning): {silent} of {total} runs")

@@ -12,7 +12,7 @@ to the curvature, and the predicted λ̂ shift from a non-zero gradient at w*. F
 - `bias_around` predicts the same bias from the curvature where the chains start (the plan keeps
   it ≤ target too) and where they are during the run (SGLD shrinks its auto step where it is over
   twice the target);
-- `mala_acceptance` is the empirical check of the step: the Metropolis acceptance of the SGLD
+- `mala_acceptance` is an empirical check of the step (SGLD's step halving the other): the Metropolis acceptance of the SGLD
   proposal with the full-batch loss and gradient (above DENSE_MAX_DIM parameters, over at most
   MALA_SAMPLES points).
 

@@ -70,10 +70,14 @@ def estimate(post, cfg, model: dict, log=lambda msg: None, llc_true: float | Non
             "bias_at_chains",
             "step_shrinks",
             "mala_acceptance",
+            "halving_steps",
             "relax_steps",
             "budget_capped",
         ):
             out[k] = trace.extras[k]
+        # the step-halving check's bias, relative to λ̂ (checks.py flags it where clearly too large)
+        scale = max(abs(out["llc_mean"]), 1e-12)
+        out["measured_bias"], out["measured_bias_se"] = trace.extras["halving_shift"] / scale, trace.extras["halving_shift_se"] / scale
     if cfg.kind == "vi":
         out["batch_size"] = trace.extras["batch_size"]
     if "acceptance_rate" in trace.extras:

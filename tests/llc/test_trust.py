@@ -156,9 +156,38 @@ def test_auto_step_predicts_one_percent_and_ten_times_it_is_flagged():
     check(auto, auto["llc_finite"], 0.05)
     # ≤ 1% by construction; a little less where the curvature around the starts binds first
     assert 0.005 < auto["predicted_bias"] <= 0.01 + 1e-9 and "step_bias" not in codes(auto)
+    assert abs(auto["measured_bias"] - auto["predicted_bias"]) < 0.01, auto["measured_bias"]  # step halving agrees
     # the same preconditioner (with a number, `auto` would mean none: devinterp's plain ε)
     big, _ = estimate(post, preset("sgld", precond="curvature", step_size=10 * auto["step_size"], draws=4000, burnin=1000), model)
     assert big["predicted_bias"] > 0.05 and "step_bias" in codes(big), big["warnings"]
+
+
+@pytest.mark.parametrize("eps", [3e-5, 1e-4])
+def test_step_halving_measures_a_fixed_steps_bias(eps):
+    """On a linear model (a Gaussian posterior: the bias model is exact there) the step-halving
+    check measures what the step does to λ̂: the predicted bias, and the estimate's own error
+    against llc_finite, within their Monte Carlo errors and the check's short relaxation."""
+    post, model = regular(10_000, "gauss_iso", 1.0)
+    m, _ = estimate(post, preset("sgld", step_size=eps, draws=6000, burnin=1000), model)
+    err = m["llc_mean"] / m["llc_finite"] - 1
+    for truth, se in ((m["predicted_bias"], 0.0), (err, m["llc_sem"] / m["llc_finite"])):
+        assert abs(m["measured_bias"] - truth) <= 0.3 * truth + 3 * np.hypot(m["measured_bias_se"], se), (m["measured_bias"], m["measured_bias_se"], truth)
+    assert m["measured_bias_se"] < 0.25 * m["predicted_bias"]  # the coupled copies: a sharp check
+
+
+def test_step_halving_flags_a_bias_the_model_misses(monkeypatch):
+    """Where the bias model misses (here it is told the step is exact), the measured bias still
+    flags the run: the same fixed step, the predictions and MALA's acceptance blinded."""
+    from lambda_hat.llc import calibration
+
+    post, model = regular(10_000, "gauss_iso", 1.0)
+    monkeypatch.setattr(calibration, "predicted_bias", lambda *a, **k: 0.0)
+    monkeypatch.setattr(calibration, "bias_around", lambda *a, **k: lambda eps: 0.0)
+    monkeypatch.setattr(calibration, "mala_acceptance", lambda *a, **k: 1.0)
+    m, _ = estimate(post, preset("sgld", step_size=1e-4, draws=6000, burnin=1000), model)
+    assert m["llc_mean"] > 1.1 * m["llc_finite"] and m["predicted_bias"] == 0.0
+    msgs = [w["message"] for w in m["warnings"] if w["code"] == "step_bias"]
+    assert len(msgs) == 1 and msgs[0].startswith("step halving measures"), m["warnings"]
 
 
 @pytest.mark.parametrize("precond", ["curvature", "rmsprop"])
