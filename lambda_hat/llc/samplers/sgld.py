@@ -47,8 +47,10 @@ SHRINK_ABOVE, MAX_SHRINKS = 2.0, 3  # the auto step shrinks where the chains' bi
 CHECKS = 25  # of that bias per run (its Hessians at the chains cost a few full gradients each)
 # The step-halving check (_halving): this many of the slowest relaxation times, the first
 # HALVING_SETTLE of them dropped while the ε/2 copy relaxes; at most 1/HALVING_SHARE of the run's
-# steps (it takes four gradients a step), at least HALVING_MIN.
-HALVING_RELAX, HALVING_SETTLE, HALVING_SHARE, HALVING_MIN = 4, 1.5, 48, 200
+# steps (it takes four gradients a step: ≤ 8% of the run's). Not run where that leaves less than
+# one relaxation time past the settling (the bias would read short) or HALVING_MIN steps (a
+# devinterp-style 600-step run: its compilation alone would double the run's time).
+HALVING_RELAX, HALVING_SETTLE, HALVING_SHARE, HALVING_MIN = 4, 1.5, 48, 50
 
 
 def _paired(post, batches):
@@ -105,24 +107,26 @@ def _normal(bits):
     return np.sqrt(2.0) * jax.lax.erf_inv(2 * u - 1)
 
 
-def _halving(post, cfg, step, batches, control, arrays, carry, eps, key, relax, total, size, per_step):
+def _halving(post, cfg, step, batches, control, arrays, carry, eps, key, relax, total):
     """The step-halving check, from the chains' last states: (bias(ε) in λ̂'s units, its
-    standard error, steps run). Per chain, two copies A₁, A₂ take ε steps on batches o₁, o₂ and
-    one copy B takes two ε/2 steps on o₁ then o₂, all with the same Gaussian increment (A's the
-    sum of B's halves); each step's statistic of the A's and of B, on both batches at the step's
-    start, differ by nβ(bias(ε) − bias(ε/2)) = bias(ε)/2 in the mean (a bias linear in ε), once
-    B has relaxed. The two A's make the batch noise of A's drift match B's to first order: with
-    one A (on o₁), the mismatch put a standard error of 2% on a linear model's 1% (n = 1e4,
-    batch 256) where this one has 0.1%. RMSProp's v is frozen as in the draws (t past burn-in)."""
+    standard error, steps run), or NaNs where the run is too short for it (see HALVING_RELAX). Per chain, two copies
+    A₁, A₂ take ε steps on batches o₁, o₂ and one copy B takes two ε/2 steps on o₁ then o₂, all
+    with the same Gaussian increment (A's the sum of B's halves); each step's statistic of the A's
+    and of B, on both batches at the step's start, differ by nβ(bias(ε) − bias(ε/2)) = bias(ε)/2
+    in the mean (a bias linear in ε), once B has relaxed. The two A's make the batch noise of A's
+    drift match B's to first order: with one A (on o₁), the mismatch put a standard error of 2%
+    on a linear model's 1% (n = 1e4, batch 256) where this one has 0.1%. RMSProp's v is frozen as
+    in the draws (t past burn-in). The random bits come from the host at every size: XLA's
+    generator in the program cost more compilation than the check's few steps save."""
+    steps = min(math.ceil(HALVING_RELAX * relax), total // HALVING_SHARE)
+    if steps < max(HALVING_MIN, (HALVING_SETTLE + 1) * relax):  # B would not relax: a bias read short
+        return float("nan"), float("nan"), 0
     import warnings
 
     import arviz as az
 
-    steps = min(math.ceil(HALVING_RELAX * relax), max(total // HALVING_SHARE, HALVING_MIN))
-    settle, frozen = min(math.ceil(HALVING_SETTLE * relax), steps // 2), np.iinfo(np.int32).max
-    d = post.dim
-    # pieces no longer than the run's (and their host bits, two draws a step, as bounded), as few as they allow
-    pieces = math.ceil(steps / (size if per_step else max(1, min(size, PIECE_NOISE_BYTES // (8 * (d + 1) * cfg.chains)))))
+    settle, frozen, d = math.ceil(HALVING_SETTLE * relax), np.iinfo(np.int32).max, post.dim
+    pieces = math.ceil(steps / max(1, PIECE_NOISE_BYTES // (8 * (d + 1) * cfg.chains)))  # two draws a step
     length = math.ceil(steps / pieces)
 
     @jax.jit
@@ -139,23 +143,12 @@ def _halving(post, cfg, step, batches, control, arrays, carry, eps, key, relax, 
             b, _ = step(arrays, eps / 2, jax.tree.map(lambda x: x[2], new), (frozen, o[1], z[1]))
             return (jax.tree.map(lambda x: x[0], new), jax.tree.map(lambda x: x[1], new), b), post.n_beta * (s[0] + s[1] - s3 - s[2]) / 2
 
-        if not per_step:
-            noise, offsets = _normal(bits[..., :-1]), batches.offsets_from(bits[..., -1])
-            return jax.vmap(lambda c, o, z: jax.lax.scan(lambda c, x: one(c, *x), c, (o, z)))(copies, offsets, noise)
-
-        def each(c_state, _):
-            c, state = c_state
-            state, bits = jax.lax.rng_bit_generator(state, (cfg.chains, 2, d + 1), jnp.uint32, algorithm=jax.lax.RandomAlgorithm.RNG_THREE_FRY)
-            c, diff = jax.vmap(one)(c, batches.offsets_from(bits[..., -1]), _normal(bits[..., :-1]))
-            return (c, state), diff
-
-        (copies, _), diffs = jax.lax.scan(each, (copies, bits), None, length=length)
-        return copies, diffs.T
+        noise, offsets = _normal(bits[..., :-1]), batches.offsets_from(bits[..., -1])
+        return jax.vmap(lambda c, o, z: jax.lax.scan(lambda c, x: one(c, *x), c, (o, z)))(copies, offsets, noise)
 
     copies, diffs, key = (carry, carry, carry), [], jax.random.fold_in(key, 5)
-    shape = (4,) if per_step else (cfg.chains, length, 2, d + 1)  # the generator's state, or the piece's bits
     for i in range(pieces):
-        copies, diff = run(copies, _piece_bits(key, i, shape), np.asarray(eps, post.w_star.dtype), arrays)
+        copies, diff = run(copies, _piece_bits(key, i, (cfg.chains, length, 2, d + 1)), np.asarray(eps, post.w_star.dtype), arrays)
         diffs.append(np.asarray(diff))
     diff = np.concatenate(diffs, axis=1)[:, settle:steps]
     x, _ = blocked(diff, post.batch_fraction(cfg.batch_size) < 1)  # as λ̂'s MCSE (estimator.blocked)
@@ -269,7 +262,7 @@ def sample(post, cfg, key, spec=None) -> Trace:
     total = total or limit  # the budget, or the draws asked for after the last shrink
     losses = np.concatenate(pieces, axis=1)[:, :total]
 
-    shift, shift_se, checked = _halving(post, cfg, step, batches, control, arrays, carry, eps, key, relax, total, size, per_step)
+    shift, shift_se, checked = _halving(post, cfg, step, batches, control, arrays, carry, eps, key, relax, total)
 
     w_end, v = carry
     if rms:
