@@ -109,15 +109,18 @@ def _normal(bits):
 
 def _halving(post, cfg, step, batches, control, arrays, carry, eps, key, relax, total):
     """The step-halving check, from the chains' last states: (bias(ε) in λ̂'s units, its
-    standard error, steps run), or NaNs where the run is too short for it (see HALVING_RELAX). Per chain, two copies
-    A₁, A₂ take ε steps on batches o₁, o₂ and one copy B takes two ε/2 steps on o₁ then o₂, all
-    with the same Gaussian increment (A's the sum of B's halves); each step's statistic of the A's
-    and of B, on both batches at the step's start, differ by nβ(bias(ε) − bias(ε/2)) = bias(ε)/2
-    in the mean (a bias linear in ε), once B has relaxed. The two A's make the batch noise of A's
-    drift match B's to first order: with one A (on o₁), the mismatch put a standard error of 2%
-    on a linear model's 1% (n = 1e4, batch 256) where this one has 0.1%. RMSProp's v is frozen as
-    in the draws (t past burn-in). The random bits come from the host at every size: XLA's
-    generator in the program cost more compilation than the check's few steps save."""
+    standard error, steps run), or NaNs where the run is too short for it (HALVING_*).
+
+    Per chain, two copies A₁, A₂ take ε steps on batches o₁, o₂ and one copy B takes two ε/2
+    steps on o₁ then o₂, all with the same Gaussian increment (A's the sum of B's halves); each
+    step's statistics of the A's and of B, on both batches at the step's start, differ by
+    bias(ε) − bias(ε/2) = bias(ε)/2 in the mean (a bias linear in ε), once B has relaxed. Two
+    A's make the batch noise of A's drift match B's to first order: with one A (on o₁) the
+    mismatch put a standard error of 2% on a linear model's 1% (n = 1e4, batch 256), with two
+    0.1%. RMSProp's v stays frozen as in the draws (t past burn-in). The random bits come from
+    the host at every size: with XLA's generator in this program above d ≈ 4 000 (and at least
+    200 steps) the check added 2.2 s to a cold run at d = 9 610, where the run's draws would save
+    it no time."""
     steps = min(math.ceil(HALVING_RELAX * relax), total // HALVING_SHARE)
     if steps < max(HALVING_MIN, (HALVING_SETTLE + 1) * relax):  # B would not relax: a bias read short
         return float("nan"), float("nan"), 0
@@ -134,7 +137,7 @@ def _halving(post, cfg, step, batches, control, arrays, carry, eps, key, relax, 
         def one(c, o, z):  # one chain's three copies
             ring, cv_arrays = arrays[:2]
             both = (z[0] + z[1]) / np.sqrt(2.0)
-            # A₁, A₂ and B's first half as one vectorised step: one gradient in the program, not three
+            # A₁, A₂ and B's first half as one vectorised step (one gradient in the program, not three)
             rows = jax.tree.map(lambda *x: jnp.stack(x), *c)
             e = jnp.stack([eps, eps, eps / 2])
             new, s = jax.vmap(lambda e, c, o, z: step(arrays, e, c, (frozen, o, z)))(e, rows, o[jnp.array([0, 1, 0])], jnp.stack([both, both, z[0]]))
