@@ -119,8 +119,7 @@ def _halving(post, cfg, step, batches, control, arrays, carry, eps, key, relax, 
     mismatch put a standard error of 2% on a linear model's 1% (n = 1e4, batch 256), with two
     0.1%. RMSProp's v stays frozen as in the draws (t past burn-in). The random bits come from
     the host at every size: with XLA's generator in this program above d ≈ 4 000 (and at least
-    200 steps) the check added 2.2 s to a cold run at d = 9 610, where the run's draws would save
-    it no time."""
+    200 steps) the check added 2.2 s to a cold run at d = 9 610."""
     steps = min(math.ceil(HALVING_RELAX * relax), total // HALVING_SHARE)
     if steps < max(HALVING_MIN, (HALVING_SETTLE + 1) * relax):  # B would not relax: a bias read short
         return float("nan"), float("nan"), 0
