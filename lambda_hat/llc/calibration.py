@@ -12,9 +12,9 @@ to the curvature, and the predicted λ̂ shift from a non-zero gradient at w*. F
 - `bias_around` predicts the same bias from the curvature where the chains start (the plan keeps
   it ≤ target too) and where they are during the run (SGLD shrinks its auto step where it is over
   twice the target);
-- `mala_acceptance` is an empirical check of the step (SGLD's step halving the other): the Metropolis acceptance of the SGLD
-  proposal with the full-batch loss and gradient (above DENSE_MAX_DIM parameters, over at most
-  MALA_SAMPLES points).
+- `mala_acceptance` is an empirical check of the step (SGLD's step halving is the other): the
+  Metropolis acceptance of the SGLD proposal with the full-batch loss and gradient (above
+  DENSE_MAX_DIM parameters, over at most MALA_SAMPLES points).
 
 Per mode with curvature h (a = nβh + γ), minibatch size b and per-sample gradient variance
 c ≈ κh along it, SGLD's stationary variance is inflated by
