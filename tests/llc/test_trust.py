@@ -627,7 +627,8 @@ def test_off_truth_uses_the_finite_n_value_first_and_allows_monte_carlo_error():
 
 def test_sgld_drawing_random_bits_per_step_samples_the_same_posterior(monkeypatch):
     """Large models (≥ STEP_BITS_BYTES of bits a step) draw each step's noise and batch offsets
-    inside the scan; forced here on the n = 1e3 linear model, the preset still meets llc_finite."""
+    inside the scan (and the step-halving check's); forced here on the n = 1e3 linear model, the
+    preset still meets llc_finite."""
     from lambda_hat.llc.samplers import sgld
 
     post, model = regular(1000, "gauss_iso", 1.0)
@@ -635,6 +636,7 @@ def test_sgld_drawing_random_bits_per_step_samples_the_same_posterior(monkeypatc
     m, _ = estimate(post, preset("sgld"), model)
     check(m, m["llc_finite"], 0.05)
     assert not codes(m), m["warnings"]
+    assert abs(m["measured_bias"] - m["predicted_bias"]) < 0.01, m["measured_bias"]  # the step-halving check's generator too
 
 
 def test_minibatch_windows_hold_every_sample_equally_often():

@@ -107,7 +107,7 @@ def _normal(bits):
     return np.sqrt(2.0) * jax.lax.erf_inv(2 * u - 1)
 
 
-def _halving(post, cfg, step, batches, control, arrays, carry, eps, key, relax, total):
+def _halving(post, cfg, step, batches, control, arrays, carry, eps, key, relax, total, per_step):
     """The step-halving check, from the chains' last states: (bias(ε) in λ̂'s units, its
     standard error, steps run), or NaNs where the run is too short for it (HALVING_*).
 
@@ -117,9 +117,9 @@ def _halving(post, cfg, step, batches, control, arrays, carry, eps, key, relax, 
     bias(ε) − bias(ε/2) = bias(ε)/2 in the mean (a bias linear in ε), once B has relaxed. Two
     A's make the batch noise of A's drift match B's to first order: with one A (on o₁) the
     mismatch put a standard error of 2% on a linear model's 1% (n = 1e4, batch 256), with two
-    0.1%. RMSProp's v stays frozen as in the draws (t past burn-in). The random bits come from
-    the host at every size: with XLA's generator in this program above d ≈ 4 000 (and at least
-    200 steps) the check added 2.2 s to a cold run at d = 9 610."""
+    0.1%. RMSProp's v stays frozen as in the draws (t past burn-in). Random bits as in the
+    draws: from the host per piece, or (per_step) from XLA's generator at every step, where the
+    host's would be 3.2 MB a step at d = 1e5."""
     steps = min(math.ceil(HALVING_RELAX * relax), total // HALVING_SHARE)
     if steps < max(HALVING_MIN, (HALVING_SETTLE + 1) * relax):  # B would not relax: a bias read short
         return float("nan"), float("nan"), 0
@@ -128,7 +128,7 @@ def _halving(post, cfg, step, batches, control, arrays, carry, eps, key, relax, 
     import arviz as az
 
     settle, frozen, d = math.ceil(HALVING_SETTLE * relax), np.iinfo(np.int32).max, post.dim
-    pieces = math.ceil(steps / max(1, PIECE_NOISE_BYTES // (8 * (d + 1) * cfg.chains)))  # two draws a step
+    pieces = 1 if per_step else math.ceil(steps / max(1, PIECE_NOISE_BYTES // (8 * (d + 1) * cfg.chains)))  # two draws a step
     length = math.ceil(steps / pieces)
 
     @jax.jit
@@ -145,12 +145,23 @@ def _halving(post, cfg, step, batches, control, arrays, carry, eps, key, relax, 
             b, _ = step(arrays, eps / 2, jax.tree.map(lambda x: x[2], new), (frozen, o[1], z[1]))
             return (jax.tree.map(lambda x: x[0], new), jax.tree.map(lambda x: x[1], new), b), post.n_beta * (s[0] + s[1] - s3 - s[2]) / 2
 
-        noise, offsets = _normal(bits[..., :-1]), batches.offsets_from(bits[..., -1])
-        return jax.vmap(lambda c, o, z: jax.lax.scan(lambda c, x: one(c, *x), c, (o, z)))(copies, offsets, noise)
+        if not per_step:
+            noise, offsets = _normal(bits[..., :-1]), batches.offsets_from(bits[..., -1])
+            return jax.vmap(lambda c, o, z: jax.lax.scan(lambda c, x: one(c, *x), c, (o, z)))(copies, offsets, noise)
+
+        def each(c_state, _):
+            c, state = c_state
+            state, bits = jax.lax.rng_bit_generator(state, (cfg.chains, 2, d + 1), jnp.uint32, algorithm=jax.lax.RandomAlgorithm.RNG_THREE_FRY)
+            c, diff = jax.vmap(one)(c, batches.offsets_from(bits[..., -1]), _normal(bits[..., :-1]))
+            return (c, state), diff
+
+        (copies, _), diffs = jax.lax.scan(each, (copies, bits), None, length=length)
+        return copies, diffs.T
 
     copies, diffs, key = (carry, carry, carry), [], jax.random.fold_in(key, 5)
+    shape = (4,) if per_step else (cfg.chains, length, 2, d + 1)  # the generator's state, or the piece's bits
     for i in range(pieces):
-        copies, diff = run(copies, _piece_bits(key, i, (cfg.chains, length, 2, d + 1)), np.asarray(eps, post.w_star.dtype), arrays)
+        copies, diff = run(copies, _piece_bits(key, i, shape), np.asarray(eps, post.w_star.dtype), arrays)
         diffs.append(np.asarray(diff))
     diff = np.concatenate(diffs, axis=1)[:, settle:steps]
     x, _ = blocked(diff, post.batch_fraction(cfg.batch_size) < 1)  # as λ̂'s MCSE (estimator.blocked)
@@ -264,7 +275,7 @@ def sample(post, cfg, key, spec=None) -> Trace:
     total = total or limit  # the budget, or the draws asked for after the last shrink
     losses = np.concatenate(pieces, axis=1)[:, :total]
 
-    shift, shift_se, checked = _halving(post, cfg, step, batches, control, arrays, carry, eps, key, relax, total)
+    shift, shift_se, checked = _halving(post, cfg, step, batches, control, arrays, carry, eps, key, relax, total, per_step)
 
     w_end, v = carry
     if rms:
