@@ -107,6 +107,16 @@ def _normal(bits):
     return np.sqrt(2.0) * jax.lax.erf_inv(2 * u - 1)
 
 
+def _draws(bits, batches):
+    """(noise, batch offsets) from uint32 bits whose last axis holds a step's d normals, then its offset."""
+    return _normal(bits[..., :-1]), batches.offsets_from(bits[..., -1])
+
+
+def _generate(state, shape):
+    """(next state, uint32 bits of `shape`) from XLA's threefry generator (see _normal)."""
+    return jax.lax.rng_bit_generator(state, shape, jnp.uint32, algorithm=jax.lax.RandomAlgorithm.RNG_THREE_FRY)
+
+
 def _halving(post, cfg, step, batches, control, arrays, carry, eps, key, relax, total, per_step):
     """The step-halving check, from the chains' last states: (bias(ε) in λ̂'s units, its
     standard error, steps run), or NaNs where the run is too short for it (HALVING_*).
@@ -146,13 +156,14 @@ def _halving(post, cfg, step, batches, control, arrays, carry, eps, key, relax, 
             return (jax.tree.map(lambda x: x[0], new), jax.tree.map(lambda x: x[1], new), b), post.n_beta * (s[0] + s[1] - s3 - s[2]) / 2
 
         if not per_step:
-            noise, offsets = _normal(bits[..., :-1]), batches.offsets_from(bits[..., -1])
+            noise, offsets = _draws(bits, batches)
             return jax.vmap(lambda c, o, z: jax.lax.scan(lambda c, x: one(c, *x), c, (o, z)))(copies, offsets, noise)
 
         def each(c_state, _):
             c, state = c_state
-            state, bits = jax.lax.rng_bit_generator(state, (cfg.chains, 2, d + 1), jnp.uint32, algorithm=jax.lax.RandomAlgorithm.RNG_THREE_FRY)
-            c, diff = jax.vmap(one)(c, batches.offsets_from(bits[..., -1]), _normal(bits[..., :-1]))
+            state, bits = _generate(state, (cfg.chains, 2, d + 1))
+            noise, offsets = _draws(bits, batches)
+            c, diff = jax.vmap(one)(c, offsets, noise)
             return (c, state), diff
 
         (copies, _), diffs = jax.lax.scan(each, (copies, bits), None, length=length)
@@ -167,7 +178,7 @@ def _halving(post, cfg, step, batches, control, arrays, carry, eps, key, relax, 
     x, _ = blocked(diff, post.batch_fraction(cfg.batch_size) < 1)  # as λ̂'s MCSE (estimator.blocked)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        se = float(az.mcse(x, method="mean")) if x.shape[1] >= 4 else float("inf")
+        se = float(az.mcse(x, method="mean"))
     return 2 * float(diff.mean()), 2 * se, steps
 
 
@@ -225,13 +236,13 @@ def sample(post, cfg, key, spec=None) -> Trace:
     def run(carry, ts, bits, eps, arrays):
         """bits: the piece's (chains, steps, d + 1), or per step the generator's state."""
         if not per_step:
-            noise, offsets = _normal(bits[..., :-1]), batches.offsets_from(bits[..., -1])
+            noise, offsets = _draws(bits, batches)
             return jax.vmap(piece, in_axes=(0, None, 0, 0, None, None))(carry, ts, noise, offsets, eps, arrays)
 
         def all_chains(c_state, t):  # each step's, with the chains vectorised inside the step
             c, state = c_state
-            state, bits = jax.lax.rng_bit_generator(state, (cfg.chains, d + 1), jnp.uint32, algorithm=jax.lax.RandomAlgorithm.RNG_THREE_FRY)
-            noise, offsets = _normal(bits[..., :-1]), batches.offsets_from(bits[..., -1])
+            state, bits = _generate(state, (cfg.chains, d + 1))
+            noise, offsets = _draws(bits, batches)
             c, losses = jax.vmap(lambda c, o, z: step(arrays, eps, c, (t, o, z)))(c, offsets, noise)
             return (c, state), losses
 
