@@ -114,8 +114,9 @@ def run_warnings(m: dict, cfg) -> list[dict]:
                 f"predicted bias of λ̂ from the curvature where the chains went is {100 * m['bias_at_chains']:.1f}% (> {100 * BIAS_MAX:g}%; "
                 f"{100 * m['predicted_bias']:.1f}% at w*); lower bias_target (step_size auto) or the step",
             )
-        # measured, not predicted: the bias model can miss (a classifier's, a heavy-tailed loss')
-        if m.get("measured_bias", 0.0) - 2 * m.get("measured_bias_se", 0.0) > BIAS_MAX:
+        # measured, not predicted: the bias model can miss (a classifier's, a heavy-tailed loss'),
+        # and a step that reads λ̂ low is as wrong as one that reads it high
+        if abs(m.get("measured_bias", 0.0)) - 2 * m.get("measured_bias_se", 0.0) > BIAS_MAX:
             warn(
                 "step_bias",
                 f"step halving measures the step's bias of λ̂ at {100 * m['measured_bias']:.1f}% ± {100 * m['measured_bias_se']:.1f}% (> {100 * BIAS_MAX:g}%; "

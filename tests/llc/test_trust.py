@@ -578,6 +578,17 @@ def test_auto_draws_that_run_out_of_budget_unmixed_are_flagged():
         assert "unmixed" not in found(draws=1000) and not {w["code"] for w in run_warnings({**base, "draws": 1000}, preset(name, draws=1000))}
 
 
+def test_measured_step_bias_flags_either_sign_beyond_its_error():
+    """The step-halving check flags |measured bias| above 2% by 2 standard errors, whichever way
+    the step moves λ̂; within its error, or not measured (NaN), it does not."""
+    cfg = preset("sgld")
+    base = {**HEALTHY_HMC, "draws": 4000, "burnin": 1000, "step_size": 1e-3, "predicted_bias": 0.01, "mala_acceptance": 0.99, "budget_capped": False}
+    flagged = lambda b, se: "step_bias" in {w["code"] for w in run_warnings({**base, "measured_bias": b, "measured_bias_se": se}, cfg)}  # noqa: E731
+    assert flagged(0.05, 0.005) and flagged(-0.05, 0.005)
+    assert not flagged(0.03, 0.01) and not flagged(-0.03, 0.01) and not flagged(0.01, 0.001)
+    assert not flagged(float("nan"), float("nan"))
+
+
 def test_a_non_finite_gradient_at_w_star_is_flagged():
     """A kink or pole at w* (a user's own model) makes the gradient and the shift NaN, which no
     threshold comparison catches: flagged w_star."""
