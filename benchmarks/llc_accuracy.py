@@ -93,10 +93,10 @@ def main():
             cal["first" if first else "later"].append(m["calibration_sec"] / m["sample_sec"])
             first = False
             ratio = f"{m['calibration_sec']:.2f}/{m['sample_sec']:.1f}"
-            pred, meas = ("–", "–") if cfg.kind != "sgld" else (f"{100 * m['predicted_bias']:.1f}%", "n/a")
-            if cfg.kind == "sgld" and m["measured_bias"] == m["measured_bias"]:  # nan: not run (samplers/sgld.py HALVING_*)
-                meas = f"{100 * m['measured_bias']:.1f} ± {100 * m['measured_bias_se']:.1f}%"
-
+            pred = meas = "–"
+            if cfg.kind == "sgld":  # measured_bias nan: the check did not run (samplers/sgld.py HALVING_*)
+                pred = f"{100 * m['predicted_bias']:.1f}%"
+                meas = f"{100 * m['measured_bias']:.1f} ± {100 * m['measured_bias_se']:.1f}%" if m["measured_bias"] == m["measured_bias"] else "n/a"
             print(
                 f"{label:<26} {n:>7} {name:<13} {m['llc_mean']:8.3f} {m['llc_sem']:6.3f} {truth:7.3f} {100 * err:+6.1f}%  {sec:6.1f} {ratio:>12} {pred:>15} {meas:>12}  {codes}",
                 flush=True,
