@@ -41,8 +41,8 @@ def _duration(value, flag: str):
 
 def _overrides(args) -> tuple[str, ...]:
     for a in args:
-        if "=" not in a:
-            _fail(InputError(f"unexpected argument {a!r}: overrides are KEY=VALUE, e.g. samplers.0.overrides.draws=100"))
+        if "=" not in a and not a.startswith("~"):
+            _fail(InputError(f"unexpected argument {a!r}: overrides are KEY=VALUE (or ~KEY to remove one), e.g. samplers.0.overrides.draws=100"))
     return tuple(args)
 
 
@@ -55,7 +55,7 @@ def _workflow(name: str):
 def _command(wf) -> click.Command:
     """A workflow's command: the options every workflow takes (here, once), then its own (wf.cli())."""
 
-    def callback(local, parsl_card, sets, **kw):
+    def callback(local, parsl_card, sets, jobs, **kw):
         from .engine.cards import load_card
         from .engine.workflow import Options, run
 
@@ -65,7 +65,7 @@ def _command(wf) -> click.Command:
         common = {k: kw.pop(k) for k in ("force", "dry_run", "timeout", "track")}
         try:
             overrides, extra = wf.parse(kw)
-            card = load_card(parsl_card, tuple(sets))
+            card = load_card(parsl_card, (*sets, *([f"workers={jobs}"] if jobs is not None else [])))
             listing = wf.preview(path, card, overrides, extra)
             if listing is not None:  # e.g. progressive --list: a look at the file, nothing run
                 click.echo(listing)
@@ -87,8 +87,19 @@ def _command(wf) -> click.Command:
         click.option("--local", is_flag=True, help="Run on this machine with parsl_cards/local.yaml (the default)."),
         click.option("--parsl-card", metavar="CARD", help=CARD_HELP),
         click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a card field, e.g. --set provider.partition=debug (repeatable)."),
-        click.option("--dry-run", is_flag=True, help="List every task with its state and why it would run (new, failed, forced, code changed); run nothing."),
-        click.option("--force", is_flag=True, help=f"Recompute the {noun} even if their results are in the store."),
+        # Snakemake's spellings too: -n/--dryrun, -F/--forceall, -j/--jobs/--cores N
+        click.option(
+            "--dry-run",
+            "--dryrun",
+            "-n",
+            "dry_run",
+            is_flag=True,
+            help="List every task with its state and why it would run (new, failed, forced, code changed); run nothing.",
+        ),
+        click.option("--force", "--forceall", "-F", "force", is_flag=True, help=f"Recompute the {noun} even if their results are in the store."),
+        click.option(
+            "--jobs", "--cores", "-j", "jobs", metavar="N", help="Run at most N tasks at once: the card's `workers` (per node on SLURM), as --set workers=N."
+        ),
         click.option("--timeout", metavar="DURATION", help=TIMEOUT_HELP.format(noun.split()[0].rstrip("s"), wf.timeout_help)),
         click.option("--track", multiple=True, metavar="mlflow|wandb", help=TRACK_HELP),
         *wf.cli(),

@@ -99,12 +99,15 @@ def parse_duration(value, what: str = "duration") -> float:
 
 def apply_overrides(raw, pairs, where: str, flag: str = "override"):
     """Hydra-style KEY=VALUE on plain YAML data: dotted keys, list indices (samplers.0.draws=100),
-    values parsed as YAML. Missing mapping keys are created (validation judges them later)."""
+    values parsed as YAML. Missing mapping keys are created (validation judges them later), so
+    Hydra's +KEY=VALUE (add) and ++KEY=VALUE (add or override) set the key as KEY=VALUE does;
+    ~KEY removes a key or list entry (~KEY=VALUE only where it holds VALUE)."""
     raw = copy.deepcopy(raw) if raw is not None else {}
     for pair in pairs:
-        key, sep, text = pair.partition("=")
-        if not sep or not key.strip():
-            raise InputError(f"{flag} {pair!r}: expected KEY=VALUE, e.g. samplers.0.overrides.draws=100")
+        remove = pair.startswith("~")
+        key, sep, text = (pair[1:] if remove else re.sub(r"^\+\+?", "", pair)).partition("=")
+        if not key.strip() or not (sep or remove):
+            raise InputError(f"{flag} {pair!r}: expected KEY=VALUE (or ~KEY to remove it), e.g. samplers.0.overrides.draws=100")
         try:
             value = read_yaml(text) if text else ""
         except yaml.YAMLError:
@@ -121,13 +124,19 @@ def apply_overrides(raw, pairs, where: str, flag: str = "override"):
                     raise InputError(f"{where}: {flag} {key}: index {idx} out of range; {here} has {len(node)} entries")
             elif isinstance(node, dict):
                 idx = p
+                if remove and p not in node:
+                    raise InputError(f"{where}: {flag} {pair}: {'.'.join(parts[: i + 1])} is not in the file; nothing to remove")
                 if not last and not isinstance(node.get(p), (dict, list)):
                     if node.get(p) is not None:
                         raise InputError(f"{where}: {flag} {key}: {'.'.join(parts[: i + 1])} is {node[p]!r}, not a mapping or list")
                     node[p] = {}
             else:
                 raise InputError(f"{where}: {flag} {key}: {here} is {node!r}, not a mapping or list")
-            if last:
+            if last and remove:
+                if sep and node[idx] != value:
+                    raise InputError(f"{where}: {flag} {pair}: {key} is {node[idx]!r}, not {value!r}; nothing removed")
+                del node[idx]
+            elif last:
                 node[idx] = value
             else:
                 node = node[idx]

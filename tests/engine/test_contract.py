@@ -110,7 +110,9 @@ def test_workflow_commands_come_from_the_workflow_modules(project):
     assert r.returncode == 0 and all(f"  {name} " in r.stdout for name in ("llc", "progressive", "sweep")), r.stdout
     for name in ("llc", "progressive", "sweep"):
         r = cli("workflow", name, "--help", cwd=project)
-        assert r.returncode == 0 and all(o in r.stdout for o in ("--local", "--parsl-card", "--set", "--dry-run", "--force", "--timeout", "--track")), r.stdout
+        assert r.returncode == 0 and all(
+            o in r.stdout for o in ("--local", "--parsl-card", "--set", "--dry-run", "--force", "--jobs", "--timeout", "--track")
+        ), r.stdout
     bad = write_config(project / "config" / "other.yaml", {"something": 1})
     r = cli("status", str(bad), cwd=project)
     assert r.returncode == 2 and "not a workflow file" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr

@@ -218,6 +218,36 @@ def test_key_value_overrides(project):
     assert not (project / "runs").exists() and not (project / "results").exists()
 
 
+def test_hydra_and_snakemake_spellings(project):
+    """Hydra's +KEY=, ++KEY= (set) and ~KEY (remove); Snakemake's -n/--dryrun, -F/--forceall and
+    -j/--jobs/--cores N (tasks at once). Bad ones are one-line errors, exit 2, nothing written."""
+    p = write_config(project / "config" / "experiments.yaml", {
+        "targets": [{"model": "quadratic", "seed": 0}, {"model": "quadratic", "seed": 1}],
+        "samplers": [{"name": "hmc", "overrides": {"draws": 300}}]})  # fmt: skip
+    assert ids(p, ("+samplers.0.overrides.chains=2",)) == ids(p, ("++samplers.0.overrides.chains=2",)) == ids(p, ("samplers.0.overrides.chains=2",))
+    assert ids(p, ("~samplers.0.overrides.draws",)) == ids(p, ("samplers.0.overrides={}",)) != ids(p)
+    assert ids(p, ("~samplers.0.overrides.draws=300",)) == ids(p, ("~samplers.0.overrides",))
+    assert len(load_plan(p, ("~targets.0",)).targets) == 1 and load_plan(p, ("~targets.0",)).targets[0].seed == 1
+    dry = cli("workflow", "llc", "--dry-run", cwd=project)
+    for flags in (["-n"], ["--dryrun"]):
+        r = cli("workflow", "llc", *flags, cwd=project)
+        assert r.returncode == 0 and r.stdout == dry.stdout and "4 task(s) to run (4 new)" in r.stdout, r.stdout + r.stderr
+    r = cli("workflow", "llc", "-n", "-F", "-j", "1", "~targets.1", cwd=project)
+    assert r.returncode == 0 and "2 task(s) to run (2 forced)" in r.stdout and "1 task(s) at once" in r.stdout, r.stdout + r.stderr
+    r = cli("workflow", "llc", "--dryrun", "--forceall", "--cores", "3", cwd=project)
+    assert r.returncode == 0 and "(4 forced)" in r.stdout and "3 task(s) at once" in r.stdout, r.stdout + r.stderr
+    for bad, msg in [
+        (("~targets.0.nope",), "override ~targets.0.nope: targets.0.nope is not in the file; nothing to remove"),
+        (("~samplers.0.overrides.draws=7",), "samplers.0.overrides.draws is 300, not 7; nothing removed"),
+        (("~targets.4",), "index 4 out of range; targets has 2 entries"),
+        (("-j", "0"), "workers: must be > 0, got 0"),
+        (("--jobs", "many"), "workers: expected an integer, got 'many'"),
+    ]:
+        r = cli("workflow", "llc", "--local", *bad, cwd=project)
+        assert r.returncode == 2 and msg in r.stderr and len(r.stderr.strip().splitlines()) == 1, (bad, r.stderr)
+    assert not (project / "runs").exists() and not (project / "results").exists()
+
+
 def test_overrides_on_sweep_and_progressive(project):
     sweep = write_config(project / "s.yaml", {"task": "tests.tasks:toy", "rank_by": [{"metric": "score"}], "defaults": {"lr": 0.1}, "grid": {"width": [4, 8]}})
     r = cli("workflow", "sweep", str(sweep), "--dry-run", "defaults.lr=0.01", cwd=project)
