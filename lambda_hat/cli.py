@@ -276,7 +276,7 @@ def export(store_root, mlflow_uri, wandb_dir):
 
 @main.command()
 @click.option("--store", "store_root", type=click.Path(path_type=Path), default=Path("runs"), show_default=True, help="Store directory.")
-@click.option("--dry-run", is_flag=True, help="List what would be removed.")
+@click.option("--dry-run", "--dryrun", "-n", "dry_run", is_flag=True, help="List what would be removed.")
 def gc(store_root, dry_run):
     """Remove leftovers of tasks that never finished (crashed or killed)."""
     from .engine.store import Store

@@ -141,6 +141,8 @@ def test_killed_workflow_leaves_no_done_directory(tmp_path):
         pytest.fail("task process outlived the killed workflow")
     assert [d.name for d in (store.root / "t").iterdir() if not d.name.startswith(".")] == []
     assert len(store.leftovers()) == 1
+    r = cli("gc", "-n", "--store", str(store.root))  # Snakemake's spelling of --dry-run
+    assert r.returncode == 0 and "would remove" in r.stdout and len(store.leftovers()) == 1
     r = cli("gc", "--store", str(store.root))
     assert r.returncode == 0 and "removing" in r.stdout and store.leftovers() == []
 
