@@ -92,7 +92,7 @@ def main():
             codes = ",".join(dict.fromkeys(w["code"] for w in m["warnings"]))
             total += 1
             silent += abs(err) > tol and not codes
-            blind += abs(err) > tol and not set(codes.split(",")) - {"", "off_truth"}
+            blind += abs(err) > tol and not {w["code"] for w in m["warnings"]} - {"off_truth"}
             cal["first" if first else "later"].append(m["calibration_sec"] / m["sample_sec"])
             first = False
             ratio = f"{m['calibration_sec']:.2f}/{m['sample_sec']:.1f}"

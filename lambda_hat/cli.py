@@ -98,7 +98,7 @@ def _command(wf) -> click.Command:
         ),
         click.option("--force", "--forceall", "-F", "force", is_flag=True, help=f"Recompute the {noun} even if their results are in the store."),
         click.option(
-            "--jobs", "--cores", "-j", "jobs", metavar="N", help="Run at most N tasks at once: the card's `workers` (per node on SLURM), as --set workers=N."
+            "--jobs", "--cores", "-j", "jobs", metavar="N", help="Run at most N tasks at once (per node on SLURM): the card's `workers`, as --set workers=N."
         ),
         click.option("--timeout", metavar="DURATION", help=TIMEOUT_HELP.format(noun.split()[0].rstrip("s"), wf.timeout_help)),
         click.option("--track", multiple=True, metavar="mlflow|wandb", help=TRACK_HELP),

@@ -183,7 +183,8 @@ def run(wf: Workflow, path: Path, card, opts: Options) -> int:
         if opts.overrides:
             click.echo(f"overrides: {' '.join(opts.overrides)}")
         click.echo(listing(wf, plan, store, tasks, opts.force))
-        own = f"; tasks that name a card of their own ({len(wf.cards(plan))} in the file) run on it" if wf.cards(plan) else ""
+        cards = wf.cards(plan)
+        own = f"; tasks that name a card of their own ({len(cards)} in the file) run on it" if cards else ""
         click.echo(f"executor: {card.executor}, {card.capacity} task(s) at once{own}")
         return 0
     backends = tracking.trackers([*opts.track, *wf.tracking(plan)])

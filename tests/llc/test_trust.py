@@ -73,6 +73,15 @@ def regular(n, x_dist, noise, gamma=1.0):
     return _targets[key]
 
 
+def deep_linear(widths, n):
+    """A DLN of rank = narrowest width, trained 3 000 steps: one per shape and n (three presets
+    share [4, 3, 3, 4] at n = 1e3)."""
+    key = (tuple(widths), n, "dln")
+    if key not in _targets:
+        _targets[key] = target(widths, n, steps=3000)
+    return _targets[key]
+
+
 REGIMES = {  # (sampler preset, n, inputs, noise σ): every preset meets a hard regime
     "sgld-1e3-aniso-0.1": ("sgld", 1000, "gauss_aniso", 0.1),
     "sgld-1e5-aniso-1": ("sgld", 100_000, "gauss_aniso", 1.0),
@@ -119,10 +128,7 @@ def test_shipped_preset_on_regular_target(case):
 )
 def test_shipped_preset_on_deep_linear_network(name, widths, n):
     """3 layers, rank = narrowest width: Aoyagi's λ is the local value at any trained optimum."""
-    key = (widths, n, "dln")  # three presets share the [4, 3, 3, 4] target at n = 1e3
-    if key not in _targets:
-        _targets[key] = target(widths, n, steps=3000)
-    post, model = _targets[key]
+    post, model = deep_linear(widths, n)
     m, trace = estimate(post, preset(name), model)
     assert m["llc_true"] == theory.dln(list(widths), min(widths))
     check(m, m["llc_true"], 0.10)
