@@ -91,7 +91,7 @@ def _subsample(post, size):
     if post.data is None:
         return None
     idx = np.sort(np.random.default_rng(0).permutation(post.n)[: min(size, post.n)])
-    return jax.tree.map(lambda a: jnp.asarray(np.asarray(a)[idx]), post.data)
+    return jax.tree.map(lambda a: jax.device_put(np.asarray(a)[idx]), post.data)
 
 
 def _lanczos(hvp, V0, steps, free: int = 0):
@@ -108,7 +108,7 @@ def _lanczos(hvp, V0, steps, free: int = 0):
     Q[:, 0] = V0 / np.linalg.norm(V0, axis=1, keepdims=True)
     alphas, betas = [], []
     for j in range(steps):
-        W = np.asarray(hvp(jnp.asarray(Q[:, j], dt)), np.float64)
+        W = np.asarray(hvp(jax.device_put(np.asarray(Q[:, j], dt))), np.float64)
         alphas.append(np.sum(W * Q[:, j], axis=1))
         for _ in range(2):  # twice is enough
             W = W - np.matmul(np.matmul(Q[:, : j + 1], W[:, :, None])[:, None, :, 0], Q[:, : j + 1])[:, 0]
@@ -289,7 +289,7 @@ class Curvature:
 
     @property
     def P(self):
-        return self.U, self.p, jnp.asarray(self.rest, self.p.dtype)
+        return self.U, self.p, np.asarray(self.rest, self.p.dtype)
 
     def scale(self, a: np.ndarray) -> np.ndarray:
         return np.where(a >= self.cut, 1.0 / np.maximum(a, self.cut), self.rest)
@@ -309,7 +309,7 @@ def curvature_precond(spec: Spectrum, post, starts) -> Curvature:
     else:
         order = np.argsort(a_vec)[::-1]
         keep, cut = order[:KEEP_RITZ], float(a_vec[order[KEEP_RITZ]]) if len(order) > KEEP_RITZ else 2 * gamma or 1.0
-    U, p = jnp.asarray(spec.vectors[:, keep], dt), jnp.asarray(1.0 / a_vec[keep], dt)
+    U, p = jax.device_put(np.asarray(spec.vectors[:, keep], dt)), jax.device_put(np.asarray(1.0 / a_vec[keep], dt))
     a_rest = top_curvature(post, starts, (U, np.zeros(p.shape, dt), np.asarray(1.0, dt)))  # on I − UUᵀ (numpy: eager jnp compiles)
     return Curvature(U, p, 1.0 / max(a_rest, cut), cut)
 
@@ -391,10 +391,10 @@ def bias_around(post, positions, P, spec: Spectrum, cfg, curv: Curvature | None 
     positions = np.asarray(positions)
     p = None if P[1] is None else np.asarray(P[1])
     # one P for every position (a per-chain diagonal: one each), and its top at w* once
-    groups = [(positions, P)] if p is None or p.ndim < 2 else [(w[None], (None, jnp.asarray(r), None)) for w, r in zip(positions, p)]
+    groups = [(positions, P)] if p is None or p.ndim < 2 else [(w[None], (None, jax.device_put(r), None)) for w, r in zip(positions, p)]
     ratio, top, memo = 1.0, 0.0, {} if memo is None else memo
     for ws, Pj in groups:
-        a_top = top_curvature(post, jnp.asarray(ws), Pj)
+        a_top = top_curvature(post, jax.device_put(ws), Pj)
         key = hashlib.sha1(b"".join(np.asarray(x).tobytes() for x in Pj if x is not None)).digest()
         if key not in memo:  # w* in as many rows as the positions: the same program, not a second compile
             memo[key] = top_curvature(post, np.broadcast_to(np.asarray(post.w_star), ws.shape), Pj)
@@ -587,7 +587,7 @@ def dispersed_starts(post, spec: Spectrum, key, chains: int, spread: float = 2.0
         if not too_far.any():
             break
         deltas = deltas * np.where(too_far, 0.5, 1.0).astype(dt)[:, None]
-    return jnp.asarray(w_star + deltas)
+    return jax.device_put(np.asarray(w_star + deltas))
 
 
 def mala_acceptance(post, positions, eps: float, P, key, grad_full, proposals: int = 2) -> float:
@@ -608,7 +608,7 @@ def mala_acceptance(post, positions, eps: float, P, key, grad_full, proposals: i
     if prog not in _PROGRAMS:
         _PROGRAMS[prog] = _mala_program(post, subsampled, P[0] is None, proposals)
     dt = post.w_star.dtype
-    return float(_PROGRAMS[prog](positions, P, z, post.w_star, data, jnp.asarray(grad_full, dt), np.asarray(eps, dt)))
+    return float(_PROGRAMS[prog](positions, P, z, post.w_star, data, np.asarray(grad_full, dt), np.asarray(eps, dt)))
 
 
 def _log_ratio(w, w2, z, lp, lp2, g2, P, eps):

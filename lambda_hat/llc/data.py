@@ -37,13 +37,13 @@ DIGITS_TEST = 360  # held out by a fixed permutation (seed 0), whatever the targ
 def digits(n: int):
     """scikit-learn's handwritten digits (shipped with it: nothing is downloaded), pixels scaled to
     [0, 1], labels one-hot: ((x, y) of the first n training images, (x, y) of the test images)."""
-    import numpy as np
     from sklearn.datasets import load_digits
 
     x, labels = load_digits(return_X_y=True)
     order = np.random.default_rng(0).permutation(len(x))
-    x, y = jnp.asarray(x[order] / 16.0, jnp.result_type(float)), jax.nn.one_hot(labels[order], 10, dtype=jnp.result_type(float))
-    return (x[DIGITS_TEST:][:n], y[DIGITS_TEST:][:n]), (x[:DIGITS_TEST], y[:DIGITS_TEST])
+    dtype = jnp.result_type(float)
+    x, y = np.asarray(x[order] / 16.0, dtype), np.eye(10, dtype=dtype)[labels[order]]  # numpy: eager jnp ops compile
+    return jax.device_put(((x[DIGITS_TEST:][:n], y[DIGITS_TEST:][:n]), (x[:DIGITS_TEST], y[:DIGITS_TEST])))
 
 
 def make(cfg, dim: int, teacher_fn, key) -> tuple[jnp.ndarray, jnp.ndarray]:
@@ -65,7 +65,7 @@ def _ring(key, data, size):
     program (jax.random.permutation's sort) it cost a task's cold start ~0.3 s of compilation."""
     perm = host_rng(key).permutation(data[0].shape[0])
     rows = np.concatenate([perm, perm[:size]])
-    return jax.tree.map(lambda a: jnp.asarray(np.asarray(a)[rows]), data)
+    return jax.tree.map(lambda a: jax.device_put(np.asarray(a)[rows]), data)
 
 
 class Batcher:

@@ -151,7 +151,7 @@ def diagnose_target(ctx, cfg: PlotTask) -> dict:
     metrics = read_json(target_dir / "metrics.json")
     if sem["model"]["kind"] == "quadratic":
         return {"plots": {}}  # analytic loss: no data, no training
-    import jax.numpy as jnp
+    import jax
 
     from lambda_hat.llc.targets import problem
 
@@ -170,7 +170,7 @@ def diagnose_target(ctx, cfg: PlotTask) -> dict:
         fig.suptitle(f"Target fit: {sem['model']['kind']} (d = {metrics['d']}, n = {metrics['n']})")
         return {"plots": {"target": _save(fig, ctx.workdir / "target.png")}}
     xt, yt = prob.test()
-    w = jnp.asarray(arrays["w_star"], xt.dtype)
+    w = jax.device_put(np.asarray(arrays["w_star"], xt.dtype))
     pred, truth = np.asarray(prob.predict(w, xt))[:, 0], np.asarray(prob.teacher(xt))[:, 0]
     lo, hi = float(min(pred.min(), truth.min())), float(max(pred.max(), truth.max()))
     axes[1].scatter(truth, pred, s=3, alpha=0.4)

@@ -7,6 +7,7 @@ from typing import Callable
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 ACTIVATIONS = {"tanh": jnp.tanh, "relu": jax.nn.relu, "gelu": jax.nn.gelu}
 
@@ -54,13 +55,16 @@ def teacher(model, key, spec=None) -> Callable:
     """The function that generates targets: a random MLP (the student's architecture, with the
     fields a config.Teacher `spec` sets), or a rank-r linear map for a DLN."""
     din, dout = in_out(model)
-    if model.kind == "dln":
-        ku, kv = jax.random.split(key)
-        r = model.rank
-        prod = jax.random.normal(ku, (dout, r)) @ jax.random.normal(kv, (r, din)) / jnp.sqrt(din)
+    if model.kind == "dln":  # jitted, as below: run eagerly each op compiles a program of its own
+
+        def product(key):
+            ku, kv = jax.random.split(key)
+            return jax.random.normal(ku, (dout, model.rank)) @ jax.random.normal(kv, (model.rank, din)) / jnp.sqrt(din)
+
+        prod = jax.jit(product)(key)
         return lambda x: x @ prod.T
     arch = {f: getattr(model, f) for f in ("width", "depth", "activation", "bias")}
     arch.update({f: v for f, v in vars(spec).items() if v is not None} if spec else {})
     net = MLPNet(arch["width"], arch["depth"], dout, arch["activation"], arch["bias"])
-    params = net.init(key, jnp.zeros((1, din)))
+    params = jax.jit(net.init)(key, np.zeros((1, din), jnp.result_type(float)))
     return lambda x: net.apply(params, x)

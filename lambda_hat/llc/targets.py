@@ -44,6 +44,7 @@ def _softmax_ce(logits, y_onehot):
 
 def custom_problem(model, seed: int) -> Problem:
     """A user's target from its build function (config.Custom)."""
+    import jax
     import jax.numpy as jnp
     from jax.flatten_util import ravel_pytree
 
@@ -54,7 +55,7 @@ def custom_problem(model, seed: int) -> Problem:
     dtype = jnp.result_type(float)
     w0, unravel = ravel_pytree(out["params"])
     apply, per_sample = out["apply"], out["loss"]
-    x, y = jnp.asarray(out["x"], dtype), jnp.asarray(out["y"], dtype)
+    x, y = (jax.device_put(np.asarray(out[k], dtype)) for k in ("x", "y"))
 
     def predict(w, bx):
         return apply(unravel(w), bx)
@@ -62,12 +63,15 @@ def custom_problem(model, seed: int) -> Problem:
     def loss(w, batch):
         return jnp.mean(per_sample(predict(w, batch[0]), batch[1]))
 
-    test = (lambda: (jnp.asarray(out["x_test"], dtype), jnp.asarray(out["y_test"], dtype))) if "x_test" in out else None
-    return Problem(x, y, loss, predict, None, w0.astype(dtype), test, False, out.get("llc_true"))
+    test = (lambda: tuple(jax.device_put(np.asarray(out[k], dtype)) for k in ("x_test", "y_test"))) if "x_test" in out else None
+    return Problem(x, y, loss, predict, None, jax.device_put(np.asarray(w0, dtype)), test, False, out.get("llc_true"))
 
 
-def problem(sem: dict) -> Problem:
-    """Regenerate a data target's data, teacher and loss from its config (all seeded)."""
+def problem(sem: dict, generate: bool = True) -> Problem:
+    """Regenerate a data target's data, teacher and loss from its config (all seeded). Without
+    `generate`, only the loss and predict functions (x, y, teacher, w0 and test None), for a task
+    that loads the stored data. Every step is jitted: run eagerly, each op compiles a program of
+    its own (~2 s of a task's start on a small DLN, none of it kept by the persistent cache)."""
     import jax
     import jax.numpy as jnp
     from jax.flatten_util import ravel_pytree
@@ -78,34 +82,55 @@ def problem(sem: dict) -> Problem:
     model, data, _ = typed(sem)
     if model.kind == "custom":
         return custom_problem(model, sem["seed"])
-    k_teacher, k_data, k_init = jax.random.split(jax.random.PRNGKey(sem["seed"]), 3)
     classify = data.source == "digits"
+    net = network(model)
+    din, dtype = in_out(model)[0], jnp.result_type(float)
+    box = {}
+
+    def init(key):  # flax initialises float32 even under x64
+        flat, box["unravel"] = ravel_pytree(net.init(key, jnp.zeros((1, din), dtype)))
+        return flat.astype(dtype)
+
+    def keys(seed):
+        k_teacher, k_data, k_init = jax.random.split(jax.random.PRNGKey(seed), 3)
+        return k_teacher, k_data, k_init, jax.random.fold_in(k_data, 1)
+
+    if not generate:  # the parameters' flat layout, traced: nothing compiled or run
+        jax.eval_shape(lambda seed: init(jax.random.PRNGKey(seed)), sem["seed"])
+        return _with_loss(Problem(None, None, None, None, None, None, None, classify), net, box["unravel"], data.noise_scale)
+    # on the host (numpy): indexing a device array eagerly compiles a program too
+    k_teacher, k_data, k_init, k_test = (np.asarray(k) for k in jax.jit(keys)(sem["seed"]))
+    w0 = jax.jit(init)(k_init)
     if classify:
         (x, y), held_out = datagen.digits(data.n)
         truth, test = None, lambda: held_out
     else:
-        din, _ = in_out(model)
         truth = teacher(model, k_teacher, typed_teacher(sem))
-        x, y = datagen.make(data, din, truth, k_data)
-        test = lambda: datagen.make(data, din, truth, jax.random.fold_in(k_data, 1))  # noqa: E731
-    net = network(model)
-    w0, unravel = ravel_pytree(net.init(k_init, x[:1]))
-    w0 = w0.astype(x.dtype)  # flax initialises float32 even under x64
-    inv_2s2 = 1.0 / (2 * data.noise_scale**2)
+        make = jax.jit(lambda k: datagen.make(data, din, truth, k))
+        x, y = make(k_data)
+        test = lambda: make(k_test)  # noqa: E731
+    return _with_loss(Problem(x, y, None, None, truth, w0, test, classify), net, box["unravel"], data.noise_scale)
+
+
+def _with_loss(prob: Problem, net, unravel, noise_scale: float) -> Problem:
+    """prob with the network's loss and predict functions over flat parameters."""
+    import jax.numpy as jnp
+
+    inv_2s2 = 1.0 / (2 * noise_scale**2)
 
     def predict(w, bx):
         return net.apply(unravel(w), bx)
 
     def loss(w, batch):
         bx, by = batch
-        if classify:
+        if prob.classify:
             return jnp.mean(_softmax_ce(predict(w, bx), by))
         return inv_2s2 * jnp.mean(jnp.sum((by - predict(w, bx)) ** 2, axis=-1))
 
-    return Problem(x, y, loss, predict, truth, w0, test, classify)
+    return prob._replace(loss=loss, predict=predict)
 
 
-@task(TargetTask, version=2, preload=("jax", "optax", "lambda_hat.llc.posterior"))  # bump when training, data generation or a model's code changes w*
+@task(TargetTask, version=3, preload=("jax", "optax", "lambda_hat.llc.posterior"))  # bump when training, data generation or a model's code changes w*
 def train_target(ctx, cfg: TargetTask) -> dict:
     """Task: generate data, train to w*, store w*, data and L_n(w*) (full data set)."""
     import jax
@@ -130,7 +155,7 @@ def train_target(ctx, cfg: TargetTask) -> dict:
     x, y, loss, w0, test = prob.x, prob.y, prob.loss, prob.w0, prob.test
     opt = {"adam": optax.adam, "sgd": optax.sgd}[training.optimizer](training.lr)
     full = (x, y)
-    draw_batch = Batcher(full, jax.random.PRNGKey(sem["seed"] + 2), training.batch_size)
+    draw_batch = Batcher(full, jax.jit(jax.random.PRNGKey)(sem["seed"] + 2), training.batch_size)
 
     def train(w, ring, keys):  # the data as an argument, not a constant of the program (calibration._hvp)
         def step(carry, key):
@@ -141,23 +166,25 @@ def train_target(ctx, cfg: TargetTask) -> dict:
 
         return jax.lax.scan(step, (w, opt.init(w)), keys)
 
-    keys = jax.random.split(jax.random.PRNGKey(sem["seed"] + 1), training.steps)
+    # jitted, every step here and in problem(): run eagerly, each op compiles a program of its own
+    keys = jax.jit(lambda s: jax.random.split(jax.random.PRNGKey(s), training.steps))(sem["seed"] + 1)
     (w, _), curve = jax.jit(train)(w0, draw_batch.ring, keys)
-    trained_loss, g = jax.value_and_grad(loss)(w, full)
+    value_and_grad = jax.jit(jax.value_and_grad(loss))
+    trained_loss, g = value_and_grad(w, full)
     curve = np.asarray(curve)
     if not np.isfinite(float(trained_loss)):
         bad = int(np.argmax(~np.isfinite(curve)))
         raise TaskFailed(f"training diverged: loss {curve[bad]} at step {bad} (lower training.lr)")
-    trained_grad = float(jnp.linalg.norm(g))
+    trained_grad = float(np.linalg.norm(np.asarray(g)))
     w = polish(loss, w, full, training.polish_steps)
-    L_star, g = jax.value_and_grad(loss)(w, full)
-    L_star, grad_norm = float(L_star), float(jnp.linalg.norm(g))
+    L_star, g = value_and_grad(w, full)
+    L_star, grad_norm = float(L_star), float(np.linalg.norm(np.asarray(g)))
     np.savez(ctx.workdir / "target.npz", w_star=np.asarray(w), x=np.asarray(x), y=np.asarray(y), train_curve=curve)
     held_out = test() if test else None
-    test_loss = float(loss(w, held_out)) if held_out else None
+    test_loss = float(jax.jit(loss)(w, held_out)) if held_out else None
     extra = {"llc_true": prob.llc_true} if prob.llc_true is not None else {}
     if prob.classify:  # accuracy of the arg-max class
-        acc = lambda xy: float(jnp.mean(jnp.argmax(prob.predict(w, xy[0]), -1) == jnp.argmax(xy[1], -1)))  # noqa: E731
+        acc = lambda xy: float(np.mean(np.argmax(np.asarray(jax.jit(prob.predict)(w, xy[0])), -1) == np.argmax(np.asarray(xy[1]), -1)))  # noqa: E731
         extra.update(train_accuracy=acc(full), test_accuracy=acc(held_out))
     ctx.log(
         f"trained {training.steps} steps: L_n = {float(trained_loss):.6g}, |grad| = {trained_grad:.3g}; "
@@ -190,14 +217,16 @@ def polish(loss, w, data, steps: int):
             updates, state = opt.update(g, state, w, value=value, grad=g, value_fn=f)
             return (optax.apply_updates(w, updates), state), None
 
-        return jax.lax.scan(step, (w, opt.init(w)), None, length=steps)[0][0]
+        w2 = jax.lax.scan(step, (w, opt.init(w)), None, length=steps)[0][0]
+        return w2, f(w), f(w2)  # the losses in the same program: eagerly, each op compiles its own
 
-    w2 = jax.jit(run)(w, data)
-    before, after = float(loss(w, data)), float(loss(w2, data))
+    w2, before, after = jax.jit(run)(w, data)
+    before, after = float(before), float(after)
     return w2 if np.isfinite(after) and after <= before else w
 
 
 def load_posterior(target_dir: Path, sem: dict, beta0: float, gamma: float):
+    import jax
     import jax.numpy as jnp
 
     from lambda_hat.llc.posterior import Posterior, n_beta
@@ -205,10 +234,11 @@ def load_posterior(target_dir: Path, sem: dict, beta0: float, gamma: float):
     model, _, _ = typed(sem)
     arrays = np.load(Path(target_dir) / "target.npz")
     dtype = jnp.result_type(float)  # float64 under x64: the process's precision, not the file's
-    w_star = jnp.asarray(arrays["w_star"], dtype)
+    w_star = jax.device_put(np.asarray(arrays["w_star"], dtype))
     if model.kind == "quadratic":
         return Posterior(w_star, model.n, n_beta(model.n, beta0), gamma, lambda w, batch: 0.5 * jnp.sum(w**2), None, 0.0)
-    loss = problem(sem).loss
-    data = (jnp.asarray(arrays["x"], dtype), jnp.asarray(arrays["y"], dtype))
+    loss = problem(sem, generate=False).loss
+    data = tuple(jax.device_put(np.asarray(arrays[k], dtype)) for k in ("x", "y"))
     n = data[0].shape[0]
-    return Posterior(w_star, n, n_beta(n, beta0), gamma, loss, data, float(loss(w_star, data)))
+    # jitted: run eagerly, each of the loss's ops would compile a program of its own
+    return Posterior(w_star, n, n_beta(n, beta0), gamma, loss, data, float(jax.jit(loss)(w_star, data)))

@@ -47,3 +47,44 @@ def test_a_second_seed_compiles_nothing(tmp_path):
     new = json.loads(r.stdout.strip().splitlines()[-1])
     assert set(new) == {"hmc", "mclmc", "sgld", "vi_meanfield"}
     assert all(not files for files in new.values()), new
+
+
+STEPS = r"""
+import json, sys
+from pathlib import Path
+import jax
+jax.config.update("jax_enable_x64", True)
+compiled = []
+jax.monitoring.register_event_duration_secs_listener(
+    lambda event, secs, **kw: compiled.append(secs) if event == "/jax/core/compile/backend_compile_duration" else None
+)
+from lambda_hat.engine.runner import Context
+from lambda_hat.engine.tasks import call
+from lambda_hat.llc.targets import load_posterior, train_target
+sem, workdir = json.loads(sys.argv[1]), Path(sys.argv[2])
+if sys.argv[3] == "train":
+    call(train_target, Context(sem, workdir, []))
+else:
+    load_posterior(workdir, sem, 1.0, 1.0)
+print(len(compiled))
+"""
+
+
+def test_a_target_task_compiles_its_steps_not_each_op(tmp_path):
+    """Run eagerly, each JAX op compiles a program of its own (10–60 ms apiece, too short for the
+    persistent cache to keep): data generation, initialisation and the losses once cost a
+    training task ~70 programs and loading its posterior ~45, 1.5–2.5 s of each task's start."""
+    sem = {
+        "model": {"kind": "mlp", "in_dim": 3, "out_dim": 2, "width": 4, "depth": 1, "activation": "tanh", "bias": True},
+        "data": {"n": 200, "noise_model": "student_t", "noise_scale": 0.5, "source": "teacher", "student_df": 5.0, "x_dist": "mixture"},
+        "training": {"batch_size": 32, "lr": 0.01, "optimizer": "adam", "polish_steps": 10, "steps": 50},
+        "seed": 1, "x64": True,
+    }  # fmt: skip
+
+    def programs(step):
+        r = subprocess.run([sys.executable, "-c", STEPS, json.dumps(sem), str(tmp_path), step], capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr[-3000:]
+        return int(r.stdout.strip().splitlines()[-1])
+
+    assert programs("train") <= 12
+    assert programs("load") <= 1

@@ -72,7 +72,7 @@ def _paired(post, batches):
         c -= c[: post.n].mean(axis=0)
         out = np.zeros((c.shape[0] + 1,) + c.shape[1:], dt)
         out[1:] = np.cumsum(c, axis=0, out=c)
-        return jnp.asarray(out)
+        return jax.device_put(out)
 
     one = lambda w, xi, yi: post.loss(w, (xi[None], yi[None]))  # noqa: E731
     if (x.shape[0] + 1) * post.dim * 8 > GRAD_PREFIX_BYTES:

@@ -99,7 +99,7 @@ class Flow:
         masks = np.zeros((cfg.layers, d))
         for mask in masks:
             mask[rng.permutation(d)[: d // 2]] = 1
-        self.masks = jnp.asarray(masks, dtype)
+        self.masks = jax.device_put(np.asarray(masks, dtype))
 
     def init(self, key):
         L, d, h = len(self.masks), self.d, self.hidden

@@ -86,19 +86,20 @@ def cluster_pairs(pairs: np.ndarray, cfg: BlobConfig, rng: np.random.Generator) 
     return {"n_clusters": len(clusters), "silhouette": sil, "noise_fraction": float(1 - core.mean())}
 
 
-@task(BlobConfig, preload=("jax", "optax"))
+@task(BlobConfig, version=2, preload=("jax", "optax"))  # bump when the training or the data change
 def train(ctx, cfg: BlobConfig) -> dict:
     import jax
     import optax
 
     t0 = time.time()
-    key = jax.random.PRNGKey(cfg.seed)
-    k_init, k_data, k_test = jax.random.split(key, 3)
-    params = _init(k_init, cfg)
+    # every step jitted (and the keys arguments, not constants: one program for every seed): run
+    # eagerly, each op compiles a program of its own
+    k_init, k_data, k_test = jax.jit(lambda s: jax.random.split(jax.random.PRNGKey(s), 3))(cfg.seed)
+    params = jax.jit(lambda k: _init(k, cfg))(k_init)
     opt = optax.adam(cfg.lr)
 
     @jax.jit
-    def run(params):
+    def run(params, k_data):
         def step(carry, i):
             p, s = carry
             x, t = _batch(jax.random.fold_in(k_data, i), cfg, cfg.batch)
@@ -109,10 +110,9 @@ def train(ctx, cfg: BlobConfig) -> dict:
         (p, _), losses = jax.lax.scan(step, (params, opt.init(params)), np.arange(cfg.steps))
         return p, losses
 
-    params, losses = jax.block_until_ready(run(params))
+    params, losses = jax.block_until_ready(run(params, k_data))
     train_sec = time.time() - t0
-    x, t = _batch(k_test, cfg, cfg.n_test)
-    test_loss = float(_loss(params, x, t, cfg))
+    test_loss = float(jax.jit(lambda p, k: _loss(p, *_batch(k, cfg, cfg.n_test), cfg))(params, k_test))
     if not np.isfinite(test_loss):
         from lambda_hat.engine.tasks import TaskFailed
 
