@@ -10,8 +10,9 @@ Prints, measured side by side in one run:
 - the wall time of `lambda-hat workflow llc` re-run on a finished sweep of --scale tasks
   (everything reused: config resolution, store checks, aggregation, retry file; goal ≤ 5 s);
 - a task's fixed cost beside the bare start-up of Python + JAX (import, one jitted op): a task
-  process through the runner doing the same, and an llc run whose sampling is negligible (HMC,
-  10 draws on a d = 10 quadratic: imports, calibration, compilation, diagnostics, trace), with its
+  process through the runner doing the same, training the default DLN (5→3→5, n = 1 000), and an
+  llc run on it whose sampling is negligible (HMC, 10 draws: imports, loading the target,
+  calibration, compilation, diagnostics, trace), with its
   programs compiled afresh and loaded from the store's compilation cache; each with task
   processes started as fresh interpreters (LAMBDA_HAT_FORK=0) and forked from the runner's
   preloaded server (the default).
@@ -148,7 +149,10 @@ def startup(work: Path) -> None:
     bare_sec = min(bare() for _ in range(3))
     env = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "benchmarks"), str(ROOT), env]))
-    cfg = {"targets": [{"model": "quadratic", "seed": 0}], "samplers": [{"name": "hmc", "overrides": {"warmup": 10, "draws": 10, "seed": s}} for s in (0, 1)]}
+    cfg = {
+        "targets": [{"model": "dln", "data": "small", "seed": 0}],
+        "samplers": [{"name": "hmc", "overrides": {"warmup": 10, "draws": 10, "seed": s}} for s in (0, 1)],
+    }
     start_forkserver(["engine_overhead:jax_op", "lambda_hat.llc.targets:train_target", "lambda_hat.llc.sampling:sample_run"])
     line = f"start-up   : bare Python + JAX (import, one jitted op) {bare_sec:.2f} s"
     for mode, name in (("0", "a fresh interpreter"), ("1", "forked from the preloaded server")):
@@ -159,7 +163,7 @@ def startup(work: Path) -> None:
         os.chdir(work / mode / "llc")
         tasks = WORKFLOW.tasks(load_plan(Path("config/experiments.yaml")), Options(), CARD)
         secs = task_sec(tasks, Path("runs").resolve())  # the target, then the same program twice (seeds 0 and 1)
-        line += (f"\n  task process, {name}: the same {task:.2f} s (+{task - bare_sec:.2f} s); "
+        line += (f"\n  task process, {name}: the same {task:.2f} s (+{task - bare_sec:.2f} s); training the DLN {secs[0]:.2f} s; "
                  f"an llc run of negligible sampling {secs[1]:.2f} s compiling, {secs[2]:.2f} s with its programs cached")  # fmt: skip
     print(line)
 
