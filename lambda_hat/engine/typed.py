@@ -205,6 +205,12 @@ def nonneg(**kw):
     return {"ge": 0, **kw}
 
 
+def seed_range(**kw):
+    """Field metadata for a random seed: JAX takes it as an int32 without x64 (larger ones
+    overflow, or once aliased silently to another seed's key)."""
+    return {"ge": 0, "lt": 2**31, **kw}
+
+
 def _type_name(tp) -> str:
     if typing.get_origin(tp) is Literal:
         return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))

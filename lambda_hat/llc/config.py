@@ -11,7 +11,21 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import ClassVar, Literal
 
-from lambda_hat.engine.typed import Duration, InputError, apply_overrides, build, canonical, deep_merge, fail, import_ref, load_yaml, nonneg, plain, positive
+from lambda_hat.engine.typed import (
+    Duration,
+    InputError,
+    apply_overrides,
+    build,
+    canonical,
+    deep_merge,
+    fail,
+    import_ref,
+    load_yaml,
+    nonneg,
+    plain,
+    positive,
+    seed_range,
+)
 
 # ---------------------------------------------------------------- models, data, training
 
@@ -127,7 +141,7 @@ class SamplerBase:
     draws: int = field(default=1000, metadata=positive())  # kept draws per chain, after burn-in
     burnin: int = field(default=200, metadata=nonneg())
     eval_every: int = field(default=1, metadata=positive())  # λ̂ and diagnostics from every k-th draw
-    seed: int = field(default=0, metadata=nonneg())
+    seed: int = field(default=0, metadata=seed_range())
     posterior: Posterior = Posterior()
 
     def work(self, n: int) -> float:
@@ -258,7 +272,7 @@ SAMPLER_KINDS = {"sgld": SGLD, "hmc": HMC, "mclmc": MCLMC, "vi": VI}
 class SamplerEntry:
     name: str
     overrides: dict = field(default_factory=dict)
-    seed: int | None = field(default=None, metadata=nonneg())  # the sampler's seed (as in overrides)
+    seed: int | None = field(default=None, metadata=seed_range())  # the sampler's seed (as in overrides)
 
 
 @dataclass(frozen=True)
@@ -271,7 +285,7 @@ class TargetEntry:
     model: str | dict  # a preset name, or the model section itself ({kind: custom, fn: …})
     data: str | None = None
     teacher: str | None = None  # a teacher preset; null or _null: the student's architecture
-    seed: int = field(default=0, metadata=nonneg())
+    seed: int = field(default=0, metadata=seed_range())
     overrides: dict = field(default_factory=dict)
     samplers: list[SamplerEntry] | None = None  # replaces the top-level list for this target
     # λ̂ over training: the samplers also run at these training steps ({every: K} or a list)

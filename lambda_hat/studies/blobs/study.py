@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from lambda_hat.engine.tasks import task
-from lambda_hat.engine.typed import nonneg, positive
+from lambda_hat.engine.typed import nonneg, positive, seed_range
 
 
 @dataclass(frozen=True)
 class BlobConfig:
-    seed: int = 0
+    seed: int = field(default=0, metadata=seed_range())
     d: int = field(default=1024, metadata=positive())  # input/output dimension
     h: int = field(default=128, metadata=positive())  # hidden units
     lr: float = field(default=0.02, metadata=positive())
