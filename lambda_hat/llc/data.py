@@ -42,7 +42,7 @@ def digits(n: int):
     x, labels = load_digits(return_X_y=True)
     order = np.random.default_rng(0).permutation(len(x))
     dtype = jnp.result_type(float)
-    x, y = np.asarray(x[order] / 16.0, dtype), np.eye(10, dtype=dtype)[labels[order]]  # numpy: eager jnp ops compile
+    x, y = np.asarray(x[order] / 16.0, dtype), np.eye(10, dtype=dtype)[labels[order]]
     return jax.device_put(((x[DIGITS_TEST:][:n], y[DIGITS_TEST:][:n]), (x[:DIGITS_TEST], y[:DIGITS_TEST])))
 
 

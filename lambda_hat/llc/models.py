@@ -55,7 +55,7 @@ def teacher(model, key, spec=None) -> Callable:
     """The function that generates targets: a random MLP (the student's architecture, with the
     fields a config.Teacher `spec` sets), or a rank-r linear map for a DLN."""
     din, dout = in_out(model)
-    if model.kind == "dln":  # jitted, as below: run eagerly each op compiles a program of its own
+    if model.kind == "dln":  # jitted, as below (see targets.problem)
 
         def product(key):
             ku, kv = jax.random.split(key)

@@ -24,14 +24,14 @@ def typed_teacher(sem: dict) -> Teacher | None:
     return build(Teacher, sem["teacher"], "<target config>", "teacher") if sem.get("teacher") else None
 
 
-class Problem(NamedTuple):
-    x: object
-    y: object
-    loss: Callable  # loss(w, (x, y)): mean negative log-likelihood per sample
-    predict: Callable  # predict(w, x): the network's outputs
-    teacher: Callable | None  # teacher(x): the noiseless truth, where there is one
-    w0: object  # initial flat parameters
-    test: Callable | None  # test(): held-out data (a fresh draw of the same size for generated data)
+class Problem(NamedTuple):  # None: not made (problem(generate=False) makes only loss and predict)
+    x: object = None
+    y: object = None
+    loss: Callable | None = None  # loss(w, (x, y)): mean negative log-likelihood per sample
+    predict: Callable | None = None  # predict(w, x): the network's outputs
+    teacher: Callable | None = None  # teacher(x): the noiseless truth, where there is one
+    w0: object = None  # initial flat parameters
+    test: Callable | None = None  # test(): held-out data (a fresh draw of the same size for generated data)
     classify: bool = False  # y one-hot, loss softmax cross-entropy: accuracy is reported
     llc_true: float | None = None  # a custom target's own known λ
 
@@ -69,8 +69,8 @@ def custom_problem(model, seed: int) -> Problem:
 
 def problem(sem: dict, generate: bool = True) -> Problem:
     """Regenerate a data target's data, teacher and loss from its config (all seeded). Without
-    `generate`, only the loss and predict functions (x, y, teacher, w0 and test None), for a task
-    that loads the stored data. Every step is jitted: run eagerly, each op compiles a program of
+    `generate`, only the loss and predict functions, for a task that loads the stored data.
+    Every step is jitted: run eagerly, each op compiles a program of
     its own (~2 s of a task's start on a small DLN, none of it kept by the persistent cache)."""
     import jax
     import jax.numpy as jnp
@@ -97,7 +97,7 @@ def problem(sem: dict, generate: bool = True) -> Problem:
 
     if not generate:  # the parameters' flat layout, traced: nothing compiled or run
         jax.eval_shape(lambda seed: init(jax.random.PRNGKey(seed)), sem["seed"])
-        return _with_loss(Problem(None, None, None, None, None, None, None, classify), net, box["unravel"], data.noise_scale)
+        return _with_loss(Problem(classify=classify), net, box["unravel"], data.noise_scale)
     # on the host (numpy): indexing a device array eagerly compiles a program too
     k_teacher, k_data, k_init, k_test = (np.asarray(k) for k in jax.jit(keys)(sem["seed"]))
     w0 = jax.jit(init)(k_init)
@@ -109,7 +109,7 @@ def problem(sem: dict, generate: bool = True) -> Problem:
         make = jax.jit(lambda k: datagen.make(data, din, truth, k))
         x, y = make(k_data)
         test = lambda: make(k_test)  # noqa: E731
-    return _with_loss(Problem(x, y, None, None, truth, w0, test, classify), net, box["unravel"], data.noise_scale)
+    return _with_loss(Problem(x, y, teacher=truth, w0=w0, test=test, classify=classify), net, box["unravel"], data.noise_scale)
 
 
 def _with_loss(prob: Problem, net, unravel, noise_scale: float) -> Problem:
@@ -147,7 +147,7 @@ def train_target(ctx, cfg: TargetTask) -> dict:
     model, data, training = typed(sem)
     t0 = time.time()
     if model.kind == "quadratic":
-        w = np.zeros(model.dim, jnp.result_type(float))  # numpy: an eager jnp op compiles a program
+        w = np.zeros(model.dim, jnp.result_type(float))
         np.savez(ctx.workdir / "target.npz", w_star=np.asarray(w))
         return {"d": model.dim, "n": model.n, "L_star": 0.0, "final_loss": 0.0, "grad_norm": 0.0, "train_sec": 0.0}
 
@@ -166,7 +166,7 @@ def train_target(ctx, cfg: TargetTask) -> dict:
 
         return jax.lax.scan(step, (w, opt.init(w)), keys)
 
-    # jitted, every step here and in problem(): run eagerly, each op compiles a program of its own
+    # every step jitted, as in problem()
     keys = jax.jit(lambda s: jax.random.split(jax.random.PRNGKey(s), training.steps))(sem["seed"] + 1)
     (w, _), curve = jax.jit(train)(w0, draw_batch.ring, keys)
     value_and_grad = jax.jit(jax.value_and_grad(loss))
@@ -218,7 +218,7 @@ def polish(loss, w, data, steps: int):
             return (optax.apply_updates(w, updates), state), None
 
         w2 = jax.lax.scan(step, (w, opt.init(w)), None, length=steps)[0][0]
-        return w2, f(w), f(w2)  # the losses in the same program: eagerly, each op compiles its own
+        return w2, f(w), f(w2)
 
     w2, before, after = jax.jit(run)(w, data)
     before, after = float(before), float(after)
@@ -240,5 +240,4 @@ def load_posterior(target_dir: Path, sem: dict, beta0: float, gamma: float):
     loss = problem(sem, generate=False).loss
     data = tuple(jax.device_put(np.asarray(arrays[k], dtype)) for k in ("x", "y"))
     n = data[0].shape[0]
-    # jitted: run eagerly, each of the loss's ops would compile a program of its own
     return Posterior(w_star, n, n_beta(n, beta0), gamma, loss, data, float(jax.jit(loss)(w_star, data)))

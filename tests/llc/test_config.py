@@ -166,6 +166,8 @@ BAD = [  # (name, config or raw text, fragments the one-line error must contain)
         _bad(lambda c: c["targets"].append({"model": "dln", "data": "small", "overrides": {"data": {"n": 1}}})),
         ["targets[1].data.n", "must be > 1"],
     ),
+    ("seed_past_int32", _bad(lambda c: c["targets"][0].update(seed=2**31)), ["targets[0].seed", "must be < 2147483648"]),
+    ("sampler_seed_past_int32", _bad(lambda c: c["samplers"][0].update(seed=2**33)), ["samplers[0].seed", "must be < 2147483648"]),
     ("meanfield_mixture", _bad(lambda c: c["samplers"].append({"name": "vi_meanfield", "overrides": {"M": 3}})), ["samplers[1].M", "family: lowrank"]),
 ]
 

@@ -92,8 +92,7 @@ def train(ctx, cfg: BlobConfig) -> dict:
     import optax
 
     t0 = time.time()
-    # every step jitted (and the keys arguments, not constants: one program for every seed): run
-    # eagerly, each op compiles a program of its own
+    # every step jitted (as llc.targets.problem), the keys arguments: one program for every seed
     k_init, k_data, k_test = jax.jit(lambda s: jax.random.split(jax.random.PRNGKey(s), 3))(cfg.seed)
     params = jax.jit(lambda k: _init(k, cfg))(k_init)
     opt = optax.adam(cfg.lr)
