@@ -226,9 +226,10 @@ def main():
                 f"WARNING: the HMC reference is not converged by our own checks (R̂ {ref['r_hat']:.3f} > 1.01 or ESS {ref['ess_bulk']:.0f} < 400): read err_* with its MCSE"
             )
 
-    # As in a task process: JAX's persistent compilation cache (the store's .jax-cache there).
+    # As in a task process: JAX's persistent compilation cache (the store's .jax-cache there),
+    # every program kept, however fast its compilation (the runner's setting)
     jax.config.update("jax_compilation_cache_dir", tempfile.mkdtemp())
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
 
     def ours(post, draws):
         calibration._PROGRAMS.clear()  # a task process starts with no program traced

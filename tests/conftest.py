@@ -13,11 +13,13 @@ _script = Path(sys.executable).parent / "lambda-hat"
 LH = [str(_script)] if _script.exists() else [sys.executable, "-m", "lambda_hat.cli"]
 
 # One JAX compilation cache for the whole suite (the runner's default is one per store): task
-# processes of later tests load the programs that earlier tests compiled.
-os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="lambda-hat-tests-jax-"))
+# processes of later tests load the programs that earlier tests compiled. Made only where unset:
+# pytest-xdist's workers inherit the controller's.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="lambda-hat-tests-jax-")
 # as the runner sets for task processes: in-process tests share their many small programs too
 # (the calibration of one target is the same program for every sampler run on it)
-os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.1")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
 # A tiny, fast llc config: a data-free quadratic target and a short SGLD chain.
 TINY = {
