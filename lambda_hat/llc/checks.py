@@ -52,10 +52,10 @@ def run_warnings(m: dict, cfg) -> list[dict]:
     llc = m["llc_mean"]
     if m["r_hat"] == m["r_hat"] and m["r_hat"] > RHAT_MAX:
         warn("rhat", f"R̂ {m['r_hat']:.3f} > {RHAT_MAX}: chains disagree (not mixed, or stuck in different modes)")
-    if m["ess_bulk"] < ESS_GOAL:
+    if not m["ess_bulk"] >= ESS_GOAL:  # NaN too (a constant trace): no effective draw to count on
         # ESS grows with the draws once the chains have mixed: how many would reach the goal
         draws = int(m["draws"])
-        need = math.ceil(draws * ESS_GOAL / max(m["ess_bulk"], 1.0))
+        need = math.ceil(draws * ESS_GOAL / (m["ess_bulk"] if m["ess_bulk"] > 1 else 1.0))
         if cfg.kind == "sgld":
             hint = f"; about {need} draws per chain would reach it (max_steps ≥ {m['burnin'] + need}), or raise batch_size (less minibatch noise lets the auto step grow)"
         elif cfg.draws == "auto":  # HMC, MCLMC: stopped at their budget

@@ -126,6 +126,8 @@ class Training:
 
 # ---------------------------------------------------------------- samplers
 
+MIN_KEPT = 4  # kept draws per chain, after eval_every, below which R̂ and ESS are undefined
+
 
 @dataclass(frozen=True)
 class Posterior:
@@ -148,6 +150,15 @@ class SamplerBase:
         """Rough cost on n data points (gradient evaluations × points, all chains): runs are
         started longest first, so that the longest does not start last."""
         raise NotImplementedError
+
+    def check(self, bad):
+        if self.draws != "auto" and self.draws < MIN_KEPT:
+            bad("draws", f"must be ≥ {MIN_KEPT} (R̂ and ESS need them), got {self.draws}")
+        elif self.draws != "auto" and self.draws // self.eval_every < MIN_KEPT:
+            bad(
+                "eval_every",
+                f"keeps {self.draws // self.eval_every} of draws = {self.draws} per chain; R̂ and ESS need at least {MIN_KEPT} (eval_every ≤ {self.draws // MIN_KEPT})",
+            )
 
 
 @dataclass(frozen=True)
@@ -259,6 +270,7 @@ class VI(SamplerBase):
         return self.chains * self.steps * self.M * self.mc_samples * (self.batch(n) or n)
 
     def check(self, bad):
+        super().check(bad)
         if self.family != "lowrank" and self.M != 1:
             bad("M", f"{self.family} takes M: 1; use family: lowrank for a mixture (preset vi)")
 

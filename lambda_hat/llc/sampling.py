@@ -8,7 +8,7 @@ import numpy as np
 
 from lambda_hat.engine.store import read_json
 from lambda_hat.engine.tasks import task
-from lambda_hat.llc.config import RunTask
+from lambda_hat.llc.config import MIN_KEPT, RunTask
 from lambda_hat.llc.samplers import VERSIONS
 
 FINITE_N_MAX_DIM = 2000  # llc_finite needs the full Hessian: d HVPs over the whole data set
@@ -47,6 +47,8 @@ def estimate(post, cfg, model: dict, log=lambda msg: None, llc_true: float | Non
     hint = {"sgld": "lower step_size", "vi": "lower lr", "hmc": "raise target_accept or warmup", "mclmc": "lower step_scale or raise tune_steps"}[cfg.kind]
     samplers.check_finite(trace.loss, trace.extras.get("burnin", cfg.burnin), hint)
     traces.thin(trace, cfg.eval_every)  # the original Lambda-Hat's eval_every
+    if trace.loss.shape[1] < MIN_KEPT:  # auto draws stopped early: too few left to estimate or check
+        raise ValueError(f"eval_every = {cfg.eval_every} keeps {trace.loss.shape[1]} draws per chain (< {MIN_KEPT}); lower eval_every")
     trace.idata = traces.inference_data(trace, post.n_beta, post.L_star, {"sampler": plain(cfg), "n": post.n, "d": post.dim})
     out = summarize(trace.idata)
     out.update(

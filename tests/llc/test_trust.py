@@ -587,6 +587,14 @@ def test_auto_draws_that_run_out_of_budget_unmixed_are_flagged():
         assert "unmixed" not in found(draws=1000) and not {w["code"] for w in run_warnings({**base, "draws": 1000}, preset(name, draws=1000))}
 
 
+def test_undefined_ess_is_flagged():
+    """An ESS arviz cannot compute (NaN: a constant trace) is flagged, not passed as healthy."""
+    for name in ("hmc", "sgld"):
+        m = {**HEALTHY_HMC, "ess_bulk": float("nan"), "draws": 1000, "burnin": 100, "predicted_bias": 0.01, "mala_acceptance": 0.99, "budget_capped": False}
+        found = [w for w in run_warnings(m, preset(name, draws=1000)) if w["code"] == "ess"]
+        assert found and "1000 draws per chain" not in found[0]["message"], found  # the hint counts from ESS 1
+
+
 def test_measured_step_bias_flags_either_sign_beyond_its_error():
     """The step-halving check flags |measured bias| above 2% by 2 standard errors, whichever way
     the step moves λ̂; within its error, or not measured (NaN), it does not."""

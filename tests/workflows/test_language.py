@@ -159,6 +159,14 @@ def test_teacher_presets(tmp_path):
         ({"model": "quadratic"}, {"name": "hmc", "overrides": {"draws": -1}}, ["samplers[0].draws", "must be > 0"]),
         ({"model": "quadratic"}, {"name": "sgld", "overrides": {"step_size": "fast"}}, ["samplers[0].step_size", "expected a number or one of 'auto'"]),
         ({"model": "quadratic"}, {"name": "hmc", "overrides": {"eval_every": 0}}, ["samplers[0].eval_every", "must be > 0"]),
+        # thinned to nothing, λ̂ read NaN and the run was shown done
+        (
+            {"model": "quadratic"},
+            {"name": "hmc", "overrides": {"eval_every": 100_000, "draws": 100}},
+            ["samplers[0].eval_every", "keeps 0 of draws = 100", "eval_every ≤ 25"],
+        ),
+        ({"model": "quadratic"}, {"name": "vi", "overrides": {"eval_every": 3, "draws": 10}}, ["samplers[0].eval_every", "keeps 3 of draws = 10"]),
+        ({"model": "quadratic"}, {"name": "sgld", "overrides": {"draws": 3}}, ["samplers[0].draws", "must be ≥ 4"]),
         ({"model": "quadratic"}, {"name": "hmc", "seed": -1}, ["samplers[0].seed", "must be >= 0"]),
         ({"model": "quadratic"}, {"name": "hmc", "seed": 1, "overrides": {"seed": 2}}, ["samplers[0].seed", "given here and in overrides"]),
     ],
