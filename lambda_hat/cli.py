@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -135,6 +136,10 @@ def main():
     the same config is never computed twice and an interrupted sweep resumes where it stopped.
     Exit codes: 0 all done, 1 some tasks failed, 2 bad input, 130 interrupted.
     """
+    # The project's own modules (a custom target's `fn`, a sweep's task) import here as they do
+    # in its task processes, which run with the working directory first on sys.path (python -m's)
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
 
 
 @main.group(cls=_Workflows)

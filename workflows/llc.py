@@ -33,6 +33,13 @@ def diag_tasks(targets: dict, runs: dict, env: dict) -> tuple[dict, dict]:
     )
 
 
+def _data_size(target: dict) -> int:
+    """n for ordering the runs by their work: a custom target's is known once built (a nominal
+    1 000 unless its options name it)."""
+    model = target["model"]
+    return int((target.get("data") or {}).get("n") or model.get("n") or (model.get("options") or {}).get("n") or 1000)
+
+
 def build_tasks(plan: Plan, timeout: float | None) -> tuple[dict, dict]:
     """Target tasks by target label and run tasks by run label, in dependency order."""
     env = {"JAX_ENABLE_X64": "1" if plan.config.jax_enable_x64 else "0"}
@@ -44,7 +51,7 @@ def build_tasks(plan: Plan, timeout: float | None) -> tuple[dict, dict]:
         if id(r.sampler) not in sampler_cfg:  # one sampler object is shared by the runs of all targets
             sampler_cfg[id(r.sampler)] = plain(r.sampler)
         cfg = {"target": tt.id, "sampler": sampler_cfg[id(r.sampler)]}
-        work = r.sampler.work(n_of.setdefault(tt.id, (tt.config.get("data") or tt.config["model"]).get("n") or 1))
+        work = r.sampler.work(n_of.setdefault(tt.id, _data_size(tt.config)))
         runs[r.label] = Task(RUNS, "lambda_hat.llc.sampling:sample_run", cfg, r.label, deps=((TARGETS, tt.id),), timeout=timeout, env=env, priority=work)
         tt.priority += work  # the target that unblocks the most work trains first
     return targets, runs

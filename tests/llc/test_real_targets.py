@@ -82,6 +82,35 @@ def test_custom_target_matches_its_known_llc(project):
     assert plan() != plan(version=2) and plan() != plan(dim=6) and plan() == plan(options={})
 
 
+CLASSIFIER = """
+import flax.linen as nn, jax, numpy as np, optax
+
+def build(cfg):
+    rng = np.random.default_rng(cfg["seed"])
+    x = rng.standard_normal((300, 4)).astype(np.float32)
+    y = (x[:, 0] + 0.5 * rng.standard_normal(300) > 0).astype(np.int32) + (x[:, 1] > 0.5)  # class indices
+    net = nn.Sequential([nn.Dense(cfg["hidden"]), nn.tanh, nn.Dense(3)])
+    return {"apply": net.apply, "params": net.init(jax.random.PRNGKey(0), x[:1]), "x": x, "y": y,
+            "loss": optax.softmax_cross_entropy_with_integer_labels}
+"""
+
+
+def test_custom_classifier_from_the_project_directory(project):
+    """A module beside the experiments file (not installed, not on PYTHONPATH) whose loss indexes
+    with integer class labels, its data size unknown until built, under SGLD's preset (auto batch):
+    the module was not found, the labels were cast to floats, and ordering the runs by their
+    work divided by log 1."""
+    (project / "my_targets.py").write_text(CLASSIFIER)
+    custom = {"kind": "custom", "fn": "my_targets:build", "version": 1, "hidden": 4}
+    sgld = {"name": "sgld", "overrides": {"draws": 400, "burnin": 200, "chains": 2}}
+    write_config(project / "config" / "experiments.yaml", {"targets": [{"model": custom, "overrides": {"training": {"steps": 300}}}], "samplers": [sgld]})
+    r = cli("workflow", "llc", "--local", cwd=project)
+    assert r.returncode == 0, r.stdout + r.stderr
+    row = pd.read_parquet(project / "results" / "llc_runs.parquet").iloc[0]
+    assert row["status"] == "done" and row["n"] == 300 and row["d"] == 4 * 4 + 4 + 4 * 3 + 3, row
+    assert 0 < row["llc_mean"] < row["d"] / 2, row["llc_mean"]
+
+
 @pytest.mark.parametrize(
     "target, fragment",
     [
