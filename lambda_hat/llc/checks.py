@@ -79,6 +79,12 @@ def run_warnings(m: dict, cfg) -> list[dict]:
     # only a clearly negative curvature counts
     if m["n_beta"] * m["min_curvature"] + m["gamma"] < 0 and m["min_curvature"] < -SADDLE_REL * m["max_curvature"]:
         warn("not_minimum", f"the Hessian at w* has curvature {m['min_curvature']:.3g} < −γ/nβ: w* is a saddle and the localised posterior is improper")
+    # λ ≥ 0 at a local minimum: chains that settle below L_n(w*) found lower loss nearby (a w*
+    # stopped in a valley its gradient barely shows, or a user's loss that is not w*'s minimum)
+    if llc + 3 * m["llc_sem"] < 0:
+        warn(
+            "negative", f"λ̂ {llc:.4g} ± {m['llc_sem']:.2g} < 0: the chains found lower loss than L_n(w*), so w* is not a local minimum; train longer or polish"
+        )
     # the finite-n value where it is known (the asymptotic one can be 15% away at small n)
     col = next((c for c in TRUTH_TOL if m.get(c)), None)
     if col:

@@ -587,6 +587,17 @@ def test_auto_draws_that_run_out_of_budget_unmixed_are_flagged():
         assert "unmixed" not in found(draws=1000) and not {w["code"] for w in run_warnings({**base, "draws": 1000}, preset(name, draws=1000))}
 
 
+def test_negative_llc_beyond_its_error_is_flagged():
+    """λ ≥ 0 at a local minimum: a λ̂ below 0 by more than 3 MCSE is flagged, within its error not."""
+
+    def found(name, llc, sem):
+        m = {**HEALTHY_HMC, "llc_mean": llc, "llc_sem": sem, "draws": 1000, "pareto_k": 0.1, "llc_is": llc}
+        return {w["code"] for w in run_warnings(m, preset(name))}
+
+    for name in ("hmc", "vi_flow"):
+        assert found(name, -1.6, 0.2) == {"negative"} and not found(name, -0.1, 0.05) and not found(name, 0.3, 0.05), name
+
+
 def test_undefined_ess_is_flagged():
     """An ESS arviz cannot compute (NaN: a constant trace) is flagged, not passed as healthy."""
     for name in ("hmc", "sgld"):
