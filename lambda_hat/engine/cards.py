@@ -104,7 +104,7 @@ def load_card(path: Path | None, sets: tuple[str, ...] = ()) -> Card:
         path = find_card(path)
         raw, where = load_yaml(path), str(path)
     raw = apply_overrides(raw or {}, sets, where, "--set")
-    return build(Card, raw, where)
+    return build(Card, raw, f"{where} with --set {' '.join(sets)}" if sets else where)  # a bad key may be the --set's
 
 
 def slurm_time(seconds: float) -> str:
