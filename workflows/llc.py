@@ -34,10 +34,9 @@ def diag_tasks(targets: dict, runs: dict, env: dict) -> tuple[dict, dict]:
 
 
 def _data_size(target: dict) -> int:
-    """n for ordering the runs by their work: a custom target's is known once built (a nominal
-    1 000 unless its options name it)."""
-    model = target["model"]
-    return int((target.get("data") or {}).get("n") or model.get("n") or (model.get("options") or {}).get("n") or 1000)
+    """n for ordering the runs by their work: a custom target's is known only once built (a
+    nominal 1 000)."""
+    return (target.get("data") or {}).get("n") or target["model"].get("n") or 1000
 
 
 def build_tasks(plan: Plan, timeout: float | None) -> tuple[dict, dict]:
@@ -45,13 +44,13 @@ def build_tasks(plan: Plan, timeout: float | None) -> tuple[dict, dict]:
     env = {"JAX_ENABLE_X64": "1" if plan.config.jax_enable_x64 else "0"}
     timeout = timeout or plan.config.task_timeout
     targets = {t.label: Task(TARGETS, "lambda_hat.llc.targets:train_target", t.semantic(), f"target {t.label}", timeout=timeout, env=env) for t in plan.targets}
-    runs, sampler_cfg, n_of = {}, {}, {}
+    runs, sampler_cfg = {}, {}
     for r in plan.runs:
         tt = targets[r.target.label]
         if id(r.sampler) not in sampler_cfg:  # one sampler object is shared by the runs of all targets
             sampler_cfg[id(r.sampler)] = plain(r.sampler)
         cfg = {"target": tt.id, "sampler": sampler_cfg[id(r.sampler)]}
-        work = r.sampler.work(n_of.setdefault(tt.id, _data_size(tt.config)))
+        work = r.sampler.work(_data_size(tt.config))
         runs[r.label] = Task(RUNS, "lambda_hat.llc.sampling:sample_run", cfg, r.label, deps=((TARGETS, tt.id),), timeout=timeout, env=env, priority=work)
         tt.priority += work  # the target that unblocks the most work trains first
     return targets, runs

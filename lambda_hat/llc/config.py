@@ -191,7 +191,7 @@ class SGLD(SamplerBase):
 
     def work(self, n: int) -> float:
         steps = self.max_steps if "auto" in (self.burnin, self.draws) else self.burnin + self.draws
-        b = max(256, n / (8 * math.log(max(n, 2)))) if self.batch_size == "auto" else self.batch_size or n  # auto: κ = 1
+        b = max(256, n / (8 * math.log(n))) if self.batch_size == "auto" else self.batch_size or n  # auto: κ = 1
         return self.chains * steps * min(n, b)
 
 
