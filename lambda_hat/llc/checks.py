@@ -99,15 +99,12 @@ def run_warnings(m: dict, cfg) -> list[dict]:
             warn("off_truth", f"λ̂ {llc:.4g} is {100 * (llc - t) / t:+.1f}% from {col} = {t:.4g}{why}")
     if m.get("diag_noise", 0.0) > NOISE_MAX:  # nan (an exact statistic) compares False
         r, block = m["diag_noise"], m["diag_block"]
-        more = (
-            f"about {MIN_BLOCKS * math.ceil(r * block / NOISE_SHARE)} draws per chain would let blocks average it out"
-            if math.isfinite(r)
-            else "no slowly varying part shows beneath it"
-        )
-        warn(
-            "batch_noise",
-            f"the minibatch statistic's batch noise is still {r:.2g}× its signal's variance in blocks of {block} draws (at most draws/{MIN_BLOCKS}): ESS, R̂ and MCSE read optimistic; {more}",
-        )
+        within = f"in blocks of {block} draws (at most draws/{MIN_BLOCKS}): ESS, R̂ and MCSE read optimistic"
+        if math.isfinite(r):
+            more = f"about {MIN_BLOCKS * math.ceil(r * block / NOISE_SHARE)} draws per chain would let blocks average it out"
+            warn("batch_noise", f"the minibatch statistic's batch noise is still {r:.2g}× its signal's variance {within}; {more}")
+        else:  # no positive lag-1 autocovariance: the slow part is lost in the noise
+            warn("batch_noise", f"the minibatch statistic's batch noise hides its signal (no slowly varying part shows beneath it) {within}")
     if cfg.kind == "sgld":
         if m["predicted_bias"] > BIAS_MAX:
             warn(

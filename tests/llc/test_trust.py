@@ -693,3 +693,15 @@ def test_minibatch_windows_hold_every_sample_equally_often():
     assert not np.array_equal(np.asarray(b.ring[0][:n, 0]), np.arange(n))  # shuffled
     assert np.array_equal(np.asarray(Batcher(data, jax.random.PRNGKey(3), size).ring[0]), np.asarray(b.ring[0]))
     assert not np.array_equal(np.asarray(Batcher(data, jax.random.PRNGKey(4), size).ring[0]), np.asarray(b.ring[0]))
+
+
+def test_batch_noise_that_hides_the_signal_is_worded_so():
+    """No positive lag-1 autocovariance in the draws (the slow part lost in the batch noise):
+    diag_noise is infinite, flagged with its own line, not as 'inf×' the signal."""
+    m = {**HEALTHY_HMC, "draws": 1000, "diag_block": 50}
+    found = lambda r: [w["message"] for w in run_warnings({**m, "diag_noise": r}, preset("hmc")) if w["code"] == "batch_noise"]  # noqa: E731
+    (line,) = found(float("inf"))
+    assert "hides its signal" in line and "inf" not in line and "blocks of 50 draws" in line
+    (line,) = found(1.5)
+    assert "1.5× its signal's variance" in line and f"about {20 * 300} draws per chain" in line
+    assert not found(0.1) and not found(float("nan"))
