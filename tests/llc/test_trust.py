@@ -606,6 +606,14 @@ def test_undefined_ess_is_flagged():
         assert found and "1000 draws per chain" not in found[0]["message"], found  # the hint counts from ESS 1
 
 
+def test_auto_draws_thinned_below_four_fail_the_run():
+    """draws: auto passes the config check whatever eval_every; where the draws it stopped at keep
+    fewer than 4 per chain the run fails with the fix, instead of a λ̂ of NaN shown as done."""
+    post = Posterior(jnp.zeros(3), 1000, n_beta(1000, 1.0), 1.0, lambda w, batch: 0.5 * jnp.sum(w**2), None, 0.0)
+    with pytest.raises(ValueError, match=r"keeps 0 draws per chain \(< 4\); lower eval_every"):
+        estimate(post, preset("sgld", eval_every=10**7), {"kind": "quadratic", "dim": 3, "n": 1000})
+
+
 def test_measured_step_bias_flags_either_sign_beyond_its_error():
     """The step-halving check flags |measured bias| above 2% by 2 standard errors, whichever way
     the step moves λ̂; within its error, or not measured (NaN), it does not."""
