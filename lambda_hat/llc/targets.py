@@ -42,7 +42,7 @@ def _softmax_ce(logits, y_onehot):
     return -(y_onehot * jax.nn.log_softmax(logits)).sum(axis=-1)
 
 
-def as_data(a, dtype):
+def _as_data(a, dtype):
     """On the device, floating data in the process's precision; integers (a custom target's class
     indices, which its loss indexes with) stay integers."""
     import jax
@@ -64,7 +64,7 @@ def custom_problem(model, seed: int) -> Problem:
     dtype = jnp.result_type(float)
     w0, unravel = ravel_pytree(out["params"])
     apply, per_sample = out["apply"], out["loss"]
-    x, y = (as_data(out[k], dtype) for k in ("x", "y"))
+    x, y = (_as_data(out[k], dtype) for k in ("x", "y"))
 
     def predict(w, bx):
         return apply(unravel(w), bx)
@@ -72,7 +72,7 @@ def custom_problem(model, seed: int) -> Problem:
     def loss(w, batch):
         return jnp.mean(per_sample(predict(w, batch[0]), batch[1]))
 
-    test = (lambda: tuple(as_data(out[k], dtype) for k in ("x_test", "y_test"))) if "x_test" in out else None
+    test = (lambda: tuple(_as_data(out[k], dtype) for k in ("x_test", "y_test"))) if "x_test" in out else None
     return Problem(x, y, loss, predict, None, jax.device_put(np.asarray(w0, dtype)), test, False, out.get("llc_true"))
 
 
@@ -247,6 +247,6 @@ def load_posterior(target_dir: Path, sem: dict, beta0: float, gamma: float):
     if model.kind == "quadratic":
         return Posterior(w_star, model.n, n_beta(model.n, beta0), gamma, lambda w, batch: 0.5 * jnp.sum(w**2), None, 0.0)
     loss = problem(sem, generate=False).loss
-    data = tuple(as_data(arrays[k], dtype) for k in ("x", "y"))
+    data = tuple(_as_data(arrays[k], dtype) for k in ("x", "y"))
     n = data[0].shape[0]
     return Posterior(w_star, n, n_beta(n, beta0), gamma, loss, data, float(jax.jit(loss)(w_star, data)))
