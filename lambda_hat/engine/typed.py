@@ -97,11 +97,12 @@ def parse_duration(value, what: str = "duration") -> float:
     return float(total)
 
 
-def apply_overrides(raw, pairs, where: str, flag: str = "override"):
+def apply_overrides(raw, pairs, where: str, flag: str = "override", route=None):
     """Hydra-style KEY=VALUE on plain YAML data: dotted keys, list indices (samplers.0.draws=100),
     values parsed as YAML. Missing mapping keys are created (validation judges them later), so
     Hydra's +KEY=VALUE (add) and ++KEY=VALUE (add or override) set the key as KEY=VALUE does;
-    ~KEY removes a key or list entry (~KEY=VALUE only where it holds VALUE)."""
+    ~KEY removes a key or list entry (~KEY=VALUE only where it holds VALUE). route(data, parts),
+    if given, maps a key's parts to where the file keeps that value (a workflow's shorthands)."""
     raw = copy.deepcopy(raw) if raw is not None else {}
     for pair in pairs:
         remove = pair.startswith("~")
@@ -113,6 +114,9 @@ def apply_overrides(raw, pairs, where: str, flag: str = "override"):
         except yaml.YAMLError:
             raise InputError(f"{flag} {pair!r}: the value is not valid YAML") from None
         parts, node = key.strip().split("."), raw
+        if route:
+            parts = route(raw, parts)
+            key = ".".join(parts)
         for i, p in enumerate(parts):
             here = ".".join(parts[:i]) or "<top>"
             last = i == len(parts) - 1

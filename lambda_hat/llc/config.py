@@ -579,6 +579,36 @@ def resolve_sampler(entry: SamplerEntry, path: Path, key: str):
     return _tagged(SAMPLER_KINDS, deep_merge(preset, over), where, key)
 
 
+def _entry_route(raw, parts: list[str]) -> list[str]:
+    """Hydra's habit of setting a key of a preset chosen by name, here as the entry's overrides:
+    targets.0.model.width=16 is targets.0.overrides.model.width, samplers.0.draws=100 (also under
+    a target's own samplers) samplers.0.overrides.draws. An entry's own keys, and a model given in
+    full (a mapping), are set where they are."""
+
+    def at(path):
+        node = raw
+        for p in path:
+            if isinstance(node, list) and re.fullmatch(r"-?\d+", p) and -len(node) <= int(p) < len(node):
+                node = node[int(p)]
+            elif isinstance(node, dict) and p in node:
+                node = node[p]
+            else:
+                return None
+        return node
+
+    for n in (2, 4):  # samplers.J.KEY, targets.I.samplers.J.KEY
+        head = parts[:n]
+        if len(parts) > n and head[-2] == "samplers" and (n == 2 or head[0] == "targets") and isinstance(at(head), dict):
+            if parts[n] not in {f.name for f in fields(SamplerEntry)}:
+                return [*head, "overrides", *parts[n:]]
+            return parts
+    if len(parts) > 3 and parts[0] == "targets" and parts[2] in ("model", "data", "teacher", "training"):
+        entry = at(parts[:2])
+        if isinstance(entry, dict) and not isinstance(entry.get(parts[2]), (dict, list)):
+            return [*parts[:2], "overrides", *parts[2:]]
+    return parts
+
+
 def load_plan(path: Path, overrides: tuple[str, ...] = ()) -> Plan:
     """Read, override (KEY=VALUE), merge, validate and expand an experiments file. Raises
     InputError on any problem."""
@@ -586,7 +616,7 @@ def load_plan(path: Path, overrides: tuple[str, ...] = ()) -> Plan:
     raw = load_yaml(path)
     if raw is None:
         fail(str(path), "", "file is empty; expected keys targets, samplers")
-    raw = apply_overrides(raw, overrides, str(path))
+    raw = apply_overrides(raw, overrides, str(path), route=_entry_route)
     cfg: Experiments = build(Experiments, raw, str(path))
     targets, seen_targets = [], {}
     for i, te in enumerate(cfg.targets):

@@ -256,6 +256,33 @@ def test_hydra_and_snakemake_spellings(project):
     assert not (project / "runs").exists() and not (project / "results").exists()
 
 
+def test_overrides_of_a_preset_chosen_by_name(project):
+    """Hydra's group.key=value: a key under a preset named in the file (or under a sampler entry)
+    is that entry's override, the same resolved config and task IDs as the long form."""
+    p = write_config(project / "config" / "experiments.yaml", {
+        "targets": [{"model": "dln", "data": "tiny", "seed": 0},
+                    {"model": {"kind": "quadratic", "dim": 3}, "samplers": [{"name": "hmc"}]}],
+        "samplers": [{"name": "sgld", "overrides": {"chains": 2}}]})  # fmt: skip
+    short = ("targets.0.model.widths=[4,3,4]", "targets.0.data.n=300", "targets.0.training.steps=50",
+             "samplers.0.draws=100", "targets.1.samplers.0.warmup=40", "targets.1.model.dim=4")  # fmt: skip
+    long = ("targets.0.overrides.model.widths=[4,3,4]", "targets.0.overrides.data.n=300", "targets.0.overrides.training.steps=50",
+            "samplers.0.overrides.draws=100", "targets.1.samplers.0.overrides.warmup=40", "targets.1.model.dim=4")  # fmt: skip
+    assert ids(p, short) == ids(p, long) != ids(p)
+    plan = load_plan(p, short)
+    t, q = plan.targets
+    assert t.model.widths == (4, 3, 4) and t.data.n == 300 and t.training.steps == 50 and q.model.dim == 4
+    assert {r.name: r.sampler.draws for r in plan.runs}["sgld"] == 100 and plan.runs[0].sampler.chains == 2
+    assert ids(p, ("samplers.0.seed=7",)) == ids(p, ("samplers.0.overrides.seed=7",)) != ids(p)  # the entry's own key
+    for bad, msg in [
+        (("targets.0.model.widht=3",), "config/experiments.yaml: targets[0].model.widht: unknown key; allowed keys: kind, widths, rank"),
+        (("samplers.0.drawz=1",), "config/experiments.yaml: samplers[0].drawz: unknown key"),
+        (("targets.1.data.n=5",), "targets[1].overrides.data: not used by model kind 'quadratic'"),
+    ]:
+        r = cli("workflow", "llc", "--local", *bad, cwd=project)
+        assert r.returncode == 2 and msg in r.stderr and len(r.stderr.strip().splitlines()) == 1, (bad, r.stderr)
+    assert not (project / "runs").exists() and not (project / "results").exists()
+
+
 def test_overrides_on_sweep_and_progressive(project):
     sweep = write_config(project / "s.yaml", {"task": "tests.tasks:toy", "rank_by": [{"metric": "score"}], "defaults": {"lr": 0.1}, "grid": {"width": [4, 8]}})
     r = cli("workflow", "sweep", str(sweep), "--dry-run", "defaults.lr=0.01", cwd=project)
