@@ -218,14 +218,19 @@ class LLC(Workflow):
         ]
 
     def load(self, path: Path, overrides: tuple[str, ...]) -> Plan:
-        return load_plan(path, overrides)
+        plan = load_plan(path, overrides)
+        if plan.config.retry_of and overrides:  # the failed runs, changed on purpose: the file itself must still hold them
+            base = load_plan(path)
+            check_retry(base, build_tasks(base, None)[1])
+        return plan
 
     def settings(self, plan: Plan):
         return plan.config
 
     def tasks(self, plan: Plan, opts: Options, card) -> list[Task]:
         targets, runs = build_tasks(plan, opts.timeout)
-        check_retry(plan, runs)
+        if not opts.overrides:
+            check_retry(plan, runs)
         self.targets, self.runs = targets, runs
         extra = []
         if opts.extra.get("promote"):

@@ -133,6 +133,8 @@ def apply_overrides(raw, pairs, where: str, flag: str = "override", route=None):
                 if not last and not isinstance(node.get(p), (dict, list)):
                     if node.get(p) is not None:
                         raise InputError(f"{where}: {flag} {key}: {'.'.join(parts[: i + 1])} is {node[p]!r}, not a mapping or list")
+                    if re.fullmatch(r"-?\d+", parts[i + 1]):  # an index into a list the file does not have
+                        raise InputError(f"{where}: {flag} {key}: {'.'.join(parts[: i + 1])} is not in the file; index {parts[i + 1]} needs a list there")
                     node[p] = {}
             else:
                 raise InputError(f"{where}: {flag} {key}: {here} is {node!r}, not a mapping or list")

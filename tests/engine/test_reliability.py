@@ -210,6 +210,8 @@ def test_stale_retry_file_is_rejected(project):
     before = sorted(p.name for p in project.glob("runs/[!.]*/*"))
     r = cli("workflow", "llc", "--local", "--config", "results/retry.yaml", cwd=project)
     assert r.returncode == 2 and "retry_of: its runs no longer resolve" in r.stderr
+    r = cli("workflow", "llc", "--local", "--config", "results/retry.yaml", "targets.0.samplers.0.step_size=1e-3", cwd=project)
+    assert r.returncode == 2 and "retry_of: its runs no longer resolve" in r.stderr  # overrides too: the file itself is stale
     assert sorted(p.name for p in project.glob("runs/[!.]*/*")) == before
 
 

@@ -277,6 +277,7 @@ def test_overrides_of_a_preset_chosen_by_name(project):
         (("targets.0.model.widht=3",), "config/experiments.yaml: targets[0].model.widht: unknown key; allowed keys: kind, widths, rank"),
         (("samplers.0.drawz=1",), "config/experiments.yaml: samplers[0].drawz: unknown key"),
         (("targets.1.data.n=5",), "targets[1].overrides.data: not used by model kind 'quadratic'"),
+        (("targets.0.samplers.0.draws=5",), "override targets.0.samplers.0.draws: targets.0.samplers is not in the file; index 0 needs a list there"),
     ]:
         r = cli("workflow", "llc", "--local", *bad, cwd=project)
         assert r.returncode == 2 and msg in r.stderr and len(r.stderr.strip().splitlines()) == 1, (bad, r.stderr)

@@ -140,6 +140,11 @@ def test_failed_run_goes_to_retry_yaml_and_exit_1(project):
     assert r.returncode == 1 and "0 done, 1 reused, 1 failed" in r.stdout  # target reused, bad run retried
     assert good.stat().st_mtime_ns == stamp  # the finished run was not touched
     assert len(pd.read_parquet(project / "results" / "llc_runs.parquet")) == 1
+    # the failed runs changed on purpose (KEY=VALUE, the short form): rerun as changed
+    r = cli("workflow", "llc", "--local", "--config", "results/retry.yaml", "targets.0.samplers.0.step_size=1e-3", cwd=project)
+    assert r.returncode == 0 and "1 done, 1 reused, 0 failed" in r.stdout, r.stdout + r.stderr
+    assert pd.read_parquet(project / "results" / "llc_runs.parquet")["sampler.step_size"].tolist() == [1e-3]
+    assert not (project / "results" / "retry.yaml").exists()
 
 
 def test_diverged_training_skips_its_runs(project):
