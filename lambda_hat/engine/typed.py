@@ -45,6 +45,8 @@ def load_yaml(path: Path) -> Any:
         raise InputError(f"{path}: file not found") from None
     except OSError as e:
         raise InputError(f"{path}: cannot read ({e.strerror})") from None
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not a YAML file (not UTF-8 text)") from None
     try:
         return read_yaml(text)
     except yaml.YAMLError as e:

@@ -109,6 +109,7 @@ def _bad(mutate):
 BAD = [  # (name, config or raw text, fragments the one-line error must contain)
     ("malformed_yaml", "targets: [\n  - model: dln\n", ["malformed YAML", "line"]),
     ("empty_file", "", ["file is empty"]),
+    ("binary_file", b"PAR1\x15\x04\xa2\xff\x00", ["not a YAML file (not UTF-8 text)"]),  # e.g. --config results/llc_runs.parquet
     ("not_a_mapping", "- 1\n- 2\n", ["expected a mapping"]),
     ("unknown_top_key", _bad(lambda c: c.update(sampler=[])), ["sampler", "unknown key", "allowed keys: targets, samplers"]),
     ("empty_targets", _bad(lambda c: c.update(targets=[])), ["targets", "at least 1"]),
@@ -175,8 +176,8 @@ BAD = [  # (name, config or raw text, fragments the one-line error must contain)
 @pytest.mark.parametrize("name,cfg,fragments", BAD, ids=[b[0] for b in BAD])
 def test_bad_config_is_rejected(project, name, cfg, fragments):
     path = project / "config" / "experiments.yaml"
-    if isinstance(cfg, str):
-        path.write_text(cfg)
+    if isinstance(cfg, (str, bytes)):
+        path.write_bytes(cfg if isinstance(cfg, bytes) else cfg.encode())
     else:
         write_config(path, cfg)
     with pytest.raises(InputError) as err:
@@ -190,7 +191,10 @@ def test_bad_config_is_rejected(project, name, cfg, fragments):
 @pytest.mark.parametrize("name,cfg,fragments", BAD, ids=[b[0] for b in BAD])
 def test_bad_input_through_cli_exit_2_and_write_nothing(project, name, cfg, fragments):
     path = project / "config" / "experiments.yaml"
-    path.write_text(cfg) if isinstance(cfg, str) else write_config(path, cfg)
+    if isinstance(cfg, (str, bytes)):
+        path.write_bytes(cfg if isinstance(cfg, bytes) else cfg.encode())
+    else:
+        write_config(path, cfg)
     before = sorted(p.relative_to(project) for p in project.rglob("*"))
     r = cli("workflow", "llc", "--local", cwd=project)
     assert r.returncode == 2, r.stderr
