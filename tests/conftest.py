@@ -21,8 +21,8 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
 # (the calibration of one target is the same program for every sampler run on it)
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
-# Two pytest-xdist workers on two cores (addopts): torch's OpenMP threads, one per core in each
-# worker, spin while they wait, taking the other worker's core: PEFT fine-tuning ran 4–5× slower in the
+# Three pytest-xdist workers on two cores (addopts): torch's OpenMP threads, one per core in each
+# worker, spin while they wait, taking another worker's core: PEFT fine-tuning ran 4–5× slower in the
 # suite than alone. One thread per worker (tasks of the workflows tests start inherit it).
 if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.setdefault("OMP_NUM_THREADS", "1")

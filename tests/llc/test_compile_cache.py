@@ -16,7 +16,7 @@ jax.config.update("jax_compilation_cache_dir", sys.argv[1])
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
 import numpy as np, jax.numpy as jnp
 sys.path.insert(0, sys.argv[2])
-from test_trust import preset
+from regimes import preset
 from lambda_hat.llc.posterior import Posterior, n_beta
 from lambda_hat.llc.sampling import estimate
 
