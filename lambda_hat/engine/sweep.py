@@ -187,11 +187,16 @@ def load_sweep(path: Path, overrides: tuple[str, ...] = ()) -> Sweep:
     if dup:
         fail(where, "combos", f"two experiments are named {dup!r}")
     seeds = list(spec.seeds) if spec.seeds is not None else list(range(spec.replicates or 1))
+    seeded = allowed is None or "seed" in allowed  # a task config without a seed field gets none
+    if not seeded and (spec.seeds is not None or spec.replicates is not None):
+        key = "seeds" if spec.seeds is not None else "replicates"
+        fail(where, key, f"{spec.task}'s config ({cls.__name__}) has no `seed` field to vary; add one (seed: int = 0)")
     experiments, seen = [], set()
     for name, point, section in points:
         for s in seeds:
             cfg = deep_merge(spec.defaults, point)
-            cfg["seed"] = s
+            if seeded:
+                cfg["seed"] = s
             label = f"{name},seed={s}" if len(seeds) > 1 else name
             needs: tuple = ()
             if cls:  # the full typed config: the record shows every value, and a changed default changes the ID

@@ -80,6 +80,24 @@ def test_bad_sweep_file_exit_2_nothing_written(project, change, message):
     assert not (project / "runs").exists() and not (project / "results").exists()
 
 
+def test_a_task_config_without_a_seed_field(project):
+    """A task whose config has no `seed` is swept without one (it had been 'seed: unknown key',
+    a key the user never wrote); asking for replicates of it is a one-line error."""
+    doc = {"task": "tests.tasks:noop", "rank_by": [{"metric": "value"}], "grid": {"value": [1, 2]}}
+    assert [e.config for e in load_sweep(sweep_file(project, doc)).experiments] == [
+        {"value": 1, "gc": 0, "of": "", "sleep": 0.0},
+        {"value": 2, "gc": 0, "of": "", "sleep": 0.0},
+    ]
+    r = cli("workflow", "sweep", "config/sweeps/toy.yaml", "--local", cwd=project)
+    assert r.returncode == 0 and "2 done" in r.stdout, r.stdout + r.stderr
+    for key, value in (("replicates", 2), ("seeds", [3, 7])):
+        sweep_file(project, {**doc, key: value}, "seeded")
+        r = cli("workflow", "sweep", "config/sweeps/seeded.yaml", "--local", cwd=project)
+        msg = f"config/sweeps/seeded.yaml: {key}: tests.tasks:noop's config (Plain) has no `seed` field to vary; add one (seed: int = 0)"
+        assert r.returncode == 2 and r.stderr.strip() == f"error: {msg}", r.stderr
+    assert [e.config["seed"] for e in load_sweep(sweep_file(project, {**TOY, "replicates": 2})).experiments[:2]] == [0, 1]
+
+
 def test_bad_flags_exit_2():
     for bad in ("3x", "", "0m"):
         with pytest.raises(InputError):
