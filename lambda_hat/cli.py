@@ -287,12 +287,15 @@ def gc(store_root, dry_run):
     from .engine.store import Store
 
     store = Store(store_root)
-    for p, tid in store.leftovers():
-        if store.is_running(tid):
-            continue
+    if not store.root.is_dir():
+        _fail(InputError(f"store {store.root}: no such directory"))
+    found = [p for p, tid in store.leftovers() if not store.is_running(tid)]
+    for p in found:
         click.echo(f"{'would remove' if dry_run else 'removing'} {p}")
         if not dry_run:
             shutil.rmtree(p, ignore_errors=True)
+    if not found:
+        click.echo(f"{store.root}: nothing to remove")
 
 
 if __name__ == "__main__":

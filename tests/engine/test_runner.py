@@ -145,6 +145,10 @@ def test_killed_workflow_leaves_no_done_directory(tmp_path):
     assert r.returncode == 0 and "would remove" in r.stdout and len(store.leftovers()) == 1
     r = cli("gc", "--store", str(store.root))
     assert r.returncode == 0 and "removing" in r.stdout and store.leftovers() == []
+    r = cli("gc", "--store", str(store.root))
+    assert r.returncode == 0 and r.stdout == f"{store.root}: nothing to remove\n", r.stdout
+    r = cli("gc", "--store", str(store.root / "nowhere"))  # as `status`: a missing store is bad input
+    assert r.returncode == 2 and r.stderr == f"error: store {store.root / 'nowhere'}: no such directory\n", r.stderr
 
 
 def pinned(root, summary, workers: int) -> list[list[int]]:
