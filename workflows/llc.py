@@ -198,7 +198,8 @@ class LLC(Workflow):
     """Estimate the LLC: train each target once, run every sampler on it.
 
     KEY=VALUE arguments change the experiments file before it is validated (dotted keys, list
-    indices, YAML values), e.g. samplers.0.overrides.draws=100 targets.1.seed=3.
+    indices, YAML values), e.g. samplers.0.overrides.draws=100 targets.1.seed=3; a key under a
+    preset chosen by name sets that preset's value (samplers.0.draws=100, targets.0.model.width=16).
     Writes results/llc_runs.parquet (and .csv) with one row per run, and results/retry.yaml
     listing the runs that failed (rerun them with --config results/retry.yaml).
     """
