@@ -174,15 +174,19 @@ class ProgressiveWorkflow(Workflow):
     def cli(self) -> list:
         return [
             click.option("--list", "list_only", is_flag=True, help="Print the stages (buckets, batch sizes, estimated memory, status) and run nothing."),
-            click.option("--stages", "stages_flag", is_flag=True, help="Run only the stages named after the options (and the stages before them)."),
+            click.option(
+                "--stages",
+                "stages_flag",
+                is_flag=True,
+                help="Run only the stages named after the options (and the stages before them); names alone do the same, as Snakemake's targets.",
+            ),
             click.argument("args", nargs=-1, metavar="[STAGE]... [KEY=VALUE]..."),
         ]
 
     def parse(self, kw: dict) -> tuple[tuple[str, ...], dict]:
         args = kw.pop("args")
-        names, overrides = tuple(a for a in args if "=" not in a), tuple(a for a in args if "=" in a)
-        if names and not kw["stages_flag"]:
-            raise InputError(f"unexpected argument {names[0]!r}: name stages after --stages; overrides are KEY=VALUE")
+        is_override = lambda a: "=" in a or a.startswith("~")  # noqa: E731  ~KEY: Hydra's removal
+        names, overrides = tuple(a for a in args if not is_override(a)), tuple(a for a in args if is_override(a))
         if kw.pop("stages_flag") and not names:
             raise InputError("--stages needs at least one stage name, e.g. --stages b64 b128")
         return overrides, {**kw, "stages": names}

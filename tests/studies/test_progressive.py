@@ -118,6 +118,11 @@ def test_list_dry_run_and_bad_config(project):
     assert r.returncode == 0 and "s16" in r.stdout and "est. mem" in r.stdout and "to run" in r.stdout, r.stdout
     r = cli("workflow", "progressive", "--stages", "s32", "--dry-run", cwd=project)
     assert r.returncode == 0 and "stage s32" in r.stdout and "starts from s16's checkpoint" in r.stdout, r.stdout
+    # the names alone (Snakemake's targets), and Hydra's ~KEY among them
+    r2 = cli("workflow", "progressive", "s32", "--dry-run", cwd=project)
+    assert r2.returncode == 0 and r2.stdout == r.stdout, r2.stdout + r2.stderr
+    r = cli("workflow", "progressive", "s16", "~stages.1", "--dry-run", cwd=project)
+    assert r.returncode == 0 and "overrides: ~stages.1" in r.stdout and "1 of 1 stage(s)" in r.stdout, r.stdout + r.stderr
     assert not (project / "runs").exists() and not (project / "results").exists()
     bad = [
         ({"stages": [{"name": "a", "buckets": [16]}]}, "stages[0].epochs: missing required key"),
