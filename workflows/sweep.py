@@ -12,6 +12,7 @@ from lambda_hat.engine.runner import Summary
 from lambda_hat.engine.store import Store, read_json, write_json
 from lambda_hat.engine.sweep import Experiment, Sweep, flat_row, load_sweep, record, select
 from lambda_hat.engine.tasks import Status, Task
+from lambda_hat.engine.typed import InputError
 from lambda_hat.engine.workflow import Options, Workflow, write_table
 
 KIND = "sweep"
@@ -141,6 +142,13 @@ def report(path: Path, filters: tuple[str, ...] = (), plots: bool = True, output
     report covers the experiments `filters` (--filter, as --only) keep, in `output_dir` if given."""
     sweep = load_sweep(path)
     names = {e.name for e in select(sweep, filters, "--filter")}
+    if output_dir is not None:
+        if Path(output_dir).exists() and not Path(output_dir).is_dir():
+            raise InputError(f"--output-dir {output_dir}: not a directory")
+        try:
+            Path(output_dir).mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise InputError(f"--output-dir {output_dir}: cannot write there ({e.strerror})") from None
     store = Store(Path(sweep.spec.store_root))
     recs = records(sweep, store)
     if output_dir is None:  # the sweep's own table always holds every experiment

@@ -189,6 +189,10 @@ def test_run_report_numbers_match_json_and_failure_isolated(project):
         r = cli("report", str(p), "--filter", bad, "--output-dir", "bad", cwd=project)
         assert r.returncode == 2 and msg in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
         assert not (project / "bad").exists()
+    (project / "a_file").write_text("")
+    for where, msg in (("a_file", "--output-dir a_file: not a directory"), ("a_file/sub", "--output-dir a_file/sub: cannot write there (")):
+        r = cli("report", str(p), "--output-dir", where, cwd=project)
+        assert r.returncode == 2 and r.stderr.startswith(f"error: {msg}") and len(r.stderr.strip().splitlines()) == 1, r.stderr
 
 
 def test_budget_stops_submission(project):
