@@ -7,6 +7,7 @@ state and why it would run, the live progress and table, parquet/CSV, tracking, 
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -160,6 +161,21 @@ def listing(wf: Workflow, plan, store: Store, tasks: list[Task], force: bool) ->
     return "\n".join(lines)
 
 
+def check_results_dir(path: Path) -> None:
+    """Before any work: the results directory can be made and written (else the tables would
+    fail after every task had run)."""
+    from lambda_hat.engine.typed import InputError
+
+    p = Path(path)
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    at = f": {p}" if p != Path(path) else ""  # the ancestor in the way, where it is not the directory itself
+    if not p.is_dir():
+        raise InputError(f"results directory {path}{at} is a file, not a directory")
+    if not os.access(p, os.W_OK | os.X_OK):
+        raise InputError(f"results directory {path}{at} is not writable")
+
+
 def write_table(wf: Workflow, plan, table: list[dict]) -> Path:
     path = wf.table_path(plan)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -188,6 +204,7 @@ def run(wf: Workflow, path: Path, card, opts: Options) -> int:
         click.echo(f"executor: {card.executor}, {card.capacity} task(s) at once{own}")
         return 0
     backends = tracking.trackers([*opts.track, *wf.tracking(plan)])
+    check_results_dir(wf.table_path(plan).parent)
     store.check_writable()
     outcomes: dict[str, Outcome] = {}
     last = [time.time()]

@@ -201,6 +201,20 @@ def test_unwritable_store_is_bad_input(project):
     assert not (project / "results").exists()
 
 
+def test_results_directory_in_the_way_is_bad_input(project):
+    """A file where a results directory must go fails before any work (it had failed after every
+    task ran, with a traceback); nothing is written."""
+    write_config(project / "config" / "experiments.yaml", TINY)
+    (project / "results").write_text("a file where the tables should go")
+    r = cli("workflow", "llc", "--local", cwd=project)
+    assert r.returncode == 2 and r.stderr == "error: results directory results is a file, not a directory\n", r.stderr
+    assert not (project / "runs").exists()
+    sweep = write_config(project / "s.yaml", {"task": "tests.tasks:noop", "rank_by": [{"metric": "value"}], "grid": {"value": [1]}})
+    r = cli("workflow", "sweep", str(sweep), "--local", cwd=project)
+    assert r.returncode == 2 and r.stderr == "error: results directory results/sweeps/s: results is a file, not a directory\n", r.stderr
+    assert not (project / "runs").exists()
+
+
 def test_stale_retry_file_is_rejected(project):
     cfg = {**TINY, "samplers": [{"name": "sgld", "overrides": {"step_size": 50.0, "batch_size": None}}]}
     write_config(project / "config" / "experiments.yaml", cfg)
