@@ -219,19 +219,15 @@ class LLC(Workflow):
         ]
 
     def load(self, path: Path, overrides: tuple[str, ...]) -> Plan:
-        plan = load_plan(path, overrides)
-        if plan.config.retry_of and overrides:  # the failed runs, changed on purpose: the file itself must still hold them
-            base = load_plan(path)
-            check_retry(base, build_tasks(base, None)[1])
-        return plan
+        return load_plan(path, overrides)
 
     def settings(self, plan: Plan):
         return plan.config
 
     def tasks(self, plan: Plan, opts: Options, card) -> list[Task]:
         targets, runs = build_tasks(plan, opts.timeout)
-        if not opts.overrides:
-            check_retry(plan, runs)
+        if plan.config.retry_of:  # overrides change the failed runs on purpose: the file itself must still name them
+            check_retry(plan, build_tasks(load_plan(plan.path), None)[1] if opts.overrides else runs)
         self.targets, self.runs = targets, runs
         extra = []
         if opts.extra.get("promote"):
