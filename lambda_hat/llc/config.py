@@ -460,8 +460,9 @@ def _model_section(entry: TargetEntry, path: Path, key: str) -> tuple[dict, dict
     where = str(path)
     if isinstance(entry.model, dict):
         kind = entry.model.get("kind")
-        name = entry.model.get("fn", "").rpartition(":")[2] if kind == "custom" else str(kind)
-        return dict(entry.model), {}, name or "custom"
+        # a custom target is named by its whole reference: every user's function may be `build`
+        name = entry.model.get("fn") if kind == "custom" else kind
+        return dict(entry.model), {}, str(name or "custom")
     preset = load_preset("model", entry.model, path, where, f"{key}.model")
     for k in preset:
         if k not in ("model", "training"):
