@@ -42,6 +42,10 @@ def ebfmi(energy: np.ndarray) -> float:
     return float(np.min(np.sum(np.diff(energy, axis=1) ** 2, axis=1) / np.sum(e**2, axis=1)))
 
 
+def _pct(bias: float) -> str:
+    return f"{100 * bias:.1f}%" if math.isfinite(bias) else "unstable"
+
+
 def run_warnings(m: dict, cfg) -> list[dict]:
     """m: the run's metrics (λ̂, diagnostics, truths); cfg: its typed sampler config."""
     out = []
@@ -106,16 +110,22 @@ def run_warnings(m: dict, cfg) -> list[dict]:
         else:  # no positive lag-1 autocovariance: the slow part is lost in the noise
             warn("batch_noise", f"the minibatch statistic's batch noise hides its signal (no slowly varying part shows beneath it) {within}")
     if cfg.kind == "sgld":
-        if m["predicted_bias"] > BIAS_MAX:
+        pred = _pct(m["predicted_bias"])
+        if not math.isfinite(m["predicted_bias"]):
             warn(
                 "step_bias",
-                f"predicted bias of λ̂ from step {m['step_size']:.3g} and minibatch noise is {100 * m['predicted_bias']:.1f}% (> {100 * BIAS_MAX:g}%); use step_size: auto or a smaller step",
+                f"step {m['step_size']:.3g} is past the stability limit of the stiffest direction at w* (ε·(nβh + γ) ≥ 4); use step_size: auto or a smaller step",
+            )
+        elif m["predicted_bias"] > BIAS_MAX:
+            warn(
+                "step_bias",
+                f"predicted bias of λ̂ from step {m['step_size']:.3g} and minibatch noise is {pred} (> {100 * BIAS_MAX:g}%); use step_size: auto or a smaller step",
             )
         if m.get("bias_at_chains", 0) > BIAS_MAX:  # nan (no check ran) compares False
             warn(
                 "step_bias",
-                f"predicted bias of λ̂ from the curvature where the chains went is {100 * m['bias_at_chains']:.1f}% (> {100 * BIAS_MAX:g}%; "
-                f"{100 * m['predicted_bias']:.1f}% at w*); lower bias_target (step_size auto) or the step",
+                f"predicted bias of λ̂ from the curvature where the chains went is {_pct(m['bias_at_chains'])} (> {100 * BIAS_MAX:g}%; "
+                f"at w*: {pred}); lower bias_target (step_size auto) or the step",
             )
         # measured, not predicted: the bias model can miss (a classifier's, a heavy-tailed loss'),
         # and a step that reads λ̂ low is as wrong as one that reads it high
@@ -123,7 +133,7 @@ def run_warnings(m: dict, cfg) -> list[dict]:
             warn(
                 "step_bias",
                 f"step halving measures the step's bias of λ̂ at {100 * m['measured_bias']:.1f}% ± {100 * m['measured_bias_se']:.1f}% (> {100 * BIAS_MAX:g}%; "
-                f"{100 * m['predicted_bias']:.1f}% predicted); lower bias_target (step_size auto) or the step",
+                f"predicted at w*: {pred}); lower bias_target (step_size auto) or the step",
             )
         if m["mala_acceptance"] < MALA_MIN:
             warn("step_bias", f"full-batch MALA acceptance of the SGLD step is {m['mala_acceptance']:.2f} < {MALA_MIN}: the step is too large for this target")

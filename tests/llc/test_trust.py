@@ -486,6 +486,11 @@ def test_measured_step_bias_flags_either_sign_beyond_its_error():
     assert flagged(0.05, 0.005) and flagged(-0.05, 0.005)
     assert not flagged(0.03, 0.01) and not flagged(-0.03, 0.01) and not flagged(0.01, 0.001)
     assert not flagged(float("nan"), float("nan"))
+    # a step past the stability limit at w* (predicted bias inf) says so, not "inf%"
+    msgs = [
+        w["message"] for w in run_warnings({**base, "predicted_bias": float("inf"), "bias_at_chains": 0.1, "measured_bias": 0.2, "measured_bias_se": 0.01}, cfg)
+    ]
+    assert len(msgs) == 3 and "stability limit" in msgs[0] and not any("inf" in m for m in msgs), msgs
 
 
 def test_a_non_finite_gradient_at_w_star_is_flagged():

@@ -298,7 +298,7 @@ def sample(post, cfg, key, spec=None) -> Trace:
         "predicted_bias": calibration.predicted_bias(spec, post, eps, cfg, curv) if shrunk else plan.predicted_bias,
         "bias_at_chains": float(np.mean(biases)) if biases else float("nan"), "step_shrinks": shrunk,
         "budget_capped": plan.capped or (cfg.burnin == "auto" and 3 * relax > cfg.max_steps // 2),
-        "mala_acceptance": mala, "halving_shift": shift, "halving_shift_se": shift_se, "halving_steps": checked, "plan_sec": plan_sec, "batch_size": cfg.batch_size or post.n,
+        "mala_acceptance": mala, "halving_shift": shift, "halving_shift_se": shift_se, "halving_steps": checked, "plan_sec": plan_sec, "batch_size": min(cfg.batch_size or post.n, post.n),
         "minibatch_statistic": noisy,
     }  # fmt: skip
     return Trace(losses[:, burnin:], total * frac, frac, extras)

@@ -189,7 +189,7 @@ def sample(post, cfg, key, spec=None) -> Trace:
     fit = cfg.steps * cfg.M * cfg.mc_samples * post.batch_fraction(batch_size)
     # each draw costs one full-data loss evaluation, counted as one FGE
     k_hat, llc_is = _psis(log_w[:, cfg.burnin :], post.n_beta * (losses[:, cfg.burnin :] - post.L_star))
-    extras = {"elbo": elbo, "pareto_k": k_hat, "llc_is": llc_is, "batch_size": batch_size or post.n}
+    extras = {"elbo": elbo, "pareto_k": k_hat, "llc_is": llc_is, "batch_size": min(batch_size or post.n, post.n)}
     return Trace(losses[:, cfg.burnin :], fit + cfg.burnin + cfg.draws, 1.0, extras)
 
 
