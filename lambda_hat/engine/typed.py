@@ -230,7 +230,7 @@ def _type_name(tp) -> str:
     if origin in (typing.Union, types.UnionType):
         return " or ".join(_type_name(a) for a in typing.get_args(tp))
     if origin is list:
-        return f"a list of {_type_name(typing.get_args(tp)[0])}"
+        return f"a list (each {_type_name(typing.get_args(tp)[0])})"
     if tp is Duration:
         return f"a duration ({DURATION_HELP})"
     return {int: "an integer", float: "a number", str: "a string", bool: "true/false", dict: "a mapping"}.get(tp, str(tp))
@@ -252,6 +252,13 @@ def _convert(tp, value, where: str, key: str, meta: dict):
                 errors.append(e)
         if len(errors) == 1:
             raise errors[0]
+        # a mapping given where a mapping is allowed (or a list where a list is): that form's own
+        # error (an unknown key, a bad entry) says more than the list of every form allowed
+        for a, e in zip([a for a in args if a is not type(None)], errors):
+            if isinstance(value, dict) and (dataclasses.is_dataclass(a) or a is dict):
+                raise e
+            if isinstance(value, list) and typing.get_origin(a) is list:
+                raise e
         # a value of the right type but out of bounds: say which bound, not every type allowed
         for e in errors:
             if ": must be " in str(e):
@@ -268,7 +275,7 @@ def _convert(tp, value, where: str, key: str, meta: dict):
         (item,) = typing.get_args(tp)
         out = [_convert(item, v, where, f"{key}[{i}]", {}) for i, v in enumerate(value)]
         if meta.get("min_len") and len(out) < meta["min_len"]:
-            fail(where, key, f"needs at least {meta['min_len']} entries")
+            fail(where, key, f"needs at least {meta['min_len']} {'entry' if meta['min_len'] == 1 else 'entries'}")
         return tuple(out)
     if dataclasses.is_dataclass(tp):
         return build(tp, value, where, key)

@@ -131,6 +131,9 @@ def test_custom_classifier_from_the_project_directory(project):
         ({"model": "small", "data": "small", "checkpoints": {"every": 5000}}, "targets[0].checkpoints.every: must be <= training.steps (3000), got 5000"),
         ({"model": "small", "data": "small", "checkpoints": {"every": 0}}, "targets[0].checkpoints.every: must be > 0"),
         ({"model": "quadratic", "checkpoints": [1]}, "targets[0].checkpoints: model kind 'quadratic' is not trained"),
+        # a mapping (or list) with a bad entry: that form's error, not every form checkpoints take
+        ({"model": "small", "data": "small", "checkpoints": {"every": 100, "evry": 1}}, "targets[0].checkpoints.evry: unknown key; allowed keys: every"),
+        ({"model": "small", "data": "small", "checkpoints": [100, "end"]}, "targets[0].checkpoints[1]: expected an integer, got 'end'"),
     ],
 )
 def test_bad_targets_are_one_line_errors(project, target, fragment):

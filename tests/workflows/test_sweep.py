@@ -60,7 +60,7 @@ def test_expansion_order_dedup_and_full_config(project):
         ({"grid": {"lrr": [0.1]}}, "grid.lrr: unknown key for tests.tasks:toy; allowed keys: seed, lr, width, sleep, fail"),
         ({"grid": {"lr": ["fast"]}}, "experiment 'lr=fast,seed=0'.lr: expected a number, got 'fast'"),
         ({"grid": {"lr": 0.1}}, "grid.lr: expected a non-empty list of values, got 0.1"),
-        ({"rank_by": []}, "rank_by: needs at least 1 entries"),
+        ({"rank_by": []}, "rank_by: needs at least 1 entry"),
         ({"rank_by": [{"metric": "score", "goal": "up"}]}, "rank_by[0].goal: 'up' is not allowed; allowed values: max, min"),
         ({"task": "tests.tasks:nope"}, "task: 'tests.tasks:nope' cannot be imported"),
         ({"task": "toy"}, "task: 'toy': expected 'module:function'"),
