@@ -129,6 +129,7 @@ class _Workflows(click.Group):
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="lambda-hat", prog_name="lambda-hat")
 def main():
     """lambda-hat: Parsl workflows for ML sweeps; estimates Local Learning Coefficients (λ̂).
 

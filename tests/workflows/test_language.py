@@ -338,3 +338,10 @@ def test_kkt_variant_names_are_the_original_studys(project):
         assert {e.config["variant"] for e in load_sweep(ROOT / f"config/sweeps/{f}.yaml").experiments} == names
     with pytest.raises(InputError, match="variant: 'mlp_baseline_raw' is not allowed; allowed values: mlp_baseline_norm, mlp_baseline_unnorm"):
         build(kkt.KKTConfig, {"variant": "mlp_baseline_raw"}, "<test>")
+
+
+def test_version_flag():
+    from importlib.metadata import version
+
+    r = cli("--version")
+    assert r.returncode == 0 and r.stdout.strip() == f"lambda-hat, version {version('lambda-hat')}", r.stdout + r.stderr
