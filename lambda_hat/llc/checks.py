@@ -61,7 +61,12 @@ def run_warnings(m: dict, cfg) -> list[dict]:
         draws = int(m["draws"])
         need = math.ceil(draws * ESS_GOAL / (m["ess_bulk"] if m["ess_bulk"] > 1 else 1.0))
         if cfg.kind == "sgld":
-            hint = f"; about {need} draws per chain would reach it (max_steps ≥ {m['burnin'] + need}), or raise batch_size (less minibatch noise lets the auto step grow)"
+            if cfg.draws == "auto":  # stopped at max_steps
+                hint = f"; about {need} draws per chain would reach it (max_steps ≥ {m['burnin'] + need})"
+            else:
+                hint = f"; about {need} draws per chain (not {draws}) would reach it"
+            if cfg.step_size == "auto" and m.get("batch_size", 0) < m.get("n", 0):  # minibatches (not a data-free target)
+                hint += ", or raise batch_size (less minibatch noise lets the auto step grow)"
         elif cfg.draws == "auto":  # HMC, MCLMC: stopped at their budget
             hint = f"; about {need} draws per chain would reach it (max_draws ≥ {need})"
         else:
