@@ -73,11 +73,12 @@ METRIC_COLUMNS = (
 )  # fmt: skip
 
 
-def apply_strict(table: list[dict]) -> None:
-    """--strict: a run with warnings counts as failed (exit 1, listed in retry.yaml)."""
-    for row in table:
-        if row["status"] == Status.DONE and row["warnings"]:
-            row.update(status=Status.FAILED, error=f"strict: {row['warning_details']}")
+def apply_strict(table: list[dict]) -> int:
+    """--strict: a run with warnings counts as failed (exit 1, listed in retry.yaml); how many."""
+    warned = [row for row in table if row["status"] == Status.DONE and row["warnings"]]
+    for row in warned:
+        row.update(status=Status.FAILED, error=f"strict: {row['warning_details']}")
+    return len(warned)
 
 
 def rows(plan: Plan, store: Store, targets: dict, runs: dict, outcomes: dict | None = None) -> list[dict]:
@@ -252,8 +253,9 @@ class LLC(Workflow):
         return RESULTS / "llc_runs.parquet"
 
     def finish(self, plan: Plan, store: Store, table: list[dict], summary: Summary, opts: Options) -> list[str]:
+        strict = 0
         if opts.extra.get("strict"):
-            apply_strict(table)
+            strict = apply_strict(table)
             write_table(self, plan, table)
         retry = write_retry(plan, table, self.runs, RESULTS)
         traj = trajectory.write(trajectory.rows(table), RESULTS)
@@ -273,7 +275,13 @@ class LLC(Workflow):
         warned = sum(bool(r["warnings"]) for r in table if r["status"] == Status.DONE)
         if warned:
             lines.append(f"{warned} run(s) with warnings: read them before trusting those λ̂ (--strict makes them failures)")
-        if retry:
+        if strict:
+            # their results are done in the store: a rerun as they are reuses them and fails again
+            lines.append(
+                f"{strict} run(s) failed --strict's health checks; a rerun reuses their stored results, so change what the warnings "
+                f"name first (KEY=VALUE on the retry file, e.g. lambda-hat workflow llc --config {RESULTS / 'retry.yaml'} --strict targets.0.samplers.0.overrides.draws=4000)"
+            )
+        if retry and strict < sum(row["status"] != Status.DONE for row in table):
             lines.append(f"failed runs listed in {retry}; rerun with: lambda-hat workflow llc --config {retry}")
         return lines
 

@@ -106,6 +106,10 @@ def test_warnings_are_shown_and_strict_fails_them(project):
     assert df.loc["sgld#0", "run_id"] in retry["retry_of"]["runs"]
     strict = pd.read_parquet(project / "results" / "llc_runs.parquet").set_index("sampler")
     assert strict.loc["sgld#0", "status"] == "failed" and strict.loc["sgld#0", "error"].startswith("strict: ")
+    # a plain rerun would reuse the stored runs and fail again: the output says to change them first
+    n = (strict["status"] == "failed").sum()
+    assert f"{n} run(s) failed --strict's health checks; a rerun reuses their stored results" in r.stdout, r.stdout
+    assert "failed runs listed in" not in r.stdout, r.stdout
 
 
 def test_vi_runs_report_psis_k(project):
