@@ -31,6 +31,16 @@ def _fail(e: Exception) -> None:
     sys.exit(2)
 
 
+def _existing_store(root: Path):
+    """The store at `root` for the commands that read one; a missing directory is bad input."""
+    from .engine.store import Store
+
+    store = Store(root)
+    if not store.root.is_dir():
+        raise InputError(f"store {store.root}: no such directory")
+    return store
+
+
 def _duration(value, flag: str):
     from .engine.typed import parse_duration
 
@@ -206,7 +216,6 @@ def promote_cmd(config):
 def status(workflow_file, store_root):
     """Show what is done, failed, running or incomplete: every task of WORKFLOW_FILE (an
     experiments, sweep or stages file) with its state, or without it, the whole store."""
-    from .engine.store import Store
     from .engine.tasks import Status
 
     if workflow_file is not None:
@@ -218,9 +227,10 @@ def status(workflow_file, store_root):
             _fail(e)
         return
 
-    store = Store(store_root)
-    if not store.root.is_dir():
-        _fail(InputError(f"store {store.root}: no such directory"))
+    try:
+        store = _existing_store(store_root)
+    except InputError as e:
+        _fail(e)
     counts: dict[str, dict[str, int]] = {}
     problems = []
     for kind, tid, m in store.entries():
@@ -265,14 +275,11 @@ def export(store_root, mlflow_uri, wandb_dir):
     """Log every finished task of a store as an MLflow and/or W&B run (keyed by task ID: a task
     already there is left alone, so exporting twice duplicates nothing)."""
     from .engine import tracking
-    from .engine.store import Store
 
     try:
         if mlflow_uri is None and wandb_dir is None:
             raise InputError("export: give --mlflow [URI] and/or --wandb [DIR]")
-        store = Store(store_root)
-        if not store.root.is_dir():
-            raise InputError(f"store {store.root}: no such directory")
+        store = _existing_store(store_root)
         names = [n for n, v in (("mlflow", mlflow_uri), ("wandb", wandb_dir)) if v is not None]
         backends = tracking.trackers(names, mlflow_uri, wandb_dir)
     except InputError as e:
@@ -285,11 +292,10 @@ def export(store_root, mlflow_uri, wandb_dir):
 @click.option("--dry-run", "--dryrun", "-n", "dry_run", is_flag=True, help="List what would be removed.")
 def gc(store_root, dry_run):
     """Remove leftovers of tasks that never finished (crashed or killed)."""
-    from .engine.store import Store
-
-    store = Store(store_root)
-    if not store.root.is_dir():
-        _fail(InputError(f"store {store.root}: no such directory"))
+    try:
+        store = _existing_store(store_root)
+    except InputError as e:
+        _fail(e)
     found = [p for p, tid in store.leftovers() if not store.is_running(tid)]
     for p in found:
         click.echo(f"{'would remove' if dry_run else 'removing'} {p}")

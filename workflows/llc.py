@@ -279,7 +279,7 @@ class LLC(Workflow):
             # their results are done in the store: a rerun as they are reuses them and fails again
             lines.append(
                 f"{strict} run(s) failed --strict's health checks; a rerun reuses their stored results, so change what the warnings "
-                f"name first (KEY=VALUE on the retry file, e.g. lambda-hat workflow llc --config {RESULTS / 'retry.yaml'} --strict targets.0.samplers.0.overrides.draws=4000)"
+                f"name first (KEY=VALUE on the retry file, e.g. lambda-hat workflow llc --config {retry} --strict targets.0.samplers.0.overrides.draws=4000)"
             )
         if retry and strict < sum(row["status"] != Status.DONE for row in table):
             lines.append(f"failed runs listed in {retry}; rerun with: lambda-hat workflow llc --config {retry}")
