@@ -13,7 +13,7 @@ from lambda_hat.engine.store import Store, crashpoint, read_json, tmp_path
 from lambda_hat.engine.tasks import Status, Task
 from lambda_hat.engine.typed import InputError, plain
 from lambda_hat.engine.workflow import Options, Workflow, write_table
-from lambda_hat.llc import trajectory
+from lambda_hat.llc import checks, trajectory
 from lambda_hat.llc.config import Plan, load_plan
 
 TARGETS, RUNS, DIAG = "targets", "llc", "diag"
@@ -122,7 +122,25 @@ def rows(plan: Plan, store: Store, targets: dict, runs: dict, outcomes: dict | N
         for prefix, section in (("model.", r.target.model), ("data.", r.target.data), ("training.", r.target.training), ("sampler.", r.sampler)):
             row.update(columns(prefix, section))
         out.append(row)
+    mark_disagreements(out)
     return out
+
+
+def mark_disagreements(table: list[dict]) -> None:
+    """Add checks.disagreements' warnings to the done rows, per target and posterior."""
+    groups: dict[tuple, list[dict]] = {}
+    for row in table:
+        if row["status"] == Status.DONE and row["llc_mean"] is not None:
+            groups.setdefault((row["target_id"], row.get("sampler.posterior.beta0"), row.get("sampler.posterior.gamma")), []).append(row)
+    for group in groups.values():
+        runs = [
+            {"name": r["sampler"], "llc_mean": r["llc_mean"], "llc_sem": r["llc_sem"], "codes": (r["warnings"] or "").split(",") if r["warnings"] else []}
+            for r in group
+        ]
+        for row, w in zip(group, checks.disagreements(runs)):
+            if w:
+                row["warnings"] = ",".join(filter(None, (row["warnings"], w["code"])))
+                row["warning_details"] = " | ".join(filter(None, (row["warning_details"], f"{w['code']}: {w['message']}")))
 
 
 def model_name(model) -> str:

@@ -28,6 +28,12 @@ MCLMC_ENERGY_VAR_MAX = 1e-4
 SADDLE_REL = 0.05  # negative curvature, relative to the largest, that marks a saddle
 VI_IS_GAP = 0.03  # relative gap between VI's λ̂ and its PSIS-reweighted value
 TRUTH_TOL = {"llc_finite": 0.05, "llc_true": 0.10}
+# Two runs on one target and posterior whose λ̂ differ beyond both MCSEs: one is off, whatever its
+# own checks said (tanh MLP, d = 433, n = 1e4: MCLMC 111.4 ± 0.1 clean in three variants, SGLD
+# 114.3 ± 0.9 and HMC 115.5 ± 1.4 flagged for mixing; 500 000 SGLD steps read 116–117).
+AGREE_SE, AGREE_REL = 3.0, 0.02
+# a run its own checks call biased casts no doubt on another (VI's upper estimates, a step too large)
+BIASED = {"pareto_k", "vi_fit", "off_truth", "step_bias", "energy_var", "negative"}
 NOISE_MAX = 2 * NOISE_SHARE  # batch noise left in the blocks of SGLD's diagnostics (estimator.py)
 
 
@@ -168,4 +174,24 @@ def run_warnings(m: dict, cfg) -> list[dict]:
         gap = m["llc_mean"] - m["llc_is"]
         if not abs(gap) <= max(VI_IS_GAP * abs(m["llc_is"]), 3 * m["llc_sem"]):
             warn("vi_fit", f"λ̂ under q is {m['llc_mean']:.4g}, reweighted to π {m['llc_is']:.4g}: q is not π (fit longer, or another family)")
+    return out
+
+
+def disagreements(runs: list[dict]) -> list[dict | None]:
+    """runs: one target's runs under one posterior, each {name, llc_mean, llc_sem, codes (its own
+    warnings)}. Per run, a `disagree` warning where it is otherwise clean and its λ̂ differs from
+    another run's (one not flagged as biased) by more than AGREE_SE combined MCSEs and AGREE_REL:
+    its diagnostics passed, but two estimates of one λ cannot both be right."""
+    finite = lambda r: math.isfinite(r["llc_mean"]) and math.isfinite(r["llc_sem"])  # noqa: E731
+    out = []
+    for r in runs:
+        far = []
+        for o in runs if not r["codes"] and finite(r) else ():
+            if o is r or BIASED & set(o["codes"]) or not finite(o):
+                continue
+            diff, se = abs(r["llc_mean"] - o["llc_mean"]), math.hypot(r["llc_sem"], o["llc_sem"])
+            if diff > AGREE_SE * se and diff > AGREE_REL * max(abs(r["llc_mean"]), abs(o["llc_mean"])):
+                far.append(f"{o['name']}'s {o['llc_mean']:.4g} ± {o['llc_sem']:.2g} ({diff / se:.1f} SE)")
+        msg = f"λ̂ {r['llc_mean']:.4g} ± {r['llc_sem']:.2g} disagrees with {', '.join(far)} on this target: its own checks passed, but they cannot all be right; compare longer runs or another sampler"
+        out.append({"code": "disagree", "message": msg} if far else None)
     return out

@@ -201,3 +201,42 @@ def test_ctrl_c_exits_130_and_leaves_no_task_process(project):
     assert not list(project.glob("runs/llc/*/manifest.json"))  # the killed run is not recorded as done or failed
     r = cli("status", cwd=project)
     assert "targets: 1 done" in r.stdout
+
+
+def test_runs_that_disagree_on_one_target_are_flagged():
+    """The cross-check behind `disagree`, on rows as the workflow builds them (numbers from the tanh
+    MLP `base` on `data: base`): a clean run beyond 3 combined MCSEs and 2% of another run on the
+    same target and posterior is flagged, naming it; a run flagged as biased casts no doubt, runs
+    under another posterior or target are not compared, and a flagged run gets no second warning."""
+    from workflows.llc import mark_disagreements
+
+    def row(sampler, llc, sem, warnings=None, target="t1", gamma=1.0):
+        details = " | ".join(f"{c}: …" for c in warnings.split(",")) if warnings else None
+        return {"status": "done", "target_id": target, "sampler": sampler, "llc_mean": llc, "llc_sem": sem, "warnings": warnings,
+                "warning_details": details, "sampler.posterior.beta0": 1.0, "sampler.posterior.gamma": gamma}  # fmt: skip
+
+    table = [
+        row("mclmc", 111.4, 0.096),
+        row("sgld", 114.3, 0.91, "rhat,ess"),
+        row("hmc", 115.5, 1.4, "rhat,ess,unmixed,ebfmi"),
+        row("vi", 176.2, 0.63, "pareto_k"),
+        row("mclmc#2", 111.5, 0.1),  # agrees with mclmc (0.7 SE), not with sgld (3.1 SE)
+        row("hmc#3", 114.3, 0.05, target="t2"),  # another target
+        row("sgld#4", 114.3, 0.05, gamma=100.0),  # another posterior
+        {**row("sgld#5", None, None), "status": "failed"},
+    ]
+    mark_disagreements(table)
+    by = {r["sampler"]: r for r in table}
+    for name in ("mclmc", "mclmc#2"):
+        assert by[name]["warnings"] == "disagree", by[name]
+        assert by[name]["warning_details"].startswith("disagree: λ̂ 111") and "sgld's 114.3 ± 0.91" in by[name]["warning_details"]
+        assert "vi's" not in by[name]["warning_details"] and "hmc's" not in by[name]["warning_details"]  # biased; 2.9 SE
+    assert by["sgld"]["warnings"] == "rhat,ess" and by["hmc"]["warning_details"].count("disagree") == 0
+    assert by["hmc#3"]["warnings"] is None and by["sgld#4"]["warnings"] is None and by["sgld#5"]["warnings"] is None
+    # within 2% (SGLD's and MCLMC's bias budgets) there is nothing to say, however small the MCSEs
+    close = [row("a", 100.0, 0.01), row("b", 101.9, 0.01)]
+    mark_disagreements(close)
+    assert [r["warnings"] for r in close] == [None, None]
+    far = [row("a", 100.0, 0.01), row("b", 102.1, 0.01)]
+    mark_disagreements(far)
+    assert [r["warnings"] for r in far] == ["disagree", "disagree"]
