@@ -127,20 +127,20 @@ def rows(plan: Plan, store: Store, targets: dict, runs: dict, outcomes: dict | N
 
 
 def mark_disagreements(table: list[dict]) -> None:
-    """Add checks.disagreements' warnings to the done rows, per target and posterior."""
+    """Add checks.disagreements' warnings to the done rows, per target and posterior (only clean
+    rows get one, so it is their only warning)."""
     groups: dict[tuple, list[dict]] = {}
     for row in table:
-        if row["status"] == Status.DONE and row["llc_mean"] is not None:
+        if row["status"] == Status.DONE and row["llc_mean"] is not None and row["llc_sem"] is not None:
             groups.setdefault((row["target_id"], row.get("sampler.posterior.beta0"), row.get("sampler.posterior.gamma")), []).append(row)
     for group in groups.values():
         runs = [
-            {"name": r["sampler"], "llc_mean": r["llc_mean"], "llc_sem": r["llc_sem"], "codes": (r["warnings"] or "").split(",") if r["warnings"] else []}
+            {"name": r["sampler"], "llc_mean": r["llc_mean"], "llc_sem": r["llc_sem"], "codes": r["warnings"].split(",") if r["warnings"] else []}
             for r in group
         ]
         for row, w in zip(group, checks.disagreements(runs)):
             if w:
-                row["warnings"] = ",".join(filter(None, (row["warnings"], w["code"])))
-                row["warning_details"] = " | ".join(filter(None, (row["warning_details"], f"{w['code']}: {w['message']}")))
+                row["warnings"], row["warning_details"] = w["code"], f"{w['code']}: {w['message']}"
 
 
 def model_name(model) -> str:
