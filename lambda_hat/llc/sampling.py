@@ -92,7 +92,10 @@ def estimate(post, cfg, model: dict, log=lambda msg: None, llc_true: float | Non
         out["pareto_k"] = float(np.max(trace.extras["pareto_k"]))
         out["llc_is"] = trace.extras["llc_is"]
     out["warnings"] = checks.run_warnings(out, cfg)
-    traces.annotate(trace.idata, {k: v for k, v in out.items() if isinstance(v, (int, float))})
+    # the run's numbers as attrs, but not over a per-chain array the sampler stored under the same
+    # name (VI's PSIS k̂: the table's worst-chain value in its place broke VI's plots)
+    attrs = trace.idata.posterior.attrs
+    traces.annotate(trace.idata, {k: v for k, v in out.items() if isinstance(v, (int, float)) and not isinstance(attrs.get(k), str)})
     return out, trace
 
 

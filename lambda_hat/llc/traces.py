@@ -83,6 +83,6 @@ def arrays(idata) -> dict:
     out.update({k: stats[v].values for k, v in PER_DRAW.items() if v in stats})
     if "vi_fit" in idata.groups():
         out["elbo"] = idata.vi_fit["elbo"].values
-    if "pareto_k" in post.attrs:
+    if isinstance(post.attrs.get("pareto_k"), str):  # per chain (runs stored before it was kept: the worst only)
         out["pareto_k"] = np.asarray(json.loads(post.attrs["pareto_k"]))
     return out

@@ -114,16 +114,21 @@ def test_warnings_are_shown_and_strict_fails_them(project):
 
 def test_vi_runs_report_psis_k(project):
     """Both VI kinds through the CLI on the quadratic (λ = 2), with PSIS k̂ in the table: a
-    Gaussian posterior is in reach of both families, so their k̂ is low."""
+    Gaussian posterior is in reach of both families, so their k̂ is low. With --promote their plots
+    are drawn (the per-chain k̂ they label stays in trace.nc beside the table's worst chain)."""
     fast = {"steps": 300, "draws": 500, "chains": 2}
     cfg = {**TINY, "samplers": [{"name": "vi_meanfield", "overrides": fast}, {"name": "vi_flow", "overrides": {**fast, "layers": 2}}]}
     write_config(project / "config" / "experiments.yaml", cfg)
-    r = cli("workflow", "llc", "--local", cwd=project)
-    assert r.returncode == 0, r.stderr
+    r = cli("workflow", "llc", "--local", "--promote", cwd=project)
+    assert r.returncode == 0 and "failed" not in r.stdout.replace("0 failed", ""), r.stdout + r.stderr
     df = pd.read_parquet(project / "results" / "llc_runs.parquet")
     assert list(df["sampler"]) == ["vi_meanfield", "vi_flow"] and list(df["sampler.family"]) == ["meanfield", "flow"]
     assert (df["llc_mean"] - 2.0).abs().max() < 0.2, df["llc_mean"]
     assert (df["pareto_k"] < 0.7).all(), df["pareto_k"]
+    for run_id, worst in zip(df["run_id"], df["pareto_k"]):
+        per_chain = json.loads(az.from_netcdf(str(project / "runs" / "llc" / run_id / "trace.nc")).posterior.attrs["pareto_k"])
+        assert len(per_chain) == 2 and max(per_chain) == worst, (per_chain, worst)
+    assert len(list((project / "results" / "gallery").rglob("*.png"))) >= 2 * 4  # trace, running λ̂, rank, ELBO per run
 
 
 def test_failed_run_goes_to_retry_yaml_and_exit_1(project):
