@@ -32,12 +32,12 @@ def _fail(e: Exception) -> None:
 
 
 def _existing_store(root: Path):
-    """The store at `root` for the commands that read one; a missing directory is bad input."""
+    """The store at `root` for the commands that read one; a missing directory is bad input (exit 2)."""
     from .engine.store import Store
 
     store = Store(root)
     if not store.root.is_dir():
-        raise InputError(f"store {store.root}: no such directory")
+        _fail(InputError(f"store {store.root}: no such directory"))
     return store
 
 
@@ -227,10 +227,7 @@ def status(workflow_file, store_root):
             _fail(e)
         return
 
-    try:
-        store = _existing_store(store_root)
-    except InputError as e:
-        _fail(e)
+    store = _existing_store(store_root)
     counts: dict[str, dict[str, int]] = {}
     problems = []
     for kind, tid, m in store.entries():
@@ -292,10 +289,7 @@ def export(store_root, mlflow_uri, wandb_dir):
 @click.option("--dry-run", "--dryrun", "-n", "dry_run", is_flag=True, help="List what would be removed.")
 def gc(store_root, dry_run):
     """Remove leftovers of tasks that never finished (crashed or killed)."""
-    try:
-        store = _existing_store(store_root)
-    except InputError as e:
-        _fail(e)
+    store = _existing_store(store_root)
     found = [p for p, tid in store.leftovers() if not store.is_running(tid)]
     for p in found:
         click.echo(f"{'would remove' if dry_run else 'removing'} {p}")
