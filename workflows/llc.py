@@ -219,6 +219,8 @@ class LLC(Workflow):
     KEY=VALUE arguments change the experiments file before it is validated (dotted keys, list
     indices, YAML values), e.g. samplers.0.overrides.draws=100 targets.1.seed=3; a key under a
     preset chosen by name sets that preset's value (samplers.0.draws=100, targets.0.model.width=16).
+    With -m, a key of an entry given several values runs a copy of the entry per value
+    (-m samplers.0.draws=1000,4000 targets.0.seed=range(3)).
     Writes results/llc_runs.parquet (and .csv) with one row per run, and results/retry.yaml
     listing the runs that failed (rerun them with --config results/retry.yaml).
     """
@@ -234,11 +236,21 @@ class LLC(Workflow):
         return [
             click.option("--promote", is_flag=True, help="Also plot every target and run (cached tasks) and build results/gallery/index.html."),
             click.option("--strict", is_flag=True, help="Treat runs with health-check warnings as failed (exit 1, listed in results/retry.yaml)."),
+            click.option(
+                "--multirun",
+                "-m",
+                is_flag=True,
+                help="Hydra's multirun: a key of an entry given several values (a,b or range(…)) runs a copy of the entry per value, e.g. -m samplers.0.draws=1000,4000.",
+            ),
             *super().cli(),
         ]
 
+    def parse(self, kw: dict) -> tuple[tuple[str, ...], dict]:
+        self.multirun = kw.pop("multirun", False)  # how load() reads this invocation's overrides
+        return super().parse(kw)
+
     def load(self, path: Path, overrides: tuple[str, ...]) -> Plan:
-        return load_plan(path, overrides)
+        return load_plan(path, overrides, getattr(self, "multirun", False))
 
     def settings(self, plan: Plan):
         return plan.config

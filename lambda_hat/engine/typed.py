@@ -99,6 +99,57 @@ def parse_duration(value, what: str = "duration") -> float:
     return float(total)
 
 
+def _split_top(text: str) -> list[str]:
+    """`text` split at the commas outside brackets, braces, parentheses and quotes."""
+    parts, depth, quote, start = [], 0, None, 0
+    for i, c in enumerate(text):
+        if quote:
+            quote = None if c == quote else quote
+        elif c in "'\"":
+            quote = c
+        elif c in "([{":
+            depth += 1
+        elif c in ")]}":
+            depth -= 1
+        elif c == "," and depth == 0:
+            parts.append(text[start:i].strip())
+            start = i + 1
+    return [*parts, text[start:].strip()]
+
+
+def sweep_values(text: str, what: str) -> list[str] | None:
+    """Hydra's sweep syntax in an override's value, as the text of each value: a,b,c (commas
+    outside brackets and quotes), choice(a,b,…) or range(start,stop[,step]) (keywords allowed,
+    stop excluded, floats too); None for a single value."""
+    t = text.strip()
+    call = re.fullmatch(r"(choice|range)\((.*)\)", t, re.S)
+    args = _split_top(call.group(2) if call else t)
+    if not call and len(args) < 2:
+        return None
+    if "" in args:
+        raise InputError(f"{what}: an empty value in {text!r}")
+    if not call or call.group(1) == "choice":
+        return args
+    named = dict.fromkeys(("start", "stop", "step"))
+    for i, a in enumerate(args):
+        k, eq, v = a.partition("=")
+        k, v = (k.strip(), v) if eq else (list(named)[i] if i < 3 else "", a)
+        num = read_yaml(v) if k in named else None
+        if not isinstance(num, (int, float)) or isinstance(num, bool):
+            raise InputError(f"{what}: {text!r}: expected range(start, stop[, step]) with numbers")
+        named[k] = num
+    if named["stop"] is None:  # range(stop), as Python's
+        named["start"], named["stop"] = 0, named["start"]
+    start, stop, step = named["start"], named["stop"], 1 if named["step"] is None else named["step"]
+    if step == 0:
+        raise InputError(f"{what}: {text!r}: the step must not be 0")
+    count = max(0, int(-(-(stop - start) // step)))
+    values = [start + i * step for i in range(count)]
+    if not values:
+        raise InputError(f"{what}: {text!r} holds no value")
+    return [str(round(v, 12)) if isinstance(v, float) else str(v) for v in values]
+
+
 def apply_overrides(raw, pairs, where: str, flag: str = "override", route=None):
     """Hydra-style KEY=VALUE on plain YAML data: dotted keys, list indices (samplers.0.draws=100),
     values parsed as YAML. Missing mapping keys are created (validation judges them later), so

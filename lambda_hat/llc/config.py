@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import itertools
 import json
 import math
 import re
@@ -25,6 +26,7 @@ from lambda_hat.engine.typed import (
     plain,
     positive,
     seed_range,
+    sweep_values,
 )
 
 # ---------------------------------------------------------------- models, data, training
@@ -580,44 +582,108 @@ def resolve_sampler(entry: SamplerEntry, path: Path, key: str):
     return _tagged(SAMPLER_KINDS, deep_merge(preset, over), where, key)
 
 
+def _at(raw, path: list[str]):
+    """The node at a dotted key's parts (list indices as text), or None."""
+    node = raw
+    for p in path:
+        if isinstance(node, list) and re.fullmatch(r"-?\d+", p) and -len(node) <= int(p) < len(node):
+            node = node[int(p)]
+        elif isinstance(node, dict) and p in node:
+            node = node[p]
+        else:
+            return None
+    return node
+
+
+def _is_entry(raw, head: list[str]) -> bool:
+    """head is an entry of targets, of samplers or of a target's samplers (targets.I.samplers.J)."""
+    kind = head[0] in ("targets", "samplers") if len(head) == 2 else (head[0], head[2]) == ("targets", "samplers")
+    return kind and isinstance(_at(raw, head), dict)
+
+
 def _entry_route(raw, parts: list[str]) -> list[str]:
     """Hydra's habit of setting a key of a preset chosen by name, here as the entry's overrides:
     targets.0.model.width=16 is targets.0.overrides.model.width, samplers.0.draws=100 (also under
     a target's own samplers) samplers.0.overrides.draws. An entry's own keys, and a model given in
     full (a mapping), are set where they are."""
 
-    def at(path):
-        node = raw
-        for p in path:
-            if isinstance(node, list) and re.fullmatch(r"-?\d+", p) and -len(node) <= int(p) < len(node):
-                node = node[int(p)]
-            elif isinstance(node, dict) and p in node:
-                node = node[p]
-            else:
-                return None
-        return node
-
     for n in (2, 4):  # samplers.J.KEY, targets.I.samplers.J.KEY
         head = parts[:n]
-        if len(parts) > n and head[-2] == "samplers" and (n == 2 or head[0] == "targets") and isinstance(at(head), dict):
+        if len(parts) > n and head[-2] == "samplers" and (n == 2 or head[0] == "targets") and isinstance(_at(raw, head), dict):
             if parts[n] not in {f.name for f in fields(SamplerEntry)}:
                 return [*head, "overrides", *parts[n:]]
             return parts
     if len(parts) > 3 and parts[0] == "targets" and parts[2] in ("model", "data", "teacher", "training"):
-        entry = at(parts[:2])
+        entry = _at(raw, parts[:2])
         if isinstance(entry, dict) and not isinstance(entry.get(parts[2]), (dict, list)):
             return [*parts[:2], "overrides", *parts[2:]]
     return parts
 
 
-def load_plan(path: Path, overrides: tuple[str, ...] = ()) -> Plan:
-    """Read, override (KEY=VALUE), merge, validate and expand an experiments file. Raises
-    InputError on any problem."""
+_SWEPT = "\0multirun"  # marks an entry to copy, through apply_overrides' deep copy
+
+
+def _overrides(raw, overrides: tuple[str, ...], where: str, multirun: bool):
+    """apply_overrides, plus Hydra's multirun (-m): a key inside an entry of targets or samplers
+    given several values (a,b / choice(…) / range(…)) makes one copy of that entry per value
+    (per combination, last key fastest), in its place; the other overrides apply to every copy.
+    Without -m several values are an error, as in Hydra."""
+    plain_pairs, marked = [], {}
+    for pair in overrides:
+        key, _, text = re.sub(r"^\+\+?", "", pair).partition("=")
+        values = None if pair.startswith("~") else sweep_values(text, f"{where}: override {pair!r}")
+        if values is None:
+            plain_pairs.append(pair)
+            continue
+        if not multirun:
+            raise InputError(f"{where}: override {pair!r}: several values; sweep them with -m/--multirun, write a list as [a, b], quote a string")
+        parts = _entry_route(raw, key.strip().split("."))
+        n = next((n for n in (4, 2) if len(parts) > n and _is_entry(raw, parts[:n])), None)  # targets.I.samplers.J first
+        entry = _at(raw, parts[:n]) if n else None
+        if entry is None:
+            raise InputError(
+                f"{where}: -m {key.strip()}: only a key inside an entry takes several values (targets.N.…, samplers.N.…, targets.N.samplers.M.…): each value is a copy of it"
+            )
+        tag = entry.setdefault(_SWEPT, len(marked))
+        marked.setdefault(tag, []).append((".".join(parts[n:]), values))
+    raw = apply_overrides(raw, plain_pairs, where, route=_entry_route)
+    found = set()
+
+    def expand(entries):
+        if not isinstance(entries, list):
+            return entries
+        out = []
+        for e in entries:
+            tag = e.pop(_SWEPT, None) if isinstance(e, dict) else None
+            if tag is None:
+                out.append(e)
+                continue
+            found.add(tag)
+            keys = marked[tag]
+            for combo in itertools.product(*(v for _, v in keys)):
+                out.append(apply_overrides(e, [f"{k}={v}" for (k, _), v in zip(keys, combo)], where, "-m"))
+        return out
+
+    if marked and isinstance(raw, dict):
+        for k in ("samplers", "targets"):
+            if k in raw:
+                raw[k] = expand(raw[k])
+        for t in raw.get("targets") if isinstance(raw.get("targets"), list) else []:
+            if isinstance(t, dict) and "samplers" in t:
+                t["samplers"] = expand(t["samplers"])
+    if len(found) < len(marked):
+        raise InputError(f"{where}: -m: another override replaced or removed an entry that a multirun key is in")
+    return raw
+
+
+def load_plan(path: Path, overrides: tuple[str, ...] = (), multirun: bool = False) -> Plan:
+    """Read, override (KEY=VALUE; several values with multirun), merge, validate and expand an
+    experiments file. Raises InputError on any problem."""
     path = Path(path)
     raw = load_yaml(path)
     if raw is None:
         fail(str(path), "", "file is empty; expected keys targets, samplers")
-    raw = apply_overrides(raw, overrides, str(path), route=_entry_route)
+    raw = _overrides(raw, overrides, str(path), multirun)
     cfg: Experiments = build(Experiments, raw, str(path))
     targets, seen_targets = [], {}
     for i, te in enumerate(cfg.targets):

@@ -1,14 +1,17 @@
 """Our users' language: the original Lambda-Hat's experiment vocabulary, cards by name, KEY=VALUE
 overrides, one duration syntax, the KKT study's variant names."""
 
+import shutil
+
 import jax
 import numpy as np
+import pandas as pd
 import pytest
 from jax.flatten_util import ravel_pytree
 
 from conftest import ROOT, cli, write_config
 from lambda_hat.engine.cards import load_card, slurm_time
-from lambda_hat.engine.typed import InputError, parse_duration
+from lambda_hat.engine.typed import InputError, parse_duration, sweep_values
 from lambda_hat.llc.config import load_plan
 from lambda_hat.llc.models import network
 from lambda_hat.workflows.llc import build_tasks
@@ -250,6 +253,52 @@ def test_hydra_and_snakemake_spellings(project):
         (("~targets.4",), "index 4 out of range; targets has 2 entries"),
         (("-j", "0"), "workers: must be > 0, got 0"),
         (("--jobs", "many"), "workers: expected an integer, got 'many'"),
+    ]:
+        r = cli("workflow", "llc", "--local", *bad, cwd=project)
+        assert r.returncode == 2 and msg in r.stderr and len(r.stderr.strip().splitlines()) == 1, (bad, r.stderr)
+    assert not (project / "runs").exists() and not (project / "results").exists()
+
+
+def test_hydra_sweep_values():
+    assert sweep_values("100,200", "x") == ["100", "200"] and sweep_values("choice(sgld, hmc)", "x") == ["sgld", "hmc"]
+    assert sweep_values("range(3)", "x") == ["0", "1", "2"] and sweep_values("range(start=1, stop=7, step=3)", "x") == ["1", "4"]
+    assert sweep_values("range(0, 1, 0.25)", "x") == ["0.0", "0.25", "0.5", "0.75"] and sweep_values("range(3, 0, -1)", "x") == ["3", "2", "1"]
+    assert sweep_values("[1, 2]", "x") is None and sweep_values("{M: 4, r: 1}", "x") is None and sweep_values("'a,b'", "x") is None
+    assert sweep_values("[1, 2],[3]", "x") == ["[1, 2]", "[3]"] and sweep_values("1e-4", "x") is None
+    for bad in ("1,,2", "range(2, 2)", "range(1, 5, 0)", "range(a)"):
+        with pytest.raises(InputError):
+            sweep_values(bad, "x")
+
+
+def test_hydra_multirun_copies_an_entry_per_value(project):
+    """-m/--multirun: a key of a target or sampler entry given several values makes a copy of
+    the entry per value (per combination), each run as usual; plain overrides apply to every copy.
+    Several values without -m, or on a key outside an entry, are one-line errors (exit 2)."""
+    p = write_config(project / "config" / "experiments.yaml", {
+        "targets": [{"model": "quadratic", "seed": 0, "overrides": {"model": {"dim": 2}}}],
+        "samplers": [{"name": "sgld", "overrides": {"step_size": 1e-3, "batch_size": None, "draws": 100, "burnin": 50, "chains": 2}}]})  # fmt: skip
+    plan = load_plan(p, ("samplers.0.draws=200,300", "targets.0.seed=range(2)", "samplers.0.chains=3", "targets.0.model.dim=3"), multirun=True)
+    assert [(r.target.seed, r.sampler.draws, r.sampler.chains, r.target.model.dim) for r in plan.runs] == [(s, d, 3, 3) for s in (0, 1) for d in (200, 300)], (
+        plan.runs
+    )
+    both = load_plan(p, ("samplers.0.draws=200,300", "samplers.0.chains=2,3"), multirun=True)
+    assert [(r.sampler.draws, r.sampler.chains) for r in both.runs] == [(200, 2), (200, 3), (300, 2), (300, 3)]
+    r = cli("workflow", "llc", "--local", "-m", "samplers.0.draws=200,300", "targets.0.seed=0,1", cwd=project)
+    assert r.returncode == 0, r.stdout + r.stderr
+    table = pd.read_parquet(project / "results" / "llc_runs.parquet")
+    assert sorted(zip(table["seed"], table["sampler.draws"])) == [(0, 200), (0, 300), (1, 200), (1, 300)]
+    assert (table["status"] == "done").all() and table["run_id"].nunique() == 4
+    r = cli("workflow", "llc", "--dry-run", "--multirun", "samplers.0.draws=300,200", cwd=project)
+    assert r.returncode == 0 and "0 task(s) to run, 3 done" in r.stdout, r.stdout + r.stderr  # copies are tasks like any other
+    shutil.rmtree(project / "runs")
+    shutil.rmtree(project / "results")
+    for bad, msg in [
+        (("samplers.0.draws=200,300",), "several values; sweep them with -m/--multirun"),
+        (("-m", "jax_enable_x64=true,false"), "-m jax_enable_x64: only a key inside an entry takes several values"),
+        (("-m", "samplers.0.draws=200,,300"), "an empty value"),
+        (("-m", "samplers.0.draws=200,-1"), "samplers[1].draws: must be > 0"),
+        (("-m", "samplers.0.draws=200,200"), "duplicates samplers[0] (same resolved config)"),
+        (("-m", "samplers.0.draws=200,300", "~samplers.0"), "another override replaced or removed an entry"),
     ]:
         r = cli("workflow", "llc", "--local", *bad, cwd=project)
         assert r.returncode == 2 and msg in r.stderr and len(r.stderr.strip().splitlines()) == 1, (bad, r.stderr)
