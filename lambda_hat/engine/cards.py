@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Literal
 
-from lambda_hat.engine.typed import Duration, InputError, apply_overrides, build, load_yaml, nonneg, positive
+from lambda_hat.engine.typed import Duration, InputError, apply_overrides, build, canonical, load_yaml, nonneg, positive
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,12 @@ class Card:
             bad("provider", "only executor: htex takes a provider")
 
 
+# The original Lambda-Hat's cards were flat (walltime, partition, max_workers, … at the top, and
+# --set walltime=04:00:00): those keys name ours.
+PROVIDER_KEYS = {f.name for f in fields(Provider)} - {f.name for f in fields(Card)}
+Card.ALIASES = {"max_workers": "workers", **{k: f"provider.{k}" for k in sorted(PROVIDER_KEYS)}}
+ORIGINAL_NAMES = {"slurm/gpu-a100": "slurm/a100"}  # its config/parsl/ cards by our names
+
 PACKAGED = Path(__file__).parents[1] / "parsl_cards"  # the repository's parsl_cards/, installed as package data
 
 
@@ -87,7 +94,8 @@ def find_card(name, asked: str = "--parsl-card") -> Path:
     path = Path(name)
     if path.is_file():
         return path
-    rel = Path(str(name).removeprefix("parsl_cards/"))
+    rel = str(name).removeprefix("./").removeprefix("parsl_cards/").removeprefix("config/parsl/")
+    rel = Path(ORIGINAL_NAMES.get(rel.removesuffix(".yaml"), rel))
     for root in (Path("parsl_cards"), PACKAGED):
         for cand in (root / rel, root / rel.with_name(rel.name + ".yaml")):
             if cand.is_file():
@@ -103,8 +111,22 @@ def load_card(path: Path | None, sets: tuple[str, ...] = ()) -> Card:
     else:
         path = find_card(path)
         raw, where = load_yaml(path), str(path)
+    sets = tuple(_flat_set(s) for s in sets)
     raw = apply_overrides(raw or {}, sets, where, "--set")
+    raw = canonical(Card, raw, where)
+    if isinstance(raw, dict) and isinstance(raw.get("provider"), dict) and raw["provider"].get("type") == "slurm":
+        raw.setdefault("executor", "htex")  # SLURM blocks run HTEX workers: an original flat card names no executor
     return build(Card, raw, f"{where} with --set {' '.join(sets)}" if sets else where)  # a bad key may be the --set's
+
+
+def _flat_set(pair: str) -> str:
+    """--set walltime=… (a provider key at the top, as the original's flat cards had it) is
+    provider.walltime=…; --set max_workers=N is workers=N."""
+    sign, rest = re.match(r"([+~]*)(.*)", pair, re.S).groups()
+    head = re.split(r"[.=]", rest, maxsplit=1)[0]
+    if head == "max_workers":
+        return sign + "workers" + rest[len(head) :]
+    return sign + "provider." + rest if head in PROVIDER_KEYS else pair
 
 
 def slurm_time(seconds: float) -> str:

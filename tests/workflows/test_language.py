@@ -204,6 +204,32 @@ def test_cards_by_name(project, tmp_path, monkeypatch):
     assert r.returncode == 0 and "b128" in r.stdout, r.stderr
 
 
+def test_original_card_names_and_flat_keys(project):
+    """The original Lambda-Hat's cards: config/parsl/{local,slurm/cpu,slurm/gpu-a100}.yaml, flat
+    keys (walltime, gpus_per_node, max_workers at the top) in --set and in a card file of its own."""
+    a100 = load_card("slurm/a100")
+    for name in ("config/parsl/slurm/gpu-a100.yaml", "slurm/gpu-a100", "config/parsl/slurm/gpu-a100"):
+        assert load_card(name) == a100, name
+    assert load_card("config/parsl/slurm/cpu.yaml") == load_card("slurm/cpu") and load_card("config/parsl/local.yaml") == load_card("local")
+    c = load_card("config/parsl/slurm/gpu-a100.yaml", ("walltime=04:00:00", "gpus_per_node=2", "max_workers=2", "provider.partition=a100"))
+    assert (c.workers, c.provider.walltime, c.provider.gpus_per_node, c.provider.partition) == (2, 4 * 3600, 2, "a100")
+    assert c.provider.cores_per_node == a100.provider.cores_per_node  # the rest of the card is kept
+    (project / "old.yaml").write_text('type: slurm\npartition: gpu\nmax_blocks: 4\nwalltime: "00:30:00"\ngpus_per_node: 1\nmax_workers: 1\n')
+    old = load_card("old.yaml")
+    assert (old.executor, old.workers, old.provider.type, old.provider.walltime, old.provider.max_blocks) == ("htex", 1, "slurm", 1800, 4)
+    write_config(project / "config" / "experiments.yaml", {"targets": [{"model": "quadratic"}], "samplers": [{"name": "hmc"}]})
+    r = cli("workflow", "llc", "-n", "--parsl-card", "config/parsl/slurm/gpu-a100.yaml", "--set", "max_workers=1", "--set", "max_blocks=3", cwd=project)
+    assert r.returncode == 0 and "executor: htex, 3 task(s) at once" in r.stdout, r.stdout + r.stderr
+    (project / "both.yaml").write_text("walltime: 1h\nprovider: {walltime: 2h}\n")
+    for args, msg in [
+        (("--parsl-card", "both.yaml"), "both.yaml: walltime: is an alias of provider.walltime, which is also given; keep one"),
+        (("--parsl-card", "slurm/gpu-a100", "--set", "walltime=soon"), "walltime: 'soon' is not a duration"),
+        (("--parsl-card", "config/parsl/slurm/gpu-h100.yaml"), "no such file or card; available cards: local, local-processes, slurm/a100, slurm/cpu"),
+    ]:
+        r = cli("workflow", "llc", "--dry-run", *args, cwd=project)
+        assert r.returncode == 2 and msg in r.stderr and len(r.stderr.strip().splitlines()) == 1, (args, r.stderr)
+
+
 def test_key_value_overrides(project):
     p = write_config(project / "config" / "experiments.yaml", {
         "targets": [{"model": "quadratic", "seed": 0}, {"model": "quadratic", "seed": 1}],
