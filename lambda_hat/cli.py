@@ -12,6 +12,10 @@ import click
 from .engine.typed import InputError
 
 CARD_HELP = "Executor card: a path, or a name under ./parsl_cards/ or among the packaged cards (slurm/a100, slurm/cpu, local, local-processes)."
+# The original Lambda-Hat's --backend choices (and its LAMBDA_HAT_BACKEND), as our cards
+BACKENDS = {"local": "local", "slurm-cpu": "slurm/cpu", "slurm-gpu": "slurm/a100"}
+# and its `workflow sample`, the llc workflow under another name
+WORKFLOW_ALIASES = {"sample": "llc"}
 TIMEOUT_HELP = "Kill any {} running longer than this (90, 30m, 1h30m, HH:MM:SS){}."
 OVERRIDES = "[KEY=VALUE]..."
 TRACK_HELP = "Log every finished task as a run in MLflow (MLFLOW_TRACKING_URI or ./mlruns) or W&B (offline in ./wandb without WANDB_API_KEY); repeatable; needs the tracking extra."
@@ -66,12 +70,16 @@ def _workflow(name: str):
 def _command(wf) -> click.Command:
     """A workflow's command: the options every workflow takes (here, once), then its own (wf.cli())."""
 
-    def callback(local, parsl_card, sets, jobs, **kw):
+    def callback(local, parsl_card, backend, sets, jobs, **kw):
         from .engine.cards import load_card
         from .engine.workflow import Options, run
 
-        if local and parsl_card:
-            _fail(InputError("--local and --parsl-card exclude each other"))
+        if (local or parsl_card) and click.get_current_context().get_parameter_source("backend") == click.core.ParameterSource.ENVIRONMENT:
+            backend = None  # a flag given wins over LAMBDA_HAT_BACKEND
+        given = [f for f, v in (("--local", local), ("--parsl-card", parsl_card), ("--backend", backend)) if v]
+        if len(given) > 1:
+            _fail(InputError(f"{' and '.join(given)} exclude each other"))
+        parsl_card = BACKENDS[backend] if backend else parsl_card
         path = kw.pop("config", None) or kw.pop("file", None)
         common = {k: kw.pop(k) for k in ("force", "dry_run", "timeout", "track")}
         try:
@@ -97,6 +105,12 @@ def _command(wf) -> click.Command:
     params = [
         click.option("--local", is_flag=True, help="Run on this machine with parsl_cards/local.yaml (the default)."),
         click.option("--parsl-card", metavar="CARD", help=CARD_HELP),
+        click.option(
+            "--backend",
+            type=click.Choice(list(BACKENDS)),
+            envvar="LAMBDA_HAT_BACKEND",
+            help="The original Lambda-Hat's backends: local, slurm-cpu (card slurm/cpu), slurm-gpu (slurm/a100); also from LAMBDA_HAT_BACKEND.",
+        ),
         click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a card field, e.g. --set provider.partition=debug (repeatable)."),
         # Snakemake's spellings too: -n/--dryrun, -F/--forceall, -j/--jobs/--cores N
         click.option(
@@ -135,6 +149,7 @@ class _Workflows(click.Group):
         return sorted(m.name for m in pkgutil.iter_modules(w.__path__) if not m.name.startswith("_"))
 
     def get_command(self, ctx, name):
+        name = WORKFLOW_ALIASES.get(name, name)
         return _command(_workflow(name)) if name in self.list_commands(ctx) else None
 
 

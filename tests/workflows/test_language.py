@@ -230,6 +230,25 @@ def test_original_card_names_and_flat_keys(project):
         assert r.returncode == 2 and msg in r.stderr and len(r.stderr.strip().splitlines()) == 1, (args, r.stderr)
 
 
+def test_original_cli_spellings(project):
+    """The original Lambda-Hat's `workflow sample` (the llc workflow) and --backend
+    local|slurm-cpu|slurm-gpu (or LAMBDA_HAT_BACKEND, which a flag given overrides)."""
+    write_config(project / "config" / "experiments.yaml", {"targets": [{"model": "quadratic"}], "samplers": [{"name": "hmc"}]})
+    llc = cli("workflow", "llc", "-n", cwd=project)
+    assert llc.returncode == 0 and cli("workflow", "sample", "-n", cwd=project).stdout == llc.stdout
+    for backend, line in [("local", "executor: threads"), ("slurm-cpu", "executor: htex, 32 task(s)"), ("slurm-gpu", "executor: htex, 8 task(s)")]:
+        r = cli("workflow", "llc", "-n", "--backend", backend, cwd=project)
+        assert r.returncode == 0 and line in r.stdout, (backend, r.stdout + r.stderr)
+    r = cli("workflow", "llc", "-n", cwd=project, env={"LAMBDA_HAT_BACKEND": "slurm-gpu"})
+    assert r.returncode == 0 and "executor: htex, 8 task(s)" in r.stdout, r.stdout + r.stderr
+    r = cli("workflow", "llc", "-n", "--local", cwd=project, env={"LAMBDA_HAT_BACKEND": "slurm-gpu"})
+    assert r.returncode == 0 and "executor: threads" in r.stdout, r.stdout + r.stderr
+    for args, msg in [(("--backend", "slurm-gpu", "--local"), "--local and --backend exclude each other"), (("--backend", "gpu"), "'gpu' is not one of")]:
+        r = cli("workflow", "llc", "-n", *args, cwd=project)
+        assert r.returncode == 2 and msg in r.stderr, (args, r.stderr)
+    assert not (project / "runs").exists() and not (project / "results").exists()
+
+
 def test_key_value_overrides(project):
     p = write_config(project / "config" / "experiments.yaml", {
         "targets": [{"model": "quadratic", "seed": 0}, {"model": "quadratic", "seed": 1}],
