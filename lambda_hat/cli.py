@@ -215,12 +215,16 @@ def report_cmd(sweep_file, filters, no_plots, output_dir):
     show_default=True,
     help="Experiments file whose runs the gallery shows.",
 )
-def promote_cmd(config):
-    """Rebuild results/gallery/ (index.html, README.md) from the store without computing anything."""
+@click.option("--promote-plots", metavar="PLOTS", help="The run plots it shows, comma-separated (trace, running_llc, rank, hmc, mclmc, elbo).")
+@click.argument("what", required=False, type=click.Choice(["gallery"]))
+def promote_cmd(config, promote_plots, what):
+    """Rebuild results/gallery/ (index.html, README.md) from the store without computing anything
+    (`promote gallery`, the original Lambda-Hat's spelling, is the same)."""
+    from lambda_hat.llc.gallery import run_plot_names
     from lambda_hat.workflows import llc as wf
 
     try:
-        sys.exit(wf.rebuild_gallery(config))
+        sys.exit(wf.rebuild_gallery(config, only=run_plot_names(promote_plots) if promote_plots is not None else None))
     except InputError as e:
         _fail(e)
 

@@ -13,7 +13,7 @@ from lambda_hat.engine.store import Store, crashpoint, read_json, tmp_path
 from lambda_hat.engine.tasks import Status, Task
 from lambda_hat.engine.typed import InputError, plain
 from lambda_hat.engine.workflow import Options, Workflow, write_table
-from lambda_hat.llc import checks, trajectory
+from lambda_hat.llc import checks, gallery, trajectory
 from lambda_hat.llc.config import Plan, load_plan
 
 TARGETS, RUNS, DIAG = "targets", "llc", "diag"
@@ -192,23 +192,22 @@ def write_retry(plan: Plan, table: list[dict], runs: dict, results: Path) -> Pat
     return path
 
 
-def promote(store: Store, table: list[dict], targets: dict, runs: dict, results: Path) -> tuple[Path, int]:
-    """Build results/gallery from the plots the store holds; also says how many runs have none."""
-    from lambda_hat.llc import gallery
-
+def promote(store: Store, table: list[dict], targets: dict, runs: dict, results: Path, only: tuple[str, ...] | None = None) -> tuple[Path, int]:
+    """Build results/gallery from the plots the store holds (of runs, `only` those if given);
+    also says how many runs have none."""
     tdiag, rdiag = diag_tasks(targets, runs, {})
     done = lambda d: {k: store.dir(DIAG, t.id) for k, t in d.items() if store.is_done(DIAG, t.id)}  # noqa: E731
     run_plots = done(rdiag)
     missing = sum(row["status"] == Status.DONE and row["run_id"] not in run_plots for row in table)
-    return gallery.build(table, run_plots, done(tdiag), results / "gallery"), missing
+    return gallery.build(table, run_plots, done(tdiag), results / "gallery", only), missing
 
 
-def rebuild_gallery(config: Path, results: Path = Path("results")) -> int:
+def rebuild_gallery(config: Path, results: Path = Path("results"), only: tuple[str, ...] | None = None) -> int:
     """`lambda-hat promote`: the gallery again from the store, computing nothing."""
     plan = load_plan(config)
     store = Store(Path(plan.config.store_root))
     targets, runs = build_tasks(plan, None)
-    index, missing = promote(store, rows(plan, store, targets, runs), targets, runs, results)
+    index, missing = promote(store, rows(plan, store, targets, runs), targets, runs, results, only)
     click.echo(f"gallery: {index}" + (f" ({missing} run(s) without plots: run the workflow with --promote)" if missing else ""))
     return 0
 
@@ -235,6 +234,11 @@ class LLC(Workflow):
     def cli(self) -> list:
         return [
             click.option("--promote", is_flag=True, help="Also plot every target and run (cached tasks) and build results/gallery/index.html."),
+            click.option(
+                "--promote-plots",
+                metavar="PLOTS",
+                help="The run plots the gallery shows, comma-separated (trace, running_llc, rank, hmc, mclmc, elbo; .png optional); implies --promote.",
+            ),
             click.option("--strict", is_flag=True, help="Treat runs with health-check warnings as failed (exit 1, listed in results/retry.yaml)."),
             click.option(
                 "--multirun",
@@ -247,6 +251,8 @@ class LLC(Workflow):
 
     def parse(self, kw: dict) -> tuple[tuple[str, ...], dict]:
         self.multirun = kw.pop("multirun", False)  # how load() reads this invocation's overrides
+        if kw.get("promote_plots") is not None:
+            kw["promote_plots"], kw["promote"] = gallery.run_plot_names(kw["promote_plots"]), True
         return super().parse(kw)
 
     def load(self, path: Path, overrides: tuple[str, ...]) -> Plan:
@@ -291,7 +297,7 @@ class LLC(Workflow):
         traj = trajectory.write(trajectory.rows(table), RESULTS)
         lines = [f"λ̂ over training: {traj}"] if traj else []
         if opts.extra.get("promote"):
-            lines.append(f"gallery: {promote(store, table, self.targets, self.runs, RESULTS)[0]}")
+            lines.append(f"gallery: {promote(store, table, self.targets, self.runs, RESULTS, opts.extra.get('promote_plots'))[0]}")
         for row in table:
             if row["status"] == Status.DONE:
                 truth = [f"{k} {row[c]:.4g}" for k, c in (("truth", "llc_true"), ("finite-n", "llc_finite")) if row[c] is not None]

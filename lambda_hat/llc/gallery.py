@@ -13,6 +13,7 @@ from pathlib import Path
 
 from lambda_hat.engine.store import read_json, tmp_path
 from lambda_hat.engine.tasks import Status
+from lambda_hat.engine.typed import InputError
 from lambda_hat.llc import trajectory
 
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
@@ -44,10 +45,22 @@ def _cells(row: dict) -> list[str]:
 
 
 ORDER = ["target", "trace", "running_llc", "rank", "hmc", "mclmc", "elbo"]
+RUN_PLOTS = ORDER[1:]
+PLOT_ALIASES = {"llc_convergence_combined": "running_llc"}  # the original Lambda-Hat's name
 
 
-def _copy_plots(src_dir: Path, dest: Path, out: Path) -> list[str]:
+def run_plot_names(text: str) -> tuple[str, ...]:
+    """--promote-plots: comma-separated run plots (trace.png, running_llc, …) → their names."""
+    names = [PLOT_ALIASES.get(n, n) for n in (p.strip().removesuffix(".png") for p in text.split(",")) if n]
+    bad = [n for n in names if n not in RUN_PLOTS]
+    if bad or not names:
+        raise InputError(f"--promote-plots {text!r}: unknown plot {bad[0] if bad else ''!r}; allowed: {', '.join(RUN_PLOTS)} (.png optional)")
+    return tuple(dict.fromkeys(names))
+
+
+def _copy_plots(src_dir: Path, dest: Path, out: Path, only: tuple[str, ...] | None = None) -> list[str]:
     plots = (read_json(src_dir / "metrics.json") or {}).get("plots") or {}
+    plots = {k: v for k, v in plots.items() if only is None or k in only}
     rels = []
     for name in (plots[k] for k in sorted(plots, key=lambda k: ORDER.index(k) if k in ORDER else len(ORDER))):
         dest.mkdir(parents=True, exist_ok=True)
@@ -84,8 +97,9 @@ def comparison_figure(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def build(rows: list[dict], run_diag: dict, target_diag: dict, out: Path) -> Path:
-    """rows: the llc table; run_diag / target_diag: run or target ID → diagnose task directory."""
+def build(rows: list[dict], run_diag: dict, target_diag: dict, out: Path, only: tuple[str, ...] | None = None) -> Path:
+    """rows: the llc table; run_diag / target_diag: run or target ID → diagnose task directory;
+    only: the run plots to show (all by default)."""
     tmp = tmp_path(out)
     tmp.mkdir(parents=True)
     comparison_figure(rows, tmp / "comparison.png")
@@ -112,7 +126,7 @@ def build(rows: list[dict], run_diag: dict, target_diag: dict, out: Path) -> Pat
         md += ["", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
         sections = []
         for r in sub:
-            rels = _copy_plots(run_diag[r["run_id"]], tmp / "runs" / r["run_id"], tmp) if r["run_id"] in run_diag else []
+            rels = _copy_plots(run_diag[r["run_id"]], tmp / "runs" / r["run_id"], tmp, only) if r["run_id"] in run_diag else []
             cells = _cells(r)
             link = f"<a href='#r-{r['run_id']}'>{len(rels)} plots</a>" if rels else "–"
             cls = " class='failed'" if r["status"] != Status.DONE else (" class='warned'" if r.get("warnings") else "")

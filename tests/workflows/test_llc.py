@@ -130,6 +130,19 @@ def test_vi_runs_report_psis_k(project):
         assert len(per_chain) == 2 and max(per_chain) == worst, (per_chain, worst)
     assert len(list((project / "results" / "gallery").rglob("*.png"))) >= 2 * 4  # trace, running λ̂, rank, ELBO per run
 
+    def shown(run_id):
+        return sorted(p.name for p in (project / "results" / "gallery" / "runs" / run_id).glob("*.png"))
+
+    # the original Lambda-Hat's spellings: `promote gallery`, --promote-plots (its name for running λ̂ too)
+    r = cli("promote", "gallery", "--promote-plots", "trace.png,llc_convergence_combined.png", cwd=project)
+    assert r.returncode == 0 and all(shown(i) == ["running_llc.png", "trace.png"] for i in df["run_id"]), r.stdout + r.stderr
+    r = cli("workflow", "llc", "--local", "--promote-plots", "elbo", cwd=project)  # implies --promote; all cached (target, runs, plots)
+    assert r.returncode == 0 and "0 done, 6 reused" in r.stdout and all(shown(i) == ["elbo.png"] for i in df["run_id"]), r.stdout + r.stderr
+    for args in (("promote", "--promote-plots", "trace,energy"), ("workflow", "llc", "--local", "--promote-plots", "energy.png")):
+        r = cli(*args, cwd=project)
+        assert r.returncode == 2 and "unknown plot 'energy'; allowed: trace, running_llc, rank, hmc, mclmc, elbo" in r.stderr, r.stderr
+        assert all(shown(i) == ["elbo.png"] for i in df["run_id"])
+
 
 def test_failed_run_goes_to_retry_yaml_and_exit_1(project):
     cfg = {**TINY, "samplers": TINY["samplers"] + [{"name": "sgld", "overrides": {"step_size": 50.0, "batch_size": None}}]}
