@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -113,6 +114,7 @@ def rows(plan: Plan, store: Store, targets: dict, runs: dict, outcomes: dict | N
             "test_loss": tmetrics.get("test_loss"), "train_accuracy": tmetrics.get("train_accuracy"), "test_accuracy": tmetrics.get("test_accuracy"),
             "n": tmetrics.get("n"), "d": tmetrics.get("d"), "status": status, "error": error,
             "walltime_sec": m.get("walltime_sec"), "host": m.get("host"), "slurm_job_id": m.get("slurm_job_id"),
+            "experiment": plan.config.experiment,
         }  # fmt: skip
         for k in METRIC_COLUMNS:
             row[k] = (metrics or {}).get(k)
@@ -180,8 +182,9 @@ def write_retry(plan: Plan, table: list[dict], runs: dict, results: Path) -> Pat
         return None
     cfg = plain(plan.config)
     doc = {"targets": entries, "jax_enable_x64": cfg["jax_enable_x64"], "store_root": cfg["store_root"]}
-    if cfg["task_timeout"]:
-        doc["task_timeout"] = cfg["task_timeout"]
+    for key in ("task_timeout", "tracking", "experiment"):  # the retry runs as the sweep did
+        if cfg[key]:
+            doc[key] = list(cfg[key]) if key == "tracking" else cfg[key]
     doc["retry_of"] = {"config": source, "runs": sorted(runs[label].id for label in failed)}
     results.mkdir(parents=True, exist_ok=True)
     crashpoint("write:retry.yaml")
@@ -240,6 +243,7 @@ class LLC(Workflow):
                 help="The run plots the gallery shows, comma-separated (trace, running_llc, rank, hmc, mclmc, elbo; .png optional); implies --promote.",
             ),
             click.option("--strict", is_flag=True, help="Treat runs with health-check warnings as failed (exit 1, listed in results/retry.yaml)."),
+            click.option("--experiment", metavar="NAME", help="Name the sweep (the file's `experiment`): its MLflow experiment / W&B group and table column."),
             click.option(
                 "--multirun",
                 "-m",
@@ -251,6 +255,9 @@ class LLC(Workflow):
 
     def parse(self, kw: dict) -> tuple[tuple[str, ...], dict]:
         self.multirun = kw.pop("multirun", False)  # how load() reads this invocation's overrides
+        name = kw.pop("experiment", None)
+        if name is not None:
+            kw["overrides"] = (*kw.get("overrides", ()), f"experiment={json.dumps(name)}")
         if kw.get("promote_plots") is not None:
             kw["promote_plots"], kw["promote"] = gallery.run_plot_names(kw["promote_plots"]), True
         return super().parse(kw)

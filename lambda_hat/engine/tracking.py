@@ -86,7 +86,10 @@ def diagnose_dirs(store: Store) -> dict:
 
 
 def experiment_name(rec: dict) -> str:
-    """A sweep's experiments share the sweep's name; other tasks are grouped by kind."""
+    """The workflow file's `experiment` if it names one; else a sweep's experiments share the
+    sweep's name and other tasks are grouped by kind."""
+    if rec.get("experiment"):
+        return rec["experiment"]
     return rec["label"].split("/", 1)[0] if rec["kind"] == "sweep" else f"lambda-hat-{rec['kind']}"
 
 
@@ -181,9 +184,9 @@ def report(backends: list, new: int) -> str:
     return f"tracking: {new} new run(s) logged to {where}"
 
 
-def log_tasks(store: Store, tasks, backends: list) -> int:
+def log_tasks(store: Store, tasks, backends: list, experiment: str | None = None) -> int:
     """Log the finished tasks of `tasks` ((kind, id) pairs; diagnose tasks ride with their run)
-    to every backend; returns how many runs were newly logged."""
+    to every backend, under `experiment` if given; returns how many runs were newly logged."""
     if not backends:
         return 0
     plots_of = diagnose_dirs(store)
@@ -194,14 +197,15 @@ def log_tasks(store: Store, tasks, backends: list) -> int:
         rec = record(store, kind, tid, plots_of)
         if rec is None or rec["status"] == Status.RUNNING:
             continue
+        rec["experiment"] = experiment
         for b in backends:
             new += b.log(rec)
     return new
 
 
-def track(store: Store, tasks, backends: list) -> str:
+def track(store: Store, tasks, backends: list, experiment: str | None = None) -> str:
     """After a workflow: log its tasks (runner.Task) and say where."""
-    return report(backends, log_tasks(store, [(t.kind, t.id) for t in tasks], backends))
+    return report(backends, log_tasks(store, [(t.kind, t.id) for t in tasks], backends, experiment))
 
 
 def export(store: Store, backends: list) -> int:

@@ -71,6 +71,10 @@ class Workflow:
     def tracking(self, plan) -> list[str]:
         return list(getattr(self.settings(plan), "tracking", ()))
 
+    def experiment(self, plan) -> str | None:
+        """The MLflow experiment / W&B group of its tasks (None: tracking's default)."""
+        return getattr(self.settings(plan), "experiment", None)
+
     def cards(self, plan) -> dict:
         """More executors by label, for tasks that name one (tasks.Task.executor)."""
         return {}
@@ -229,5 +233,5 @@ def run(wf: Workflow, path: Path, card, opts: Options) -> int:
     if left:
         click.echo(f"budget reached: {len(left)} task(s) not started: {', '.join(left)}; rerun to continue")
     if backends:
-        click.echo(tracking.track(store, tasks, backends))
+        click.echo(tracking.track(store, tasks, backends, wf.experiment(plan)))
     return 0 if summary.ok and not wf.failed(table) else 1

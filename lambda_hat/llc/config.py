@@ -322,6 +322,9 @@ class Experiments:
     store_root: str = "runs"
     task_timeout: Duration | None = None  # per task: 90, 30m, 1h30m, HH:MM:SS
     tracking: list[Literal["mlflow", "wandb"]] = ()  # log every finished task there (tracking.py)
+    # a name for the sweep (the original Lambda-Hat's): its MLflow experiment / W&B group and a
+    # column of the table; not part of any task ID, so naming a sweep recomputes nothing
+    experiment: str | None = None
     retry_of: RetryOf | None = None
 
 

@@ -74,6 +74,17 @@ def test_llc_runs_in_mlflow_and_export_adds_nothing(project):
     r = cli("export", "--mlflow", "mlruns", cwd=project)
     assert r.returncode == 0 and "tracking: 0 new run(s)" in r.stdout, r.stdout + r.stderr
     assert len(mlflow_runs(project, "lambda-hat-llc")) == 1 and len(mlflow_runs(project, "lambda-hat-targets")) == 1
+    # the original Lambda-Hat's `experiment` (file key, or --experiment): the sweep's own MLflow
+    # experiment and a table column, computing nothing again (it is in no task ID)
+    assert df["experiment"].isna().all()
+    r = cli("workflow", "llc", "--local", "--track", "mlflow", "--experiment", "my study", cwd=project, env={"MLFLOW_TRACKING_URI": ""})
+    assert r.returncode == 0 and "0 done, 2 reused" in r.stdout and "tracking: 2 new run(s)" in r.stdout, r.stdout + r.stderr
+    named = pd.read_parquet(project / "results" / "llc_runs.parquet")
+    assert list(named["experiment"]) == ["my study"] and list(named["run_id"]) == list(df["run_id"])
+    assert {x.data.tags["lambda_hat.task_id"] for x in mlflow_runs(project, "my study")} == {df["run_id"][0], df["target_id"][0]}
+    write_config(project / "config" / "experiments.yaml", {**TINY, "experiment": "my study"})
+    r = cli("workflow", "llc", "--local", "--track", "mlflow", cwd=project, env={"MLFLOW_TRACKING_URI": ""})
+    assert r.returncode == 0 and "tracking: 0 new run(s)" in r.stdout, r.stdout + r.stderr
 
 
 def test_sweep_histories_and_plots_in_both_trackers(project):

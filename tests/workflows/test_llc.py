@@ -147,14 +147,14 @@ def test_vi_runs_report_psis_k(project):
 def test_failed_run_goes_to_retry_yaml_and_exit_1(project):
     cfg = {**TINY, "samplers": TINY["samplers"] + [{"name": "sgld", "overrides": {"step_size": 50.0, "batch_size": None}}]}
     write_config(project / "config" / "experiments.yaml", cfg)
-    r = cli("workflow", "llc", "--local", cwd=project)
+    r = cli("workflow", "llc", "--local", "--experiment", "e1", cwd=project)
     assert r.returncode == 1, r.stderr
     df = pd.read_parquet(project / "results" / "llc_runs.parquet")
     assert list(df["status"]) == ["done", "failed"]
     assert df["error"][1].startswith("diverged: non-finite L_n at step ") and pd.isna(df["llc_mean"][1])
     retry = yaml.safe_load((project / "results" / "retry.yaml").read_text())
     assert retry["targets"] == [{**TINY["targets"][0], "samplers": [cfg["samplers"][1]]}]
-    assert retry["retry_of"] == {"config": "config/experiments.yaml", "runs": [df["run_id"][1]]}
+    assert retry["retry_of"] == {"config": "config/experiments.yaml", "runs": [df["run_id"][1]]} and retry["experiment"] == "e1"
 
     good = project / "runs" / "llc" / df["run_id"][0] / "manifest.json"
     stamp = good.stat().st_mtime_ns
