@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -306,10 +307,12 @@ def export(store_root, mlflow_uri, wandb_dir):
 @main.command()
 @click.option("--store", "store_root", type=click.Path(path_type=Path), default=Path("runs"), show_default=True, help="Store directory.")
 @click.option("--dry-run", "--dryrun", "-n", "dry_run", is_flag=True, help="List what would be removed.")
-def gc(store_root, dry_run):
+@click.option("--ttl-days", type=click.FloatRange(min=0), help="Only leftovers older than this many days (the original Lambda-Hat's option).")
+def gc(store_root, dry_run, ttl_days):
     """Remove leftovers of tasks that never finished (crashed or killed)."""
     store = _existing_store(store_root)
-    found = [p for p, tid in store.leftovers() if not store.is_running(tid)]
+    cutoff = time.time() - 86400 * ttl_days if ttl_days is not None else float("inf")
+    found = [p for p, tid in store.leftovers() if not store.is_running(tid) and p.stat().st_mtime < cutoff]
     for p in found:
         click.echo(f"{'would remove' if dry_run else 'removing'} {p}")
         if not dry_run:
@@ -317,6 +320,21 @@ def gc(store_root, dry_run):
     if not found:
         click.echo(f"{store.root}: nothing to remove")
 
+
+@main.group()
+def artifacts():
+    """The original Lambda-Hat's store commands: `artifacts ls` is `status`, `artifacts gc` is `gc`."""
+
+
+artifacts.add_command(gc)
+artifacts.add_command(
+    click.Command(
+        "ls",
+        params=[p for p in status.params if p.name == "store_root"],
+        callback=lambda store_root: status.callback(None, store_root),
+        help="The store's tasks by state (`status`).",
+    )
+)
 
 if __name__ == "__main__":
     main()

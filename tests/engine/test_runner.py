@@ -143,6 +143,14 @@ def test_killed_workflow_leaves_no_done_directory(tmp_path):
     assert len(store.leftovers()) == 1
     r = cli("gc", "-n", "--store", str(store.root))  # Snakemake's spelling of --dry-run
     assert r.returncode == 0 and "would remove" in r.stdout and len(store.leftovers()) == 1
+    r = cli("artifacts", "ls", "--store", str(store.root))  # the original Lambda-Hat's spelling of `status`
+    assert r.returncode == 0 and r.stdout == cli("status", "--store", str(store.root)).stdout and "t: 1 incomplete" in r.stdout, r.stdout
+    r = cli("artifacts", "gc", "--ttl-days", "1", "--store", str(store.root))  # of `gc`; younger than a day: kept
+    assert r.returncode == 0 and r.stdout == f"{store.root}: nothing to remove\n" and len(store.leftovers()) == 1, r.stdout
+    old = time.time() - 2 * 86400
+    os.utime(store.leftovers()[0][0], (old, old))
+    r = cli("artifacts", "gc", "-n", "--ttl-days", "1", "--store", str(store.root))
+    assert r.returncode == 0 and "would remove" in r.stdout, r.stdout
     r = cli("gc", "--store", str(store.root))
     assert r.returncode == 0 and "removing" in r.stdout and store.leftovers() == []
     r = cli("gc", "--store", str(store.root))
