@@ -82,7 +82,7 @@ def _command(wf) -> click.Command:
             _fail(InputError(f"{' and '.join(given)} exclude each other"))
         parsl_card = BACKENDS[backend] if backend else parsl_card
         path = kw.pop("config", None) or kw.pop("file", None)
-        common = {k: kw.pop(k) for k in ("force", "dry_run", "timeout", "track")}
+        common = {k: kw.pop(k) for k in ("force", "dry_run", "timeout", "track", "cfg")}
         try:
             overrides, extra = wf.parse(kw)
             card = load_card(parsl_card, (*sets, *([f"workers={jobs}"] if jobs is not None else [])))
@@ -93,6 +93,7 @@ def _command(wf) -> click.Command:
             opts = Options(
                 force=common["force"], dry_run=common["dry_run"], timeout=_duration(common["timeout"], "--timeout"),
                 budget=_duration(extra.pop("budget", None), "--budget"), overrides=_overrides(overrides), track=_track(common["track"]), extra=extra,
+                show_config=common["cfg"] is not None,
             )  # fmt: skip
             code = run(wf, path, card, opts)
         except InputError as e:
@@ -121,6 +122,11 @@ def _command(wf) -> click.Command:
             "dry_run",
             is_flag=True,
             help="List every task with its state and why it would run (new, failed, forced, code changed); run nothing.",
+        ),
+        click.option(
+            "--cfg",
+            type=click.Choice(["job", "all"]),
+            help="Hydra's --cfg job: print every task's resolved config (what its ID hashes) as YAML and run nothing.",
         ),
         click.option("--force", "--forceall", "-F", "force", is_flag=True, help=f"Recompute the {noun} even if their results are in the store."),
         click.option(

@@ -30,6 +30,7 @@ class Options:
     budget: float | None = None
     overrides: tuple[str, ...] = ()
     track: tuple[str, ...] = ()
+    show_config: bool = False  # Hydra's --cfg job: print the tasks' resolved configs, run nothing
     extra: dict = field(default_factory=dict)
 
 
@@ -149,6 +150,16 @@ def state(store: Store, t: Task, force: bool) -> tuple[str, str, str]:
     return "to run", "new", ""
 
 
+def resolved(tasks: list[Task]) -> str:
+    """Every task's config as its ID hashes it (presets merged, overrides applied), as YAML."""
+    import json
+
+    import yaml
+
+    doc = {t.label: {"kind": t.kind, "id": t.id, **json.loads(json.dumps(t.config, default=str))} for t in tasks}
+    return yaml.safe_dump(doc, sort_keys=False, allow_unicode=True)
+
+
 def listing(wf: Workflow, plan, store: Store, tasks: list[Task], force: bool) -> str:
     lines = [wf.header(plan, store, tasks)]
     why_counts: dict[str, int] = {}
@@ -199,6 +210,9 @@ def run(wf: Workflow, path: Path, card, opts: Options) -> int:
     plan = wf.load(path, opts.overrides)
     store = Store(wf.store_root(plan))
     tasks = wf.tasks(plan, opts, card)
+    if opts.show_config:
+        click.echo(resolved(tasks), nl=False)
+        return 0
     if opts.dry_run:
         if opts.overrides:
             click.echo(f"overrides: {' '.join(opts.overrides)}")

@@ -7,6 +7,7 @@ import jax
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from jax.flatten_util import ravel_pytree
 
 from conftest import ROOT, cli, write_config
@@ -333,6 +334,10 @@ def test_hydra_multirun_copies_an_entry_per_value(project):
     table = pd.read_parquet(project / "results" / "llc_runs.parquet")
     assert sorted(zip(table["seed"], table["sampler.draws"])) == [(0, 200), (0, 300), (1, 200), (1, 300)]
     assert (table["status"] == "done").all() and table["run_id"].nunique() == 4
+    r = cli("workflow", "llc", "--cfg", "job", "-m", "samplers.0.draws=200,300", "targets.0.seed=0,1", cwd=project)  # Hydra's --cfg job
+    shown = yaml.safe_load(r.stdout)
+    assert r.returncode == 0 and {v["id"] for v in shown.values()} == set(table["run_id"]) | set(table["target_id"]), r.stdout + r.stderr
+    assert sorted((v["sampler"]["draws"], v["target"]) for v in shown.values() if v["kind"] == "llc") == sorted(zip(table["sampler.draws"], table["target_id"]))
     r = cli("workflow", "llc", "--dry-run", "--multirun", "samplers.0.draws=300,200", cwd=project)
     assert r.returncode == 0 and "0 task(s) to run, 3 done" in r.stdout, r.stdout + r.stderr  # copies are tasks like any other
     shutil.rmtree(project / "runs")
