@@ -128,6 +128,9 @@ def _command(wf) -> click.Command:
             type=click.Choice(["job", "all"]),
             help="Hydra's --cfg job: print every task's resolved config (what its ID hashes) as YAML and run nothing.",
         ),
+        # Snakemake's -k and --ri name what the engine always does: accepted so its habits run as they are
+        click.option("--keep-going", "-k", is_flag=True, expose_value=False, help="Always on: a failed task never stops the others."),
+        click.option("--rerun-incomplete", "--ri", is_flag=True, expose_value=False, help="Always on: a task that never finished runs again."),
         click.option("--force", "--forceall", "-F", "force", is_flag=True, help=f"Recompute the {noun} even if their results are in the store."),
         click.option(
             "--jobs", "--cores", "-j", "jobs", metavar="N", help="Run at most N tasks at once (per node on SLURM): the card's `workers`, as --set workers=N."

@@ -291,6 +291,8 @@ def test_hydra_and_snakemake_spellings(project):
         assert r.returncode == 0 and r.stdout == dry.stdout and "4 task(s) to run (4 new)" in r.stdout, r.stdout + r.stderr
     r = cli("workflow", "llc", "-n", "-F", "-j", "1", "~targets.1", cwd=project)
     assert r.returncode == 0 and "2 task(s) to run (2 forced)" in r.stdout and "1 task(s) at once" in r.stdout, r.stdout + r.stderr
+    r = cli("workflow", "llc", "-n", "-k", "--ri", cwd=project)  # what the engine always does
+    assert r.returncode == 0 and r.stdout == dry.stdout, r.stdout + r.stderr
     r = cli("workflow", "llc", "--dryrun", "--forceall", "--cores", "3", cwd=project)
     assert r.returncode == 0 and "(4 forced)" in r.stdout and "3 task(s) at once" in r.stdout, r.stdout + r.stderr
     for bad, msg in [
