@@ -184,7 +184,7 @@ def write_retry(plan: Plan, table: list[dict], runs: dict, results: Path) -> Pat
     doc = {"targets": entries, "jax_enable_x64": cfg["jax_enable_x64"], "store_root": cfg["store_root"]}
     for key in ("task_timeout", "tracking", "experiment"):  # the retry runs as the sweep did
         if cfg[key]:
-            doc[key] = list(cfg[key]) if key == "tracking" else cfg[key]
+            doc[key] = cfg[key]
     doc["retry_of"] = {"config": source, "runs": sorted(runs[label].id for label in failed)}
     results.mkdir(parents=True, exist_ok=True)
     crashpoint("write:retry.yaml")

@@ -73,8 +73,7 @@ class Card:
 
 # The original Lambda-Hat's cards were flat (walltime, partition, max_workers, … at the top, and
 # --set walltime=04:00:00): those keys name ours.
-PROVIDER_KEYS = {f.name for f in fields(Provider)} - {f.name for f in fields(Card)}
-Card.ALIASES = {"max_workers": "workers", **{k: f"provider.{k}" for k in sorted(PROVIDER_KEYS)}}
+Card.ALIASES = {"max_workers": "workers", **{f.name: f"provider.{f.name}" for f in fields(Provider) if f.name not in {g.name for g in fields(Card)}}}
 ORIGINAL_NAMES = {"slurm/gpu-a100": "slurm/a100"}  # its config/parsl/ cards by our names
 
 PACKAGED = Path(__file__).parents[1] / "parsl_cards"  # the repository's parsl_cards/, installed as package data
@@ -120,13 +119,11 @@ def load_card(path: Path | None, sets: tuple[str, ...] = ()) -> Card:
 
 
 def _flat_set(pair: str) -> str:
-    """--set walltime=… (a provider key at the top, as the original's flat cards had it) is
-    provider.walltime=…; --set max_workers=N is workers=N."""
+    """A --set of a key of Card.ALIASES sets what it names (--set walltime=… is
+    provider.walltime=…), so that it overrides the card's value instead of clashing with it."""
     sign, rest = re.match(r"([+~]*)(.*)", pair, re.S).groups()
     head = re.split(r"[.=]", rest, maxsplit=1)[0]
-    if head == "max_workers":
-        return sign + "workers" + rest[len(head) :]
-    return sign + "provider." + rest if head in PROVIDER_KEYS else pair
+    return sign + Card.ALIASES[head] + rest[len(head) :] if head in Card.ALIASES else pair
 
 
 def slurm_time(seconds: float) -> str:

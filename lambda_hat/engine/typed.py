@@ -150,6 +150,13 @@ def sweep_values(text: str, what: str) -> list[str] | None:
     return [str(round(v, 12)) if isinstance(v, float) else str(v) for v in values]
 
 
+def split_pair(pair: str) -> tuple[bool, str, str, str]:
+    """An override's parts: (remove, key, "=" or "", value text); Hydra's +/++ prefixes dropped."""
+    remove = pair.startswith("~")
+    key, sep, text = (pair[1:] if remove else re.sub(r"^\+\+?", "", pair)).partition("=")
+    return remove, key, sep, text
+
+
 def apply_overrides(raw, pairs, where: str, flag: str = "override", route=None):
     """Hydra-style KEY=VALUE on plain YAML data: dotted keys, list indices (samplers.0.draws=100),
     values parsed as YAML. Missing mapping keys are created (validation judges them later), so
@@ -158,8 +165,7 @@ def apply_overrides(raw, pairs, where: str, flag: str = "override", route=None):
     if given, maps a key's parts to where the file keeps that value (a workflow's shorthands)."""
     raw = copy.deepcopy(raw) if raw is not None else {}
     for pair in pairs:
-        remove = pair.startswith("~")
-        key, sep, text = (pair[1:] if remove else re.sub(r"^\+\+?", "", pair)).partition("=")
+        remove, key, sep, text = split_pair(pair)
         if not key.strip() or not (sep or remove):
             raise InputError(f"{flag} {pair!r}: expected KEY=VALUE (or ~KEY to remove it), e.g. samplers.0.overrides.draws=100")
         try:

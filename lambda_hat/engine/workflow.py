@@ -7,6 +7,7 @@ state and why it would run, the live progress and table, parquet/CSV, tracking, 
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+import yaml
 
 from lambda_hat.engine.runner import Summary, run_tasks
 from lambda_hat.engine.store import Store, write_frame
@@ -152,10 +154,6 @@ def state(store: Store, t: Task, force: bool) -> tuple[str, str, str]:
 
 def resolved(tasks: list[Task]) -> str:
     """Every task's config as its ID hashes it (presets merged, overrides applied), as YAML."""
-    import json
-
-    import yaml
-
     doc = {t.label: {"kind": t.kind, "id": t.id, **json.loads(json.dumps(t.config, default=str))} for t in tasks}
     return yaml.safe_dump(doc, sort_keys=False, allow_unicode=True)
 

@@ -26,6 +26,7 @@ from lambda_hat.engine.typed import (
     plain,
     positive,
     seed_range,
+    split_pair,
     sweep_values,
 )
 
@@ -612,7 +613,7 @@ def _entry_route(raw, parts: list[str]) -> list[str]:
 
     for n in (2, 4):  # samplers.J.KEY, targets.I.samplers.J.KEY
         head = parts[:n]
-        if len(parts) > n and head[-2] == "samplers" and (n == 2 or head[0] == "targets") and isinstance(_at(raw, head), dict):
+        if len(parts) > n and head[-2] == "samplers" and _is_entry(raw, head):
             if parts[n] not in {f.name for f in fields(SamplerEntry)}:
                 return [*head, "overrides", *parts[n:]]
             return parts
@@ -633,8 +634,8 @@ def _overrides(raw, overrides: tuple[str, ...], where: str, multirun: bool):
     Without -m several values are an error, as in Hydra."""
     plain_pairs, marked = [], {}
     for pair in overrides:
-        key, _, text = re.sub(r"^\+\+?", "", pair).partition("=")
-        values = None if pair.startswith("~") else sweep_values(text, f"{where}: override {pair!r}")
+        remove, key, _, text = split_pair(pair)
+        values = None if remove else sweep_values(text, f"{where}: override {pair!r}")
         if values is None:
             plain_pairs.append(pair)
             continue
