@@ -10,7 +10,7 @@ import click
 from lambda_hat.engine import report as rep
 from lambda_hat.engine.runner import Summary
 from lambda_hat.engine.store import Store, read_json, write_json
-from lambda_hat.engine.sweep import Experiment, Sweep, flat_row, load_sweep, record, select
+from lambda_hat.engine.sweep import Experiment, Sweep, flat_row, load_sweep, record, select, table
 from lambda_hat.engine.tasks import Status, Task
 from lambda_hat.engine.typed import InputError
 from lambda_hat.engine.workflow import Options, Workflow, write_table
@@ -118,10 +118,8 @@ class SweepWorkflow(Workflow):
     def table_path(self, sweep: Sweep) -> Path:
         return sweep.results / "results.parquet"
 
-    def frame(self, table: list[dict]):
-        import pandas as pd
-
-        return pd.DataFrame(table).convert_dtypes()
+    def frame(self, rows: list[dict]):
+        return table(rows)
 
     def shown(self, label: str) -> str:
         return label.split("/", 1)[-1]  # the experiment's name, without the sweep's

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from lambda_hat.engine.store import tmp_path
+from lambda_hat.engine.sweep import table
 from lambda_hat.engine.tasks import Status
 
 TOP = 5
@@ -39,11 +40,16 @@ def ranked(df: pd.DataFrame, rank_by) -> pd.DataFrame:
     """Done experiments best first by the first rank metric (ties by the next ones), then the rest."""
     done = df[df.status == Status.DONE]
     keys = [r.metric for r in rank_by if r.metric in done.columns]
-    if keys:
-        done = done.sort_values(keys, ascending=[r.goal == "min" for r in rank_by if r.metric in keys], na_position="last")
+    if keys:  # by value: a metric that is text in some experiments ranks those last
+        done = done.sort_values(keys, ascending=[r.goal == "min" for r in rank_by if r.metric in keys], na_position="last", key=_numeric)
     out = pd.concat([done, df[df.status != Status.DONE]])
     out.insert(0, "rank", [*range(1, len(done) + 1), *[None] * (len(out) - len(done))])
     return out
+
+
+def _numeric(col: pd.Series) -> pd.Series:
+    """A metric column as numbers (text that is not one: missing)."""
+    return col if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col) else pd.to_numeric(col.astype(object), errors="coerce")
 
 
 def pareto(done: pd.DataFrame, metric: str, goal: str, params: str = "params") -> pd.DataFrame:
@@ -181,8 +187,10 @@ def build(sweep, rows: list[dict], out: Path | None = None, plots: bool = True, 
     out = Path(out) if out is not None else sweep.results
     out.mkdir(parents=True, exist_ok=True)
     rank_by = sweep.spec.rank_by
-    df = ranked(pd.DataFrame(rows), rank_by).convert_dtypes()  # integers stay integers next to missing values
+    df = ranked(table(rows), rank_by).convert_dtypes()  # integers stay integers next to missing values
     _atomic(out / "comparison_table.csv", lambda p: df.to_csv(p, index=False))
+    # the statistics and plots read the rank metrics as numbers (the table keeps what was returned)
+    df = df.assign(**{r.metric: _numeric(df[r.metric]) for r in rank_by if r.metric in df.columns})
     done = df[df.status == Status.DONE]
     params = sweep.spec.params_column
     names = {k: sweep.spec.plot_names.get(k, f"{k}.png") for k in ("metric_per_factor", "efficiency_scatter", "time")}

@@ -228,7 +228,8 @@ def _run_child(spec: dict, workdir: Path, root: Path) -> tuple[Status, dict, str
             return Status.FAILED, {}, _last_line(workdir / "log.txt") or f"command failed with {died}"
         metrics = read_json(workdir / "metrics.json")
         if not isinstance(metrics, dict):
-            return Status.FAILED, {}, "the command exited 0 but wrote no metrics.json (a JSON object) into {outdir}"
+            what = "no metrics.json" if not (workdir / "metrics.json").exists() else "a metrics.json that is not a JSON object"
+            return Status.FAILED, {}, f"the command exited 0 but wrote {what} into {{outdir}} (expected a JSON object of metrics)"
         return Status.DONE, metrics, None
     if p.returncode == 0:
         return Status.DONE, read_json(workdir / "metrics.json") or {}, None

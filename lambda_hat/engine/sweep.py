@@ -291,7 +291,26 @@ def flat_row(rec: dict, factors: list[str]) -> dict:
     for k in factors:
         v = rec["config"].get(k)
         row[k] = _fmt(v) if isinstance(v, (list, dict)) else v
-    row.update(rec["metrics"])
-    row.update(rec["efficiency"])
-    row.update(error=rec["error"], task_id=rec["task_id"], timestamp=rec["timestamp"], code_version=rec["code_version"])
-    return row
+    last = {"error": rec["error"], "task_id": rec["task_id"], "timestamp": rec["timestamp"], "code_version": rec["code_version"]}
+    taken = {*row, *last, "rank"}  # rank: the report's first column
+    for k, v in {**rec["metrics"], **rec["efficiency"]}.items():
+        # a metric named like a factor or a column of the table never replaces it: an equal
+        # value (a task returning its own epochs) is already there, another one is kept beside it
+        if k not in taken:
+            row[k] = v
+        elif v != row.get(k, last.get(k)):
+            row[f"metric_{k}"] = v
+    return {**row, **last}
+
+
+def table(rows: list[dict]):
+    """The rows as a pandas table parquet can hold: a column whose values mix types (a number
+    in one experiment, text in another) or hold lists or mappings is written as text."""
+    import pandas as pd
+
+    df = pd.DataFrame(rows)
+    for c in [c for c in df.columns if pd.api.types.is_object_dtype(df[c])]:
+        kinds = {"number" if isinstance(v, (int, float)) and not isinstance(v, bool) else type(v) for v in df[c] if v is not None and v == v}
+        if len(kinds) > 1 or kinds & {list, dict}:
+            df[c] = [None if v is None or v != v else _fmt(v) for v in df[c]]
+    return df.convert_dtypes()

@@ -104,6 +104,45 @@ def test_shell_command_sweep(project):
     assert r.returncode == 2 and "give a task (module:function) or a command" in r.stderr, r.stderr
 
 
+METRICS_SCRIPT = """
+import json, sys
+lr, width, out = float(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+if lr == 0.5:  # not a JSON object
+    open(out + "/metrics.json", "w").write("[1, 2]")
+    sys.exit(0)
+m = {"score": "diverged" if lr == 0.04 else lr * 100, "status": "converged", "width": 2 * width if lr == 0.02 else width, "curve": [lr, lr / 2]}
+json.dump(m, open(out + "/metrics.json", "w"))
+"""
+
+
+def test_command_sweep_metrics_of_any_shape(project):
+    """What a program returns never breaks the table: a metric named like a factor or a column
+    (status) is kept beside it, text among numbers and lists are written as text, the ranking reads
+    numbers; a metrics.json that is not a JSON object fails that experiment, saying so."""
+    (project / "metrics_of_any_shape.py").write_text(METRICS_SCRIPT)
+    doc = {
+        "command": f"{sys.executable} metrics_of_any_shape.py {{lr}} {{width}} {{outdir}}",
+        "rank_by": [{"metric": "score"}],
+        "grid": {"lr": [0.01, 0.02, 0.03, 0.04, 0.5], "width": [3]},
+    }
+    p = write_config(project / "config" / "sweeps" / "shapes.yaml", doc)
+    r = cli("workflow", "sweep", str(p), "--local", cwd=project)
+    assert r.returncode == 1 and "4 done, 0 reused, 1 failed" in r.stdout, r.stdout + r.stderr
+    assert "failed: lr=0.5,width=3: the command exited 0 but wrote a metrics.json that is not a JSON object" in r.stdout, r.stdout
+    out = project / "results/sweeps/shapes"
+    for df in (pd.read_parquet(out / "results.parquet"), pd.read_csv(out / "comparison_table.csv")):
+        df = df.set_index("lr")
+        assert df.loc[0.5, "status"] == "failed" and (df.drop(index=0.5).status == "done").all()
+        assert (df.width == 3).all() and (df.drop(index=0.5).metric_status == "converged").all()
+        assert df.loc[0.02, "metric_width"] == 6 and df.drop(index=[0.02, 0.5]).metric_width.isna().all()  # equal: not repeated
+        assert df.loc[0.04, "score"] == "diverged" and str(df.loc[0.03, "score"]) == "3.0" and df.loc[0.01, "curve"] == "[0.01, 0.005]"
+    ranked = pd.read_csv(out / "comparison_table.csv")
+    assert ranked.lr.tolist() == [0.03, 0.02, 0.01, 0.04, 0.5] and ranked["rank"].tolist()[:4] == [1, 2, 3, 4]
+    assert "| lr=0.03,width=3 | 3 |" in (out / "summary_report.md").read_text()
+    r = cli("report", str(p), cwd=project)
+    assert r.returncode == 0 and "report:" in r.stdout, r.stdout + r.stderr
+
+
 def test_workflow_commands_come_from_the_workflow_modules(project):
     """Every module of workflows/ is a command with the common options; status FILE knows its workflow."""
     r = cli("workflow", "--help", cwd=project)
