@@ -81,7 +81,7 @@ def _command(wf) -> click.Command:
         if len(given) > 1:
             _fail(InputError(f"{' and '.join(given)} exclude each other"))
         parsl_card = BACKENDS[backend] if backend else parsl_card
-        path = kw.pop("config", None) or kw.pop("file", None)
+        path = _config_file(wf, kw.pop("config", None) or kw.pop("file", None), kw.pop("config_path"), kw.pop("config_name"))
         common = {k: kw.pop(k) for k in ("force", "dry_run", "timeout", "track", "cfg")}
         try:
             overrides, extra = wf.parse(kw)
@@ -140,12 +140,33 @@ def _command(wf) -> click.Command:
         *wf.cli(),
     ]
     if wf.config_file:
-        params.insert(0, click.option("--config", type=click.Path(path_type=Path), default=Path(wf.config_file), show_default=True, help=wf.config_help))
+        params.insert(0, click.option("--config", type=click.Path(path_type=Path), help=f"{wf.config_help}  [default: {wf.config_file}]"))
     else:
-        params.insert(0, click.argument("file", metavar=wf.config_help, type=click.Path(path_type=Path)))
+        params.insert(0, click.argument("file", metavar=wf.config_help, required=False, type=click.Path(path_type=Path)))
+    # Hydra's spelling of the same choice: --config-path DIR --config-name NAME is DIR/NAME.yaml
+    default = f"{Path(wf.config_file).parent}, the directory of the default file" if wf.config_file else "config/sweeps"
+    params[1:1] = [
+        click.option("--config-path", "-cp", "config_path", metavar="DIR", help=f"Hydra's --config-path: the directory of --config-name (default: {default})."),
+        click.option("--config-name", "-cn", "config_name", metavar="NAME", help="Hydra's --config-name: the file NAME.yaml in --config-path."),
+    ]
     for decorate in reversed(params):
         callback = decorate(callback)
     return click.command(wf.name, help=type(wf).__doc__)(callback)
+
+
+def _config_file(wf, given: Path | None, config_path: str | None, config_name: str | None) -> Path:
+    """The workflow's file: --config (or FILE), Hydra's --config-path/--config-name, or the default."""
+    if given is not None and (config_path or config_name):
+        _fail(InputError(f"{'--config' if wf.config_file else wf.config_help} and --config-{'name' if config_name else 'path'} exclude each other"))
+    if given is not None:
+        return given
+    if config_name is None:
+        if wf.config_file is None:
+            _fail(InputError(f"missing {wf.config_help}: give the file (e.g. config/sweeps/blobs.yaml) or --config-name NAME"))
+        return Path(config_path or Path(wf.config_file).parent) / Path(wf.config_file).name
+    folder = Path(config_path or (Path(wf.config_file).parent if wf.config_file else "config/sweeps"))
+    name = config_name if config_name.endswith((".yaml", ".yml")) else f"{config_name}.yaml"
+    return folder / name
 
 
 class _Workflows(click.Group):

@@ -307,6 +307,37 @@ def test_hydra_and_snakemake_spellings(project):
     assert not (project / "runs").exists() and not (project / "results").exists()
 
 
+def test_hydra_config_path_and_name(project):
+    """Hydra's -cp/--config-path DIR and -cn/--config-name NAME pick DIR/NAME.yaml on every
+    workflow (the directory defaults to the default file's, config/sweeps for a sweep)."""
+    doc = {"targets": [{"model": "quadratic", "seed": 0}], "samplers": [{"name": "hmc", "overrides": {"draws": 300}}]}
+    write_config(project / "config" / "experiments.yaml", doc)
+    write_config(project / "config" / "two.yaml", {**doc, "targets": [{"model": "quadratic", "seed": s} for s in (0, 1)]})
+    write_config(project / "elsewhere" / "experiments.yaml", {**doc, "samplers": [{"name": "hmc"}, {"name": "sgld"}, {"name": "mclmc"}]})
+    for flags, tasks in (
+        (["-cn", "two"], 4),
+        (["--config-name=two.yaml"], 4),
+        (["--config-path", "elsewhere"], 4),
+        (["-cp", "elsewhere", "-cn", "experiments"], 4),
+        ([], 2),
+    ):
+        r = cli("workflow", "llc", "-n", *flags, cwd=project)
+        assert r.returncode == 0 and f"{tasks} task(s) to run ({tasks} new)" in r.stdout, (flags, r.stdout + r.stderr)
+    write_config(project / "config" / "sweeps" / "toy.yaml", {"task": "tests.tasks:toy", "rank_by": [{"metric": "score"}], "grid": {"width": [4, 8, 16]}})
+    r = cli("workflow", "sweep", "-cn", "toy", "-n", cwd=project)
+    assert r.returncode == 0 and "3 task(s) to run (3 new)" in r.stdout, r.stdout + r.stderr
+    r = cli("workflow", "progressive", "-cp", str(ROOT / "config"), "-cn", "progressive", "--list", cwd=project)
+    assert r.returncode == 0 and r.stdout.splitlines()[1].split()[:2] == ["b32", "32"], r.stdout + r.stderr
+    for args, msg in [
+        (["llc", "-cn", "nope"], "config/nope.yaml: file not found"),
+        (["llc", "--config", "config/two.yaml", "-cn", "two"], "--config and --config-name exclude each other"),
+        (["sweep", "config/sweeps/toy.yaml", "-cp", "config"], "SWEEP_FILE and --config-path exclude each other"),
+        (["sweep"], "missing SWEEP_FILE: give the file (e.g. config/sweeps/blobs.yaml) or --config-name NAME"),
+    ]:
+        r = cli("workflow", *args, "-n", cwd=project)
+        assert r.returncode == 2 and r.stderr == f"error: {msg}\n", (args, r.stderr)
+
+
 def test_hydra_sweep_values():
     assert sweep_values("100,200", "x") == ["100", "200"] and sweep_values("choice(sgld, hmc)", "x") == ["sgld", "hmc"]
     assert sweep_values("range(3)", "x") == ["0", "1", "2"] and sweep_values("range(start=1, stop=7, step=3)", "x") == ["1", "4"]
