@@ -400,6 +400,17 @@ def build(cls, data, where: str, key: str = ""):
     return obj
 
 
+def check_given(cls, data: dict, where: str, key: str = "") -> None:
+    """Validate the keys `data` gives (unknown keys, types, bounds), as build does, where the
+    rest comes from elsewhere (a preset file before its entry's overrides are merged in)."""
+    data = canonical(cls, data, where, key)
+    hints, fields = _fields(cls)
+    for k, v in data.items():
+        if k not in fields:
+            fail(where, _join(key, str(k)), f"unknown key; allowed keys: {', '.join(fields)}")
+        _convert(hints[k], v, where, _join(key, k), dict(fields[k].metadata))
+
+
 def _join(a: str, b: str) -> str:
     return f"{a}.{b}" if a else b
 

@@ -18,6 +18,7 @@ from lambda_hat.engine.typed import (
     apply_overrides,
     build,
     canonical,
+    check_given,
     deep_merge,
     fail,
     import_ref,
@@ -440,9 +441,37 @@ def _find_preset(group: str, name: str, config_dir: Path, cwd: Path) -> Path | N
 def load_preset(group: str, name: str, config_path: Path, where: str, key: str) -> dict:
     path = _find_preset(group, name, Path(config_path).parent, Path.cwd())
     if path is not None:
+        _check_preset(group, path)
         return copy.deepcopy(_preset_file(path))
     allowed = ", ".join(available_presets(group, config_path))
     fail(where, key, f"unknown {group} preset {name!r}; available: {allowed}")
+
+
+@functools.cache
+def _check_preset(group: str, path: Path) -> None:
+    """A mistake in a preset file is reported there, not at the entry that names it."""
+    data, where = _preset_file(path), str(path)
+
+    def tagged(kinds: dict, data: dict, key: str = "") -> None:
+        if "kind" not in data:  # the entry's overrides give it
+            return
+        if data["kind"] not in kinds:
+            fail(where, f"{key}.kind" if key else "kind", f"{data.get('kind')!r} is not allowed; allowed values: {', '.join(kinds)}")
+        check_given(kinds[data["kind"]], data, where, key)
+
+    if group == "sampler":
+        tagged(SAMPLER_KINDS, data)
+    elif group in ("data", "teacher"):
+        check_given(Data if group == "data" else Teacher, data, where)
+    else:  # model: its model and training sections
+        for k, v in data.items():
+            if k not in ("model", "training"):
+                fail(where, k, "unknown section; allowed: model, training")
+            if not isinstance(v, dict):
+                fail(where, k, f"expected a mapping, got {v!r}")
+        if "model" in data:
+            tagged(MODEL_KINDS, data["model"], "model")
+        check_given(Training, data.get("training", {}), where, "training")
 
 
 def _tagged(kinds: dict, data: dict, where: str, key: str):
@@ -470,9 +499,6 @@ def _model_section(entry: TargetEntry, path: Path, key: str) -> tuple[dict, dict
         name = entry.model.get("fn") if kind == "custom" else kind
         return dict(entry.model), {}, str(name or "custom")
     preset = load_preset("model", entry.model, path, where, f"{key}.model")
-    for k in preset:
-        if k not in ("model", "training"):
-            fail(where, f"{key}.model", f"preset {entry.model!r} has unknown section {k!r}; allowed: model, training")
     return _dict(preset.get("model", {}), where, f"{key}.model"), _dict(preset.get("training", {}), where, f"{key}.training"), entry.model
 
 

@@ -60,6 +60,28 @@ def test_project_preset_overrides_packaged(tmp_path):
     assert run.sampler.step_size == 0.5
 
 
+@pytest.mark.parametrize(
+    "group, preset, target, message",
+    [
+        ("sampler", {"kind": "sgld", "step_sise": 1e-5}, None, "step_sise: unknown key; allowed keys: chains,"),
+        ("sampler", {"kind": "sgld", "step_size": "fast"}, None, "step_size: expected a number or one of 'auto', got 'fast'"),
+        ("sampler", {"kind": "hmc", "draws": -5}, None, "draws: must be > 0, got -5"),
+        ("sampler", {"kind": "sgldx"}, None, "kind: 'sgldx' is not allowed; allowed values: sgld, hmc, mclmc, vi"),
+        ("model", {"model": {"kind": "mlp", "activaton": "tanh"}}, {"model": "mine", "data": "small"}, "model.activaton: unknown key"),
+        ("model", {"modle": {}}, {"model": "mine", "data": "small"}, "modle: unknown section; allowed: model, training"),
+        ("model", {"training": {"steps": 0}}, {"model": "mine", "data": "small"}, "training.steps: must be > 0, got 0"),
+        ("data", {"n": -3}, {"model": "small", "data": "mine"}, "n: must be > 1, got -3"),
+        ("teacher", {"widht": 3}, {"model": "small", "data": "small", "teacher": "mine"}, "widht: unknown key; allowed keys: depth, width"),
+    ],
+)
+def test_a_mistake_in_a_project_preset_is_reported_in_that_file(tmp_path, group, preset, target, message):
+    path = write_config(tmp_path / "presets" / group / "mine.yaml", preset)
+    cfg = {"targets": [target or BASE["targets"][0]], "samplers": [{"name": "mine" if group == "sampler" else "hmc"}]}
+    with pytest.raises(InputError) as e:
+        load_plan(write_config(tmp_path / "e.yaml", cfg))
+    assert str(e.value).startswith(f"{path.resolve()}: {message}"), str(e.value)
+
+
 def test_id_stable_across_processes(tmp_path):
     p = write_config(tmp_path / "e.yaml", BASE)
     code = (
