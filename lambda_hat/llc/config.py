@@ -469,8 +469,8 @@ def _check_preset(group: str, path: Path) -> None:
                 fail(where, k, "unknown section; allowed: model, training")
             if not isinstance(v, dict):
                 fail(where, k, f"expected a mapping, got {v!r}")
-        if "model" in data:
-            tagged(MODEL_KINDS, data["model"], "model")
+        if data.get("model", {}).get("kind") != "custom":  # a custom model's own keys are its options
+            tagged(MODEL_KINDS, data.get("model", {}), "model")
         check_given(Training, data.get("training", {}), where, "training")
 
 

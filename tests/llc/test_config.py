@@ -82,6 +82,13 @@ def test_a_mistake_in_a_project_preset_is_reported_in_that_file(tmp_path, group,
     assert str(e.value).startswith(f"{path.resolve()}: {message}"), str(e.value)
 
 
+def test_a_project_preset_of_a_custom_model_keeps_its_options(tmp_path):
+    model = {"kind": "custom", "fn": "tests.custom_target:build", "version": 1, "dim": 3}
+    write_config(tmp_path / "presets" / "model" / "mine.yaml", {"model": model, "training": {"steps": 50}})
+    (target,) = load_plan(write_config(tmp_path / "e.yaml", {"targets": [{"model": "mine"}], "samplers": [{"name": "hmc"}]})).targets
+    assert target.model.options == {"dim": 3} and target.training.steps == 50
+
+
 def test_id_stable_across_processes(tmp_path):
     p = write_config(tmp_path / "e.yaml", BASE)
     code = (
