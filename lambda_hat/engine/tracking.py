@@ -46,6 +46,15 @@ def flatten(d, prefix: str = "") -> dict:
     return out
 
 
+def _float(text) -> bool:
+    """A history.csv cell that is a number (a task's own columns may hold text)."""
+    try:
+        float(text)
+        return True
+    except (TypeError, ValueError):
+        return False
+
+
 def _number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
@@ -56,17 +65,18 @@ def record(store: Store, kind: str, tid: str, plots_of: dict) -> dict | None:
     manifest = read_json(d / "manifest.json")
     if not manifest:
         return None
-    metrics = read_json(d / "metrics.json") or {}
+    metrics = read_json(d / "metrics.json")
+    metrics = metrics if isinstance(metrics, dict) else {}  # a command's metrics.json may hold anything
     history = []
     if (d / "history.csv").exists():
         with open(d / "history.csv") as f:
-            history = [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(f)]
+            history = [{k: float(v) for k, v in row.items() if _float(v)} for row in csv.DictReader(f)]
     plot_dir = plots_of.get(tid, d)
     plots = sorted(p for p in plot_dir.iterdir() if p.suffix in PLOT_SUFFIXES) if plot_dir.is_dir() else []
     versions = manifest.get("versions", {})
     return {
         "id": tid, "kind": kind, "label": manifest.get("label") or tid, "status": manifest.get("status", "incomplete"),
-        "params": flatten(read_json(d / "config.json") or {}),
+        "params": flatten(config if isinstance(config := read_json(d / "config.json"), dict) else {}),
         "metrics": {k: float(v) for k, v in flatten(metrics).items() if _number(v)},
         "history": history, "plots": plots, "code_version": versions.get("git") or versions.get("lambda-hat", ""),
         "error": manifest.get("error"), "walltime_sec": manifest.get("walltime_sec"),

@@ -119,6 +119,37 @@ def test_sweep_histories_and_plots_in_both_trackers(project):
     assert len(list((project / "wandb").glob("offline-run-*"))) == 2 and len(mlflow_runs(project, "s")) == 2
 
 
+SHAPES = """
+import json, sys
+lr, out = float(sys.argv[1]), sys.argv[2]
+if lr == 0.5:  # a failed experiment's metrics.json that is not a JSON object
+    open(out + "/metrics.json", "w").write("[1, 2]")
+    sys.exit(0)
+json.dump({"score": lr, "note": "text", "curve": [lr, 1]}, open(out + "/metrics.json", "w"))
+open(out + "/history.csv", "w").write("epoch,loss,phase\\n0,1.0,warmup\\n1,0.5,main\\n")
+"""
+
+
+def test_export_takes_what_a_program_wrote(project):
+    """A command's metrics of any shape and a history.csv with text columns: the numbers are logged,
+    the rest left out, a failed experiment's odd metrics.json skipped; export never stops on them."""
+    (project / "shapes.py").write_text(SHAPES)
+    import sys
+
+    sweep = write_config(
+        project / "s.yaml", {"command": f"{sys.executable} shapes.py {{lr}} {{outdir}}", "rank_by": [{"metric": "score"}], "grid": {"lr": [0.1, 0.5]}}
+    )
+    r = cli("workflow", "sweep", str(sweep), "--local", cwd=project)
+    assert r.returncode == 1 and "1 done, 0 reused, 1 failed" in r.stdout, r.stdout + r.stderr
+    r = cli("export", "--mlflow", cwd=project, env={"MLFLOW_TRACKING_URI": ""})
+    assert r.returncode == 0 and "tracking: 2 new run(s)" in r.stdout, r.stdout + r.stderr
+    runs = {float(run.data.params["lr"]): run for run in mlflow_runs(project, "s")}
+    assert runs[0.1].data.metrics["score"] == 0.1 and "note" not in runs[0.1].data.metrics and "curve" not in runs[0.1].data.metrics
+    client = mlflow_tracking.MlflowClient(tracking_uri=(project / "mlruns").as_uri())
+    assert sorted((m.step, m.value) for m in client.get_metric_history(runs[0.1].info.run_id, "history/loss")) == [(0, 1.0), (1, 0.5)]
+    assert runs[0.5].data.tags["lambda_hat.status"] == "failed" and runs[0.5].data.metrics == {}
+
+
 def test_tracking_input_errors(project, tmp_path):
     write_config(project / "config" / "experiments.yaml", TINY)
     shadow = tmp_path / "shadow" / "mlflow"  # a Python where the mlflow client is missing
