@@ -129,7 +129,7 @@ class SweepWorkflow(Workflow):
 
     def finish(self, sweep: Sweep, store: Store, table: list[dict], summary: Summary, opts: Options) -> list[str]:
         write_records(sweep, self.recs)
-        return [f"report: {rep.build(sweep, table)}"]
+        return [*(f"warning: {w}" for w in rep.unranked(sweep, table)), f"report: {rep.build(sweep, table)}"]
 
 
 WORKFLOW = SweepWorkflow()
@@ -154,7 +154,10 @@ def report(path: Path, filters: tuple[str, ...] = (), plots: bool = True, output
         write_table(WORKFLOW, sweep, [flat_row(r, sweep.factors) for r in recs])
     recs = [r for r in recs if r["experiment_id"] in names]
     note = f"Filtered: {' '.join(filters)} ({len(recs)} of {len(sweep.experiments)} experiments)." if filters else ""
-    summary = rep.build(sweep, [flat_row(r, sweep.factors) for r in recs], out=output_dir, plots=plots, note=note)
+    rows = [flat_row(r, sweep.factors) for r in recs]
+    summary = rep.build(sweep, rows, out=output_dir, plots=plots, note=note)
+    for w in rep.unranked(sweep, rows):
+        click.echo(f"warning: {w}")
     missing = sum(r["status"] == Status.MISSING for r in recs)
     click.echo(f"report: {summary}" + (f" ({missing} experiment(s) not run yet)" if missing else ""))
     return 0

@@ -47,6 +47,20 @@ def ranked(df: pd.DataFrame, rank_by) -> pd.DataFrame:
     return out
 
 
+def unranked(sweep, rows: list[dict]) -> list[str]:
+    """The rank metrics no finished experiment returned (a typo in rank_by, a task that stopped
+    returning one): said on the console and in the summary, since nothing else would show it."""
+    done = [r for r in rows if r["status"] == Status.DONE]
+    have = {k for r in done for k, v in r.items() if v is not None}
+    fixed = {"experiment_id", "status", "seed", "error", "task_id", "timestamp", "code_version", "time_sec", *sweep.factors}
+    metrics = ", ".join(sorted(have - fixed)) or "none"
+    return [
+        f"rank_by metric {r.metric!r} is not a metric of any finished experiment (they have: {metrics})"
+        for r in sweep.spec.rank_by
+        if done and r.metric not in have
+    ]
+
+
 def _numeric(col: pd.Series) -> pd.Series:
     """A metric column as numbers (text that is not one: missing)."""
     return col if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col) else pd.to_numeric(col.astype(object), errors="coerce")
@@ -210,6 +224,8 @@ def build(sweep, rows: list[dict], out: Path | None = None, plots: bool = True, 
     ]
     if note:
         lines += [note, ""]
+    for w in unranked(sweep, rows):
+        lines += [f"**Warning:** {w}.", ""]
     if not len(done):
         lines += ["No experiment has finished yet.", ""]
     for r in metrics:

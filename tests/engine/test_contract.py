@@ -140,7 +140,13 @@ def test_command_sweep_metrics_of_any_shape(project):
     assert ranked.lr.tolist() == [0.03, 0.02, 0.01, 0.04, 0.5] and ranked["rank"].tolist()[:4] == [1, 2, 3, 4]
     assert "| lr=0.03,width=3 | 3 |" in (out / "summary_report.md").read_text()
     r = cli("report", str(p), cwd=project)
-    assert r.returncode == 0 and "report:" in r.stdout, r.stdout + r.stderr
+    assert r.returncode == 0 and "report:" in r.stdout and "warning" not in r.stdout, r.stdout + r.stderr
+    # a rank metric no experiment returned (a typo) is said, on the console and in the summary
+    write_config(p, {**doc, "rank_by": [{"metric": "scor"}]})
+    r = cli("report", str(p), cwd=project)
+    said = "rank_by metric 'scor' is not a metric of any finished experiment (they have: curve, metric_status, metric_width, score)"
+    assert r.returncode == 0 and f"warning: {said}\n" in r.stdout, r.stdout + r.stderr
+    assert f"**Warning:** {said}." in (out / "summary_report.md").read_text()
 
 
 def test_workflow_commands_come_from_the_workflow_modules(project):
