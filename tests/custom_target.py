@@ -37,3 +37,19 @@ def build(cfg: dict) -> dict:
         "loss": lambda out, y: jnp.sum((out - y) ** 2, axis=-1) / (2 * sigma**2),
         "llc_true": dim / 2,
     }  # fmt: skip
+
+
+def build_broken(cfg: dict) -> dict:
+    """build() with one mistake, named by cfg["mistake"]: for the checks of what build returns."""
+    out = build({**cfg, "dim": 3})
+    mistake = cfg["mistake"]
+    if mistake == "per_output_loss":  # (batch, 2): not summed over the outputs
+        out["apply"] = lambda p, x: jnp.concatenate([x @ p["params"]["Dense_0"]["kernel"]] * 2, axis=-1)
+        out["loss"] = lambda o, y: (o - y) ** 2 / 2
+    elif mistake == "short_y":
+        out["y"] = out["y"][:-1]
+    elif mistake == "no_y_test":
+        del out["y_test"]
+    elif mistake == "text_llc":
+        out["llc_true"] = "1.5"
+    return out

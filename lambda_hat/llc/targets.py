@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Callable, NamedTuple
@@ -65,15 +66,29 @@ def custom_problem(model, seed: int) -> Problem:
     w0, unravel = ravel_pytree(out["params"])
     apply, per_sample = out["apply"], out["loss"]
     x, y = (_as_data(out[k], dtype) for k in ("x", "y"))
+    if len(x) != len(y):
+        raise TaskFailed(f"{model.fn} returned x with {len(x)} rows and y with {len(y)}: one label per input")
+    if ("x_test" in out) != ("y_test" in out):
+        raise TaskFailed(f"{model.fn} returned only one of x_test, y_test: give both or neither")
+    llc_true = out.get("llc_true")
+    if llc_true is not None and not (isinstance(llc_true, (int, float)) and not isinstance(llc_true, bool) and 0 <= llc_true < float("inf")):
+        raise TaskFailed(f"{model.fn} returned llc_true = {llc_true!r}: a known λ is a number ≥ 0 (or leave it out)")
 
     def predict(w, bx):
         return apply(unravel(w), bx)
+
+    # one value per sample: a loss left per output (shape (batch, k)) would be averaged over the
+    # outputs too, dividing L_n, and so λ̂, by k without a word
+    k = min(2, len(x))
+    shape = jax.eval_shape(lambda w: per_sample(predict(w, x[:k]), y[:k]), w0).shape
+    if shape != () and math.prod(shape) != k:
+        raise TaskFailed(f"{model.fn}: loss(outputs, y) returned shape {shape} for {k} samples; it must return one value per sample (sum over outputs)")
 
     def loss(w, batch):
         return jnp.mean(per_sample(predict(w, batch[0]), batch[1]))
 
     test = (lambda: tuple(_as_data(out[k], dtype) for k in ("x_test", "y_test"))) if "x_test" in out else None
-    return Problem(x, y, loss, predict, None, jax.device_put(np.asarray(w0, dtype)), test, False, out.get("llc_true"))
+    return Problem(x, y, loss, predict, None, jax.device_put(np.asarray(w0, dtype)), test, False, llc_true)
 
 
 def problem(sem: dict, generate: bool = True) -> Problem:

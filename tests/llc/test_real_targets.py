@@ -82,6 +82,28 @@ def test_custom_target_matches_its_known_llc(project):
     assert plan() != plan(version=2) and plan() != plan(dim=6) and plan() == plan(options={})
 
 
+@pytest.mark.parametrize(
+    "mistake, fragment",
+    [
+        ("per_output_loss", "loss(outputs, y) returned shape (2, 2) for 2 samples; it must return one value per sample (sum over outputs)"),
+        ("short_y", "returned x with 500 rows and y with 499: one label per input"),
+        ("no_y_test", "returned only one of x_test, y_test: give both or neither"),
+        ("text_llc", "returned llc_true = '1.5': a known λ is a number ≥ 0 (or leave it out)"),
+    ],
+)
+def test_what_a_custom_build_returns_is_checked(tmp_path, mistake, fragment):
+    """Mistakes in build()'s result fail the target with what is wrong, before anything is
+    trained: a loss left per output would have divided λ̂ by the number of outputs silently."""
+    from lambda_hat.engine.tasks import TaskFailed
+    from lambda_hat.llc.targets import custom_problem
+
+    custom = {"kind": "custom", "fn": "tests.custom_target:build_broken", "version": 1, "mistake": mistake}
+    (target,) = load_plan(write_config(tmp_path / "e.yaml", {"targets": [{"model": custom}], "samplers": [HMC]})).targets
+    with pytest.raises(TaskFailed) as e:
+        custom_problem(target.model, 0)
+    assert str(e.value) == f"tests.custom_target:build_broken{':' if mistake == 'per_output_loss' else ''} {fragment}", str(e.value)
+
+
 CLASSIFIER = """
 import flax.linen as nn, jax, numpy as np, optax
 
