@@ -119,6 +119,11 @@ def rows(plan: Plan, store: Store, targets: dict, runs: dict, outcomes: dict | N
         for k in METRIC_COLUMNS:
             row[k] = (metrics or {}).get(k)
         found = (metrics or {}).get("warnings") or []
+        if metrics:  # the checks of this code, so that a run cached before a check was added cannot dodge it
+            try:
+                found = checks.run_warnings(metrics, r.sampler)
+            except (KeyError, TypeError):  # stored by code that did not record a number a check now reads
+                pass
         row["warnings"] = ",".join(dict.fromkeys(w["code"] for w in found)) or None
         row["warning_details"] = " | ".join(f"{w['code']}: {w['message']}" for w in found) or None
         for prefix, section in (("model.", r.target.model), ("data.", r.target.data), ("training.", r.target.training), ("sampler.", r.sampler)):

@@ -62,6 +62,13 @@ def run_warnings(m: dict, cfg) -> list[dict]:
     llc = m["llc_mean"]
     if m["r_hat"] == m["r_hat"] and m["r_hat"] > RHAT_MAX:
         warn("rhat", f"R̂ {m['r_hat']:.3f} > {RHAT_MAX}: chains disagree (not mixed, or stuck in different modes)")
+    if cfg.chains == 1:  # R̂ needs chains started apart: one chain's stuck mode reads as mixed
+        unseen = (
+            "fit: R̂, which compares independent fits, is not computed, so a fit that landed elsewhere"
+            if cfg.kind == "vi"
+            else "chain: R̂ is not computed, so a mode it never left"
+        )
+        warn("one_chain", f"one {unseen} goes unseen; run 2 or more")
     if not m["ess_bulk"] >= ESS_GOAL:  # NaN too (a constant trace): no effective draw to count on
         # ESS grows with the draws once the chains have mixed: how many would reach the goal
         draws = int(m["draws"])
@@ -165,7 +172,9 @@ def run_warnings(m: dict, cfg) -> list[dict]:
             "energy_var",
             f"Var[ΔE]/d = {m['energy_var']:.2g} > {MCLMC_ENERGY_VAR_MAX:g}: the unadjusted step is too large (bias): lower step_scale or raise tune_steps",
         )
-    if cfg.kind == "vi" and m["pareto_k"] > pareto_k_max(cfg.draws):
+    if cfg.kind == "vi" and cfg.draws <= 10:  # no k̂ threshold holds for so few draws
+        warn("pareto_k", f"{cfg.draws} draws per fit are too few for PSIS k̂ to check q against π (more than 10 needed); read λ̂ as unchecked")
+    elif cfg.kind == "vi" and m["pareto_k"] > pareto_k_max(cfg.draws):
         warn(
             "pareto_k",
             f"PSIS k̂ {m['pareto_k']:.2f} > {pareto_k_max(cfg.draws):.2f}: q misses part of π (read λ̂ as an upper estimate; check it with hmc or sgld)",

@@ -511,10 +511,24 @@ def test_a_non_finite_gradient_at_w_star_is_flagged():
     assert not run_warnings({**HEALTHY_HMC, "draws": 1000}, preset("hmc", draws=1000))
 
 
+def test_one_chain_is_flagged_since_rhat_cannot_be_computed():
+    """With one chain R̂ is NaN, which no threshold flags: a run that never left one mode would
+    read as clean. HMC and VI (one fit) say so; two chains do not."""
+    m = {**HEALTHY_HMC, "draws": 1000, "r_hat": float("nan")}
+    (w,) = run_warnings(m, preset("hmc", draws=1000, chains=1))
+    assert w["code"] == "one_chain" and w["message"].startswith("one chain: R̂ is not computed"), w
+    assert not run_warnings({**m, "r_hat": 1.0}, preset("hmc", draws=1000, chains=2))
+    vi = {**m, "pareto_k": 0.1, "llc_is": 7.9}
+    assert [w["message"][:26] for w in run_warnings(vi, preset("vi_meanfield", chains=1))] == ["one fit: R̂, which compare"]
+
+
 def test_vi_pareto_threshold_follows_draws():
     from lambda_hat.llc.checks import pareto_k_max
 
     assert pareto_k_max(500) == pytest.approx(1 - 1 / np.log10(500)) and pareto_k_max(10**6) == 0.7
+    m = {**HEALTHY_HMC, "pareto_k": float("inf"), "llc_is": 7.9}
+    (w,) = run_warnings(m, preset("vi_meanfield", draws=10))
+    assert w == {"code": "pareto_k", "message": "10 draws per fit are too few for PSIS k̂ to check q against π (more than 10 needed); read λ̂ as unchecked"}
 
 
 def test_vi_too_wide_is_flagged_by_its_reweighted_estimate():

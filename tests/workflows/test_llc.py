@@ -111,6 +111,14 @@ def test_warnings_are_shown_and_strict_fails_them(project):
     assert f"{n} run(s) failed --strict's health checks; a rerun reuses their stored results" in r.stdout, r.stdout
     assert "failed runs listed in" not in r.stdout, r.stdout
 
+    # a run stored before a check existed (here: its stored warnings emptied) gets today's checks
+    # when the table is made again: a cached run cannot dodge one
+    metrics = project / "runs" / "llc" / df.loc["sgld#0", "run_id"] / "metrics.json"
+    metrics.write_text(json.dumps({**json.loads(metrics.read_text()), "warnings": []}))
+    r = cli("workflow", "llc", "--local", cwd=project)
+    again = pd.read_parquet(project / "results" / "llc_runs.parquet").set_index("sampler")
+    assert r.returncode == 0 and again.loc["sgld#0", "warnings"] == df.loc["sgld#0", "warnings"], again["warnings"]
+
 
 def test_vi_runs_report_psis_k(project):
     """Both VI kinds through the CLI on the quadratic (λ = 2), with PSIS k̂ in the table: a
