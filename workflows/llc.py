@@ -102,8 +102,9 @@ def rows(plan: Plan, store: Store, targets: dict, runs: dict, outcomes: dict | N
         m = store.manifest(RUNS, rt.id) or {}
         tm, tmetrics = target(tt.id)
         status, error = m.get("status", Status.MISSING), m.get("error")
-        if not m and (outcomes or {}).get(rt.id):
-            status, error = outcomes[rt.id].status, outcomes[rt.id].error
+        o = (outcomes or {}).get(rt.id)
+        if o and (not m or not o.status.ok and status == Status.DONE):  # --force failed: not the stored result, but what this run did
+            status, error = o.status, o.error
         elif tm.get("status") not in (None, Status.DONE) and not m:
             status, error = Status.SKIPPED, f"target {r.target.label}: {tm.get('error')}"
         metrics = read_json(store.dir(RUNS, rt.id) / "metrics.json") if status == Status.DONE else {}

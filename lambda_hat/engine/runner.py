@@ -174,6 +174,13 @@ def _last_line(log: Path) -> str:
     return lines[-1][:300] if lines else ""
 
 
+def _one_line(msg: str, limit: int = 300) -> str:
+    """An executor's multi-line error (Parsl's block failure with sbatch's stderr) as one line,
+    its start and its end kept: the cause is often the last line (`sbatch: fatal: …`)."""
+    msg = " ".join(msg.split())
+    return msg if len(msg) <= limit else f"{msg[: limit // 2 - 1]} … {msg[-(limit // 2 - 2) :]}"
+
+
 def _error(e: BaseException) -> tuple[str, str]:
     """One line for tables and logs; the full traceback goes to the task directory."""
     msg = str(e) if isinstance(e, TaskFailed) else f"{type(e).__name__}: {e}"
@@ -541,7 +548,7 @@ def run_tasks(
             try:
                 out = fut.result()
             except Exception as e:  # lost worker, dependency failure inside Parsl, …
-                out = Outcome(t.id, t.label, t.kind, Status.FAILED, f"{type(e).__name__}: {e}")
+                out = Outcome(t.id, t.label, t.kind, Status.FAILED, _one_line(f"{type(e).__name__}: {e}"))
                 failed_dep = next((outcomes[i] for _, i in t.deps if i in outcomes and not outcomes[i].status.ok), None)
                 if failed_dep:
                     out = Outcome(t.id, t.label, t.kind, Status.SKIPPED, failed_dep.root_cause(), failed_dep.root_cause())

@@ -92,6 +92,18 @@ def test_forked_task_processes_report_their_exit_status_under_concurrency(tmp_pa
     assert len(codes) == 100 and set(codes) == {1}, sorted(set(codes))
 
 
+def test_an_executors_multi_line_error_is_one_line_with_its_cause():
+    """Parsl's block failure carries sbatch's stderr over several lines; the table and the
+    progress get one line, and its end, where sbatch says what is wrong, is kept."""
+    from lambda_hat.engine.runner import _one_line
+
+    msg = "BadStateException: Executor lh failed due to: Error 1:\n\tFailed to start block 0: " + "x" * 400 + "\nsbatch: fatal: no configuration\n"
+    line = _one_line(msg)
+    assert "\n" not in line and len(line) <= 300 and line.startswith("BadStateException: Executor lh failed due to: Error 1: Failed")
+    assert line.endswith("sbatch: fatal: no configuration") and " … " in line
+    assert _one_line("short\n  error") == "short error"
+
+
 def test_ready_tasks_start_highest_priority_first(tmp_path):
     root = Task("t", "tasks:noop", {"value": 0}, "root")
     tasks = [root] + [Task("t", "tasks:noop", {"value": v}, f"p{p}", deps=(("t", root.id),), priority=p, isolate=False) for v, p in ((1, 1), (2, 5), (3, 2))]

@@ -177,6 +177,37 @@ def test_failed_run_goes_to_retry_yaml_and_exit_1(project):
     assert not (project / "results" / "retry.yaml").exists()
 
 
+FLAKY = """
+from pathlib import Path
+from tests.custom_target import build as linear
+
+def build(cfg):
+    if Path("FAIL").exists():
+        raise RuntimeError("the data server is down")
+    return linear(cfg)
+"""
+
+
+def test_a_forced_rerun_that_fails_reports_what_it_did(project):
+    """--force on a target whose build now fails: its runs are skipped and the table says so, not
+    the results stored before (they stay in the store: a plain rerun finds them again)."""
+    (project / "flaky_target.py").write_text(FLAKY)
+    model = {"kind": "custom", "fn": "flaky_target:build", "version": 1, "dim": 2, "n": 200}
+    hmc = {"name": "hmc", "overrides": {"draws": 300, "warmup": 100, "chains": 2}}
+    write_config(project / "config" / "experiments.yaml", {"targets": [{"model": model, "overrides": {"training": {"steps": 100}}}], "samplers": [hmc]})
+    r = cli("workflow", "llc", "--local", cwd=project)
+    assert r.returncode == 0, r.stdout + r.stderr
+    (project / "FAIL").write_text("")
+    r = cli("workflow", "llc", "--local", "--force", cwd=project)
+    assert r.returncode == 1 and "0 done, 0 reused, 1 failed, 0 timeout, 1 skipped" in r.stdout, r.stdout + r.stderr
+    row = pd.read_parquet(project / "results" / "llc_runs.parquet").iloc[0]
+    assert row["status"] == "skipped" and "the data server is down" in row["error"] and pd.isna(row["llc_mean"]), row
+    assert "skipped: target flaky_target:build/s0: RuntimeError: the data server is down" in r.stdout, r.stdout
+    (project / "FAIL").unlink()
+    r = cli("workflow", "llc", "--local", cwd=project)
+    assert r.returncode == 0 and "1 done, 1 reused" in r.stdout, r.stdout + r.stderr
+
+
 def test_diverged_training_skips_its_runs(project):
     cfg = {
         **TINY,

@@ -119,6 +119,25 @@ def test_only_filters_and_errors(project):
         assert r.returncode == 2 and msg in r.stderr, r.stderr
 
 
+def test_record_says_what_this_run_did(project):
+    """A forced experiment that could not run (its executor or a task it needs failed) is reported
+    as this run's outcome, not as the result stored before; a stored failure keeps its details."""
+    from lambda_hat.engine.sweep import record
+    from lambda_hat.engine.tasks import Outcome, Status
+
+    sweep = load_sweep(sweep_file(project, TOY))
+    exp = sweep.experiments[0]
+    done = {"status": "done", "walltime_sec": 2.0, "finished": 1.7e9, "host": "h"}
+    skipped = Outcome("t1", exp.name, "sweep", Status.SKIPPED, "data: RuntimeError: down")
+    rec = record(sweep, exp, "t1", done, {"score": 1.0}, skipped)
+    assert (rec["status"], rec["error"], rec["metrics"], rec["efficiency"]["time_sec"]) == ("skipped", "data: RuntimeError: down", {}, None)
+    rec = record(sweep, exp, "t1", done, {"score": 1.0}, Outcome("t1", exp.name, "sweep", Status.REUSED))
+    assert rec["status"] == "done" and rec["metrics"] == {"score": 1.0}
+    failed = {"status": "failed", "error": "ValueError: toy failure", "walltime_sec": 0.5, "host": "h"}
+    rec = record(sweep, exp, "t1", failed, None, Outcome("t1", exp.name, "sweep", Status.FAILED, "ValueError: toy failure"))
+    assert rec["status"] == "failed" and rec["host"] == "h" and rec["efficiency"]["time_sec"] == 0.5
+
+
 def test_run_report_numbers_match_json_and_failure_isolated(project):
     p = sweep_file(project, TOY)
     r = cli("workflow", "sweep", str(p), "--local", cwd=project)
