@@ -11,7 +11,7 @@ import yaml
 
 from lambda_hat.engine.runner import Summary
 from lambda_hat.engine.store import Store, crashpoint, read_json, tmp_path
-from lambda_hat.engine.tasks import Status, Task
+from lambda_hat.engine.tasks import Status, Task, reported
 from lambda_hat.engine.typed import InputError, plain
 from lambda_hat.engine.workflow import Options, Workflow, write_table
 from lambda_hat.llc import checks, gallery, trajectory
@@ -99,12 +99,11 @@ def rows(plan: Plan, store: Store, targets: dict, runs: dict, outcomes: dict | N
 
     for r in plan.runs:
         tt, rt = targets[r.target.label], runs[r.label]
-        m = store.manifest(RUNS, rt.id) or {}
+        m = reported(store.manifest(RUNS, rt.id), (outcomes or {}).get(rt.id))
         tm, tmetrics = target(tt.id)
         status, error = m.get("status", Status.MISSING), m.get("error")
-        o = (outcomes or {}).get(rt.id)
-        if o and (not m or not o.status.ok and status == Status.DONE):  # --force failed: not the stored result, but what this run did
-            status, error = o.status, o.error
+        if not m and (outcomes or {}).get(rt.id):
+            status, error = outcomes[rt.id].status, outcomes[rt.id].error
         elif tm.get("status") not in (None, Status.DONE) and not m:
             status, error = Status.SKIPPED, f"target {r.target.label}: {tm.get('error')}"
         metrics = read_json(store.dir(RUNS, rt.id) / "metrics.json") if status == Status.DONE else {}

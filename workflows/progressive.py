@@ -10,7 +10,7 @@ import click
 
 from lambda_hat.engine.runner import Summary
 from lambda_hat.engine.store import Store, read_json, tmp_path
-from lambda_hat.engine.tasks import Status, Task
+from lambda_hat.engine.tasks import Status, Task, reported
 from lambda_hat.engine.typed import InputError, plain
 from lambda_hat.engine.workflow import Options, Workflow
 from lambda_hat.studies.progressive.study import Progressive, est_memory_mb, load
@@ -108,8 +108,8 @@ def rows(cfg: Progressive, store: Store, stages: dict, outcomes: dict) -> list[d
     out = []
     for i, s in enumerate(cfg.stages):
         t = stages[s.name]
-        m = store.manifest(STAGE, t.id) or {}
         o = outcomes.get(t.id)
+        m = reported(store.manifest(STAGE, t.id), o)
         status = m.get("status") or (o.status if o else Status.MISSING)
         metrics = read_json(store.dir(STAGE, t.id) / "metrics.json") if status == Status.DONE else None
         base = {"stage": s.name, "stage_index": i, "stage_id": t.id, "status": status, "error": m.get("error") or (o.error if o else None)}

@@ -19,7 +19,7 @@ from typing import Literal
 
 import yaml
 
-from lambda_hat.engine.tasks import Outcome, Status, declared
+from lambda_hat.engine.tasks import Outcome, Status, declared, reported
 from lambda_hat.engine.typed import (
     Duration,
     InputError,
@@ -262,9 +262,7 @@ def record(sweep: Sweep, exp: Experiment, task_id: str, manifest: dict | None, m
     """The result JSON of one experiment, from its store manifest, or this run's outcome where it
     left nothing in the store (lost worker, left by the budget) or failed to redo a stored result
     (--force: the stored one is not what this run did)."""
-    m = manifest or {}
-    if outcome and not outcome.status.ok and m.get("status") == Status.DONE:
-        m = {}
+    m = reported(manifest, outcome)
     status = m.get("status") or (outcome.status if outcome else Status.MISSING)
     error = m.get("error") if m else (outcome.error if outcome else None)
     metrics = dict(metrics or {}) if status == Status.DONE else {}

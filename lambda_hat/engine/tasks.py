@@ -51,6 +51,13 @@ class Outcome:
         return self.cause or f"{self.label}: {self.error}"
 
 
+def reported(manifest: dict | None, outcome: Outcome | None) -> dict:
+    """The manifest a table reports: the stored one, or none where this run failed to redo a done
+    task (--force, and its target or executor failed): then this run's outcome speaks."""
+    m = manifest or {}
+    return {} if outcome and not outcome.status.ok and m.get("status") == Status.DONE else m
+
+
 class TaskFailed(Exception):
     """Raised by a task for an expected failure (divergence, bad numerics): no traceback kept."""
 
