@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from lambda_hat.engine.store import tmp_path
-from lambda_hat.engine.sweep import table
+from lambda_hat.engine.sweep import COLUMNS, table
 from lambda_hat.engine.tasks import Status
 
 TOP = 5
@@ -52,7 +52,7 @@ def unranked(sweep, rows: list[dict]) -> list[str]:
     returning one): said on the console and in the summary, since nothing else would show it."""
     done = [r for r in rows if r["status"] == Status.DONE]
     have = {k for r in done for k, v in r.items() if v is not None}
-    fixed = {"experiment_id", "status", "seed", "error", "task_id", "timestamp", "code_version", "time_sec", *sweep.factors}
+    fixed = {*COLUMNS, "time_sec", *sweep.factors}
     metrics = ", ".join(sorted(have - fixed)) or "none"
     return [
         f"rank_by metric {r.metric!r} is not a metric of any finished experiment (they have: {metrics})"

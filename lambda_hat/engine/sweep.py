@@ -286,6 +286,10 @@ def record(sweep: Sweep, exp: Experiment, task_id: str, manifest: dict | None, m
     }
 
 
+# the table's own columns besides the factors and metrics (rank: the report's first)
+COLUMNS = ("rank", "experiment_id", "status", "seed", "error", "task_id", "timestamp", "code_version")
+
+
 def flat_row(rec: dict, factors: list[str]) -> dict:
     """One table row: experiment, status, the factors, the metrics, the efficiency."""
     row = {"experiment_id": rec["experiment_id"], "status": rec["status"], "seed": rec["config"].get("seed")}
@@ -293,7 +297,7 @@ def flat_row(rec: dict, factors: list[str]) -> dict:
         v = rec["config"].get(k)
         row[k] = _fmt(v) if isinstance(v, (list, dict)) else v
     last = {"error": rec["error"], "task_id": rec["task_id"], "timestamp": rec["timestamp"], "code_version": rec["code_version"]}
-    taken = {*row, *last, "rank"}  # rank: the report's first column
+    taken = {*COLUMNS, *factors}
     for k, v in {**rec["metrics"], **rec["efficiency"]}.items():
         # a metric named like a factor or a column of the table never replaces it: an equal
         # value (a task returning its own epochs) is already there, another one is kept beside it

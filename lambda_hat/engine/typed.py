@@ -382,10 +382,7 @@ def build(cls, data, where: str, key: str = ""):
     if not isinstance(data, dict):
         fail(where, key, f"expected a mapping, got {data!r}")
     data = canonical(cls, data, where, key)
-    hints, fields = _fields(cls)
-    for k in data:
-        if k not in fields:
-            fail(where, _join(key, str(k)), f"unknown key; allowed keys: {', '.join(fields)}")
+    hints, fields = _known(cls, data, where, key)
     kwargs = {}
     for name, f in fields.items():
         sub = _join(key, name)
@@ -404,11 +401,18 @@ def check_given(cls, data: dict, where: str, key: str = "") -> None:
     """Validate the keys `data` gives (unknown keys, types, bounds), as build does, where the
     rest comes from elsewhere (a preset file before its entry's overrides are merged in)."""
     data = canonical(cls, data, where, key)
-    hints, fields = _fields(cls)
+    hints, fields = _known(cls, data, where, key)
     for k, v in data.items():
+        _convert(hints[k], v, where, _join(key, k), dict(fields[k].metadata))
+
+
+def _known(cls, data: dict, where: str, key: str):
+    """cls's (type hints, fields), after failing on the first key of `data` that is not a field."""
+    hints, fields = _fields(cls)
+    for k in data:
         if k not in fields:
             fail(where, _join(key, str(k)), f"unknown key; allowed keys: {', '.join(fields)}")
-        _convert(hints[k], v, where, _join(key, k), dict(fields[k].metadata))
+    return hints, fields
 
 
 def _join(a: str, b: str) -> str:

@@ -453,11 +453,8 @@ def _check_preset(group: str, path: Path) -> None:
     data, where = _preset_file(path), str(path)
 
     def tagged(kinds: dict, data: dict, key: str = "") -> None:
-        if "kind" not in data:  # the entry's overrides give it
-            return
-        if data["kind"] not in kinds:
-            fail(where, f"{key}.kind" if key else "kind", f"{data.get('kind')!r} is not allowed; allowed values: {', '.join(kinds)}")
-        check_given(kinds[data["kind"]], data, where, key)
+        if "kind" in data:  # else the entry's overrides give it
+            check_given(_kind(kinds, data, where, key), data, where, key)
 
     if group == "sampler":
         tagged(SAMPLER_KINDS, data)
@@ -474,11 +471,16 @@ def _check_preset(group: str, path: Path) -> None:
         check_given(Training, data.get("training", {}), where, "training")
 
 
-def _tagged(kinds: dict, data: dict, where: str, key: str):
+def _kind(kinds: dict, data: dict, where: str, key: str) -> type:
+    """The config class of data's `kind`."""
     kind = data.get("kind")
     if kind not in kinds:
-        fail(where, f"{key}.kind", f"{kind!r} is not allowed; allowed values: {', '.join(kinds)}")
-    return build(kinds[kind], data, where, key)
+        fail(where, f"{key}.kind" if key else "kind", f"{kind!r} is not allowed; allowed values: {', '.join(kinds)}")
+    return kinds[kind]
+
+
+def _tagged(kinds: dict, data: dict, where: str, key: str):
+    return build(_kind(kinds, data, where, key), data, where, key)
 
 
 def _dict(value, where: str, key: str) -> dict:
