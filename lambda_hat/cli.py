@@ -18,7 +18,6 @@ BACKENDS = {"local": "local", "slurm-cpu": "slurm/cpu", "slurm-gpu": "slurm/a100
 # and its `workflow sample`, the llc workflow under another name
 WORKFLOW_ALIASES = {"sample": "llc"}
 TIMEOUT_HELP = "Kill any {} running longer than this (90, 30m, 1h30m, HH:MM:SS){}."
-OVERRIDES = "[KEY=VALUE]..."
 TRACK_HELP = "Log every finished task as a run in MLflow (MLFLOW_TRACKING_URI or ./mlruns) or W&B (offline in ./wandb without WANDB_API_KEY); repeatable; needs the tracking extra."
 
 

@@ -169,7 +169,7 @@ def diagnose_target(ctx, cfg: PlotTask) -> dict:
     if not prob.teacher:  # real or user-made data: no noiseless truth to compare with
         fig.suptitle(f"Target fit: {sem['model']['kind']} (d = {metrics['d']}, n = {metrics['n']})")
         return {"plots": {"target": _save(fig, ctx.workdir / "target.png")}}
-    xt, yt = prob.test()
+    xt, _ = prob.test()
     w = jax.device_put(np.asarray(arrays["w_star"], xt.dtype))
     pred, truth = np.asarray(prob.predict(w, xt))[:, 0], np.asarray(prob.teacher(xt))[:, 0]
     lo, hi = float(min(pred.min(), truth.min())), float(max(pred.max(), truth.max()))

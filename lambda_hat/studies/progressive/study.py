@@ -17,7 +17,6 @@ from lambda_hat.engine.tasks import task
 from lambda_hat.engine.typed import Duration, apply_overrides, build, load_yaml, positive
 
 Family = Literal["uniform", "euclidean", "clustered", "lowrank"]
-TOL = 1e-5  # relative float32 slack allowed in D(û) <= OPT
 
 
 @dataclass(frozen=True)
