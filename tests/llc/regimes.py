@@ -51,11 +51,11 @@ def check(m, truth, tol):
 _targets = {}
 
 
-def regular(n, x_dist, noise, gamma=1.0):
-    """Linear regression y = Wx + ε, W 3×4: regular, λ = 6; llc_finite from its Hessian."""
-    key = (n, x_dist, noise, gamma)
+def regular(n, x_dist, noise, gamma=1.0, widths=(4, 3)):
+    """Linear regression y = Wx + ε, W 3×4 by default: regular, λ = d/2 (6); llc_finite from its Hessian."""
+    key = (n, x_dist, noise, gamma, tuple(widths))
     if key not in _targets:
-        _targets[key] = target((4, 3), n, x_dist, noise, gamma=gamma)
+        _targets[key] = target(widths, n, x_dist, noise, gamma=gamma)
     return _targets[key]
 
 
