@@ -162,9 +162,15 @@ def _config_file(wf, given: Path | None, config_path: str | None, config_name: s
     if config_name is None:
         if wf.config_file is None:
             _fail(InputError(f"missing {wf.config_help}: give the file (e.g. config/sweeps/blobs.yaml) or --config-name NAME"))
-        return Path(config_path or Path(wf.config_file).parent) / Path(wf.config_file).name
+        path = Path(config_path or Path(wf.config_file).parent) / Path(wf.config_file).name
+        if not path.exists() and config_path is None:  # most often: run outside the project's directory
+            _fail(InputError(f"{path}: file not found (the default, relative to {Path.cwd()}): run in the project's directory, or give --config FILE"))
+        return path
     folder = Path(config_path or (Path(wf.config_file).parent if wf.config_file else "config/sweeps"))
     name = config_name if config_name.endswith((".yaml", ".yml")) else f"{config_name}.yaml"
+    if not (folder / name).exists() and folder.is_dir():  # Hydra's habit: a name, so list the names
+        names = sorted(f.stem for f in folder.glob("*.y*ml"))
+        _fail(InputError(f"{folder / name}: file not found; --config-name takes one of: {', '.join(names) or f'(no YAML files in {folder})'}"))
     return folder / name
 
 

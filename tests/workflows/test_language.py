@@ -329,13 +329,19 @@ def test_hydra_config_path_and_name(project):
     r = cli("workflow", "progressive", "-cp", str(ROOT / "config"), "-cn", "progressive", "--list", cwd=project)
     assert r.returncode == 0 and r.stdout.splitlines()[1].split()[:2] == ["b32", "32"], r.stdout + r.stderr
     for args, msg in [
-        (["llc", "-cn", "nope"], "config/nope.yaml: file not found"),
+        (["llc", "-cn", "nope"], "config/nope.yaml: file not found; --config-name takes one of: experiments, two"),
+        (["sweep", "-cn", "tyo"], "config/sweeps/tyo.yaml: file not found; --config-name takes one of: toy"),
+        (["llc", "-cp", "nowhere", "-cn", "two"], "nowhere/two.yaml: file not found"),
         (["llc", "--config", "config/two.yaml", "-cn", "two"], "--config and --config-name exclude each other"),
         (["sweep", "config/sweeps/toy.yaml", "-cp", "config"], "SWEEP_FILE and --config-path exclude each other"),
         (["sweep"], "missing SWEEP_FILE: give the file (e.g. config/sweeps/blobs.yaml) or --config-name NAME"),
     ]:
         r = cli("workflow", *args, "-n", cwd=project)
         assert r.returncode == 2 and r.stderr == f"error: {msg}\n", (args, r.stderr)
+    # the default file, from outside the project: where it was looked for, and what to do
+    r = cli("workflow", "llc", "-n", cwd=project / "elsewhere")
+    where = f"config/experiments.yaml: file not found (the default, relative to {project / 'elsewhere'}): run in the project's directory, or give --config FILE"
+    assert r.returncode == 2 and r.stderr == f"error: {where}\n", r.stderr
 
 
 def test_hydra_sweep_values():
