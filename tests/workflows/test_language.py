@@ -326,6 +326,9 @@ def test_hydra_config_path_and_name(project):
     write_config(project / "config" / "sweeps" / "toy.yaml", {"task": "tests.tasks:toy", "rank_by": [{"metric": "score"}], "grid": {"width": [4, 8, 16]}})
     r = cli("workflow", "sweep", "-cn", "toy", "-n", cwd=project)
     assert r.returncode == 0 and "3 task(s) to run (3 new)" in r.stdout, r.stdout + r.stderr
+    (project / "config" / "sweeps" / "toy.yaml").rename(project / "config" / "sweeps" / "toy.yml")  # Hydra reads either
+    r = cli("workflow", "sweep", "-cn", "toy", "-n", cwd=project)
+    assert r.returncode == 0 and "3 task(s) to run (3 new)" in r.stdout, r.stdout + r.stderr
     r = cli("workflow", "progressive", "-cp", str(ROOT / "config"), "-cn", "progressive", "--list", cwd=project)
     assert r.returncode == 0 and r.stdout.splitlines()[1].split()[:2] == ["b32", "32"], r.stdout + r.stderr
     for args, msg in [
