@@ -142,11 +142,11 @@ def _command(wf) -> click.Command:
         params.insert(0, click.option("--config", type=click.Path(path_type=Path), help=f"{wf.config_help}  [default: {wf.config_file}]"))
     else:
         params.insert(0, click.argument("file", metavar=wf.config_help, required=False, type=click.Path(path_type=Path)))
-    # Hydra's spelling of the same choice: --config-path DIR --config-name NAME is DIR/NAME.yaml
+    # Hydra's spelling of the same choice: --config-path DIR --config-name NAME is DIR/NAME.yaml (or .yml)
     default = f"{Path(wf.config_file).parent}, the directory of the default file" if wf.config_file else "config/sweeps"
     params[1:1] = [
         click.option("--config-path", "-cp", "config_path", metavar="DIR", help=f"Hydra's --config-path: the directory of --config-name (default: {default})."),
-        click.option("--config-name", "-cn", "config_name", metavar="NAME", help="Hydra's --config-name: the file NAME.yaml in --config-path."),
+        click.option("--config-name", "-cn", "config_name", metavar="NAME", help="Hydra's --config-name: the file NAME.yaml (or NAME.yml) in --config-path."),
     ]
     for decorate in reversed(params):
         callback = decorate(callback)
