@@ -224,7 +224,9 @@ def _check_command(command: str, cfg: dict, where: str, label: str) -> None:
         root = re.split(r"[.\[]", f, maxsplit=1)[0]
         if root not in cfg and root not in ("outdir", "deps"):
             keys = ", ".join(["outdir", *sorted(cfg)])
-            fail(where, "command", f"{{{f}}} is not a key of experiment '{label}'; placeholders: {keys}")
+            # not a name at all (a dict or set literal in inline code): a brace meant literally
+            literal = "" if root.isidentifier() else " (write a literal brace as {{ or }})"
+            fail(where, "command", f"{{{f}}} is not a key of experiment '{label}'{literal}; placeholders: {keys}")
 
 
 def select(sweep: Sweep, only: tuple[str, ...], flag: str = "--only") -> list[Experiment]:
