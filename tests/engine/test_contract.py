@@ -101,9 +101,7 @@ def test_shell_command_sweep(project):
     assert r.returncode == 2 and "bad.yaml: command: {lrr} is not a key of experiment" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
     code = write_config(project / "config" / "sweeps" / "code.yaml", {**doc, "command": "python -c \"print({'lr': {lr}})\""})
     r = cli("workflow", "sweep", str(code), "--dry-run", cwd=project)
-    assert r.returncode == 2 and "command: {'lr'} is not a key of experiment 'lr=" in r.stderr and "(write a literal brace as {{ or }})" in r.stderr, (
-        r.stderr
-    )
+    assert r.returncode == 2 and "command: {'lr'} is not a key of experiment 'lr=" in r.stderr and "(write a literal brace as {{ or }})" in r.stderr, r.stderr
     assert "(write a literal brace" not in cli("workflow", "sweep", str(bad), "--dry-run", cwd=project).stderr  # {lrr}: a misspelt key
     both = write_config(project / "config" / "sweeps" / "both.yaml", {**doc, "task": "tests.tasks:toy"})
     r = cli("workflow", "sweep", str(both), "--dry-run", cwd=project)
