@@ -167,13 +167,12 @@ def _config_file(wf, given: Path | None, config_path: str | None, config_name: s
             _fail(InputError(f"{path}: file not found (the default, relative to {Path.cwd()}): run in the project's directory, or give --config FILE"))
         return path
     folder = Path(config_path or (Path(wf.config_file).parent if wf.config_file else "config/sweeps"))
-    name = config_name if config_name.endswith((".yaml", ".yml")) else f"{config_name}.yaml"
-    if not (folder / name).exists() and (folder / f"{config_name}.yml").exists():
-        name = f"{config_name}.yml"
-    elif not (folder / name).exists() and folder.is_dir():  # Hydra's habit: a name, so list the names
-        names = sorted({f.stem for f in [*folder.glob("*.yaml"), *folder.glob("*.yml")]})
-        _fail(InputError(f"{folder / name}: file not found; --config-name takes one of: {', '.join(names) or f'(no YAML files in {folder})'}"))
-    return folder / name
+    names = [config_name] if config_name.endswith((".yaml", ".yml")) else [f"{config_name}.yaml", f"{config_name}.yml"]
+    path = next((folder / n for n in names if (folder / n).exists()), folder / names[0])
+    if not path.exists() and folder.is_dir():  # Hydra's habit: a name, so list the names
+        have = sorted({f.stem for f in [*folder.glob("*.yaml"), *folder.glob("*.yml")]})
+        _fail(InputError(f"{path}: file not found; --config-name takes one of: {', '.join(have) or f'(no YAML files in {folder})'}"))
+    return path
 
 
 class _Workflows(click.Group):

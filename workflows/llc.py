@@ -99,11 +99,12 @@ def rows(plan: Plan, store: Store, targets: dict, runs: dict, outcomes: dict | N
 
     for r in plan.runs:
         tt, rt = targets[r.target.label], runs[r.label]
-        m = reported(store.manifest(RUNS, rt.id), (outcomes or {}).get(rt.id))
+        o = (outcomes or {}).get(rt.id)
+        m = reported(store.manifest(RUNS, rt.id), o)
         tm, tmetrics = target(tt.id)
         status, error = m.get("status", Status.MISSING), m.get("error")
-        if not m and (outcomes or {}).get(rt.id):
-            status, error = outcomes[rt.id].status, outcomes[rt.id].error
+        if not m and o:
+            status, error = o.status, o.error
         elif tm.get("status") not in (None, Status.DONE) and not m:
             status, error = Status.SKIPPED, f"target {r.target.label}: {tm.get('error')}"
         metrics = read_json(store.dir(RUNS, rt.id) / "metrics.json") if status == Status.DONE else {}
