@@ -153,6 +153,12 @@ def _command(wf) -> click.Command:
     return click.command(wf.name, help=type(wf).__doc__)(callback)
 
 
+def _default_exists(path: Path) -> None:
+    """A default file that is missing: most often, the command ran outside the project's directory."""
+    if not path.exists():
+        _fail(InputError(f"{path}: file not found (the default, relative to {Path.cwd()}): run in the project's directory, or give --config FILE"))
+
+
 def _config_file(wf, given: Path | None, config_path: str | None, config_name: str | None) -> Path:
     """The workflow's file: --config (or FILE), Hydra's --config-path/--config-name, or the default."""
     if given is not None and (config_path or config_name):
@@ -163,8 +169,8 @@ def _config_file(wf, given: Path | None, config_path: str | None, config_name: s
         if wf.config_file is None:
             _fail(InputError(f"missing {wf.config_help}: give the file (e.g. config/sweeps/blobs.yaml) or --config-name NAME"))
         path = Path(config_path or Path(wf.config_file).parent) / Path(wf.config_file).name
-        if not path.exists() and config_path is None:  # most often: run outside the project's directory
-            _fail(InputError(f"{path}: file not found (the default, relative to {Path.cwd()}): run in the project's directory, or give --config FILE"))
+        if config_path is None:
+            _default_exists(path)
         return path
     folder = Path(config_path or (Path(wf.config_file).parent if wf.config_file else "config/sweeps"))
     names = [config_name] if config_name.endswith((".yaml", ".yml")) else [f"{config_name}.yaml", f"{config_name}.yml"]
@@ -248,9 +254,7 @@ def report_cmd(sweep_file, filters, no_plots, output_dir):
     "--config",
     "config",
     type=click.Path(path_type=Path),
-    default=Path("config/experiments.yaml"),
-    show_default=True,
-    help="Experiments file whose runs the gallery shows.",
+    help="Experiments file whose runs the gallery shows.  [default: config/experiments.yaml]",
 )
 @click.option("--promote-plots", metavar="PLOTS", help="The run plots it shows, comma-separated (trace, running_llc, rank, hmc, mclmc, elbo).")
 @click.argument("what", required=False, type=click.Choice(["gallery"]))
@@ -260,6 +264,8 @@ def promote_cmd(config, promote_plots, what):
     from lambda_hat.llc.gallery import run_plot_names
     from lambda_hat.workflows import llc as wf
 
+    if config is None:
+        _default_exists(config := Path("config/experiments.yaml"))
     try:
         sys.exit(wf.rebuild_gallery(config, only=run_plot_names(promote_plots) if promote_plots is not None else None))
     except InputError as e:

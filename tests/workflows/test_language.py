@@ -345,6 +345,8 @@ def test_hydra_config_path_and_name(project):
     r = cli("workflow", "llc", "-n", cwd=project / "elsewhere")
     where = f"config/experiments.yaml: file not found (the default, relative to {project / 'elsewhere'}): run in the project's directory, or give --config FILE"
     assert r.returncode == 2 and r.stderr == f"error: {where}\n", r.stderr
+    r = cli("promote", cwd=project / "elsewhere")  # the gallery reads the same default
+    assert r.returncode == 2 and r.stderr == f"error: {where}\n" and not (project / "elsewhere" / "results").exists(), r.stderr
 
 
 def test_hydra_sweep_values():
