@@ -84,7 +84,9 @@ def _command(wf) -> click.Command:
         common = {k: kw.pop(k) for k in ("force", "dry_run", "timeout", "track", "cfg")}
         try:
             overrides, extra = wf.parse(kw)
-            card = load_card(parsl_card, (*sets, *([f"workers={jobs}"] if jobs is not None else [])))
+            card = load_card(parsl_card, sets)
+            if jobs is not None:
+                card = load_card(parsl_card, (*sets, f"workers={_jobs(jobs, card)}"))
             listing = wf.preview(path, card, overrides, extra)
             if listing is not None:  # e.g. progressive --list: a look at the file, nothing run
                 click.echo(listing)
@@ -132,7 +134,12 @@ def _command(wf) -> click.Command:
         click.option("--rerun-incomplete", "--ri", is_flag=True, expose_value=False, help="Always on: a task that never finished runs again."),
         click.option("--force", "--forceall", "-F", "force", is_flag=True, help=f"Recompute the {noun} even if their results are in the store."),
         click.option(
-            "--jobs", "--cores", "-j", "jobs", metavar="N", help="Run at most N tasks at once (per node on SLURM): the card's `workers`, as --set workers=N."
+            "--jobs",
+            "--cores",
+            "-j",
+            "jobs",
+            metavar="N",
+            help="Run at most N tasks at once (per node on SLURM): the card's `workers`, as --set workers=N; `all`: one per core.",
         ),
         click.option("--timeout", metavar="DURATION", help=TIMEOUT_HELP.format(noun.split()[0].rstrip("s"), wf.timeout_help)),
         click.option("--track", multiple=True, metavar="mlflow|wandb", help=TRACK_HELP),
@@ -151,6 +158,19 @@ def _command(wf) -> click.Command:
     for decorate in reversed(params):
         callback = decorate(callback)
     return click.command(wf.name, help=type(wf).__doc__)(callback)
+
+
+def _jobs(jobs: str, card) -> int:
+    """-j/--jobs/--cores N, or Snakemake's `all`: a task per core (per node on SLURM: the card's cores_per_node)."""
+    if jobs == "all":
+        if card.provider.type == "local":
+            return card.provider.cores_per_node or len(os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1))
+        if not card.provider.cores_per_node:
+            raise InputError("--jobs all: the card names no provider.cores_per_node, so a node's cores are unknown; give a number")
+        return card.provider.cores_per_node
+    if not jobs.isdigit() or int(jobs) < 1:
+        raise InputError(f"--jobs: expected a positive integer or 'all', got {jobs!r}")
+    return int(jobs)
 
 
 def _default_exists(path: Path) -> None:
