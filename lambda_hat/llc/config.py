@@ -299,7 +299,7 @@ class Checkpoints:
 @dataclass(frozen=True)
 class TargetEntry:
     model: str | dict  # a preset name, or the model section itself ({kind: custom, fn: …})
-    data: str | None = None
+    data: str | dict | None = None  # a preset name, or the data section itself ({n: 10000})
     teacher: str | None = None  # a teacher preset; null or _null: the student's architecture
     seed: int = field(default=0, metadata=seed_range())
     overrides: dict = field(default_factory=dict)
@@ -504,6 +504,11 @@ def _model_section(entry: TargetEntry, path: Path, key: str) -> tuple[dict, dict
     return _dict(preset.get("model", {}), where, f"{key}.model"), _dict(preset.get("training", {}), where, f"{key}.training"), entry.model
 
 
+def data_name(data) -> str:
+    """A data preset's name, or an inline data section's keys and values (n=10000,x_dist=mixture)."""
+    return data if isinstance(data, str) else ",".join(f"{k}={v}" for k, v in data.items()) or "defaults"
+
+
 def _custom(model_dict: dict, where: str, key: str) -> dict:
     """A custom model's own keys besides kind, fn and version are its options (JSON-able)."""
     known = {f.name for f in fields(Custom)}
@@ -528,7 +533,8 @@ def resolve_target(entry: TargetEntry, x64: bool, path: Path, key: str) -> Targe
         model_dict = _custom(model_dict, where, f"{key}.model")
     data = None
     if entry.data is not None and model_dict.get("kind") not in ("quadratic", "custom"):
-        layers = [load_preset("data", entry.data, path, where, f"{key}.data"), _dict(over.get("data", {}), where, f"{key}.overrides.data")]
+        base = entry.data if isinstance(entry.data, dict) else load_preset("data", entry.data, path, where, f"{key}.data")
+        layers = [base, _dict(over.get("data", {}), where, f"{key}.overrides.data")]
         data = build(Data, deep_merge(*(canonical(Data, d, where, f"{key}.data") for d in layers)), where, f"{key}.data")
         if data.source == "digits":  # the data set fixes the network's inputs and outputs
             if model_dict.get("kind") != "mlp":
@@ -559,7 +565,7 @@ def resolve_target(entry: TargetEntry, x64: bool, path: Path, key: str) -> Targe
             # polishing would chase it (train loss 1e-18, test loss up 30×): no polish unless asked
             train_dict.setdefault("polish_steps", 0)
         training = build(Training, train_dict, where, f"{key}.training")
-    label = name + (f"/{entry.data}" if data else "") + (f"/t:{entry.teacher}" if teacher else "") + f"/s{entry.seed}"
+    label = name + (f"/{data_name(entry.data)}" if data else "") + (f"/t:{entry.teacher}" if teacher else "") + f"/s{entry.seed}"
     return Target(label, entry, model, data, training, entry.seed, x64, teacher)
 
 

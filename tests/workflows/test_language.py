@@ -1,6 +1,8 @@
 """Our users' language: the original Lambda-Hat's experiment vocabulary, cards by name, KEY=VALUE
 overrides, one duration syntax, the KKT study's variant names."""
 
+import os
+import re
 import shutil
 
 import jax
@@ -80,6 +82,17 @@ def test_model_and_data_presets(tmp_path):
     plan = plan_of(tmp_path, {"targets": [{"model": "small", "data": "small", "overrides": over}], "samplers": [{"name": "hmc"}]})
     assert n_params(plan.targets[0].model) == 4 * 5 + 5 * 5 * 2 + 5  # no biases
     assert plan.targets[0].model.activation == "gelu"
+    # the data section inline: the same target (and ID) as a preset with those values
+    inline = {"n_data": 1000, "x_dist": "gauss_iso", "noise_model": "gauss", "noise_scale": 1.0}
+    a = write_config(tmp_path / "a.yaml", {"targets": [{"model": "small", "data": inline}], "samplers": [{"name": "hmc"}]})
+    b = write_config(tmp_path / "b.yaml", {"targets": [{"model": "small", "data": "small"}], "samplers": [{"name": "hmc"}]})
+    assert list(ids(a)[0].values()) == list(ids(b)[0].values())
+    assert load_plan(a).targets[0].label == "small/n_data=1000,x_dist=gauss_iso,noise_model=gauss,noise_scale=1.0/s0"
+    plan = plan_of(tmp_path, {"targets": [{"model": "dln", "data": {"n": 20000, "x_dist": "mixture"}}], "samplers": [{"name": "hmc"}]})
+    assert (plan.targets[0].data.n, plan.targets[0].data.x_dist, plan.targets[0].data.noise_scale) == (20000, "mixture", 0.1)
+    for bad, msg in (({"nn": 5}, "targets[0].data.nn: unknown key"), ([1], "targets[0].data: expected a string or a mapping")):
+        with pytest.raises(InputError, match=re.escape(msg)):
+            plan_of(tmp_path, {"targets": [{"model": "dln", "data": bad}], "samplers": [{"name": "hmc"}]})
 
 
 def test_aliases_resolve_to_one_field(tmp_path):
@@ -272,6 +285,8 @@ def test_key_value_overrides(project):
     ]:
         r = cli("workflow", "llc", "--local", *bad, cwd=project)
         assert r.returncode == 2 and msg in r.stderr and len(r.stderr.strip().splitlines()) == 1, (bad, r.stderr)
+    r = cli("workflow", "llc", "--cores", "all", "--parsl-card", "slurm/cpu", "--set", "cores_per_node=null", cwd=project)
+    assert r.returncode == 2 and "--jobs all: the card names no provider.cores_per_node" in r.stderr, r.stderr
     assert not (project / "runs").exists() and not (project / "results").exists()
 
 
@@ -295,15 +310,19 @@ def test_hydra_and_snakemake_spellings(project):
     assert r.returncode == 0 and r.stdout == dry.stdout, r.stdout + r.stderr
     r = cli("workflow", "llc", "--dryrun", "--forceall", "--cores", "3", cwd=project)
     assert r.returncode == 0 and "(4 forced)" in r.stdout and "3 task(s) at once" in r.stdout, r.stdout + r.stderr
+    r = cli("workflow", "llc", "-n", "--cores", "all", cwd=project)  # Snakemake's: a task per core
+    assert r.returncode == 0 and f"{len(os.sched_getaffinity(0))} task(s) at once" in r.stdout, r.stdout + r.stderr
     for bad, msg in [
         (("~targets.0.nope",), "override ~targets.0.nope: targets.0.nope is not in the file; nothing to remove"),
         (("~samplers.0.overrides.draws=7",), "samplers.0.overrides.draws is 300, not 7; nothing removed"),
         (("~targets.4",), "index 4 out of range; targets has 2 entries"),
-        (("-j", "0"), "workers: must be > 0, got 0"),
-        (("--jobs", "many"), "workers: expected an integer, got 'many'"),
+        (("-j", "0"), "--jobs: expected a positive integer or 'all', got '0'"),
+        (("--jobs", "many"), "--jobs: expected a positive integer or 'all', got 'many'"),
     ]:
         r = cli("workflow", "llc", "--local", *bad, cwd=project)
         assert r.returncode == 2 and msg in r.stderr and len(r.stderr.strip().splitlines()) == 1, (bad, r.stderr)
+    r = cli("workflow", "llc", "--cores", "all", "--parsl-card", "slurm/cpu", "--set", "cores_per_node=null", cwd=project)
+    assert r.returncode == 2 and "--jobs all: the card names no provider.cores_per_node" in r.stderr, r.stderr
     assert not (project / "runs").exists() and not (project / "results").exists()
 
 
@@ -396,6 +415,8 @@ def test_hydra_multirun_copies_an_entry_per_value(project):
     ]:
         r = cli("workflow", "llc", "--local", *bad, cwd=project)
         assert r.returncode == 2 and msg in r.stderr and len(r.stderr.strip().splitlines()) == 1, (bad, r.stderr)
+    r = cli("workflow", "llc", "--cores", "all", "--parsl-card", "slurm/cpu", "--set", "cores_per_node=null", cwd=project)
+    assert r.returncode == 2 and "--jobs all: the card names no provider.cores_per_node" in r.stderr, r.stderr
     assert not (project / "runs").exists() and not (project / "results").exists()
 
 
@@ -424,6 +445,8 @@ def test_overrides_of_a_preset_chosen_by_name(project):
     ]:
         r = cli("workflow", "llc", "--local", *bad, cwd=project)
         assert r.returncode == 2 and msg in r.stderr and len(r.stderr.strip().splitlines()) == 1, (bad, r.stderr)
+    r = cli("workflow", "llc", "--cores", "all", "--parsl-card", "slurm/cpu", "--set", "cores_per_node=null", cwd=project)
+    assert r.returncode == 2 and "--jobs all: the card names no provider.cores_per_node" in r.stderr, r.stderr
     assert not (project / "runs").exists() and not (project / "results").exists()
 
 
