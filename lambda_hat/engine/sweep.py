@@ -191,9 +191,6 @@ def load_sweep(path: Path, overrides: tuple[str, ...] = ()) -> Sweep:
     if not seeded and (spec.seeds is not None or spec.replicates is not None):
         key = "seeds" if spec.seeds is not None else "replicates"
         fail(where, key, f"{spec.task}'s config ({cls.__name__}) has no `seed` field to vary; add one (seed: int = 0)")
-    if spec.command and len(seeds) > 1 and "seed" not in _placeholders(spec.command, where):
-        key = "seeds" if spec.seeds is not None else "replicates"
-        fail(where, key, "the command has no {seed} placeholder: every replicate would run the same command; pass it, e.g. --seed {seed}")
     experiments, seen = [], set()
     for name, point, section in points:
         for s in seeds:
@@ -217,17 +214,13 @@ def load_sweep(path: Path, overrides: tuple[str, ...] = ()) -> Sweep:
     return Sweep(Path(path), spec, spec.name or Path(path).stem, experiments, factors, version)
 
 
-def _placeholders(command: str, where: str) -> list[str]:
-    """The {fields} of a command."""
-    try:
-        return [f for _, f, _, _ in string.Formatter().parse(command) if f is not None]
-    except ValueError as e:
-        fail(where, "command", f"{e} (write a literal brace as {{{{ or }}}})")
-
-
 def _check_command(command: str, cfg: dict, where: str, label: str) -> None:
     """Every {placeholder} of a command names a config key, outdir or deps[i]: fail at load, not mid-sweep."""
-    for f in _placeholders(command, where):
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(command) if f is not None]
+    except ValueError as e:
+        fail(where, "command", f"{e} (write a literal brace as {{{{ or }}}})")
+    for f in fields:
         root = re.split(r"[.\[]", f, maxsplit=1)[0]
         if root not in cfg and root not in ("outdir", "deps"):
             keys = ", ".join(["outdir", *sorted(cfg)])

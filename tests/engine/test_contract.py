@@ -103,13 +103,6 @@ def test_shell_command_sweep(project):
     r = cli("workflow", "sweep", str(code), "--dry-run", cwd=project)
     assert r.returncode == 2 and "command: {'lr'} is not a key of experiment 'lr=" in r.stderr and "(write a literal brace as {{ or }})" in r.stderr, r.stderr
     assert "(write a literal brace" not in cli("workflow", "sweep", str(bad), "--dry-run", cwd=project).stderr  # {lrr}: a misspelt key
-    # replicates of a command that is not given its seed would all run the same command
-    same = write_config(project / "config" / "sweeps" / "same.yaml", {**doc, "replicates": 2})
-    r = cli("workflow", "sweep", str(same), "--dry-run", cwd=project)
-    assert r.returncode == 2 and "same.yaml: replicates: the command has no {seed} placeholder" in r.stderr, r.stderr
-    seeded = write_config(project / "config" / "sweeps" / "seeded.yaml", {**doc, "seeds": [3, 7], "command": doc["command"] + " --seed {seed}"})
-    r = cli("workflow", "sweep", str(seeded), "--dry-run", cwd=project)
-    assert r.returncode == 0 and "seed=7" in r.stdout, r.stdout + r.stderr
     both = write_config(project / "config" / "sweeps" / "both.yaml", {**doc, "task": "tests.tasks:toy"})
     r = cli("workflow", "sweep", str(both), "--dry-run", cwd=project)
     assert r.returncode == 2 and "give a task (module:function) or a command" in r.stderr, r.stderr
