@@ -103,6 +103,15 @@ def test_shell_command_sweep(project):
     r = cli("workflow", "sweep", str(code), "--dry-run", cwd=project)
     assert r.returncode == 2 and "command: {'lr'} is not a key of experiment 'lr=" in r.stderr and "(write a literal brace as {{ or }})" in r.stderr, r.stderr
     assert "(write a literal brace" not in cli("workflow", "sweep", str(bad), "--dry-run", cwd=project).stderr  # {lrr}: a misspelt key
+    # a program may read its values (the seed of each replicate too) from {outdir}/config.json
+    reads = "import json, sys; c = json.load(open(sys.argv[1] + '/config.json')); json.dump({{'score': c['seed'] + c['lr']}}, open(sys.argv[1] + '/metrics.json', 'w'))"
+    own = write_config(
+        project / "config" / "sweeps" / "own.yaml",
+        {"command": f'{sys.executable} -c "{reads}" {{outdir}}', "rank_by": [{"metric": "score"}], "grid": {"lr": [0.5]}, "seeds": [3, 7]},
+    )
+    r = cli("workflow", "sweep", str(own), "--local", cwd=project)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert sorted(pd.read_parquet(project / "results/sweeps/own/results.parquet")["score"]) == [3.5, 7.5]
     both = write_config(project / "config" / "sweeps" / "both.yaml", {**doc, "task": "tests.tasks:toy"})
     r = cli("workflow", "sweep", str(both), "--dry-run", cwd=project)
     assert r.returncode == 2 and "give a task (module:function) or a command" in r.stderr, r.stderr
