@@ -160,7 +160,8 @@ def split_pair(pair: str) -> tuple[bool, str, str, str]:
 def apply_overrides(raw, pairs, where: str, flag: str = "override", route=None):
     """Hydra-style KEY=VALUE on plain YAML data: dotted keys, list indices (samplers.0.draws=100),
     values parsed as YAML. Missing mapping keys are created (validation judges them later), so
-    Hydra's +KEY=VALUE (add) and ++KEY=VALUE (add or override) set the key as KEY=VALUE does;
+    Hydra's +KEY=VALUE (add) and ++KEY=VALUE (add or override) set the key as KEY=VALUE does; the
+    index one past a list's end appends an entry;
     ~KEY removes a key or list entry (~KEY=VALUE only where it holds VALUE). route(data, parts),
     if given, maps a key's parts to where the file keeps that value (a workflow's shorthands)."""
     raw = copy.deepcopy(raw) if raw is not None else {}
@@ -183,8 +184,12 @@ def apply_overrides(raw, pairs, where: str, flag: str = "override", route=None):
                 if not re.fullmatch(r"-?\d+", p):
                     raise InputError(f"{where}: {flag} {key}: {here} is a list; expected an index, got {p!r}")
                 idx = int(p)
-                if not -len(node) <= idx < len(node):
-                    raise InputError(f"{where}: {flag} {key}: index {idx} out of range; {here} has {len(node)} entries")
+                if idx == len(node) and not remove:  # one past the end appends an entry (samplers.2={name: hmc})
+                    node.append(None if last else {})
+                elif not -len(node) <= idx < len(node):
+                    raise InputError(
+                        f"{where}: {flag} {key}: index {idx} out of range; {here} has {len(node)} entries{'' if remove else f' (index {len(node)} appends one)'}"
+                    )
             elif isinstance(node, dict):
                 idx = p
                 if remove and p not in node:
