@@ -679,6 +679,15 @@ def _overrides(raw, overrides: tuple[str, ...], where: str, multirun: bool):
         n = next((n for n in (4, 2) if len(parts) > n and _is_entry(raw, parts[:n])), None)  # targets.I.samplers.J first
         entry = _at(raw, parts[:n]) if n else None
         if entry is None:
+            for m in (4, 2):  # an index past the end of targets, samplers or a target's samplers
+                if len(parts) <= m:
+                    continue
+                head, parent = parts[:m], _at(raw, parts[: m - 1])
+                listed = head[0] in ("targets", "samplers") if m == 2 else (head[0], head[2]) == ("targets", "samplers")
+                if listed and isinstance(parent, list) and _at(raw, head) is None:
+                    raise InputError(
+                        f"{where}: -m {key.strip()}: {'.'.join(head)} is not an entry of the file ({'.'.join(parts[: m - 1])} has {len(parent)}): only an existing entry is copied per value"
+                    )
             raise InputError(
                 f"{where}: -m {key.strip()}: only a key inside an entry takes several values (targets.N.…, samplers.N.…, targets.N.samplers.M.…): each value is a copy of it"
             )

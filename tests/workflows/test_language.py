@@ -411,6 +411,7 @@ def test_hydra_multirun_copies_an_entry_per_value(project):
     for bad, msg in [
         (("samplers.0.draws=200,300",), "several values; sweep them with -m/--multirun"),
         (("-m", "jax_enable_x64=true,false"), "-m jax_enable_x64: only a key inside an entry takes several values"),
+        (("-m", "samplers.7.draws=200,300"), "-m samplers.7.draws: samplers.7 is not an entry of the file (samplers has 1)"),
         (("-m", "samplers.0.draws=200,,300"), "an empty value"),
         (("-m", "samplers.0.draws=200,-1"), "samplers[1].draws: must be > 0"),
         (("-m", "samplers.0.draws=200,200"), "duplicates samplers[0] (same resolved config)"),
