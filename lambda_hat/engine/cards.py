@@ -83,12 +83,12 @@ def available_cards() -> list[str]:
     names = set()
     for root in (Path("parsl_cards"), PACKAGED):
         if root.is_dir():
-            names.update(str(p.relative_to(root).with_suffix("")) for p in root.rglob("*.yaml"))
+            names.update(str(p.relative_to(root).with_suffix("")) for ext in ("*.yaml", "*.yml") for p in root.rglob(ext))
     return sorted(names)
 
 
 def find_card(name, asked: str = "--parsl-card") -> Path:
-    """A path, else NAME or NAME.yaml under ./parsl_cards/, else among the packaged cards;
+    """A path, else NAME, NAME.yaml or NAME.yml under ./parsl_cards/, else among the packaged cards;
     `asked` names where the name came from in the error."""
     path = Path(name)
     if path.is_file():
@@ -96,7 +96,7 @@ def find_card(name, asked: str = "--parsl-card") -> Path:
     rel = str(name).removeprefix("./").removeprefix("parsl_cards/").removeprefix("config/parsl/")
     rel = Path(ORIGINAL_NAMES.get(rel.removesuffix(".yaml"), rel))
     for root in (Path("parsl_cards"), PACKAGED):
-        for cand in (root / rel, root / rel.with_name(rel.name + ".yaml")):
+        for cand in (root / rel, root / rel.with_name(rel.name + ".yaml"), root / rel.with_name(rel.name + ".yml")):
             if cand.is_file():
                 return cand
     raise InputError(f"{asked} {name}: no such file or card; available cards: {', '.join(available_cards())}")

@@ -206,6 +206,10 @@ def test_cards_by_name(project, tmp_path, monkeypatch):
     (project / "parsl_cards" / "mine.yaml").write_text("executor: threads\nworkers: 3\n")
     monkeypatch.chdir(project)
     assert load_card("mine").workers == 3
+    (project / "parsl_cards" / "other.yml").write_text("executor: threads\nworkers: 1\n")  # .yml too, and listed
+    assert load_card("other").workers == 1
+    with pytest.raises(InputError, match=r"available cards: local, local-processes, mine, other, slurm/a100"):
+        load_card("nothing")
     # outside a checkout: the packaged cards
     bare = tmp_path / "bare"
     bare.mkdir()
