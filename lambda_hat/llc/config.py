@@ -416,7 +416,7 @@ def available_presets(group: str, config_path: Path) -> list[str]:
     names = set()
     for d in preset_dirs(group, config_path):
         if d.is_dir():
-            names.update(p.stem for p in d.glob("*.yaml"))
+            names.update(p.stem for ext in ("*.yaml", "*.yml") for p in d.glob(ext))
     return sorted(names)
 
 
@@ -432,9 +432,9 @@ def _preset_file(path: Path) -> dict:
 @functools.cache
 def _find_preset(group: str, name: str, config_dir: Path, cwd: Path) -> Path | None:
     for d in preset_dirs(group, config_dir / "x.yaml"):
-        path = d / f"{name}.yaml"
-        if path.is_file():
-            return path.resolve()
+        for path in (d / f"{name}.yaml", d / f"{name}.yml"):
+            if path.is_file():
+                return path.resolve()
     return None
 
 

@@ -58,6 +58,12 @@ def test_project_preset_overrides_packaged(tmp_path):
     write_config(tmp_path / "presets" / "sampler" / "sgld.yaml", {"kind": "sgld", "step_size": 0.5})
     run = load_plan(write_config(tmp_path / "e.yaml", BASE)).runs[0]
     assert run.sampler.step_size == 0.5
+    # a preset of one's own as NAME.yml, listed among the presets when a name is wrong
+    write_config(tmp_path / "presets" / "sampler" / "slow.yml", {"kind": "sgld", "step_size": 0.25})
+    run = load_plan(write_config(tmp_path / "e.yaml", {**BASE, "samplers": [{"name": "slow"}]})).runs[0]
+    assert run.sampler.step_size == 0.25
+    with pytest.raises(InputError, match="unknown sampler preset 'slwo'; available: .*sgld_rmsprop, slow, vi"):
+        load_plan(write_config(tmp_path / "e.yaml", {**BASE, "samplers": [{"name": "slwo"}]}))
 
 
 @pytest.mark.parametrize(
