@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import sys
 import time
 from pathlib import Path
@@ -96,12 +97,14 @@ def _command(wf) -> click.Command:
                 budget=_duration(extra.pop("budget", None), "--budget"), overrides=_overrides(overrides), track=_track(common["track"]), extra=extra,
                 show_config=common["cfg"] is not None,
             )  # fmt: skip
+            signal.signal(signal.SIGTERM, _terminate)  # scancel, a job's end, `timeout`: as Ctrl-C
             code = run(wf, path, card, opts)
         except InputError as e:
             _fail(e)
-        except KeyboardInterrupt:
-            click.echo(f"\ninterrupted: running {wf.noun} were killed; rerun to resume", err=True)
-            sys.exit(130)
+        except KeyboardInterrupt as e:
+            how = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
+            click.echo(f"\n{how}: running {wf.noun} were killed; rerun to resume", err=True)
+            sys.exit(143 if isinstance(e, Terminated) else 130)
         sys.exit(code)
 
     noun = wf.noun
@@ -158,6 +161,14 @@ def _command(wf) -> click.Command:
     for decorate in reversed(params):
         callback = decorate(callback)
     return click.command(wf.name, help=type(wf).__doc__)(callback)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled as Ctrl-C is: the running tasks killed and left for the next run."""
+
+
+def _terminate(signum, frame):
+    raise Terminated
 
 
 def _jobs(jobs: str, card) -> int:
@@ -223,7 +234,7 @@ def main():
 
     Every task's result lives in a content-addressed directory of the store (default runs/):
     the same config is never computed twice and an interrupted sweep resumes where it stopped.
-    Exit codes: 0 all done, 1 some tasks failed, 2 bad input, 130 interrupted.
+    Exit codes: 0 all done, 1 some tasks failed, 2 bad input, 130 interrupted (143 on SIGTERM).
     """
     # The project's own modules (a custom target's `fn`, a sweep's task) import here as they do
     # in its task processes, which run with the working directory first on sys.path (python -m's)

@@ -221,7 +221,9 @@ def test_diverged_training_skips_its_runs(project):
     assert "training diverged" in df["error"][1] and df["error"][1].startswith("target dln/small/s0")
 
 
-def test_ctrl_c_exits_130_and_leaves_no_task_process(project):
+@pytest.mark.parametrize("sig, code, word", [("SIGINT", 130, "interrupted"), ("SIGTERM", 143, "terminated (SIGTERM)")])
+def test_interrupt_or_sigterm_leaves_no_task_process(project, sig, code, word):
+    """Ctrl-C, and SIGTERM (scancel, `timeout`) as it: tasks killed, left incomplete, exit 130 / 143."""
     import os
     import signal
     import subprocess
@@ -249,10 +251,10 @@ def test_ctrl_c_exits_130_and_leaves_no_task_process(project):
         time.sleep(0.1)
     assert tasks, "sampling task never started"
     time.sleep(1.0)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(getattr(signal, sig))
     out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err
-    assert "interrupted" in err
+    assert proc.returncode == code, err
+    assert f"{word}: running tasks were killed; rerun to resume" in err, err
     psutil.wait_procs(tasks, timeout=10)
     assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in tasks)
     assert not list(project.glob("runs/llc/*/manifest.json"))  # the killed run is not recorded as done or failed
