@@ -177,9 +177,14 @@ class Wandb:
 
 
 def check(names) -> tuple[str, ...]:
+    """Known trackers whose client is installed (found without importing it: a dry run says so too)."""
+    import importlib.util
+
     for n in names:
         if n not in BACKENDS:
             raise InputError(f"--track {n}: unknown tracker; allowed values: {', '.join(BACKENDS)}")
+        if importlib.util.find_spec(n) is None:
+            _need(n, f"--track {n}")
     return tuple(dict.fromkeys(names))
 
 

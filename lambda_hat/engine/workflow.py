@@ -211,6 +211,7 @@ def run(wf: Workflow, path: Path, card, opts: Options) -> int:
     if opts.show_config:
         click.echo(resolved(tasks), nl=False)
         return 0
+    tracking.check([*opts.track, *wf.tracking(plan)])  # a missing client: before a dry run says all is well
     if opts.dry_run:
         if opts.overrides:
             click.echo(f"overrides: {' '.join(opts.overrides)}")

@@ -152,13 +152,15 @@ def test_export_takes_what_a_program_wrote(project):
 
 def test_tracking_input_errors(project, tmp_path):
     write_config(project / "config" / "experiments.yaml", TINY)
-    shadow = tmp_path / "shadow" / "mlflow"  # a Python where the mlflow client is missing
-    shadow.mkdir(parents=True)
-    (shadow / "__init__.py").write_text("raise ImportError('no mlflow here')\n")
+    shadow = tmp_path / "shadow"  # a Python where the mlflow client is missing
+    shadow.mkdir()
+    (shadow / "sitecustomize.py").write_text("import sys\nsys.modules['mlflow'] = None\n")
     from conftest import ROOT
 
-    r = cli("workflow", "llc", "--local", "--track", "mlflow", cwd=project, env={"PYTHONPATH": f"{tmp_path / 'shadow'}:{ROOT}"})
-    assert r.returncode == 2 and r.stderr.strip() == "error: --track mlflow: the mlflow client is not installed; pip install 'lambda-hat[tracking]'", r.stderr
+    missing = "error: --track mlflow: the mlflow client is not installed; pip install 'lambda-hat[tracking]'"
+    for args in (("--track", "mlflow"), ("--track", "mlflow", "--dry-run"), ("tracking=[mlflow]", "--dry-run")):  # a dry run says so too
+        r = cli("workflow", "llc", "--local", *args, cwd=project, env={"PYTHONPATH": f"{shadow}:{ROOT}"})
+        assert r.returncode == 2 and r.stderr.strip() == missing, (args, r.stderr)
     assert not (project / "runs").exists() and not (project / "results").exists()
     for args, msg in [
         (("workflow", "llc", "--local", "--track", "neptune"), "--track neptune: unknown tracker; allowed values: mlflow, wandb"),
