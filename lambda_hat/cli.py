@@ -259,6 +259,20 @@ def _which(path: Path):
     raise InputError(f"{path}: not a workflow file: expected an experiments file (targets:), a sweep file (rank_by:) or a stages file (stages:)")
 
 
+def _not_a_sweep(path: Path) -> None:
+    """`report` given another workflow's file: where that workflow's outputs come back from."""
+    try:
+        other = _which(path).name if path.is_file() else "sweep"
+    except InputError:
+        return  # the sweep loader names what is wrong
+    what = {"llc": "an experiments file", "progressive": "a stages file"}.get(other)
+    if what:
+        gallery = f", `lambda-hat promote --config {path}` its gallery" if other == "llc" else ""
+        raise InputError(
+            f"{path} is {what}, not a sweep file: `lambda-hat workflow {other} --config {path}` rebuilds its table (finished tasks are reused){gallery}"
+        )
+
+
 @main.command("report")
 @click.argument("sweep_file", type=click.Path(path_type=Path))
 @click.option(
@@ -275,6 +289,7 @@ def report_cmd(sweep_file, filters, no_plots, output_dir):
     from lambda_hat.workflows import sweep as wf
 
     try:
+        _not_a_sweep(sweep_file)
         sys.exit(wf.report(sweep_file, tuple(filters), plots=not no_plots, output_dir=output_dir))
     except InputError as e:
         _fail(e)

@@ -212,6 +212,12 @@ def test_run_report_numbers_match_json_and_failure_isolated(project):
     for where, msg in (("a_file", "--output-dir a_file: not a directory"), ("a_file/sub", "--output-dir a_file/sub: cannot write there (")):
         r = cli("report", str(p), "--output-dir", where, cwd=project)
         assert r.returncode == 2 and r.stderr.startswith(f"error: {msg}") and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    # another workflow's file: where its outputs come back from
+    write_config(project / "e.yaml", {"targets": [{"model": "quadratic"}], "samplers": [{"name": "hmc"}]})
+    for f, msg in (("e.yaml", "e.yaml is an experiments file, not a sweep file: `lambda-hat workflow llc --config e.yaml` rebuilds its table"),
+                   (str(ROOT / "config" / "progressive.yaml"), "is a stages file, not a sweep file: `lambda-hat workflow progressive --config")):  # fmt: skip
+        r = cli("report", f, cwd=project)
+        assert r.returncode == 2 and msg in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
 
 
 def test_budget_stops_submission(project):
