@@ -82,6 +82,9 @@ def _command(wf) -> click.Command:
             _fail(InputError(f"{' and '.join(given)} exclude each other"))
         parsl_card = BACKENDS[backend] if backend else parsl_card
         path = _config_file(wf, kw.pop("config", None) or kw.pop("file", None), kw.pop("config_path"), kw.pop("config_name"))
+        other = _other_workflow(path, wf.name)
+        if other:
+            _fail(InputError(f"{path} is {FILES[other]}, not {FILES.get(wf.name, 'a ' + wf.name + ' file')}: run it with `{_run_it(other, path)}`"))
         common = {k: kw.pop(k) for k in ("force", "dry_run", "timeout", "track", "cfg")}
         try:
             overrides, extra = wf.parse(kw)
@@ -259,18 +262,20 @@ def _which(path: Path):
     raise InputError(f"{path}: not a workflow file: expected an experiments file (targets:), a sweep file (rank_by:) or a stages file (stages:)")
 
 
-def _not_a_sweep(path: Path) -> None:
-    """`report` given another workflow's file: where that workflow's outputs come back from."""
+FILES = {"llc": "an experiments file", "sweep": "a sweep file", "progressive": "a stages file"}
+
+
+def _other_workflow(path: Path, name: str) -> str | None:
+    """The workflow a file belongs to where that is plainly not `name` (its top-level keys are another's)."""
     try:
-        other = _which(path).name if path.is_file() else "sweep"
+        other = _which(path).name if path.is_file() else name
     except InputError:
-        return  # the sweep loader names what is wrong
-    what = {"llc": "an experiments file", "progressive": "a stages file"}.get(other)
-    if what:
-        gallery = f", `lambda-hat promote --config {path}` its gallery" if other == "llc" else ""
-        raise InputError(
-            f"{path} is {what}, not a sweep file: `lambda-hat workflow {other} --config {path}` rebuilds its table (finished tasks are reused){gallery}"
-        )
+        return None  # the workflow's own loader names what is wrong
+    return other if other != name and other in FILES else None
+
+
+def _run_it(name: str, path: Path) -> str:
+    return f"lambda-hat workflow sweep {path}" if name == "sweep" else f"lambda-hat workflow {name} --config {path}"
 
 
 @main.command("report")
@@ -289,7 +294,12 @@ def report_cmd(sweep_file, filters, no_plots, output_dir):
     from lambda_hat.workflows import sweep as wf
 
     try:
-        _not_a_sweep(sweep_file)
+        other = _other_workflow(sweep_file, "sweep")
+        if other:  # the other workflows' outputs come back from a rerun, which reuses what is done
+            gallery = f", `lambda-hat promote --config {sweep_file}` its gallery" if other == "llc" else ""
+            raise InputError(
+                f"{sweep_file} is {FILES[other]}, not a sweep file: `{_run_it(other, sweep_file)}` rebuilds its table (finished tasks are reused){gallery}"
+            )
         sys.exit(wf.report(sweep_file, tuple(filters), plots=not no_plots, output_dir=output_dir))
     except InputError as e:
         _fail(e)
@@ -312,6 +322,8 @@ def promote_cmd(config, promote_plots, what):
 
     if config is None:
         _default_exists(config := Path("config/experiments.yaml"))
+    if other := _other_workflow(config, "llc"):
+        _fail(InputError(f"{config} is {FILES[other]}, not an experiments file: `promote` builds the llc workflow's gallery"))
     try:
         sys.exit(wf.rebuild_gallery(config, only=run_plot_names(promote_plots) if promote_plots is not None else None))
     except InputError as e:

@@ -218,6 +218,15 @@ def test_run_report_numbers_match_json_and_failure_isolated(project):
                    (str(ROOT / "config" / "progressive.yaml"), "is a stages file, not a sweep file: `lambda-hat workflow progressive --config")):  # fmt: skip
         r = cli("report", f, cwd=project)
         assert r.returncode == 2 and msg in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    # a workflow (or promote) given another's file says whose it is and how to run it
+    for args, msg in (
+        (("workflow", "sweep", "e.yaml"), "e.yaml is an experiments file, not a sweep file: run it with `lambda-hat workflow llc --config e.yaml`"),
+        (("workflow", "llc", "--config", str(p)), f"{p} is a sweep file, not an experiments file: run it with `lambda-hat workflow sweep {p}`"),
+        (("workflow", "progressive", "--config", "e.yaml"), "e.yaml is an experiments file, not a stages file"),
+        (("promote", "--config", str(p)), f"{p} is a sweep file, not an experiments file"),
+    ):
+        r = cli(*args, "--dry-run" if args[0] == "workflow" else "--promote-plots=trace", cwd=project)
+        assert r.returncode == 2 and msg in r.stderr and len(r.stderr.strip().splitlines()) == 1, (args, r.stderr)
 
 
 def test_budget_stops_submission(project):
