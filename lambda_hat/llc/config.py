@@ -606,10 +606,22 @@ def resolve_teacher(entry: TargetEntry, model, over: dict, path: Path, key: str)
     return None if t == Teacher() else t
 
 
+def _preset_kind(name: str, path: Path):
+    found = _find_preset("sampler", name, Path(path).parent, Path.cwd())
+    return _preset_file(found).get("kind") if found else None
+
+
 def resolve_sampler(entry: SamplerEntry, path: Path, key: str):
     where = str(path)
     preset = load_preset("sampler", entry.name, path, where, f"{key}.name")
     over = _dict(entry.overrides, where, f"{key}.overrides")
+    if over.get("kind") in SAMPLER_KINDS and "kind" in preset and over["kind"] != preset["kind"]:  # the preset's keys are its kind's
+        kinds = [n for n in available_presets("sampler", path) if _preset_kind(n, path) == over["kind"]]
+        fail(
+            where,
+            f"{key}.overrides.kind",
+            f"the {entry.name} preset's kind is {preset['kind']}; name a {over['kind']} preset instead ({', '.join(kinds)})",
+        )
     cls = SAMPLER_KINDS.get(over.get("kind", preset.get("kind")))
     if cls:  # aliases per layer, so an override by either name replaces the preset's value
         preset, over = canonical(cls, preset, where, key), canonical(cls, over, where, f"{key}.overrides")

@@ -257,3 +257,12 @@ def test_bad_card_is_rejected(project, args, fragment):
     r = cli("workflow", "llc", *args, cwd=project)
     assert r.returncode == 2 and fragment in r.stderr, r.stderr
     assert not (project / "runs").exists() and not (project / "results").exists()
+
+
+def test_changing_a_presets_kind_is_an_error(tmp_path):
+    """A preset's keys are its kind's: an override of kind names the presets of the kind asked for."""
+    doc = {**BASE, "samplers": [{"name": "hmc", "overrides": {"kind": "sgld"}}]}
+    with pytest.raises(InputError, match=r"samplers\[0\]\.overrides\.kind: the hmc preset's kind is hmc; name a sgld preset instead \(sgld, sgld_rmsprop\)$"):
+        load_plan(write_config(tmp_path / "e.yaml", doc))
+    doc["samplers"][0]["overrides"]["kind"] = "hmc"  # the preset's own kind: nothing changes
+    assert load_plan(write_config(tmp_path / "e.yaml", doc)).runs[0].sampler.kind == "hmc"
