@@ -528,7 +528,19 @@ def resolve_target(entry: TargetEntry, x64: bool, path: Path, key: str) -> Targe
         if k not in ("model", "data", "training", "teacher"):
             fail(where, f"{key}.overrides.{k}", "unknown key; allowed keys: model, data, training, teacher")
     model_dict, train_preset, name = _model_section(entry, path, key)
-    model_dict = deep_merge(model_dict, _dict(over.get("model", {}), where, f"{key}.overrides.model"))
+    over_model = _dict(over.get("model", {}), where, f"{key}.overrides.model")
+    kind = over_model.get("kind")
+    if isinstance(entry.model, str) and kind in MODEL_KINDS and kind != model_dict.get("kind"):  # the preset's keys are its kind's
+        same = [
+            n for n in available_presets("model", path) if _preset_file(_find_preset("model", n, path.parent, Path.cwd())).get("model", {}).get("kind") == kind
+        ]
+        fail(
+            where,
+            f"{key}.overrides.model.kind",
+            f"the {entry.model} preset's model kind is {model_dict.get('kind')}; "
+            + (f"name a {kind} preset instead ({', '.join(same)})" if same else f"give the model section itself (model: {{kind: {kind}, …}})"),
+        )
+    model_dict = deep_merge(model_dict, over_model)
     if model_dict.get("kind") == "custom":
         model_dict = _custom(model_dict, where, f"{key}.model")
     data = None

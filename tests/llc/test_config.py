@@ -266,3 +266,7 @@ def test_changing_a_presets_kind_is_an_error(tmp_path):
         load_plan(write_config(tmp_path / "e.yaml", doc))
     doc["samplers"][0]["overrides"]["kind"] = "hmc"  # the preset's own kind: nothing changes
     assert load_plan(write_config(tmp_path / "e.yaml", doc)).runs[0].sampler.kind == "hmc"
+    # likewise a model preset's kind
+    doc = {**BASE, "targets": [{"model": "small", "data": "small", "overrides": {"model": {"kind": "dln"}}}]}
+    with pytest.raises(InputError, match=r"targets\[0\]\.overrides\.model\.kind: the small preset's model kind is mlp; name a dln preset instead \(dln\)$"):
+        load_plan(write_config(tmp_path / "e.yaml", doc))
