@@ -531,9 +531,7 @@ def resolve_target(entry: TargetEntry, x64: bool, path: Path, key: str) -> Targe
     over_model = _dict(over.get("model", {}), where, f"{key}.overrides.model")
     kind = over_model.get("kind")
     if isinstance(entry.model, str) and kind in MODEL_KINDS and kind != model_dict.get("kind"):  # the preset's keys are its kind's
-        same = [
-            n for n in available_presets("model", path) if _preset_file(_find_preset("model", n, path.parent, Path.cwd())).get("model", {}).get("kind") == kind
-        ]
+        same = [n for n in available_presets("model", path) if _preset_kind("model", n, path) == kind]
         fail(
             where,
             f"{key}.overrides.model.kind",
@@ -618,9 +616,11 @@ def resolve_teacher(entry: TargetEntry, model, over: dict, path: Path, key: str)
     return None if t == Teacher() else t
 
 
-def _preset_kind(name: str, path: Path):
-    found = _find_preset("sampler", name, Path(path).parent, Path.cwd())
-    return _preset_file(found).get("kind") if found else None
+def _preset_kind(group: str, name: str, path: Path) -> str | None:
+    """The kind a sampler or model preset names (a model preset's under its `model:` section)."""
+    data = _preset_file(_find_preset(group, name, Path(path).parent, Path.cwd()))
+    section = data.get("model") if group == "model" else data
+    return section.get("kind") if isinstance(section, dict) else None
 
 
 def resolve_sampler(entry: SamplerEntry, path: Path, key: str):
@@ -628,7 +628,7 @@ def resolve_sampler(entry: SamplerEntry, path: Path, key: str):
     preset = load_preset("sampler", entry.name, path, where, f"{key}.name")
     over = _dict(entry.overrides, where, f"{key}.overrides")
     if over.get("kind") in SAMPLER_KINDS and "kind" in preset and over["kind"] != preset["kind"]:  # the preset's keys are its kind's
-        kinds = [n for n in available_presets("sampler", path) if _preset_kind(n, path) == over["kind"]]
+        kinds = [n for n in available_presets("sampler", path) if _preset_kind("sampler", n, path) == over["kind"]]
         fail(
             where,
             f"{key}.overrides.kind",
