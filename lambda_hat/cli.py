@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from .engine.typed import InputError
+from .engine.typed import YAML_SUFFIXES, InputError, yaml_named, yaml_stems
 
 CARD_HELP = "Executor card: a path, or a name under ./parsl_cards/ or among the packaged cards (slurm/a100, slurm/cpu, local, local-processes)."
 # The original Lambda-Hat's --backend choices (and its LAMBDA_HAT_BACKEND), as our cards
@@ -176,12 +176,12 @@ def _terminate(signum, frame):
 
 def _jobs(jobs: str, card) -> int:
     """-j/--jobs/--cores N, or Snakemake's `all`: a task per core (per node on SLURM: the card's cores_per_node)."""
+    from .engine.cards import node_cores
+
     if jobs == "all":
-        if card.provider.type == "local":
-            return card.provider.cores_per_node or len(os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1))
-        if not card.provider.cores_per_node:
+        if not node_cores(card):
             raise InputError("--jobs all: the card names no provider.cores_per_node, so a node's cores are unknown; give a number")
-        return card.provider.cores_per_node
+        return node_cores(card)
     if not jobs.isdigit() or int(jobs) < 1:
         raise InputError(f"--jobs: expected a positive integer or 'all', got {jobs!r}")
     return int(jobs)
@@ -207,11 +207,11 @@ def _config_file(wf, given: Path | None, config_path: str | None, config_name: s
             _default_exists(path)
         return path
     folder = Path(config_path or (Path(wf.config_file).parent if wf.config_file else "config/sweeps"))
-    names = [config_name] if config_name.endswith((".yaml", ".yml")) else [f"{config_name}.yaml", f"{config_name}.yml"]
-    path = next((folder / n for n in names if (folder / n).exists()), folder / names[0])
-    if not path.exists() and folder.is_dir():  # Hydra's habit: a name, so list the names
-        have = sorted({f.stem for f in [*folder.glob("*.yaml"), *folder.glob("*.yml")]})
-        _fail(InputError(f"{path}: file not found; --config-name takes one of: {', '.join(have) or f'(no YAML files in {folder})'}"))
+    path = yaml_named(folder, config_name)
+    if path is None:
+        path = folder / (config_name if config_name.endswith(YAML_SUFFIXES) else f"{config_name}.yaml")
+        if folder.is_dir():  # Hydra's habit: a name, so list the names
+            _fail(InputError(f"{path}: file not found; --config-name takes one of: {', '.join(sorted(yaml_stems(folder))) or f'(no YAML files in {folder})'}"))
     return path
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Literal
 
-from lambda_hat.engine.typed import Duration, InputError, apply_overrides, build, canonical, load_yaml, nonneg, positive
+from lambda_hat.engine.typed import Duration, InputError, apply_overrides, build, canonical, load_yaml, nonneg, positive, yaml_named, yaml_stems
 
 
 @dataclass(frozen=True)
@@ -80,11 +80,7 @@ PACKAGED = Path(__file__).parents[1] / "parsl_cards"  # the repository's parsl_c
 
 
 def available_cards() -> list[str]:
-    names = set()
-    for root in (Path("parsl_cards"), PACKAGED):
-        if root.is_dir():
-            names.update(str(p.relative_to(root).with_suffix("")) for ext in ("*.yaml", "*.yml") for p in root.rglob(ext))
-    return sorted(names)
+    return sorted(yaml_stems(Path("parsl_cards"), recursive=True) | yaml_stems(PACKAGED, recursive=True))
 
 
 def find_card(name, asked: str = "--parsl-card") -> Path:
@@ -96,9 +92,9 @@ def find_card(name, asked: str = "--parsl-card") -> Path:
     rel = str(name).removeprefix("./").removeprefix("parsl_cards/").removeprefix("config/parsl/")
     rel = Path(ORIGINAL_NAMES.get(rel.removesuffix(".yaml"), rel))
     for root in (Path("parsl_cards"), PACKAGED):
-        for cand in (root / rel, root / rel.with_name(rel.name + ".yaml"), root / rel.with_name(rel.name + ".yml")):
-            if cand.is_file():
-                return cand
+        cand = root / rel if (root / rel).is_file() else yaml_named(root, str(rel))
+        if cand is not None:
+            return cand
     raise InputError(f"{asked} {name}: no such file or card; available cards: {', '.join(available_cards())}")
 
 
@@ -155,13 +151,20 @@ def retry_lost(exception, task_record) -> float:
     return 1.0 if isinstance(exception, (ManagerLost, WorkerLost)) else float("inf")
 
 
+def node_cores(card: Card) -> int:
+    """The cores of a node the card runs on: its cores_per_node, else this machine's (the ones this
+    process may use) for a local card; 0 where unknown (a SLURM card that names none)."""
+    if card.provider.cores_per_node or card.provider.type != "local":
+        return card.provider.cores_per_node or 0
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def _affinity(card: Card) -> str:
     """Each HTEX worker pinned to its block of the node's cores (its task processes inherit it)
     where that is possible: Linux, and no more workers than cores, which Parsl refuses."""
     if not hasattr(os, "sched_getaffinity"):
         return "none"
-    cores = card.provider.cores_per_node or (len(os.sched_getaffinity(0)) if card.provider.type == "local" else 0)
-    return "block" if card.workers <= cores else "none"
+    return "block" if card.workers <= node_cores(card) else "none"
 
 
 def executor(card: Card, label: str):

@@ -31,7 +31,11 @@ def _need(module: str, flag: str):
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise InputError(f"{flag}: the {module.split('.')[0]} client is not installed; pip install 'lambda-hat[tracking]'") from None
+        raise _missing(module, flag) from None
+
+
+def _missing(module: str, flag: str) -> InputError:
+    return InputError(f"{flag}: the {module.split('.')[0]} client is not installed; pip install 'lambda-hat[tracking]'")
 
 
 def flatten(d, prefix: str = "") -> dict:
@@ -184,7 +188,7 @@ def check(names) -> tuple[str, ...]:
         if n not in BACKENDS:
             raise InputError(f"--track {n}: unknown tracker; allowed values: {', '.join(BACKENDS)}")
         if importlib.util.find_spec(n) is None:
-            _need(n, f"--track {n}")
+            raise _missing(n, f"--track {n}")
     return tuple(dict.fromkeys(names))
 
 

@@ -65,6 +65,24 @@ DURATION_HELP = "90, 90s, 30m, 1h30m, 1d or HH:MM:SS"
 _UNIT = {"d": 86400, "h": 3600, "m": 60, "s": 1}
 
 
+YAML_SUFFIXES = (".yaml", ".yml")
+
+
+def yaml_named(folder: Path, name: str) -> Path | None:
+    """folder/NAME as given when it ends in .yaml or .yml, else NAME.yaml, then NAME.yml (Hydra
+    reads either); None where none is a file."""
+    names = [name] if name.endswith(YAML_SUFFIXES) else [name + s for s in YAML_SUFFIXES]
+    return next((folder / n for n in names if (folder / n).is_file()), None)
+
+
+def yaml_stems(folder: Path, recursive: bool = False) -> set[str]:
+    """The names yaml_named finds in folder (paths below it without suffix when recursive)."""
+    if not folder.is_dir():
+        return set()
+    found = (p for s in YAML_SUFFIXES for p in (folder.rglob if recursive else folder.glob)("*" + s))
+    return {str(p.relative_to(folder).with_suffix("")) for p in found}
+
+
 def parse_duration(value, what: str = "duration") -> float:
     """Seconds from any of the forms in Duration; InputError naming `what` otherwise."""
     total = None

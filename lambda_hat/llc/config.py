@@ -29,6 +29,8 @@ from lambda_hat.engine.typed import (
     seed_range,
     split_pair,
     sweep_values,
+    yaml_named,
+    yaml_stems,
 )
 
 # ---------------------------------------------------------------- models, data, training
@@ -413,11 +415,7 @@ def preset_dirs(group: str, config_path: Path) -> list[Path]:
 
 
 def available_presets(group: str, config_path: Path) -> list[str]:
-    names = set()
-    for d in preset_dirs(group, config_path):
-        if d.is_dir():
-            names.update(p.stem for ext in ("*.yaml", "*.yml") for p in d.glob(ext))
-    return sorted(names)
+    return sorted(set().union(*(yaml_stems(d) for d in preset_dirs(group, config_path))))
 
 
 @functools.cache
@@ -431,11 +429,8 @@ def _preset_file(path: Path) -> dict:
 
 @functools.cache
 def _find_preset(group: str, name: str, config_dir: Path, cwd: Path) -> Path | None:
-    for d in preset_dirs(group, config_dir / "x.yaml"):
-        for path in (d / f"{name}.yaml", d / f"{name}.yml"):
-            if path.is_file():
-                return path.resolve()
-    return None
+    found = (yaml_named(d, name) for d in preset_dirs(group, config_dir / "x.yaml"))
+    return next((p.resolve() for p in found if p is not None), None)
 
 
 def load_preset(group: str, name: str, config_path: Path, where: str, key: str) -> dict:
@@ -504,9 +499,11 @@ def _model_section(entry: TargetEntry, path: Path, key: str) -> tuple[dict, dict
     return _dict(preset.get("model", {}), where, f"{key}.model"), _dict(preset.get("training", {}), where, f"{key}.training"), entry.model
 
 
-def data_name(data) -> str:
+def data_name(data) -> str | None:
     """A data preset's name, or an inline data section's keys and values (n=10000,x_dist=mixture)."""
-    return data if isinstance(data, str) else ",".join(f"{k}={v}" for k, v in data.items()) or "defaults"
+    if data is None or isinstance(data, str):
+        return data
+    return ",".join(f"{k}={v}" for k, v in data.items()) or "defaults"
 
 
 def _custom(model_dict: dict, where: str, key: str) -> dict:
@@ -529,15 +526,8 @@ def resolve_target(entry: TargetEntry, x64: bool, path: Path, key: str) -> Targe
             fail(where, f"{key}.overrides.{k}", "unknown key; allowed keys: model, data, training, teacher")
     model_dict, train_preset, name = _model_section(entry, path, key)
     over_model = _dict(over.get("model", {}), where, f"{key}.overrides.model")
-    kind = over_model.get("kind")
-    if isinstance(entry.model, str) and kind in MODEL_KINDS and kind != model_dict.get("kind"):  # the preset's keys are its kind's
-        same = [n for n in available_presets("model", path) if _preset_kind("model", n, path) == kind]
-        fail(
-            where,
-            f"{key}.overrides.model.kind",
-            f"the {entry.model} preset's model kind is {model_dict.get('kind')}; "
-            + (f"name a {kind} preset instead ({', '.join(same)})" if same else f"give the model section itself (model: {{kind: {kind}, …}})"),
-        )
+    if isinstance(entry.model, str):
+        _same_kind("model", entry.model, model_dict.get("kind"), over_model.get("kind"), MODEL_KINDS, path, f"{key}.overrides.model.kind")
     model_dict = deep_merge(model_dict, over_model)
     if model_dict.get("kind") == "custom":
         model_dict = _custom(model_dict, where, f"{key}.model")
@@ -623,17 +613,20 @@ def _preset_kind(group: str, name: str, path: Path) -> str | None:
     return section.get("kind") if isinstance(section, dict) else None
 
 
+def _same_kind(group: str, name: str, have, asked, kinds: dict, path: Path, key: str) -> None:
+    """An override of a preset's kind (a preset's keys are its kind's): an error naming the presets of the kind asked for."""
+    if asked not in kinds or have is None or asked == have:
+        return  # an unknown kind is the kind check's to report
+    same = [n for n in available_presets(group, path) if _preset_kind(group, n, path) == asked]
+    instead = f"name a {asked} preset instead ({', '.join(same)})" if same else f"give the {group} section itself ({group}: {{kind: {asked}, …}})"
+    fail(str(path), key, f"the {name} preset's {'model kind' if group == 'model' else 'kind'} is {have}; {instead}")
+
+
 def resolve_sampler(entry: SamplerEntry, path: Path, key: str):
     where = str(path)
     preset = load_preset("sampler", entry.name, path, where, f"{key}.name")
     over = _dict(entry.overrides, where, f"{key}.overrides")
-    if over.get("kind") in SAMPLER_KINDS and "kind" in preset and over["kind"] != preset["kind"]:  # the preset's keys are its kind's
-        kinds = [n for n in available_presets("sampler", path) if _preset_kind("sampler", n, path) == over["kind"]]
-        fail(
-            where,
-            f"{key}.overrides.kind",
-            f"the {entry.name} preset's kind is {preset['kind']}; name a {over['kind']} preset instead ({', '.join(kinds)})",
-        )
+    _same_kind("sampler", entry.name, preset.get("kind"), over.get("kind"), SAMPLER_KINDS, path, f"{key}.overrides.kind")
     cls = SAMPLER_KINDS.get(over.get("kind", preset.get("kind")))
     if cls:  # aliases per layer, so an override by either name replaces the preset's value
         preset, over = canonical(cls, preset, where, key), canonical(cls, over, where, f"{key}.overrides")
@@ -657,10 +650,13 @@ def _at(raw, path: list[str]):
     return node
 
 
+def _entry_key(head: list[str]) -> bool:
+    """head names an entry of targets, of samplers or of a target's samplers (targets.I.samplers.J)."""
+    return head[0] in ("targets", "samplers") if len(head) == 2 else len(head) == 4 and (head[0], head[2]) == ("targets", "samplers")
+
+
 def _is_entry(raw, head: list[str]) -> bool:
-    """head is an entry of targets, of samplers or of a target's samplers (targets.I.samplers.J)."""
-    kind = head[0] in ("targets", "samplers") if len(head) == 2 else (head[0], head[2]) == ("targets", "samplers")
-    return kind and isinstance(_at(raw, head), dict)
+    return _entry_key(head) and isinstance(_at(raw, head), dict)
 
 
 def _entry_route(raw, parts: list[str]) -> list[str]:
@@ -704,11 +700,8 @@ def _overrides(raw, overrides: tuple[str, ...], where: str, multirun: bool):
         entry = _at(raw, parts[:n]) if n else None
         if entry is None:
             for m in (4, 2):  # an index past the end of targets, samplers or a target's samplers
-                if len(parts) <= m:
-                    continue
                 head, parent = parts[:m], _at(raw, parts[: m - 1])
-                listed = head[0] in ("targets", "samplers") if m == 2 else (head[0], head[2]) == ("targets", "samplers")
-                if listed and isinstance(parent, list) and _at(raw, head) is None:
+                if len(parts) > m and _entry_key(head) and isinstance(parent, list) and _at(raw, head) is None:
                     raise InputError(
                         f"{where}: -m {key.strip()}: {'.'.join(head)} is not an entry of the file ({'.'.join(parts[: m - 1])} has {len(parent)}): only an existing entry is copied per value"
                     )
