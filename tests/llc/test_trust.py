@@ -430,7 +430,7 @@ def test_normal_crossing_against_its_finite_n_value(name):
 
 
 HEALTHY_HMC = {"r_hat": 1.005, "ess_bulk": 900.0, "llc_mean": 7.9, "llc_sem": 0.09, "wstar_shift": 0.0, "grad_norm": 0.0,
-               "n_beta": 145.0, "gamma": 1.0, "min_curvature": 1.0, "max_curvature": 2.0, "divergences": 0,
+               "n_beta": 145.0, "L_star": 0.5, "gamma": 1.0, "min_curvature": 1.0, "max_curvature": 2.0, "divergences": 0,
                "acceptance_rate": 0.99, "ebfmi": 1.0, "energy_var": 1e-6}  # fmt: skip  # metrics no check flags
 
 
@@ -511,6 +511,20 @@ def test_a_non_finite_gradient_at_w_star_is_flagged():
     assert not run_warnings({**HEALTHY_HMC, "draws": 1000}, preset("hmc", draws=1000))
 
 
+def test_a_saturated_loss_is_flagged():
+    """Data fit perfectly (nβ·L_n(w*) < 1) with no curvature above γ: the loss saturated (a separating
+    classifier pushed toward infinity) and λ̂ measures the localiser. A degenerate singular point
+    under noisy data (zero Hessian, L_n(w*) > 0), a noiseless fit that is still curved, and a
+    data-free quadratic (L = 0 and no curvature at a normal crossing's w*) are not flagged."""
+    codes = lambda data_free=False, **m: {w["code"] for w in run_warnings({**HEALTHY_HMC, "draws": 1000, **m}, preset("hmc", draws=1000), data_free)}  # noqa: E731
+    flat = {"L_star": 0.0, "min_curvature": 0.0, "max_curvature": 1e-20, "llc_mean": 0.11, "llc_sem": 0.004}
+    assert codes(**flat) == {"saturated"}
+    assert codes(**{**flat, "L_star": 6e-7, "max_curvature": 3e-4}) == {"saturated"}  # nβL = 9e-5, nβh = 0.04
+    assert not codes(**{**flat, "L_star": 0.4})  # noisy data, zero Hessian: a singular point, not a saturated loss
+    assert not codes(**{**flat, "max_curvature": 0.5})  # noiseless data fit exactly, still curved
+    assert not codes(data_free=True, **{**flat, "llc_mean": 0.36, "llc_sem": 0.01})
+
+
 def test_one_chain_is_flagged_since_rhat_cannot_be_computed():
     """With one chain R̂ is NaN, which no threshold flags: a run that never left one mode would
     read as clean. HMC and VI (one fit) say so; two chains do not."""
@@ -548,7 +562,7 @@ def test_off_truth_uses_the_finite_n_value_first_and_allows_monte_carlo_error():
     from lambda_hat.llc.checks import run_warnings
     from lambda_hat.llc.config import HMC
 
-    base = {"r_hat": 1.0, "ess_bulk": 1000.0, "wstar_shift": 0.0, "grad_norm": 0.0, "n_beta": 145.0, "gamma": 100.0,
+    base = {"r_hat": 1.0, "ess_bulk": 1000.0, "wstar_shift": 0.0, "grad_norm": 0.0, "n_beta": 145.0, "L_star": 0.5, "gamma": 100.0,
             "min_curvature": 1.0, "max_curvature": 2.0, "divergences": 0, "acceptance_rate": 0.8, "ebfmi": 1.0}  # fmt: skip
 
     def off(llc, sem=0.01, **truth):
