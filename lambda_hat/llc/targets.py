@@ -33,7 +33,7 @@ class Problem(NamedTuple):  # None: not made (problem(generate=False) makes only
     teacher: Callable | None = None  # teacher(x): the noiseless truth, where there is one
     w0: object = None  # initial flat parameters
     test: Callable | None = None  # test(): held-out data (a fresh draw of the same size for generated data)
-    classify: bool = False  # y one-hot, loss softmax cross-entropy: accuracy is reported
+    classify: bool = False  # y classes (one-hot, or a custom target's class indices): accuracy is reported
     llc_true: float | None = None  # a custom target's own known λ
 
 
@@ -88,7 +88,10 @@ def custom_problem(model, seed: int) -> Problem:
         return jnp.mean(per_sample(predict(w, batch[0]), batch[1]))
 
     test = (lambda: tuple(_as_data(out[k], dtype) for k in ("x_test", "y_test"))) if "x_test" in out else None
-    return Problem(x, y, loss, predict, None, jax.device_put(np.asarray(w0, dtype)), test, False, llc_true)
+    # class indices and a score per class: a classifier, whose accuracy the target records
+    out_shape = jax.eval_shape(lambda w: predict(w, x[:k]), w0).shape
+    classify = y.ndim == 1 and jnp.issubdtype(y.dtype, jnp.integer) and len(out_shape) == 2 and out_shape[-1] >= 2
+    return Problem(x, y, loss, predict, None, jax.device_put(np.asarray(w0, dtype)), test, classify, llc_true)
 
 
 def problem(sem: dict, generate: bool = True) -> Problem:
@@ -208,12 +211,23 @@ def train_target(ctx, cfg: TargetTask) -> dict:
     test_loss = float(jax.jit(loss)(w, held_out)) if held_out else None
     extra = {"llc_true": prob.llc_true} if prob.llc_true is not None else {}
     if prob.classify:  # accuracy of the arg-max class
-        acc = lambda xy: float(np.mean(np.argmax(np.asarray(jax.jit(prob.predict)(w, xy[0])), -1) == np.argmax(np.asarray(xy[1]), -1)))  # noqa: E731
+
+        def acc(xy):
+            if xy is None:
+                return None
+            labels = np.asarray(xy[1])
+            labels = labels if labels.ndim == 1 else np.argmax(labels, -1)  # class indices or one-hot
+            return float(np.mean(np.argmax(np.asarray(jax.jit(prob.predict)(w, xy[0])), -1) == labels))
+
         extra.update(train_accuracy=acc(full), test_accuracy=acc(held_out))
     ctx.log(
         f"trained {training.steps} steps: L_n = {float(trained_loss):.6g}, |grad| = {trained_grad:.3g}; "
         f"polished {training.polish_steps} full-batch steps: L_n(w*) = {L_star:.6g}, |grad| = {grad_norm:.3g}; test {test_loss}"
-        + (f"; accuracy train {extra['train_accuracy']:.3f}, test {extra['test_accuracy']:.3f}" if prob.classify else "")
+        + (
+            f"; accuracy train {extra['train_accuracy']:.3f}, test {float('nan') if extra['test_accuracy'] is None else extra['test_accuracy']:.3f}"
+            if prob.classify
+            else ""
+        )
     )
     return {
         "d": int(w.size), "n": int(x.shape[0]), "L_star": L_star, "final_loss": L_star, "test_loss": test_loss,

@@ -121,7 +121,7 @@ def test_custom_classifier_from_the_project_directory(project):
     """A module beside the experiments file (not installed, not on PYTHONPATH) whose loss indexes
     with integer class labels, its data size unknown until built, under SGLD's preset (auto batch):
     the module was not found, the labels were cast to floats, and ordering the runs by their
-    work divided by log 1. Without label noise the classes separate and polishing drives
+    work divided by log 1. Its accuracy is recorded. Without label noise the classes separate and polishing drives
     cross-entropy toward its infimum at infinity, where λ̂ falls toward 0 (0.11 for d = 35 under
     HMC) with every other check clean: flagged `saturated`, and the noisy classifier is not."""
     (project / "my_targets.py").write_text(CLASSIFIER)
@@ -139,6 +139,8 @@ def test_custom_classifier_from_the_project_directory(project):
     assert row["status"] == "done" and row["n"] == 300 and row["d"] == 4 * 4 + 4 + 4 * 3 + 3, row
     assert 0 < row["llc_mean"] < row["d"] / 2, row["llc_mean"]
     assert "saturated" not in (row["warnings"] or "") and "saturated" in (flat["warnings"] or ""), (row["warnings"], flat["warning_details"])
+    # class indices and a score per class: the target records its accuracy (no held-out set here)
+    assert 0.7 < row["train_accuracy"] < 1 and flat["train_accuracy"] == 1 and pd.isna(row["test_accuracy"]), row
     assert flat["llc_mean"] < 0.2 * row["llc_mean"], flat["llc_mean"]  # what the check is for
 
 
