@@ -88,6 +88,7 @@ def estimate(post, cfg, model: dict, log=lambda msg: None, llc_true: float | Non
         out["ebfmi"] = checks.ebfmi(trace.extras["energy"])
     if "energy_change" in trace.extras:  # MCLMC is unadjusted: its bias grows with Var[ΔE]/d
         out["energy_var"] = float(np.mean(np.var(trace.extras["energy_change"], axis=1)) / post.dim)
+        out["step_size"], out["step_shrinks"] = float(np.mean(trace.extras["step_size"])), trace.extras["step_shrinks"]
     if "pareto_k" in trace.extras:  # VI: the worst chain's PSIS k̂ (> 0.7: q's tails miss π's)
         out["pareto_k"] = float(np.max(trace.extras["pareto_k"]))
         out["llc_is"] = trace.extras["llc_is"]

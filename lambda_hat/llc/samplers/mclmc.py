@@ -1,5 +1,7 @@
 """MCLMC, tuned per chain with BlackJAX's L / step-size finder before sampling, then run at
-`step_scale` (½) of the tuned step: it is unadjusted, and the tuned step's bias is λ̂'s."""
+`step_scale` (½) of the tuned step: it is unadjusted, and the tuned step's bias is λ̂'s. Each
+piece of the run checks the step: a chain whose Var[ΔE]/d in it is above half the checks' limit
+gets a smaller step and the piece runs again from where it ended."""
 
 from __future__ import annotations
 
@@ -10,10 +12,17 @@ import blackjax
 import jax
 import numpy as np
 
+from lambda_hat.llc.checks import MCLMC_ENERGY_VAR_MAX
 from lambda_hat.llc.samplers import Trace, starts, until_mixed
 
 TUNE_FRAC = 0.1  # BlackJAX's default fraction for each of its three tuning stages
 GRADS_PER_STEP = 2  # isokinetic McLachlan: two force evaluations per step (the third is reused)
+# The finder's step can leave Var[ΔE]/d well above the limit even at half of it (DLNs of 3 and 4
+# layers, n = 5e3–1e4: 5.5e-4 and 4.4e-4 for a limit of 1e-4), and chains that wander along a
+# singular model's zero set into stiffer parts raise it later on (one piece at 8.7e-6, a later one
+# at 1.3e-3). Var[ΔE] grows as ε⁶ (BlackJAX's model in its finder): a chain above RETRY_VAR in a
+# piece reruns it at the step that model puts at GOAL_VAR.
+RETRY_VAR, GOAL_VAR, RETRIES = MCLMC_ENERGY_VAR_MAX / 2, MCLMC_ENERGY_VAR_MAX / 4, 3
 
 
 def sample(post, cfg, key, spec=None) -> Trace:
@@ -59,12 +68,24 @@ def sample(post, cfg, key, spec=None) -> Trace:
 
     states, L, eps, inv_mass, n_tune = tune(starts(post, spec, key, cfg.chains), post.data, post.w_star, k_init, k_tune)
 
+    eps, shrinks, rerun_steps = np.asarray(eps), 0, 0
+
     def piece(i, steps):
-        nonlocal states
-        states, out = run(states, L, eps, inv_mass, i, post.data, post.w_star, k_run, steps=steps)
-        return out
+        nonlocal states, eps, shrinks, rerun_steps
+        for attempt in range(RETRIES + 1):
+            states, out = run(states, L, eps, inv_mass, i + 1000 * attempt, post.data, post.w_star, k_run, steps=steps)
+            if attempt == RETRIES:
+                return out
+            settled = min(cfg.burnin // 2, steps // 2) if i == 0 else 0  # the start of the burn-in aside
+            var = np.var(np.asarray(out[1])[:, settled:], axis=1) / post.dim
+            over = ~(var <= RETRY_VAR)  # NaN too
+            if not over.any():
+                return out
+            shrinks, rerun_steps = shrinks + 1, rerun_steps + steps
+            shrink = np.where(np.isfinite(var), (GOAL_VAR / np.maximum(var, GOAL_VAR)) ** (1 / 6), 0.5)
+            eps = (eps * np.where(over, shrink, 1.0)).astype(eps.dtype)  # same dtype: the same program
 
     loss, de = until_mixed(piece, cfg.burnin, cfg.draws, cfg.AUTO_PIECE, cfg.max_draws)
-    extras = {"energy_change": de, "L": np.asarray(L), "step_size": np.asarray(eps)}
-    fge = GRADS_PER_STEP * (float(np.max(np.asarray(n_tune))) + cfg.burnin + loss.shape[1])
+    extras = {"energy_change": de, "L": np.asarray(L), "step_size": eps, "step_shrinks": shrinks}
+    fge = GRADS_PER_STEP * (float(np.max(np.asarray(n_tune))) + rerun_steps + cfg.burnin + loss.shape[1])
     return Trace(loss, fge, float(GRADS_PER_STEP), extras)
