@@ -14,7 +14,7 @@ import warnings
 import numpy as np
 
 # sampler extras that are per kept draw (chains × draws), under arviz's names
-PER_DRAW = {"divergent": "diverging", "energy": "energy", "acceptance_rate": "acceptance_rate", "energy_change": "energy_change"}
+PER_DRAW = {"divergent": "diverging", "energy": "energy", "acceptance_rate": "acceptance_rate", "energy_change": "energy_change", "step_size": "step_size"}
 
 
 def thin(trace, every: int) -> None:
@@ -46,7 +46,7 @@ def inference_data(trace, n_beta: float, L_star: float, attrs: dict):
     chains, draws = loss.shape
     stats = {PER_DRAW[k]: np.asarray(a) for k, a in trace.extras.items() if k in PER_DRAW and np.shape(a) == (chains, draws)}
     step = trace.extras.get("step_size")
-    if step is not None and np.size(step) in (1, chains):  # per chain (HMC, MCLMC) or one (SGLD)
+    if step is not None and np.size(step) in (1, chains):  # per chain (HMC) or one (SGLD); MCLMC's is per draw
         stats["step_size"] = np.broadcast_to(np.reshape(np.asarray(step, dtype=np.float64), (-1, 1)), (chains, draws))
     stats["fge"] = np.broadcast_to(trace.fge - trace.fge_per_draw * np.arange(draws - 1, -1, -1), (chains, draws))
     with warnings.catch_warnings():

@@ -86,8 +86,10 @@ def test_mclmc_half_step_removes_most_of_its_bias_and_a_step_too_large_is_shrunk
     half, _ = estimate(post, preset("mclmc", draws=16_000), model)
     assert abs(half["llc_mean"] - half["llc_finite"]) <= 0.01 * half["llc_finite"] + 3 * half["llc_sem"] < 0.02 * half["llc_finite"], half
     assert "energy_var" not in codes(half) and half["step_shrinks"] == 0
-    tuned, _ = estimate(post, preset("mclmc", draws=16_000, step_scale=1.0), model)
+    tuned, trace = estimate(post, preset("mclmc", draws=16_000, step_scale=1.0), model)
     assert tuned["step_shrinks"] >= 1 and tuned["energy_var"] < 0.5e-4 and tuned["step_size"] < 2 * half["step_size"], tuned
+    steps = trace.idata.sample_stats["step_size"].values  # each kept draw's step
+    assert steps.shape == trace.loss.shape and np.mean(steps) == pytest.approx(tuned["step_size"])
     assert abs(tuned["llc_mean"] - half["llc_finite"]) <= 0.01 * half["llc_finite"] + 3 * tuned["llc_sem"], (tuned["llc_mean"], half["llc_finite"])
     assert not codes(tuned), tuned["warnings"]
     # where no rerun brings it down, the run says so

@@ -74,6 +74,7 @@ def sample(post, cfg, key, spec=None) -> Trace:
         nonlocal states, eps, shrinks, rerun_steps
         for attempt in range(RETRIES + 1):
             states, out = run(states, L, eps, inv_mass, i + 1000 * attempt, post.data, post.w_star, k_run, steps=steps)
+            out = (*out, np.repeat(eps[:, None], steps, axis=1))  # each draw's step
             if attempt == RETRIES:
                 return out
             settled = min(cfg.burnin // 2, steps // 2) if i == 0 else 0  # the start of the burn-in aside
@@ -85,7 +86,7 @@ def sample(post, cfg, key, spec=None) -> Trace:
             shrink = np.where(np.isfinite(var), (GOAL_VAR / np.maximum(var, GOAL_VAR)) ** (1 / 6), 0.5)
             eps = (eps * np.where(over, shrink, 1.0)).astype(eps.dtype)  # same dtype: the same program
 
-    loss, de = until_mixed(piece, cfg.burnin, cfg.draws, cfg.AUTO_PIECE, cfg.max_draws)
-    extras = {"energy_change": de, "L": np.asarray(L), "step_size": eps, "step_shrinks": shrinks}
+    loss, de, step = until_mixed(piece, cfg.burnin, cfg.draws, cfg.AUTO_PIECE, cfg.max_draws)
+    extras = {"energy_change": de, "L": np.asarray(L), "step_size": step, "step_shrinks": shrinks}
     fge = GRADS_PER_STEP * (float(np.max(np.asarray(n_tune))) + rerun_steps + cfg.burnin + loss.shape[1])
     return Trace(loss, fge, float(GRADS_PER_STEP), extras)
