@@ -191,13 +191,21 @@ def load_sweep(path: Path, overrides: tuple[str, ...] = ()) -> Sweep:
     if not seeded and (spec.seeds is not None or spec.replicates is not None):
         key = "seeds" if spec.seeds is not None else "replicates"
         fail(where, key, f"{spec.task}'s config ({cls.__name__}) has no `seed` field to vary; add one (seed: int = 0)")
+    varied = spec.seeds is not None or spec.replicates is not None
     experiments, seen = [], set()
     for name, point, section in points:
-        for s in seeds:
-            cfg = deep_merge(spec.defaults, point)
+        if varied and "seed" in point:
+            key = "seeds" if spec.seeds is not None else "replicates"
+            fail(where, key, f"experiment '{name}' sets its seed in {section} as well; vary seeds in one place ({section}, or {key})")
+        base = deep_merge(spec.defaults, point)
+        # a seed of the grid, a combo or the defaults is the experiment's own: replicates and
+        # seeds vary it, and only without them is it 0
+        own = [base["seed"]] if "seed" in base and not varied else None
+        for s in own or seeds:
+            cfg = dict(base)
             if seeded:
                 cfg["seed"] = s
-            label = f"{name},seed={s}" if len(seeds) > 1 else name
+            label = f"{name},seed={s}" if len(seeds) > 1 and not own else name
             needs: tuple = ()
             if cls:  # the full typed config: the record shows every value, and a changed default changes the ID
                 typed = build(cls, cfg, where, f"experiment '{label}'")

@@ -80,6 +80,23 @@ def test_bad_sweep_file_exit_2_nothing_written(project, change, message):
     assert not (project / "runs").exists() and not (project / "results").exists()
 
 
+def test_a_seed_in_the_grid_combos_or_defaults_is_the_experiments_own(project):
+    """A grid over `seed` (a common way to replicate) was overwritten by the replicates' seed 0:
+    three experiments collapsed into one, run with seed 0, labelled seed=1. A seed given in the
+    grid, a combo or the defaults is kept; replicates/seeds vary the defaults' seed; a point that
+    sets its seed beside replicates/seeds is a one-line error."""
+    base = {k: v for k, v in TOY.items() if k not in ("replicates", "combos")}
+    seeds = lambda doc: [(e.name, e.config["seed"]) for e in load_sweep(sweep_file(project, doc)).experiments]  # noqa: E731
+    assert seeds({**base, "grid": {"lr": [0.01], "seed": [1, 2, 3]}}) == [("lr=0.01,seed=1", 1), ("lr=0.01,seed=2", 2), ("lr=0.01,seed=3", 3)]
+    assert seeds({**base, "grid": {"lr": [0.01]}, "combos": [{"name": "c", "seed": 4}]}) == [("lr=0.01", 0), ("c", 4)]
+    assert seeds({**base, "defaults": {"seed": 7}, "grid": {"lr": [0.01]}}) == [("lr=0.01", 7)]
+    assert seeds({**base, "defaults": {"seed": 7}, "grid": {"lr": [0.01]}, "seeds": [3, 5]}) == [("lr=0.01,seed=3", 3), ("lr=0.01,seed=5", 5)]
+    sweep_file(project, {**base, "grid": {"lr": [0.01], "seed": [1, 2]}, "replicates": 2})
+    r = cli("workflow", "sweep", "config/sweeps/toy.yaml", "--local", cwd=project)
+    msg = "config/sweeps/toy.yaml: replicates: experiment 'lr=0.01,seed=1' sets its seed in grid as well; vary seeds in one place (grid, or replicates)"
+    assert r.returncode == 2 and r.stderr.strip() == f"error: {msg}" and not (project / "runs").exists(), r.stderr
+
+
 def test_a_task_config_without_a_seed_field(project):
     """A task whose config has no `seed` is swept without one (it had been 'seed: unknown key',
     a key the user never wrote); asking for replicates of it is a one-line error."""
