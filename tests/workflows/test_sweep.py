@@ -95,6 +95,10 @@ def test_a_seed_in_the_grid_combos_or_defaults_is_the_experiments_own(project):
     r = cli("workflow", "sweep", "config/sweeps/toy.yaml", "--local", cwd=project)
     msg = "config/sweeps/toy.yaml: replicates: experiment 'lr=0.01,seed=1' sets its seed in grid as well; vary seeds in one place (grid, or replicates)"
     assert r.returncode == 2 and r.stderr.strip() == f"error: {msg}" and not (project / "runs").exists(), r.stderr
+    # the studies' seeds are checked like any value (numpy's generators refuse a negative one mid-run)
+    for sweep, key in (("kkt_ci", "seed"), ("peft", "data_seed")):
+        r = cli("workflow", "sweep", str(ROOT / "config" / "sweeps" / f"{sweep}.yaml"), "--dry-run", f"defaults.{key}=-1", cwd=project)
+        assert r.returncode == 2 and f".{key}: must be >= 0, got -1" in r.stderr, r.stderr
 
 
 def test_a_task_config_without_a_seed_field(project):

@@ -16,7 +16,7 @@ from torch import nn
 from torch_geometric.data import Data
 
 from lambda_hat.engine.tasks import Task, task
-from lambda_hat.engine.typed import positive
+from lambda_hat.engine.typed import positive, seed_range
 from lambda_hat.studies.kkt.lp import kkt_loss, kkt_terms
 
 ARCHS, JEPA, FEATS = ("mlp", "gnn"), ("baseline", "jepa_ema", "jepa_simsiam"), ("norm", "unnorm")
@@ -25,7 +25,7 @@ VARIANTS = tuple(f"{a}_{j}_{f}" for a in ARCHS for j in JEPA for f in FEATS)
 
 @dataclass(frozen=True)
 class KKTConfig:
-    seed: int = 0
+    seed: int = field(default=0, metadata=seed_range())
     problem: Literal["RND", "CA"] = "RND"
     size: int = field(default=10, metadata=positive())
     variant: str = "gnn_baseline_norm"

@@ -14,17 +14,17 @@ from typing import Literal
 import numpy as np
 
 from lambda_hat.engine.tasks import Task, task
-from lambda_hat.engine.typed import nonneg, positive
+from lambda_hat.engine.typed import nonneg, positive, seed_range
 
 
 @dataclass(frozen=True)
 class PeftConfig:
-    seed: int = 0
+    seed: int = field(default=0, metadata=seed_range())
     model: Literal["ast", "htsat", "beats", "efficientat"] = "ast"
     strategy: Literal["lora", "adalora", "ia3"] = "lora"
     augment: bool = False
     data_size: Literal["tiny", "small"] = "tiny"
-    data_seed: int = 0
+    data_seed: int = field(default=0, metadata=seed_range())
     pretrain_epochs: int = field(default=6, metadata=positive())
     epochs: int = field(default=12, metadata=positive())
     batch: int = field(default=32, metadata=positive())

@@ -14,7 +14,7 @@ import numpy as np
 
 from lambda_hat.engine.cards import find_card
 from lambda_hat.engine.tasks import task
-from lambda_hat.engine.typed import Duration, apply_overrides, build, load_yaml, positive
+from lambda_hat.engine.typed import Duration, apply_overrides, build, load_yaml, positive, seed_range
 
 Family = Literal["uniform", "euclidean", "clustered", "lowrank"]
 
@@ -24,7 +24,7 @@ class DataCfg:
     families: list[Family] = ("uniform", "euclidean", "clustered", "lowrank")
     n_train: int = field(default=32, metadata=positive())  # instances per family and bucket
     n_val: int = field(default=8, metadata=positive())
-    seed: int = 0
+    seed: int = field(default=0, metadata=seed_range())
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ class Progressive:
     stages: list[Stage] = field(metadata={"min_len": 1})
     data: DataCfg = DataCfg()
     model: ModelCfg = ModelCfg()
-    seed: int = 0
+    seed: int = field(default=0, metadata=seed_range())
     store_root: str = "runs"
     results: str = "results"
     tracking: list[Literal["mlflow", "wandb"]] = ()  # log every finished stage there (tracking.py)
