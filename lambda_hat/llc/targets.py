@@ -223,16 +223,16 @@ def train_target(ctx, cfg: TargetTask) -> dict:
     ctx.log(
         f"trained {training.steps} steps: L_n = {float(trained_loss):.6g}, |grad| = {trained_grad:.3g}; "
         f"polished {training.polish_steps} full-batch steps: L_n(w*) = {L_star:.6g}, |grad| = {grad_norm:.3g}; test {test_loss}"
-        + (
-            f"; accuracy train {extra['train_accuracy']:.3f}, test {float('nan') if extra['test_accuracy'] is None else extra['test_accuracy']:.3f}"
-            if prob.classify
-            else ""
-        )
+        + (f"; accuracy train {_accuracy_text(extra['train_accuracy'])}, test {_accuracy_text(extra['test_accuracy'])}" if prob.classify else "")
     )
     return {
         "d": int(w.size), "n": int(x.shape[0]), "L_star": L_star, "final_loss": L_star, "test_loss": test_loss,
         "grad_norm": grad_norm, "grad_norm_trained": trained_grad, "train_sec": time.time() - t0, **extra,
     }  # fmt: skip
+
+
+def _accuracy_text(a: float | None) -> str:
+    return "none" if a is None else f"{a:.3f}"
 
 
 def polish(loss, w, data, steps: int):
