@@ -748,6 +748,12 @@ def load_plan(path: Path, overrides: tuple[str, ...] = (), multirun: bool = Fals
     if raw is None:
         fail(str(path), "", "file is empty; expected keys targets, samplers")
     raw = _overrides(raw, overrides, str(path), multirun)
+    for section in ("targets", "samplers"):  # Hydra's habit: several values where one goes
+        entries = raw.get(section) if isinstance(raw, dict) else None
+        for i, e in enumerate(entries if isinstance(entries, list) else []):
+            if isinstance(e, dict) and isinstance(e.get("seed"), list) and e["seed"]:
+                values = ",".join(map(str, e["seed"]))
+                fail(str(path), f"{section}[{i}].seed", f"one seed per entry, got {e['seed']}; for one entry per seed run with -m {section}.{i}.seed={values}")
     cfg: Experiments = build(Experiments, raw, str(path))
     targets, seen_targets = [], {}
     for i, te in enumerate(cfg.targets):

@@ -185,6 +185,12 @@ def test_teacher_presets(tmp_path):
         ({"model": "quadratic"}, {"name": "vi", "overrides": {"eval_every": 3, "draws": 10}}, ["samplers[0].eval_every", "keeps 3 of draws = 10"]),
         ({"model": "quadratic"}, {"name": "sgld", "overrides": {"draws": 3}}, ["samplers[0].draws", "must be ≥ 4"]),
         ({"model": "quadratic"}, {"name": "hmc", "seed": -1}, ["samplers[0].seed", "must be >= 0"]),
+        (
+            {"model": "quadratic"},
+            {"name": "hmc", "seed": [1, 2]},
+            ["samplers[0].seed: one seed per entry, got [1, 2]; for one entry per seed run with -m samplers.0.seed=1,2"],
+        ),
+        ({"model": "quadratic", "seed": [0, 1, 2]}, {"name": "hmc"}, ["targets[0].seed: one seed per entry", "-m targets.0.seed=0,1,2"]),
         ({"model": "quadratic"}, {"name": "hmc", "seed": 1, "overrides": {"seed": 2}}, ["samplers[0].seed", "given here and in overrides"]),
     ],
 )
