@@ -179,9 +179,9 @@ def _jobs(jobs: str, card) -> int:
     from .engine.cards import node_cores
 
     if jobs == "all":
-        if not node_cores(card):
+        if not (cores := node_cores(card)):
             raise InputError("--jobs all: the card names no provider.cores_per_node, so a node's cores are unknown; give a number")
-        return node_cores(card)
+        return cores
     if not jobs.isdigit() or int(jobs) < 1:
         raise InputError(f"--jobs: expected a positive integer or 'all', got {jobs!r}")
     return int(jobs)

@@ -188,24 +188,22 @@ def load_sweep(path: Path, overrides: tuple[str, ...] = ()) -> Sweep:
         fail(where, "combos", f"two experiments are named {dup!r}")
     seeds = list(spec.seeds) if spec.seeds is not None else list(range(spec.replicates or 1))
     seeded = allowed is None or "seed" in allowed  # a task config without a seed field gets none
-    if not seeded and (spec.seeds is not None or spec.replicates is not None):
-        key = "seeds" if spec.seeds is not None else "replicates"
-        fail(where, key, f"{spec.task}'s config ({cls.__name__}) has no `seed` field to vary; add one (seed: int = 0)")
-    varied = spec.seeds is not None or spec.replicates is not None
+    varied = "seeds" if spec.seeds is not None else "replicates" if spec.replicates is not None else None
+    if not seeded and varied:
+        fail(where, varied, f"{spec.task}'s config ({cls.__name__}) has no `seed` field to vary; add one (seed: int = 0)")
     experiments, seen = [], set()
     for name, point, section in points:
         if varied and "seed" in point:
-            key = "seeds" if spec.seeds is not None else "replicates"
-            fail(where, key, f"experiment '{name}' sets its seed in {section} as well; vary seeds in one place ({section}, or {key})")
+            fail(where, varied, f"experiment '{name}' sets its seed in {section} as well; vary seeds in one place ({section}, or {varied})")
         base = deep_merge(spec.defaults, point)
         # a seed of the grid, a combo or the defaults is the experiment's own: replicates and
         # seeds vary it, and only without them is it 0
-        own = [base["seed"]] if "seed" in base and not varied else None
-        for s in own or seeds:
+        own = [base["seed"]] if "seed" in base and not varied else seeds
+        for s in own:
             cfg = dict(base)
             if seeded:
                 cfg["seed"] = s
-            label = f"{name},seed={s}" if len(seeds) > 1 and not own else name
+            label = f"{name},seed={s}" if len(own) > 1 else name
             needs: tuple = ()
             if cls:  # the full typed config: the record shows every value, and a changed default changes the ID
                 typed = build(cls, cfg, where, f"experiment '{label}'")
