@@ -81,7 +81,8 @@ def _command(wf) -> click.Command:
         if len(given) > 1:
             _fail(InputError(f"{' and '.join(given)} exclude each other"))
         parsl_card = BACKENDS[backend] if backend else parsl_card
-        path = _config_file(wf, kw.pop("config", None) or kw.pop("file", None), kw.pop("config_path"), kw.pop("config_name"))
+        given = _one_file(kw.pop("file", None), kw.pop("config", None), wf.config_help)
+        path = _config_file(wf, given, kw.pop("config_path"), kw.pop("config_name"))
         other = _other_workflow(path, wf.name)
         if other:
             _fail(InputError(f"{path} is {FILES[other]}, not {FILES.get(wf.name, 'a ' + wf.name + ' file')}: run it with `{_run_it(other, path)}`"))
@@ -153,8 +154,11 @@ def _command(wf) -> click.Command:
     ]
     if wf.config_file:
         params.insert(0, click.option("--config", type=click.Path(path_type=Path), help=f"{wf.config_help}  [default: {wf.config_file}]"))
-    else:
-        params.insert(0, click.argument("file", metavar=wf.config_help, required=False, type=click.Path(path_type=Path)))
+    else:  # the file as an argument, or as --config like the other workflows' files
+        params[0:0] = [
+            click.argument("file", metavar=wf.config_help, required=False, type=click.Path(path_type=Path)),
+            click.option("--config", type=click.Path(path_type=Path), help=f"The same as {wf.config_help}."),
+        ]
     # Hydra's spelling of the same choice: --config-path DIR --config-name NAME is DIR/NAME.yaml (or .yml)
     default = f"{Path(wf.config_file).parent}, the directory of the default file" if wf.config_file else "config/sweeps"
     params[1:1] = [
@@ -185,6 +189,13 @@ def _jobs(jobs: str, card) -> int:
     if not jobs.isdigit() or int(jobs) < 1:
         raise InputError(f"--jobs: expected a positive integer or 'all', got {jobs!r}")
     return int(jobs)
+
+
+def _one_file(arg: Path | None, config: Path | None, name: str) -> Path | None:
+    """A workflow file given as an argument or as --config (the habit from `workflow llc`): once."""
+    if arg is not None and config is not None and arg != config:
+        _fail(InputError(f"{name} {arg} and --config {config}: give the file once"))
+    return arg or config
 
 
 def _default_exists(path: Path) -> None:
@@ -279,7 +290,8 @@ def _run_it(name: str, path: Path) -> str:
 
 
 @main.command("report")
-@click.argument("sweep_file", type=click.Path(path_type=Path))
+@click.argument("sweep_file", type=click.Path(path_type=Path), required=False)
+@click.option("--config", type=click.Path(path_type=Path), help="The same as SWEEP_FILE.")
 @click.option(
     "--filter",
     "filters",
@@ -289,10 +301,12 @@ def _run_it(name: str, path: Path) -> str:
 )
 @click.option("--no-plots", is_flag=True, help="Write the table and summary without plots.")
 @click.option("--output-dir", type=click.Path(path_type=Path), help="Write the report here instead of results/sweeps/<name>/.")
-def report_cmd(sweep_file, filters, no_plots, output_dir):
+def report_cmd(sweep_file, config, filters, no_plots, output_dir):
     """Rebuild a sweep's table and report from the store without computing anything."""
     from lambda_hat.workflows import sweep as wf
 
+    if (sweep_file := _one_file(sweep_file, config, "SWEEP_FILE")) is None:
+        _fail(InputError("missing SWEEP_FILE: give the sweep file (e.g. config/sweeps/blobs.yaml)"))
     try:
         other = _other_workflow(sweep_file, "sweep")
         if other:  # the other workflows' outputs come back from a rerun, which reuses what is done
@@ -332,12 +346,14 @@ def promote_cmd(config, promote_plots, what):
 
 @main.command()
 @click.argument("workflow_file", type=click.Path(path_type=Path), required=False)
+@click.option("--config", type=click.Path(path_type=Path), help="The same as WORKFLOW_FILE.")
 @click.option("--store", "store_root", type=click.Path(path_type=Path), default=Path("runs"), show_default=True, help="Store directory.")
-def status(workflow_file, store_root):
+def status(workflow_file, config, store_root):
     """Show what is done, failed, running or incomplete: every task of WORKFLOW_FILE (an
     experiments, sweep or stages file) with its state, or without it, the whole store."""
     from .engine.tasks import Status
 
+    workflow_file = _one_file(workflow_file, config, "WORKFLOW_FILE")
     if workflow_file is not None:
         from .engine import workflow as engine
 

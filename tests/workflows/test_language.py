@@ -381,6 +381,30 @@ def test_hydra_config_path_and_name(project):
     assert r.returncode == 2 and r.stderr == f"error: {where}\n" and not (project / "elsewhere" / "results").exists(), r.stderr
 
 
+def test_every_command_takes_its_file_as_config(project):
+    """`--config FILE`, the habit from `workflow llc`, also names the file of `workflow sweep`,
+    `status` and `report`, which take it as an argument; given both ways, it must be one file."""
+    write_config(project / "config" / "sweeps" / "toy.yaml", {"task": "tests.tasks:toy", "rank_by": [{"metric": "score"}], "grid": {"width": [4, 8]}})
+    toy = "config/sweeps/toy.yaml"
+    for args in (["--config", toy], [toy], [toy, "--config", toy]):
+        r = cli("workflow", "sweep", *args, "-n", cwd=project)
+        assert r.returncode == 0 and "2 task(s) to run (2 new)" in r.stdout, (args, r.stdout + r.stderr)
+    r = cli("status", "--config", toy, cwd=project)
+    assert r.returncode == 0 and "0 done" in r.stdout and "tests.tasks:toy" not in r.stderr, r.stdout + r.stderr
+    r = cli("report", "--config", toy, "--no-plots", cwd=project)
+    assert r.returncode == 0 and (project / "results" / "sweeps" / "toy" / "summary_report.md").exists(), r.stdout + r.stderr
+    for args, msg in [
+        (
+            ["workflow", "sweep", toy, "--config", "config/sweeps/other.yaml", "-n"],
+            f"SWEEP_FILE {toy} and --config config/sweeps/other.yaml: give the file once",
+        ),
+        (["status", toy, "--config", "config/experiments.yaml"], f"WORKFLOW_FILE {toy} and --config config/experiments.yaml: give the file once"),
+        (["report", "--no-plots"], "missing SWEEP_FILE: give the sweep file (e.g. config/sweeps/blobs.yaml)"),
+    ]:
+        r = cli(*args, cwd=project)
+        assert r.returncode == 2 and r.stderr == f"error: {msg}\n", (args, r.stderr)
+
+
 def test_hydra_sweep_values():
     assert sweep_values("100,200", "x") == ["100", "200"] and sweep_values("choice(sgld, hmc)", "x") == ["sgld", "hmc"]
     assert sweep_values("range(3)", "x") == ["0", "1", "2"] and sweep_values("range(start=1, stop=7, step=3)", "x") == ["1", "4"]
