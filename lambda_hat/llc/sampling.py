@@ -34,6 +34,7 @@ def estimate(post, cfg, model: dict, log=lambda msg: None, llc_true: float | Non
     from lambda_hat.engine.typed import plain
     from lambda_hat.llc import calibration, checks, samplers, theory, traces
     from lambda_hat.llc.estimator import summarize
+    from lambda_hat.llc.samplers import sgld
 
     key = jax.random.PRNGKey(cfg.seed)
     spec = calibration.measure(post, jax.random.fold_in(key, 7))
@@ -44,7 +45,11 @@ def estimate(post, cfg, model: dict, log=lambda msg: None, llc_true: float | Non
     t0 = time.time()
     trace = samplers.get(cfg.kind)(post, cfg, key, spec)
     sec = time.time() - t0
-    hint = {"sgld": "lower step_size", "vi": "lower lr", "hmc": "raise target_accept or warmup", "mclmc": "lower step_scale or raise tune_steps"}[cfg.kind]
+    hint = (
+        sgld.diverged_hint(cfg)
+        if cfg.kind == "sgld"
+        else {"vi": "lower lr", "hmc": "raise target_accept or warmup", "mclmc": "lower step_scale or raise tune_steps"}[cfg.kind]
+    )
     samplers.check_finite(trace.loss, trace.extras.get("burnin", cfg.burnin), hint)
     traces.thin(trace, cfg.eval_every)  # the original Lambda-Hat's eval_every
     if trace.loss.shape[1] < MIN_KEPT:  # auto draws stopped early: too few left to estimate or check

@@ -53,6 +53,14 @@ CHECKS = 25  # of that bias per run (its Hessians at the chains cost a few full 
 HALVING_RELAX, HALVING_SETTLE, HALVING_SHARE, HALVING_MIN = 4, 1.5, 48, 50
 
 
+def diverged_hint(cfg) -> str:
+    """What to change after a divergence. A number with `precond: auto` runs unpreconditioned,
+    where an auto run's ε is in units of its curvature preconditioner: copied over, it diverges."""
+    if cfg.step_size != "auto" and cfg.precond == "auto":
+        return "lower step_size (a number runs without a preconditioner: the step of a step_size: auto run needs precond: curvature too)"
+    return "lower step_size"
+
+
 def _paired(post, batches):
     """The control variate of each step's batch, L_b(w*) + (∇L_b(w*) − ∇L_n(w*))·(w − w*), as
     (arrays, at): at(arrays, start, w), the arrays passed into the jitted program.
@@ -262,7 +270,7 @@ def sample(post, cfg, key, spec=None) -> Trace:
         ts = np.arange(i * size, (i + 1) * size, dtype=np.int32)
         carry, losses = run(carry, ts, _piece_bits(key, i, bits_shape), np.asarray(eps, post.w_star.dtype), arrays)
         pieces.append(np.asarray(losses))
-        check_finite(pieces[-1], i * size, "lower step_size")
+        check_finite(pieces[-1], i * size, diverged_hint(cfg))
         end = (i + 1) * size
         if end > burnin and (i % every == 0 or end >= limit):
             # The step was planned at w*; a singular model's chains go where the curvature is
