@@ -69,7 +69,7 @@ def _flat(prefix: str, d: dict) -> dict:
 
 METRIC_COLUMNS = (
     "llc_mean", "llc_std", "llc_sem", "ess_bulk", "ess_tail", "r_hat", "diag_block", "diag_noise", "fge", "llc_true", "llc_finite", "err_true", "err_finite",
-    "step_size", "batch_size", "burnin", "draws", "predicted_bias", "bias_at_chains", "measured_bias", "measured_bias_se", "step_shrinks", "mala_acceptance", "relax_steps", "grad_norm", "wstar_shift",
+    "step_size", "precond", "batch_size", "burnin", "draws", "predicted_bias", "bias_at_chains", "measured_bias", "measured_bias_se", "step_shrinks", "mala_acceptance", "relax_steps", "grad_norm", "wstar_shift",
     "acceptance_rate", "divergences", "ebfmi", "energy_var", "pareto_k", "llc_is", "sample_sec", "calibration_sec", "n_beta", "L_star",
 )  # fmt: skip
 
@@ -119,6 +119,8 @@ def rows(plan: Plan, store: Store, targets: dict, runs: dict, outcomes: dict | N
         }  # fmt: skip
         for k in METRIC_COLUMNS:
             row[k] = (metrics or {}).get(k)
+        if metrics and r.sampler.kind == "sgld" and row["precond"] is None:  # cached before the column existed
+            row["precond"] = r.sampler.preconditioner
         found = (metrics or {}).get("warnings") or []
         if metrics:  # the checks of this code, so that a run cached before a check was added cannot dodge it
             try:

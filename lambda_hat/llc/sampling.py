@@ -85,6 +85,7 @@ def estimate(post, cfg, model: dict, log=lambda msg: None, llc_true: float | Non
         # the step-halving check's bias, relative to λ̂ (checks.py flags it where clearly too large)
         scale = max(abs(out["llc_mean"]), 1e-12)
         out["measured_bias"], out["measured_bias_se"] = trace.extras["halving_shift"] / scale, trace.extras["halving_shift_se"] / scale
+        out["precond"] = cfg.preconditioner  # the units of step_size
     if cfg.kind == "vi":
         out["batch_size"] = trace.extras["batch_size"]
     if "acceptance_rate" in trace.extras:

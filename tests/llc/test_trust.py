@@ -28,6 +28,7 @@ def test_auto_step_predicts_one_percent_and_ten_times_it_is_flagged():
     check(auto, auto["llc_finite"], 0.05)
     # ≤ 1% by construction; a little less where the curvature around the starts binds first
     assert 0.005 < auto["predicted_bias"] <= 0.01 + 1e-9 and "step_bias" not in codes(auto)
+    assert auto["precond"] == "curvature", auto["precond"]  # the units of its step_size
     assert abs(auto["measured_bias"] - auto["predicted_bias"]) < 0.01, auto["measured_bias"]  # step halving agrees
     # the same preconditioner (with a number, `auto` would mean none: devinterp's plain ε)
     big, _ = estimate(post, preset("sgld", precond="curvature", step_size=10 * auto["step_size"], draws=4000, burnin=1000), model)
@@ -41,6 +42,7 @@ def test_step_halving_measures_a_fixed_steps_bias(eps):
     against llc_finite, within their Monte Carlo errors and the check's short relaxation."""
     post, model = regular(10_000, "gauss_iso", 1.0)
     m, _ = estimate(post, preset("sgld", step_size=eps, draws=12_000, burnin=1000), model)
+    assert m["precond"] == "none"  # a number keeps devinterp's plain ε
     err = m["llc_mean"] / m["llc_finite"] - 1
     for truth, se in ((m["predicted_bias"], 0.0), (err, m["llc_sem"] / m["llc_finite"])):
         assert abs(m["measured_bias"] - truth) <= 0.3 * truth + 3 * np.hypot(m["measured_bias_se"], se), (m["measured_bias"], m["measured_bias_se"], truth)
