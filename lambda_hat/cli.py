@@ -447,7 +447,7 @@ artifacts.add_command(
     click.Command(
         "ls",
         params=[p for p in status.params if p.name == "store_root"],
-        callback=lambda store_root: status.callback(None, store_root),
+        callback=lambda store_root: status.callback(workflow_file=None, config=None, store_root=store_root),
         help="The store's tasks by state (`status`).",
     )
 )
