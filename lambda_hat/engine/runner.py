@@ -25,6 +25,7 @@ import shlex
 import shutil
 import signal
 import socket
+import string
 import subprocess
 import sys
 import threading
@@ -162,11 +163,38 @@ def _call(spec: dict, workdir: Path) -> dict:
 
 def _shell(spec: dict, workdir: Path) -> list[str]:
     """A shell task's command line: {key} is a config value (true/false, null and lists as JSON),
-    {outdir} its directory, {deps[i]} the directory of the i-th task it reads; each shell-quoted."""
-    values = {k: shlex.quote(json.dumps(v) if isinstance(v, (bool, list, dict)) or v is None else str(v)) for k, v in spec["config"].items()}
-    values["outdir"] = shlex.quote(str(workdir.resolve()))
-    values["deps"] = [shlex.quote(d) for d in spec["dep_dirs"]]
-    return ["bash", "-c", spec["command"].format_map(values)]
+    {outdir} its directory, {deps[i]} the directory of the i-th task it reads."""
+    values = {k: json.dumps(v) if isinstance(v, (bool, list, dict)) or v is None else str(v) for k, v in spec["config"].items()}
+    return ["bash", "-c", fill_command(spec["command"], {**values, "outdir": str(workdir.resolve()), "deps": list(spec["dep_dirs"])})]
+
+
+def fill_command(template: str, values: dict) -> str:
+    """The template with each {field} replaced by its value as one literal word wherever it
+    stands: shell-quoted in the open, escaped inside the user's own '…' or "…" (where a quoted
+    value would keep its quotes, and a value with a space would split)."""
+    formatter, out, quote = string.Formatter(), [], None  # quote: None, "'" or '"' at this point
+    for literal, field, spec, conversion in formatter.parse(template):
+        out.append(literal)
+        escaped = False
+        for ch in literal:  # bash's quoting state after the literal text
+            if escaped:
+                escaped = False
+            elif ch == "\\" and quote != "'":
+                escaped = True
+            elif quote is None and ch in "'\"":
+                quote = ch
+            elif ch == quote:
+                quote = None
+        if field is None:
+            continue
+        value = formatter.format_field(formatter.convert_field(formatter.get_field(field, (), values)[0], conversion), spec)
+        if quote == "'":
+            out.append(value.replace("'", "'\\''"))
+        elif quote == '"':
+            out.append("".join("\\" + c if c in '\\"$`' else c for c in value))
+        else:
+            out.append(shlex.quote(value))
+    return "".join(out)
 
 
 def _last_line(log: Path) -> str:

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from conftest import ROOT, cli, write_config
+from lambda_hat.engine.runner import fill_command
 from lambda_hat.engine.tasks import Status, Task, version_of
 from lambda_hat.engine.typed import InputError
 from lambda_hat.llc.samplers import VERSIONS
@@ -115,6 +116,30 @@ def test_shell_command_sweep(project):
     both = write_config(project / "config" / "sweeps" / "both.yaml", {**doc, "task": "tests.tasks:toy"})
     r = cli("workflow", "sweep", str(both), "--dry-run", cwd=project)
     assert r.returncode == 2 and "give a task (module:function) or a command" in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("value", ["a b", "it's", 'say "hi"', "$HOME `ls` \\n", "--x", ""])
+def test_command_values_are_one_literal_word_wherever_they_stand(value):
+    """{key} in the open, in the user's own '…' and in "…" (a template's habit) is the value itself, one word."""
+    for template in ("printf '%s|' {v} {v}", "printf '%s|' '{v}' x", 'printf "%s|" "{v}" x', "printf '%s|' \"pre {v} post\" x"):
+        line = fill_command(template, {"v": value})
+        out = subprocess.run(["bash", "-c", line], capture_output=True, text=True, check=True).stdout
+        first = f"pre {value} post" if "pre" in template else value
+        assert out.split("|")[0] == first and len(out.split("|")) == 3, (template, line, out)
+
+
+def test_command_quoted_placeholder_end_to_end(project):
+    """A sweep whose command quotes its placeholders ('{tag}') gets each value whole."""
+    doc = {
+        "command": f"{sys.executable} {SCRIPT} --lr {{lr}} --out '{{outdir}}' --tag \"{{tag}}\"",
+        "rank_by": [{"metric": "score"}],
+        "grid": {"lr": [0.01], "tag": ["a b", "it's"]},
+    }
+    p = write_config(project / "config" / "sweeps" / "quoted.yaml", doc)
+    r = cli("workflow", "sweep", str(p), "--local", cwd=project)
+    assert r.returncode == 0 and "2 done" in r.stdout, r.stdout + r.stderr
+    logs = sorted((d / "log.txt").read_text() for d in (project / "runs/sweep").iterdir() if (d / "log.txt").exists())
+    assert [line for log in logs for line in log.splitlines() if line.startswith("tag:")] == ["tag: a b", "tag: it's"], logs
 
 
 METRICS_SCRIPT = """

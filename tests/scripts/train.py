@@ -10,7 +10,10 @@ ap.add_argument("--lr", type=float, required=True)
 ap.add_argument("--width", type=int, default=4)
 ap.add_argument("--out", type=Path, required=True)
 ap.add_argument("--fail", choices=["true", "false"], default="false")
+ap.add_argument("--tag")
 a = ap.parse_args()
+if a.tag is not None:
+    print(f"tag: {a.tag}")
 print(f"training with lr={a.lr} width={a.width}")
 if a.fail == "true":
     print(f"diverged at lr={a.lr}", file=sys.stderr)
