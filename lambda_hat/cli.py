@@ -86,7 +86,7 @@ def _command(wf) -> click.Command:
         other = _other_workflow(path, wf.name)
         if other:
             _fail(InputError(f"{path} is {FILES[other]}, not {FILES.get(wf.name, 'a ' + wf.name + ' file')}: run it with `{_run_it(other, path)}`"))
-        common = {k: kw.pop(k) for k in ("force", "dry_run", "timeout", "track", "cfg")}
+        common = {k: kw.pop(k) for k in ("force", "dry_run", "timeout", "track", "cfg", "print_commands")}
         try:
             overrides, extra = wf.parse(kw)
             card = load_card(parsl_card, sets)
@@ -99,7 +99,7 @@ def _command(wf) -> click.Command:
             opts = Options(
                 force=common["force"], dry_run=common["dry_run"], timeout=_duration(common["timeout"], "--timeout"),
                 budget=_duration(extra.pop("budget", None), "--budget"), overrides=_overrides(overrides), track=_track(common["track"]), extra=extra,
-                show_config=common["cfg"] is not None,
+                show_config=common["cfg"] is not None, print_commands=common["print_commands"],
             )  # fmt: skip
             signal.signal(signal.SIGTERM, _terminate)  # scancel, a job's end, `timeout`: as Ctrl-C
             code = run(wf, path, card, opts)
@@ -139,6 +139,13 @@ def _command(wf) -> click.Command:
         # Snakemake's -k and --ri name what the engine always does: accepted so its habits run as they are
         click.option("--keep-going", "-k", is_flag=True, expose_value=False, help="Always on: a failed task never stops the others."),
         click.option("--rerun-incomplete", "--ri", is_flag=True, expose_value=False, help="Always on: a task that never finished runs again."),
+        click.option(
+            "--printshellcmds",
+            "-p",
+            "print_commands",
+            is_flag=True,
+            help="Snakemake's -p: with --dry-run (-np), each shell task's command line; a shell task's log.txt starts with it.",
+        ),
         click.option("--force", "--forceall", "-F", "force", is_flag=True, help=f"Recompute the {noun} even if their results are in the store."),
         click.option(
             "--jobs",

@@ -161,11 +161,11 @@ def _call(spec: dict, workdir: Path) -> dict:
     return call(fn, Context(spec["config"], workdir, [Path(d) for d in spec["dep_dirs"]], Path(spec["resume_dir"])))
 
 
-def _shell(spec: dict, workdir: Path) -> list[str]:
+def command_line(command: str, config: dict, outdir: Path, dep_dirs) -> str:
     """A shell task's command line: {key} is a config value (true/false, null and lists as JSON),
     {outdir} its directory, {deps[i]} the directory of the i-th task it reads."""
-    values = {k: json.dumps(v) if isinstance(v, (bool, list, dict)) or v is None else str(v) for k, v in spec["config"].items()}
-    return ["bash", "-c", fill_command(spec["command"], {**values, "outdir": str(workdir.resolve()), "deps": list(spec["dep_dirs"])})]
+    values = {k: json.dumps(v) if isinstance(v, (bool, list, dict)) or v is None else str(v) for k, v in config.items()}
+    return fill_command(command, {**values, "outdir": str(Path(outdir).resolve()), "deps": [str(d) for d in dep_dirs]})
 
 
 def fill_command(template: str, values: dict) -> str:
@@ -197,8 +197,12 @@ def fill_command(template: str, values: dict) -> str:
     return "".join(out)
 
 
-def _last_line(log: Path) -> str:
-    lines = [ln.strip() for ln in log.read_text(errors="replace").splitlines() if ln.strip()] if log.exists() else []
+def _last_line(log: Path, start: int = 0) -> str:
+    """The last non-blank line the task wrote to its log from byte `start` (past the command line)."""
+    with open(log, "rb") as f:
+        f.seek(start)
+        text = f.read().decode(errors="replace")
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     return lines[-1][:300] if lines else ""
 
 
@@ -237,7 +241,12 @@ def _run_child(spec: dict, workdir: Path, root: Path) -> tuple[Status, dict, str
                 env.setdefault(var, str(len(block)))
         try:
             if spec["command"] or not _forks():
-                argv = _shell(spec, workdir) if spec["command"] else [sys.executable, "-m", "lambda_hat.engine.runner", str(workdir)]
+                if spec["command"]:
+                    line = command_line(spec["command"], spec["config"], workdir, spec["dep_dirs"])
+                    log.write(f"$ {line}\n".encode())  # what ran, as Snakemake's -p prints it
+                    log.flush()
+                    start = log.tell()
+                argv = ["bash", "-c", line] if spec["command"] else [sys.executable, "-m", "lambda_hat.engine.runner", str(workdir)]
                 p = subprocess.Popen(argv, cwd=spec["cwd"], stdout=log, stderr=log, env=env, start_new_session=True)
             else:
                 if not _forkserver_started:  # an HTEX worker: the runner started its own
@@ -260,7 +269,7 @@ def _run_child(spec: dict, workdir: Path, root: Path) -> tuple[Status, dict, str
     died = f"{'signal ' + str(-p.returncode) if p.returncode < 0 else 'exit code ' + str(p.returncode)}"
     if spec["command"]:
         if p.returncode != 0:
-            return Status.FAILED, {}, _last_line(workdir / "log.txt") or f"command failed with {died}"
+            return Status.FAILED, {}, _last_line(workdir / "log.txt", start) or f"command failed with {died}"
         metrics = read_json(workdir / "metrics.json")
         if not isinstance(metrics, dict):
             what = "no metrics.json" if not (workdir / "metrics.json").exists() else "a metrics.json that is not a JSON object"

@@ -17,7 +17,7 @@ from typing import Any
 import click
 import yaml
 
-from lambda_hat.engine.runner import Summary, run_tasks
+from lambda_hat.engine.runner import Summary, command_line, run_tasks
 from lambda_hat.engine.store import Store, write_frame
 from lambda_hat.engine.tasks import Outcome, Status, Task
 
@@ -33,6 +33,7 @@ class Options:
     overrides: tuple[str, ...] = ()
     track: tuple[str, ...] = ()
     show_config: bool = False  # Hydra's --cfg job: print the tasks' resolved configs, run nothing
+    print_commands: bool = False  # Snakemake's -p: the dry run shows each shell task's command line
     extra: dict = field(default_factory=dict)
 
 
@@ -158,7 +159,7 @@ def resolved(tasks: list[Task]) -> str:
     return yaml.safe_dump(doc, sort_keys=False, allow_unicode=True)
 
 
-def listing(wf: Workflow, plan, store: Store, tasks: list[Task], force: bool) -> str:
+def listing(wf: Workflow, plan, store: Store, tasks: list[Task], force: bool, commands: bool = False) -> str:
     lines = [wf.header(plan, store, tasks)]
     why_counts: dict[str, int] = {}
     done = 0
@@ -169,6 +170,8 @@ def listing(wf: Workflow, plan, store: Store, tasks: list[Task], force: bool) ->
             why_counts[why] = why_counts.get(why, 0) + 1
         note = wf.note(plan, store, t, st)
         lines.append(f"  {t.label:<40} [{t.id}] {st}" + (f" ({why}{more})" if why else "") + (f"; {note}" if note else ""))
+        if commands and t.command:  # {outdir}: the task's directory (a run writes into a temporary one, then renames it)
+            lines.append(f"      $ {command_line(t.command, t.config, store.dir(t.kind, t.id), [store.dir(k, i) for k, i in t.deps])}")
     reasons = ", ".join(f"{n} {k}" for k, n in why_counts.items())
     lines.append(f"{len(tasks) - done} task(s) to run" + (f" ({reasons})" if reasons else "") + f", {done} done")
     return "\n".join(lines)
@@ -215,7 +218,7 @@ def run(wf: Workflow, path: Path, card, opts: Options) -> int:
     if opts.dry_run:
         if opts.overrides:
             click.echo(f"overrides: {' '.join(opts.overrides)}")
-        click.echo(listing(wf, plan, store, tasks, opts.force))
+        click.echo(listing(wf, plan, store, tasks, opts.force, opts.print_commands))
         cards = wf.cards(plan)
         own = f"; tasks that name a card of their own ({len(cards)} in the file) run on it" if cards else ""
         click.echo(f"executor: {card.executor}, {card.capacity} task(s) at once{own}")

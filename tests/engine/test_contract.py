@@ -139,7 +139,27 @@ def test_command_quoted_placeholder_end_to_end(project):
     r = cli("workflow", "sweep", str(p), "--local", cwd=project)
     assert r.returncode == 0 and "2 done" in r.stdout, r.stdout + r.stderr
     logs = sorted((d / "log.txt").read_text() for d in (project / "runs/sweep").iterdir() if (d / "log.txt").exists())
-    assert [line for log in logs for line in log.splitlines() if line.startswith("tag:")] == ["tag: a b", "tag: it's"], logs
+    assert sorted(line for log in logs for line in log.splitlines() if line.startswith("tag:")) == ["tag: a b", "tag: it's"], logs
+
+
+def test_snakemake_np_prints_each_shell_command(project):
+    """Snakemake's -np: the dry run lists each shell task's command line as it would run; a run's
+    log starts with it, and a command that fails silently still gets its exit code as the error."""
+    doc = {
+        "command": "test {lr} != 0.5 || exit 3; echo '{{\"score\": {lr}}}' > {outdir}/metrics.json",
+        "rank_by": [{"metric": "score"}],
+        "grid": {"lr": [0.1, 0.5]},
+    }
+    p = write_config(project / "config" / "sweeps" / "np.yaml", doc)
+    r = cli("workflow", "sweep", str(p), "-np", cwd=project)
+    commands = [line.strip() for line in r.stdout.splitlines() if line.strip().startswith("$ ")]
+    assert r.returncode == 0 and len(commands) == 2 and not (project / "runs" / "sweep").exists(), r.stdout + r.stderr
+    for lr, line in zip((0.1, 0.5), commands):
+        assert line.startswith(f"$ test {lr} != 0.5 || exit 3; echo '{{\"score\": {lr}}}' > {project / 'runs' / 'sweep'}/"), line
+    r = cli("workflow", "sweep", str(p), "--local", cwd=project)
+    assert r.returncode == 1 and "failed: lr=0.5: command failed with exit code 3" in r.stdout, r.stdout + r.stderr
+    logs = [d / "log.txt" for d in (project / "runs" / "sweep").iterdir()]
+    assert sorted(log.read_text().splitlines()[0][:13] for log in logs) == ["$ test 0.1 !=", "$ test 0.5 !="], [log.read_text() for log in logs]
 
 
 METRICS_SCRIPT = """
