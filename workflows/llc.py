@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 import yaml
 
+from lambda_hat.engine import tracking
 from lambda_hat.engine.runner import Summary
 from lambda_hat.engine.store import Store, crashpoint, read_json, tmp_path
 from lambda_hat.engine.tasks import Status, Task, reported
@@ -302,6 +303,9 @@ class LLC(Workflow):
 
     def table_path(self, plan: Plan) -> Path:
         return RESULTS / "llc_runs.parquet"
+
+    def tracked_tags(self, table: list[dict]) -> dict[str, dict[str, str]]:
+        return {row["run_id"]: tracking.warning_tags(row["warnings"], row["warning_details"]) for row in table if row["status"] == Status.DONE}
 
     def finish(self, plan: Plan, store: Store, table: list[dict], summary: Summary, opts: Options) -> list[str]:
         strict = 0

@@ -78,13 +78,22 @@ def record(store: Store, kind: str, tid: str, plots_of: dict) -> dict | None:
     plot_dir = plots_of.get(tid, d)
     plots = sorted(p for p in plot_dir.iterdir() if p.suffix in PLOT_SUFFIXES) if plot_dir.is_dir() else []
     versions = manifest.get("versions", {})
+    found = metrics.get("warnings")  # an llc run's checks, as it stored them: a run's λ̂ never goes out without them
+    tags = {}
+    if isinstance(found, list) and all(isinstance(w, dict) and "code" in w for w in found):
+        tags = warning_tags(",".join(dict.fromkeys(w["code"] for w in found)), " | ".join(f"{w['code']}: {w.get('message', '')}" for w in found))
     return {
         "id": tid, "kind": kind, "label": manifest.get("label") or tid, "status": manifest.get("status", "incomplete"),
         "params": flatten(config if isinstance(config := read_json(d / "config.json"), dict) else {}),
         "metrics": {k: float(v) for k, v in flatten(metrics).items() if _number(v)},
         "history": history, "plots": plots, "code_version": versions.get("git") or versions.get("lambda-hat", ""),
-        "error": manifest.get("error"), "walltime_sec": manifest.get("walltime_sec"),
+        "error": manifest.get("error"), "walltime_sec": manifest.get("walltime_sec"), "tags": tags,
     }  # fmt: skip
+
+
+def warning_tags(codes: str | None, details: str | None) -> dict[str, str]:
+    """A run's warnings as tags: `none` where it is clean, so that a tracker's search can filter on it."""
+    return {"lambda_hat.warnings": codes or "none", "lambda_hat.warning_details": (details or "")[:5000]}
 
 
 def diagnose_dirs(store: Store) -> dict:
@@ -132,7 +141,13 @@ class MLflow:
         if self.logged(rec):
             return False
         E = self.entities
-        tags = {TAG: rec["id"], "lambda_hat.kind": rec["kind"], "lambda_hat.status": rec["status"], "lambda_hat.code_version": rec["code_version"]}
+        tags = {
+            TAG: rec["id"],
+            "lambda_hat.kind": rec["kind"],
+            "lambda_hat.status": rec["status"],
+            "lambda_hat.code_version": rec["code_version"],
+            **rec["tags"],
+        }
         run = self.client.create_run(self._experiment(experiment_name(rec)), run_name=rec["label"], tags=tags)
         rid = run.info.run_id
         params = [E.Param(k[:250], str(v)[:6000]) for k, v in rec["params"].items()]
@@ -168,16 +183,24 @@ class Wandb:
         self.dir.mkdir(parents=True, exist_ok=True)
         run = wb.init(
             project=self.project, id=rec["id"], name=rec["label"], dir=str(self.dir), mode=self.mode, resume="allow",
-            job_type=rec["kind"], group=experiment_name(rec), config=rec["params"], tags=[rec["kind"], rec["status"]],
+            job_type=rec["kind"], group=experiment_name(rec), config=rec["params"], tags=[rec["kind"], rec["status"], *warned(rec)],
             settings=wb.Settings(silent=True, console="off"),
         )  # fmt: skip
         for i, row in enumerate(rec["history"]):
             run.log({f"history/{k}": v for k, v in row.items() if k != "epoch"}, step=int(row.get("epoch", i)))
         if rec["plots"]:
             run.log({f"plots/{p.stem}": wb.Image(str(p)) for p in rec["plots"] if p.suffix == ".png"})
-        run.summary.update({**rec["metrics"], TAG: rec["id"], "lambda_hat.status": rec["status"], "lambda_hat.code_version": rec["code_version"]})
+        run.summary.update(
+            {**rec["metrics"], TAG: rec["id"], "lambda_hat.status": rec["status"], "lambda_hat.code_version": rec["code_version"], **rec["tags"]}
+        )
         run.finish(exit_code=0 if rec["status"] == Status.DONE else 1)
         return True
+
+
+def warned(rec: dict) -> list[str]:
+    """W&B run tags for its warnings (`warning:pareto_k`), `clean` for a checked run without any."""
+    codes = rec["tags"].get("lambda_hat.warnings")
+    return [] if codes is None else ["clean"] if codes == "none" else [f"warning:{c}" for c in codes.split(",")]
 
 
 def check(names) -> tuple[str, ...]:
@@ -203,9 +226,10 @@ def report(backends: list, new: int) -> str:
     return f"tracking: {new} new run(s) logged to {where}"
 
 
-def log_tasks(store: Store, tasks, backends: list, experiment: str | None = None) -> int:
+def log_tasks(store: Store, tasks, backends: list, experiment: str | None = None, tags_of: dict | None = None) -> int:
     """Log the finished tasks of `tasks` ((kind, id) pairs; diagnose tasks ride with their run)
-    to every backend, under `experiment` if given; returns how many runs were newly logged."""
+    to every backend, under `experiment` if given, with `tags_of` (task ID → tags) over what the
+    store holds; returns how many runs were newly logged."""
     if not backends:
         return 0
     plots_of = diagnose_dirs(store)
@@ -217,14 +241,15 @@ def log_tasks(store: Store, tasks, backends: list, experiment: str | None = None
         if rec is None or rec["status"] == Status.RUNNING:
             continue
         rec["experiment"] = experiment
+        rec["tags"].update((tags_of or {}).get(tid, {}))
         for b in backends:
             new += b.log(rec)
     return new
 
 
-def track(store: Store, tasks, backends: list, experiment: str | None = None) -> str:
+def track(store: Store, tasks, backends: list, experiment: str | None = None, tags_of: dict | None = None) -> str:
     """After a workflow: log its tasks (runner.Task) and say where."""
-    return report(backends, log_tasks(store, [(t.kind, t.id) for t in tasks], backends, experiment))
+    return report(backends, log_tasks(store, [(t.kind, t.id) for t in tasks], backends, experiment, tags_of))
 
 
 def export(store: Store, backends: list) -> int:

@@ -98,6 +98,11 @@ class Workflow:
         """The results table, from the store; this run's outcomes fill in tasks that left nothing there."""
         raise NotImplementedError
 
+    def tracked_tags(self, table: list[dict]) -> dict[str, dict[str, str]]:
+        """Task ID → tags its tracked run gets from the table (llc: the checks' warnings as the
+        table reports them, cross-run ones included)."""
+        return {}
+
     def table_path(self, plan) -> Path:
         raise NotImplementedError
 
@@ -249,5 +254,5 @@ def run(wf: Workflow, path: Path, card, opts: Options) -> int:
     if left:
         click.echo(f"budget reached: {len(left)} task(s) not started: {', '.join(left)}; rerun to continue")
     if backends:
-        click.echo(tracking.track(store, tasks, backends, wf.experiment(plan)))
+        click.echo(tracking.track(store, tasks, backends, wf.experiment(plan), wf.tracked_tags(table)))
     return 0 if summary.ok and not wf.failed(table) else 1

@@ -71,8 +71,15 @@ def test_llc_runs_in_mlflow_and_export_adds_nothing(project):
     assert params["sampler.kind"] == "sgld" and params["target"] == df["target_id"][0] and float(params["sampler.step_size"]) == 1e-3
     assert metrics["llc_mean"] == pytest.approx(df["llc_mean"][0]) and metrics["ess_bulk"] == pytest.approx(df["ess_bulk"][0])
     assert run.info.status == "FINISHED"
-    r = cli("export", "--mlflow", "mlruns", cwd=project)
-    assert r.returncode == 0 and "tracking: 0 new run(s)" in r.stdout, r.stdout + r.stderr
+    # its checks go with its λ̂: the table's warnings as tags (`none` where clean), W&B's as run tags
+    codes = df["warnings"][0]
+    assert codes and tags["lambda_hat.warnings"] == codes and tags["lambda_hat.warning_details"] == df["warning_details"][0], (codes, tags)
+    assert "lambda_hat.warnings" not in target.data.tags  # a target has no checks of its own
+    r = cli("export", "--mlflow", "mlruns", "--wandb", cwd=project, env={"WANDB_API_KEY": ""})
+    assert r.returncode == 0 and "tracking: 2 new run(s)" in r.stdout, r.stdout + r.stderr  # W&B's two
+    w = wandb_run(project, df["run_id"][0])
+    assert [t for t in w["run"].tags if t.startswith("warning:")] == [f"warning:{c}" for c in codes.split(",")], w["run"].tags
+    assert w["summary"]["lambda_hat.warnings"] == codes
     assert len(mlflow_runs(project, "lambda-hat-llc")) == 1 and len(mlflow_runs(project, "lambda-hat-targets")) == 1
     # the original Lambda-Hat's `experiment` (file key, or --experiment): the sweep's own MLflow
     # experiment and a table column, computing nothing again (it is in no task ID)
