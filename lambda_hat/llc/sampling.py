@@ -103,6 +103,9 @@ def estimate(post, cfg, model: dict, log=lambda msg: None, llc_true: float | Non
     # name (VI's PSIS k̂: the table's worst-chain value in its place broke VI's plots)
     attrs = trace.idata.posterior.attrs
     traces.annotate(trace.idata, {k: v for k, v in out.items() if isinstance(v, (int, float)) and not isinstance(attrs.get(k), str)})
+    # its checks beside its numbers (`none` where clean), for whoever opens trace.nc alone
+    codes, details = ",".join(dict.fromkeys(w["code"] for w in out["warnings"])), " | ".join(f"{w['code']}: {w['message']}" for w in out["warnings"])
+    traces.annotate(trace.idata, {"warnings": codes or "none", "warning_details": details})
     return out, trace
 
 

@@ -57,6 +57,8 @@ def test_run_rerun_force_status(project):
     assert {"diverging", "energy", "acceptance_rate", "step_size", "fge"} <= set(idata.sample_stats.data_vars)
     attrs = idata.posterior.attrs
     assert json.loads(attrs["config"])["sampler"]["kind"] == "hmc" and attrs["target_id"] == df["target_id"][1]
+    # its checks beside its numbers (short chains: flagged), as the table has them
+    assert attrs["warnings"] == df["warnings"][1] and attrs["warning_details"] == df["warning_details"][1], (attrs["warnings"], df["warnings"][1])
     summary = az.summary(idata, var_names=["llc"])
     assert summary.loc["llc", "mean"] == pytest.approx(df["llc_mean"][1], abs=1e-3) and summary.loc["llc", "ess_bulk"] == pytest.approx(
         df["ess_bulk"][1], abs=1
