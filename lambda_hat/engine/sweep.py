@@ -15,7 +15,7 @@ import string
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 import yaml
 
@@ -41,8 +41,13 @@ EFFICIENCY = ("params", "epochs")
 
 @dataclass(frozen=True)
 class Rank:
+    ALIASES: ClassVar[dict] = {"name": "metric"}  # W&B sweeps' metric: {name, goal}
+
     metric: str
-    goal: Literal["max", "min"] = "max"
+    goal: Literal["max", "min", "maximize", "minimize"] = "max"  # W&B sweeps' words too
+
+    def __post_init__(self):
+        object.__setattr__(self, "goal", self.goal[:3])  # one spelling for the report
 
 
 @dataclass(frozen=True)

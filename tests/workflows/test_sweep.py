@@ -61,7 +61,7 @@ def test_expansion_order_dedup_and_full_config(project):
         ({"grid": {"lr": ["fast"]}}, "experiment 'lr=fast,seed=0'.lr: expected a number, got 'fast'"),
         ({"grid": {"lr": 0.1}}, "grid.lr: expected a non-empty list of values, got 0.1"),
         ({"rank_by": []}, "rank_by: needs at least 1 entry"),
-        ({"rank_by": [{"metric": "score", "goal": "up"}]}, "rank_by[0].goal: 'up' is not allowed; allowed values: max, min"),
+        ({"rank_by": [{"metric": "score", "goal": "up"}]}, "rank_by[0].goal: 'up' is not allowed; allowed values: max, min, maximize, minimize"),
         ({"task": "tests.tasks:nope"}, "task: 'tests.tasks:nope' cannot be imported"),
         ({"task": "toy"}, "task: 'toy': expected 'module:function'"),
         ({"combos": [{"lr": 0.1}]}, "combos[0]: each combo needs a `name`"),
@@ -99,6 +99,13 @@ def test_a_seed_in_the_grid_combos_or_defaults_is_the_experiments_own(project):
     for sweep, key in (("kkt_ci", "seed"), ("peft", "data_seed")):
         r = cli("workflow", "sweep", str(ROOT / "config" / "sweeps" / f"{sweep}.yaml"), "--dry-run", f"defaults.{key}=-1", cwd=project)
         assert r.returncode == 2 and f".{key}: must be >= 0, got -1" in r.stderr, r.stderr
+
+
+def test_rank_by_in_wandb_words(project):
+    """W&B sweeps' metric: {name, goal: minimize|maximize} reads as rank_by's {metric, goal: min|max}."""
+    wandb = sweep_file(project, {**TOY, "rank_by": [{"name": "score", "goal": "maximize"}, {"name": "loss", "goal": "minimize"}]}, "wandb")
+    assert load_sweep(wandb).spec.rank_by == load_sweep(sweep_file(project, TOY)).spec.rank_by
+    assert [(r.metric, r.goal) for r in load_sweep(wandb).spec.rank_by] == [("score", "max"), ("loss", "min")]
 
 
 def test_a_task_config_without_a_seed_field(project):
