@@ -128,8 +128,7 @@ def rows(plan: Plan, store: Store, targets: dict, runs: dict, outcomes: dict | N
                 found = checks.run_warnings(metrics, r.sampler, data_free=r.target.model.kind == "quadratic")
             except (KeyError, TypeError):  # stored by code that did not record a number a check now reads
                 pass
-        row["warnings"] = ",".join(dict.fromkeys(w["code"] for w in found)) or None
-        row["warning_details"] = " | ".join(f"{w['code']}: {w['message']}" for w in found) or None
+        row["warnings"], row["warning_details"] = tracking.warning_text(found)
         for prefix, section in (("model.", r.target.model), ("data.", r.target.data), ("training.", r.target.training), ("sampler.", r.sampler)):
             row.update(columns(prefix, section))
         out.append(row)

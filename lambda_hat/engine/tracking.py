@@ -81,7 +81,7 @@ def record(store: Store, kind: str, tid: str, plots_of: dict) -> dict | None:
     found = metrics.get("warnings")  # an llc run's checks, as it stored them: a run's λ̂ never goes out without them
     tags = {}
     if isinstance(found, list) and all(isinstance(w, dict) and "code" in w for w in found):
-        tags = warning_tags(",".join(dict.fromkeys(w["code"] for w in found)), " | ".join(f"{w['code']}: {w.get('message', '')}" for w in found))
+        tags = warning_tags(*warning_text(found))
     return {
         "id": tid, "kind": kind, "label": manifest.get("label") or tid, "status": manifest.get("status", "incomplete"),
         "params": flatten(config if isinstance(config := read_json(d / "config.json"), dict) else {}),
@@ -89,6 +89,13 @@ def record(store: Store, kind: str, tid: str, plots_of: dict) -> dict | None:
         "history": history, "plots": plots, "code_version": versions.get("git") or versions.get("lambda-hat", ""),
         "error": manifest.get("error"), "walltime_sec": manifest.get("walltime_sec"), "tags": tags,
     }  # fmt: skip
+
+
+def warning_text(found: list[dict]) -> tuple[str | None, str | None]:
+    """A run's checks ({code, message} each) as the table shows them: the codes, comma-separated,
+    and one `code: message` per check; None, None where there are none."""
+    codes = ",".join(dict.fromkeys(w["code"] for w in found))
+    return codes or None, " | ".join(f"{w['code']}: {w.get('message', '')}" for w in found) or None
 
 
 def warning_tags(codes: str | None, details: str | None) -> dict[str, str]:

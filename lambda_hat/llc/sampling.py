@@ -31,6 +31,7 @@ def estimate(post, cfg, model: dict, log=lambda msg: None, llc_true: float | Non
     λ is theory's for the model, or `llc_true` (a custom target's own)."""
     import jax
 
+    from lambda_hat.engine import tracking
     from lambda_hat.engine.typed import plain
     from lambda_hat.llc import calibration, checks, samplers, theory, traces
     from lambda_hat.llc.estimator import summarize
@@ -104,8 +105,8 @@ def estimate(post, cfg, model: dict, log=lambda msg: None, llc_true: float | Non
     attrs = trace.idata.posterior.attrs
     traces.annotate(trace.idata, {k: v for k, v in out.items() if isinstance(v, (int, float)) and not isinstance(attrs.get(k), str)})
     # its checks beside its numbers (`none` where clean), for whoever opens trace.nc alone
-    codes, details = ",".join(dict.fromkeys(w["code"] for w in out["warnings"])), " | ".join(f"{w['code']}: {w['message']}" for w in out["warnings"])
-    traces.annotate(trace.idata, {"warnings": codes or "none", "warning_details": details})
+    codes, details = tracking.warning_text(out["warnings"])
+    traces.annotate(trace.idata, {"warnings": codes or "none", "warning_details": details or ""})
     return out, trace
 
 
