@@ -297,6 +297,14 @@ class LLC(Workflow):
     def header(self, plan: Plan, store: Store, tasks: list[Task]) -> str:
         return f"{plan.path}: {len(plan.targets)} target(s), {len(plan.runs)} run(s), store {store.root}/"
 
+    def note(self, plan: Plan, store: Store, task: Task, state: str) -> str:
+        """A done run's warnings as it stored them (the table checks them again)."""
+        if state != "done" or task.kind != RUNS:
+            return ""
+        found = (read_json(store.dir(task.kind, task.id) / "metrics.json") or {}).get("warnings")
+        codes, _ = tracking.warning_text(found) if isinstance(found, list) else (None, None)
+        return f"warnings: {codes}" if codes else ""
+
     def rows(self, plan: Plan, store: Store, outcomes: dict) -> list[dict]:
         return rows(plan, store, self.targets, self.runs, outcomes)
 

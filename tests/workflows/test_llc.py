@@ -71,6 +71,10 @@ def test_run_rerun_force_status(project):
 
     r = cli("workflow", "llc", "--local", "--dry-run", cwd=project)
     assert r.returncode == 0 and "0 task(s) to run, 3 done" in r.stdout
+    for row in df.itertuples():  # a done run's listing line names its warnings (short chains: flagged)
+        (line,) = [ln for ln in r.stdout.splitlines() if f"[{row.run_id}]" in ln]
+        assert line.endswith(f"done; warnings: {row.warnings}" if row.warnings else "done"), (line, row.warnings)
+    assert df["warnings"].notna().any()
 
     r = cli("workflow", "llc", "--local", cwd=project)
     assert r.returncode == 0 and "0 done, 3 reused" in r.stdout
