@@ -47,7 +47,7 @@ class Rank:
     goal: Literal["max", "min", "maximize", "minimize"] = "max"  # W&B sweeps' words too
 
     def __post_init__(self):
-        object.__setattr__(self, "goal", self.goal[:3])  # one spelling for the report
+        object.__setattr__(self, "goal", {"maximize": "max", "minimize": "min"}.get(self.goal, self.goal))  # one spelling for the report
 
 
 @dataclass(frozen=True)

@@ -33,10 +33,9 @@ TRUTH_TOL = {"llc_finite": 0.05, "llc_true": 0.10}
 # own checks said (tanh MLP, d = 433, n = 1e4: MCLMC 111.4 ± 0.1 clean in three variants, SGLD
 # 114.3 ± 0.9 and HMC 115.5 ± 1.4 flagged for mixing; 500 000 SGLD steps read 116–117).
 AGREE_SE, AGREE_REL = 3.0, 0.02
-# a run its own checks call biased casts no doubt on another (VI's upper estimates, a step too large)
-# flags that say a run's λ̂ is off (not only uncertain): such a run casts no doubt on another's.
-# budget: its burn-in is known to be shorter than its slowest relaxation, so its λ̂ still leans to
-# its starts (a CNN on digits: SGLD 23.5 flagged budget beside MCLMC 29.6 and HMC 29.1)
+# a run its own checks call biased (not only uncertain) casts no doubt on another: VI's upper
+# estimates, a step too large, a burn-in known shorter than the slowest relaxation (budget: its λ̂
+# still leans to its starts; a CNN on digits, SGLD 23.5 beside MCLMC 29.6 and HMC 29.1)
 BIASED = {"pareto_k", "vi_fit", "off_truth", "step_bias", "energy_var", "negative", "saturated", "budget"}
 NOISE_MAX = 2 * NOISE_SHARE  # batch noise left in the blocks of SGLD's diagnostics (estimator.py)
 
