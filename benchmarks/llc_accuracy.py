@@ -4,6 +4,7 @@
     python benchmarks/llc_accuracy.py                       # the full grid (long: see --quick)
     python benchmarks/llc_accuracy.py --quick               # full-batch samplers only up to n = 1e4
     python benchmarks/llc_accuracy.py --samplers sgld hmc --n 1000 10000
+    python benchmarks/llc_accuracy.py --samplers vi_flow --targets dln
 
 SGLD rows also give the step's bias measured by step halving (± its standard error; "n/a" where
 its share of the run, 1/48, is under 2.5 relaxation times: not run) beside the one predicted.
@@ -67,9 +68,10 @@ def main():
     ap.add_argument("--samplers", nargs="+", default=["sgld", "sgld_rmsprop", "hmc", "mclmc", "vi_meanfield", "vi", "vi_lowrank", "vi_flow"])
     ap.add_argument("--n", nargs="+", type=int, default=[1000, 10_000, 100_000])
     ap.add_argument("--quick", action="store_true", help="full-batch samplers (HMC, MCLMC) only up to n = 1e4")
+    ap.add_argument("--targets", nargs="+", choices=["linear", "dln"], default=["linear", "dln"])
     a = ap.parse_args()
-    cases = [((4, 3), n, x, s) for n in a.n for x in ("gauss_iso", "gauss_aniso") for s in (0.1, 1.0)]
-    cases += [((4, 3, 3, 4), n, "gauss_iso", 1.0) for n in a.n if n <= 10_000]
+    cases = [((4, 3), n, x, s) for n in a.n for x in ("gauss_iso", "gauss_aniso") for s in (0.1, 1.0)] if "linear" in a.targets else []
+    cases += [((4, 3, 3, 4), n, "gauss_iso", 1.0) for n in a.n if n <= 10_000] if "dln" in a.targets else []
     print(
         f"{'target':<26} {'n':>7} {'sampler':<13} {'λ̂':>8} {'± SE':>6} {'truth':>7} {'error':>7}  {'sec':>6} {'cal/sampling':>12} {'bias: predicted':>15} {'measured':>12}  warnings"
     )
@@ -90,6 +92,8 @@ def main():
             truth, tol = (m["llc_finite"], 0.05) if m["llc_finite"] else (m["llc_true"], 0.10)
             err = (m["llc_mean"] - truth) / truth
             codes = ",".join(dict.fromkeys(w["code"] for w in m["warnings"]))
+            if m.get("refined") == "hmc":  # VI whose own checks failed: λ̂ is HMC's
+                codes = f"{codes} (refined; q read {m['llc_vi']:.3f})".lstrip()
             total += 1
             silent += abs(err) > tol and not codes
             blind += abs(err) > tol and not {w["code"] for w in m["warnings"]} - {"off_truth"}

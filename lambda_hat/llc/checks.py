@@ -45,6 +45,21 @@ def pareto_k_max(draws: int) -> float:
     return min(1 - 1 / math.log10(draws), 0.7) if draws > 10 else 0.0
 
 
+def vi_miss(k_hat: float, draws: int, llc: float, llc_is: float, sem: float) -> tuple[str, str] | None:
+    """Why a VI fit's λ̂ is not π's, as (code, line), or None: PSIS k̂ too high for its draws (q
+    narrower than π), or, with tame weights, λ̂ under q far from its reweighted value (q too wide)."""
+    if draws <= 10:  # no k̂ threshold holds for so few draws
+        return "pareto_k", f"{draws} draws per fit are too few for PSIS k̂ to check q against π (more than 10 needed); read λ̂ as unchecked"
+    if k_hat > pareto_k_max(draws):
+        return (
+            "pareto_k",
+            f"PSIS k̂ {k_hat:.2f} > {pareto_k_max(draws):.2f}: q misses part of π (read λ̂ as an upper estimate; use refine: auto, or check it with hmc)",
+        )
+    if not abs(llc - llc_is) <= max(VI_IS_GAP * abs(llc_is), 3 * sem):
+        return "vi_fit", f"λ̂ under q is {llc:.4g}, reweighted to π {llc_is:.4g}: q is not π (fit longer, another family, or refine: auto)"
+    return None
+
+
 def ebfmi(energy: np.ndarray) -> float:
     """Lowest per-chain E-BFMI: Σ(ΔE)² / Σ(E − Ē)² of the kept states' energies."""
     e = energy - energy.mean(axis=1, keepdims=True)
@@ -59,6 +74,9 @@ def run_warnings(m: dict, cfg, data_free: bool = False) -> list[dict]:
     """m: the run's metrics (λ̂, diagnostics, truths); cfg: its typed sampler config; data_free:
     the target is a loss of its own (quadratic), not a model trained on data."""
     out = []
+    refined = cfg.kind == "vi" and m.get("refined") == "hmc"
+    if refined:  # λ̂ is HMC's (q's checks failed): checked as the HMC run it is
+        cfg = cfg.refine_hmc
 
     def warn(code, msg):
         out.append({"code": code, "message": msg})
@@ -189,17 +207,13 @@ def run_warnings(m: dict, cfg, data_free: bool = False) -> list[dict]:
             "energy_var",
             f"Var[ΔE]/d = {m['energy_var']:.2g} > {MCLMC_ENERGY_VAR_MAX:g}: the unadjusted step is too large (bias): lower step_scale or raise tune_steps",
         )
-    if cfg.kind == "vi" and cfg.draws <= 10:  # no k̂ threshold holds for so few draws
-        warn("pareto_k", f"{cfg.draws} draws per fit are too few for PSIS k̂ to check q against π (more than 10 needed); read λ̂ as unchecked")
-    elif cfg.kind == "vi" and m["pareto_k"] > pareto_k_max(cfg.draws):
-        warn(
-            "pareto_k",
-            f"PSIS k̂ {m['pareto_k']:.2f} > {pareto_k_max(cfg.draws):.2f}: q misses part of π (read λ̂ as an upper estimate; check it with hmc or sgld)",
-        )
-    elif cfg.kind == "vi":  # weights tame enough to trust the reweighted λ̂: q must agree with it
-        gap = m["llc_mean"] - m["llc_is"]
-        if not abs(gap) <= max(VI_IS_GAP * abs(m["llc_is"]), 3 * m["llc_sem"]):
-            warn("vi_fit", f"λ̂ under q is {m['llc_mean']:.4g}, reweighted to π {m['llc_is']:.4g}: q is not π (fit longer, or another family)")
+    if cfg.kind == "vi":
+        miss = vi_miss(m["pareto_k"], cfg.draws, llc, m["llc_is"], m["llc_sem"])
+        if miss:
+            warn(*miss)
+    if refined:  # its settings are not the VI run's to change
+        for w in out:
+            w["message"] += " (this VI run's λ̂ is its refinement's, HMC with the hmc preset's settings: to change them, run the hmc sampler)"
     return out
 
 

@@ -266,6 +266,14 @@ class VI(SamplerBase):
     # averages the minibatch noise of the ELBO's gradient away)
     batch_size: int | None | Literal["auto"] = field(default="auto", metadata=positive())
     AUTO_BATCH: ClassVar[int] = 4096
+    # auto: where VI's own checks say q is not π (PSIS k̂, or λ̂ far from its reweighted value),
+    # λ̂ comes from HMC run in q's coordinates (samplers/vi.py); always: every run; none: q's λ̂
+    refine: Literal["auto", "always", "none"] = "auto"
+
+    @property
+    def refine_hmc(self) -> HMC:
+        """The refinement's HMC: the shipped hmc preset's settings, on this run's seed."""
+        return HMC(chains=4, draws="auto", burnin=0, warmup=500, target_accept=0.99, seed=self.seed, posterior=self.posterior)
 
     def batch(self, n: int) -> int | None:
         """The batch the fit uses on n points (None: the full data)."""

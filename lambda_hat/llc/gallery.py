@@ -31,7 +31,7 @@ def _num(v, fmt: str) -> str:
 def _cells(row: dict) -> list[str]:
     ok = row["status"] == Status.DONE
     return [
-        row["sampler"],
+        row["sampler"] + (f" (refined by hmc; q read {row['llc_vi']:.4g})" if row.get("refined") == "hmc" else ""),
         f"{row['llc_mean']:.4g} ± {row['llc_sem']:.2g}" if ok else "–",
         _num(row["ess_bulk"], ".0f") if ok else "–",
         _num(row["r_hat"], ".3f") if ok else "–",

@@ -56,6 +56,7 @@ def test_shipped_preset_on_regular_target(case):
         ("mclmc", (4, 3, 3, 4), 1000),
         ("hmc", (4, 3, 3, 4), 1000),
         ("sgld_rmsprop", (3, 5, 4, 3), 10_000),
+        ("vi_meanfield", (4, 3, 3, 4), 1000),
     ],
 )
 def test_shipped_preset_on_deep_linear_network(name, widths, n):
@@ -86,5 +87,11 @@ def test_shipped_preset_on_deep_linear_network(name, widths, n):
         assert m["divergences"] == 0 and "divergences" not in codes(m) and m["r_hat"] <= 1.02 and m["ess_bulk"] >= 400, m
         # out of draws before ESS 1 600 (809–983 over six seeds): its MCSE was ~½ the seeds' spread
         assert ("unmixed" in codes(m)) == (m["draws"] >= 16_000 and (m["ess_bulk"] < 1600 or m["r_hat"] > 1.01)), m
+    if name.startswith("vi"):  # a Gaussian q reads ≈ 2× here (k̂ > 2): its checks hand λ̂ to HMC
+        assert m["refined"] == "hmc" and m["llc_vi"] > 1.5 * m["llc_true"] and m["pareto_k"] > 0.7, m
+        assert not {"pareto_k", "vi_fit"} & codes(m) and m["divergences"] == 0, m["warnings"]
+        # what the same numbers would say, unrefined: q's λ̂ flagged
+        q = {**m, "refined": "none", "llc_mean": m["llc_vi"]}
+        assert {"pareto_k", "off_truth"} <= {w["code"] for w in run_warnings(q, preset(name, refine="none"))}
     if name == "sgld":  # plain SGLD's burn-in (3 × 61 000 steps at n = 1e3) did not fit the budget
         assert not m["budget_capped"] and m["relax_steps"] < 10_000, m["relax_steps"]

@@ -158,6 +158,23 @@ def test_vi_runs_report_psis_k(project):
         assert all(shown(i) == ["elbo.png"] for i in df["run_id"])
 
 
+def test_refined_vi_run_shows_hmc_lambda_and_qs_own(project):
+    """refine (auto where VI's checks fail; forced here on the quadratic, λ = 2): the row's λ̂ and
+    diagnostics are HMC's, q's own reading is `llc_vi`, and the printed line says so."""
+    vi = {"steps": 300, "draws": 500, "chains": 2}
+    cfg = {**TINY, "samplers": [{"name": "vi_meanfield", "overrides": {**vi, "refine": "always"}}, {"name": "vi_meanfield", "overrides": vi}]}
+    write_config(project / "config" / "experiments.yaml", cfg)
+    r = cli("workflow", "llc", "--local", cwd=project)
+    assert r.returncode == 0, r.stdout + r.stderr
+    df = pd.read_parquet(project / "results" / "llc_runs.parquet")
+    assert list(df["refined"]) == ["hmc", "none"] and (df["llc_mean"] - 2.0).abs().max() < 0.2 and (df["llc_vi"] - 2.0).abs().max() < 0.2, df
+    assert df["divergences"][0] == 0 and pd.isna(df["divergences"][1]) and df["warnings"].isna().all(), df["warnings"]
+    (line,) = [ln for ln in r.stdout.splitlines() if "refined by hmc" in ln]
+    assert f"refined by hmc: q read {df['llc_vi'][0]:.4g} (PSIS k̂ {df['pareto_k'][0]:.2f})" in line and line.split()[0] == "vi_meanfield#0", line
+    idata = az.from_netcdf(str(project / "runs" / "llc" / df["run_id"][0] / "trace.nc"))
+    assert idata.posterior.sizes["chain"] == 4 and "diverging" in idata.sample_stats and idata.vi_fit.sizes["fit"] == 2
+
+
 def test_failed_run_goes_to_retry_yaml_and_exit_1(project):
     cfg = {**TINY, "samplers": TINY["samplers"] + [{"name": "sgld", "overrides": {"step_size": 50.0, "batch_size": None}}]}
     write_config(project / "config" / "experiments.yaml", cfg)
