@@ -267,7 +267,7 @@ class VI(SamplerBase):
     batch_size: int | None | Literal["auto"] = field(default="auto", metadata=positive())
     AUTO_BATCH: ClassVar[int] = 4096
     # auto: where VI's own checks say q is not π (PSIS k̂, or λ̂ far from its reweighted value),
-    # λ̂ comes from HMC run in q's coordinates (samplers/vi.py); always: every run; none: q's λ̂
+    # λ̂ comes from refine_hmc run on the target (samplers/vi.py); always: every run; none: q's λ̂
     refine: Literal["auto", "always", "none"] = "auto"
 
     @property

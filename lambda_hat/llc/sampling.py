@@ -99,7 +99,7 @@ def estimate(post, cfg, model: dict, log=lambda msg: None, llc_true: float | Non
     if "pareto_k" in trace.extras:  # VI: the worst chain's PSIS k̂ (> 0.7: q's tails miss π's)
         out["pareto_k"] = float(np.max(trace.extras["pareto_k"]))
         out["llc_is"] = trace.extras["llc_is"]
-        # refined: λ̂ is HMC's in q's coordinates (vi.refine), and llc_vi what q itself read
+        # refined: λ̂ is HMC's (q failed its own checks: samplers/vi.py), llc_vi what q itself read
         out["llc_vi"], out["refined"] = trace.extras["llc_vi"], trace.extras.get("refined", "none")
     out["warnings"] = checks.run_warnings(out, cfg, data_free=model["kind"] == "quadratic")
     # the run's numbers as attrs, but not over a per-chain array the sampler stored under the same
