@@ -1,6 +1,7 @@
 """The llc workflow end to end through the real command line."""
 
 import json
+import os
 
 import arviz as az
 import matplotlib
@@ -164,7 +165,7 @@ def test_refined_vi_run_shows_hmc_lambda_and_qs_own(project):
     vi = {"steps": 300, "draws": 500, "chains": 2}
     cfg = {**TINY, "samplers": [{"name": "vi_meanfield", "overrides": {**vi, "refine": "always"}}, {"name": "vi_meanfield", "overrides": vi}]}
     write_config(project / "config" / "experiments.yaml", cfg)
-    r = cli("workflow", "llc", "--local", cwd=project)
+    r = cli("workflow", "llc", "--local", "--track", "mlflow", cwd=project, env={"MLFLOW_TRACKING_URI": ""})
     assert r.returncode == 0, r.stdout + r.stderr
     df = pd.read_parquet(project / "results" / "llc_runs.parquet")
     assert list(df["refined"]) == ["hmc", "none"] and (df["llc_mean"] - 2.0).abs().max() < 0.2 and (df["llc_vi"] - 2.0).abs().max() < 0.2, df
@@ -173,6 +174,13 @@ def test_refined_vi_run_shows_hmc_lambda_and_qs_own(project):
     assert f"refined by hmc: q read {df['llc_vi'][0]:.4g} (PSIS k̂ {df['pareto_k'][0]:.2f})" in line and line.split()[0] == "vi_meanfield#0", line
     idata = az.from_netcdf(str(project / "runs" / "llc" / df["run_id"][0] / "trace.nc"))
     assert idata.posterior.sizes["chain"] == 4 and "diverging" in idata.sample_stats and idata.vi_fit.sizes["fit"] == 2
+    os.environ["MLFLOW_ALLOW_FILE_STORE"] = "true"  # reading ./mlruns back, as tracking.MLflow writes it
+    from mlflow.tracking import MlflowClient  # the tracked runs say so too
+
+    client = MlflowClient(tracking_uri=(project / "mlruns").as_uri())
+    runs = client.search_runs([client.get_experiment_by_name("lambda-hat-llc").experiment_id])
+    refined = {r.data.tags["lambda_hat.task_id"]: (r.data.tags.get("lambda_hat.refined"), r.data.metrics.get("llc_vi")) for r in runs}
+    assert refined[df["run_id"][0]] == ("hmc", pytest.approx(df["llc_vi"][0])) and refined[df["run_id"][1]][0] == "none", refined
 
 
 def test_failed_run_goes_to_retry_yaml_and_exit_1(project):
@@ -247,7 +255,6 @@ def test_diverged_training_skips_its_runs(project):
 @pytest.mark.parametrize("sig, code, word", [("SIGINT", 130, "interrupted"), ("SIGTERM", 143, "terminated (SIGTERM)")])
 def test_interrupt_or_sigterm_leaves_no_task_process(project, sig, code, word):
     """Ctrl-C, and SIGTERM (scancel, `timeout`) as it: tasks killed, left incomplete, exit 130 / 143."""
-    import os
     import signal
     import subprocess
     import sys
