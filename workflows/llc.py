@@ -312,9 +312,7 @@ class LLC(Workflow):
         return RESULTS / "llc_runs.parquet"
 
     def tracked_tags(self, table: list[dict]) -> dict[str, dict[str, str]]:
-        # VI runs say whether their λ̂ is q's (none) or HMC's (refine: auto where q failed its checks)
-        vi = lambda row: {"lambda_hat.refined": row["refined"]} if isinstance(row.get("refined"), str) else {}  # noqa: E731
-        return {row["run_id"]: {**tracking.warning_tags(row["warnings"], row["warning_details"]), **vi(row)} for row in table if row["status"] == Status.DONE}
+        return {row["run_id"]: tracking.warning_tags(row["warnings"], row["warning_details"]) for row in table if row["status"] == Status.DONE}
 
     def finish(self, plan: Plan, store: Store, table: list[dict], summary: Summary, opts: Options) -> list[str]:
         strict = 0

@@ -82,6 +82,8 @@ def record(store: Store, kind: str, tid: str, plots_of: dict) -> dict | None:
     tags = {}
     if isinstance(found, list) and all(isinstance(w, dict) and "code" in w for w in found):
         tags = warning_tags(*warning_text(found))
+    if isinstance(metrics.get("refined"), str):  # a VI run's λ̂: q's (none) or HMC's (hmc)
+        tags["lambda_hat.refined"] = metrics["refined"]
     return {
         "id": tid, "kind": kind, "label": manifest.get("label") or tid, "status": manifest.get("status", "incomplete"),
         "params": flatten(config if isinstance(config := read_json(d / "config.json"), dict) else {}),
