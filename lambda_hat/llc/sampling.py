@@ -51,7 +51,9 @@ def estimate(post, cfg, model: dict, log=lambda msg: None, llc_true: float | Non
         if cfg.kind == "sgld"
         else {"vi": "lower lr", "hmc": "raise target_accept or warmup", "mclmc": "lower step_scale or raise tune_steps"}[cfg.kind]
     )
-    samplers.check_finite(trace.loss, trace.extras.get("burnin", cfg.burnin), hint)
+    if trace.extras.get("refined") == "hmc":  # the draws are the refinement's HMC, whose settings are not VI's
+        hint = "in VI's refinement by HMC (q failed its checks): run the hmc sampler with a higher target_accept or warmup, or refine: none for q's own λ̂"
+    samplers.check_finite(trace.loss, 0 if trace.extras.get("refined") else trace.extras.get("burnin", cfg.burnin), hint)
     traces.thin(trace, cfg.eval_every)  # the original Lambda-Hat's eval_every
     if trace.loss.shape[1] < MIN_KEPT:  # auto draws stopped early: too few left to estimate or check
         raise ValueError(f"eval_every = {cfg.eval_every} keeps {trace.loss.shape[1]} draws per chain (< {MIN_KEPT}); lower eval_every")

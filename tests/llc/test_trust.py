@@ -557,6 +557,17 @@ def test_a_refined_vi_run_is_checked_as_the_hmc_run_it_is():
     assert all(w["message"].endswith("to change them, run the hmc sampler)") for w in found), found
 
 
+def test_a_diverged_refinement_names_itself(monkeypatch):
+    """A refinement whose HMC goes non-finite fails with what to do about it, not VI's `lower lr`."""
+    from lambda_hat.engine.tasks import TaskFailed
+    from lambda_hat.llc.samplers import Trace, hmc
+
+    monkeypatch.setattr(hmc, "sample", lambda post, cfg, key, spec: Trace(np.full((4, 100), np.nan), 1.0, 1.0, {}))
+    post = Posterior(jnp.zeros(3), 1000, 50.0, 1.0, lambda w, b: 0.5 * jnp.sum(w**2), None, 0.0)
+    with pytest.raises(TaskFailed, match=r"non-finite L_n at step 0 of chain 0; in VI's refinement by HMC .*refine: none"):
+        estimate(post, preset("vi_meanfield", refine="always", steps=20), {"kind": "quadratic"})
+
+
 def test_vi_pareto_threshold_follows_draws():
     from lambda_hat.llc.checks import pareto_k_max
 
