@@ -48,3 +48,14 @@ def test_promote_gallery_in_headless_chromium(project):
     assert _files(gallery) == before  # reproducible, and nothing recomputed
     r = cli("workflow", "llc", "--local", "--promote", cwd=project)
     assert "0 done, 12 reused" in r.stdout  # diagnose tasks are cached like the rest
+
+
+def test_a_refined_vi_row_says_so():
+    """A VI run whose λ̂ is its HMC refinement's names it and q's own reading in its sampler cell."""
+    from lambda_hat.engine.store import Status
+    from lambda_hat.llc.gallery import _cells
+
+    row = {"sampler": "vi_flow", "status": Status.DONE, "llc_mean": 10.41, "llc_sem": 0.072, "ess_bulk": 1868.0, "r_hat": 1.003, "fge": 1.25e5}
+    row.update(walltime_sec=19.1, llc_true=10.5, llc_finite=None, warning_details=None, refined="hmc", llc_vi=11.19)
+    assert _cells(row)[:2] == ["vi_flow (refined by hmc; q read 11.19)", "10.41 ± 0.072"]
+    assert _cells({**row, "refined": "none"})[0] == _cells({**row, "refined": None})[0] == "vi_flow"
