@@ -155,14 +155,14 @@ def test_vi_families_on_deep_linear_network(dln):
     fits = {
         "meanfield": VI(chains=2, draws=4000, steps=2000, burnin=0, refine="none"),
         "lowrank": VI(family="lowrank", M=2, r=8, chains=2, draws=4000, steps=2000, burnin=0, refine="none"),  # vi_lowrank's fit
-        "flow": VI(family="flow", hidden=32, chains=2, draws=4000, steps=6000, lr=3e-3, mc_samples=16, burnin=0, refine="none"),  # vi_flow's fit
+        "flow": VI(family="flow", hidden=32, chains=2, draws=4000, steps=6000, lr=3e-3, mc_samples=8, burnin=0, refine="none"),  # vi_flow's fit
     }
     llc, elbo = {}, {}
     for name, cfg in fits.items():
         trace = samplers.get("vi")(dln, cfg, jax.random.PRNGKey(0))
         llc[name] = summarize(inference_data(trace, dln.n_beta, dln.L_star, {}))["llc_mean"]
         elbo[name] = trace.extras["elbo"][:, -500:].mean()
-    # observed: ELBO −415.6 / −406.3 / −398.4, λ̂ 14.9 / 12.5 / 11.2
+    # observed: ELBO −415.6 / −406.3 / −399.5, λ̂ 14.9 / 12.5 / 11.4 (the flow with 16 draws a step: −398.4, 11.2)
     assert elbo["meanfield"] + 5 < elbo["lowrank"] and elbo["lowrank"] + 5 < elbo["flow"], elbo
     assert llc["meanfield"] > llc["lowrank"] > llc["flow"], llc
     assert llc["flow"] == pytest.approx(truth, rel=0.10)

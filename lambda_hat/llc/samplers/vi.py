@@ -11,7 +11,7 @@ and ended 5–15% high after 2 000 steps):
   `hidden`-unit conditioners, trained with sticking-the-landing gradients (log q evaluated with
   the parameters held fixed, via the exact inverse). A Gaussian cannot follow the curved zero set
   of a singular model (on a DLN every flat direction then counts as quartic, adding ≈ 1/4 to λ̂
-  each); the flow bends with it, though not far enough on a 3-layer DLN (+28% there).
+  each); the flow bends with it, though not far enough on a 3-layer DLN (+28–46% there).
 
 Every family also reports PSIS k̂ of the importance weights π/q over its draws (Yao et al. 2018):
 k̂ > 0.7 says q is far from π in its tails, so λ̂ under q is an upper estimate. Where that check
