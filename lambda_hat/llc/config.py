@@ -272,8 +272,10 @@ class VI(SamplerBase):
 
     @property
     def refine_hmc(self) -> HMC:
-        """The refinement's HMC: the shipped hmc preset's settings, on this run's seed."""
-        return HMC(chains=4, draws="auto", burnin=0, warmup=500, target_accept=0.99, seed=self.seed, posterior=self.posterior)
+        """The refinement's HMC: the package's hmc preset (not a project's own, which would change
+        a VI run's λ̂ without changing its ID), on this run's seed and posterior."""
+        shipped = _preset_file(Path(__file__).parent / "presets" / "sampler" / "hmc.yaml")
+        return replace(build(HMC, shipped, "hmc preset"), seed=self.seed, posterior=self.posterior)
 
     def batch(self, n: int) -> int | None:
         """The batch the fit uses on n points (None: the full data)."""

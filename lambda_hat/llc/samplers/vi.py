@@ -202,7 +202,7 @@ def sample(post, cfg, key, spec=None) -> Trace:
     # q's λ̂ is not π's: HMC's is, from its own dispersed starts (so that R̂ sees a slow mode).
     # HMC run through the flow's transport instead (NeuTra, Hoffman et al. 2019), on a 3-layer DLN
     # at n = 1e3, read 7.65 with 315 divergences (the whole run 45 s); HMC in w 7.87, none (31 s; MCLMC 7.86)
-    from lambda_hat.llc.samplers import hmc
+    from lambda_hat.llc.samplers import hmc  # here: blackjax starts a backend, and vi.py is preloaded before a fork
 
     trace = hmc.sample(post, cfg.refine_hmc, jax.random.fold_in(key, 5), spec)
     trace.extras.update(extras, refined="hmc")
