@@ -211,9 +211,10 @@ def run_warnings(m: dict, cfg, data_free: bool = False) -> list[dict]:
         miss = vi_miss(m["pareto_k"], cfg.draws, llc, m["llc_is"], m["llc_sem"])
         if miss:
             warn(*miss)
-    if refined:  # its settings are not the VI run's to change
+    if refined:  # its sampling settings are not the VI run's to change (the target's warnings stand as they are)
         for w in out:
-            w["message"] += " (this VI run's λ̂ is its refinement's, HMC with the hmc preset's settings: to change them, run the hmc sampler)"
+            if w["code"] in ("rhat", "ess", "unmixed", "divergences", "hmc_accept", "ebfmi"):
+                w["message"] += " (this VI run's λ̂ is its refinement's, HMC with the hmc preset's settings: to change them, run the hmc sampler)"
     return out
 
 

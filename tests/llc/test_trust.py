@@ -555,6 +555,9 @@ def test_a_refined_vi_run_is_checked_as_the_hmc_run_it_is():
     found = run_warnings({**refined, "divergences": 3, "acceptance_rate": 0.8, "draws": 16_000}, preset("vi_meanfield"))
     assert [w["code"] for w in found] == ["unmixed", "divergences", "hmc_accept"], found
     assert all(w["message"].endswith("to change them, run the hmc sampler)") for w in found), found
+    # a warning about the target is not the refinement's settings to fix
+    (w,) = run_warnings({**refined, "grad_norm": 1.0, "wstar_shift": 0.5}, preset("vi_meanfield"))
+    assert w["code"] == "w_star" and "hmc sampler" not in w["message"], w
 
 
 def test_a_diverged_refinement_names_itself(monkeypatch):
