@@ -232,7 +232,9 @@ def disagreements(runs: list[dict]) -> list[dict | None]:
                 continue
             diff, se = abs(r["llc_mean"] - o["llc_mean"]), math.hypot(r["llc_sem"], o["llc_sem"])
             if diff > AGREE_SE * se and diff > AGREE_REL * max(abs(r["llc_mean"]), abs(o["llc_mean"])):
-                far.append(f"{o['name']}'s {o['llc_mean']:.4g} ± {o['llc_sem']:.2g} ({diff / se:.1f} SE)")
+                # a partner's own warnings, named: a flagged one is the likelier to be off, not certainly
+                flagged = f"; itself flagged {','.join(o['codes'])}" if o["codes"] else ""
+                far.append(f"{o['name']}'s {o['llc_mean']:.4g} ± {o['llc_sem']:.2g} ({diff / se:.1f} SE{flagged})")
         msg = f"λ̂ {r['llc_mean']:.4g} ± {r['llc_sem']:.2g} disagrees with {', '.join(far)} on this target: its own checks passed, but they cannot all be right; compare longer runs or another sampler"
         out.append({"code": "disagree", "message": msg} if far else None)
     return out

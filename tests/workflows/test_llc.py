@@ -320,6 +320,7 @@ def test_runs_that_disagree_on_one_target_are_flagged():
         assert by[name]["warnings"] == "disagree", by[name]
         assert by[name]["warning_details"].startswith("disagree: λ̂ 111") and "sgld's 114.3 ± 0.91" in by[name]["warning_details"]
         assert "vi's" not in by[name]["warning_details"] and "hmc's" not in by[name]["warning_details"]  # biased; 2.9 SE
+        assert "SE; itself flagged rhat,ess)" in by[name]["warning_details"]  # the partner's own doubt, named
     assert by["sgld"]["warnings"] == "rhat,ess" and by["hmc"]["warning_details"].count("disagree") == 0
     assert by["hmc#3"]["warnings"] is None and by["sgld#4"]["warnings"] is None and by["sgld#5"]["warnings"] is None
     # within 2% (SGLD's and MCLMC's bias budgets) there is nothing to say, however small the MCSEs
