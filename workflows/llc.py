@@ -70,7 +70,7 @@ def _flat(prefix: str, d: dict) -> dict:
 
 METRIC_COLUMNS = (
     "llc_mean", "llc_std", "llc_sem", "ess_bulk", "ess_tail", "r_hat", "diag_block", "diag_noise", "fge", "llc_true", "llc_finite", "err_true", "err_finite",
-    "step_size", "precond", "batch_size", "burnin", "draws", "predicted_bias", "bias_at_chains", "measured_bias", "measured_bias_se", "step_shrinks", "mala_acceptance", "relax_steps", "grad_norm", "wstar_shift",
+    "step_size", "precond", "batch_size", "burnin", "draws", "predicted_bias", "bias_at_chains", "measured_bias", "measured_bias_se", "llc_raw", "step_shrinks", "mala_acceptance", "relax_steps", "grad_norm", "wstar_shift",
     "acceptance_rate", "divergences", "ebfmi", "energy_var", "pareto_k", "llc_is", "llc_vi", "refined", "sample_sec", "calibration_sec", "n_beta", "L_star",
 )  # fmt: skip
 
@@ -330,8 +330,12 @@ class LLC(Workflow):
                 truth = f" ({', '.join(truth)})" if truth else ""
                 flag = f"  WARNING {row['warnings']}" if row["warnings"] else ""
                 # VI whose own checks failed: λ̂ is HMC's, and q's own reading is shown beside it
-                refined = f"  refined by hmc: q read {row['llc_vi']:.4g} (PSIS k̂ {row['pareto_k']:.2f})" if row.get("refined") == "hmc" else ""
-                lines.append(f"  {row['sampler']:<12} {row['target']:<24} λ̂ = {row['llc_mean']:9.4g} ± {row['llc_sem']:.2g}{truth}{refined}{flag}")
+                note = f"  refined by hmc: q read {row['llc_vi']:.4g} (PSIS k̂ {row['pareto_k']:.2f})" if row.get("refined") == "hmc" else ""
+                # SGLD whose step-halving check measured its step's bias: λ̂ is corrected for it
+                raw = row.get("llc_raw")
+                if raw is not None and raw == raw:
+                    note = f"  step's bias removed ({100 * row['measured_bias']:+.1f}% ± {100 * row['measured_bias_se']:.1f}%): chains read {raw:.4g}"
+                lines.append(f"  {row['sampler']:<12} {row['target']:<24} λ̂ = {row['llc_mean']:9.4g} ± {row['llc_sem']:.2g}{truth}{note}{flag}")
                 for line in (row["warning_details"] or "").split(" | ") if row["warnings"] else ():
                     lines.append(f"      {line}")
             else:

@@ -186,7 +186,7 @@ def run_warnings(m: dict, cfg, data_free: bool = False) -> list[dict]:
             warn(
                 "step_bias",
                 f"step halving measures the step's bias of λ̂ at {100 * m['measured_bias']:.1f}% ± {100 * m['measured_bias_se']:.1f}% (> {100 * BIAS_MAX:g}%; "
-                f"predicted at w*: {pred}); lower bias_target (step_size auto) or the step",
+                f"predicted at w*: {pred}); λ̂ is corrected for it to first order in the step only: lower bias_target (step_size auto) or the step",
             )
         if m["mala_acceptance"] < MALA_MIN:
             warn("step_bias", f"full-batch MALA acceptance of the SGLD step is {m['mala_acceptance']:.2f} < {MALA_MIN}: the step is too large for this target")

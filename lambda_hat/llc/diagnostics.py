@@ -17,7 +17,7 @@ from lambda_hat.llc.config import PlotTask
 from lambda_hat.llc.estimator import blocked
 
 # Bump to redraw every plot (it is part of the diagnose task IDs).
-PLOTS_VERSION = 4  # 4: SGLD's running MCSE on block means
+PLOTS_VERSION = 5  # 5: SGLD's corrected λ̂ on the running plot
 
 
 def _plt():
@@ -84,6 +84,8 @@ def diagnose_run(ctx, cfg: PlotTask) -> dict:
         ax.fill_between(x, mean - 2 * mcse, mean + 2 * mcse, color="C0", alpha=0.25, label="± 2 MCSE")
         if m.get("llc_true") is not None:
             ax.axhline(m["llc_true"], color="k", ls="--", lw=1, label=f"true λ = {m['llc_true']:g}")
+        if m.get("llc_raw") is not None:  # SGLD: the draws read llc_raw; λ̂ has the step's bias removed
+            ax.axhline(m["llc_mean"], color="C3", ls=":", lw=1.2, label=f"λ̂ = {m['llc_mean']:.4g}, the step's bias removed")
         ax.set(xlabel=xlabel)
     axes[0].set(ylabel="λ̂ (pooled over chains)")
     axes[0].legend(fontsize=8)

@@ -28,10 +28,18 @@ def _num(v, fmt: str) -> str:
     return "–" if v is None or v != v else format(v, fmt)
 
 
+def _note(row: dict) -> str:
+    """Where λ̂ is not the chains' own reading: VI's refinement by HMC, SGLD's bias correction."""
+    if row.get("refined") == "hmc":
+        return f" (refined by hmc; q read {row['llc_vi']:.4g})"
+    raw = row.get("llc_raw")
+    return f" (step's bias removed; chains read {raw:.4g})" if raw is not None and raw == raw else ""
+
+
 def _cells(row: dict) -> list[str]:
     ok = row["status"] == Status.DONE
     return [
-        row["sampler"] + (f" (refined by hmc; q read {row['llc_vi']:.4g})" if row.get("refined") == "hmc" else ""),
+        row["sampler"] + _note(row),
         f"{row['llc_mean']:.4g} ± {row['llc_sem']:.2g}" if ok else "–",
         _num(row["ess_bulk"], ".0f") if ok else "–",
         _num(row["r_hat"], ".3f") if ok else "–",
