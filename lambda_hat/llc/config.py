@@ -750,6 +750,21 @@ def _overrides(raw, overrides: tuple[str, ...], where: str, multirun: bool):
     return raw
 
 
+def _sampler_names(raw):
+    """A sampler entry given by its preset's name alone (`samplers: [sgld, hmc]`) is {name: ...},
+    before overrides (samplers.0.draws=100 reaches it as it would the mapping) and after them
+    (samplers.0=hmc)."""
+    lists = [raw.get("samplers")] if isinstance(raw, dict) else []
+    lists += (
+        [t.get("samplers") for t in raw.get("targets") or () if isinstance(t, dict)] if isinstance(raw, dict) and isinstance(raw.get("targets"), list) else []
+    )
+    for entries in lists:
+        for i, e in enumerate(entries if isinstance(entries, list) else ()):
+            if isinstance(e, str):
+                entries[i] = {"name": e}
+    return raw
+
+
 def load_plan(path: Path, overrides: tuple[str, ...] = (), multirun: bool = False) -> Plan:
     """Read, override (KEY=VALUE; several values with multirun), merge, validate and expand an
     experiments file. Raises InputError on any problem."""
@@ -757,7 +772,7 @@ def load_plan(path: Path, overrides: tuple[str, ...] = (), multirun: bool = Fals
     raw = load_yaml(path)
     if raw is None:
         fail(str(path), "", "file is empty; expected keys targets, samplers")
-    raw = _overrides(raw, overrides, str(path), multirun)
+    raw = _sampler_names(_overrides(_sampler_names(raw), overrides, str(path), multirun))
     for section in ("targets", "samplers"):  # Hydra's habit: several values where one goes
         entries = raw.get(section) if isinstance(raw, dict) else None
         for i, e in enumerate(entries if isinstance(entries, list) else []):

@@ -545,3 +545,25 @@ def test_version_flag():
 
     r = cli("--version")
     assert r.returncode == 0 and r.stdout.strip() == f"lambda-hat, version {version('lambda-hat')}", r.stdout + r.stderr
+
+
+def test_a_sampler_named_alone_is_its_entry(tmp_path):
+    """`samplers: [sgld, hmc]` (also a target's own list) is the list of {name: ...} entries: the
+    same task IDs, and overrides reach a named entry (samplers.0.draws=…, samplers.0=NAME)."""
+    names = write_config(
+        tmp_path / "a.yaml", {"targets": [{"model": "tiny", "data": "tiny"}, {"model": "quadratic", "samplers": ["mclmc"]}], "samplers": ["sgld", "hmc"]}
+    )
+    entries = write_config(
+        tmp_path / "b.yaml",
+        {
+            "targets": [{"model": "tiny", "data": "tiny"}, {"model": "quadratic", "samplers": [{"name": "mclmc"}]}],
+            "samplers": [{"name": "sgld"}, {"name": "hmc"}],
+        },
+    )
+    assert ids(names) == ids(entries) and len(ids(names)[1]) == 3
+    assert ids(names, ("samplers.1.draws=100",)) == ids(entries, ("samplers.1.overrides.draws=100",)) != ids(names)
+    swapped = load_plan(names, ("samplers.0=vi", "targets.1.samplers.0=sgld"))
+    assert sorted(r.label for r in swapped.runs) == ["hmc@tiny/tiny/s0", "sgld@quadratic/s0", "vi@tiny/tiny/s0"]
+    bad = write_config(tmp_path / "c.yaml", {"targets": [{"model": "tiny", "data": "tiny"}], "samplers": ["sgld", "sgldx"]})
+    r = cli("workflow", "llc", "--dry-run", "--config", str(bad), cwd=tmp_path)
+    assert r.returncode == 2 and "samplers[1].name: unknown sampler preset 'sgldx'; available: hmc" in r.stderr, r.stderr
