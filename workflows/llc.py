@@ -145,7 +145,13 @@ def mark_disagreements(table: list[dict]) -> None:
             groups.setdefault((row["target_id"], row.get("sampler.posterior.beta0"), row.get("sampler.posterior.gamma")), []).append(row)
     for group in groups.values():
         runs = [
-            {"name": r["sampler"], "llc_mean": r["llc_mean"], "llc_sem": r["llc_sem"], "codes": r["warnings"].split(",") if r["warnings"] else []}
+            {
+                "name": r["sampler"],
+                "llc_mean": r["llc_mean"],
+                "llc_sem": r["llc_sem"],
+                "codes": r["warnings"].split(",") if r["warnings"] else [],
+                "r_hat": r.get("r_hat"),
+            }
             for r in group
         ]
         for row, w in zip(group, checks.disagreements(runs)):

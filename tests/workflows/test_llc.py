@@ -335,3 +335,10 @@ def test_runs_that_disagree_on_one_target_are_flagged():
     cnn = [row("mclmc", 29.62, 0.12), row("sgld", 23.46, 0.97, "rhat,ess,budget"), row("hmc", 29.06, 0.17, "unmixed")]
     mark_disagreements(cnn)
     assert [r["warnings"] for r in cnn] == [None, "rhat,ess,budget", "unmixed"], cnn
+    # nor one whose chains have not begun to mix (R̂ > 1.1): a digits MLP's SGLD at R̂ 1.51, ESS 7
+    digits = [row("hmc", 40.08, 0.13), {**row("sgld", 26.27, 3.7, "rhat,ess"), "r_hat": 1.513}, row("mclmc", 40.14, 0.13)]
+    mark_disagreements(digits)
+    assert [r["warnings"] for r in digits] == [None, "rhat,ess", None], digits
+    slow = [row("hmc", 40.08, 0.13), {**row("sgld", 26.27, 3.7, "rhat,ess"), "r_hat": 1.05}]  # mixing, slowly: it still counts
+    mark_disagreements(slow)
+    assert slow[0]["warnings"] == "disagree", slow
