@@ -23,6 +23,7 @@ def noop(ctx, cfg: Plain):
 @task(Plain)
 def sleeper(ctx, cfg: Plain):
     (ctx.workdir / "pid").write_text(str(os.getpid()))
+    ctx.log(f"sleeping {cfg.sleep} s")
     time.sleep(cfg.sleep)
     return {"slept": cfg.sleep}
 

@@ -482,6 +482,21 @@ def _child_main(workdir: str) -> None:
 # ---------------------------------------------------------------- running a DAG
 
 
+def _running(store: Store, tasks, since: float) -> list[tuple[str, float, Path]]:
+    """(label, seconds, log) of the tasks that have started since `since` (submitted ones may
+    still be queued in Parsl; a killed run's leftovers are older): an attempt's temporary
+    directory, whose config.json is written as it starts."""
+    now, out = time.time(), []
+    for t in tasks:
+        started = []
+        for c in (store.root / t.kind).glob(f".tmp-{t.id}-*/config.json"):
+            with contextlib.suppress(OSError):  # finished and renamed meanwhile
+                started.append((c.stat().st_mtime, c))
+        if started and (latest := max(started))[0] >= since:
+            out.append((t.label, now - latest[0], latest[1].parent / "log.txt"))
+    return out
+
+
 def run_tasks(
     tasks: list[Task],
     root: Path,
@@ -580,6 +595,7 @@ def run_tasks(
             try:
                 fut = finished.get(timeout=0.5)  # a timeout keeps Ctrl-C responsive
             except _queue.Empty:
+                progress.heartbeat(lambda: _running(store, futures.values(), t_start))
                 continue
             t = futures.pop(fut)
             try:

@@ -44,7 +44,8 @@ def estimate(post, cfg, model: dict, log=lambda msg: None, llc_true: float | Non
         f"|∇L_n| = {spec.grad_norm:.3g} (λ̂ shift {spec.wstar_shift:.3g}); measured in {spec.seconds:.2f} s"
     )
     t0 = time.time()
-    trace = samplers.get(cfg.kind)(post, cfg, key, spec)
+    with samplers.reporting(log, post):
+        trace = samplers.get(cfg.kind)(post, cfg, key, spec)
     sec = time.time() - t0
     hint = (
         sgld.diverged_hint(cfg)

@@ -204,3 +204,19 @@ def test_htex_card(tmp_path):
     assert m["host"] and m["pid"] != os.getpid()  # ran in an HTEX worker process
     if len(os.sched_getaffinity(0)) >= 2:  # Parsl pins each worker to its block; its tasks inherit it
         pinned(tmp_path, s, 2)
+
+
+def test_a_task_running_long_is_shown_with_its_logs_last_line(tmp_path, monkeypatch):
+    """With nothing finishing for HEARTBEAT_SEC, a line per started task: its label, how long it
+    has run, and the last line of its log (where the samplers write their progress)."""
+    import io
+
+    from lambda_hat.engine import progress
+
+    monkeypatch.setattr(progress, "HEARTBEAT_SEC", 1.0)
+    stream = io.StringIO()
+    s = run_tasks([Task("t", "tasks:sleeper", {"sleep": 4.0}, "slow")], tmp_path, CARD, progress=progress.Progress(1, stream=stream))
+    assert s.ok
+    beats = [ln for ln in stream.getvalue().splitlines() if ln.startswith("  running slow (0:00:0")]
+    assert beats and all(ln.endswith(" sleeping 4.0 s") for ln in beats), stream.getvalue()  # after its time stamp
+    assert stream.getvalue().splitlines()[-1].startswith("[1/1] done slow")

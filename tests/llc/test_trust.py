@@ -663,3 +663,19 @@ def test_batch_noise_that_hides_the_signal_is_worded_so():
     (line,) = found(1.5)
     assert "1.5× its signal's variance" in line and f"about {20 * 300} draws per chain" in line
     assert not found(0.1) and not found(float("nan"))
+
+
+@pytest.mark.parametrize("name", ["sgld", "hmc"])
+def test_a_long_run_logs_its_progress(name, monkeypatch):
+    """Piece by piece (here every piece: PROGRESS_SEC 0), how far the run is and λ̂ over the draws
+    kept so far, in the task's log: the workflow shows its last line for a task running long."""
+    from lambda_hat.llc import samplers
+
+    monkeypatch.setattr(samplers, "PROGRESS_SEC", 0.0)
+    post, model = regular(1000, "gauss_iso", 1.0)
+    lines = []
+    m, _ = estimate(post, preset(name), model, log=lines.append)
+    steps = [ln for ln in lines if "per chain (burn-in" in ln]
+    assert len(steps) >= 2, lines
+    last = float(steps[-1].split("λ̂ so far ")[1].split(" ")[0])
+    assert abs(last - m.get("llc_raw", m["llc_mean"])) < 0.05 * m["llc_mean"], (steps[-1], m["llc_mean"])  # the draws read so far

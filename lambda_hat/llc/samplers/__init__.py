@@ -8,6 +8,9 @@ mode that has not mixed; all run their chains vectorised (vmap) inside jitted sc
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -19,6 +22,8 @@ from lambda_hat.llc.estimator import blocked
 # changes the draws, and exactly the runs of that sampler are recomputed.
 VERSIONS = {"sgld": 13, "hmc": 5, "mclmc": 6, "vi": 5}
 MIXED_DRAWS = 4000  # the auto draws' stopping rule reads at most this many (block) means per chain
+PROGRESS_SEC = 30.0  # a long run's progress in its task's log, at most this often
+_REPORT = contextvars.ContextVar("sampler_progress", default=None)
 
 
 @dataclass
@@ -54,6 +59,30 @@ def mixed(kept: np.ndarray, noisy: bool) -> bool:
         return float(az.ess(x, method="bulk")) >= ESS_MIXED and float(az.rhat(x)) <= RHAT_MAX
 
 
+@contextlib.contextmanager
+def reporting(log, post):
+    """While a task samples `post`: the samplers' `progress` to `log` (the task's log.txt, whose
+    last line the workflow shows for a task running long), at most every PROGRESS_SEC."""
+    t0 = time.time()
+    token = _REPORT.set({"log": log, "post": post, "t0": t0, "last": t0})
+    try:
+        yield
+    finally:
+        _REPORT.reset(token)
+
+
+def progress(what: str, kept=None) -> None:
+    """`what` (how far the run is) and λ̂ over the draws kept so far: kept() gives their L_n
+    (chains × draws; SGLD's paired statistic, before its bias is removed), called only when logged."""
+    r = _REPORT.get()
+    if r is None or time.time() - r["last"] < PROGRESS_SEC:
+        return
+    r["last"] = time.time()
+    losses = kept() if kept else None
+    est = f"; λ̂ so far {r['post'].n_beta * (float(np.mean(losses)) - r['post'].L_star):.4g}" if losses is not None and losses.size else ""
+    r["log"](f"{what}{est} ({time.time() - r['t0']:.0f} s)")
+
+
 def until_mixed(run_piece, burnin: int, draws, piece: int, max_draws: int) -> tuple:
     """Burn-in and draws from run_piece(i, steps) (the chains' next `steps` steps: a tuple of
     chains × steps arrays, L_n first), burn-in dropped. A number of draws is one piece; `auto`
@@ -62,11 +91,13 @@ def until_mixed(run_piece, burnin: int, draws, piece: int, max_draws: int) -> tu
     if draws != "auto":
         return tuple(np.asarray(a)[:, burnin:] for a in run_piece(0, burnin + draws))
     parts, i = [], 0
+    losses = lambda: np.concatenate([p[0] for p in parts], axis=1)[:, burnin:]  # noqa: E731
     while True:
         parts.append(tuple(np.asarray(a) for a in run_piece(i, piece)))
         i += 1
         kept = i * piece - burnin
-        if kept >= max_draws or (kept >= 100 and mixed(np.concatenate([p[0] for p in parts], axis=1)[:, burnin:], False)):
+        progress(f"{i * piece} of ≤ {burnin + max_draws} draws per chain (burn-in {burnin})", losses if kept > 0 else None)
+        if kept >= max_draws or (kept >= 100 and mixed(losses(), False)):
             return tuple(np.concatenate(c, axis=1)[:, burnin : burnin + max_draws] for c in zip(*parts))
 
 

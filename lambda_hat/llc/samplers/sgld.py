@@ -29,7 +29,7 @@ import numpy as np
 from lambda_hat.llc import calibration
 from lambda_hat.llc.data import host_rng
 from lambda_hat.llc.estimator import blocked
-from lambda_hat.llc.samplers import Trace, check_finite, mixed, starts
+from lambda_hat.llc.samplers import Trace, check_finite, mixed, progress, starts
 
 CHUNKS = 10  # the scan runs in (at least) this many pieces so a divergence stops the run early
 # From this many bytes of random bits a step (d ≈ 4 000 at 4 chains), each step draws its own
@@ -272,6 +272,7 @@ def sample(post, cfg, key, spec=None) -> Trace:
         pieces.append(np.asarray(losses))
         check_finite(pieces[-1], i * size, diverged_hint(cfg))
         end = (i + 1) * size
+        progress(f"{end} of ≤ {limit} steps per chain (burn-in {burnin})", (lambda: np.concatenate(pieces, axis=1)[:, burnin:end]) if end > burnin else None)
         if end > burnin and (i % every == 0 or end >= limit):
             # The step was planned at w*; a singular model's chains go where the curvature is
             # larger. Measured there, a bias over twice the target shrinks the auto step, and the
