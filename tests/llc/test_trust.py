@@ -679,3 +679,20 @@ def test_a_long_run_logs_its_progress(name, monkeypatch):
     assert len(steps) >= 2, lines
     last = float(steps[-1].split("λ̂ so far ")[1].split(" ")[0])
     assert abs(last - m.get("llc_raw", m["llc_mean"])) < 0.05 * m["llc_mean"], (steps[-1], m["llc_mean"])  # the draws read so far
+
+
+def test_a_long_vi_fit_logs_its_progress(monkeypatch):
+    """VI fits q in equal pieces of one program, its step count and ELBO logged between them; the
+    same λ̂ as one piece would give (the draws do not depend on how the fit is cut)."""
+    from lambda_hat.llc import samplers
+    from lambda_hat.llc.samplers import vi
+
+    monkeypatch.setattr(samplers, "PROGRESS_SEC", 0.0)
+    post, model = regular(1000, "gauss_iso", 1.0)
+    lines = []
+    m, _ = estimate(post, preset("vi_meanfield", steps=600), model, log=lines.append)
+    fit = [ln for ln in lines if ln.startswith("VI fit: ")]
+    assert [ln.split(" steps")[0] for ln in fit] == [f"VI fit: {k} of 600" for k in range(60, 601, 60)], lines
+    monkeypatch.setattr(vi, "FIT_PIECES", 1)
+    whole, _ = estimate(post, preset("vi_meanfield", steps=600), model)
+    assert whole["llc_mean"] == pytest.approx(m["llc_mean"], rel=1e-9)

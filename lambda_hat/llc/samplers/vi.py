@@ -31,7 +31,9 @@ import optax
 from jax.scipy.special import logsumexp
 
 from lambda_hat.llc import checks
-from lambda_hat.llc.samplers import Trace
+from lambda_hat.llc.samplers import Trace, progress
+
+FIT_PIECES = 10  # the fit runs in (at most) this many equal pieces, its progress logged between them
 
 
 def _log_normal(w, mu, log_sd, U):
@@ -168,9 +170,14 @@ def sample(post, cfg, key, spec=None) -> Trace:
     draw_batch = post.batcher(jax.random.fold_in(key, 1), batch_size)
     log_jac = d * jnp.log(sd0)  # q over w = w* + sd0·x
 
-    def chain(key, ring, data):  # the data as arguments, not constants of the program
+    # Per chain: q's initial parameters and optimiser state, the fit in pieces of one program
+    # (so that a long fit logs its progress between them), then q's draws.
+    def init(key):
         k_init, k_fit, k_draw = jax.random.split(key, 3)
+        p = fam.init(k_init)
+        return (p, opt.init(p)), jax.random.split(k_fit, cfg.steps), k_draw
 
+    def fit(carry, keys, ring):  # the data as arguments, not constants of the program
         def step(carry, k):
             p, s = carry
             kb, ke = jax.random.split(k)
@@ -180,16 +187,25 @@ def sample(post, cfg, key, spec=None) -> Trace:
             updates, s = opt.update(g, s, p)
             return (optax.apply_updates(p, updates), s), log_jac - value
 
-        p = fam.init(k_init)
-        (p, _), elbo = jax.lax.scan(step, (p, opt.init(p)), jax.random.split(k_fit, cfg.steps))
+        return jax.lax.scan(step, carry, keys)
+
+    def draw(p, k_draw, data):
         xs = jax.vmap(lambda k: fam.draw(p, k))(jax.random.split(k_draw, cfg.burnin + cfg.draws))
         ws = post.w_star + sd0 * xs
         losses = jax.lax.map(lambda w: post.loss(w, data), ws, batch_size=64)
         log_q = jax.lax.map(lambda x: fam.log_q(p, x), xs, batch_size=64) - log_jac
-        return losses, elbo, -post.n_beta * losses - jax.vmap(post.prior_term)(ws) - log_q
+        return losses, -post.n_beta * losses - jax.vmap(post.prior_term)(ws) - log_q
 
-    run = jax.jit(jax.vmap(chain, in_axes=(0, None, None)))
-    losses, elbo, log_w = (np.asarray(a) for a in run(jax.random.split(key, cfg.chains), draw_batch.ring, post.data))
+    carry, keys, k_draw = jax.jit(jax.vmap(init))(jax.random.split(key, cfg.chains))
+    fit_piece = jax.jit(jax.vmap(fit, in_axes=(0, 0, None)))
+    size = cfg.steps // max(k for k in range(1, FIT_PIECES + 1) if cfg.steps % k == 0)  # equal pieces: one program
+    elbo = []
+    for start in range(0, cfg.steps, size):
+        carry, e = fit_piece(carry, keys[:, start : start + size], draw_batch.ring)
+        elbo.append(np.asarray(e))
+        progress(f"VI fit: {start + size} of {cfg.steps} steps; ELBO {float(np.mean(elbo[-1][:, -1])):.4g}")
+    elbo = np.concatenate(elbo, axis=1)
+    losses, log_w = (np.asarray(a) for a in jax.jit(jax.vmap(draw, in_axes=(0, 0, None)))(carry[0], k_draw, post.data))
     fit = cfg.steps * cfg.M * cfg.mc_samples * post.batch_fraction(batch_size)
     # each draw costs one full-data loss evaluation, counted as one FGE
     llc_q = post.n_beta * (losses[:, cfg.burnin :] - post.L_star)
