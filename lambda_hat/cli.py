@@ -358,6 +358,8 @@ def promote_cmd(config, promote_plots, what):
 def status(workflow_file, config, store_root):
     """Show what is done, failed, running or incomplete: every task of WORKFLOW_FILE (an
     experiments, sweep or stages file) with its state, or without it, the whole store."""
+    from .engine.progress import last_line
+    from .engine.store import read_json
     from .engine.tasks import Status
 
     workflow_file = _one_file(workflow_file, config, "WORKFLOW_FILE")
@@ -383,6 +385,9 @@ def status(workflow_file, config, store_root):
         st = Status.RUNNING if store.is_running(tid) else "incomplete"
         counts.setdefault(p.parent.name, {}).setdefault(st, 0)
         counts[p.parent.name][st] += 1
+        if st == Status.RUNNING:  # how far it is: its log's last line (the samplers log their progress)
+            spec = read_json(p / "task.json") or {}
+            problems.append(f"  {p.parent.name}/{tid} running: {spec.get('label', '')}: {last_line(p / 'log.txt') or 'started'}")
     if not counts:
         click.echo(f"{store.root}: empty")
     for kind, c in sorted(counts.items()):

@@ -210,13 +210,33 @@ def test_a_task_running_long_is_shown_with_its_logs_last_line(tmp_path, monkeypa
     """With nothing finishing for HEARTBEAT_SEC, a line per started task: its label, how long it
     has run, and the last line of its log (where the samplers write their progress)."""
     import io
+    import threading
 
     from lambda_hat.engine import progress
 
     monkeypatch.setattr(progress, "HEARTBEAT_SEC", 1.0)
     stream = io.StringIO()
-    s = run_tasks([Task("t", "tasks:sleeper", {"sleep": 4.0}, "slow")], tmp_path, CARD, progress=progress.Progress(1, stream=stream))
+    seen = []
+
+    def logged() -> bool:
+        try:
+            return any("sleeping" in p.read_text() for p in tmp_path.glob("t/.tmp-*/log.txt"))
+        except OSError:  # finished and renamed meanwhile
+            return False
+
+    def status_meanwhile():  # `lambda-hat status` on the store shows it too, from another process
+        deadline = time.time() + 60
+        while not logged() and time.time() < deadline:
+            time.sleep(0.2)
+        seen.append(cli("status", "--store", str(tmp_path)))
+
+    watcher = threading.Thread(target=status_meanwhile)
+    watcher.start()
+    s = run_tasks([Task("t", "tasks:sleeper", {"sleep": 6.0}, "slow")], tmp_path, CARD, progress=progress.Progress(1, stream=stream))
+    watcher.join()
     assert s.ok
+    r = seen[0]
+    assert r.returncode == 0 and "t: 1 running" in r.stdout and "running: slow: " in r.stdout and r.stdout.rstrip().endswith("sleeping 6.0 s"), r.stdout
     beats = [ln for ln in stream.getvalue().splitlines() if ln.startswith("  running slow (0:00:0")]
-    assert beats and all(ln.endswith(" sleeping 4.0 s") for ln in beats), stream.getvalue()  # after its time stamp
+    assert beats and all(ln.endswith(" sleeping 6.0 s") for ln in beats), stream.getvalue()  # after its time stamp
     assert stream.getvalue().splitlines()[-1].startswith("[1/1] done slow")
