@@ -88,7 +88,7 @@ def estimate(post, cfg, model: dict, log=lambda msg: None, llc_true: float | Non
         shift, shift_se = trace.extras["halving_shift"], trace.extras["halving_shift_se"]
         scale = max(abs(out["llc_mean"]), 1e-12)
         out["measured_bias"], out["measured_bias_se"] = shift / scale, shift_se / scale
-        if np.isfinite(shift):
+        if np.isfinite(shift) and np.isfinite(shift_se):
             # Richardson extrapolation (as SG Richardson-Romberg LD, Durmus et al. 2016): the
             # bias is linear in ε to first order, so λ̂ − bias(ε) is the ε → 0 value; its error
             # joins the MCSE. Draws and llc_raw keep what the chains read.
