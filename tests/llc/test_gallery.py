@@ -59,3 +59,14 @@ def test_a_refined_vi_row_says_so():
     row.update(walltime_sec=19.1, llc_true=10.5, llc_finite=None, warning_details=None, refined="hmc", llc_vi=11.19)
     assert _cells(row)[:2] == ["vi_flow (refined by hmc; q read 11.19)", "10.41 ± 0.072"]
     assert _cells({**row, "refined": "none"})[0] == _cells({**row, "refined": None})[0] == "vi_flow"
+
+
+def test_an_sgld_row_with_its_bias_removed_says_so():
+    """An SGLD run whose step halving ran shows the chains' own reading beside its λ̂."""
+    from lambda_hat.engine.store import Status
+    from lambda_hat.llc.gallery import _cells
+
+    row = {"sampler": "sgld", "status": Status.DONE, "llc_mean": 10.46, "llc_sem": 0.1, "ess_bulk": 700.0, "r_hat": 1.003, "fge": 9.3e4}
+    row.update(walltime_sec=11.3, llc_true=10.5, llc_finite=None, warning_details=None, llc_raw=10.68)
+    assert _cells(row)[:2] == ["sgld (step's bias removed; chains read 10.68)", "10.46 ± 0.1"]
+    assert _cells({**row, "llc_raw": float("nan")})[0] == _cells({**row, "llc_raw": None})[0] == "sgld"

@@ -5,6 +5,7 @@ import os
 
 import arviz as az
 import matplotlib
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -106,6 +107,11 @@ def test_warnings_are_shown_and_strict_fails_them(project):
     assert df["llc_finite"].tolist() == [2 * nb / (nb + 1)] * 2 and df["err_finite"].notna().all()
     assert "WARNING" in r.stdout and "step_bias: predicted bias" in r.stdout and "with warnings" in r.stdout
     assert not (project / "results" / "retry.yaml").exists()
+    # the auto run's step halving ran: λ̂ is the chains' reading less its measured bias, and says so
+    a = df.loc["sgld#1"]
+    assert np.isfinite(a["llc_raw"]) and a["llc_mean"] == pytest.approx(a["llc_raw"] * (1 - a["measured_bias"]), rel=1e-9), a
+    (line,) = [ln for ln in r.stdout.splitlines() if ln.split()[:1] == ["sgld#1"]]
+    assert f"step's bias removed ({100 * a['measured_bias']:+.1f}% ± {100 * a['measured_bias_se']:.1f}%): chains read {a['llc_raw']:.4g}" in line, line
 
     r = cli("workflow", "llc", "--local", "--strict", cwd=project)
     assert r.returncode == 1 and "0 done, 3 reused" in r.stdout
