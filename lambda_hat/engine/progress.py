@@ -65,10 +65,13 @@ class Progress:
     def heartbeat(self, running) -> None:
         """A task can run for many minutes with nothing finishing: every HEARTBEAT_SEC, one line
         per running task with how long it has run and the last line of its log (the samplers
-        log their progress there). running: a callable giving (label, seconds, log path or None)."""
+        log their progress there). running: a callable giving (label, seconds, log path)."""
         if time.time() - self.last < HEARTBEAT_SEC:
             return
-        lines = [f"  running {label} ({_clock(sec)}){f': {line}' if (line := last_line(log) if log else None) else ''}" for label, sec, log in running()]
+        lines = []
+        for label, sec, log in running():
+            line = last_line(log)
+            lines.append(f"  running {label} ({_clock(sec)})" + (f": {line}" if line else ""))
         if lines:
             self._emit(("\r\033[K" if self.tty else "") + "\n".join(lines))
         self.last = time.time()
