@@ -665,10 +665,11 @@ def test_batch_noise_that_hides_the_signal_is_worded_so():
     assert not found(0.1) and not found(float("nan"))
 
 
-@pytest.mark.parametrize("name", ["sgld", "hmc"])
-def test_a_long_run_logs_its_progress(name, monkeypatch):
-    """Piece by piece (here every piece: PROGRESS_SEC 0), how far the run is and λ̂ over the draws
-    kept so far, in the task's log: the workflow shows its last line for a task running long."""
+@pytest.mark.parametrize("name, tuning, pieces", [("sgld", None, 2), ("hmc", "window adaptation: ", 2), ("mclmc", "tuning L and the step", 1)])
+def test_a_long_run_logs_its_progress(name, tuning, pieces, monkeypatch):
+    """Piece by piece (here every piece: PROGRESS_SEC 0), how far the run is (never past its
+    limit) and λ̂ over the draws kept so far, in the task's log: the workflow shows its last line
+    for a task running long. A tuning phase without progress of its own is named as it starts."""
     from lambda_hat.llc import samplers
 
     monkeypatch.setattr(samplers, "PROGRESS_SEC", 0.0)
@@ -676,9 +677,31 @@ def test_a_long_run_logs_its_progress(name, monkeypatch):
     lines = []
     m, _ = estimate(post, preset(name), model, log=lines.append)
     steps = [ln for ln in lines if "per chain (burn-in" in ln]
-    assert len(steps) >= 2, lines
+    assert len(steps) >= pieces, lines
+    for ln in steps:
+        done, limit = ln.split(" of ≤ ")
+        assert int(done) <= int(limit.split(" ")[0]), ln
+    if tuning:
+        first = next(i for i, ln in enumerate(lines) if ln.startswith(tuning))
+        assert first < lines.index(steps[0]), lines
     last = float(steps[-1].split("λ̂ so far ")[1].split(" ")[0])
     assert abs(last - m.get("llc_raw", m["llc_mean"])) < 0.05 * m["llc_mean"], (steps[-1], m["llc_mean"])  # the draws read so far
+
+
+def test_progress_never_counts_past_the_limit(monkeypatch):
+    """The last piece of an auto run may run past max_draws (its extra draws are dropped): the
+    log counts the draws kept, up to the limit, not '600 of ≤ 500'."""
+    from types import SimpleNamespace
+
+    from lambda_hat.llc import samplers
+
+    monkeypatch.setattr(samplers, "PROGRESS_SEC", 0.0)
+    lines = []
+    unmixed = lambda i, steps: (np.arange(4)[:, None] + np.zeros((4, steps)),)  # noqa: E731  chains apart: never mixed
+    with samplers.reporting(lines.append, SimpleNamespace(n_beta=1.0, L_star=0.0)):
+        (kept,) = samplers.until_mixed(unmixed, 0, "auto", 300, 500)
+    assert kept.shape == (4, 500)
+    assert [ln.split(";")[0] for ln in lines] == ["300 of ≤ 500 draws per chain (burn-in 0)", "500 of ≤ 500 draws per chain (burn-in 0)"], lines
 
 
 def test_a_long_vi_fit_logs_its_progress(monkeypatch):

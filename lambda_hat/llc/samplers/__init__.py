@@ -83,6 +83,15 @@ def progress(what: str, kept=None) -> None:
     r["log"](f"{what}{est} ({time.time() - r['t0']:.0f} s)")
 
 
+def phase(what: str) -> None:
+    """Log, whenever it comes, the start of a phase that runs as one compiled program without
+    progress of its own (MCLMC's tuning, HMC's adaptation: minutes on a large target)."""
+    r = _REPORT.get()
+    if r is not None:
+        r["last"] = time.time()
+        r["log"](f"{what} ({time.time() - r['t0']:.0f} s)")
+
+
 def until_mixed(run_piece, burnin: int, draws, piece: int, max_draws: int) -> tuple:
     """Burn-in and draws from run_piece(i, steps) (the chains' next `steps` steps: a tuple of
     chains × steps arrays, L_n first), burn-in dropped. A number of draws is one piece; `auto`
@@ -96,7 +105,7 @@ def until_mixed(run_piece, burnin: int, draws, piece: int, max_draws: int) -> tu
         parts.append(tuple(np.asarray(a) for a in run_piece(i, piece)))
         i += 1
         kept = i * piece - burnin
-        progress(f"{i * piece} of ≤ {burnin + max_draws} draws per chain (burn-in {burnin})", losses if kept > 0 else None)
+        progress(f"{min(i * piece, burnin + max_draws)} of ≤ {burnin + max_draws} draws per chain (burn-in {burnin})", losses if kept > 0 else None)
         if kept >= max_draws or (kept >= 100 and mixed(losses(), False)):
             return tuple(np.concatenate(c, axis=1)[:, burnin : burnin + max_draws] for c in zip(*parts))
 

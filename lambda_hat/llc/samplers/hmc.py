@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lambda_hat.llc.samplers import Trace, starts, until_mixed
+from lambda_hat.llc.samplers import Trace, phase, starts, until_mixed
 
 
 def sample(post, cfg, key, spec=None) -> Trace:
@@ -58,6 +58,7 @@ def sample(post, cfg, key, spec=None) -> Trace:
 
         return jax.vmap(chain)(states, eps, inv_mass, jax.random.split(k_run, cfg.chains))
 
+    phase(f"window adaptation: {cfg.warmup} steps of {L} leapfrogs per chain, {cfg.chains} chains")
     states, eps, inv_mass = adapt(jax.random.split(k_warm, cfg.chains), starts(post, spec, key, cfg.chains), post.data, post.w_star, k_len)
 
     def piece(i, steps):

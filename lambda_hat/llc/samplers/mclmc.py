@@ -13,7 +13,7 @@ import jax
 import numpy as np
 
 from lambda_hat.llc.checks import MCLMC_ENERGY_VAR_MAX
-from lambda_hat.llc.samplers import Trace, starts, until_mixed
+from lambda_hat.llc.samplers import Trace, phase, starts, until_mixed
 
 TUNE_FRAC = 0.1  # BlackJAX's default fraction for each of its three tuning stages
 GRADS_PER_STEP = 2  # isokinetic McLachlan: two force evaluations per step (the third is reused)
@@ -66,6 +66,7 @@ def sample(post, cfg, key, spec=None) -> Trace:
 
         return jax.vmap(chain)(states, L, eps, inv_mass, jax.random.split(k_run, cfg.chains))
 
+    phase(f"tuning L and the step (BlackJAX's finder): {cfg.tune_steps} steps per chain, {cfg.chains} chains")
     states, L, eps, inv_mass, n_tune = tune(starts(post, spec, key, cfg.chains), post.data, post.w_star, k_init, k_tune)
 
     eps, shrinks, rerun_steps = np.asarray(eps), 0, 0

@@ -272,7 +272,10 @@ def sample(post, cfg, key, spec=None) -> Trace:
         pieces.append(np.asarray(losses))
         check_finite(pieces[-1], i * size, diverged_hint(cfg))
         end = (i + 1) * size
-        progress(f"{end} of ≤ {limit} steps per chain (burn-in {burnin})", (lambda: np.concatenate(pieces, axis=1)[:, burnin:end]) if end > burnin else None)
+        progress(
+            f"{min(end, limit)} of ≤ {limit} steps per chain (burn-in {burnin})",
+            (lambda: np.concatenate(pieces, axis=1)[:, burnin:end]) if end > burnin else None,
+        )
         if end > burnin and (i % every == 0 or end >= limit):
             # The step was planned at w*; a singular model's chains go where the curvature is
             # larger. Measured there, a bias over twice the target shrinks the auto step, and the
