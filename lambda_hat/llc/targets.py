@@ -222,7 +222,7 @@ def train_target(ctx, cfg: TargetTask) -> dict:
         extra.update(train_accuracy=acc(full), test_accuracy=acc(held_out))
     ctx.log(
         f"trained {training.steps} steps: L_n = {float(trained_loss):.6g}, |grad| = {trained_grad:.3g}; "
-        f"polished {training.polish_steps} full-batch steps: L_n(w*) = {L_star:.6g}, |grad| = {grad_norm:.3g}; test {test_loss}"
+        f"polished {training.polish_steps} full-batch steps: L_n(w*) = {L_star:.6g}, |grad| = {grad_norm:.3g}; test {'none' if test_loss is None else f'{test_loss:.6g}'}"
         + (f"; accuracy train {_accuracy_text(extra['train_accuracy'])}, test {_accuracy_text(extra['test_accuracy'])}" if prob.classify else "")
     )
     return {
