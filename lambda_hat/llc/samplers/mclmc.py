@@ -13,7 +13,7 @@ import jax
 import numpy as np
 
 from lambda_hat.llc.checks import MCLMC_ENERGY_VAR_MAX
-from lambda_hat.llc.samplers import Trace, phase, starts, until_mixed
+from lambda_hat.llc.samplers import UNROLL, Trace, conv_on_cpu, phase, starts, until_mixed
 
 TUNE_FRAC = 0.1  # BlackJAX's default fraction for each of its three tuning stages
 GRADS_PER_STEP = 2  # isokinetic McLachlan: two force evaluations per step (the third is reused)
@@ -51,20 +51,38 @@ def sample(post, cfg, key, spec=None) -> Trace:
         return jax.vmap(chain)(jax.random.split(k_init, cfg.chains), jax.random.split(k_tune, cfg.chains), w0)
 
     # L, ε and the mass matrix are arguments: each piece of an auto run is the same program
-    @functools.partial(jax.jit, static_argnames="steps")
-    def run(states, L, eps, inv_mass, i, data, w_star, k_run, steps):
+    @jax.jit
+    def run(states, L, eps, inv_mass, keys, data, w_star):
         logdensity = post.logdensity_over(data, w_star)
 
-        def chain(state, L, eps, inv_mass, key):
+        def chain(state, L, eps, inv_mass, keys):
             alg = blackjax.mclmc(logdensity, L=L, step_size=eps, inverse_mass_matrix=inv_mass)
 
             def step(state, k):
                 state, info = alg.step(k, state)
                 return state, (post.loss_from_logdensity(state.position, state.logdensity), info.energy_change)
 
-            return jax.lax.scan(step, state, jax.random.split(jax.random.fold_in(key, i), steps))
+            return jax.lax.scan(step, state, keys, unroll=bool(unroll))
 
-        return jax.vmap(chain)(states, L, eps, inv_mass, jax.random.split(k_run, cfg.chains))
+        return jax.vmap(chain)(states, L, eps, inv_mass, keys)
+
+    @functools.partial(jax.jit, static_argnames="steps")
+    def piece_keys(k_run, i, steps):  # (chains, steps) keys, made once per piece
+        return jax.vmap(lambda k: jax.random.split(jax.random.fold_in(k, i), steps))(jax.random.split(k_run, cfg.chains))
+
+    unroll = UNROLL if conv_on_cpu(post) else 0
+
+    def run_piece(states, i, steps):
+        """The piece's steps: in one call, or UNROLL unrolled steps a call (the same keys; a
+        piece that is not a multiple of UNROLL runs on to one, its extra draws dropped, rather
+        than compile a second program for the remainder)."""
+        if not unroll:
+            return run(states, L, eps, inv_mass, piece_keys(k_run, i, steps=steps), post.data, post.w_star)
+        outs, keys = [], np.asarray(piece_keys(k_run, i, steps=math.ceil(steps / unroll) * unroll))  # sliced on the host
+        for start in range(0, steps, unroll):
+            states, out = run(states, L, eps, inv_mass, keys[:, start : start + unroll], post.data, post.w_star)
+            outs.append(out)
+        return states, tuple(np.concatenate(o, axis=1)[:, :steps] for o in zip(*outs))
 
     phase(f"tuning L and the step (BlackJAX's finder): {cfg.tune_steps} steps per chain, {cfg.chains} chains")
     states, L, eps, inv_mass, n_tune = tune(starts(post, spec, key, cfg.chains), post.data, post.w_star, k_init, k_tune)
@@ -74,7 +92,7 @@ def sample(post, cfg, key, spec=None) -> Trace:
     def piece(i, steps):
         nonlocal states, eps, shrinks, rerun_steps
         for attempt in range(RETRIES + 1):
-            states, out = run(states, L, eps, inv_mass, i + 1000 * attempt, post.data, post.w_star, k_run, steps=steps)
+            states, out = run_piece(states, i + 1000 * attempt, steps)
             out = (*out, np.repeat(eps[:, None], steps, axis=1))  # each draw's step
             if attempt == RETRIES:
                 return out

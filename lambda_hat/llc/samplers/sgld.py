@@ -29,7 +29,7 @@ import numpy as np
 from lambda_hat.llc import calibration
 from lambda_hat.llc.data import host_rng
 from lambda_hat.llc.estimator import blocked
-from lambda_hat.llc.samplers import Trace, check_finite, mixed, progress, starts
+from lambda_hat.llc.samplers import UNROLL, Trace, check_finite, conv_on_cpu, mixed, per_sample, progress, starts
 
 CHUNKS = 10  # the scan runs in (at least) this many pieces so a divergence stops the run early
 # From this many bytes of random bits a step (d ≈ 4 000 at 4 chains), each step draws its own
@@ -61,7 +61,7 @@ def diverged_hint(cfg) -> str:
     return "lower step_size"
 
 
-def _paired(post, batches):
+def _paired(post, batches, chunked: bool):
     """The control variate of each step's batch, L_b(w*) + (∇L_b(w*) − ∇L_n(w*))·(w − w*), as
     (arrays, at): at(arrays, start, w), the arrays passed into the jitted program.
 
@@ -84,12 +84,12 @@ def _paired(post, batches):
 
     one = lambda w, xi, yi: post.loss(w, (xi[None], yi[None]))  # noqa: E731
     if (x.shape[0] + 1) * post.dim * 8 > GRAD_PREFIX_BYTES:
-        losses = prefix(jax.jit(jax.vmap(one, in_axes=(None, 0, 0)))(post.w_star, x, y))
+        losses = prefix(per_sample(one, post.w_star, x, y, chunked))
         return (losses,), lambda arrays, start, w: post.L_star + (arrays[0][start + b] - arrays[0][start]) / b
     # One program for both (each costs a compilation on a task's cold start), vectorised whole:
     # lax.map in batches compiled its body twice (the loop's and the remainder's), 0.12 s
     # against 0.04 s at d = 100; the output, capped above, bounds what it holds at once.
-    losses, grads = jax.jit(jax.vmap(jax.value_and_grad(one), in_axes=(None, 0, 0)))(post.w_star, x, y)
+    losses, grads = per_sample(jax.value_and_grad(one), post.w_star, x, y, chunked)
     losses, grads = prefix(losses), prefix(grads)
 
     def at(arrays, start, w):
@@ -209,7 +209,8 @@ def sample(post, cfg, key, spec=None) -> Trace:
     rms = cfg.precond == "rmsprop"
     rms_P = lambda v: (None, 1.0 / (jnp.sqrt(v) + cfg.rmsprop_eps), None)  # noqa: E731  diagonal, per chain
     batches = post.batcher(jax.random.fold_in(key, 1), cfg.batch_size)
-    cv_arrays, control = _paired(post, batches)
+    chunked = conv_on_cpu(post)
+    cv_arrays, control = _paired(post, batches, chunked)
     # the data, w* and the control variate's prefix sums are arguments of the jitted program,
     # not constants compiled into it (see calibration._hvp)
     arrays = (batches.ring, cv_arrays, post.w_star, P)
@@ -235,27 +236,47 @@ def sample(post, cfg, key, spec=None) -> Trace:
     per_step = cfg.chains * (d + 1) * 4 >= STEP_BITS_BYTES
     size = max(math.ceil((plan.burnin + plan.draws) / CHUNKS), math.ceil(limit / MAX_PIECES))
     size = size if per_step else max(1, min(size, PIECE_NOISE_BYTES // (4 * d)))
+    unroll = UNROLL if chunked else 0  # a piece then runs from the host, UNROLL steps a call
+    size = math.ceil(size / UNROLL) * UNROLL if unroll else size  # one compiled length
 
     def piece(carry, ts, noise, offsets, eps, arrays):
         return jax.lax.scan(lambda c, xs: step(arrays, eps, c, xs), carry, (ts, offsets, noise))
 
+    def all_chains(arrays, eps, c, t, noise, offsets):  # one step, the chains vectorised inside it
+        return jax.vmap(lambda c, o, z: step(arrays, eps, c, (t, o, z)))(c, offsets, noise)
+
     # ε is an argument, not a constant: a step shrunk below (re-planned) runs the same program
     @jax.jit
     def run(carry, ts, bits, eps, arrays):
-        """bits: the piece's (chains, steps, d + 1), or per step the generator's state."""
+        """bits: the piece's (chains, steps, d + 1), or per step the generator's state, also
+        returned as it is left (for the next call's, where a piece is run UNROLL steps a call)."""
         if not per_step:
             noise, offsets = _draws(bits, batches)
-            return jax.vmap(piece, in_axes=(0, None, 0, 0, None, None))(carry, ts, noise, offsets, eps, arrays)
+            if not unroll:
+                return (*jax.vmap(piece, in_axes=(0, None, 0, 0, None, None))(carry, ts, noise, offsets, eps, arrays), bits)
+            xs = (ts, noise.swapaxes(0, 1), offsets.swapaxes(0, 1))
+            carry, losses = jax.lax.scan(lambda c, x: all_chains(arrays, eps, c, *x), carry, xs, unroll=True)
+            return carry, losses.T, bits
 
-        def all_chains(c_state, t):  # each step's, with the chains vectorised inside the step
+        def each(c_state, t):
             c, state = c_state
             state, bits = _generate(state, (cfg.chains, d + 1))
-            noise, offsets = _draws(bits, batches)
-            c, losses = jax.vmap(lambda c, o, z: step(arrays, eps, c, (t, o, z)))(c, offsets, noise)
+            c, losses = all_chains(arrays, eps, c, t, *_draws(bits, batches))
             return (c, state), losses
 
-        (carry, _), losses = jax.lax.scan(all_chains, (carry, bits), ts)
-        return carry, losses.T
+        (carry, state), losses = jax.lax.scan(each, (carry, bits), ts, unroll=bool(unroll))
+        return carry, losses.T, state
+
+    def run_piece(carry, ts, bits, eps, arrays):
+        """The piece's steps: one call, or UNROLL steps a call (the same draws either way)."""
+        if not unroll:
+            return run(carry, ts, bits, eps, arrays)[:2]
+        out = []
+        for j in range(0, len(ts), unroll):
+            carry, losses, state = run(carry, ts[j : j + unroll], bits if per_step else bits[:, j : j + unroll], eps, arrays)
+            bits = state if per_step else bits
+            out.append(losses)
+        return carry, jnp.concatenate(out, axis=1)
 
     carry = (w0, np.ones((cfg.chains, d), post.w_star.dtype))
     noisy = post.batch_fraction(cfg.batch_size) < 1  # the recorded statistic carries batch noise
@@ -268,7 +289,7 @@ def sample(post, cfg, key, spec=None) -> Trace:
         i += 1
         # host-side step numbers: eager jnp ops would each compile a program of their own
         ts = np.arange(i * size, (i + 1) * size, dtype=np.int32)
-        carry, losses = run(carry, ts, _piece_bits(key, i, bits_shape), np.asarray(eps, post.w_star.dtype), arrays)
+        carry, losses = run_piece(carry, ts, _piece_bits(key, i, bits_shape), np.asarray(eps, post.w_star.dtype), arrays)
         pieces.append(np.asarray(losses))
         check_finite(pieces[-1], i * size, diverged_hint(cfg))
         end = (i + 1) * size
