@@ -20,7 +20,7 @@ from lambda_hat.llc.estimator import blocked
 
 # Each sampler's code version, part of its runs' IDs: bump one when a change to its module
 # changes the draws, and exactly the runs of that sampler are recomputed.
-VERSIONS = {"sgld": 13, "hmc": 5, "mclmc": 6, "vi": 5}
+VERSIONS = {"sgld": 14, "hmc": 5, "mclmc": 6, "vi": 5}
 MIXED_DRAWS = 4000  # the auto draws' stopping rule reads at most this many (block) means per chain
 PROGRESS_SEC = 30.0  # a long run's progress in its task's log, at most this often
 UNROLL = 8  # steps per call, or samples per chunk, for a convolution on CPU (conv_on_cpu)
