@@ -276,7 +276,7 @@ def sample(post, cfg, key, spec=None) -> Trace:
             carry, losses, state = run(carry, ts[j : j + unroll], bits if per_step else bits[:, j : j + unroll], eps, arrays)
             bits = state if per_step else bits
             out.append(losses)
-        return carry, jnp.concatenate(out, axis=1)
+        return carry, np.concatenate([np.asarray(o) for o in out], axis=1)  # jnp's would compile per count of chunks
 
     carry = (w0, np.ones((cfg.chains, d), post.w_star.dtype))
     noisy = post.batch_fraction(cfg.batch_size) < 1  # the recorded statistic carries batch noise
