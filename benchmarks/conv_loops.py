@@ -3,13 +3,14 @@
     python benchmarks/conv_loops.py [--draws 2000] [--channels 4]
 
 XLA:CPU runs a convolution inside a loop body several times slower than outside one
-(jax-ml/jax#12868), so on CPU a target whose loss has a convolution runs SGLD's and MCLMC's
-steps in pieces of UNROLL unrolled steps, one call each (samplers.conv_on_cpu). This runs both ways
-side by side on a CNN trained on scikit-learn's digits (conv 3×3 → ReLU → 2×2 average pool →
-dense, float64, 1 200 training images), with the same settings (fixed step size and counts): each way runs S draws twice (the first
-compiles) and 2S draws once, and the difference over S is the cost of a step, free of the
-calibration and checks a run also pays (SGLD's control variate takes per-sample gradients at w*,
-slow for convolutions too). It prints both, per step and per run of S draws, and their ratios.
+(jax-ml/jax#12868), so on CPU a target whose loss has a convolution runs SGLD's, MCLMC's and VI's
+fit steps in pieces of UNROLL unrolled steps, one call each (samplers.conv_on_cpu). This runs
+both ways side by side on a CNN trained on scikit-learn's digits (conv 3×3 → ReLU → 2×2 average
+pool → dense, float64, 1 200 training images), with the same settings (fixed step size and
+counts): each way runs S draws (VI: fit steps) twice, the first compiling, and 2S once; the
+difference over S is the cost of a step, free of the calibration and checks a run also pays
+(SGLD's control variate takes per-sample gradients at w*, slow for convolutions too). It prints
+both, per step and per run of S, and their ratios.
 """
 
 from __future__ import annotations
@@ -33,9 +34,9 @@ from jax.flatten_util import ravel_pytree  # noqa: E402
 from sklearn.datasets import load_digits  # noqa: E402
 
 from lambda_hat.llc import samplers  # noqa: E402
-from lambda_hat.llc.config import MCLMC, SGLD  # noqa: E402
+from lambda_hat.llc.config import MCLMC, SGLD, VI  # noqa: E402
 from lambda_hat.llc.posterior import Posterior, n_beta  # noqa: E402
-from lambda_hat.llc.samplers import mclmc, sgld  # noqa: E402
+from lambda_hat.llc.samplers import mclmc, sgld, vi  # noqa: E402
 
 
 class CNN(nn.Module):
@@ -75,26 +76,32 @@ def main():
     a = ap.parse_args()
     post = target(a.channels)
     print(f"CNN on digits: d = {post.dim}, n = {post.n}, convolutions found: {samplers.conv_on_cpu(post)}")
-    # (sampler module, config with S draws, S): SGLD on minibatches, MCLMC full batch
+    # (sampler module, config with S of what each counts, S, what): SGLD on minibatches, MCLMC and VI full batch
     runs = {
-        "sgld (batch 256, 4 chains)": (sgld, lambda s: SGLD(step_size=1e-3, precond="none", batch_size=256, burnin=100, draws=s), a.draws),
-        "mclmc (full batch, 4 chains)": (mclmc, lambda s: MCLMC(tune_steps=100, burnin=100, draws=s), a.draws // 8),
+        "sgld (batch 256, 4 chains)": (sgld, lambda s: SGLD(step_size=1e-3, precond="none", batch_size=256, burnin=100, draws=s), a.draws, "draws"),
+        "mclmc (full batch, 4 chains)": (mclmc, lambda s: MCLMC(tune_steps=100, burnin=100, draws=s), a.draws // 8, "draws"),
+        "vi meanfield (full batch, 8 draws a step, 4 chains)": (
+            vi,
+            lambda s: VI(family="meanfield", steps=s, draws=200, refine="none"),
+            a.draws // 40,
+            "fit steps",
+        ),
     }
-    for name, (module, cfg, S) in runs.items():
+    for name, (module, cfg, S, what) in runs.items():
         sec, step, est = {}, {}, {}
         for unrolled in (False, True):
             module.conv_on_cpu = lambda post, u=unrolled: u
             timed = {}
-            for draws in (S, S, 2 * S):  # compiled, then timed: S draws and 2S
+            for count in (S, S, 2 * S):  # compiled, then timed: S and 2S
                 t0 = time.perf_counter()
-                trace = module.sample(post, cfg(draws), jax.random.PRNGKey(0))
-                timed[draws] = time.perf_counter() - t0
+                trace = module.sample(post, cfg(count), jax.random.PRNGKey(0))
+                timed[count] = time.perf_counter() - t0
                 est[unrolled] = post.n_beta * (float(np.mean(trace.loss)) - post.L_star)
             sec[unrolled], step[unrolled] = timed[S], (timed[2 * S] - timed[S]) / S
         print(
             f"{name}: a step {1e3 * step[False]:.2f} ms in loops, {1e3 * step[True]:.2f} ms in unrolled pieces "
-            f"({step[False] / step[True]:.2f}×); a run of {S} draws {sec[False]:.1f} s and {sec[True]:.1f} s "
-            f"({sec[False] / sec[True]:.2f}×); λ̂ over {2 * S} draws {est[False]:.3f} and {est[True]:.3f}"
+            f"({step[False] / step[True]:.2f}×); a run of {S} {what} {sec[False]:.1f} s and {sec[True]:.1f} s "
+            f"({sec[False] / sec[True]:.2f}×); λ̂ of the run of {2 * S} {est[False]:.3f} and {est[True]:.3f}"
         )
 
 

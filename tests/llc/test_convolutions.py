@@ -1,6 +1,6 @@
-"""Targets with convolutions on CPU: SGLD and MCLMC run their steps from the host in unrolled
-pieces and take per-sample values in chunks (XLA:CPU is slow at both inside one program), with
-the same draws as the compiled loops and a λ̂ that matches the exact value."""
+"""Targets with convolutions on CPU: SGLD, MCLMC and VI's fit run their steps from the host in
+unrolled pieces, and SGLD takes per-sample values in chunks (XLA:CPU is slow at both inside one
+program), with the same draws as the compiled loops and a λ̂ that matches the exact value."""
 
 import jax
 import jax.numpy as jnp
@@ -9,7 +9,7 @@ import pytest
 
 from lambda_hat.llc import samplers, theory
 from lambda_hat.llc.posterior import Posterior, n_beta
-from lambda_hat.llc.samplers import mclmc, sgld
+from lambda_hat.llc.samplers import mclmc, sgld, vi
 from lambda_hat.llc.sampling import estimate
 from regimes import check, preset, regular
 
@@ -50,7 +50,15 @@ def test_per_sample_values_in_chunks_are_the_whole_programs(m):
         np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-12)
 
 
-@pytest.mark.parametrize("name, module, per_step, over", [("sgld", sgld, False, {}), ("sgld", sgld, True, {}), ("mclmc", mclmc, False, {"tune_steps": 200})])
+@pytest.mark.parametrize(
+    "name, module, per_step, over",
+    [
+        ("sgld", sgld, False, {}),
+        ("sgld", sgld, True, {}),
+        ("mclmc", mclmc, False, {"tune_steps": 200}),
+        ("vi_meanfield", vi, False, {"steps": 100, "refine": "none"}),
+    ],
+)
 def test_steps_from_the_host_are_the_loops_draws(name, module, per_step, over, monkeypatch):
     """The same λ̂ to rounding, whichever way the steps run (a piece's random bits or the
     generator's state carried from call to call): a linear target forced through both paths."""

@@ -41,8 +41,9 @@ def conv_on_cpu(post) -> bool:
     inside a loop body 2–5× slower (jax-ml/jax#12868: a small CNN's 4-chain gradient step took
     37 ms in a scan, 7.4 ms in unrolled pieces of 8 steps; a 1-D one 17.6 against 6.4; MLPs and
     attention ran as fast or faster in the loop), and vmapped over many per-sample gradients
-    (1 200 digits: 1.5 s at once, 0.016 s in chunks of 8). Such a target's samplers run their
-    steps from the host, UNROLL unrolled steps a call, and take per-sample values in chunks."""
+    (1 200 digits: 1.5 s at once, 0.016 s in chunks of 8). Such a target's SGLD, MCLMC and VI
+    fit run their steps from the host, UNROLL unrolled steps a call, and SGLD takes its
+    per-sample values in chunks."""
     import jax
 
     if jax.default_backend() != "cpu" or post.data is None:

@@ -31,7 +31,7 @@ import optax
 from jax.scipy.special import logsumexp
 
 from lambda_hat.llc import checks
-from lambda_hat.llc.samplers import Trace, progress
+from lambda_hat.llc.samplers import UNROLL, Trace, conv_on_cpu, progress
 
 FIT_PIECES = 10  # the fit runs in (at most) this many equal pieces, its progress logged between them
 
@@ -187,7 +187,7 @@ def sample(post, cfg, key, spec=None) -> Trace:
             updates, s = opt.update(g, s, p)
             return (optax.apply_updates(p, updates), s), log_jac - value
 
-        return jax.lax.scan(step, carry, keys)
+        return jax.lax.scan(step, carry, keys, unroll=bool(unroll))
 
     def draw(p, k_draw, data):
         xs = jax.vmap(lambda k: fam.draw(p, k))(jax.random.split(k_draw, cfg.burnin + cfg.draws))
@@ -196,13 +196,18 @@ def sample(post, cfg, key, spec=None) -> Trace:
         log_q = jax.lax.map(lambda x: fam.log_q(p, x), xs, batch_size=64) - log_jac
         return losses, -post.n_beta * losses - jax.vmap(post.prior_term)(ws) - log_q
 
+    unroll = UNROLL if conv_on_cpu(post) else 0  # then UNROLL unrolled steps a call (samplers.conv_on_cpu)
     carry, keys, k_draw = jax.jit(jax.vmap(init))(jax.random.split(key, cfg.chains))
+    keys = np.asarray(keys) if unroll else keys  # sliced on the host: a device array's slices each compile
     fit_piece = jax.jit(jax.vmap(fit, in_axes=(0, 0, None)))
     size = cfg.steps // max(k for k in range(1, FIT_PIECES + 1) if cfg.steps % k == 0)  # equal pieces: one program
     elbo = []
     for start in range(0, cfg.steps, size):
-        carry, e = fit_piece(carry, keys[:, start : start + size], draw_batch.ring)
-        elbo.append(np.asarray(e))
+        parts = []
+        for j in range(start, start + size, unroll or size):
+            carry, e = fit_piece(carry, keys[:, j : min(j + (unroll or size), start + size)], draw_batch.ring)
+            parts.append(e)
+        elbo.append(np.concatenate([np.asarray(e) for e in parts], axis=1))
         progress(f"VI fit: {start + size} of {cfg.steps} steps; ELBO {float(np.mean(elbo[-1][:, -1])):.4g}")
     elbo = np.concatenate(elbo, axis=1)
     losses, log_w = (np.asarray(a) for a in jax.jit(jax.vmap(draw, in_axes=(0, 0, None)))(carry[0], k_draw, post.data))
