@@ -67,6 +67,19 @@ def per_sample(fn, w, x, y, chunked: bool):
     return jax.tree.map(lambda *a: np.concatenate(a), *outs)
 
 
+def in_calls(call, carry, steps: int, every: int):
+    """`steps` steps as calls of `every` (UNROLL where conv_on_cpu, else all at once):
+    call(carry, start, stop) -> (carry, outputs of chains × steps each), the outputs joined on
+    the host (jnp's concatenate compiles a program per count of calls)."""
+    import jax
+
+    outs = []
+    for start in range(0, steps, every):
+        carry, out = call(carry, start, min(start + every, steps))
+        outs.append(out)
+    return carry, jax.tree.map(lambda *o: np.concatenate([np.asarray(x) for x in o], axis=1), *outs)
+
+
 def check_finite(losses: np.ndarray, first_step: int, hint: str) -> None:
     """Fail with the chain and step of the first non-finite L_n (shape: chains × steps)."""
     bad = ~np.isfinite(losses)

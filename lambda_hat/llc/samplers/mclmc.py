@@ -13,7 +13,7 @@ import jax
 import numpy as np
 
 from lambda_hat.llc.checks import MCLMC_ENERGY_VAR_MAX
-from lambda_hat.llc.samplers import UNROLL, Trace, conv_on_cpu, phase, starts, until_mixed
+from lambda_hat.llc.samplers import UNROLL, Trace, conv_on_cpu, in_calls, phase, starts, until_mixed
 
 TUNE_FRAC = 0.1  # BlackJAX's default fraction for each of its three tuning stages
 GRADS_PER_STEP = 2  # isokinetic McLachlan: two force evaluations per step (the third is reused)
@@ -78,11 +78,9 @@ def sample(post, cfg, key, spec=None) -> Trace:
         than compile a second program for the remainder)."""
         if not unroll:
             return run(states, L, eps, inv_mass, piece_keys(k_run, i, steps=steps), post.data, post.w_star)
-        outs, keys = [], np.asarray(piece_keys(k_run, i, steps=math.ceil(steps / unroll) * unroll))  # sliced on the host
-        for start in range(0, steps, unroll):
-            states, out = run(states, L, eps, inv_mass, keys[:, start : start + unroll], post.data, post.w_star)
-            outs.append(out)
-        return states, tuple(np.concatenate(o, axis=1)[:, :steps] for o in zip(*outs))
+        keys = np.asarray(piece_keys(k_run, i, steps=math.ceil(steps / unroll) * unroll))  # sliced on the host
+        states, out = in_calls(lambda s, a, b: run(s, L, eps, inv_mass, keys[:, a : a + unroll], post.data, post.w_star), states, steps, unroll)
+        return states, tuple(o[:, :steps] for o in out)
 
     phase(f"tuning L and the step (BlackJAX's finder): {cfg.tune_steps} steps per chain, {cfg.chains} chains")
     states, L, eps, inv_mass, n_tune = tune(starts(post, spec, key, cfg.chains), post.data, post.w_star, k_init, k_tune)

@@ -29,7 +29,7 @@ import numpy as np
 from lambda_hat.llc import calibration
 from lambda_hat.llc.data import host_rng
 from lambda_hat.llc.estimator import blocked
-from lambda_hat.llc.samplers import UNROLL, Trace, check_finite, conv_on_cpu, mixed, per_sample, progress, starts
+from lambda_hat.llc.samplers import UNROLL, Trace, check_finite, conv_on_cpu, in_calls, mixed, per_sample, progress, starts
 
 CHUNKS = 10  # the scan runs in (at least) this many pieces so a divergence stops the run early
 # From this many bytes of random bits a step (d ≈ 4 000 at 4 chains), each step draws its own
@@ -271,12 +271,14 @@ def sample(post, cfg, key, spec=None) -> Trace:
         """The piece's steps: one call, or UNROLL steps a call (the same draws either way)."""
         if not unroll:
             return run(carry, ts, bits, eps, arrays)[:2]
-        out = []
-        for j in range(0, len(ts), unroll):
-            carry, losses, state = run(carry, ts[j : j + unroll], bits if per_step else bits[:, j : j + unroll], eps, arrays)
-            bits = state if per_step else bits
-            out.append(losses)
-        return carry, np.concatenate([np.asarray(o) for o in out], axis=1)  # jnp's would compile per count of chunks
+
+        def call(c, a, b):  # c: the chains and, per step, the generator's state
+            chains, state = c
+            chains, losses, state = run(chains, ts[a:b], state if per_step else bits[:, a:b], eps, arrays)
+            return (chains, state), losses
+
+        (carry, _), losses = in_calls(call, (carry, bits), len(ts), unroll)
+        return carry, losses
 
     carry = (w0, np.ones((cfg.chains, d), post.w_star.dtype))
     noisy = post.batch_fraction(cfg.batch_size) < 1  # the recorded statistic carries batch noise

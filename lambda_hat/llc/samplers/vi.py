@@ -31,7 +31,7 @@ import optax
 from jax.scipy.special import logsumexp
 
 from lambda_hat.llc import checks
-from lambda_hat.llc.samplers import UNROLL, Trace, conv_on_cpu, progress
+from lambda_hat.llc.samplers import UNROLL, Trace, conv_on_cpu, in_calls, progress
 
 FIT_PIECES = 10  # the fit runs in (at most) this many equal pieces, its progress logged between them
 
@@ -203,11 +203,8 @@ def sample(post, cfg, key, spec=None) -> Trace:
     size = cfg.steps // max(k for k in range(1, FIT_PIECES + 1) if cfg.steps % k == 0)  # equal pieces: one program
     elbo = []
     for start in range(0, cfg.steps, size):
-        parts = []
-        for j in range(start, start + size, unroll or size):
-            carry, e = fit_piece(carry, keys[:, j : min(j + (unroll or size), start + size)], draw_batch.ring)
-            parts.append(e)
-        elbo.append(np.concatenate([np.asarray(e) for e in parts], axis=1))
+        carry, e = in_calls(lambda c, a, b: fit_piece(c, keys[:, start + a : start + b], draw_batch.ring), carry, size, unroll or size)
+        elbo.append(e)
         progress(f"VI fit: {start + size} of {cfg.steps} steps; ELBO {float(np.mean(elbo[-1][:, -1])):.4g}")
     elbo = np.concatenate(elbo, axis=1)
     losses, log_w = (np.asarray(a) for a in jax.jit(jax.vmap(draw, in_axes=(0, 0, None)))(carry[0], k_draw, post.data))
