@@ -152,6 +152,14 @@ def _grid_points(spec: SweepFile, where: str) -> list[tuple[str, dict]]:
 def load_sweep(path: Path, overrides: tuple[str, ...] = ()) -> Sweep:
     where = str(path)
     raw = apply_overrides(load_yaml(path), overrides, where)
+    for i, r in enumerate((raw or {}).get("rank_by") or []):
+        # W&B's {name: …} alone means minimize there and max here: not guessed either way
+        if isinstance(r, dict) and "name" in r and "goal" not in r:
+            fail(
+                where,
+                f"rank_by[{i}].goal",
+                "missing: W&B's {name: …} form minimizes by default and rank_by maximizes; give goal (max, min, maximize, minimize)",
+            )
     spec = build(SweepFile, raw, where)
     if spec.task:
         spec = dataclasses.replace(spec, task=current_ref(spec.task))

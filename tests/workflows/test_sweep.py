@@ -62,6 +62,7 @@ def test_expansion_order_dedup_and_full_config(project):
         ({"grid": {"lr": 0.1}}, "grid.lr: expected a non-empty list of values, got 0.1"),
         ({"rank_by": []}, "rank_by: needs at least 1 entry"),
         ({"rank_by": [{"metric": "score", "goal": "up"}]}, "rank_by[0].goal: 'up' is not allowed; allowed values: max, min, maximize, minimize"),
+        ({"rank_by": [{"metric": "score"}, {"name": "loss"}]}, "rank_by[1].goal: missing: W&B's {name: …} form minimizes by default and rank_by maximizes"),
         ({"task": "tests.tasks:nope"}, "task: 'tests.tasks:nope' cannot be imported"),
         ({"task": "toy"}, "task: 'toy': expected 'module:function'"),
         ({"combos": [{"lr": 0.1}]}, "combos[0]: each combo needs a `name`"),
