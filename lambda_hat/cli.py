@@ -430,6 +430,7 @@ def export(store_root, mlflow_uri, wandb_dir):
     except InputError as e:
         _fail(e)
     click.echo(tracking.report(backends, tracking.export(store, backends)))
+    sys.exit(1 if tracking.failed(backends) else 0)
 
 
 @main.command()

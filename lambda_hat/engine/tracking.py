@@ -14,6 +14,7 @@ import csv
 import json
 import math
 import os
+import re
 from pathlib import Path
 
 from lambda_hat.engine.store import Store, read_json
@@ -133,8 +134,18 @@ class MLflow:
             os.environ["MLFLOW_ALLOW_FILE_STORE"] = "true"
         tracking = _need("mlflow.tracking", "--track mlflow")
         self.entities = _need("mlflow.entities", "--track mlflow")
-        self.client = tracking.MlflowClient(tracking_uri=self.uri)
         self.experiments: dict[str, str] = {}
+        self.error, self.missed = None, 0
+        # Asked once before anything runs: a URI mlflow-skinny cannot open, or a server that is
+        # down, had ended a finished sweep in a traceback after minutes of MLflow's retries.
+        try:
+            self.client = tracking.MlflowClient(tracking_uri=self.uri)
+            with _env(MLFLOW_HTTP_REQUEST_MAX_RETRIES="1", MLFLOW_HTTP_REQUEST_TIMEOUT="15"):
+                self.client.search_experiments(max_results=1)
+        except Exception as e:
+            db = self.uri.split(":", 1)[0].split("+")[0] in ("sqlite", "postgresql", "mysql", "mssql")
+            hint = " (a database URI needs the full MLflow: pip install mlflow)" if db else ""
+            raise InputError(f"--track mlflow: MLflow cannot use {self.uri}: {one_line(e)}{hint}") from None
 
     def _experiment(self, name: str) -> str:
         if name not in self.experiments:
@@ -177,6 +188,7 @@ class MLflow:
 class Wandb:
     def __init__(self, directory: str | None = None, project: str = "lambda-hat"):
         self.wandb = _need("wandb", "--track wandb")
+        self.error, self.missed = None, 0
         self.dir = Path(directory or os.environ.get("WANDB_DIR") or ".").resolve()
         self.project = project
         # no API key: an offline run directory that `wandb sync` uploads later
@@ -231,8 +243,37 @@ def trackers(names, mlflow_uri: str | None = None, wandb_dir: str | None = None)
 
 
 def report(backends: list, new: int) -> str:
-    where = ", ".join(f"mlflow {b.uri}" if isinstance(b, MLflow) else f"wandb {b.mode} {b.dir / 'wandb'}" for b in backends)
-    return f"tracking: {new} new run(s) logged to {where}"
+    where = lambda b: f"mlflow {b.uri}" if isinstance(b, MLflow) else f"wandb {b.mode} {b.dir / 'wandb'}"  # noqa: E731
+    lines = [f"tracking: {new} new run(s) logged to {', '.join(map(where, backends))}"]
+    for b in failed(backends):
+        again = f"lambda-hat export --mlflow {b.uri}" if isinstance(b, MLflow) else f"lambda-hat export --wandb {b.dir}"
+        lines.append(f"tracking failed: {where(b)}: {b.error}; {b.missed} run(s) not logged there (`{again}` logs them, nothing twice)")
+    return "\n".join(lines)
+
+
+def failed(backends: list) -> list:
+    return [b for b in backends if b.error is not None]
+
+
+def one_line(e: Exception, limit: int = 300) -> str:
+    text = " ".join(str(e).split()) or type(e).__name__
+    cause = re.search(r"\[Errno -?\d+\] [^\"')\]]+", text)  # the OS's reason, deep in a wrapped HTTP error
+    text = f"{cause.group(0).strip()}: {text}" if cause else text
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+class _env:
+    """Environment variables set for a block, unless the user set them."""
+
+    def __init__(self, **values):
+        self.values = {k: v for k, v in values.items() if k not in os.environ}
+
+    def __enter__(self):
+        os.environ.update(self.values)
+
+    def __exit__(self, *exc):
+        for k in self.values:
+            os.environ.pop(k, None)
 
 
 def log_tasks(store: Store, tasks, backends: list, experiment: str | None = None, tags_of: dict | None = None) -> int:
@@ -252,7 +293,13 @@ def log_tasks(store: Store, tasks, backends: list, experiment: str | None = None
         rec["experiment"] = experiment
         rec["tags"].update((tags_of or {}).get(tid, {}))
         for b in backends:
-            new += b.log(rec)
+            if b.error is None:  # a backend that failed once is not asked again (its retries take minutes)
+                try:
+                    new += b.log(rec)
+                    continue
+                except Exception as e:
+                    b.error = one_line(e)
+            b.missed += 1
     return new
 
 

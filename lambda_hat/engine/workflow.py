@@ -255,4 +255,4 @@ def run(wf: Workflow, path: Path, card, opts: Options) -> int:
         click.echo(f"budget reached: {len(left)} task(s) not started: {', '.join(left)}; rerun to continue")
     if backends:
         click.echo(tracking.track(store, tasks, backends, wf.experiment(plan), wf.tracked_tags(table)))
-    return 0 if summary.ok and not wf.failed(table) else 1
+    return 0 if summary.ok and not wf.failed(table) and not tracking.failed(backends) else 1

@@ -178,3 +178,54 @@ def test_tracking_input_errors(project, tmp_path):
         r = cli(*args, cwd=project)
         assert r.returncode == 2 and msg in r.stderr and len(r.stderr.strip().splitlines()) == 1, (args, r.stderr)
     assert not (project / "runs").exists() and not (project / "mlruns").exists()
+
+
+def test_a_tracker_it_cannot_use(project):
+    """A tracking URI mlflow-skinny cannot open, or a server that is down, is a one-line error
+    before anything runs (it had been a traceback after the whole sweep, behind minutes of MLflow's
+    retries); a server that fails mid-way costs the tracking, not the results: a line saying what
+    was not logged and how to log it later, exit 1."""
+    import http.server
+    import socket
+    import threading
+
+    write_config(project / "config" / "experiments.yaml", TINY)
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    for uri, msg in [
+        (f"sqlite:///{project}/ml.db", "(a database URI needs the full MLflow: pip install mlflow)"),
+        (f"http://127.0.0.1:{closed}", "Connection refused"),
+    ]:
+        r = cli("workflow", "llc", "--local", "--track", "mlflow", cwd=project, env={"MLFLOW_TRACKING_URI": uri})
+        err = r.stderr.strip()
+        assert r.returncode == 2 and err.startswith(f"error: --track mlflow: MLflow cannot use {uri}: ") and msg in err, err
+        assert len(err.splitlines()) == 1 and not (project / "runs").exists() and not (project / "results").exists(), err
+
+    class Half(http.server.BaseHTTPRequestHandler):  # answers the check before the run, nothing after
+        def reply(self):
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            ok = "experiments/search" in self.path
+            body = b'{"experiments": []}' if ok else b'{"error_code": "INTERNAL_ERROR", "message": "disk full"}'
+            self.send_response(200 if ok else 400)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = reply
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Half)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    uri = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        r = cli("workflow", "llc", "--local", "--track", "mlflow", cwd=project, env={"MLFLOW_TRACKING_URI": uri})
+    finally:
+        server.shutdown()
+    assert r.returncode == 1 and "llc: 2 done, 0 reused, 0 failed" in r.stdout, r.stdout + r.stderr
+    assert "Traceback" not in r.stdout + r.stderr and pd.read_parquet(project / "results" / "llc_runs.parquet")["status"].tolist() == ["done"]
+    line = next(x for x in r.stdout.splitlines() if x.startswith("tracking failed:"))
+    assert f"mlflow {uri}: " in line and "disk full" in line and f"2 run(s) not logged there (`lambda-hat export --mlflow {uri}`" in line, line
