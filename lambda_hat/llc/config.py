@@ -599,6 +599,8 @@ def checkpoints(t: Target, path: Path, key: str) -> list[Target]:
     out = [replace(t, label=f"{t.label}@{s}", training=replace(t.training, steps=s, polish_steps=0), step=s, trajectory=t.label) for s in steps]
     if out[-1].semantic() == t.semantic():  # unpolished training: its last checkpoint is the target
         out[-1] = replace(t, step=total, trajectory=t.label)
+    elif t.training.polish_steps == 0:  # unpolished, the target is where the same training ends: its last point
+        out.append(replace(t, step=total, trajectory=t.label))
     else:
         out.append(t)
     return out

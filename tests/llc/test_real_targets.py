@@ -175,6 +175,19 @@ def test_bad_targets_are_one_line_errors(project, target, fragment):
     assert r.returncode == 2 and fragment in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
 
 
+def test_the_end_of_unpolished_training_closes_its_trajectory(project):
+    """Checkpoints listed short of training.steps: an unpolished target is the same training at
+    its last step, so it is the trajectory's last point (the plot had stopped at the last listed
+    step); a polished one is a converged target beside the trajectory, not a point of it."""
+    path = project / "config" / "experiments.yaml"
+    for polish, steps in ((0, [100, 200, 600]), (200, [100, 200])):
+        over = {"training": {"steps": 600, "polish_steps": polish}}
+        write_config(path, {"targets": [{"model": "small", "data": "small", "checkpoints": [100, 200], "overrides": over}], "samplers": [HMC]})
+        targets = load_plan(path).targets
+        assert [t.step for t in targets if t.trajectory] == steps and len(targets) == 3, [(t.label, t.step) for t in targets]
+        assert targets[-1].label == "small/small/s0" and targets[-1].training.polish_steps == polish
+
+
 def test_custom_build_missing_pieces_fails_its_task(project, tmp_path):
     (project / "broken_target.py").write_text("def build(cfg):\n    return {'x': [[0.0]], 'y': [[0.0]]}\n")
     write_config(project / "config" / "experiments.yaml", {"targets": [{"model": {"kind": "custom", "fn": "broken_target:build"}}], "samplers": [HMC]})
