@@ -263,7 +263,7 @@ def select(sweep: Sweep, only: tuple[str, ...], flag: str = "--only") -> list[Ex
         get = (lambda e: e.name) if key == "name" else (lambda e: e.config.get(key, _MISSING))  # noqa: E731
         present = [get(e) for e in sweep.experiments if get(e) is not _MISSING]
         if not present:
-            keys = sorted({k for e in sweep.experiments for k in e.config})
+            keys = sorted({k for e in sweep.experiments for k in e.config} - {"name"})  # name: listed first, once
             raise InputError(f"{flag} {key}: no experiment of {sweep.path} has this key; keys: name, {', '.join(keys)}")
         unknown = [v for v in wanted if v not in present]
         if unknown:

@@ -109,6 +109,17 @@ def test_rank_by_in_wandb_words(project):
     assert [(r.metric, r.goal) for r in load_sweep(wandb).spec.rank_by] == [("score", "max"), ("loss", "min")]
 
 
+def test_only_names_the_keys_it_knows(project):
+    """--only with a key no experiment has lists the keys, each once (a factor called `name`
+    had been listed twice)."""
+    from lambda_hat.engine.sweep import select
+
+    doc = {"command": "true {lr} {name} {outdir}", "rank_by": [{"metric": "score"}], "grid": {"lr": [0.1], "name": ["a"]}}
+    with pytest.raises(InputError) as e:
+        select(load_sweep(sweep_file(project, doc)), ("foo=1",))
+    assert str(e.value).endswith("toy.yaml has this key; keys: name, lr, seed"), str(e.value)
+
+
 def test_a_task_config_without_a_seed_field(project):
     """A task whose config has no `seed` is swept without one (it had been 'seed: unknown key',
     a key the user never wrote); asking for replicates of it is a one-line error."""
