@@ -140,6 +140,14 @@ def _command(wf) -> click.Command:
         click.option("--keep-going", "-k", is_flag=True, expose_value=False, help="Always on: a failed task never stops the others."),
         click.option("--rerun-incomplete", "--ri", is_flag=True, expose_value=False, help="Always on: a task that never finished runs again."),
         click.option(
+            "--unlock",
+            is_flag=True,
+            expose_value=False,
+            is_eager=True,
+            callback=_unlock,
+            help="Snakemake's --unlock after a crash: nothing to do here (a task's lock dies with its process); says so and exits.",
+        ),
+        click.option(
             "--printshellcmds",
             "-p",
             "print_commands",
@@ -175,6 +183,12 @@ def _command(wf) -> click.Command:
     for decorate in reversed(params):
         callback = decorate(callback)
     return click.command(wf.name, help=type(wf).__doc__)(callback)
+
+
+def _unlock(ctx, param, value):
+    if value:
+        click.echo("nothing to unlock: a task's lock is released when its process ends, crashed or killed; `lambda-hat status` shows what is running")
+        ctx.exit(0)
 
 
 class Terminated(KeyboardInterrupt):

@@ -321,6 +321,8 @@ def test_hydra_and_snakemake_spellings(project):
     assert r.returncode == 0 and "2 task(s) to run (2 forced)" in r.stdout and "1 task(s) at once" in r.stdout, r.stdout + r.stderr
     r = cli("workflow", "llc", "-n", "-k", "--ri", cwd=project)  # what the engine always does
     assert r.returncode == 0 and r.stdout == dry.stdout, r.stdout + r.stderr
+    r = cli("workflow", "llc", "--unlock", cwd=project)  # Snakemake's after a crash: flock dies with its holder
+    assert r.returncode == 0 and r.stdout.startswith("nothing to unlock") and not (project / "runs").exists(), r.stdout + r.stderr
     r = cli("workflow", "llc", "--dryrun", "--forceall", "--cores", "3", cwd=project)
     assert r.returncode == 0 and "(4 forced)" in r.stdout and "3 task(s) at once" in r.stdout, r.stdout + r.stderr
     r = cli("workflow", "llc", "-n", "--cores", "all", cwd=project)  # Snakemake's: a task per core
