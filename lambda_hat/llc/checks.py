@@ -69,6 +69,11 @@ def ebfmi(energy: np.ndarray) -> float:
     return float(np.min(np.sum(np.diff(energy, axis=1) ** 2, axis=1) / np.sum(e**2, axis=1)))
 
 
+def _count(ess: float) -> str:
+    """An ESS below a goal, rounded down: 399.6 read '400 < 400'."""
+    return f"{math.floor(ess)}" if math.isfinite(ess) else "nan"
+
+
 def _pct(bias: float) -> str:
     return f"{100 * bias:.1f}%" if math.isfinite(bias) else "unstable"
 
@@ -109,14 +114,14 @@ def run_warnings(m: dict, cfg, data_free: bool = False) -> list[dict]:
             hint = f"; about {need} draws per chain would reach it (max_draws ≥ {need})"
         else:
             hint = f"; about {need} draws per chain (not {draws}) would reach it"
-        warn("ess", f"bulk ESS {m['ess_bulk']:.0f} < {ESS_GOAL}: too few effective draws for a reliable mean and SE{hint}")
+        warn("ess", f"bulk ESS {_count(m['ess_bulk'])} < {ESS_GOAL}: too few effective draws for a reliable mean and SE{hint}")
     # auto draws that ran out of budget before the stopping rule passed: ESS and R̂ may clear the
     # warnings above while a slow mode is unseen (3-layer DLN, HMC at max_draws with ESS 809–983:
     # the spread over six seeds was ~2× the MCSE each run reported)
     if cfg.kind in ("hmc", "mclmc") and cfg.draws == "auto" and m["draws"] >= cfg.max_draws and (m["ess_bulk"] < ESS_MIXED or m["r_hat"] > RHAT_MAX):
         warn(
             "unmixed",
-            f"draws: auto kept max_draws = {cfg.max_draws} before bulk ESS reached {ESS_MIXED} with R̂ ≤ {RHAT_MAX} (ESS {m['ess_bulk']:.0f}, R̂ {m['r_hat']:.3f}): the chains mix slowly and the MCSE may understate the error; raise max_draws or chains",
+            f"draws: auto kept max_draws = {cfg.max_draws} before bulk ESS reached {ESS_MIXED} with R̂ ≤ {RHAT_MAX} (ESS {_count(m['ess_bulk'])}, R̂ {m['r_hat']:.3f}): the chains mix slowly and the MCSE may understate the error; raise max_draws or chains",
         )
     # a non-finite gradient (a kink or pole at w* in a user's own model) makes the shift NaN,
     # which no comparison would flag
@@ -173,10 +178,9 @@ def run_warnings(m: dict, cfg, data_free: bool = False) -> list[dict]:
                 f"step {m['step_size']:.3g} is past the stability limit of the stiffest direction at w* (ε·(nβh + γ) ≥ 4); use step_size: auto or a smaller step",
             )
         elif m["predicted_bias"] > BIAS_MAX:
-            warn(
-                "step_bias",
-                f"predicted bias of λ̂ from step {m['step_size']:.3g} and minibatch noise is {pred} (> {100 * BIAS_MAX:g}%); use step_size: auto or a smaller step",
-            )
+            # an auto step aims at bias_target: above the limit, it was asked for
+            fix = f"the auto step aims at bias_target {cfg.bias_target:g}: lower it" if cfg.step_size == "auto" else "use step_size: auto or a smaller step"
+            warn("step_bias", f"predicted bias of λ̂ from step {m['step_size']:.3g} and minibatch noise is {pred} (> {100 * BIAS_MAX:g}%); {fix}")
         if m.get("bias_at_chains", 0) > BIAS_MAX:  # nan (no check ran) compares False
             warn(
                 "step_bias",

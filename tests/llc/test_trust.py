@@ -622,6 +622,26 @@ def test_off_truth_uses_the_finite_n_value_first_and_allows_monte_carlo_error():
     assert msg and "llc_finite" in msg and "n → ∞" not in msg
 
 
+def test_warning_lines_say_what_the_run_was_asked():
+    """An ESS just under the goal reads below it (399.6 had read '400 < 400'); an auto step's
+    predicted bias over the limit is what its bias_target asked for, so the line says to lower
+    that, where a fixed step's says to use step_size: auto."""
+    from lambda_hat.llc.config import SGLD
+
+    m = {"r_hat": 1.0, "ess_bulk": 399.6, "wstar_shift": 0.0, "grad_norm": 0.0, "n_beta": 145.0, "L_star": 0.5, "gamma": 1.0,
+         "min_curvature": 1.0, "max_curvature": 2.0, "llc_mean": 6.0, "llc_sem": 0.1, "draws": 1000, "burnin": 100, "batch_size": 1000,
+         "n": 1000, "step_size": 0.02, "predicted_bias": 0.05, "mala_acceptance": 1.0, "budget_capped": False}  # fmt: skip
+
+    def lines(code, **cfg):
+        return [w["message"] for w in run_warnings(m, SGLD(**cfg)) if w["code"] == code]
+
+    assert lines("ess", draws=1000)[0].startswith("bulk ESS 399 < 400: "), lines("ess", draws=1000)
+    (auto,) = lines("step_bias", bias_target=0.05)
+    assert auto.endswith("(> 2%); the auto step aims at bias_target 0.05: lower it"), auto
+    (fixed,) = lines("step_bias", step_size=0.02)
+    assert fixed.endswith("(> 2%); use step_size: auto or a smaller step"), fixed
+
+
 def test_sgld_drawing_random_bits_per_step_samples_the_same_posterior(monkeypatch):
     """Large models (≥ STEP_BITS_BYTES of bits a step) draw each step's noise and batch offsets
     inside the scan (and the step-halving check's); forced here on the n = 1e3 linear model, the
