@@ -193,6 +193,13 @@ class Wandb:
         self.project = project
         # no API key: an offline run directory that `wandb sync` uploads later
         self.mode = "online" if os.environ.get("WANDB_API_KEY") else "offline"
+        if self.mode == "online":  # asked before anything runs, as MLflow is (its init waits 90 s, then fails)
+            try:
+                self.wandb.Api(timeout=10).viewer
+            except Exception as e:
+                raise InputError(
+                    f"--track wandb: W&B online (WANDB_API_KEY is set) cannot be used: {one_line(e)}; unset WANDB_API_KEY to log offline"
+                ) from None
 
     def logged(self, rec: dict) -> bool:
         return any((self.dir / "wandb").glob(f"*run-*-{rec['id']}"))

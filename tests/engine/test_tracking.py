@@ -201,6 +201,11 @@ def test_a_tracker_it_cannot_use(project):
         err = r.stderr.strip()
         assert r.returncode == 2 and err.startswith(f"error: --track mlflow: MLflow cannot use {uri}: ") and msg in err, err
         assert len(err.splitlines()) == 1 and not (project / "runs").exists() and not (project / "results").exists(), err
+    online = {"WANDB_API_KEY": "x" * 40, "WANDB_BASE_URL": f"http://127.0.0.1:{closed}"}  # W&B online, its server down
+    r = cli("workflow", "llc", "--local", "--track", "wandb", cwd=project, env=online)
+    err = r.stderr.strip()
+    assert r.returncode == 2 and err.startswith("error: --track wandb: W&B online (WANDB_API_KEY is set) cannot be used: "), err
+    assert err.endswith("; unset WANDB_API_KEY to log offline") and len(err.splitlines()) == 1 and not (project / "runs").exists(), err
 
     class Half(http.server.BaseHTTPRequestHandler):  # answers the check before the run, nothing after
         def reply(self):
