@@ -269,7 +269,7 @@ def main():
 
     Every task's result lives in a content-addressed directory of the store (default runs/):
     the same config is never computed twice and an interrupted sweep resumes where it stopped.
-    Exit codes: 0 all done, 1 some tasks failed, 2 bad input, 130 interrupted (143 on SIGTERM).
+    Exit codes: 0 all done, 1 some tasks failed (or a tracker did), 2 bad input, 130 interrupted (143 on SIGTERM).
     """
     # The project's own modules (a custom target's `fn`, a sweep's task) import here as they do
     # in its task processes, which run with the working directory first on sys.path (python -m's)
