@@ -4,6 +4,8 @@ overrides, one duration syntax, the KKT study's variant names."""
 import os
 import re
 import shutil
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -320,6 +322,8 @@ def test_hydra_and_snakemake_spellings(project):
     r = cli("workflow", "llc", "-n", "-F", "-j", "1", "~targets.1", cwd=project)
     assert r.returncode == 0 and "2 task(s) to run (2 forced)" in r.stdout and "1 task(s) at once" in r.stdout, r.stdout + r.stderr
     r = cli("workflow", "llc", "-n", "-k", "--ri", cwd=project)  # what the engine always does
+    assert r.returncode == 0 and r.stdout == dry.stdout, r.stdout + r.stderr
+    r = subprocess.run([sys.executable, "-m", "lambda_hat", "workflow", "llc", "-n"], cwd=project, capture_output=True, text=True)  # no script on PATH
     assert r.returncode == 0 and r.stdout == dry.stdout, r.stdout + r.stderr
     r = cli("workflow", "llc", "--unlock", cwd=project)  # Snakemake's after a crash: flock dies with its holder
     assert r.returncode == 0 and r.stdout.startswith("nothing to unlock") and not (project / "runs").exists(), r.stdout + r.stderr
