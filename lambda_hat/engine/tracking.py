@@ -10,6 +10,7 @@ extra: pip install 'lambda-hat[tracking]'.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
@@ -269,17 +270,15 @@ def one_line(e: Exception, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-class _env:
+@contextlib.contextmanager
+def _env(**values):
     """Environment variables set for a block, unless the user set them."""
-
-    def __init__(self, **values):
-        self.values = {k: v for k, v in values.items() if k not in os.environ}
-
-    def __enter__(self):
-        os.environ.update(self.values)
-
-    def __exit__(self, *exc):
-        for k in self.values:
+    values = {k: v for k, v in values.items() if k not in os.environ}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k in values:
             os.environ.pop(k, None)
 
 

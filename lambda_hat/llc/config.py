@@ -597,13 +597,10 @@ def checkpoints(t: Target, path: Path, key: str) -> list[Target]:
     if not steps:
         fail(where, f"{key}.checkpoints.every", f"must be <= training.steps ({total}), got {spec.every}")
     out = [replace(t, label=f"{t.label}@{s}", training=replace(t.training, steps=s, polish_steps=0), step=s, trajectory=t.label) for s in steps]
-    if out[-1].semantic() == t.semantic():  # unpolished training: its last checkpoint is the target
-        out[-1] = replace(t, step=total, trajectory=t.label)
-    elif t.training.polish_steps == 0:  # unpolished, the target is where the same training ends: its last point
-        out.append(replace(t, step=total, trajectory=t.label))
-    else:
-        out.append(t)
-    return out
+    if t.training.polish_steps:  # converged (polished): beside the trajectory, not a point of it
+        return [*out, t]
+    # unpolished, the target is the same training at its last step: the trajectory's last point
+    return [*(out[:-1] if steps[-1] == total else out), replace(t, step=total, trajectory=t.label)]
 
 
 def resolve_teacher(entry: TargetEntry, model, over: dict, path: Path, key: str) -> Teacher | None:
