@@ -72,7 +72,7 @@ out = estimate_learning_coeff_with_summary(
     model, loader, evaluate=evaluate, sampling_method=SGLD,
     optimizer_kwargs=dict(lr=a["eps"], localization=a["gamma"], nbeta=a["nbeta"]),
     num_chains=a["chains"], num_draws=a["draws"], num_burnin_steps=a["burnin"], num_steps_bw_draws=1,
-    init_loss=a["L_star"], verbose=False, seed=0,
+    init_loss=a["L_star"], verbose=False, seed=0, device=a["device"],
 )
 print(json.dumps({"llc": float(out["llc/mean"]), "std": float(out["llc/std"]), "sec": time.time() - t0}))
 """
@@ -177,6 +177,7 @@ def main():
     ap.add_argument("--python", default=str(VENV / "bin" / "python"), help="interpreter with devinterp 1.3.2")
     ap.add_argument("--eps", type=float, help="SGLD step size for both sides (default: the size's, or our auto step)")
     ap.add_argument("--threads", type=int, default=2, help="torch threads on devinterp's side (JAX uses every core)")
+    ap.add_argument("--device", choices=["cpu", "cuda"], help="devinterp's torch device (default: cuda where JAX runs on a GPU, else cpu)")
     a = ap.parse_args()
     if a.setup:
         return setup()
@@ -249,10 +250,11 @@ def main():
     est, cold_sec = ours(post, s["draws"])  # first run on this target: every program compiled
     est, warm_sec = ours(post, s["draws"])  # again (another seed, a rerun): programs from the persistent cache
 
+    device = a.device or ("cuda" if jax.default_backend() == "gpu" else "cpu")
     with tempfile.TemporaryDirectory() as tmp:
         np.savez(Path(tmp) / "d.npz", x=x, y=y, w_star=w_star)
         args = {**torch_side, "batch": s["batch"], "eps": eps, "gamma": s["gamma"], "nbeta": nb, "chains": s["chains"],
-                "draws": s["draws"], "burnin": s["burnin"], "L_star": L_star, "threads": a.threads}  # fmt: skip
+                "draws": s["draws"], "burnin": s["burnin"], "L_star": L_star, "threads": a.threads, "device": device}  # fmt: skip
         script = Path(tmp) / "devinterp_side.py"
         script.write_text(DEVINTERP)
         r = subprocess.run([a.python, str(script), str(Path(tmp) / "d.npz"), json.dumps(args)], capture_output=True, text=True)
@@ -263,6 +265,7 @@ def main():
     steps = s["chains"] * (s["burnin"] + s["draws"])
     err = lambda v: abs(v - reference) / abs(reference)  # noqa: E731
     print(f"target: {a.size}, d = {d}, n = {n}, nβ = {nb:.1f}, γ = {s['gamma']:g}; reference λ = {reference:.3f} ({ref_how})")
+    print(f"devices: ours {jax.devices()[0].device_kind} (JAX {jax.default_backend()}), devinterp torch {device}")
     print(f"settings: SGLD ε = {eps:.3g} ({how}), batch {s['batch']}, {s['chains']} chains × ({s['burnin']} burn-in + {s['draws']} draws)")
     print(f"lambda-hat : λ̂ = {est['llc_mean']:9.3f} ± {est['llc_std']:.3f} (chain sd), error {est['llc_mean'] - reference:+.3f}; "
           f"{cold_sec:.2f} s compiling afresh, {warm_sec:.2f} s with the program cached; {steps / warm_sec:.0f} chain-steps/s")  # fmt: skip

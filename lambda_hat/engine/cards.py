@@ -34,8 +34,8 @@ class Provider:
     cmd_timeout: int = field(default=60, metadata=positive())
 
     def check(self, bad):
-        if self.type == "local" and (self.partition or self.account or self.qos or self.gpus_per_node):
-            bad("type", "partition/account/qos/gpus_per_node need type: slurm")
+        if self.type == "local" and (self.partition or self.account or self.qos):
+            bad("type", "partition/account/qos need type: slurm")
         if self.min_blocks > self.max_blocks:
             bad("min_blocks", f"must be <= max_blocks ({self.max_blocks})")
 
@@ -64,7 +64,8 @@ class Card:
         """Tasks that can run at once."""
         if self.executor == "threads":
             return self.workers
-        return self.workers * self.provider.nodes_per_block * self.provider.max_blocks
+        gpus = self.provider.gpus_per_node  # Parsl starts no more workers than GPUs
+        return (min(self.workers, gpus) if gpus else self.workers) * self.provider.nodes_per_block * self.provider.max_blocks
 
     def check(self, bad):
         if self.executor == "threads" and self.provider != Provider():

@@ -31,3 +31,12 @@ def test_local_default_without_card_file(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     card = load_card(None)
     assert card.executor == "threads" and card.workers >= 1
+
+
+def test_local_gpu_card_binds_one_gpu_per_worker(tmp_path):
+    card = load_card(ROOT / "parsl_cards/local-gpu.yaml")
+    ex = parsl_config(card, tmp_path).executors[0]
+    assert type(ex.provider).__name__ == "LocalProvider" and list(ex.available_accelerators) == ["0"] and card.capacity == 1
+    card = load_card(ROOT / "parsl_cards/local-gpu.yaml", ("gpus_per_node=2", "workers=4"))
+    ex = parsl_config(card, tmp_path).executors[0]
+    assert list(ex.available_accelerators) == ["0", "1"] and ex.workers_per_node == 2 and card.capacity == 2  # no more workers than GPUs
