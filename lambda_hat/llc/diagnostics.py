@@ -14,7 +14,7 @@ from lambda_hat.engine.tasks import task
 from lambda_hat.llc import traces
 from lambda_hat.llc.checks import ebfmi
 from lambda_hat.llc.config import PlotTask
-from lambda_hat.llc.estimator import blocked
+from lambda_hat.llc.estimator import blocked, mcse_mean
 
 # Bump to redraw every plot (it is part of the diagnose task IDs).
 PLOTS_VERSION = 5  # 5: SGLD's corrected λ̂ on the running plot
@@ -40,12 +40,10 @@ def _save(fig, path) -> str:
 def _running_llc(llc: np.ndarray, noisy: bool, points: int = 40):
     """Pooled running mean of λ̂ and its MCSE (arviz; on block means for a minibatch statistic, as
     in the table) after k draws, at up to `points` values of k."""
-    import arviz as az
-
     draws = llc.shape[1]
     ks = np.unique(np.linspace(min(8, draws), draws, points).astype(int))
     mean = np.array([llc[:, :k].mean() for k in ks])
-    mcse = np.array([float(az.mcse(blocked(llc[:, :k], noisy)[0], method="mean")) for k in ks])
+    mcse = np.array([mcse_mean(blocked(llc[:, :k], noisy)[0]) for k in ks])
     return ks, mean, mcse
 
 

@@ -49,6 +49,16 @@ def blocked(x: np.ndarray, noisy: bool, at_least: int = 1) -> tuple[np.ndarray, 
     return block_means(x, m), m
 
 
+def mcse_mean(x: np.ndarray) -> float:
+    """arviz's MCSE of the mean of a chain × draw array (a 1-element array where numba is
+    installed: float() of it fails)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import arviz as az
+
+        return float(np.ravel(az.mcse(x, method="mean"))[0])
+
+
 def summarize(idata) -> dict:
     """Mean, spread and diagnostics of the posterior variable `llc` (chain × draw); on block means
     (`diag_block` draws each) where the posterior's attrs mark it a minibatch statistic."""
@@ -65,7 +75,7 @@ def summarize(idata) -> dict:
             "ess_bulk": float(az.ess(x, method="bulk")),
             "ess_tail": float(az.ess(x, method="tail")),
             "r_hat": float(az.rhat(x)) if chains > 1 and draws >= 4 else float("nan"),
-            "mcse": float(az.mcse(x, method="mean")),
+            "mcse": mcse_mean(x),
             "diag_block": m,
             # what noise the blocks leave, over the signal's variance (above NOISE_SHARE where
             # the draws are too few for long enough blocks: checks.py flags it)

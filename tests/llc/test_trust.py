@@ -382,6 +382,22 @@ def test_minibatch_statistic_diagnostics_read_through_the_noise(rho, noise):
         assert m["diag_block"] == 1 and m["ess_bulk"] == raw["ess_bulk"]
 
 
+def test_diagnostics_take_arviz_mcse_as_numba_returns_it(monkeypatch):
+    """Where numba is installed, arviz's MCSE of the mean is a 1-element array, which float()
+    refuses: every sampler task failed so on a machine that had numba. The summary, the running
+    MCSE of the trace plot and SGLD's bias check read it as the number it is."""
+    from lambda_hat.llc.diagnostics import _running_llc
+    from lambda_hat.llc.estimator import mcse_mean
+
+    x, _ = _slow_signal_plus_noise(4000, 0.9, (0.0, 0.0, 0.0, 0.0))
+    summary = lambda: {k: v for k, v in summarize(az.from_dict(posterior={"llc": x})).items() if k != "diag_noise"}  # noqa: E731 (NaN here)
+    plain = summary()
+    numba_mcse = az.mcse
+    monkeypatch.setattr(az, "mcse", lambda *a, **kw: np.atleast_1d(numba_mcse(*a, **kw)))
+    assert summary() == plain and mcse_mean(x) == plain["mcse"]
+    assert _running_llc(x, False)[2][-1] == plain["mcse"]
+
+
 def test_short_training_is_polished_or_flagged():
     """w* after 50 Adam steps: polished by full-batch L-BFGS (λ̂ within 5%), or, unpolished, flagged."""
     polished, model = target((4, 3), 1000, steps=50)

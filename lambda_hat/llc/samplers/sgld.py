@@ -28,7 +28,7 @@ import numpy as np
 
 from lambda_hat.llc import calibration
 from lambda_hat.llc.data import host_rng
-from lambda_hat.llc.estimator import blocked
+from lambda_hat.llc.estimator import blocked, mcse_mean
 from lambda_hat.llc.samplers import UNROLL, Trace, check_finite, conv_on_cpu, in_calls, mixed, per_sample, progress, starts
 
 CHUNKS = 10  # the scan runs in (at least) this many pieces so a divergence stops the run early
@@ -141,10 +141,6 @@ def _halving(post, cfg, step, batches, control, arrays, carry, eps, key, relax, 
     steps = min(math.ceil(HALVING_RELAX * relax), total // HALVING_SHARE)
     if steps < max(HALVING_MIN, (HALVING_SETTLE + 1) * relax):  # B would not relax: a bias read short
         return float("nan"), float("nan"), 0
-    import warnings
-
-    import arviz as az
-
     settle, frozen, d = math.ceil(HALVING_SETTLE * relax), np.iinfo(np.int32).max, post.dim
     pieces = 1 if per_step else math.ceil(steps / max(1, PIECE_NOISE_BYTES // (8 * (d + 1) * cfg.chains)))  # two draws a step
     length = math.ceil(steps / pieces)
@@ -184,10 +180,7 @@ def _halving(post, cfg, step, batches, control, arrays, carry, eps, key, relax, 
         diffs.append(np.asarray(diff))
     diff = np.concatenate(diffs, axis=1)[:, settle:steps]
     x, _ = blocked(diff, post.batch_fraction(cfg.batch_size) < 1)  # as λ̂'s MCSE (estimator.blocked)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        se = float(az.mcse(x, method="mean"))
-    return 2 * float(diff.mean()), 2 * se, steps
+    return 2 * float(diff.mean()), 2 * mcse_mean(x), steps
 
 
 def sample(post, cfg, key, spec=None) -> Trace:
