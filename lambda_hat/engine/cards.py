@@ -123,6 +123,21 @@ def _flat_set(pair: str) -> str:
     return sign + Card.ALIASES[head] + rest[len(head) :] if head in Card.ALIASES else pair
 
 
+def gpu_warning(card: Card) -> str | None:
+    """A local card that binds GPUs, where JAX has no CUDA plugin (jax_cuda12_plugin, …): its tasks
+    would run on the CPU unannounced. (A SLURM card's nodes are not this machine: not checked.)"""
+    import pkgutil
+
+    if card.provider.type != "local" or not card.provider.gpus_per_node:
+        return None
+    if any(m.name.startswith("jax_cuda") and m.name.endswith("_plugin") for m in pkgutil.iter_modules()):
+        return None
+    return (
+        f"warning: the card binds {card.provider.gpus_per_node} GPU(s), but this environment's JAX has no CUDA plugin: "
+        "its tasks run on the CPU (pip install 'jax[cuda13]', or cuda12, at your jax's version)"
+    )
+
+
 def slurm_time(seconds: float) -> str:
     """SLURM's [D-]HH:MM:SS (whole seconds, rounded up)."""
     s = int(-(-seconds // 1))

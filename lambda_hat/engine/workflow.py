@@ -17,6 +17,7 @@ from typing import Any
 import click
 import yaml
 
+from lambda_hat.engine.cards import gpu_warning
 from lambda_hat.engine.runner import Summary, command_line, run_tasks
 from lambda_hat.engine.store import Store, write_frame
 from lambda_hat.engine.tasks import Outcome, Status, Task
@@ -220,6 +221,8 @@ def run(wf: Workflow, path: Path, card, opts: Options) -> int:
         click.echo(resolved(tasks), nl=False)
         return 0
     tracking.check([*opts.track, *wf.tracking(plan)])  # a missing client: before a dry run says all is well
+    for warning in {gpu_warning(c) for c in (card, *wf.cards(plan).values())} - {None}:
+        click.echo(warning)
     if opts.dry_run:
         if opts.overrides:
             click.echo(f"overrides: {' '.join(opts.overrides)}")

@@ -40,3 +40,19 @@ def test_local_gpu_card_binds_one_gpu_per_worker(tmp_path):
     card = load_card(ROOT / "parsl_cards/local-gpu.yaml", ("gpus_per_node=2", "workers=4"))
     ex = parsl_config(card, tmp_path).executors[0]
     assert list(ex.available_accelerators) == ["0", "1"] and ex.workers_per_node == 2 and card.capacity == 2  # no more workers than GPUs
+
+
+def test_local_gpu_card_warns_where_jax_has_no_cuda_plugin(tmp_path, monkeypatch):
+    """Its tasks would run on the CPU unannounced: the run says so, until a CUDA plugin is importable."""
+    import sys
+
+    from lambda_hat.engine.cards import gpu_warning
+
+    gpu = load_card(ROOT / "parsl_cards/local-gpu.yaml")
+    assert "no CUDA plugin" in gpu_warning(gpu) and "1 GPU(s)" in gpu_warning(gpu)
+    assert gpu_warning(load_card(ROOT / "parsl_cards/local-processes.yaml")) is None
+    assert gpu_warning(load_card(ROOT / "parsl_cards/slurm/a100.yaml")) is None  # its nodes are not this machine
+    (tmp_path / "jax_cuda13_plugin").mkdir()
+    (tmp_path / "jax_cuda13_plugin" / "__init__.py").write_text("")
+    monkeypatch.setattr(sys, "path", [str(tmp_path), *sys.path])
+    assert gpu_warning(gpu) is None
