@@ -13,7 +13,7 @@ import click
 
 from .engine.typed import YAML_SUFFIXES, InputError, yaml_named, yaml_stems
 
-CARD_HELP = "Executor card: a path, or a name under ./parsl_cards/ or among the packaged cards (slurm/a100, slurm/cpu, local, local-processes)."
+CARD_HELP = "Executor card: a path, or a name under ./parsl_cards/ or among the packaged cards (slurm/a100, slurm/cpu, local, local-processes, local-gpu)."
 # The original Lambda-Hat's --backend choices (and its LAMBDA_HAT_BACKEND), as our cards
 BACKENDS = {"local": "local", "slurm-cpu": "slurm/cpu", "slurm-gpu": "slurm/a100"}
 # and its `workflow sample`, the llc workflow under another name

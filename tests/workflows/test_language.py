@@ -216,7 +216,7 @@ def test_cards_by_name(project, tmp_path, monkeypatch):
     assert load_card("mine").workers == 3
     (project / "parsl_cards" / "other.yml").write_text("executor: threads\nworkers: 1\n")  # .yml too, and listed
     assert load_card("other").workers == 1
-    with pytest.raises(InputError, match=r"available cards: local, local-processes, mine, other, slurm/a100"):
+    with pytest.raises(InputError, match=r"available cards: local, local-gpu, local-processes, mine, other, slurm/a100"):
         load_card("nothing")
     # outside a checkout: the packaged cards
     bare = tmp_path / "bare"
@@ -224,7 +224,9 @@ def test_cards_by_name(project, tmp_path, monkeypatch):
     monkeypatch.chdir(bare)
     card = load_card("slurm/a100")
     assert card.provider.type == "slurm" and card.provider.gpus_per_node == 4 and slurm_time(card.provider.walltime) == "08:00:00"
-    with pytest.raises(InputError, match=r"--parsl-card mine: no such file or card; available cards: local, local-processes, slurm/a100, slurm/cpu$"):
+    with pytest.raises(
+        InputError, match=r"--parsl-card mine: no such file or card; available cards: local, local-gpu, local-processes, slurm/a100, slurm/cpu$"
+    ):
         load_card("mine")
     r = cli("workflow", "progressive", "--list", "--parsl-card", "slurm/cpu.yaml", "--config", str(ROOT / "config/progressive.yaml"), cwd=bare)
     assert r.returncode == 0 and "b128" in r.stdout, r.stderr
@@ -250,7 +252,10 @@ def test_original_card_names_and_flat_keys(project):
     for args, msg in [
         (("--parsl-card", "both.yaml"), "both.yaml: walltime: is an alias of provider.walltime, which is also given; keep one"),
         (("--parsl-card", "slurm/gpu-a100", "--set", "walltime=soon"), "walltime: 'soon' is not a duration"),
-        (("--parsl-card", "config/parsl/slurm/gpu-h100.yaml"), "no such file or card; available cards: local, local-processes, slurm/a100, slurm/cpu"),
+        (
+            ("--parsl-card", "config/parsl/slurm/gpu-h100.yaml"),
+            "no such file or card; available cards: local, local-gpu, local-processes, slurm/a100, slurm/cpu",
+        ),
     ]:
         r = cli("workflow", "llc", "--dry-run", *args, cwd=project)
         assert r.returncode == 2 and msg in r.stderr and len(r.stderr.strip().splitlines()) == 1, (args, r.stderr)
