@@ -11,9 +11,10 @@ from pathlib import Path
 
 import click
 
+from .engine.cards import PACKAGED
 from .engine.typed import YAML_SUFFIXES, InputError, yaml_named, yaml_stems
 
-CARD_HELP = "Executor card: a path, or a name under ./parsl_cards/ or among the packaged cards (slurm/a100, slurm/cpu, local, local-processes, local-gpu)."
+CARD_HELP = f"Executor card: a path, or a name under ./parsl_cards/ or among the packaged cards ({', '.join(sorted(yaml_stems(PACKAGED, recursive=True)))})."
 # The original Lambda-Hat's --backend choices (and its LAMBDA_HAT_BACKEND), as our cards
 BACKENDS = {"local": "local", "slurm-cpu": "slurm/cpu", "slurm-gpu": "slurm/a100"}
 # and its `workflow sample`, the llc workflow under another name
