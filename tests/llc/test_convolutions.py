@@ -66,6 +66,8 @@ def test_steps_from_the_host_are_the_loops_draws(name, module, per_step, over, m
     if per_step:
         monkeypatch.setattr(sgld, "STEP_BITS_BYTES", 0)
     cfg = preset(name, draws=300, burnin=100, **over)  # SGLD's pieces of 40 steps: a multiple of UNROLL
+    for mod in (samplers, module):  # the same paths at 2 steps a call: a quarter of the unrolled program to compile
+        monkeypatch.setattr(mod, "UNROLL", 2)
     est = {}
     for host in (False, True):
         monkeypatch.setattr(module, "conv_on_cpu", lambda post, host=host: host)

@@ -46,7 +46,7 @@ def sample(post, cfg, key, spec=None) -> Trace:
                 logdensity_fn=logdensity,
                 diagonal_preconditioning=cfg.diagonal_preconditioning,
             )
-            return state, params.L, cfg.step_scale * params.step_size, params.inverse_mass_matrix, n_tune
+            return state, params.L, params.step_size, params.inverse_mass_matrix, n_tune
 
         return jax.vmap(chain)(jax.random.split(k_init, cfg.chains), jax.random.split(k_tune, cfg.chains), w0)
 
@@ -85,7 +85,8 @@ def sample(post, cfg, key, spec=None) -> Trace:
     phase(f"tuning L and the step (BlackJAX's finder): {cfg.tune_steps} steps per chain, {cfg.chains} chains")
     states, L, eps, inv_mass, n_tune = tune(starts(post, spec, key, cfg.chains), post.data, post.w_star, k_init, k_tune)
 
-    eps, shrinks, rerun_steps = np.asarray(eps), 0, 0
+    # step_scale applied here, not in `tune`: one tuning program for every step_scale
+    eps, shrinks, rerun_steps = cfg.step_scale * np.asarray(eps), 0, 0
 
     def piece(i, steps):
         nonlocal states, eps, shrinks, rerun_steps
