@@ -51,12 +51,12 @@ def blocked(x: np.ndarray, noisy: bool, at_least: int = 1) -> tuple[np.ndarray, 
 
 def mcse_mean(x: np.ndarray) -> float:
     """arviz's MCSE of the mean of a chain × draw array (a 1-element array where numba is
-    installed: float() of it fails)."""
+    installed: float() of it fails; .item() takes one element and refuses more)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         import arviz as az
 
-        return float(np.ravel(az.mcse(x, method="mean"))[0])
+        return float(np.asarray(az.mcse(x, method="mean")).item())
 
 
 def summarize(idata) -> dict:
