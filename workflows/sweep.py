@@ -7,7 +7,6 @@ from pathlib import Path
 
 import click
 
-from lambda_hat.engine import report as rep
 from lambda_hat.engine.runner import Summary
 from lambda_hat.engine.store import Store, read_json, write_json
 from lambda_hat.engine.sweep import Experiment, Sweep, flat_row, load_sweep, record, select, table
@@ -128,6 +127,8 @@ class SweepWorkflow(Workflow):
         return False  # only this run's outcomes count: an experiment left out by --only is not a failure
 
     def finish(self, sweep: Sweep, store: Store, table: list[dict], summary: Summary, opts: Options) -> list[str]:
+        from lambda_hat.engine import report as rep  # pandas and matplotlib: not before the tasks start
+
         write_records(sweep, self.recs)
         return [*(f"warning: {w}" for w in rep.unranked(sweep, table)), f"report: {rep.build(sweep, table)}"]
 
@@ -138,6 +139,8 @@ WORKFLOW = SweepWorkflow()
 def report(path: Path, filters: tuple[str, ...] = (), plots: bool = True, output_dir: Path | None = None) -> int:
     """`lambda-hat report FILE`: table and report again from the store, computing nothing; the
     report covers the experiments `filters` (--filter, as --only) keep, in `output_dir` if given."""
+    from lambda_hat.engine import report as rep
+
     sweep = load_sweep(path)
     names = {e.name for e in select(sweep, filters, "--filter")}
     if output_dir is not None:

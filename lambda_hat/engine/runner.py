@@ -535,6 +535,8 @@ def run_tasks(
         progress.finish()
         return Summary(outcomes)
 
+    # first: the server's imports (~1.2 s) run while Parsl is imported (~0.3 s) and started
+    start_forkserver(sorted({t.fn for t in pending if t.isolate and not t.command}))
     import parsl
 
     from lambda_hat.engine.cards import parsl_config
@@ -543,7 +545,6 @@ def run_tasks(
     # Parsl numbers its run directories 000, 001, …: a directory per invocation keeps two
     # concurrent invocations on one store from racing for the same number.
     run_dir = store.root / ".parsl" / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
-    start_forkserver(sorted({t.fn for t in pending if t.isolate and not t.command}))  # while Parsl starts
     dfk = parsl.load(parsl_config(card, run_dir, cards))
     # Only tasks whose inputs are finished are submitted, the highest Task.priority first, and
     # no more than the card runs at once (unless other cards take tasks too): Parsl would run
