@@ -31,6 +31,7 @@ import sys
 import threading
 import time
 import traceback
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -38,6 +39,10 @@ from typing import Callable
 from lambda_hat.engine.progress import Progress
 from lambda_hat.engine.store import Store, crashpoint, read_json, write_json
 from lambda_hat.engine.tasks import Outcome, Status, Task, TaskFailed, call, declared
+
+# arviz < 1 is pinned (pyproject): its daily notice of the 1.x refactor, printed by the first
+# process to import it each day, would only land among the progress lines
+warnings.filterwarnings("ignore", message="\nArviZ is undergoing a major refactor", category=FutureWarning)
 
 __all__ = ["Context", "Summary", "Task", "TaskFailed", "run_tasks"]
 SPEC_FIELDS = [f.name for f in dataclasses.fields(Task)]  # a task as the Parsl app gets it (asdict deep-copies: slow)
@@ -306,10 +311,9 @@ def start_forkserver(fns: list[str]) -> None:
 
     # Only what tasks declare, not their own modules: one importing torch at the top would load
     # OpenMP into the server, which neither a fork nor the task's OMP_NUM_THREADS gets right.
-    mods = {"lambda_hat.engine.runner"}
-    for fn in fns:
-        mods.update(declared(fn)[1].preload)
-    fs.set_forkserver_preload(sorted(mods))  # only the first start in a process uses it
+    mods = sorted({m for fn in fns for m in declared(fn)[1].preload} - {"lambda_hat.engine.runner"})
+    # this module first: its warning filter is in place before the others are imported
+    fs.set_forkserver_preload(["lambda_hat.engine.runner", *mods])  # only the first start in a process uses it
     _forkserver_started = True
     threading.Thread(target=fs.ensure_running, daemon=True).start()
 
