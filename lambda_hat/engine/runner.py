@@ -311,7 +311,7 @@ def start_forkserver(fns: list[str]) -> None:
 
     # Only what tasks declare, not their own modules: one importing torch at the top would load
     # OpenMP into the server, which neither a fork nor the task's OMP_NUM_THREADS gets right.
-    mods = sorted({m for fn in fns for m in declared(fn)[1].preload} - {"lambda_hat.engine.runner"})
+    mods = sorted({m for fn in fns for m in declared(fn)[1].preload})
     # this module first: its warning filter is in place before the others are imported
     fs.set_forkserver_preload(["lambda_hat.engine.runner", *mods])  # only the first start in a process uses it
     _forkserver_started = True

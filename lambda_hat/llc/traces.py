@@ -50,7 +50,7 @@ def inference_data(trace, n_beta: float, L_star: float, attrs: dict):
         stats["step_size"] = np.broadcast_to(np.reshape(np.asarray(step, dtype=np.float64), (-1, 1)), (chains, draws))
     stats["fge"] = np.broadcast_to(trace.fge - trace.fge_per_draw * np.arange(draws - 1, -1, -1), (chains, draws))
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # arviz's notice about its coming refactor
+        warnings.simplefilter("ignore")  # arviz's "More chains than draws" guess: a short run's arrays are (chain, draw) as given
         idata = az.from_dict(posterior={"loss": loss, "llc": n_beta * (loss - L_star)}, sample_stats=stats)
     if "elbo" in trace.extras:
         idata.add_groups({"vi_fit": xr.Dataset({"elbo": (("fit", "step"), np.asarray(trace.extras["elbo"]))})})
