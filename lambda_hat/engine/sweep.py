@@ -25,6 +25,7 @@ from lambda_hat.engine.typed import (
     InputError,
     apply_overrides,
     build,
+    check_given,
     current_ref,
     deep_merge,
     fail,
@@ -149,9 +150,14 @@ def _grid_points(spec: SweepFile, where: str) -> list[tuple[str, dict]]:
     return points
 
 
+def _in_grid(key: str, values: list[str]) -> str:
+    """Where a sweep file takes several values of a key: its grid, one experiment per value."""
+    return f"a sweep file varies a key through its grid, one experiment per value: grid: {{{key.split('.')[-1]}: [{', '.join(values)}]}}"
+
+
 def load_sweep(path: Path, overrides: tuple[str, ...] = ()) -> Sweep:
     where = str(path)
-    raw = apply_overrides(load_yaml(path), overrides, where)
+    raw = apply_overrides(load_yaml(path), overrides, where, several=_in_grid)
     for i, r in enumerate((raw or {}).get("rank_by") or []):
         # W&B's {name: …} alone means minimize there and max here: not guessed either way
         if isinstance(r, dict) and "name" in r and "goal" not in r:
@@ -179,6 +185,8 @@ def load_sweep(path: Path, overrides: tuple[str, ...] = ()) -> Sweep:
                 fail(where, f"{key}.{k}", f"unknown key for {spec.task}; allowed keys: {', '.join(allowed)}")
 
     check_keys(spec.defaults, "defaults")
+    if cls:  # the defaults' own types, so that an error names them rather than the first experiment
+        check_given(cls, spec.defaults, where, "defaults")
     points = []
     order = [k for k in (raw or {}) if k in ("grid", "combos")]  # the file's own order
     for section in order:

@@ -175,13 +175,15 @@ def split_pair(pair: str) -> tuple[bool, str, str, str]:
     return remove, key, sep, text
 
 
-def apply_overrides(raw, pairs, where: str, flag: str = "override", route=None):
+def apply_overrides(raw, pairs, where: str, flag: str = "override", route=None, several=None):
     """Hydra-style KEY=VALUE on plain YAML data: dotted keys, list indices (samplers.0.draws=100),
     values parsed as YAML. Missing mapping keys are created (validation judges them later), so
     Hydra's +KEY=VALUE (add) and ++KEY=VALUE (add or override) set the key as KEY=VALUE does; the
     index one past a list's end appends an entry;
     ~KEY removes a key or list entry (~KEY=VALUE only where it holds VALUE). route(data, parts),
-    if given, maps a key's parts to where the file keeps that value (a workflow's shorthands)."""
+    if given, maps a key's parts to where the file keeps that value (a workflow's shorthands).
+    several(key, values), if given, says where the file takes several values: Hydra's a,b /
+    range(…) sweep syntax is then an error naming it (as Hydra's own without --multirun)."""
     raw = copy.deepcopy(raw) if raw is not None else {}
     for pair in pairs:
         remove, key, sep, text = split_pair(pair)
@@ -191,6 +193,9 @@ def apply_overrides(raw, pairs, where: str, flag: str = "override", route=None):
             value = read_yaml(text) if text else ""
         except yaml.YAMLError:
             raise InputError(f"{flag} {pair!r}: the value is not valid YAML") from None
+        values = sweep_values(text, f"{where}: {flag} {pair!r}") if several and sep and not remove else None
+        if values is not None:
+            raise InputError(f"{where}: {flag} {pair!r}: several values; {several(key.strip(), values)}; write a list as [a, b], quote a string")
         parts, node = key.strip().split("."), raw
         if route:
             parts = route(raw, parts)

@@ -504,6 +504,16 @@ def test_overrides_on_sweep_and_progressive(project):
     assert {e.config["lr"] for e in load_sweep(sweep, ("defaults.lr=0.01",)).experiments} == {0.01}
     r = cli("workflow", "sweep", str(sweep), "--dry-run", "defaults.depth=2", cwd=project)
     assert r.returncode == 2 and "defaults.depth: unknown key for tests.tasks:toy" in r.stderr, r.stderr
+    # Hydra's several values (without -m, an error in Hydra too) and a bad type name the override, not an experiment
+    for arg, msg in [
+        (
+            "defaults.lr=0.01,0.1",
+            "override 'defaults.lr=0.01,0.1': several values; a sweep file varies a key through its grid, one experiment per value: grid: {lr: [0.01, 0.1]}",
+        ),
+        ("defaults.lr=[0.01,0.1]", "s.yaml: defaults.lr: expected a number, got [0.01, 0.1]"),
+    ]:
+        r = cli("workflow", "sweep", str(sweep), "--dry-run", arg, cwd=project)
+        assert r.returncode == 2 and msg in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
     cfg = str(ROOT / "config/progressive.yaml")
     r = cli("workflow", "progressive", "--config", cfg, "--list", "stages.1.epochs=5", "stages.2.walltime=1h30m", cwd=project)
     assert r.returncode == 0, r.stderr
@@ -513,6 +523,8 @@ def test_overrides_on_sweep_and_progressive(project):
     assert r.returncode == 2 and "index 7 out of range; stages has 3 entries" in r.stderr
     r = cli("workflow", "progressive", "--config", cfg, "--list", "stages.0.walltime=soon", cwd=project)
     assert r.returncode == 2 and "stages[0].walltime: 'soon' is not a duration" in r.stderr, r.stderr
+    r = cli("workflow", "progressive", "--config", cfg, "--list", "stages.1.epochs=5,10", cwd=project)
+    assert r.returncode == 2 and "override 'stages.1.epochs=5,10': several values; a progressive run trains one chain of stages" in r.stderr, r.stderr
 
 
 def test_one_duration_syntax(project):

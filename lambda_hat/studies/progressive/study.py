@@ -71,7 +71,8 @@ class Progressive:
 
 
 def load(path: Path, overrides: tuple[str, ...] = ()) -> Progressive:
-    cfg = build(Progressive, apply_overrides(load_yaml(path), overrides, str(path)), str(path))
+    one_chain = lambda key, values: "a progressive run trains one chain of stages: run it once per value"  # noqa: E731
+    cfg = build(Progressive, apply_overrides(load_yaml(path), overrides, str(path), several=one_chain), str(path))
     for i, s in enumerate(cfg.stages):  # the card itself is validated when the tasks are built
         if s.card:
             find_card(s.card, f"{path}: stages[{i}].card:")
