@@ -43,6 +43,8 @@ def build_broken(cfg: dict) -> dict:
     """build() with one mistake, named by cfg["mistake"]: for the checks of what build returns."""
     out = build({**cfg, "dim": 3})
     mistake = cfg["mistake"]
+    if mistake == "not_a_mapping":  # the pieces as a tuple
+        return tuple(out.values())
     if mistake == "per_output_loss":  # (batch, 2): not summed over the outputs
         out["apply"] = lambda p, x: jnp.concatenate([x @ p["params"]["Dense_0"]["kernel"]] * 2, axis=-1)
         out["loss"] = lambda o, y: (o - y) ** 2 / 2

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Callable, NamedTuple
 
@@ -59,7 +60,9 @@ def custom_problem(model, seed: int) -> Problem:
     from jax.flatten_util import ravel_pytree
 
     out = import_ref(model.fn, "<target config>", "model.fn")({**model.options, "seed": seed})
-    missing = [k for k in ("apply", "params", "x", "y", "loss") if k not in (out or {})]
+    if not isinstance(out, Mapping):
+        raise TaskFailed(f"{model.fn} returned {type(out).__name__}, not a mapping: build(cfg) must return a dict of apply, params, x, y, loss")
+    missing = [k for k in ("apply", "params", "x", "y", "loss") if k not in out]
     if missing:
         raise TaskFailed(f"{model.fn} returned no {', '.join(missing)}: build(cfg) must return apply, params, x, y, loss")
     dtype = jnp.result_type(float)

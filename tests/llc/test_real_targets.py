@@ -89,6 +89,7 @@ def test_custom_target_matches_its_known_llc(project):
         ("short_y", "returned x with 500 rows and y with 499: one label per input"),
         ("no_y_test", "returned only one of x_test, y_test: give both or neither"),
         ("text_llc", "returned llc_true = '1.5': a known λ is a number ≥ 0 (or leave it out)"),
+        ("not_a_mapping", "returned tuple, not a mapping: build(cfg) must return a dict of apply, params, x, y, loss"),
     ],
 )
 def test_what_a_custom_build_returns_is_checked(tmp_path, mistake, fragment):
