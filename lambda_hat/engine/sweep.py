@@ -150,8 +150,11 @@ def _grid_points(spec: SweepFile, where: str) -> list[tuple[str, dict]]:
     return points
 
 
-def _in_grid(key: str, values: list[str]) -> str:
-    """Where a sweep file takes several values of a key: its grid, one experiment per value."""
+def _in_grid(key: str, values: list[str]) -> str | None:
+    """Where a sweep file takes several values of a key: its grid, one experiment per value
+    (None for text where a comma is ordinary: an environment variable, the shell command)."""
+    if key.startswith("env.") or key == "command":
+        return None
     return f"a sweep file varies a key through its grid, one experiment per value: grid: {{{key.split('.')[-1]}: [{', '.join(values)}]}}"
 
 

@@ -504,7 +504,9 @@ def test_overrides_on_sweep_and_progressive(project):
     assert {e.config["lr"] for e in load_sweep(sweep, ("defaults.lr=0.01",)).experiments} == {0.01}
     r = cli("workflow", "sweep", str(sweep), "--dry-run", "defaults.depth=2", cwd=project)
     assert r.returncode == 2 and "defaults.depth: unknown key for tests.tasks:toy" in r.stderr, r.stderr
-    # Hydra's several values (without -m, an error in Hydra too) and a bad type name the override, not an experiment
+    # Hydra's several values (without -m, an error in Hydra too) and a bad type name the override, not an experiment;
+    # an environment variable's comma is its text
+    assert load_sweep(sweep, ("env.CUDA_VISIBLE_DEVICES=0,1",)).spec.env == {"CUDA_VISIBLE_DEVICES": "0,1"}
     for arg, msg in [
         (
             "defaults.lr=0.01,0.1",
