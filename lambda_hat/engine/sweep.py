@@ -155,6 +155,8 @@ def _in_grid(key: str, values: list[str]) -> str | None:
     (None for text where a comma is ordinary: an environment variable, the shell command)."""
     if key.startswith("env.") or key == "command":
         return None
+    if key.split(".")[0] not in ("defaults", "grid", "combos"):  # the file's own keys (tracking, seeds, …)
+        return "only a task's keys are swept, through the grid"
     return f"a sweep file varies a key through its grid, one experiment per value: grid: {{{key.split('.')[-1]}: [{', '.join(values)}]}}"
 
 

@@ -513,6 +513,7 @@ def test_overrides_on_sweep_and_progressive(project):
             "override 'defaults.lr=0.01,0.1': several values; a sweep file varies a key through its grid, one experiment per value: grid: {lr: [0.01, 0.1]}",
         ),
         ("defaults.lr=[0.01,0.1]", "s.yaml: defaults.lr: expected a number, got [0.01, 0.1]"),
+        ("tracking=mlflow,wandb", "override 'tracking=mlflow,wandb': several values; only a task's keys are swept, through the grid; write a list as [a, b]"),
     ]:
         r = cli("workflow", "sweep", str(sweep), "--dry-run", arg, cwd=project)
         assert r.returncode == 2 and msg in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
