@@ -200,7 +200,8 @@ def run_warnings(m: dict, cfg, data_free: bool = False) -> list[dict]:
         if m["budget_capped"]:
             warn(
                 "budget",
-                f"the slowest mode that carries λ̂ relaxes over {m['relax_steps']:.0f} steps: burn-in needs {3 * m['relax_steps']:.0f}, half of max_steps allows {m['burnin']}",
+                f"the slowest mode that carries λ̂ relaxes over {m['relax_steps']:.0f} steps: burn-in needs {math.ceil(3 * m['relax_steps'])}, half of max_steps allows {m['burnin']}; "
+                f"raise max_steps to at least {2 * math.ceil(3 * m['relax_steps'])}",
             )
     if cfg.kind == "hmc":
         if m["divergences"]:

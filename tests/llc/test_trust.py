@@ -7,6 +7,7 @@ sampler does not fail by chance; a clean run (no warning) must be within the tol
 """
 
 import dataclasses
+import math
 
 import arviz as az
 import jax
@@ -192,6 +193,8 @@ def test_auto_draws_stop_when_mixed_and_a_budget_too_small_for_the_burn_in_is_fl
     m, _ = estimate(post, preset("sgld", max_steps=200), model)
     assert 3 * m["relax_steps"] > 100 and m["burnin"] == 100 and m["budget_capped"] and "budget" in codes(m), m["warnings"]
     assert m["draws"] == 100  # auto draws stop at the budget
+    (msg,) = [w["message"] for w in m["warnings"] if w["code"] == "budget"]  # with what would let it run
+    assert msg.endswith(f"half of max_steps allows 100; raise max_steps to at least {2 * math.ceil(3 * m['relax_steps'])}"), msg
 
 
 def test_full_batch_auto_draws_run_pieces_until_mixed_or_the_budget():
