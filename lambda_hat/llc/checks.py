@@ -169,7 +169,10 @@ def run_warnings(m: dict, cfg, data_free: bool = False) -> list[dict]:
             more = f"about {MIN_BLOCKS * math.ceil(r * block / NOISE_SHARE)} draws per chain would let blocks average it out"
             warn("batch_noise", f"the minibatch statistic's batch noise is still {r:.2g}× its signal's variance {within}; {more}")
         else:  # no positive lag-1 autocovariance: the slow part is lost in the noise
-            warn("batch_noise", f"the minibatch statistic's batch noise hides its signal (no slowly varying part shows beneath it) {within}")
+            warn(
+                "batch_noise",
+                f"the minibatch statistic's batch noise hides its signal (no slowly varying part shows beneath it) {within}; more draws per chain or a larger batch_size",
+            )
     if cfg.kind == "sgld":
         pred = _pct(m["predicted_bias"])
         if not math.isfinite(m["predicted_bias"]):

@@ -698,7 +698,7 @@ def test_batch_noise_that_hides_the_signal_is_worded_so():
     m = {**HEALTHY_HMC, "draws": 1000, "diag_block": 50}
     found = lambda r: [w["message"] for w in run_warnings({**m, "diag_noise": r}, preset("hmc")) if w["code"] == "batch_noise"]  # noqa: E731
     (line,) = found(float("inf"))
-    assert "hides its signal" in line and "inf" not in line and "blocks of 50 draws" in line
+    assert "hides its signal" in line and "inf" not in line and "blocks of 50 draws" in line and line.endswith("more draws per chain or a larger batch_size")
     (line,) = found(1.5)
     assert "1.5× its signal's variance" in line and f"about {20 * 300} draws per chain" in line
     assert not found(0.1) and not found(float("nan"))
