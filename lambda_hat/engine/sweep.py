@@ -150,14 +150,14 @@ def _grid_points(spec: SweepFile, where: str) -> list[tuple[str, dict]]:
     return points
 
 
-def _in_grid(key: str, values: list[str]) -> str | None:
+def _in_grid(key: str):
     """Where a sweep file takes several values of a key: its grid, one experiment per value
     (None for text where a comma is ordinary: an environment variable, the shell command)."""
     if key.startswith("env.") or key == "command":
         return None
     if key.split(".")[0] not in ("defaults", "grid", "combos"):  # the file's own keys (tracking, seeds, …)
-        return "only a task's keys are swept, through the grid"
-    return f"a sweep file varies a key through its grid, one experiment per value: grid: {{{key.split('.')[-1]}: [{', '.join(values)}]}}"
+        return lambda values: "only a task's keys are swept, through the grid"
+    return lambda values: f"a sweep file varies a key through its grid, one experiment per value: grid: {{{key.split('.')[-1]}: [{', '.join(values)}]}}"
 
 
 def load_sweep(path: Path, overrides: tuple[str, ...] = ()) -> Sweep:

@@ -182,9 +182,9 @@ def apply_overrides(raw, pairs, where: str, flag: str = "override", route=None, 
     index one past a list's end appends an entry;
     ~KEY removes a key or list entry (~KEY=VALUE only where it holds VALUE). route(data, parts),
     if given, maps a key's parts to where the file keeps that value (a workflow's shorthands).
-    several(key, values), if given, says where the file takes several values: Hydra's a,b /
-    range(…) sweep syntax is then an error naming it (as Hydra's own without --multirun), unless
-    it returns None for that key (text where a comma is ordinary, CUDA_VISIBLE_DEVICES=0,1)."""
+    several(key), if given, says where the file takes several values of that key, as a function
+    of them: Hydra's a,b / range(…) sweep syntax is then an error naming it (as Hydra's own
+    without --multirun); None for a key whose value is only text (CUDA_VISIBLE_DEVICES=0,1)."""
     raw = copy.deepcopy(raw) if raw is not None else {}
     for pair in pairs:
         remove, key, sep, text = split_pair(pair)
@@ -194,10 +194,10 @@ def apply_overrides(raw, pairs, where: str, flag: str = "override", route=None, 
             value = read_yaml(text) if text else ""
         except yaml.YAMLError:
             raise InputError(f"{flag} {pair!r}: the value is not valid YAML") from None
-        values = sweep_values(text, f"{where}: {flag} {pair!r}") if several and sep and not remove else None
-        hint = several(key.strip(), values) if values is not None else None
-        if hint:
-            raise InputError(f"{where}: {flag} {pair!r}: several values; {hint}; write a list as [a, b], quote a string")
+        hint = several(key.strip()) if several and sep and not remove else None
+        values = sweep_values(text, f"{where}: {flag} {pair!r}") if hint else None
+        if values is not None:
+            raise InputError(f"{where}: {flag} {pair!r}: several values; {hint(values)}; write a list as [a, b], quote a string")
         parts, node = key.strip().split("."), raw
         if route:
             parts = route(raw, parts)

@@ -201,10 +201,11 @@ def run_warnings(m: dict, cfg, data_free: bool = False) -> list[dict]:
         if m["mala_acceptance"] < MALA_MIN:
             warn("step_bias", f"full-batch MALA acceptance of the SGLD step is {m['mala_acceptance']:.2f} < {MALA_MIN}: the step is too large for this target")
         if m["budget_capped"]:
+            need = math.ceil(3 * m["relax_steps"])
             warn(
                 "budget",
-                f"the slowest mode that carries λ̂ relaxes over {m['relax_steps']:.0f} steps: burn-in needs {math.ceil(3 * m['relax_steps'])}, half of max_steps allows {m['burnin']}; "
-                f"raise max_steps to at least {2 * math.ceil(3 * m['relax_steps'])}",
+                f"the slowest mode that carries λ̂ relaxes over {m['relax_steps']:.0f} steps: burn-in needs {need}, half of max_steps allows {m['burnin']}; "
+                f"raise max_steps to at least {2 * need}",
             )
     if cfg.kind == "hmc":
         if m["divergences"]:

@@ -70,9 +70,13 @@ class Progressive:
         return sorted({b for s in self.stages for b in s.buckets})
 
 
+def _one_chain(key: str):
+    """Several values of any key: a progressive run is one chain of stages."""
+    return lambda values: "a progressive run trains one chain of stages: run it once per value"
+
+
 def load(path: Path, overrides: tuple[str, ...] = ()) -> Progressive:
-    one_chain = lambda key, values: "a progressive run trains one chain of stages: run it once per value"  # noqa: E731
-    cfg = build(Progressive, apply_overrides(load_yaml(path), overrides, str(path), several=one_chain), str(path))
+    cfg = build(Progressive, apply_overrides(load_yaml(path), overrides, str(path), several=_one_chain), str(path))
     for i, s in enumerate(cfg.stages):  # the card itself is validated when the tasks are built
         if s.card:
             find_card(s.card, f"{path}: stages[{i}].card:")
