@@ -111,7 +111,7 @@ def rows(plan: Plan, store: Store, targets: dict, runs: dict, outcomes: dict | N
         metrics = read_json(store.dir(RUNS, rt.id) / "metrics.json") if status == Status.DONE else {}
         row = {
             "target_id": tt.id, "run_id": rt.id, "sampler": r.name, "sampler_kind": r.sampler.kind,
-            "target": r.target.label, "model": model_name(r.target.entry.model), "data": data_name(r.target.entry.data), "seed": r.target.seed,
+            "target": r.target.label, "model": model_name(r.target.entry.model), "data": data_name(r.target.entry.data, r.target.data), "seed": r.target.seed,
             "trajectory": r.target.trajectory, "step": r.target.step, "train_loss": tmetrics.get("final_loss"),
             "test_loss": tmetrics.get("test_loss"), "train_accuracy": tmetrics.get("train_accuracy"), "test_accuracy": tmetrics.get("test_accuracy"),
             "n": tmetrics.get("n"), "d": tmetrics.get("d"), "status": status, "error": error,

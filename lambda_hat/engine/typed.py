@@ -373,6 +373,8 @@ def _convert(tp, value, where: str, key: str, meta: dict):
             fail(where, key, f"expected true/false, got {value!r}")
         return value
     elif tp is int:
+        if isinstance(value, float) and value.is_integer() and abs(value) <= 2**53:
+            value = int(value)  # `n: 1e5` (YAML reads a float): the integer it names, the same task ID
         if isinstance(value, bool) or not isinstance(value, int):
             fail(where, key, f"expected an integer, got {value!r}")
     elif tp is float:

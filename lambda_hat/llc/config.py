@@ -509,11 +509,17 @@ def _model_section(entry: TargetEntry, path: Path, key: str) -> tuple[dict, dict
     return _dict(preset.get("model", {}), where, f"{key}.model"), _dict(preset.get("training", {}), where, f"{key}.training"), entry.model
 
 
-def data_name(data) -> str | None:
-    """A data preset's name, or an inline data section's keys and values (n=10000,x_dist=mixture)."""
+def data_name(data, built: Data | None = None) -> str | None:
+    """A data preset's name, or an inline data section's keys and values (n=10000,x_dist=mixture);
+    `built`, its validated section, shows an integer written as 1e5 (a float to YAML) as its field holds it."""
     if data is None or isinstance(data, str):
         return data
-    return ",".join(f"{k}={v}" for k, v in data.items()) or "defaults"
+
+    def show(k, v):
+        held = getattr(built, Data.ALIASES.get(k, k), None)
+        return held if isinstance(v, float) and type(held) is int else v
+
+    return ",".join(f"{k}={show(k, v)}" for k, v in data.items()) or "defaults"
 
 
 def _custom(model_dict: dict, where: str, key: str) -> dict:
@@ -575,7 +581,7 @@ def resolve_target(entry: TargetEntry, x64: bool, path: Path, key: str) -> Targe
             # polishing would chase it (train loss 1e-18, test loss up 30×): no polish unless asked
             train_dict.setdefault("polish_steps", 0)
         training = build(Training, train_dict, where, f"{key}.training")
-    label = name + (f"/{data_name(entry.data)}" if data else "") + (f"/t:{entry.teacher}" if teacher else "") + f"/s{entry.seed}"
+    label = name + (f"/{data_name(entry.data, data)}" if data else "") + (f"/t:{entry.teacher}" if teacher else "") + f"/s{entry.seed}"
     return Target(label, entry, model, data, training, entry.seed, x64, teacher)
 
 

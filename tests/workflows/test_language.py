@@ -120,6 +120,20 @@ def test_aliases_resolve_to_one_field(tmp_path):
     assert (p.runs[0].sampler.burnin, p.runs[1].sampler.target_accept, p.runs[2].sampler.tune_steps) == (77, 0.9, 300)
 
 
+def test_an_integer_written_as_1e5_is_that_integer(tmp_path):
+    """YAML reads 1e5 as a float; an integer key takes it where it names an integer exactly (the
+    same task IDs and labels as 100000), in the file and on the command line; 2.5 stays an error."""
+    (tmp_path / "a.yaml").write_text("targets: [{model: dln, data: {n: 1e5}}]\nsamplers: [{name: sgld, overrides: {draws: 2.0e+3, max_steps: 1e6}}]\n")
+    (tmp_path / "b.yaml").write_text("targets: [{model: dln, data: {n: 100000}}]\nsamplers: [{name: sgld, overrides: {draws: 2000, max_steps: 1000000}}]\n")
+    a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    assert ids(a) == ids(b) == ids(b, ["targets.0.data.n=1e5", "samplers.0.overrides.draws=2e3"])
+    plan = load_plan(a)
+    assert plan.targets[0].label == "dln/n=100000/s0" and plan.runs[0].sampler.draws == 2000 and type(plan.runs[0].sampler.max_steps) is int
+    for bad in ("2.5e0", "1e300"):
+        with pytest.raises(InputError, match=re.escape("targets[0].data.n: expected an integer")):
+            load_plan(b, [f"targets.0.data.n={bad}"])
+
+
 def test_teacher_presets(tmp_path):
     def target(**entry):
         return plan_of(tmp_path, {"targets": [{"model": "small", "data": "small", **entry}], "samplers": [{"name": "hmc"}]}).targets[0]
