@@ -175,6 +175,23 @@ def split_pair(pair: str) -> tuple[bool, str, str, str]:
     return remove, key, sep, text
 
 
+def refuse_hydra_setting(pair: str, key: str, where: str, flag: str = "override") -> None:
+    """One of Hydra's own settings (hydra.run.dir=…, hydra/launcher=…): an error naming what stands for it here."""
+    key = key.strip()
+    if re.match(r"hydra(\.|/|$)", key):
+        raise InputError(f"{where}: {flag} {pair!r}: Hydra's own setting; {_hydra_equivalent(key)}")
+
+
+def _hydra_equivalent(key: str) -> str:
+    if re.match(r"hydra[./](launcher|job\.env_set)", key):
+        return "tasks run through an executor card: --parsl-card NAME (slurm/a100, slurm/cpu, …) or --backend, its fields with --set KEY=VALUE, tasks at once with -j N"
+    if re.match(r"hydra[./]sweeper", key):
+        return "-m runs a copy of an entry per value (a,b or range(…)); a grid of experiments is a sweep file (lambda-hat workflow sweep)"
+    if re.match(r"hydra\.(run|sweep|runtime\.output_dir|job\.chdir)", key):
+        return "every task has its own run directory in the store: store_root=DIR moves the store"
+    return "lambda-hat has no Hydra runtime to configure (its options: --help)"
+
+
 def apply_overrides(raw, pairs, where: str, flag: str = "override", route=None, several=None):
     """Hydra-style KEY=VALUE on plain YAML data: dotted keys, list indices (samplers.0.draws=100),
     values parsed as YAML. Missing mapping keys are created (validation judges them later), so
@@ -194,6 +211,7 @@ def apply_overrides(raw, pairs, where: str, flag: str = "override", route=None, 
             value = read_yaml(text) if text else ""
         except yaml.YAMLError:
             raise InputError(f"{flag} {pair!r}: the value is not valid YAML") from None
+        refuse_hydra_setting(pair, key, where, flag)
         hint = several(key.strip()) if several and sep and not remove else None
         values = sweep_values(text, f"{where}: {flag} {pair!r}") if hint else None
         if values is not None:

@@ -26,6 +26,7 @@ from lambda_hat.engine.typed import (
     nonneg,
     plain,
     positive,
+    refuse_hydra_setting,
     seed_range,
     split_pair,
     sweep_values,
@@ -704,6 +705,7 @@ def _overrides(raw, overrides: tuple[str, ...], where: str, multirun: bool):
     plain_pairs, marked = [], {}
     for pair in overrides:
         remove, key, _, text = split_pair(pair)
+        refuse_hydra_setting(pair, key, where)
         values = None if remove else sweep_values(text, f"{where}: override {pair!r}")
         if values is None:
             plain_pairs.append(pair)

@@ -356,6 +356,15 @@ def test_hydra_and_snakemake_spellings(project):
         (("~targets.4",), "index 4 out of range; targets has 2 entries"),
         (("-j", "0"), "--jobs: expected a positive integer or 'all', got '0'"),
         (("--jobs", "many"), "--jobs: expected a positive integer or 'all', got 'many'"),
+        # Hydra's own settings name what stands for them here (the store, cards, -m)
+        (
+            ("hydra.run.dir=outputs",),
+            "override 'hydra.run.dir=outputs': Hydra's own setting; every task has its own run directory in the store: store_root=DIR",
+        ),
+        (("-m", "hydra/launcher=submitit_slurm"), "Hydra's own setting; tasks run through an executor card: --parsl-card NAME"),
+        (("hydra.launcher.n_jobs=1,2",), "Hydra's own setting; tasks run through an executor card"),
+        (("hydra.sweeper.params.x=1",), "Hydra's own setting; -m runs a copy of an entry per value"),
+        (("hydra.verbose=true",), "Hydra's own setting; lambda-hat has no Hydra runtime to configure"),
     ]:
         r = cli("workflow", "llc", "--local", *bad, cwd=project)
         assert r.returncode == 2 and msg in r.stderr and len(r.stderr.strip().splitlines()) == 1, (bad, r.stderr)
