@@ -19,6 +19,18 @@ CARD_HELP = f"Executor card: a path, or a name under ./parsl_cards/ or among the
 BACKENDS = {"local": "local", "slurm-cpu": "slurm/cpu", "slurm-gpu": "slurm/a100"}
 # and its `workflow sample`, the llc workflow under another name
 WORKFLOW_ALIASES = {"sample": "llc"}
+# The original Lambda-Hat's commands that take another form here: each is a one-line pointer
+_PLOTS = "`lambda-hat workflow llc --promote` plots every target and run of the experiments file into results/gallery/ (finished tasks are reused, only the plots are computed)"
+MOVED = {
+    "build": "targets are trained as tasks of `lambda-hat workflow llc` (once per config, kept in the store; --dry-run lists them)",
+    "sample": "samplers run as tasks of `lambda-hat workflow llc` (also `workflow sample`; --dry-run lists them)",
+    "diagnose": f"{_PLOTS}; a run's trace.nc opens in arviz",
+    "diagnose-experiment": f"{_PLOTS}; a run's trace.nc opens in arviz",
+    "diagnose-target": _PLOTS,
+    "diagnose-targets": _PLOTS,
+    "artifacts tb": "there are no TensorBoard logs; --track mlflow|wandb logs every run, `lambda-hat export` a finished store",
+    "workflow tune": "there is no tuner; a grid of experiments is a sweep file (`lambda-hat workflow sweep`), several values of a key `workflow llc -m`",
+}
 TIMEOUT_HELP = "Kill any {} running longer than this (90, 30m, 1h30m, HH:MM:SS){}."
 TRACK_HELP = "Log every finished task as a run in MLflow (MLFLOW_TRACKING_URI or ./mlruns) or W&B (offline in ./wandb without WANDB_API_KEY); repeatable; needs the tracking extra."
 
@@ -248,7 +260,27 @@ def _config_file(wf, given: Path | None, config_path: str | None, config_name: s
     return path
 
 
-class _Workflows(click.Group):
+def _moved(name: str) -> click.Command:
+    """The original's command `name`, whatever its arguments: an error naming what does its job here."""
+
+    def callback(args):
+        _fail(InputError(f"`lambda-hat {name}` is the original Lambda-Hat's command: here {MOVED[name]}"))
+
+    return click.Command(
+        name.split()[-1], callback=callback, hidden=True, add_help_option=False, context_settings={"ignore_unknown_options": True},
+        params=[click.Argument(["args"], nargs=-1, type=click.UNPROCESSED)],
+    )  # fmt: skip
+
+
+class _Moved(click.Group):
+    """A group that answers the original's commands it does not have with their pointer (MOVED)."""
+
+    def get_command(self, ctx, name):
+        path = f"{'' if ctx.parent is None else ctx.info_name + ' '}{name}"
+        return super().get_command(ctx, name) or (_moved(path) if path in MOVED else None)
+
+
+class _Workflows(_Moved):
     """The modules of lambda_hat.workflows (the project's workflows/ folder), each a command."""
 
     def list_commands(self, ctx) -> list[str]:
@@ -260,10 +292,10 @@ class _Workflows(click.Group):
 
     def get_command(self, ctx, name):
         name = WORKFLOW_ALIASES.get(name, name)
-        return _command(_workflow(name)) if name in self.list_commands(ctx) else None
+        return _command(_workflow(name)) if name in self.list_commands(ctx) else super().get_command(ctx, name)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_Moved, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="lambda-hat", prog_name="lambda-hat")
 def main():
     """lambda-hat: Parsl workflows for ML sweeps; estimates Local Learning Coefficients (λ̂).
@@ -465,7 +497,7 @@ def gc(store_root, dry_run, ttl_days):
         click.echo(f"{store.root}: nothing to remove")
 
 
-@main.group()
+@main.group(cls=_Moved)
 def artifacts():
     """The original Lambda-Hat's store commands: `artifacts ls` is `status`, `artifacts gc` is `gc`."""
 

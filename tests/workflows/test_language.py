@@ -291,6 +291,19 @@ def test_original_cli_spellings(project):
     for args, msg in [(("--backend", "slurm-gpu", "--local"), "--local and --backend exclude each other"), (("--backend", "gpu"), "'gpu' is not one of")]:
         r = cli("workflow", "llc", "-n", *args, cwd=project)
         assert r.returncode == 2 and msg in r.stderr, (args, r.stderr)
+    # its commands that take another form here, with their options as its docs give them: one line naming that form
+    for args, msg in [
+        (("diagnose-experiment", "--experiment", "dev", "--mode", "light"), "here `lambda-hat workflow llc --promote` plots every target and run"),
+        (("diagnose", "--run-dir", "runs/x"), "a run's trace.nc opens in arviz"),
+        (("diagnose-targets", "--experiment", "dev"), "`lambda-hat workflow llc --promote`"),
+        (("build", "--config-yaml", "c.yaml", "--target-id", "tgt_abc123"), "targets are trained as tasks of `lambda-hat workflow llc`"),
+        (("sample", "--help"), "samplers run as tasks of `lambda-hat workflow llc`"),
+        (("artifacts", "tb"), "`lambda-hat artifacts tb` is the original Lambda-Hat's command: here there are no TensorBoard logs"),
+        (("workflow", "tune", "--config", "x.yaml"), "a grid of experiments is a sweep file"),
+    ]:
+        r = cli(*args, cwd=project)
+        assert r.returncode == 2 and msg in r.stderr and len(r.stderr.strip().splitlines()) == 1, (args, r.stderr)
+    assert "diagnose" not in cli("--help", cwd=project).stdout and "No such command 'nosuch'" in cli("nosuch", cwd=project).stderr
     assert not (project / "runs").exists() and not (project / "results").exists()
 
 
