@@ -30,6 +30,7 @@ MOVED = {
     "diagnose-targets": _PLOTS,
     "artifacts tb": "there are no TensorBoard logs; --track mlflow|wandb logs every run, `lambda-hat export` a finished store",
     "workflow tune": "there is no tuner; a grid of experiments is a sweep file (`lambda-hat workflow sweep`), several values of a key `workflow llc -m`",
+    "workflow optuna": "there is no tuner; a grid of experiments is a sweep file (`lambda-hat workflow sweep`), several values of a key `workflow llc -m`",
 }
 TIMEOUT_HELP = "Kill any {} running longer than this (90, 30m, 1h30m, HH:MM:SS){}."
 TRACK_HELP = "Log every finished task as a run in MLflow (MLFLOW_TRACKING_URI or ./mlruns) or W&B (offline in ./wandb without WANDB_API_KEY); repeatable; needs the tracking extra."

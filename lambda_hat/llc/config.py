@@ -44,7 +44,7 @@ class MLP:
     out_dim: int = field(default=1, metadata=positive())
     depth: int = field(default=2, metadata=positive())  # hidden layers
     width: int = field(default=16, metadata=positive())
-    activation: Literal["tanh", "relu", "gelu"] = "tanh"
+    activation: Literal["tanh", "relu", "gelu", "identity"] = "tanh"
     bias: bool = True
 
 
@@ -54,7 +54,7 @@ class Teacher:
 
     depth: int | None = field(default=None, metadata=positive())
     width: int | None = field(default=None, metadata=positive())
-    activation: Literal["tanh", "relu", "gelu"] | None = None
+    activation: Literal["tanh", "relu", "gelu", "identity"] | None = None
     bias: bool | None = None
 
 
@@ -123,6 +123,8 @@ class Data:
 
 @dataclass(frozen=True)
 class Training:
+    ALIASES: ClassVar[dict] = {"learning_rate": "lr"}  # the original Lambda-Hat's
+
     optimizer: Literal["adam", "sgd"] = "adam"
     lr: float = field(default=1e-2, metadata=positive())
     steps: int = field(default=2000, metadata=positive())
@@ -576,7 +578,8 @@ def resolve_target(entry: TargetEntry, x64: bool, path: Path, key: str) -> Targe
         teacher = resolve_teacher(entry, model, over, path, key) if has_teacher else None
     training = None
     if not isinstance(model, Quadratic):
-        train_dict = deep_merge(train_preset, _dict(over.get("training", {}), where, f"{key}.overrides.training"))
+        layers = [train_preset, _dict(over.get("training", {}), where, f"{key}.overrides.training")]
+        train_dict = deep_merge(*(canonical(Training, t, where, f"{key}.training") for t in layers))
         if data is not None and data.source == "digits":
             # a classifier separates its training set: cross-entropy's infimum is at infinity, and
             # polishing would chase it (train loss 1e-18, test loss up 30×): no polish unless asked

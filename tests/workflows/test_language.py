@@ -84,6 +84,13 @@ def test_model_and_data_presets(tmp_path):
     plan = plan_of(tmp_path, {"targets": [{"model": "small", "data": "small", "overrides": over}], "samplers": [{"name": "hmc"}]})
     assert n_params(plan.targets[0].model) == 4 * 5 + 5 * 5 * 2 + 5  # no biases
     assert plan.targets[0].model.activation == "gelu"
+    # the original's `identity` activation: the network is affine (f(2x) − f(x) = f(x) − f(0))
+    over = {"model": {"activation": "identity", "bias": True}}
+    model = plan_of(tmp_path, {"targets": [{"model": "small", "data": "small", "overrides": over}], "samplers": [{"name": "hmc"}]}).targets[0].model
+    net, x = network(model), np.random.default_rng(0).standard_normal((5, model.in_dim))
+    params = net.init(jax.random.PRNGKey(1), x)
+    f = lambda z: np.asarray(net.apply(params, z))  # noqa: E731
+    assert np.allclose(f(2 * x) - f(x), f(x) - f(0 * x), atol=1e-5) and not np.allclose(f(x), f(0 * x))
     # the data section inline: the same target (and ID) as a preset with those values
     inline = {"n_data": 1000, "x_dist": "gauss_iso", "noise_model": "gauss", "noise_scale": 1.0}
     a = write_config(tmp_path / "a.yaml", {"targets": [{"model": "small", "data": inline}], "samplers": [{"name": "hmc"}]})
@@ -109,6 +116,9 @@ def test_aliases_resolve_to_one_field(tmp_path):
     a = write_config(tmp_path / "a.yaml", doc({"noise": "student_t", "n_data": 500}, {"components": 3, "rank": 4, "gamma": 0.5, "beta0": 2.0}))
     b = write_config(tmp_path / "b.yaml", doc({"noise_model": "student_t", "n": 500}, {"M": 3, "r": 4, "posterior": {"gamma": 0.5, "beta0": 2.0}}))
     assert list(ids(a)[0].values()) == list(ids(b)[0].values()) and list(ids(a)[1].values()) == list(ids(b)[1].values())
+    # training's learning_rate (the original's) is lr, over a preset's lr too
+    lr = {k: ids(a, [f"targets.0.overrides.training={{{k}: 0.003}}"]) for k in ("learning_rate", "lr")}
+    assert lr["learning_rate"] == lr["lr"] != ids(a) and load_plan(a, ["targets.0.overrides.training={learning_rate: 0.003}"]).targets[0].training.lr == 0.003
     plan = load_plan(a)
     assert plan.targets[0].data.noise_model == "student_t" and plan.runs[0].sampler.M == 3
     # an alias in the overrides replaces the preset's canonical value (vi_lowrank has M: 2)
@@ -300,6 +310,7 @@ def test_original_cli_spellings(project):
         (("sample", "--help"), "samplers run as tasks of `lambda-hat workflow llc`"),
         (("artifacts", "tb"), "`lambda-hat artifacts tb` is the original Lambda-Hat's command: here there are no TensorBoard logs"),
         (("workflow", "tune", "--config", "x.yaml"), "a grid of experiments is a sweep file"),
+        (("workflow", "optuna", "--config", "config/optuna_demo.yaml", "--local"), "`lambda-hat workflow optuna` is the original Lambda-Hat's command"),
     ]:
         r = cli(*args, cwd=project)
         assert r.returncode == 2 and msg in r.stderr and len(r.stderr.strip().splitlines()) == 1, (args, r.stderr)
