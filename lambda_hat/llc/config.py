@@ -649,11 +649,32 @@ def resolve_sampler(entry: SamplerEntry, path: Path, key: str):
     cls = SAMPLER_KINDS.get(over.get("kind", preset.get("kind")))
     if cls:  # aliases per layer, so an override by either name replaces the preset's value
         preset, over = canonical(cls, preset, where, key), canonical(cls, over, where, f"{key}.overrides")
+    if cls is SGLD and "steps" in over:
+        over = _total_steps(over, deep_merge(preset, over).get("burnin"), where, f"{key}.overrides")
     if entry.seed is not None:
         if "seed" in over:
             fail(where, f"{key}.seed", "given here and in overrides; keep one")
         over = {**over, "seed": entry.seed}
     return _tagged(SAMPLER_KINDS, deep_merge(preset, over), where, key)
+
+
+def _total_steps(over: dict, burnin, where: str, key: str) -> dict:
+    """SGLD's `steps`, the original Lambda-Hat's burn-in + draws per chain, as the draws it leaves."""
+    # integers written as 1e5 (floats to YAML), as typed conversion takes them
+    steps, burnin = (int(v) if isinstance(v, float) and v.is_integer() else v for v in (over["steps"], burnin))
+    if isinstance(steps, bool) or not isinstance(steps, int):
+        fail(where, f"{key}.steps", f"expected an integer, got {steps!r}")
+    if "draws" in over:
+        fail(where, f"{key}.steps", "is burn-in + draws per chain (the original Lambda-Hat's), and draws is also given; keep one")
+    if isinstance(burnin, bool) or not isinstance(burnin, int):
+        fail(
+            where,
+            f"{key}.steps",
+            f"is burn-in + draws per chain (the original Lambda-Hat's): give burnin (or warmup) as a number, not {burnin!r}, or draws alone",
+        )
+    if steps <= burnin:
+        fail(where, f"{key}.steps", f"is burn-in + draws per chain: must be > burnin {burnin}, got {steps}")
+    return {**{k: v for k, v in over.items() if k != "steps"}, "draws": steps - burnin}
 
 
 def _at(raw, path: list[str]):

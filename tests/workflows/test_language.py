@@ -128,6 +128,17 @@ def test_aliases_resolve_to_one_field(tmp_path):
         {"name": "sgld", "overrides": {"warmup": 77}}, {"name": "hmc", "overrides": {"target_acceptance": 0.9}},
         {"name": "mclmc", "overrides": {"num_steps": 300}}]})  # fmt: skip
     assert (p.runs[0].sampler.burnin, p.runs[1].sampler.target_accept, p.runs[2].sampler.tune_steps) == (77, 0.9, 300)
+    # SGLD's `steps`, the original's burn-in + draws per chain: the draws it leaves, one task ID
+    sgld = lambda over: {"targets": [{"model": "quadratic"}], "samplers": [{"name": "sgld", "overrides": {"step_size": 1e-6, **over}}]}  # noqa: E731
+    a = write_config(tmp_path / "a.yaml", sgld({"steps": 2000, "warmup": 200}))
+    assert ids(a) == ids(write_config(tmp_path / "b.yaml", sgld({"draws": 1800, "burnin": 200}))) and load_plan(a).runs[0].sampler.draws == 1800
+    for over, msg in [
+        ({"steps": 2000}, "steps: is burn-in + draws per chain (the original Lambda-Hat's): give burnin (or warmup) as a number, not 'auto', or draws alone"),
+        ({"steps": 200, "burnin": 200}, "steps: is burn-in + draws per chain: must be > burnin 200, got 200"),
+        ({"steps": 2000, "burnin": 20, "draws": 5}, "and draws is also given; keep one"),
+    ]:
+        with pytest.raises(InputError, match=re.escape(msg)):
+            plan_of(tmp_path, sgld(over))
 
 
 def test_an_integer_written_as_1e5_is_that_integer(tmp_path):
