@@ -537,6 +537,26 @@ def _custom(model_dict: dict, where: str, key: str) -> dict:
     return {**out, "options": {**_dict(out.get("options", {}), where, f"{key}.options"), **extra}}
 
 
+def _width_for(model: dict, where: str, key: str) -> dict:
+    """The original Lambda-Hat's `target_params` (an MLP's approximate parameter count) as the
+    hidden width whose count is nearest it, so the resolved config (and task ID) holds the width."""
+    target = model.pop("target_params")
+    if model.get("kind") != "mlp":
+        fail(where, f"{key}.target_params", f"sizes an mlp model (its width), not {model.get('kind')!r}")
+    if "width" in model:
+        fail(where, f"{key}.target_params", "and width are both given; keep one")
+    if isinstance(target, float) and target.is_integer():
+        target = int(target)
+    if isinstance(target, bool) or not isinstance(target, int) or target < 1:
+        fail(where, f"{key}.target_params", f"expected a positive integer, got {target!r}")
+    m = build(MLP, {**model, "width": 1}, where, key)
+    count = lambda w: m.in_dim * w + (m.depth - 1) * w * w + w * m.out_dim + m.bias * (m.depth * w + m.out_dim)  # noqa: E731
+    width = 1
+    while count(width + 1) <= target:
+        width += 1
+    return {**model, "width": min((width, width + 1), key=lambda w: abs(count(w) - target))}
+
+
 def resolve_target(entry: TargetEntry, x64: bool, path: Path, key: str) -> Target:
     where = str(path)
     over = _dict(entry.overrides, where, f"{key}.overrides")
@@ -547,6 +567,9 @@ def resolve_target(entry: TargetEntry, x64: bool, path: Path, key: str) -> Targe
     over_model = _dict(over.get("model", {}), where, f"{key}.overrides.model")
     if isinstance(entry.model, str):
         _same_kind("model", entry.model, model_dict.get("kind"), over_model.get("kind"), MODEL_KINDS, path, f"{key}.overrides.model.kind")
+    for size, other in (("target_params", "width"), ("width", "target_params")):  # the overrides' size wins
+        if size in over_model and other not in over_model:
+            model_dict = {k: v for k, v in model_dict.items() if k != other}
     model_dict = deep_merge(model_dict, over_model)
     if model_dict.get("kind") == "custom":
         model_dict = _custom(model_dict, where, f"{key}.model")
@@ -559,6 +582,8 @@ def resolve_target(entry: TargetEntry, x64: bool, path: Path, key: str) -> Targe
             if model_dict.get("kind") != "mlp":
                 fail(where, f"{key}.data", f"digits is a classification data set for mlp models, not {model_dict.get('kind')!r}")
             model_dict = {**model_dict, "in_dim": 64, "out_dim": 10}
+    if "target_params" in model_dict:  # after digits has fixed the inputs and outputs
+        model_dict = _width_for(model_dict, where, f"{key}.model")
     model = _tagged(MODEL_KINDS, model_dict, where, f"{key}.model")
     has_teacher = entry.teacher not in (None, "_null") or "teacher" in over
     if isinstance(model, (Quadratic, Custom)):

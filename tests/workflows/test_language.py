@@ -6,6 +6,7 @@ import re
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 
 import jax
 import numpy as np
@@ -84,6 +85,17 @@ def test_model_and_data_presets(tmp_path):
     plan = plan_of(tmp_path, {"targets": [{"model": "small", "data": "small", "overrides": over}], "samplers": [{"name": "hmc"}]})
     assert n_params(plan.targets[0].model) == 4 * 5 + 5 * 5 * 2 + 5  # no biases
     assert plan.targets[0].model.activation == "gelu"
+    # the original's `target_params`: the width whose parameter count is nearest (the same task as that width)
+    for data, depth, target in (("base", 4, 15000), ("digits", 1, 2000), ("small", 2, 300)):
+        doc = {"targets": [{"model": "base", "data": data, "overrides": {"model": {"depth": depth, "target_params": target}}}], "samplers": ["hmc"]}
+        model = plan_of(tmp_path, doc).targets[0].model
+        near = [abs(n_params(replace(model, width=w)) - target) for w in (model.width - 1, model.width, model.width + 1)]
+        assert near[1] == min(near) and abs(n_params(model) - target) < 0.1 * target, (data, model)
+        doc["targets"][0]["overrides"]["model"] = {"depth": depth, "width": model.width}
+        assert ids(write_config(tmp_path / "w.yaml", doc)) == ids(tmp_path / "e.yaml")
+    for over, msg in (({"target_params": 100, "width": 3}, "target_params: and width are both given"), ({"target_params": 0}, "expected a positive integer")):
+        with pytest.raises(InputError, match=msg):
+            plan_of(tmp_path, {"targets": [{"model": "small", "data": "small", "overrides": {"model": over}}], "samplers": ["hmc"]})
     # the original's `identity` activation: the network is affine (f(2x) − f(x) = f(x) − f(0))
     over = {"model": {"activation": "identity", "bias": True}}
     model = plan_of(tmp_path, {"targets": [{"model": "small", "data": "small", "overrides": over}], "samplers": [{"name": "hmc"}]}).targets[0].model
