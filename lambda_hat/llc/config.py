@@ -551,10 +551,13 @@ def _width_for(model: dict, where: str, key: str) -> dict:
         fail(where, f"{key}.target_params", f"expected a positive integer, got {target!r}")
     m = build(MLP, {**model, "width": 1}, where, key)
     count = lambda w: m.in_dim * w + (m.depth - 1) * w * w + w * m.out_dim + m.bias * (m.depth * w + m.out_dim)  # noqa: E731
-    width = 1
-    while count(width + 1) <= target:
-        width += 1
-    return {**model, "width": min((width, width + 1), key=lambda w: abs(count(w) - target))}
+    lo, hi = 1, 2  # the count grows with the width: bisect for the last width at or under the target
+    while count(hi) <= target:
+        lo, hi = hi, 2 * hi
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if count(mid) <= target else (lo, mid)
+    return {**model, "width": min((lo, lo + 1), key=lambda w: abs(count(w) - target))}
 
 
 def resolve_target(entry: TargetEntry, x64: bool, path: Path, key: str) -> Target:
