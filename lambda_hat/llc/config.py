@@ -669,7 +669,7 @@ def _same_kind(group: str, name: str, have, asked, kinds: dict, path: Path, key:
     fail(str(path), key, f"the {name} preset's {'model kind' if group == 'model' else 'kind'} is {have}; {instead}")
 
 
-def resolve_sampler(entry: SamplerEntry, path: Path, key: str):
+def resolve_sampler(entry: SamplerEntry, path: Path, key: str, x64: bool = True):
     where = str(path)
     preset = load_preset("sampler", entry.name, path, where, f"{key}.name")
     over = _dict(entry.overrides, where, f"{key}.overrides")
@@ -677,6 +677,8 @@ def resolve_sampler(entry: SamplerEntry, path: Path, key: str):
     cls = SAMPLER_KINDS.get(over.get("kind", preset.get("kind")))
     if cls:  # aliases per layer, so an override by either name replaces the preset's value
         preset, over = canonical(cls, preset, where, key), canonical(cls, over, where, f"{key}.overrides")
+    if "dtype" in over:
+        over = _file_precision(over, x64, where, f"{key}.overrides")
     if cls is SGLD and "steps" in over:
         over = _total_steps(over, deep_merge(preset, over).get("burnin"), where, f"{key}.overrides")
     if entry.seed is not None:
@@ -684,6 +686,22 @@ def resolve_sampler(entry: SamplerEntry, path: Path, key: str):
             fail(where, f"{key}.seed", "given here and in overrides; keep one")
         over = {**over, "seed": entry.seed}
     return _tagged(SAMPLER_KINDS, deep_merge(preset, over), where, key)
+
+
+def _file_precision(over: dict, x64: bool, where: str, key: str) -> dict:
+    """The original Lambda-Hat's per-sampler `dtype`: here every task computes in the file's
+    precision (jax_enable_x64), so it is taken where it says the same and is an error elsewhere."""
+    want = "float64" if x64 else "float32"
+    if over["dtype"] not in ("float32", "float64"):
+        fail(where, f"{key}.dtype", f"{over['dtype']!r} is not allowed; allowed values: float32, float64")
+    if over["dtype"] != want:
+        flag = str(not x64).lower()
+        fail(
+            where,
+            f"{key}.dtype",
+            f"{over['dtype']}: every task computes in the file's precision, {want} (jax_enable_x64: {str(x64).lower()}); set jax_enable_x64: {flag} for {over['dtype']}",
+        )
+    return {k: v for k, v in over.items() if k != "dtype"}
 
 
 def _total_steps(over: dict, burnin, where: str, key: str) -> dict:
@@ -853,15 +871,15 @@ def load_plan(path: Path, overrides: tuple[str, ...] = (), multirun: bool = Fals
     runs, shared = [], None
     for i, (te, t) in enumerate(zip(cfg.targets, targets)):
         if te.samplers is not None:
-            resolved = resolve_samplers(te.samplers, path, f"targets[{i}].samplers")
+            resolved = resolve_samplers(te.samplers, path, f"targets[{i}].samplers", cfg.jax_enable_x64)
         else:  # the top-level list: resolved once for all targets
-            resolved = shared = shared or resolve_samplers(cfg.samplers, path, "samplers")
+            resolved = shared = shared or resolve_samplers(cfg.samplers, path, "samplers", cfg.jax_enable_x64)
         for name, se, s in resolved:
             runs += [Run(f"{name}@{p.label}", name, se, s, p) for p in points[i]]
     return Plan(path, cfg, [p for ps in points for p in ps], runs)
 
 
-def resolve_samplers(entries, path: Path, skey: str) -> list[tuple[str, SamplerEntry, SGLD | HMC | MCLMC | VI]]:
+def resolve_samplers(entries, path: Path, skey: str, x64: bool = True) -> list[tuple[str, SamplerEntry, SGLD | HMC | MCLMC | VI]]:
     """(run name, entry, sampler) per entry of a samplers list; two entries resolving to the same sampler are an error."""
     if not entries:
         fail(str(path), skey, "no samplers for this target; list at least one (hmc, mclmc, sgld, vi, …)")
@@ -869,7 +887,7 @@ def resolve_samplers(entries, path: Path, skey: str) -> list[tuple[str, SamplerE
     names = [se.name for se in entries]
     out = []
     for j, se in enumerate(entries):
-        s = resolve_sampler(se, path, f"{skey}[{j}]")
+        s = resolve_sampler(se, path, f"{skey}[{j}]", x64)
         key = repr(plain(s))
         if key in seen:
             fail(str(path), f"{skey}[{j}]", f"duplicates {skey}[{seen[key]}] (same resolved config)")

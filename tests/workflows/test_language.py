@@ -151,6 +151,12 @@ def test_aliases_resolve_to_one_field(tmp_path):
     ]:
         with pytest.raises(InputError, match=re.escape(msg)):
             plan_of(tmp_path, sgld(over))
+    # a sampler's `dtype` (the original's): the file's precision, the same task; another one is an error
+    for x64, same, other in ((True, "float64", "float32"), (False, "float32", "float64")):
+        doc = lambda over: {"jax_enable_x64": x64, "targets": [{"model": "quadratic"}], "samplers": [{"name": "hmc", "overrides": over}]}  # noqa: E731
+        assert ids(write_config(tmp_path / "a.yaml", doc({"dtype": same}))) == ids(write_config(tmp_path / "b.yaml", doc({})))
+        with pytest.raises(InputError, match=re.escape(f"samplers[0].overrides.dtype: {other}: every task computes in the file's precision, {same}")):
+            plan_of(tmp_path, doc({"dtype": other}))
 
 
 def test_an_integer_written_as_1e5_is_that_integer(tmp_path):
