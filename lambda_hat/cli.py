@@ -21,6 +21,7 @@ BACKENDS = {"local": "local", "slurm-cpu": "slurm/cpu", "slurm-gpu": "slurm/a100
 WORKFLOW_ALIASES = {"sample": "llc"}
 # The original Lambda-Hat's commands that take another form here: each is a one-line pointer
 _PLOTS = "`lambda-hat workflow llc --promote` plots every target and run of the experiments file into results/gallery/ (finished tasks are reused, only the plots are computed)"
+_NO_TUNER = "there is no tuner; a grid of experiments is a sweep file (`lambda-hat workflow sweep`), several values of a key `workflow llc -m`"
 MOVED = {
     "build": "targets are trained as tasks of `lambda-hat workflow llc` (once per config, kept in the store; --dry-run lists them)",
     "sample": "samplers run as tasks of `lambda-hat workflow llc` (also `workflow sample`; --dry-run lists them)",
@@ -29,8 +30,8 @@ MOVED = {
     "diagnose-target": _PLOTS,
     "diagnose-targets": _PLOTS,
     "artifacts tb": "there are no TensorBoard logs; --track mlflow|wandb logs every run, `lambda-hat export` a finished store",
-    "workflow tune": "there is no tuner; a grid of experiments is a sweep file (`lambda-hat workflow sweep`), several values of a key `workflow llc -m`",
-    "workflow optuna": "there is no tuner; a grid of experiments is a sweep file (`lambda-hat workflow sweep`), several values of a key `workflow llc -m`",
+    "workflow tune": _NO_TUNER,
+    "workflow optuna": _NO_TUNER,
 }
 TIMEOUT_HELP = "Kill any {} running longer than this (90, 30m, 1h30m, HH:MM:SS){}."
 TRACK_HELP = "Log every finished task as a run in MLflow (MLFLOW_TRACKING_URI or ./mlruns) or W&B (offline in ./wandb without WANDB_API_KEY); repeatable; needs the tracking extra."

@@ -175,6 +175,12 @@ def split_pair(pair: str) -> tuple[bool, str, str, str]:
     return remove, key, sep, text
 
 
+def whole(value):
+    """An integer written as 1e5 (a float to YAML) as the int it names exactly, the same task ID as
+    100000; any other value as it is."""
+    return int(value) if isinstance(value, float) and value.is_integer() and abs(value) <= 2**53 else value
+
+
 def refuse_hydra_setting(pair: str, key: str, where: str, flag: str = "override") -> None:
     """One of Hydra's own settings (hydra.run.dir=…, hydra/launcher=…): an error naming what stands for it here."""
     key = key.strip()
@@ -391,8 +397,7 @@ def _convert(tp, value, where: str, key: str, meta: dict):
             fail(where, key, f"expected true/false, got {value!r}")
         return value
     elif tp is int:
-        if isinstance(value, float) and value.is_integer() and abs(value) <= 2**53:
-            value = int(value)  # `n: 1e5` (YAML reads a float): the integer it names, the same task ID
+        value = whole(value)
         if isinstance(value, bool) or not isinstance(value, int):
             fail(where, key, f"expected an integer, got {value!r}")
     elif tp is float:

@@ -30,6 +30,7 @@ from lambda_hat.engine.typed import (
     seed_range,
     split_pair,
     sweep_values,
+    whole,
     yaml_named,
     yaml_stems,
 )
@@ -545,8 +546,7 @@ def _width_for(model: dict, where: str, key: str) -> dict:
         fail(where, f"{key}.target_params", f"sizes an mlp model (its width), not {model.get('kind')!r}")
     if "width" in model:
         fail(where, f"{key}.target_params", "and width are both given; keep one")
-    if isinstance(target, float) and target.is_integer():
-        target = int(target)
+    target = whole(target)
     if isinstance(target, bool) or not isinstance(target, int) or target < 1:
         fail(where, f"{key}.target_params", f"expected a positive integer, got {target!r}")
     m = build(MLP, {**model, "width": 1}, where, key)
@@ -680,7 +680,7 @@ def resolve_sampler(entry: SamplerEntry, path: Path, key: str, x64: bool = True)
     if "dtype" in over:
         over = _file_precision(over, x64, where, f"{key}.overrides")
     if cls is SGLD and "steps" in over:
-        over = _total_steps(over, deep_merge(preset, over).get("burnin"), where, f"{key}.overrides")
+        over = _total_steps(over, deep_merge(preset, over).get("burnin", SGLD.burnin), where, f"{key}.overrides")
     if entry.seed is not None:
         if "seed" in over:
             fail(where, f"{key}.seed", "given here and in overrides; keep one")
@@ -706,8 +706,7 @@ def _file_precision(over: dict, x64: bool, where: str, key: str) -> dict:
 
 def _total_steps(over: dict, burnin, where: str, key: str) -> dict:
     """SGLD's `steps`, the original Lambda-Hat's burn-in + draws per chain, as the draws it leaves."""
-    # integers written as 1e5 (floats to YAML), as typed conversion takes them
-    steps, burnin = (int(v) if isinstance(v, float) and v.is_integer() else v for v in (over["steps"], burnin))
+    steps, burnin = whole(over["steps"]), whole(burnin)
     if isinstance(steps, bool) or not isinstance(steps, int):
         fail(where, f"{key}.steps", f"expected an integer, got {steps!r}")
     if "draws" in over:
