@@ -48,6 +48,10 @@ def build_broken(cfg: dict) -> dict:
     if mistake == "per_output_loss":  # (batch, 2): not summed over the outputs
         out["apply"] = lambda p, x: jnp.concatenate([x @ p["params"]["Dense_0"]["kernel"]] * 2, axis=-1)
         out["loss"] = lambda o, y: (o - y) ** 2 / 2
+    elif mistake == "broadcast_y":  # y (n,) against outputs (n, 1): every output meets every label
+        out["y"] = out["y"][:, 0]
+    elif mistake == "summed_loss":  # the batch's sum, not its mean
+        out["loss"] = lambda o, y: jnp.sum((o - y) ** 2) / 2
     elif mistake == "short_y":
         out["y"] = out["y"][:-1]
     elif mistake == "no_y_test":

@@ -86,6 +86,7 @@ def custom_problem(model, seed: int) -> Problem:
     shape = jax.eval_shape(lambda w: per_sample(predict(w, x[:k]), y[:k]), w0).shape
     if shape != () and math.prod(shape) != k:
         raise TaskFailed(f"{model.fn}: loss(outputs, y) returned shape {shape} for {k} samples; it must return one value per sample (sum over outputs)")
+    _check_per_sample(model.fn, predict, per_sample, w0, x, y)
 
     def loss(w, batch):
         return jnp.mean(per_sample(predict(w, batch[0]), batch[1]))
@@ -95,6 +96,43 @@ def custom_problem(model, seed: int) -> Problem:
     out_shape = jax.eval_shape(lambda w: predict(w, x[:k]), w0).shape
     classify = y.ndim == 1 and jnp.issubdtype(y.dtype, jnp.integer) and len(out_shape) == 2 and out_shape[-1] >= 2
     return Problem(x, y, loss, predict, None, jax.device_put(np.asarray(w0, dtype)), test, classify, llc_true)
+
+
+def _check_per_sample(fn: str, predict, per_sample, w0, x, y, k: int = 3) -> None:
+    """A sample's loss must not depend on the others in its batch: SGLD's minibatches and L_n's
+    mean assume it. The usual slip is y of shape (n,) against outputs (n, 1), which broadcasts
+    every output against every label; batch statistics in `apply` do it too."""
+    import jax
+    import jax.numpy as jnp
+
+    k = min(k, len(x))
+    if k < 2:
+        return
+
+    @jax.jit
+    def both(w):
+        together = jnp.ravel(per_sample(predict(w, x[:k]), y[:k]))
+        alone = jnp.stack([jnp.ravel(per_sample(predict(w, x[i : i + 1]), y[i : i + 1]))[0] for i in range(k)])
+        return together, alone
+
+    together, alone = (np.asarray(a, float) for a in both(w0))
+    close = lambda a, b: np.allclose(a, b, rtol=1e-3, atol=1e-6 * (1 + np.abs(alone).max()))  # noqa: E731
+    if together.shape == (1,) and not close(together[0], alone.mean()):  # one value for the batch: it must be the mean
+        raise TaskFailed(
+            f"{fn}: loss(outputs, y) returned one value for {k} samples, {together[0]:.4g}, not the mean of theirs one at a time "
+            f"({alone.mean():.4g}): return each sample's negative log-likelihood (or their mean, not their sum)"
+        )
+    if together.shape == (k,) and not close(together, alone):
+        out_shape = tuple(jax.eval_shape(lambda w: predict(w, x[:k]), w0).shape)
+        why = (
+            f"outputs {out_shape} against y {tuple(y[:k].shape)} broadcast to ({k}, {k}): give y shape (n, 1), or compare outputs[:, 0]"
+            if len(out_shape) == 2 and out_shape[1] == 1 and y.ndim == 1
+            else "a reduction over the batch axis, or batch statistics in apply?"
+        )
+        raise TaskFailed(
+            f"{fn}: the loss of a sample depends on the other samples in its batch ({np.round(together, 4).tolist()} for {k} together, "
+            f"{np.round(alone, 4).tolist()} one at a time; {why}): loss(outputs, y) must give each sample's own negative log-likelihood"
+        )
 
 
 def problem(sem: dict, generate: bool = True) -> Problem:
