@@ -1,4 +1,4 @@
-"""The SLURM card against a real single-node SLURM cluster on localhost (tests/slurm/cluster.py).
+"""The SLURM card against a real single-node SLURM cluster on localhost (tests/engine/slurm/cluster.py).
 
 Skipped with the reason where the cluster cannot run (not root, no apt-get for the packages).
 """

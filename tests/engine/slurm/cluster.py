@@ -1,7 +1,7 @@
 """A single-node SLURM cluster on localhost for the SLURM tests (Debian's SLURM 22.05 + munge).
 
-    python tests/slurm/cluster.py start DIR     # install if missing, start, wait until idle
-    python tests/slurm/cluster.py stop DIR      # cancel jobs, end exactly the recorded daemons
+    python tests/engine/slurm/cluster.py start DIR     # install if missing, start, wait until idle
+    python tests/engine/slurm/cluster.py stop DIR      # cancel jobs, end exactly the recorded daemons
 
 Daemons run in the foreground mode (-D/-F) in their own sessions, so they outlive the shell;
 their PIDs go to DIR/pids.json and `stop` ends those and nothing else. Clients need
