@@ -92,10 +92,15 @@ def custom_problem(model, seed: int) -> Problem:
         return jnp.mean(per_sample(predict(w, batch[0]), batch[1]))
 
     test = (lambda: tuple(_as_data(out[k], dtype) for k in ("x_test", "y_test"))) if "x_test" in out else None
-    # class indices and a score per class: a classifier, whose accuracy the target records
+    # class indices (or one-hot rows) and a score per class: a classifier, whose accuracy the target records
     out_shape = jax.eval_shape(lambda w: predict(w, x[:k]), w0).shape
-    classify = y.ndim == 1 and jnp.issubdtype(y.dtype, jnp.integer) and len(out_shape) == 2 and out_shape[-1] >= 2
+    classify = len(out_shape) == 2 and out_shape[-1] >= 2 and (y.ndim == 1 and jnp.issubdtype(y.dtype, jnp.integer) or _one_hot(y, out_shape[-1]))
     return Problem(x, y, loss, predict, None, jax.device_put(np.asarray(w0, dtype)), test, classify, llc_true)
+
+
+def _one_hot(y, classes: int) -> bool:
+    y = np.asarray(y)
+    return y.ndim == 2 and y.shape[1] == classes and bool(np.isin(y, (0, 1)).all() and (y.sum(1) == 1).all())
 
 
 def _check_per_sample(fn: str, predict, per_sample, w0, x, y, k: int = 3) -> None:

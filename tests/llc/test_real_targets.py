@@ -116,6 +116,12 @@ def build(cfg):
     x = rng.standard_normal((300, 4)).astype(np.float32)
     y = (x[:, 0] + cfg.get("label_noise", 0.5) * rng.standard_normal(300) > 0).astype(np.int32) + (x[:, 1] > 0.5)  # class indices
     net = nn.Sequential([nn.Dense(cfg["hidden"]), nn.tanh, nn.Dense(3)])
+    if cfg.get("labels") == "one_hot":
+        y = np.eye(3, dtype=np.float32)[y]
+        return {"apply": net.apply, "params": net.init(jax.random.PRNGKey(0), x[:1]), "x": x, "y": y, "loss": optax.softmax_cross_entropy}
+    if cfg.get("labels") == "scores":  # three regression outputs, not classes
+        return {"apply": net.apply, "params": net.init(jax.random.PRNGKey(0), x[:1]), "x": x, "y": x[:, :3] * 0.5,
+                "loss": lambda out, y: ((out - y) ** 2).sum(-1) / 2}
     return {"apply": net.apply, "params": net.init(jax.random.PRNGKey(0), x[:1]), "x": x, "y": y,
             "loss": optax.softmax_cross_entropy_with_integer_labels}
 """
@@ -146,6 +152,19 @@ def test_custom_classifier_from_the_project_directory(project):
     # class indices and a score per class: the target records its accuracy (no held-out set here)
     assert 0.7 < row["train_accuracy"] < 1 and flat["train_accuracy"] == 1 and pd.isna(row["test_accuracy"]), row
     assert flat["llc_mean"] < 0.2 * row["llc_mean"], flat["llc_mean"]  # what the check is for
+
+
+@pytest.mark.parametrize("labels, classify", [("indices", True), ("one_hot", True), ("scores", False)])
+def test_a_custom_classifier_is_known_by_its_labels(project, monkeypatch, labels, classify):
+    """Class indices or one-hot rows against a score per class make a classifier (its accuracy is
+    recorded); real-valued targets of the same shape do not."""
+    from lambda_hat.llc.targets import custom_problem
+
+    (project / "my_targets.py").write_text(CLASSIFIER)
+    monkeypatch.syspath_prepend(project)  # as the task processes import it
+    custom = {"kind": "custom", "fn": "my_targets:build", "version": 1, "hidden": 4, "labels": labels}
+    (target,) = load_plan(write_config(project / "e.yaml", {"targets": [{"model": custom}], "samplers": [HMC]})).targets
+    assert custom_problem(target.model, 0).classify is classify
 
 
 @pytest.mark.parametrize(
