@@ -136,7 +136,7 @@ def _fmt(v) -> str:
     return yaml.safe_dump(v, default_flow_style=True).strip().removesuffix("...").strip() if isinstance(v, (list, dict)) else str(v)
 
 
-def _grid_points(spec: SweepFile, where: str) -> list[tuple[str, dict]]:
+def _grid_points(spec: SweepFile, where: str) -> list[tuple[str, dict, str]]:
     grids = [spec.grid] if isinstance(spec.grid, dict) else list(spec.grid)
     points = []
     for g_i, g in enumerate(grids):
@@ -146,7 +146,7 @@ def _grid_points(spec: SweepFile, where: str) -> list[tuple[str, dict]]:
                 fail(where, f"{key}.{k}", f"expected a non-empty list of values, got {vals!r}")
         for combo in itertools.product(*g.values()):
             point = dict(zip(g.keys(), combo))
-            points.append((",".join(f"{k}={_fmt(v)}" for k, v in point.items()) or "defaults", point))
+            points.append((",".join(f"{k}={_fmt(v)}" for k, v in point.items()) or "defaults", point, key))
     return points
 
 
@@ -196,22 +196,24 @@ def load_sweep(path: Path, overrides: tuple[str, ...] = ()) -> Sweep:
     order = [k for k in (raw or {}) if k in ("grid", "combos")]  # the file's own order
     for section in order:
         if section == "grid":
-            for name, point in _grid_points(spec, where):
+            for name, point, key in _grid_points(spec, where):
                 check_keys(point, "grid")
-                points.append((name, point, "grid"))
+                points.append((name, point, key))
         else:
             for i, c in enumerate(spec.combos):
                 if not isinstance(c, dict) or not isinstance(c.get("name"), str):
                     fail(where, f"combos[{i}]", "each combo needs a `name` (string) and the keys it sets")
                 point = {k: v for k, v in c.items() if k != "name"}
                 check_keys(point, f"combos[{i}]")
-                points.append((c["name"], point, "combos"))
+                points.append((c["name"], point, f"combos[{i}]"))
     if not points:
         points = [("defaults", {}, "grid")]
-    names = [n for n, _, _ in points]
-    dup = next((n for n in names if names.count(n) > 1), None)
-    if dup:
-        fail(where, "combos", f"two experiments are named {dup!r}")
+    first: dict[str, tuple[dict, str]] = {}
+    for name, point, key in points:  # a point listed again runs once; a name given to two configs is an error
+        if name in first and first[name][0] != point:
+            fail(where, key, f"names an experiment {name!r} that {first[name][1]} names too, with other values")
+        first.setdefault(name, (point, key))
+    points = [(n, p, k.split("[")[0]) for n, (p, k) in first.items()]
     seeds = list(spec.seeds) if spec.seeds is not None else list(range(spec.replicates or 1))
     seeded = allowed is None or "seed" in allowed  # a task config without a seed field gets none
     varied = "seeds" if spec.seeds is not None else "replicates" if spec.replicates is not None else None

@@ -52,6 +52,10 @@ def test_expansion_order_dedup_and_full_config(project):
     # combos before grid when the file says so; seeds name the replicates
     doc2 = {"combos": doc["combos"], **{k: v for k, v in doc.items() if k != "combos"}, "seeds": [3, 5]}
     assert names(sweep_file(project, doc2))[:2] == ["c,seed=3", "c,seed=5"]
+    # a point listed again, in one list or in two of the grid's mappings, runs once (it had been
+    # an error blaming `combos`)
+    doc3 = {**doc, "grid": [{"lr": [0.01, 0.02, 0.01]}, {"lr": [0.02]}], "combos": [{"name": "c", "lr": 0.05}] * 2}
+    assert names(sweep_file(project, doc3)) == ["lr=0.01", "lr=0.02", "c"]
 
 
 @pytest.mark.parametrize(
@@ -66,7 +70,11 @@ def test_expansion_order_dedup_and_full_config(project):
         ({"task": "tests.tasks:nope"}, "task: 'tests.tasks:nope' cannot be imported"),
         ({"task": "toy"}, "task: 'toy': expected 'module:function'"),
         ({"combos": [{"lr": 0.1}]}, "combos[0]: each combo needs a `name`"),
-        ({"combos": [{"name": "a"}, {"name": "a", "lr": 0.2}]}, "two experiments are named 'a'"),
+        ({"combos": [{"name": "a"}, {"name": "a", "lr": 0.2}]}, "combos[1]: names an experiment 'a' that combos[0] names too, with other values"),
+        (
+            {"grid": {"lr": [0.01]}, "combos": [{"name": "lr=0.01", "lr": 0.5}]},
+            "combos[0]: names an experiment 'lr=0.01' that grid names too, with other values",
+        ),
         ({"seeds": [1]}, "replicates: give replicates or seeds, not both"),
         ({"replicats": 2}, "replicats: unknown key; allowed keys: rank_by, task, command, version"),
     ],
