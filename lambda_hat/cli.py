@@ -478,7 +478,8 @@ def export(store_root, mlflow_uri, wandb_dir):
         backends = tracking.trackers(names, mlflow_uri, wandb_dir)
     except InputError as e:
         _fail(e)
-    click.echo(tracking.report(backends, tracking.export(store, backends)))
+    tracking.export(store, backends)
+    click.echo(tracking.report(backends))
     sys.exit(1 if tracking.failed(backends) else 0)
 
 

@@ -136,7 +136,7 @@ class MLflow:
         tracking = _need("mlflow.tracking", "--track mlflow")
         self.entities = _need("mlflow.entities", "--track mlflow")
         self.experiments: dict[str, str] = {}
-        self.error, self.missed = None, 0
+        self.error, self.missed, self.new = None, 0, 0
         # Asked once before anything runs: a URI mlflow-skinny cannot open, or a server that is
         # down, had ended a finished sweep in a traceback after minutes of MLflow's retries.
         try:
@@ -189,7 +189,7 @@ class MLflow:
 class Wandb:
     def __init__(self, directory: str | None = None, project: str = "lambda-hat"):
         self.wandb = _need("wandb", "--track wandb")
-        self.error, self.missed = None, 0
+        self.error, self.missed, self.new = None, 0, 0
         self.dir = Path(directory or os.environ.get("WANDB_DIR") or ".").resolve()
         self.project = project
         # no API key: an offline run directory that `wandb sync` uploads later
@@ -250,9 +250,10 @@ def trackers(names, mlflow_uri: str | None = None, wandb_dir: str | None = None)
     return [MLflow(mlflow_uri) if n == "mlflow" else Wandb(wandb_dir) for n in check(names)]
 
 
-def report(backends: list, new: int) -> str:
+def report(backends: list) -> str:
+    """Where each backend's new runs went, counted per backend (a task logged to two is one run in each)."""
     where = lambda b: f"mlflow {b.uri}" if isinstance(b, MLflow) else f"wandb {b.mode} {b.dir / 'wandb'}"  # noqa: E731
-    lines = [f"tracking: {new} new run(s) logged to {', '.join(map(where, backends))}"]
+    lines = ["tracking: " + ", ".join(f"{b.new} new run(s) logged to {where(b)}" for b in backends)]
     for b in failed(backends):
         again = f"lambda-hat export --mlflow {b.uri}" if isinstance(b, MLflow) else f"lambda-hat export --wandb {b.dir}"
         lines.append(f"tracking failed: {where(b)}: {b.error}; {b.missed} run(s) not logged there (`{again}` logs them, nothing twice)")
@@ -282,14 +283,13 @@ def _env(**values):
             os.environ.pop(k, None)
 
 
-def log_tasks(store: Store, tasks, backends: list, experiment: str | None = None, tags_of: dict | None = None) -> int:
+def log_tasks(store: Store, tasks, backends: list, experiment: str | None = None, tags_of: dict | None = None) -> None:
     """Log the finished tasks of `tasks` ((kind, id) pairs; diagnose tasks ride with their run)
     to every backend, under `experiment` if given, with `tags_of` (task ID → tags) over what the
-    store holds; returns how many runs were newly logged."""
+    store holds; each backend counts the runs it newly logged (`new`)."""
     if not backends:
-        return 0
+        return
     plots_of = diagnose_dirs(store)
-    new = 0
     for kind, tid in dict.fromkeys(tasks):
         if kind == "diag":
             continue
@@ -301,18 +301,18 @@ def log_tasks(store: Store, tasks, backends: list, experiment: str | None = None
         for b in backends:
             if b.error is None:  # a backend that failed once is not asked again (its retries take minutes)
                 try:
-                    new += b.log(rec)
+                    b.new += b.log(rec)
                     continue
                 except Exception as e:
                     b.error = one_line(e)
             b.missed += 1
-    return new
 
 
 def track(store: Store, tasks, backends: list, experiment: str | None = None, tags_of: dict | None = None) -> str:
     """After a workflow: log its tasks (runner.Task) and say where."""
-    return report(backends, log_tasks(store, [(t.kind, t.id) for t in tasks], backends, experiment, tags_of))
+    log_tasks(store, [(t.kind, t.id) for t in tasks], backends, experiment, tags_of)
+    return report(backends)
 
 
-def export(store: Store, backends: list) -> int:
-    return log_tasks(store, [(kind, tid) for kind, tid, _ in store.entries()], backends)
+def export(store: Store, backends: list) -> None:
+    log_tasks(store, [(kind, tid) for kind, tid, _ in store.entries()], backends)
