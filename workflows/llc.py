@@ -345,7 +345,7 @@ class LLC(Workflow):
                 for line in (row["warning_details"] or "").split(" | ") if row["warnings"] else ():
                     lines.append(f"      {line}")
             else:
-                lines.append(f"  {row['sampler']:<12} {row['target']:<24} {row['status']}: {row['error']}")
+                lines.append(f"  {row['sampler']:<12} {row['target']:<24} {gallery.status_text(row)}")
         warned = sum(bool(r["warnings"]) for r in table if r["status"] == Status.DONE)
         if warned:
             lines.append(f"{warned} run(s) with warnings: read them before trusting those λ̂ (--strict makes them failures)")

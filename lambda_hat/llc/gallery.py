@@ -36,6 +36,14 @@ def _note(row: dict) -> str:
     return f" (step's bias removed; chains read {raw:.4g})" if raw is not None and raw == raw else ""
 
 
+def status_text(row: dict) -> str:
+    """A run's status, with why where it is not done ('missing': in the plan, never run here)."""
+    if row["status"] == Status.DONE:
+        return str(row["status"])
+    why = row["error"] or ("not run yet (run the workflow)" if row["status"] == Status.MISSING else None)
+    return f"{row['status']}: {why}" if why else str(row["status"])
+
+
 def _cells(row: dict) -> list[str]:
     ok = row["status"] == Status.DONE
     return [
@@ -47,7 +55,7 @@ def _cells(row: dict) -> list[str]:
         _num(row["walltime_sec"], ".1f"),
         _num(row["llc_true"], "g"),
         _num(row.get("llc_finite"), ".4g"),
-        row["status"] if ok else f"{row['status']}: {row['error']}",
+        status_text(row),
         row.get("warning_details") or "",
     ]
 

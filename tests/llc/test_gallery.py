@@ -70,3 +70,17 @@ def test_an_sgld_row_with_its_bias_removed_says_so():
     row.update(walltime_sec=11.3, llc_true=10.5, llc_finite=None, warning_details=None, llc_raw=10.68)
     assert _cells(row)[:2] == ["sgld (step's bias removed; chains read 10.68)", "10.46 ± 0.1"]
     assert _cells({**row, "llc_raw": float("nan")})[0] == _cells({**row, "llc_raw": None})[0] == "sgld"
+
+
+def test_a_run_not_done_says_why():
+    """A run that is not done shows its error; one never run here (interrupted before it started,
+    or listed by `lambda-hat promote` before the workflow ran it) says so, not 'missing: None'."""
+    from lambda_hat.engine.store import Status
+    from lambda_hat.llc.gallery import _cells, status_text
+
+    row = {"sampler": "hmc", "llc_mean": None, "llc_sem": None, "ess_bulk": None, "r_hat": None, "fge": None}
+    row.update(walltime_sec=None, llc_true=None, llc_finite=None, warning_details=None)
+    assert _cells({**row, "status": Status.MISSING, "error": None})[8] == "missing: not run yet (run the workflow)"
+    assert status_text({**row, "status": Status.TIMEOUT, "error": "timed out after 900 s (killed)"}) == "timeout: timed out after 900 s (killed)"
+    assert status_text({**row, "status": Status.FAILED, "error": None}) == "failed"
+    assert status_text({**row, "status": Status.DONE, "error": None}) == "done"
