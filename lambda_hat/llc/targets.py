@@ -86,14 +86,14 @@ def custom_problem(model, seed: int) -> Problem:
     shape = jax.eval_shape(lambda w: per_sample(predict(w, x[:k]), y[:k]), w0).shape
     if shape != () and math.prod(shape) != k:
         raise TaskFailed(f"{model.fn}: loss(outputs, y) returned shape {shape} for {k} samples; it must return one value per sample (sum over outputs)")
-    _check_per_sample(model.fn, predict, per_sample, w0, x, y)
+    out_shape = jax.eval_shape(lambda w: predict(w, x[:k]), w0).shape
+    _check_per_sample(model.fn, predict, per_sample, w0, x, y, out_shape[1:])
 
     def loss(w, batch):
         return jnp.mean(per_sample(predict(w, batch[0]), batch[1]))
 
     test = (lambda: tuple(_as_data(out[k], dtype) for k in ("x_test", "y_test"))) if "x_test" in out else None
     # class indices (or one-hot rows) and a score per class: a classifier, whose accuracy the target records
-    out_shape = jax.eval_shape(lambda w: predict(w, x[:k]), w0).shape
     classify = len(out_shape) == 2 and out_shape[-1] >= 2 and (y.ndim == 1 and jnp.issubdtype(y.dtype, jnp.integer) or _one_hot(y, out_shape[-1]))
     return Problem(x, y, loss, predict, None, jax.device_put(np.asarray(w0, dtype)), test, classify, llc_true)
 
@@ -103,9 +103,9 @@ def _one_hot(y, classes: int) -> bool:
     return y.ndim == 2 and y.shape[1] == classes and bool(np.isin(y, (0, 1)).all() and (y.sum(1) == 1).all())
 
 
-def _check_per_sample(fn: str, predict, per_sample, w0, x, y, k: int = 3) -> None:
+def _check_per_sample(fn: str, predict, per_sample, w0, x, y, per_output: tuple, k: int = 3) -> None:
     """A sample's loss must not depend on the others in its batch: SGLD's minibatches and L_n's
-    mean assume it. The usual slip is y of shape (n,) against outputs (n, 1), which broadcasts
+    mean assume it (`per_output`: the shape of one sample's outputs). The usual slip is y of shape (n,) against outputs (n, 1), which broadcasts
     every output against every label; batch statistics in `apply` do it too."""
     import jax
     import jax.numpy as jnp
@@ -129,10 +129,9 @@ def _check_per_sample(fn: str, predict, per_sample, w0, x, y, k: int = 3) -> Non
             f"({alone.mean():.4g}): return each sample's negative log-likelihood (or their mean, not their sum)"
         )
     if together.shape == (k,) and not close(together, alone):
-        out_shape = tuple(jax.eval_shape(lambda w: predict(w, x[:k]), w0).shape)
         why = (
-            f"outputs {out_shape} against y {tuple(y[:k].shape)} broadcast to ({k}, {k}): give y shape (n, 1), or compare outputs[:, 0]"
-            if len(out_shape) == 2 and out_shape[1] == 1 and y.ndim == 1
+            f"outputs {(k, *per_output)} against y {tuple(y[:k].shape)} broadcast to ({k}, {k}): give y shape (n, 1), or compare outputs[:, 0]"
+            if per_output == (1,) and y.ndim == 1
             else "a reduction over the batch axis, or batch statistics in apply?"
         )
         raise TaskFailed(
