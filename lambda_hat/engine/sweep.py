@@ -274,7 +274,7 @@ def select(sweep: Sweep, only: tuple[str, ...], flag: str = "--only") -> list[Ex
         if key == "name" and values in {e.name for e in sweep.experiments}:  # names hold commas
             wanted = [values]
         else:
-            wanted = [v if key == "name" else read_yaml(v) for v in values.split(",")]
+            wanted = [v if key == "name" else _value(v) for v in values.split(",")]
         get = (lambda e: e.name) if key == "name" else (lambda e: e.config.get(key, _MISSING))  # noqa: E731
         present = [get(e) for e in sweep.experiments if get(e) is not _MISSING]
         if not present:
@@ -292,6 +292,14 @@ def select(sweep: Sweep, only: tuple[str, ...], flag: str = "--only") -> list[Ex
 
 
 _MISSING = object()
+
+
+def _value(text: str):
+    """A --only value as YAML reads it (lr=0.02 a number), or as written where it is not YAML."""
+    try:
+        return read_yaml(text)
+    except yaml.YAMLError:
+        return text
 
 
 def record(sweep: Sweep, exp: Experiment, task_id: str, manifest: dict | None, metrics: dict | None, outcome: Outcome | None) -> dict:

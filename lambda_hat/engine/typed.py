@@ -20,7 +20,19 @@ class InputError(Exception):
 
 class Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # libyaml's parser where installed
     """YAML 1.1 reads 1e-6 (no dot) as a string; read it as a number, as YAML 1.2 and
-    OmegaConf (the original Lambda-Hat's configs) do."""
+    OmegaConf (the original Lambda-Hat's configs) do. A key written twice in one mapping is an
+    error, as in OmegaConf: YAML would keep the last silently, and the run would not be the one read."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(key_node, yaml.ScalarNode):
+                continue
+            key = self.construct_object(key_node)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r} (first at line {seen[key].line + 1})", key_node.start_mark)
+            seen[key] = key_node.start_mark
+        return super().construct_mapping(node, deep)
 
 
 Loader.add_implicit_resolver(

@@ -144,6 +144,11 @@ def _bad(mutate):
 
 BAD = [  # (name, config or raw text, fragments the one-line error must contain)
     ("malformed_yaml", "targets: [\n  - model: dln\n", ["malformed YAML", "line"]),
+    (
+        "duplicate_key",
+        "targets:\n  - model: dln\n    data: small\n    data: tiny\nsamplers: [{name: sgld}]\n",
+        ["line 4", "duplicate key 'data' (first at line 3)"],
+    ),
     ("empty_file", "", ["file is empty"]),
     ("binary_file", b"PAR1\x15\x04\xa2\xff\x00", ["not a YAML file (not UTF-8 text)"]),  # e.g. --config results/llc_runs.parquet
     ("not_a_mapping", "- 1\n- 2\n", ["expected a mapping"]),
