@@ -92,7 +92,13 @@ def record(store: Store, kind: str, tid: str, plots_of: dict) -> dict | None:
         "metrics": {k: float(v) for k, v in flatten(metrics).items() if _number(v)},
         "history": history, "plots": plots, "code_version": versions.get("git") or versions.get("lambda-hat", ""),
         "error": manifest.get("error"), "walltime_sec": manifest.get("walltime_sec"), "tags": tags,
+        "started": _ms(manifest.get("started")), "finished": _ms(manifest.get("finished")),
     }  # fmt: skip
+
+
+def _ms(t) -> int | None:
+    """A manifest's Unix time as MLflow's milliseconds."""
+    return int(t * 1000) if _number(t) else None
 
 
 def warning_text(found: list[dict]) -> tuple[str | None, str | None]:
@@ -169,20 +175,22 @@ class MLflow:
             "lambda_hat.code_version": rec["code_version"],
             **rec["tags"],
         }
-        run = self.client.create_run(self._experiment(experiment_name(rec)), run_name=rec["label"], tags=tags)
+        # the task's own start and end, not the export's: MLflow's Created and Duration read the run
+        run = self.client.create_run(self._experiment(experiment_name(rec)), start_time=rec["started"], run_name=rec["label"], tags=tags)
         rid = run.info.run_id
+        at = rec["finished"] or 0
         params = [E.Param(k[:250], str(v)[:6000]) for k, v in rec["params"].items()]
-        metrics = [E.Metric(k, v, 0, 0) for k, v in rec["metrics"].items()]
+        metrics = [E.Metric(k, v, at, 0) for k, v in rec["metrics"].items()]
         for i, row in enumerate(rec["history"]):
             step = int(row.get("epoch", i))
-            metrics += [E.Metric(f"history/{k}", v, 0, step) for k, v in row.items() if k != "epoch" and math.isfinite(v)]
+            metrics += [E.Metric(f"history/{k}", v, at, step) for k, v in row.items() if k != "epoch" and math.isfinite(v)]
         for i in range(0, len(params), 100):  # MLflow's batch limits: 100 params, 1 000 metrics
             self.client.log_batch(rid, params=params[i : i + 100])
         for i in range(0, len(metrics), 1000):
             self.client.log_batch(rid, metrics=metrics[i : i + 1000])
         for p in rec["plots"]:
             self.client.log_artifact(rid, str(p), artifact_path="plots")
-        self.client.set_terminated(rid, "FINISHED" if rec["status"] == Status.DONE else "FAILED")
+        self.client.set_terminated(rid, "FINISHED" if rec["status"] == Status.DONE else "FAILED", end_time=rec["finished"])
         return True
 
 

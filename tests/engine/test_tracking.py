@@ -71,6 +71,8 @@ def test_llc_runs_in_mlflow_and_export_adds_nothing(project):
     assert params["sampler.kind"] == "sgld" and params["target"] == df["target_id"][0] and float(params["sampler.step_size"]) == 1e-3
     assert metrics["llc_mean"] == pytest.approx(df["llc_mean"][0]) and metrics["ess_bulk"] == pytest.approx(df["ess_bulk"][0])
     assert run.info.status == "FINISHED"
+    m = json.loads(next(project.glob(f"runs/llc/{df['run_id'][0]}/manifest.json")).read_text())
+    assert (run.info.start_time, run.info.end_time) == (int(m["started"] * 1000), int(m["finished"] * 1000))  # the task's times, not the export's
     # its checks go with its λ̂: the table's warnings as tags (`none` where clean), W&B's as run tags
     codes = df["warnings"][0]
     assert codes and tags["lambda_hat.warnings"] == codes and tags["lambda_hat.warning_details"] == df["warning_details"][0], (codes, tags)
