@@ -11,9 +11,10 @@ import numpy as np
 
 from lambda_hat.engine.store import read_json
 from lambda_hat.engine.tasks import task
+from lambda_hat.engine.typed import build
 from lambda_hat.llc import traces
 from lambda_hat.llc.checks import ebfmi
-from lambda_hat.llc.config import PlotTask
+from lambda_hat.llc.config import VI, PlotTask
 from lambda_hat.llc.estimator import blocked, mcse_mean
 
 # Bump to redraw every plot (it is part of the diagnose task IDs).
@@ -108,8 +109,10 @@ def diagnose_run(ctx, cfg: PlotTask) -> dict:
         for c in range(chains):
             acc = tr["acceptance_rate"][c]
             axes[0].plot(np.cumsum(acc) / np.arange(1, acc.size + 1), lw=0.8, label=f"chain {c}")
-        axes[0].axhline(sampler["target_accept"], color="k", ls="--", lw=1, label="target")
-        axes[0].set(title="HMC acceptance rate (running mean)", xlabel="draw", ylabel="acceptance probability")
+        refined = sampler["kind"] == "vi"  # a VI run whose λ̂ is its refinement's HMC: that HMC's target
+        target = build(VI, sampler, "run config").refine_hmc.target_accept if refined else sampler["target_accept"]
+        axes[0].axhline(target, color="k", ls="--", lw=1, label="target")
+        axes[0].set(title=f"HMC acceptance rate (running mean){' of the refinement' if refined else ''}", xlabel="draw", ylabel="acceptance probability")
         axes[0].legend(fontsize=7)
         axes[1].bar(range(chains), tr["divergent"].sum(axis=1))
         axes[1].set(title=f"Divergent transitions: {int(tr['divergent'].sum())}", xlabel="chain", ylabel="count")

@@ -172,9 +172,11 @@ def test_refined_vi_run_shows_hmc_lambda_and_qs_own(project):
     vi = {"steps": 300, "draws": 500, "chains": 2}
     cfg = {**TINY, "samplers": [{"name": "vi_meanfield", "overrides": {**vi, "refine": "always"}}, {"name": "vi_meanfield", "overrides": vi}]}
     write_config(project / "config" / "experiments.yaml", cfg)
-    r = cli("workflow", "llc", "--local", "--track", "mlflow", cwd=project, env={"MLFLOW_TRACKING_URI": ""})
+    r = cli("workflow", "llc", "--local", "--promote", "--track", "mlflow", cwd=project, env={"MLFLOW_TRACKING_URI": ""})
     assert r.returncode == 0, r.stdout + r.stderr
     df = pd.read_parquet(project / "results" / "llc_runs.parquet")
+    # the refined run's HMC plot, against its refinement's target acceptance (its own config is VI's: it had failed the plots)
+    assert (project / "results" / "gallery" / "runs" / df["run_id"][0] / "hmc.png").is_file()
     assert list(df["refined"]) == ["hmc", "none"] and (df["llc_mean"] - 2.0).abs().max() < 0.2 and (df["llc_vi"] - 2.0).abs().max() < 0.2, df
     assert df["divergences"][0] == 0 and pd.isna(df["divergences"][1]) and df["warnings"].isna().all(), df["warnings"]
     (line,) = [ln for ln in r.stdout.splitlines() if "refined by hmc" in ln]
