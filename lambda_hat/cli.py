@@ -382,11 +382,22 @@ def report_cmd(sweep_file, config, filters, no_plots, output_dir):
     type=click.Path(path_type=Path),
     help="Experiments file whose runs the gallery shows.  [default: config/experiments.yaml]",
 )
-@click.option("--promote-plots", metavar="PLOTS", help="The run plots it shows, comma-separated (trace, running_llc, rank, hmc, mclmc, elbo).")
-@click.argument("what", required=False, type=click.Choice(["gallery"]))
-def promote_cmd(config, promote_plots, what):
-    """Rebuild results/gallery/ (index.html, README.md) from the store without computing anything
-    (`promote gallery`, the original Lambda-Hat's spelling, is the same)."""
+@click.option(
+    "--promote-plots",
+    "--plot-name",
+    "promote_plots",
+    metavar="PLOTS",
+    help="The run plots it shows, comma-separated (trace, running_llc, rank, hmc, mclmc, elbo; .png optional).",
+)
+@click.option("--runs-root", type=click.Path(path_type=Path), help="The store to read.  [default: the experiments file's store_root]")
+@click.option("--samplers", metavar="NAMES", help="Only the runs of these samplers, comma-separated (their names in the experiments file).")
+@click.option("--outdir", type=click.Path(path_type=Path), help="Where the gallery goes (a new or empty folder, or a gallery's).  [default: results/gallery]")
+@click.option("--snippet-out", type=click.Path(path_type=Path), help="Also write the gallery's Markdown here, its links leading to the gallery's plots.")
+@click.argument("what", required=False, type=click.Choice(["gallery", "single"]))
+def promote_cmd(config, promote_plots, runs_root, samplers, outdir, snippet_out, what):
+    """Rebuild results/gallery/ (index.html, README.md) from the store without computing anything.
+    The original Lambda-Hat's spellings work: `promote gallery` and `promote single` are the same
+    command, with --runs-root, --samplers, --outdir, --plot-name and --snippet-out."""
     from lambda_hat.llc.gallery import run_plot_names
     from lambda_hat.workflows import llc as wf
 
@@ -395,7 +406,11 @@ def promote_cmd(config, promote_plots, what):
     if other := _other_workflow(config, "llc"):
         _fail(InputError(f"{config} is {FILES[other]}, not an experiments file: `promote` builds the llc workflow's gallery"))
     try:
-        sys.exit(wf.rebuild_gallery(config, only=run_plot_names(promote_plots) if promote_plots is not None else None))
+        only = run_plot_names(promote_plots) if promote_plots is not None else None
+        names = tuple(dict.fromkeys(n.strip() for n in samplers.split(",") if n.strip())) if samplers is not None else None
+        if names == ():
+            raise InputError(f"--samplers {samplers!r}: no sampler named")
+        sys.exit(wf.rebuild_gallery(config, only=only, store_root=runs_root, samplers=names, outdir=outdir, snippet=snippet_out))
     except InputError as e:
         _fail(e)
 

@@ -209,23 +209,50 @@ def write_retry(plan: Plan, table: list[dict], runs: dict, results: Path) -> Pat
     return path
 
 
-def promote(store: Store, table: list[dict], targets: dict, runs: dict, results: Path, only: tuple[str, ...] | None = None) -> tuple[Path, int]:
-    """Build results/gallery from the plots the store holds (of runs, `only` those if given);
-    also says how many runs have none."""
+def promote(store: Store, table: list[dict], targets: dict, runs: dict, out: Path, only: tuple[str, ...] | None = None) -> tuple[Path, int]:
+    """Build the gallery at `out` from the plots the store holds (of runs, `only` those if
+    given); also says how many runs have none."""
     tdiag, rdiag = diag_tasks(targets, runs, {})
     done = lambda d: {k: store.dir(DIAG, t.id) for k, t in d.items() if store.is_done(DIAG, t.id)}  # noqa: E731
     run_plots = done(rdiag)
     missing = sum(row["status"] == Status.DONE and row["run_id"] not in run_plots for row in table)
-    return gallery.build(table, run_plots, done(tdiag), results / "gallery", only), missing
+    return gallery.build(table, run_plots, done(tdiag), out, only), missing
 
 
-def rebuild_gallery(config: Path, results: Path = Path("results"), only: tuple[str, ...] | None = None) -> int:
-    """`lambda-hat promote`: the gallery again from the store, computing nothing."""
+def rebuild_gallery(
+    config: Path,
+    results: Path = Path("results"),
+    only: tuple[str, ...] | None = None,
+    store_root: Path | None = None,
+    samplers: tuple[str, ...] | None = None,
+    outdir: Path | None = None,
+    snippet: Path | None = None,
+) -> int:
+    """`lambda-hat promote`: the gallery again from the store, computing nothing; the original
+    Lambda-Hat's options pick the store (--runs-root), the samplers shown, where it goes and a
+    Markdown copy elsewhere (--snippet-out)."""
     plan = load_plan(config)
-    store = Store(Path(plan.config.store_root))
+    store = Store(store_root or Path(plan.config.store_root))
+    if store_root is not None and not store.root.is_dir():  # named, so a typo; the file's own store may not be made yet
+        raise InputError(f"--runs-root {store_root}: no such directory")
     targets, runs = build_tasks(plan, None)
-    index, missing = promote(store, rows(plan, store, targets, runs), targets, runs, results, only)
-    click.echo(f"gallery: {index}" + (f" ({missing} run(s) without plots: run the workflow with --promote)" if missing else ""))
+    table = rows(plan, store, targets, runs)
+    if samplers is not None:
+        names = list(dict.fromkeys(r["sampler"] for r in table))
+        if bad := [s for s in samplers if s not in names]:
+            raise InputError(f"--samplers {','.join(samplers)}: {config} has no sampler {bad[0]!r}; samplers: {', '.join(names)}")
+        table = [r for r in table if r["sampler"] in samplers]
+    out = outdir or results / "gallery"
+    if not gallery.replaceable(out):
+        raise InputError(f"--outdir {out}: holds files that are not a gallery's, and the gallery replaces its folder whole; give a new or empty folder")
+    index, missing = promote(store, table, targets, runs, out, only)
+    if snippet is not None:
+        gallery.snippet(out, snippet)
+    click.echo(
+        f"gallery: {index}"
+        + (f", {snippet}" if snippet is not None else "")
+        + (f" ({missing} run(s) without plots: run the workflow with --promote)" if missing else "")
+    )
     return 0
 
 
@@ -329,7 +356,7 @@ class LLC(Workflow):
         traj = trajectory.write(trajectory.rows(table), RESULTS)
         lines = [f"λ̂ over training: {traj}"] if traj else []
         if opts.extra.get("promote"):
-            lines.append(f"gallery: {promote(store, table, self.targets, self.runs, RESULTS, opts.extra.get('promote_plots'))[0]}")
+            lines.append(f"gallery: {promote(store, table, self.targets, self.runs, RESULTS / 'gallery', opts.extra.get('promote_plots'))[0]}")
         for row in table:
             if row["status"] == Status.DONE:
                 truth = [f"{k} {row[c]:.4g}" for k, c in (("truth", "llc_true"), ("finite-n", "llc_finite")) if row[c] is not None]

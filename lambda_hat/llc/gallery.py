@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -111,6 +112,27 @@ def comparison_figure(rows: list[dict], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, metadata={"Software": None})
     plt.close(fig)
+
+
+def replaceable(out: Path) -> bool:
+    """A folder `build` may replace whole: new, empty, or a gallery it built."""
+    if not out.exists():
+        return True
+    if not out.is_dir():
+        return False
+    index = out / "index.html"
+    return not any(out.iterdir()) or (index.is_file() and "<title>lambda-hat gallery</title>" in index.read_text(errors="replace")[:2000])
+
+
+def snippet(out: Path, path: Path) -> None:
+    """The gallery's README.md at `path` (the original Lambda-Hat's --snippet-out), its links
+    rebased so that they still reach the gallery's plots from there."""
+    rel = Path(os.path.relpath(out.resolve(), path.resolve().parent)).as_posix()
+    text = (out / "README.md").read_text()
+    if rel != ".":
+        text = re.sub(r"\]\(([^)]+)\)", lambda m: f"]({rel}/{m.group(1)})", text)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
 
 
 def build(rows: list[dict], run_diag: dict, target_diag: dict, out: Path, only: tuple[str, ...] | None = None) -> Path:

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 
 import arviz as az
 import matplotlib
@@ -164,6 +165,22 @@ def test_vi_runs_report_psis_k(project):
         r = cli(*args, cwd=project)
         assert r.returncode == 2 and "unknown plot 'energy'; allowed: trace, running_llc, rank, hmc, mclmc, elbo" in r.stderr, r.stderr
         assert all(shown(i) == ["elbo.png"] for i in df["run_id"])
+    # its promote options: the store, the samplers, the folder, the plot and a Markdown snippet whose links reach the plots
+    args = ("promote", "gallery", "--runs-root", "runs", "--samplers", "vi_flow", "--plot-name", "trace.png", "--outdir", "promo")
+    r = cli(*args, "--snippet-out", "docs/snippet.md", cwd=project)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert sorted(p.relative_to(project / "promo").as_posix() for p in (project / "promo" / "runs").rglob("*.png")) == [f"runs/{df['run_id'][1]}/trace.png"]
+    links = re.findall(r"\]\(([^)]+)\)", (project / "docs" / "snippet.md").read_text())
+    assert f"../promo/runs/{df['run_id'][1]}/trace.png" in links and all((project / "docs" / link).is_file() for link in links), links
+    (project / "mine").mkdir()
+    (project / "mine" / "notes.txt").write_text("mine")
+    for bad, msg in (
+        (("--samplers", "nuts"), "has no sampler 'nuts'; samplers: vi_meanfield, vi_flow"),
+        (("--outdir", "mine"), "holds files that are not a gallery's"),
+    ):
+        r = cli("promote", "gallery", *bad, cwd=project)
+        assert r.returncode == 2 and msg in r.stderr, r.stderr
+    assert [p.name for p in (project / "mine").iterdir()] == ["notes.txt"]
 
 
 def test_refined_vi_run_shows_hmc_lambda_and_qs_own(project):
