@@ -6,6 +6,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import shutil
 import signal
 import uuid
@@ -13,6 +14,7 @@ from pathlib import Path
 
 from lambda_hat.engine.tasks import Status
 
+TASK_ID = re.compile(r"[0-9a-f]{16}")  # tasks.task_id: a sha256's first 16 hex digits
 PROBE_BYTES = 1 << 20  # free space a store must have before any work starts
 
 
@@ -167,8 +169,9 @@ class Store:
         return False
 
     def entries(self):
-        """(kind, id, manifest) for every finished directory."""
+        """(kind, id, manifest) for every finished directory: a directory named by a task ID, so
+        that a folder of the user's in the store (a gallery at runs/promotion) is no task."""
         for kd in sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")) if self.root.exists() else []:
             for d in sorted(kd.iterdir()):
-                if d.is_dir() and not d.name.startswith("."):
+                if d.is_dir() and TASK_ID.fullmatch(d.name):
                     yield kd.name, d.name, read_json(d / "manifest.json") or {}

@@ -166,12 +166,16 @@ def test_vi_runs_report_psis_k(project):
         assert r.returncode == 2 and "unknown plot 'energy'; allowed: trace, running_llc, rank, hmc, mclmc, elbo" in r.stderr, r.stderr
         assert all(shown(i) == ["elbo.png"] for i in df["run_id"])
     # its promote options: the store, the samplers, the folder, the plot and a Markdown snippet whose links reach the plots
-    args = ("promote", "gallery", "--runs-root", "runs", "--samplers", "vi_flow", "--plot-name", "trace.png", "--outdir", "promo")
+    # (its default --outdir, runs/promotion, is inside the store: no task there for status)
+    args = ("promote", "gallery", "--runs-root", "runs", "--samplers", "vi_flow", "--plot-name", "trace.png", "--outdir", "runs/promotion")
     r = cli(*args, "--snippet-out", "docs/snippet.md", cwd=project)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert sorted(p.relative_to(project / "promo").as_posix() for p in (project / "promo" / "runs").rglob("*.png")) == [f"runs/{df['run_id'][1]}/trace.png"]
+    promo = project / "runs" / "promotion"
+    assert sorted(p.relative_to(promo).as_posix() for p in (promo / "runs").rglob("*.png")) == [f"runs/{df['run_id'][1]}/trace.png"]
     links = re.findall(r"\]\(([^)]+)\)", (project / "docs" / "snippet.md").read_text())
-    assert f"../promo/runs/{df['run_id'][1]}/trace.png" in links and all((project / "docs" / link).is_file() for link in links), links
+    assert f"../runs/promotion/runs/{df['run_id'][1]}/trace.png" in links and all((project / "docs" / link).is_file() for link in links), links
+    r = cli("status", cwd=project)
+    assert r.returncode == 0 and "promotion" not in r.stdout, r.stdout
     (project / "mine").mkdir()
     (project / "mine" / "notes.txt").write_text("mine")
     for bad, msg in (
