@@ -758,3 +758,38 @@ def test_a_long_vi_fit_logs_its_progress(monkeypatch):
     monkeypatch.setattr(vi, "FIT_PIECES", 1)
     whole, _ = estimate(post, preset("vi_meanfield", steps=600), model)
     assert whole["llc_mean"] == pytest.approx(m["llc_mean"], rel=1e-9)
+
+
+FUSED_LOSS = """
+import os, sys
+os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # one core: XLA's one-thread program, before jax starts
+import jax, jax.numpy as jnp, numpy as np
+from lambda_hat.engine.typed import plain
+from lambda_hat.llc.config import DLN, Data
+from lambda_hat.llc.posterior import n_beta
+from lambda_hat.llc.targets import problem
+n = 100_000
+prob = problem({"model": plain(DLN(widths=(4, 3), rank=3)), "data": plain(Data(n=n, noise_scale=1.0)), "training": None, "seed": 0, "x64": False})
+x, y = prob.x, prob.y
+w_ls = np.linalg.lstsq(np.asarray(x, np.float64), np.asarray(y, np.float64), rcond=None)[0].ravel()
+W = jnp.asarray(w_ls + 0.01 * np.random.default_rng(0).standard_normal((4, w_ls.size)), jnp.float32)
+nb = n_beta(n, 1.0)
+if np.asarray(prob.predict(W[0], x[:3])).shape != (3, 3) or abs(float(prob.loss(jnp.asarray(w_ls, jnp.float32), (x, y))) - 0.5 * 3) > 0.05:
+    sys.exit("not the linear model this test assumes")
+values = jax.jit(jax.vmap(jax.value_and_grad(lambda w: -nb * prob.loss(w, (x, y)))))(W)[0]
+exact = [0.5 * np.mean(np.sum((np.asarray(y, np.float64) - np.asarray(prob.predict(w, x), np.float64)) ** 2, -1)) for w in W]
+print(float(np.max(np.abs(-np.asarray(values, np.float64) - nb * np.array(exact)))))
+"""
+
+
+def test_a_float32_loss_fused_with_its_gradient_keeps_its_precision():
+    """L_n in float32 at n = 1e5, evaluated as HMC and MCLMC do (vmapped with its gradient) on one
+    core: XLA had added the per-sample losses in one running sum there, 0.03–0.07 nats off in
+    nβ·L_n, which capped HMC's acceptance below its 0.99 target and its adapted step 20× too small
+    (README, Precision). Summed in blocks it is float32's rounding of the result."""
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-c", FUSED_LOSS], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert float(r.stdout.strip().splitlines()[-1]) < 0.01, r.stdout
