@@ -382,19 +382,14 @@ def report_cmd(sweep_file, config, filters, no_plots, output_dir):
     type=click.Path(path_type=Path),
     help="Experiments file whose runs the gallery shows.  [default: config/experiments.yaml]",
 )
-@click.option(
-    "--promote-plots",
-    "--plot-name",
-    "promote_plots",
-    metavar="PLOTS",
-    help="The run plots it shows, comma-separated (trace, running_llc, rank, hmc, mclmc, elbo; .png optional).",
-)
+@click.option("--promote-plots", metavar="PLOTS", help="The run plots it shows, comma-separated (trace, running_llc, rank, hmc, mclmc, elbo; .png optional).")
+@click.option("--plot-name", metavar="PLOTS", help="The original Lambda-Hat's name for --promote-plots.")
 @click.option("--runs-root", type=click.Path(path_type=Path), help="The store to read.  [default: the experiments file's store_root]")
 @click.option("--samplers", metavar="NAMES", help="Only the runs of these samplers, comma-separated (their names in the experiments file).")
 @click.option("--outdir", type=click.Path(path_type=Path), help="Where the gallery goes (a new or empty folder, or a gallery's).  [default: results/gallery]")
 @click.option("--snippet-out", type=click.Path(path_type=Path), help="Also write the gallery's Markdown here, its links leading to the gallery's plots.")
 @click.argument("what", required=False, type=click.Choice(["gallery", "single"]))
-def promote_cmd(config, promote_plots, runs_root, samplers, outdir, snippet_out, what):
+def promote_cmd(config, promote_plots, plot_name, runs_root, samplers, outdir, snippet_out, what):
     """Rebuild results/gallery/ (index.html, README.md) from the store without computing anything.
     The original Lambda-Hat's spellings work: `promote gallery` and `promote single` are the same
     command, with --runs-root, --samplers, --outdir, --plot-name and --snippet-out."""
@@ -406,7 +401,10 @@ def promote_cmd(config, promote_plots, runs_root, samplers, outdir, snippet_out,
     if other := _other_workflow(config, "llc"):
         _fail(InputError(f"{config} is {FILES[other]}, not an experiments file: `promote` builds the llc workflow's gallery"))
     try:
+        if promote_plots is not None and plot_name is not None:
+            raise InputError("--promote-plots and --plot-name name the same thing: give one")
         only = run_plot_names(promote_plots) if promote_plots is not None else None
+        only = run_plot_names(plot_name, "--plot-name") if plot_name is not None else only
         names = tuple(dict.fromkeys(n.strip() for n in samplers.split(",") if n.strip())) if samplers is not None else None
         if names == ():
             raise InputError(f"--samplers {samplers!r}: no sampler named")

@@ -66,12 +66,12 @@ RUN_PLOTS = ORDER[1:]
 PLOT_ALIASES = {"llc_convergence_combined": "running_llc"}  # the original Lambda-Hat's name
 
 
-def run_plot_names(text: str) -> tuple[str, ...]:
-    """--promote-plots: comma-separated run plots (trace.png, running_llc, …) → their names."""
+def run_plot_names(text: str, flag: str = "--promote-plots") -> tuple[str, ...]:
+    """--promote-plots (or promote's --plot-name): comma-separated run plots (trace.png, running_llc, …) → their names."""
     names = [PLOT_ALIASES.get(n, n) for n in (p.strip().removesuffix(".png") for p in text.split(",")) if n]
     bad = [n for n in names if n not in RUN_PLOTS]
     if bad or not names:
-        raise InputError(f"--promote-plots {text!r}: unknown plot {bad[0] if bad else ''!r}; allowed: {', '.join(RUN_PLOTS)} (.png optional)")
+        raise InputError(f"{flag} {text!r}: unknown plot {bad[0] if bad else ''!r}; allowed: {', '.join(RUN_PLOTS)} (.png optional)")
     return tuple(dict.fromkeys(names))
 
 

@@ -181,6 +181,7 @@ def test_vi_runs_report_psis_k(project):
     for bad, msg in (
         (("--samplers", "nuts"), "has no sampler 'nuts'; samplers: vi_meanfield, vi_flow"),
         (("--outdir", "mine"), "holds files that are not a gallery's"),
+        (("--plot-name", "energy.png"), "--plot-name 'energy.png': unknown plot 'energy'"),
     ):
         r = cli("promote", "gallery", *bad, cwd=project)
         assert r.returncode == 2 and msg in r.stderr, r.stderr
