@@ -403,8 +403,8 @@ def promote_cmd(config, promote_plots, plot_name, runs_root, samplers, outdir, s
     try:
         if promote_plots is not None and plot_name is not None:
             raise InputError("--promote-plots and --plot-name name the same thing: give one")
-        only = run_plot_names(promote_plots) if promote_plots is not None else None
-        only = run_plot_names(plot_name, "--plot-name") if plot_name is not None else only
+        flag, plots = ("--plot-name", plot_name) if plot_name is not None else ("--promote-plots", promote_plots)
+        only = run_plot_names(plots, flag) if plots is not None else None
         names = tuple(dict.fromkeys(n.strip() for n in samplers.split(",") if n.strip())) if samplers is not None else None
         if names == ():
             raise InputError(f"--samplers {samplers!r}: no sampler named")

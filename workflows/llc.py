@@ -221,7 +221,6 @@ def promote(store: Store, table: list[dict], targets: dict, runs: dict, out: Pat
 
 def rebuild_gallery(
     config: Path,
-    results: Path = Path("results"),
     only: tuple[str, ...] | None = None,
     store_root: Path | None = None,
     samplers: tuple[str, ...] | None = None,
@@ -242,7 +241,7 @@ def rebuild_gallery(
         if bad := [s for s in samplers if s not in names]:
             raise InputError(f"--samplers {','.join(samplers)}: {config} has no sampler {bad[0]!r}; samplers: {', '.join(names)}")
         table = [r for r in table if r["sampler"] in samplers]
-    out = outdir or results / "gallery"
+    out = outdir or RESULTS / "gallery"
     if not gallery.replaceable(out):
         raise InputError(f"--outdir {out}: holds files that are not a gallery's, and the gallery replaces its folder whole; give a new or empty folder")
     index, missing = promote(store, table, targets, runs, out, only)
