@@ -101,25 +101,59 @@ class Custom:
 
 
 MODEL_KINDS = {"mlp": MLP, "dln": DLN, "quadratic": Quadratic, "custom": Custom}
+DIGITS_TEST = 360  # held out by a fixed permutation (seed 0), whatever the target's seed
 DIGITS_TRAIN = 1437  # scikit-learn's 1 797 digits, less a fixed, seeded test split of 360
 
 
 @dataclass(frozen=True)
 class Data:
     ALIASES: ClassVar[dict] = {"n_data": "n", "noise": "noise_model"}
+    # The original Lambda-Hat's data keys: each shapes one input or noise distribution and its
+    # presets give all of them whatever the distribution, so a key the chosen one does not use, or
+    # one at its built-in value, is dropped (None) and leaves the target ID as without it.
+    SHAPES: ClassVar[dict] = {
+        "cov_decay": ("x_dist", "gauss_aniso", None),
+        "mixture_k": ("x_dist", "mixture", 3),
+        "mixture_spread": ("x_dist", "mixture", 2.0),
+        "x_dim_latent": ("x_dist", "lowdim_manifold", 2),
+        "hetero_scale": ("noise_model", "hetero", 0.1),
+        "outlier_frac": ("noise_model", "outliers", 0.05),
+        "outlier_scale": ("noise_model", "outliers", 2.0),
+    }
 
     # teacher: regression data labelled by a random network (x_dist, noise); digits: scikit-learn's
     # handwritten digits (8×8 images, 10 classes), a softmax classifier's data, n ≤ 1 437 of them
     source: Literal["teacher", "digits"] = "teacher"
     n: int = field(default=1000, metadata={"gt": 1})
-    x_dist: Literal["gauss_iso", "gauss_aniso", "mixture", "heavy_tail"] = "gauss_iso"
-    noise_model: Literal["gauss", "student_t"] = "gauss"
+    x_dist: Literal["gauss_iso", "gauss_aniso", "mixture", "lowdim_manifold", "heavy_tail"] = "gauss_iso"
+    noise_model: Literal["gauss", "hetero", "student_t", "outliers"] = "gauss"
     noise_scale: float = field(default=0.1, metadata=positive())
     student_df: float = field(default=5.0, metadata={"gt": 2})  # > 2 keeps the variance finite
+    n_test: int | None = field(default=None, metadata=positive())  # held-out draws; None: n
+    cov_decay: float | None = field(default=None, metadata={"gt": 0, "le": 1})  # variances cov_decay**i; None: 1 … 0.01
+    mixture_k: int | None = field(default=None, metadata=positive())
+    mixture_spread: float | None = field(default=None, metadata=positive())
+    x_dim_latent: int | None = field(default=None, metadata=positive())
+    hetero_scale: float | None = field(default=None, metadata=nonneg())
+    outlier_frac: float | None = field(default=None, metadata={"ge": 0, "le": 1})
+    outlier_scale: float | None = field(default=None, metadata=positive())
 
     def check(self, bad):
         if self.source == "digits" and self.n > DIGITS_TRAIN:
             bad("n", f"digits has {DIGITS_TRAIN} training images, got n = {self.n}")
+        if self.source == "digits" and self.n_test is not None:
+            bad("n_test", f"digits holds out its own {DIGITS_TEST} test images; remove n_test")
+
+    def shaped(self) -> Data:
+        """This section with the shape keys its distributions do not use, or that sit at their
+        built-in values, set to None (see SHAPES)."""
+        drop = {k: None for k, (on, dist, builtin) in self.SHAPES.items() if getattr(self, on) != dist or getattr(self, k) == builtin}
+        return replace(self, **drop, n_test=None if self.n_test == self.n else self.n_test)
+
+    def get(self, key: str):
+        """A shape key's value, its built-in one where it is None."""
+        value = getattr(self, key)
+        return self.SHAPES[key][2] if value is None else value
 
 
 @dataclass(frozen=True)
@@ -363,7 +397,7 @@ class Target:
         """What determines the trained target; its hash is the target ID."""
         sem = {
             "model": plain(self.model),
-            "data": plain(self.data),
+            "data": None if self.data is None else {k: v for k, v in plain(self.data).items() if v is not None},  # see Data.SHAPES
             "training": plain(self.training),
             "seed": self.seed,
             "x64": self.x64,
@@ -580,7 +614,7 @@ def resolve_target(entry: TargetEntry, x64: bool, path: Path, key: str) -> Targe
     if entry.data is not None and model_dict.get("kind") not in ("quadratic", "custom"):
         base = entry.data if isinstance(entry.data, dict) else load_preset("data", entry.data, path, where, f"{key}.data")
         layers = [base, _dict(over.get("data", {}), where, f"{key}.overrides.data")]
-        data = build(Data, deep_merge(*(canonical(Data, d, where, f"{key}.data") for d in layers)), where, f"{key}.data")
+        data = build(Data, deep_merge(*(canonical(Data, d, where, f"{key}.data") for d in layers)), where, f"{key}.data").shaped()
         if data.source == "digits":  # the data set fixes the network's inputs and outputs
             if model_dict.get("kind") != "mlp":
                 fail(where, f"{key}.data", f"digits is a classification data set for mlp models, not {model_dict.get('kind')!r}")

@@ -6,32 +6,43 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lambda_hat.llc.config import DIGITS_TEST
 
-def inputs(cfg, dim: int, key) -> jnp.ndarray:
-    n = cfg.n
+
+def inputs(cfg, dim: int, key, n: int | None = None) -> jnp.ndarray:
+    n = cfg.n if n is None else n
     k1, k2, k3 = jax.random.split(key, 3)
     if cfg.x_dist == "gauss_iso":
         return jax.random.normal(k1, (n, dim))
     if cfg.x_dist == "gauss_aniso":
-        scales = jnp.logspace(0, -1, dim)  # condition number 100 in the covariance
+        decay = cfg.get("cov_decay")  # variances decay**i; built in: sd 1 … 0.1 (condition number 100)
+        scales = jnp.logspace(0, -1, dim) if decay is None else decay ** (jnp.arange(dim) / 2)
         return jax.random.normal(k1, (n, dim)) * scales
     if cfg.x_dist == "mixture":
-        centres = 2.0 * jax.random.normal(k2, (3, dim))
-        comp = jax.random.randint(k3, (n,), 0, 3)
+        k = cfg.get("mixture_k")
+        centres = cfg.get("mixture_spread") * jax.random.normal(k2, (k, dim))
+        comp = jax.random.randint(k3, (n,), 0, k)
         return centres[comp] + 0.5 * jax.random.normal(k1, (n, dim))
+    if cfg.x_dist == "lowdim_manifold":  # a tanh embedding of a few latent Gaussian coordinates
+        latent = cfg.get("x_dim_latent")
+        return jnp.tanh(jax.random.normal(k1, (n, latent)) @ jax.random.normal(k2, (latent, dim)))
     if cfg.x_dist == "heavy_tail":
         return jax.random.t(k1, 3.0, (n, dim)) / jnp.sqrt(3.0)  # unit variance, infinite kurtosis
     raise ValueError(cfg.x_dist)
 
 
-def noise(cfg, shape, key) -> jnp.ndarray:
+def noise(cfg, shape, key, x) -> jnp.ndarray:
+    k1, k2, k3 = jax.random.split(key, 3)
     if cfg.noise_model == "gauss":
         return cfg.noise_scale * jax.random.normal(key, shape)
+    if cfg.noise_model == "hetero":  # sd grows with |x|
+        scale = cfg.noise_scale * (1 + cfg.get("hetero_scale") * jnp.linalg.norm(x, axis=-1, keepdims=True))
+        return scale * jax.random.normal(key, shape)
+    if cfg.noise_model == "outliers":  # a fraction of the labels get a much wider noise
+        wide = jax.random.uniform(k2, shape) < cfg.get("outlier_frac")
+        return jnp.where(wide, cfg.get("outlier_scale") * jax.random.normal(k3, shape), cfg.noise_scale * jax.random.normal(k1, shape))
     df = cfg.student_df
     return cfg.noise_scale * jax.random.t(key, df, shape) * jnp.sqrt((df - 2) / df)  # variance σ²
-
-
-DIGITS_TEST = 360  # held out by a fixed permutation (seed 0), whatever the target's seed
 
 
 def digits(n: int):
@@ -46,11 +57,11 @@ def digits(n: int):
     return jax.device_put(((x[DIGITS_TEST:][:n], y[DIGITS_TEST:][:n]), (x[:DIGITS_TEST], y[:DIGITS_TEST])))
 
 
-def make(cfg, dim: int, teacher_fn, key) -> tuple[jnp.ndarray, jnp.ndarray]:
+def make(cfg, dim: int, teacher_fn, key, n: int | None = None) -> tuple[jnp.ndarray, jnp.ndarray]:
     kx, kn = jax.random.split(key)
-    x = inputs(cfg, dim, kx)
+    x = inputs(cfg, dim, kx, n)
     y = teacher_fn(x)
-    return x, y + noise(cfg, y.shape, kn)
+    return x, y + noise(cfg, y.shape, kn, x)
 
 
 def host_rng(key, *more: int) -> np.random.Generator:

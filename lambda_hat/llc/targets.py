@@ -33,7 +33,7 @@ class Problem(NamedTuple):  # None: not made (problem(generate=False) makes only
     predict: Callable | None = None  # predict(w, x): the network's outputs
     teacher: Callable | None = None  # teacher(x): the noiseless truth, where there is one
     w0: object = None  # initial flat parameters
-    test: Callable | None = None  # test(): held-out data (a fresh draw of the same size for generated data)
+    test: Callable | None = None  # test(): held-out data (for generated data a fresh draw of n_test, default n)
     classify: bool = False  # y classes (one-hot, or a custom target's class indices): accuracy is reported
     llc_true: float | None = None  # a custom target's own known λ
 
@@ -197,9 +197,9 @@ def problem(sem: dict, generate: bool = True) -> Problem:
         truth, test = None, lambda: held_out
     else:
         truth = teacher(model, k_teacher, typed_teacher(sem))
-        make = jax.jit(lambda k: datagen.make(data, din, truth, k))
-        x, y = make(k_data)
-        test = lambda: make(k_test)  # noqa: E731
+        make = jax.jit(lambda k, n: datagen.make(data, din, truth, k, n), static_argnums=1)
+        x, y = make(k_data, data.n)
+        test = lambda: make(k_test, data.n_test or data.n)  # noqa: E731
     return _with_loss(Problem(x, y, teacher=truth, w0=w0, test=test, classify=classify), net, box["unravel"], data.noise_scale)
 
 

@@ -17,7 +17,7 @@ from jax.flatten_util import ravel_pytree
 
 from conftest import ROOT, cli, write_config
 from lambda_hat.engine.cards import load_card, slurm_time
-from lambda_hat.engine.typed import InputError, parse_duration, sweep_values
+from lambda_hat.engine.typed import InputError, parse_duration, plain, sweep_values
 from lambda_hat.llc.config import load_plan
 from lambda_hat.llc.models import network
 from lambda_hat.workflows.llc import build_tasks
@@ -114,6 +114,82 @@ def test_model_and_data_presets(tmp_path):
     for bad, msg in (({"nn": 5}, "targets[0].data.nn: unknown key"), ([1], "targets[0].data: expected a string or a mapping")):
         with pytest.raises(InputError, match=re.escape(msg)):
             plan_of(tmp_path, {"targets": [{"model": "dln", "data": bad}], "samplers": [{"name": "hmc"}]})
+
+
+# The original Lambda-Hat's data preset (its conf/data/base.yaml), every key it has.
+ORIGINAL_DATA = """\
+# @package _global_.data
+n_data: 2000
+n_test: 500
+x_dist: gauss_iso
+cov_decay: 0.95
+mixture_k: 4
+mixture_spread: 2.0
+x_dim_latent: 2
+noise_model: gauss
+noise_scale: 0.1
+hetero_scale: 0.1
+student_df: 4.0
+outlier_frac: 0.05
+outlier_scale: 2.0
+"""
+
+
+def test_original_data_section(tmp_path):
+    from scipy.cluster.hierarchy import fcluster, linkage
+
+    from lambda_hat.llc import data as datagen
+    from lambda_hat.llc.targets import problem
+
+    (tmp_path / "presets" / "data").mkdir(parents=True)
+    (tmp_path / "presets" / "data" / "orig.yaml").write_text(ORIGINAL_DATA)
+    doc = {"targets": [{"model": "small", "data": "orig"}], "samplers": ["hmc"]}
+    plan = plan_of(tmp_path, doc)
+    data = plan.targets[0].data
+    assert (data.n, data.n_test, data.x_dist, data.student_df) == (2000, 500, "gauss_iso", 4.0)
+    # the keys of distributions gauss_iso and gauss do not use leave the target as without them
+    used = {"n": 2000, "n_test": 500, "x_dist": "gauss_iso", "noise_model": "gauss", "noise_scale": 0.1, "student_df": 4.0}
+
+    def target_id(data) -> str:
+        return next(iter(ids(write_config(tmp_path / "s.yaml", {**doc, "targets": [{"model": "small", "data": data}]}))[0].values()))
+
+    assert target_id(used) == target_id("orig")
+    # ... and a key at its built-in value, or n_test = n, as leaving it out
+    same = [{"x_dist": "mixture", "mixture_k": 3}, {"x_dist": "mixture"}, {"n": 300, "n_test": 300}, {"n": 300}]
+    got = [target_id(d) for d in same]
+    assert got[0] == got[1] != got[2] == got[3]
+
+    def draw(n=20000, dim=6, **keys):
+        d = plan_of(tmp_path, {**doc, "targets": [{"model": "small", "data": {"n": n, **keys}}]}).targets[0].data
+        kx, kn = jax.random.split(jax.random.PRNGKey(0))
+        x = np.asarray(datagen.inputs(d, dim, kx))
+        return x, np.asarray(datagen.noise(d, (n, 1), kn, x))[:, 0]
+
+    x, _ = draw(x_dist="gauss_aniso", cov_decay=0.6)
+    assert np.allclose(x.var(0), 0.6 ** np.arange(6), rtol=0.05), x.var(0)
+    x, _ = draw(n=2000, x_dist="mixture", mixture_k=5, mixture_spread=30.0)  # far apart: 5 clumps of sd 0.5
+    assert fcluster(linkage(x, "single"), 5.0, "distance").max() == 5
+    x, _ = draw(x_dist="lowdim_manifold", x_dim_latent=2)  # tanh of a 2-D linear image
+    inner = x[np.abs(x).max(1) < 0.9]  # where float32's arctanh is still exact enough
+    sv = np.linalg.svd(np.arctanh(inner), compute_uv=False)
+    assert len(inner) > 1000 and sv[2] < 1e-4 * sv[0] < sv[1], sv
+    x, e = draw(noise_model="hetero", noise_scale=0.1, hetero_scale=1.0)
+    r = np.linalg.norm(x, axis=1)
+    assert np.allclose(np.mean(e**2 / (0.1 * (1 + r)) ** 2), 1.0, rtol=0.05)
+    _, e = draw(noise_model="outliers", noise_scale=0.1, outlier_frac=0.2, outlier_scale=2.0)
+    assert abs(np.mean(np.abs(e) > 0.5) - 0.2 * 0.8026) < 0.015  # P(|N(0, 2²)| > 0.5) = 0.8026
+    # n_test: the held-out draw's size
+    t = plan.targets[0]
+    prob = problem({"model": plain(t.model), "data": plain(t.data), "training": plain(t.training), "seed": 0, "x64": True})
+    assert prob.x.shape[0] == 2000 and prob.test()[0].shape[0] == 500
+    for bad, msg in (
+        ({"x_dist": "spiral"}, "allowed values: gauss_iso, gauss_aniso, mixture, lowdim_manifold, heavy_tail"),
+        ({"cov_decay": 1.5}, "targets[0].data.cov_decay: must be <= 1"),
+        ({"outlier_frac": -0.1}, "targets[0].data.outlier_frac: must be >= 0"),
+        ({"source": "digits", "n": 100, "n_test": 50}, "targets[0].data.n_test: digits holds out its own 360 test images"),
+    ):
+        with pytest.raises(InputError, match=re.escape(msg)):
+            plan_of(tmp_path, {**doc, "targets": [{"model": "small", "data": bad}]})
 
 
 def test_aliases_resolve_to_one_field(tmp_path):
@@ -214,7 +290,7 @@ def test_teacher_presets(tmp_path):
         (
             {"model": "small", "data": "small", "overrides": {"data": {"noise_model": "cauchy"}}},
             {},
-            ["targets[0].data.noise_model", "allowed values: gauss, student_t"],
+            ["targets[0].data.noise_model", "allowed values: gauss, hetero, student_t, outliers"],
         ),
         (
             {"model": "small", "data": "small", "overrides": {"data": {"noise": "gauss", "noise_model": "gauss"}}},
