@@ -38,25 +38,72 @@ from lambda_hat.engine.typed import (
 # ---------------------------------------------------------------- models, data, training
 
 
+ACTIVATION = Literal["tanh", "relu", "gelu", "identity"]
+
+
 @dataclass(frozen=True)
 class MLP:
+    # Keys added after the first targets were stored: at these values they stay out of the target
+    # ID (_identity), so those targets keep theirs.
+    ADDED: ClassVar[dict] = {"widths": None, "init": "lecun", "layernorm": False, "skip_connections": False, "residual_period": 2}
+
     kind: Literal["mlp"] = "mlp"
     in_dim: int = field(default=4, metadata=positive())
     out_dim: int = field(default=1, metadata=positive())
     depth: int = field(default=2, metadata=positive())  # hidden layers
-    width: int = field(default=16, metadata=positive())
-    activation: Literal["tanh", "relu", "gelu", "identity"] = "tanh"
+    width: int | None = field(default=16, metadata=positive())  # None where `widths` differ
+    activation: ACTIVATION = "tanh"
     bias: bool = True
+    # the original Lambda-Hat's: hidden widths layer by layer (equal ones are held as depth × width)
+    widths: list[int] | None = field(default=None, metadata={"min_len": 1, "gt": 0})
+    init: Literal["lecun", "he", "xavier", "orthogonal"] = "lecun"  # the hidden layers' weights; the output layer's: lecun
+    layernorm: bool = False  # LayerNorm (scale and offset) before each hidden activation
+    skip_connections: bool = False  # every residual_period-th hidden layer adds its input to its output
+    residual_period: int = field(default=2, metadata=positive())
+
+    @property
+    def hidden(self) -> list[int]:
+        return list(self.widths) if self.widths is not None else [self.width] * self.depth
+
+    def check(self, bad):
+        if self.widths is not None and min(self.widths) < 1:
+            bad("widths", f"all widths must be > 0, got {list(self.widths)}")
+        if self.widths is None and self.width is None:
+            bad("width", "give width (or widths, target_params)")
+        if self.widths is not None and len(self.widths) != self.depth:
+            bad("depth", f"is {self.depth} where widths has {len(self.widths)} layers; give one of them")
+        if self.skip_connections:
+            ins = [self.in_dim, *self.hidden]
+            for i in range(self.residual_period - 1, len(self.hidden), self.residual_period):
+                if ins[i] != ins[i + 1]:
+                    bad(
+                        "skip_connections",
+                        f"hidden layer {i + 1} adds its input ({ins[i]} wide) to its output ({ins[i + 1]} wide); give the layers it skips equal widths",
+                    )
+
+    def n_params(self) -> int:
+        dims = [self.in_dim, *self.hidden, self.out_dim]
+        weights = sum(a * b for a, b in zip(dims, dims[1:]))
+        return weights + self.bias * sum(dims[1:]) + self.layernorm * 2 * sum(self.hidden)
 
 
 @dataclass(frozen=True)
 class Teacher:
     """The MLP that labels the data (target-level `teacher:` preset); null fields: the student's."""
 
+    ADDED: ClassVar[dict] = {"widths": None, "dropout_rate": None}  # see MLP.ADDED
+
     depth: int | None = field(default=None, metadata=positive())
     width: int | None = field(default=None, metadata=positive())
-    activation: Literal["tanh", "relu", "gelu", "identity"] | None = None
+    activation: ACTIVATION | None = None
     bias: bool | None = None
+    widths: list[int] | None = field(default=None, metadata={"min_len": 1, "gt": 0})  # as MLP's
+    # the original Lambda-Hat's: each clean label is zeroed with this probability, before the noise
+    dropout_rate: float | None = field(default=None, metadata={"ge": 0, "lt": 1})
+
+    def check(self, bad):
+        if self.widths is not None and min(self.widths) < 1:
+            bad("widths", f"all widths must be > 0, got {list(self.widths)}")
 
 
 @dataclass(frozen=True)
@@ -108,9 +155,12 @@ DIGITS_TRAIN = 1437  # scikit-learn's 1 797 digits, less a fixed, seeded test sp
 @dataclass(frozen=True)
 class Data:
     ALIASES: ClassVar[dict] = {"n_data": "n", "noise": "noise_model"}
-    # The original Lambda-Hat's data keys: each shapes one input or noise distribution and its
-    # presets give all of them whatever the distribution, so a key the chosen one does not use, or
-    # one at its built-in value, is dropped (None) and leaves the target ID as without it.
+    # The original Lambda-Hat's data keys (ADDED: see MLP's): each shapes one input or noise
+    # distribution and its presets give all of them whatever the distribution, so a key the chosen
+    # one does not use, or one at its built-in value, is dropped (None) and leaves the ID as without it.
+    ADDED: ClassVar[dict] = dict.fromkeys(
+        ("n_test", "cov_decay", "mixture_k", "mixture_spread", "x_dim_latent", "hetero_scale", "outlier_frac", "outlier_scale")
+    )
     SHAPES: ClassVar[dict] = {
         "cov_decay": ("x_dist", "gauss_aniso", None),
         "mixture_k": ("x_dist", "mixture", 3),
@@ -396,15 +446,22 @@ class Target:
     def semantic(self) -> dict:
         """What determines the trained target; its hash is the target ID."""
         sem = {
-            "model": plain(self.model),
-            "data": None if self.data is None else {k: v for k, v in plain(self.data).items() if v is not None},  # see Data.SHAPES
+            "model": _identity(self.model),
+            "data": _identity(self.data),
             "training": plain(self.training),
             "seed": self.seed,
             "x64": self.x64,
         }
         if self.teacher is not None:  # absent when it is the student's: same ID as no teacher
-            sem["teacher"] = plain(self.teacher)
+            sem["teacher"] = _identity(self.teacher)
         return sem
+
+
+def _identity(section) -> dict | None:
+    """A section as its target ID hashes it: without the keys added after targets were first stored
+    (ADDED) where they hold their defaults, so that those targets keep their IDs."""
+    added = getattr(section, "ADDED", {})
+    return None if section is None else {k: v for k, v in plain(section).items() if k not in added or v != added[k]}
 
 
 @dataclass(frozen=True)
@@ -501,17 +558,38 @@ def _check_preset(group: str, path: Path) -> None:
 
     if group == "sampler":
         tagged(SAMPLER_KINDS, data)
-    elif group in ("data", "teacher"):
-        check_given(Data if group == "data" else Teacher, data, where)
-    else:  # model: its model and training sections
+    elif group == "data":
+        check_given(Data, data, where)
+    elif group == "teacher":
+        check_given(Teacher, _checkable(data), where)
+    else:  # model: its model and training sections, or (the original Lambda-Hat's) the model section alone
+        flat, data = _sections(data) is not data, _sections(data)
         for k, v in data.items():
             if k not in ("model", "training"):
                 fail(where, k, "unknown section; allowed: model, training")
             if not isinstance(v, dict):
                 fail(where, k, f"expected a mapping, got {v!r}")
-        if data.get("model", {}).get("kind") != "custom":  # a custom model's own keys are its options
-            tagged(MODEL_KINDS, data.get("model", {}), "model")
+        model = data.get("model", {})
+        try:
+            if model.get("kind") != "custom":  # a custom model's own keys are its options
+                tagged(MODEL_KINDS, _checkable(model) if model.get("kind") == "mlp" else model, "" if flat else "model")
+        except InputError as e:
+            raise InputError(f"{e}; or the sections model, training" if flat and "unknown key" in str(e) else str(e)) from None
         check_given(Training, data.get("training", {}), where, "training")
+
+
+def _sections(preset: dict) -> dict:
+    """A model preset as its sections (model, training): the original Lambda-Hat's is the model
+    section alone, an mlp unless it names another kind."""
+    if preset and not any(k in ("model", "training") for k in preset):
+        return {"model": {"kind": "mlp", **preset}}
+    return preset
+
+
+def _checkable(section: dict) -> dict:
+    """An MLP or teacher section's keys as its fields hold them: the size keys resolved (_sizes),
+    target_params (turned into a width once the inputs are known) left out."""
+    return {k: v for k, v in _sizes(section).items() if k != "target_params"}
 
 
 def _kind(kinds: dict, data: dict, where: str, key: str) -> type:
@@ -543,7 +621,7 @@ def _model_section(entry: TargetEntry, path: Path, key: str) -> tuple[dict, dict
         # a custom target is named by its whole reference: every user's function may be `build`
         name = entry.model.get("fn") if kind == "custom" else kind
         return dict(entry.model), {}, str(name or "custom")
-    preset = load_preset("model", entry.model, path, where, f"{key}.model")
+    preset = _sections(load_preset("model", entry.model, path, where, f"{key}.model"))
     return _dict(preset.get("model", {}), where, f"{key}.model"), _dict(preset.get("training", {}), where, f"{key}.training"), entry.model
 
 
@@ -572,19 +650,36 @@ def _custom(model_dict: dict, where: str, key: str) -> dict:
     return {**out, "options": {**_dict(out.get("options", {}), where, f"{key}.options"), **extra}}
 
 
+SIZES = ("widths", "target_params", "width")  # an MLP's hidden size, each way of giving it
+
+
+def _sizes(layer: dict) -> dict:
+    """One layer (preset, overrides) of an MLP or teacher section with the original Lambda-Hat's
+    size keys resolved: a null one is not given, `hidden` is its fallback width (used only where
+    the layer gives no other size), and `widths` sets the depth."""
+    layer = {k: v for k, v in layer.items() if not (k in (*SIZES, "hidden") and v is None)}
+    hidden = layer.pop("hidden", None)
+    if hidden is not None and not any(k in layer for k in SIZES):
+        layer["width"] = hidden
+    if isinstance(layer.get("widths"), list):
+        layer.setdefault("depth", len(layer["widths"]))
+    return layer
+
+
 def _width_for(model: dict, where: str, key: str) -> dict:
     """The original Lambda-Hat's `target_params` (an MLP's approximate parameter count) as the
     hidden width whose count is nearest it, so the resolved config (and task ID) holds the width."""
     target = model.pop("target_params")
-    if model.get("kind") != "mlp":
+    if model.get("kind", "mlp") != "mlp":
         fail(where, f"{key}.target_params", f"sizes an mlp model (its width), not {model.get('kind')!r}")
-    if "width" in model:
-        fail(where, f"{key}.target_params", "and width are both given; keep one")
+    for other in ("width", "widths"):
+        if model.get(other) is not None:
+            fail(where, f"{key}.target_params", f"and {other} are both given; keep one")
     target = whole(target)
     if isinstance(target, bool) or not isinstance(target, int) or target < 1:
         fail(where, f"{key}.target_params", f"expected a positive integer, got {target!r}")
-    m = build(MLP, {**model, "width": 1}, where, key)
-    count = lambda w: m.in_dim * w + (m.depth - 1) * w * w + w * m.out_dim + m.bias * (m.depth * w + m.out_dim)  # noqa: E731
+    m = build(MLP, {k: v for k, v in {**model, "width": 1}.items() if k in MLP.__dataclass_fields__ and v is not None}, where, key)
+    count = lambda w: replace(m, width=w).n_params()  # noqa: E731
     lo, hi = 1, 2  # the count grows with the width: bisect for the last width at or under the target
     while count(hi) <= target:
         lo, hi = hi, 2 * hi
@@ -592,6 +687,16 @@ def _width_for(model: dict, where: str, key: str) -> dict:
         mid = (lo + hi) // 2
         lo, hi = (mid, hi) if count(mid) <= target else (lo, mid)
     return {**model, "width": min((lo, lo + 1), key=lambda w: abs(count(w) - target))}
+
+
+def _uniform(m):
+    """An MLP or teacher whose `widths` are all equal as depth × width (one network, one ID); with
+    differing widths, `width` is None (the widths say it)."""
+    if m.widths is None:
+        return m
+    if len(set(m.widths)) == 1:
+        return replace(m, depth=len(m.widths), width=m.widths[0], widths=None)
+    return replace(m, width=None, depth=len(m.widths))
 
 
 def resolve_target(entry: TargetEntry, x64: bool, path: Path, key: str) -> Target:
@@ -604,9 +709,10 @@ def resolve_target(entry: TargetEntry, x64: bool, path: Path, key: str) -> Targe
     over_model = _dict(over.get("model", {}), where, f"{key}.overrides.model")
     if isinstance(entry.model, str):
         _same_kind("model", entry.model, model_dict.get("kind"), over_model.get("kind"), MODEL_KINDS, path, f"{key}.overrides.model.kind")
-    for size, other in (("target_params", "width"), ("width", "target_params")):  # the overrides' size wins
-        if size in over_model and other not in over_model:
-            model_dict = {k: v for k, v in model_dict.items() if k != other}
+    if model_dict.get("kind", "mlp") == "mlp" and over_model.get("kind", "mlp") == "mlp":
+        model_dict, over_model = _sizes(model_dict), _sizes(over_model)
+        if any(k in over_model for k in SIZES):  # the overrides' size wins
+            model_dict = {k: v for k, v in model_dict.items() if k not in SIZES}
     model_dict = deep_merge(model_dict, over_model)
     if model_dict.get("kind") == "custom":
         model_dict = _custom(model_dict, where, f"{key}.model")
@@ -622,6 +728,8 @@ def resolve_target(entry: TargetEntry, x64: bool, path: Path, key: str) -> Targe
     if "target_params" in model_dict:  # after digits has fixed the inputs and outputs
         model_dict = _width_for(model_dict, where, f"{key}.model")
     model = _tagged(MODEL_KINDS, model_dict, where, f"{key}.model")
+    if isinstance(model, MLP):
+        model = _uniform(model)
     has_teacher = entry.teacher not in (None, "_null") or "teacher" in over
     if isinstance(model, (Quadratic, Custom)):
         what = "it has no data" if isinstance(model, Quadratic) else "build() makes its data"
@@ -682,15 +790,32 @@ def resolve_teacher(entry: TargetEntry, model, over: dict, path: Path, key: str)
     if not isinstance(model, MLP):
         fail(where, f"{key}.teacher", f"model kind {model.kind!r} makes its own teacher (dln: `rank`); teacher presets apply to mlp models")
     base = load_preset("teacher", entry.teacher, path, where, f"{key}.teacher") if entry.teacher not in (None, "_null") else {}
-    t = build(Teacher, deep_merge(base, _dict(over.get("teacher", {}), where, f"{key}.overrides.teacher")), where, f"{key}.teacher")
+    base, mine = _sizes(base), _sizes(_dict(over.get("teacher", {}), where, f"{key}.overrides.teacher"))
+    if any(k in mine for k in SIZES):  # the overrides' size wins
+        base = {k: v for k, v in base.items() if k not in SIZES}
+    merged = deep_merge(base, mine)
+    if "target_params" in merged:  # a width for the teacher's depth on the student's inputs and outputs
+        arch = {k: merged.get(k) if merged.get(k) is not None else getattr(model, k) for k in ("depth", "bias")}
+        sized = _width_for({"in_dim": model.in_dim, "out_dim": model.out_dim, **arch, **merged}, where, f"{key}.teacher")
+        merged = {**{k: v for k, v in merged.items() if k != "target_params"}, "width": sized["width"]}
+    t = _uniform(build(Teacher, merged, where, f"{key}.teacher"))
+    if t.widths is not None and list(t.widths) == model.hidden:
+        t = replace(t, widths=None, depth=None, width=None)
+    if t.widths is None and t.width is None and model.width is None and t.depth not in (None, model.depth):
+        fail(
+            where,
+            f"{key}.teacher.depth",
+            f"is {t.depth}, and the student's widths {model.hidden} differ layer by layer: give the teacher's width or widths too",
+        )
     t = replace(t, **{f: None for f in ("depth", "width", "activation", "bias") if getattr(t, f) == getattr(model, f)})
+    t = replace(t, dropout_rate=t.dropout_rate or None)
     return None if t == Teacher() else t
 
 
 def _preset_kind(group: str, name: str, path: Path) -> str | None:
     """The kind a sampler or model preset names (a model preset's under its `model:` section)."""
     data = _preset_file(_find_preset(group, name, Path(path).parent, Path.cwd()))
-    section = data.get("model") if group == "model" else data
+    section = _sections(data).get("model") if group == "model" else data
     return section.get("kind") if isinstance(section, dict) else None
 
 

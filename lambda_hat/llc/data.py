@@ -57,10 +57,14 @@ def digits(n: int):
     return jax.device_put(((x[DIGITS_TEST:][:n], y[DIGITS_TEST:][:n]), (x[:DIGITS_TEST], y[:DIGITS_TEST])))
 
 
-def make(cfg, dim: int, teacher_fn, key, n: int | None = None) -> tuple[jnp.ndarray, jnp.ndarray]:
+def make(cfg, dim: int, teacher_fn, key, n: int | None = None, dropout: float | None = None) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """(x, y): n inputs (default cfg.n), labelled by the teacher, each clean label zeroed with
+    probability `dropout` (the original Lambda-Hat's teacher dropout_rate), then noised."""
     kx, kn = jax.random.split(key)
     x = inputs(cfg, dim, kx, n)
     y = teacher_fn(x)
+    if dropout:
+        y = y * (jax.random.uniform(jax.random.fold_in(key, 2), y.shape) >= dropout)
     return x, y + noise(cfg, y.shape, kn, x)
 
 

@@ -196,8 +196,9 @@ def problem(sem: dict, generate: bool = True) -> Problem:
         (x, y), held_out = datagen.digits(data.n)
         truth, test = None, lambda: held_out
     else:
-        truth = teacher(model, k_teacher, typed_teacher(sem))
-        make = jax.jit(lambda k, n: datagen.make(data, din, truth, k, n), static_argnums=1)
+        spec = typed_teacher(sem)
+        truth = teacher(model, k_teacher, spec)
+        make = jax.jit(lambda k, n: datagen.make(data, din, truth, k, n, spec and spec.dropout_rate), static_argnums=1)
         x, y = make(k_data, data.n)
         test = lambda: make(k_test, data.n_test or data.n)  # noqa: E731
     return _with_loss(Problem(x, y, teacher=truth, w0=w0, test=test, classify=classify), net, box["unravel"], data.noise_scale)

@@ -192,6 +192,102 @@ def test_original_data_section(tmp_path):
             plan_of(tmp_path, {**doc, "targets": [{"model": "small", "data": bad}]})
 
 
+# The original Lambda-Hat's model and teacher presets (its conf/model/base.yaml and
+# conf/teacher/base.yaml, smaller), and its guide's example model preset.
+ORIGINAL_MODEL = """\
+# @package _global_.model
+in_dim: 8
+out_dim: 1
+depth: 3
+widths: null
+activation: relu
+bias: true
+layernorm: false
+init: he
+target_params: 300
+hidden: 300
+"""
+ORIGINAL_TEACHER = "depth: 3\nwidths: null\nactivation: relu\ndropout_rate: 0.1\ntarget_params: 100\nhidden: null\n"
+
+
+def test_original_model_and_teacher_sections(tmp_path):
+    from lambda_hat.llc import data as datagen
+
+    for group, name, text in (
+        ("model", "orig", ORIGINAL_MODEL),
+        ("teacher", "orig", ORIGINAL_TEACHER),
+        ("model", "deep", "depth: 6\ntarget_params: 500\nactivation: relu\n"),
+    ):
+        (tmp_path / "presets" / group).mkdir(parents=True, exist_ok=True)
+        (tmp_path / "presets" / group / f"{name}.yaml").write_text(text)
+
+    def target(preset="small", teacher_preset=None, **over):
+        entry = {"model": preset, "data": "small", **({"teacher": teacher_preset} if teacher_preset else {}), "overrides": over}
+        return plan_of(tmp_path, {"targets": [entry], "samplers": ["hmc"]}).targets[0]
+
+    m = target("orig").model  # target_params wins over the fallback `hidden`; widths: null is no widths
+    assert (m.depth, m.activation, m.init, m.in_dim) == (3, "relu", "he", 8) and abs(n_params(m) - 300) < 30
+    assert n_params(m) == m.n_params()
+    t = target("orig", "orig").teacher  # its depth and activation are the student's: only what differs stays
+    assert (t.depth, t.activation, t.width, t.dropout_rate) == (None, None, 5, 0.1)
+    m = target("deep").model
+    assert (m.kind, m.depth, m.activation) == ("mlp", 6, "relu") and abs(n_params(m) - 500) < 50
+    # widths: equal ones are depth × width (one task); differing ones shape the network layer by layer
+    assert target(model={"widths": [5, 5]}).semantic() == target(model={"depth": 2, "width": 5}).semantic()
+    m = target(model={"widths": [6, 3]}).model
+    assert (m.depth, m.width, m.hidden) == (2, None, [6, 3]) and n_params(m) == m.n_params() == 4 * 6 + 6 * 3 + 3 + 6 + 3 + 1
+    assert target(model={"hidden": 7}).model.width == 7 and target(model={"hidden": 7, "width": 3}).model.width == 3
+    # init: the hidden layers' weight variance (he 2/fan_in, lecun 1/fan_in, xavier 2/(fan_in + fan_out)); orthogonal
+    for init, var in (("he", 2 / 300), ("lecun", 1 / 300), ("xavier", 2 / 600)):
+        m = target(model={"in_dim": 300, "widths": [300], "init": init}).model
+        kernel = np.asarray(network(m).init(jax.random.PRNGKey(0), np.zeros((1, 300)))["params"]["Dense_0"]["kernel"])
+        assert abs(kernel.var() / var - 1) < 0.03, (init, kernel.var())
+    m = target(model={"in_dim": 50, "widths": [50], "init": "orthogonal"}).model
+    kernel = np.asarray(network(m).init(jax.random.PRNGKey(0), np.zeros((1, 50)))["params"]["Dense_0"]["kernel"])
+    assert np.allclose(kernel.T @ kernel, np.eye(50), atol=1e-4)
+    # layernorm: 2 parameters per hidden unit, and the output no longer sees the first layer's scale
+    x = np.random.default_rng(0).standard_normal((7, 4))
+    for ln in (True, False):
+        m = target(model={"layernorm": ln}).model
+        net = network(m)
+        params = net.init(jax.random.PRNGKey(0), x)
+        scaled = jax.tree_util.tree_map_with_path(lambda p, a: 3 * a if "Dense_0" in str(p) else a, params)
+        assert (n_params(m) - target().model.n_params(), np.allclose(net.apply(params, x), net.apply(scaled, x), atol=1e-5)) == (
+            (2 * sum(m.hidden), True) if ln else (0, False)
+        )
+    # skip connections: with the hidden layers zeroed (tanh(0) = 0), a layer that skips passes its input on
+    for skip in (True, False):
+        m = target(model={"in_dim": 4, "widths": [4, 4], "skip_connections": skip, "residual_period": 1}).model
+        net = network(m)
+        params = net.init(jax.random.PRNGKey(0), x)
+        zeroed = jax.tree_util.tree_map_with_path(lambda p, a: a if "Dense_2" in str(p) else 0 * a, params)
+        out = params["params"]["Dense_2"]
+        assert np.allclose(net.apply(zeroed, x), (x if skip else 0 * x) @ out["kernel"] + out["bias"], atol=1e-5)
+    # a teacher's dropout_rate zeroes that fraction of the clean labels
+    d = target().data
+    _, y = datagen.make(replace(d, n=20000, noise_scale=1e-9), 4, lambda x: np.ones((x.shape[0], 1)), jax.random.PRNGKey(0), None, 0.25)
+    assert abs(np.mean(np.abs(np.asarray(y)) < 1e-6) - 0.25) < 0.015
+    # targets that use none of these keys hash what they did before the keys existed
+    sem = target(teacher_preset="small").semantic()
+    assert set(sem["model"]) == {"kind", "in_dim", "out_dim", "depth", "width", "activation", "bias"}
+    assert set(sem["data"]) == {"source", "n", "x_dist", "noise_model", "noise_scale", "student_df"}
+    assert set(sem["teacher"]) == {"depth", "width", "activation", "bias"}
+    for over, msg in (
+        ({"model": {"widths": [4, 0]}}, "targets[0].model.widths: all widths must be > 0"),
+        ({"model": {"widths": [4, 4], "depth": 3}}, "targets[0].model.depth: is 3 where widths has 2 layers"),
+        ({"model": {"widths": [4, 4], "target_params": 50}}, "targets[0].model.target_params: and widths are both given"),
+        ({"model": {"init": "kaiming"}}, "allowed values: lecun, he, xavier, orthogonal"),
+        (
+            {"model": {"widths": [6, 3], "skip_connections": True}},
+            "targets[0].model.skip_connections: hidden layer 2 adds its input (6 wide) to its output (3 wide)",
+        ),
+        ({"model": {"widths": [6, 3]}, "teacher": {"depth": 3}}, "targets[0].teacher.depth: is 3, and the student's widths [6, 3] differ"),
+        ({"teacher": {"dropout_rate": 1.0}}, "targets[0].teacher.dropout_rate: must be < 1"),
+    ):
+        with pytest.raises(InputError, match=re.escape(msg)):
+            target(**over)
+
+
 def test_aliases_resolve_to_one_field(tmp_path):
     """Each concept has one field: an alias and its canonical key give the same task IDs."""
 
