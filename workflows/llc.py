@@ -16,7 +16,7 @@ from lambda_hat.engine.tasks import Status, Task, reported
 from lambda_hat.engine.typed import InputError, plain
 from lambda_hat.engine.workflow import Options, Workflow, write_table
 from lambda_hat.llc import checks, gallery, trajectory
-from lambda_hat.llc.config import Plan, data_name, load_plan
+from lambda_hat.llc.config import Plan, data_name, identity, load_plan
 
 TARGETS, RUNS, DIAG = "targets", "llc", "diag"
 RESULTS = Path("results")
@@ -50,7 +50,7 @@ def build_tasks(plan: Plan, timeout: float | None) -> tuple[dict, dict]:
     for r in plan.runs:
         tt = targets[r.target.label]
         if id(r.sampler) not in sampler_cfg:  # one sampler object is shared by the runs of all targets
-            sampler_cfg[id(r.sampler)] = plain(r.sampler)
+            sampler_cfg[id(r.sampler)] = identity(r.sampler)
         cfg = {"target": tt.id, "sampler": sampler_cfg[id(r.sampler)]}
         work = r.sampler.work(_data_size(tt.config))
         runs[r.label] = Task(RUNS, "lambda_hat.llc.sampling:sample_run", cfg, r.label, deps=((TARGETS, tt.id),), timeout=timeout, env=env, priority=work)

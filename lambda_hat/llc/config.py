@@ -259,7 +259,8 @@ class SamplerBase:
 class SGLD(SamplerBase):
     """Δw = (ε/2)(−nβ∇L_batch − γ(w − w*)) + N(0, ε), ε = step_size (devinterp convention)."""
 
-    ALIASES: ClassVar[dict] = {**SamplerBase.ALIASES, "warmup": "burnin"}
+    # the original Lambda-Hat's names: its RMSProp preconditioner's decay and ε are beta2 and eps
+    ALIASES: ClassVar[dict] = {**SamplerBase.ALIASES, "warmup": "burnin", "beta2": "rmsprop_decay", "eps": "rmsprop_eps"}
 
     kind: Literal["sgld"] = "sgld"
     # auto: ε, burn-in and draws from the curvature and gradient noise measured at w*
@@ -307,10 +308,22 @@ class FullBatchMCMC(SamplerBase):
 class HMC(FullBatchMCMC):
     ALIASES: ClassVar[dict] = {**SamplerBase.ALIASES, "target_acceptance": "target_accept"}
 
+    ADDED: ClassVar[dict] = {"step_size": None, "adapt_step_size": True}  # see MLP.ADDED
+
     kind: Literal["hmc"] = "hmc"
     num_integration_steps: int = field(default=8, metadata=positive())
     warmup: int = field(default=300, metadata=positive())  # window-adaptation steps per chain
     target_accept: float = field(default=0.8, metadata={"gt": 0, "lt": 1})
+    # the original Lambda-Hat's: the adaptation's first step (BlackJAX's 1.0 where None), or with
+    # adapt_step_size false the step of every transition (no adaptation: unit mass matrix, the
+    # warmup steps run at that step and are discarded)
+    step_size: float | None = field(default=None, metadata=positive())
+    adapt_step_size: bool = True
+
+    def check(self, bad):
+        super().check(bad)
+        if not self.adapt_step_size and self.step_size is None:
+            bad("adapt_step_size", "false needs a step_size to run at")
 
     def work(self, n: int) -> float:
         return self.chains * (self.warmup + self.burnin + self.planned_draws) * self.num_integration_steps * n
@@ -321,9 +334,32 @@ class MCLMC(FullBatchMCMC):
     ALIASES: ClassVar[dict] = {**SamplerBase.ALIASES, "num_steps": "tune_steps"}
     AUTO_PIECE: ClassVar[int] = 2000
 
+    # the original Lambda-Hat's keys, BlackJAX's finder's (see MLP.ADDED)
+    ADDED: ClassVar[dict] = {
+        "integrator": "isokinetic_mclachlan",
+        "desired_energy_var": 5e-4,
+        "trust_in_estimate": 1.5,
+        "num_effective_samples": 150.0,
+        "frac_tune1": 0.1,
+        "frac_tune2": 0.1,
+        "frac_tune3": 0.1,
+        "L": None,
+        "step_size": None,
+    }
+
     kind: Literal["mclmc"] = "mclmc"
     tune_steps: int = field(default=1000, metadata=positive())  # steps of BlackJAX's L / step-size finder
     diagonal_preconditioning: bool = False
+    integrator: Literal["isokinetic_mclachlan", "isokinetic_velocity_verlet", "isokinetic_yoshida", "isokinetic_omelyan"] = "isokinetic_mclachlan"
+    desired_energy_var: float = field(default=5e-4, metadata=positive())  # the finder's goal for Var[ΔE]/d
+    trust_in_estimate: float = field(default=1.5, metadata=positive())
+    num_effective_samples: float = field(default=150.0, metadata=positive())
+    # the finder's three stages' shares of its steps (tune_steps is what they add up to)
+    frac_tune1: float = field(default=0.1, metadata={"ge": 0, "le": 1})
+    frac_tune2: float = field(default=0.1, metadata={"ge": 0, "le": 1})
+    frac_tune3: float = field(default=0.1, metadata={"ge": 0, "le": 1})
+    L: float | None = field(default=None, metadata=positive())  # the finder's first L (BlackJAX's √d where None)
+    step_size: float | None = field(default=None, metadata=positive())  # its first step (0.25 √d)
     # BlackJAX tunes ε for Var[ΔE]/d = 5e-4, where unadjusted MCLMC reads λ̂ ~2% low on linear
     # models (the bias falls as ε² or faster): sampling at half that step leaves ~0.7%
     step_scale: float = field(default=0.5, metadata=positive())
@@ -331,6 +367,11 @@ class MCLMC(FullBatchMCMC):
 
     def work(self, n: int) -> float:
         return self.chains * (self.tune_steps + self.burnin + self.planned_draws) * 2 * n
+
+    def check(self, bad):
+        super().check(bad)
+        if self.frac_tune1 + self.frac_tune2 + self.frac_tune3 <= 0:
+            bad("frac_tune1", "frac_tune1 + frac_tune2 + frac_tune3 must be > 0 (the finder's steps are tune_steps over their sum)")
 
 
 @dataclass(frozen=True)
@@ -446,19 +487,19 @@ class Target:
     def semantic(self) -> dict:
         """What determines the trained target; its hash is the target ID."""
         sem = {
-            "model": _identity(self.model),
-            "data": _identity(self.data),
+            "model": identity(self.model),
+            "data": identity(self.data),
             "training": plain(self.training),
             "seed": self.seed,
             "x64": self.x64,
         }
         if self.teacher is not None:  # absent when it is the student's: same ID as no teacher
-            sem["teacher"] = _identity(self.teacher)
+            sem["teacher"] = identity(self.teacher)
         return sem
 
 
-def _identity(section) -> dict | None:
-    """A section as its target ID hashes it: without the keys added after targets were first stored
+def identity(section) -> dict | None:
+    """A config section as its task's ID hashes it: without the keys added after targets were first stored
     (ADDED) where they hold their defaults, so that those targets keep their IDs."""
     added = getattr(section, "ADDED", {})
     return None if section is None else {k: v for k, v in plain(section).items() if k not in added or v != added[k]}

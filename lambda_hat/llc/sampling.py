@@ -98,7 +98,8 @@ def estimate(post, cfg, model: dict, log=lambda msg: None, llc_true: float | Non
         out["precond"] = cfg.preconditioner  # the units of step_size
     if cfg.kind == "vi":
         out["batch_size"] = trace.extras["batch_size"]
-    if "acceptance_rate" in trace.extras:
+    if "acceptance_rate" in trace.extras:  # HMC's: its step (the chains' mean), acceptance, divergences, E-BFMI
+        out["step_size"] = float(np.mean(trace.extras["step_size"]))
         out["acceptance_rate"] = float(np.mean(trace.extras["acceptance_rate"]))
         out["divergences"] = int(np.sum(trace.extras["divergent"]))
         out["ebfmi"] = checks.ebfmi(trace.extras["energy"])

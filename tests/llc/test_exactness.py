@@ -81,6 +81,24 @@ def test_quadratic(name):
     assert estimate(post, SAMPLERS[name])["llc_mean"] == pytest.approx(truth, rel=0.05)
 
 
+def test_the_original_lambda_hats_hmc_and_mclmc_keys():
+    """HMC at a fixed step (adapt_step_size: false) and MCLMC with another integrator and the
+    finder's settings given: each samples the quadratic's posterior, at the step or with the
+    force evaluations per step that the keys say."""
+    post = analytic(lambda w: 0.5 * jnp.sum(w**2), 10)
+    truth = theory.gaussian_finite_n([1.0] * 10, post.n_beta, post.gamma)
+    fixed = HMC(chains=4, draws=1000, warmup=200, burnin=0, adapt_step_size=False, step_size=0.05)
+    trace = samplers.get("hmc")(post, fixed, jax.random.PRNGKey(0))
+    assert np.all(np.asarray(trace.extras["step_size"]) == 0.05) and trace.loss.shape == (4, 1000)
+    assert estimate(post, fixed)["llc_mean"] == pytest.approx(truth, rel=0.05)
+    finder = {"L": 1.0, "step_size": 0.1, "desired_energy_var": 2e-4, "trust_in_estimate": 1.0, "frac_tune1": 0.2, "frac_tune3": 0.0}
+    for integrator, grads in (("isokinetic_yoshida", 3), ("isokinetic_velocity_verlet", 1)):
+        cfg = MCLMC(chains=4, draws=1000, tune_steps=600, burnin=0, integrator=integrator, **finder)
+        trace = samplers.get("mclmc")(post, cfg, jax.random.PRNGKey(0))
+        assert trace.fge_per_draw == grads
+        assert summarize(inference_data(trace, post.n_beta, post.L_star, {}))["llc_mean"] == pytest.approx(truth, rel=0.05), integrator
+
+
 def test_hmc_mixes_on_a_high_dimensional_gaussian():
     """L = ½‖w‖², d = 100: after adaptation the posterior is a standard Gaussian, where a fixed
     trajectory of L leapfrogs near half a period brings ‖w‖² (the loss) back almost unchanged.

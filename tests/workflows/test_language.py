@@ -18,7 +18,7 @@ from jax.flatten_util import ravel_pytree
 from conftest import ROOT, cli, write_config
 from lambda_hat.engine.cards import load_card, slurm_time
 from lambda_hat.engine.typed import InputError, parse_duration, plain, sweep_values
-from lambda_hat.llc.config import load_plan
+from lambda_hat.llc.config import identity, load_plan
 from lambda_hat.llc.models import network
 from lambda_hat.workflows.llc import build_tasks
 
@@ -329,6 +329,44 @@ def test_aliases_resolve_to_one_field(tmp_path):
         assert ids(write_config(tmp_path / "a.yaml", doc({"dtype": same}))) == ids(write_config(tmp_path / "b.yaml", doc({})))
         with pytest.raises(InputError, match=re.escape(f"samplers[0].overrides.dtype: {other}: every task computes in the file's precision, {same}")):
             plan_of(tmp_path, doc({"dtype": other}))
+
+
+def test_original_sampler_keys(tmp_path):
+    """The original Lambda-Hat's HMC and MCLMC presets' keys, and its SGLD RMSProp's beta2 and
+    eps, as entries' overrides; samplers that use none of them keep their task IDs."""
+    hmc = {"draws": 1000, "warmup": 200, "num_integration_steps": 10, "step_size": 0.01, "dtype": "float64", "adapt_step_size": True, "target_acceptance": 0.8}
+    mclmc = {"draws": 1000, "L": 1.0, "step_size": 0.1, "dtype": "float64", "diagonal_preconditioning": False, "num_steps": 500, "frac_tune1": 0.1,
+             "frac_tune2": 0.1, "frac_tune3": 0.1, "desired_energy_var": 0.0005, "trust_in_estimate": 1.0, "num_effective_samples": 150.0,
+             "integrator": "isokinetic_mclachlan"}  # fmt: skip
+
+    def runs(*entries):
+        return [r.sampler for r in plan_of(tmp_path, {"targets": [{"model": "quadratic"}], "samplers": list(entries)}).runs]
+
+    h, m = runs({"name": "hmc", "overrides": hmc}, {"name": "mclmc", "overrides": mclmc})
+    assert (h.step_size, h.adapt_step_size, h.target_accept, h.num_integration_steps) == (0.01, True, 0.8, 10)
+    assert (m.L, m.step_size, m.tune_steps, m.trust_in_estimate, m.integrator) == (1.0, 0.1, 500, 1.0, "isokinetic_mclachlan")
+    a = write_config(
+        tmp_path / "a.yaml", {"targets": [{"model": "quadratic"}], "samplers": [{"name": "sgld_rmsprop", "overrides": {"beta2": 0.999, "eps": 1e-8}}]}
+    )
+    b = write_config(
+        tmp_path / "b.yaml",
+        {"targets": [{"model": "quadratic"}], "samplers": [{"name": "sgld_rmsprop", "overrides": {"rmsprop_decay": 0.999, "rmsprop_eps": 1e-8}}]},
+    )
+    assert ids(a) == ids(b) and load_plan(a).runs[0].sampler.rmsprop_decay == 0.999
+    # what a run's ID hashes holds none of these keys where they are at their defaults
+    for s in runs("hmc", "mclmc"):
+        assert not set(identity(s)) & set(type(s).ADDED), identity(s)
+    for over, msg in (
+        ({"name": "hmc", "overrides": {"adapt_step_size": False}}, "samplers[0].adapt_step_size: false needs a step_size"),
+        ({"name": "mclmc", "overrides": {"integrator": "leapfrog"}}, "allowed values: isokinetic_mclachlan, isokinetic_velocity_verlet"),
+        (
+            {"name": "mclmc", "overrides": {"frac_tune1": 0, "frac_tune2": 0, "frac_tune3": 0}},
+            "samplers[0].frac_tune1: frac_tune1 + frac_tune2 + frac_tune3 must be > 0",
+        ),
+        ({"name": "hmc", "overrides": {"step_size": -1}}, "samplers[0].step_size: must be > 0"),
+    ):
+        with pytest.raises(InputError, match=re.escape(msg)):
+            runs(over)
 
 
 def test_an_integer_written_as_1e5_is_that_integer(tmp_path):

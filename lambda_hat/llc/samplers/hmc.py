@@ -29,7 +29,8 @@ def sample(post, cfg, key, spec=None) -> Trace:
         logdensity = post.logdensity_over(data, w_star)
 
         def chain(key, w0):
-            warmup = blackjax.window_adaptation(blackjax.hmc, logdensity, target_acceptance_rate=cfg.target_accept, num_integration_steps=L)
+            first = {} if cfg.step_size is None else {"initial_step_size": cfg.step_size}
+            warmup = blackjax.window_adaptation(blackjax.hmc, logdensity, target_acceptance_rate=cfg.target_accept, num_integration_steps=L, **first)
             (state, params), _ = warmup.run(key, w0, num_steps=cfg.warmup)
             # one sequence of lengths for all chains (k_len): vmapped, a transition lasts as
             # long as its longest chain's (4 chains drawing their own took 1.3× as long)
@@ -58,15 +59,22 @@ def sample(post, cfg, key, spec=None) -> Trace:
 
         return jax.vmap(chain)(states, eps, inv_mass, jax.random.split(k_run, cfg.chains))
 
-    phase(f"window adaptation: {cfg.warmup} steps of {L} leapfrogs per chain, {cfg.chains} chains")
-    states, eps, inv_mass = adapt(jax.random.split(k_warm, cfg.chains), starts(post, spec, key, cfg.chains), post.data, post.w_star, k_len)
+    w0 = starts(post, spec, key, cfg.chains)
+    if cfg.adapt_step_size:
+        phase(f"window adaptation: {cfg.warmup} steps of {L} leapfrogs per chain, {cfg.chains} chains")
+        states, eps, inv_mass = adapt(jax.random.split(k_warm, cfg.chains), w0, post.data, post.w_star, k_len)
+    else:  # the given step, a unit mass matrix; the warmup steps run as burn-in
+        init = jax.jit(jax.vmap(lambda w, data, w_star: blackjax.dynamic_hmc.init(w, post.logdensity_over(data, w_star), k_len), in_axes=(0, None, None)))
+        states = init(w0, post.data, post.w_star)
+        eps, inv_mass = np.full(cfg.chains, cfg.step_size, w0.dtype), np.ones(w0.shape, w0.dtype)
 
     def piece(i, steps):
         nonlocal states
         states, out = run(states, eps, inv_mass, i, post.data, post.w_star, k_run, steps=steps)
         return out
 
-    loss, acc, div, energy, leapfrogs = until_mixed(piece, cfg.burnin, cfg.draws, cfg.AUTO_PIECE, cfg.max_draws)
+    burnin = cfg.burnin if cfg.adapt_step_size else cfg.warmup + cfg.burnin
+    loss, acc, div, energy, leapfrogs = until_mixed(piece, burnin, cfg.draws, cfg.AUTO_PIECE, cfg.max_draws)
     extras = {"acceptance_rate": acc, "divergent": div, "energy": energy, "step_size": np.asarray(eps)}
     fge = (cfg.warmup + cfg.burnin) * L + float(np.mean(np.sum(leapfrogs, axis=1)))  # per chain
     return Trace(loss, fge, float(L), extras)

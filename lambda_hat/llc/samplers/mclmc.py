@@ -11,12 +11,14 @@ import math
 import blackjax
 import jax
 import numpy as np
+from blackjax.adaptation.mclmc_adaptation import MCLMCAdaptationState
 
 from lambda_hat.llc.checks import MCLMC_ENERGY_VAR_MAX
 from lambda_hat.llc.samplers import UNROLL, Trace, conv_on_cpu, in_calls, phase, starts, until_mixed
 
-TUNE_FRAC = 0.1  # BlackJAX's default fraction for each of its three tuning stages
-GRADS_PER_STEP = 2  # isokinetic McLachlan: two force evaluations per step (the third is reused)
+# force evaluations per step (the last of a step is the next one's first): velocity Verlet 1,
+# McLachlan 2, Yoshida 3, Omelyan 5
+GRADS_PER_STEP = {"isokinetic_velocity_verlet": 1, "isokinetic_mclachlan": 2, "isokinetic_yoshida": 3, "isokinetic_omelyan": 5}
 # The finder's step can leave Var[ΔE]/d well above the limit even at half of it (DLNs of 3 and 4
 # layers, n = 5e3–1e4: 5.5e-4 and 4.4e-4 for a limit of 1e-4), and chains that wander along a
 # singular model's zero set into stiffer parts raise it later on (one piece at 8.7e-6, a later one
@@ -27,6 +29,8 @@ RETRY_VAR, GOAL_VAR, RETRIES = MCLMC_ENERGY_VAR_MAX / 2, MCLMC_ENERGY_VAR_MAX / 
 
 def sample(post, cfg, key, spec=None) -> Trace:
     k_init, k_tune, k_run = jax.random.split(key, 3)
+    integrator = getattr(blackjax.mcmc.integrators, cfg.integrator)
+    fracs = (cfg.frac_tune1, cfg.frac_tune2, cfg.frac_tune3)
 
     @jax.jit  # keys as arguments: as constants, each seed's program was another (see hmc.py)
     def tune(w0, data, w_star, k_init, k_tune):
@@ -34,17 +38,25 @@ def sample(post, cfg, key, spec=None) -> Trace:
 
         def chain(k_init, k_tune, w0):
             state = blackjax.mcmc.mclmc.init(position=w0, logdensity_fn=logdensity, rng_key=k_init)
+            first = None
+            if cfg.L is not None or cfg.step_size is not None:  # BlackJAX's own first values where not given
+                root = math.sqrt(w0.shape[0])
+                first = MCLMCAdaptationState(cfg.L or root, cfg.step_size or 0.25 * root, jax.numpy.ones_like(w0))
             state, params, n_tune = blackjax.mclmc_find_L_and_step_size(
-                mclmc_kernel=blackjax.mcmc.mclmc.build_kernel(),
+                mclmc_kernel=blackjax.mcmc.mclmc.build_kernel(integrator=integrator),
                 # BlackJAX tunes for (frac_tune1 + frac_tune2 + frac_tune3)·num_steps steps
-                num_steps=math.ceil(cfg.tune_steps / (3 * TUNE_FRAC)),
-                frac_tune1=TUNE_FRAC,
-                frac_tune2=TUNE_FRAC,
-                frac_tune3=TUNE_FRAC,
+                num_steps=math.ceil(cfg.tune_steps / sum(fracs)),
+                frac_tune1=fracs[0],
+                frac_tune2=fracs[1],
+                frac_tune3=fracs[2],
+                desired_energy_var=cfg.desired_energy_var,
+                trust_in_estimate=cfg.trust_in_estimate,
+                num_effective_samples=cfg.num_effective_samples,
                 state=state,
                 rng_key=k_tune,
                 logdensity_fn=logdensity,
                 diagonal_preconditioning=cfg.diagonal_preconditioning,
+                params=first,
             )
             return state, params.L, params.step_size, params.inverse_mass_matrix, n_tune
 
@@ -56,7 +68,7 @@ def sample(post, cfg, key, spec=None) -> Trace:
         logdensity = post.logdensity_over(data, w_star)
 
         def chain(state, L, eps, inv_mass, keys):
-            alg = blackjax.mclmc(logdensity, L=L, step_size=eps, inverse_mass_matrix=inv_mass)
+            alg = blackjax.mclmc(logdensity, L=L, step_size=eps, inverse_mass_matrix=inv_mass, integrator=integrator)
 
             def step(state, k):
                 state, info = alg.step(k, state)
@@ -106,5 +118,6 @@ def sample(post, cfg, key, spec=None) -> Trace:
 
     loss, de, step = until_mixed(piece, cfg.burnin, cfg.draws, cfg.AUTO_PIECE, cfg.max_draws)
     extras = {"energy_change": de, "L": np.asarray(L), "step_size": step, "step_shrinks": shrinks}
-    fge = GRADS_PER_STEP * (float(np.max(np.asarray(n_tune))) + rerun_steps + cfg.burnin + loss.shape[1])
-    return Trace(loss, fge, float(GRADS_PER_STEP), extras)
+    grads = GRADS_PER_STEP[cfg.integrator]
+    fge = grads * (float(np.max(np.asarray(n_tune))) + rerun_steps + cfg.burnin + loss.shape[1])
+    return Trace(loss, fge, float(grads), extras)
