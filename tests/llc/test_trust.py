@@ -483,6 +483,15 @@ def test_auto_draws_that_run_out_of_budget_unmixed_are_flagged():
         assert "unmixed" not in found(draws=1000) and not {w["code"] for w in run_warnings({**base, "draws": 1000}, preset(name, draws=1000))}
 
 
+def test_hmc_acceptance_is_checked_against_its_target_only_where_adapted():
+    """Adaptation aims the step at target_accept: missing it by more than 0.15 is flagged. At a
+    fixed step (adapt_step_size: false) the acceptance is the step's, and Metropolis keeps the
+    chains exact: not flagged (a poor step shows in ESS and R̂)."""
+    m = {**HEALTHY_HMC, "draws": 1000, "acceptance_rate": 0.5}
+    assert [w["code"] for w in run_warnings(m, preset("hmc", draws=1000))] == ["hmc_accept"]
+    assert not run_warnings(m, preset("hmc", draws=1000, adapt_step_size=False, step_size=0.05))
+
+
 def test_negative_llc_beyond_its_error_is_flagged():
     """λ ≥ 0 at a local minimum: a λ̂ below 0 by more than 3 MCSE is flagged, within its error not."""
 
