@@ -702,7 +702,7 @@ def _sizes(layer: dict) -> dict:
     hidden = layer.pop("hidden", None)
     if hidden is not None and not any(k in layer for k in SIZES):
         layer["width"] = hidden
-    if isinstance(layer.get("widths"), list):
+    if isinstance(layer.get("widths"), list) and layer["widths"]:  # (empty: the widths' own error)
         layer.setdefault("depth", len(layer["widths"]))
     return layer
 
@@ -796,7 +796,9 @@ def resolve_target(entry: TargetEntry, x64: bool, path: Path, key: str) -> Targe
             # polishing would chase it (train loss 1e-18, test loss up 30×): no polish unless asked
             train_dict.setdefault("polish_steps", 0)
         training = build(Training, train_dict, where, f"{key}.training")
-    label = name + (f"/{data_name(entry.data, data)}" if data else "") + (f"/t:{entry.teacher}" if teacher else "") + f"/s{entry.seed}"
+    # a teacher given only in the overrides is labelled by its keys, as an inline data section
+    t_name = entry.teacher if entry.teacher not in (None, "_null") else ",".join(f"{k}={v}" for k, v in over.get("teacher", {}).items())
+    label = name + (f"/{data_name(entry.data, data)}" if data else "") + (f"/t:{t_name}" if teacher else "") + f"/s{entry.seed}"
     return Target(label, entry, model, data, training, entry.seed, x64, teacher)
 
 

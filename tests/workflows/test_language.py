@@ -267,6 +267,8 @@ def test_original_model_and_teacher_sections(tmp_path):
     d = target().data
     _, y = datagen.make(replace(d, n=20000, noise_scale=1e-9), 4, lambda x: np.ones((x.shape[0], 1)), jax.random.PRNGKey(0), None, 0.25)
     assert abs(np.mean(np.abs(np.asarray(y)) < 1e-6) - 0.25) < 0.015
+    # a teacher given only in the overrides is labelled by its keys (it read t:None)
+    assert target(teacher={"width": 3}).label == "small/small/t:width=3/s0"
     # targets that use none of these keys hash what they did before the keys existed
     sem = target(teacher_preset="small").semantic()
     assert set(sem["model"]) == {"kind", "in_dim", "out_dim", "depth", "width", "activation", "bias"}
@@ -274,6 +276,7 @@ def test_original_model_and_teacher_sections(tmp_path):
     assert set(sem["teacher"]) == {"depth", "width", "activation", "bias"}
     for over, msg in (
         ({"model": {"widths": [4, 0]}}, "targets[0].model.widths: all widths must be > 0"),
+        ({"model": {"widths": []}}, "targets[0].model.widths: needs at least 1 entry"),
         ({"model": {"widths": [4, 4], "depth": 3}}, "targets[0].model.depth: is 3 where widths has 2 layers"),
         ({"model": {"widths": [4, 4], "target_params": 50}}, "targets[0].model.target_params: and widths are both given"),
         ({"model": {"init": "kaiming"}}, "allowed values: lecun, he, xavier, orthogonal"),
