@@ -602,7 +602,7 @@ def _check_preset(group: str, path: Path) -> None:
     elif group == "data":
         check_given(Data, data, where)
     elif group == "teacher":
-        check_given(Teacher, _checkable(data), where)
+        check_given(Teacher, _checkable(data, where, ""), where)
     else:  # model: its model and training sections, or (the original Lambda-Hat's) the model section alone
         flat, data = _sections(data) is not data, _sections(data)
         for k, v in data.items():
@@ -613,7 +613,7 @@ def _check_preset(group: str, path: Path) -> None:
         model = data.get("model", {})
         try:
             if model.get("kind") != "custom":  # a custom model's own keys are its options
-                tagged(MODEL_KINDS, _checkable(model) if model.get("kind") == "mlp" else model, "" if flat else "model")
+                tagged(MODEL_KINDS, _checkable(model, where, "" if flat else "model") if model.get("kind") == "mlp" else model, "" if flat else "model")
         except InputError as e:
             raise InputError(f"{e}; or the sections model, training" if flat and "unknown key" in str(e) else str(e)) from None
         check_given(Training, data.get("training", {}), where, "training")
@@ -627,10 +627,10 @@ def _sections(preset: dict) -> dict:
     return preset
 
 
-def _checkable(section: dict) -> dict:
+def _checkable(section: dict, where: str, key: str) -> dict:
     """An MLP or teacher section's keys as its fields hold them: the size keys resolved (_sizes),
     target_params (turned into a width once the inputs are known) left out."""
-    return {k: v for k, v in _sizes(section).items() if k != "target_params"}
+    return {k: v for k, v in _sizes(section, where, key).items() if k != "target_params"}
 
 
 def _kind(kinds: dict, data: dict, where: str, key: str) -> type:
@@ -694,12 +694,14 @@ def _custom(model_dict: dict, where: str, key: str) -> dict:
 SIZES = ("widths", "target_params", "width")  # an MLP's hidden size, each way of giving it
 
 
-def _sizes(layer: dict) -> dict:
+def _sizes(layer: dict, where: str, key: str) -> dict:
     """One layer (preset, overrides) of an MLP or teacher section with the original Lambda-Hat's
     size keys resolved: a null one is not given, `hidden` is its fallback width (used only where
     the layer gives no other size), and `widths` sets the depth."""
     layer = {k: v for k, v in layer.items() if not (k in (*SIZES, "hidden") and v is None)}
     hidden = layer.pop("hidden", None)
+    if hidden is not None and (isinstance(whole(hidden), bool) or not isinstance(whole(hidden), int) or whole(hidden) < 1):
+        fail(where, f"{key}.hidden" if key else "hidden", f"expected a positive integer, got {hidden!r}")
     if hidden is not None and not any(k in layer for k in SIZES):
         layer["width"] = hidden
     if isinstance(layer.get("widths"), list) and layer["widths"]:  # (empty: the widths' own error)
@@ -751,7 +753,7 @@ def resolve_target(entry: TargetEntry, x64: bool, path: Path, key: str) -> Targe
     if isinstance(entry.model, str):
         _same_kind("model", entry.model, model_dict.get("kind"), over_model.get("kind"), MODEL_KINDS, path, f"{key}.overrides.model.kind")
     if model_dict.get("kind", "mlp") == "mlp" and over_model.get("kind", "mlp") == "mlp":
-        model_dict, over_model = _sizes(model_dict), _sizes(over_model)
+        model_dict, over_model = _sizes(model_dict, where, f"{key}.model"), _sizes(over_model, where, f"{key}.model")
         if any(k in over_model for k in SIZES):  # the overrides' size wins
             model_dict = {k: v for k, v in model_dict.items() if k not in SIZES}
     model_dict = deep_merge(model_dict, over_model)
@@ -833,7 +835,7 @@ def resolve_teacher(entry: TargetEntry, model, over: dict, path: Path, key: str)
     if not isinstance(model, MLP):
         fail(where, f"{key}.teacher", f"model kind {model.kind!r} makes its own teacher (dln: `rank`); teacher presets apply to mlp models")
     base = load_preset("teacher", entry.teacher, path, where, f"{key}.teacher") if entry.teacher not in (None, "_null") else {}
-    base, mine = _sizes(base), _sizes(_dict(over.get("teacher", {}), where, f"{key}.overrides.teacher"))
+    base, mine = _sizes(base, where, f"{key}.teacher"), _sizes(_dict(over.get("teacher", {}), where, f"{key}.overrides.teacher"), where, f"{key}.teacher")
     if any(k in mine for k in SIZES):  # the overrides' size wins
         base = {k: v for k, v in base.items() if k not in SIZES}
     merged = deep_merge(base, mine)

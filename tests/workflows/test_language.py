@@ -277,6 +277,8 @@ def test_original_model_and_teacher_sections(tmp_path):
     for over, msg in (
         ({"model": {"widths": [4, 0]}}, "targets[0].model.widths: all widths must be > 0"),
         ({"model": {"widths": []}}, "targets[0].model.widths: needs at least 1 entry"),
+        ({"model": {"hidden": -3}}, "targets[0].model.hidden: expected a positive integer, got -3"),
+        ({"teacher": {"hidden": "x"}}, "targets[0].teacher.hidden: expected a positive integer, got 'x'"),
         ({"model": {"widths": [4, 4], "depth": 3}}, "targets[0].model.depth: is 3 where widths has 2 layers"),
         ({"model": {"widths": [4, 4], "target_params": 50}}, "targets[0].model.target_params: and widths are both given"),
         ({"model": {"init": "kaiming"}}, "allowed values: lecun, he, xavier, orthogonal"),
