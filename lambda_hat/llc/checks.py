@@ -209,7 +209,12 @@ def run_warnings(m: dict, cfg, data_free: bool = False) -> list[dict]:
             )
     if cfg.kind == "hmc":
         if m["divergences"]:
-            warn("divergences", f"{m['divergences']} divergent transitions: raise target_accept or warmup")
+            fix = (
+                "raise target_accept or warmup"
+                if cfg.adapt_step_size
+                else f"lower step_size ({cfg.step_size:g}, fixed: adapt_step_size false), or let it adapt"
+            )
+            warn("divergences", f"{m['divergences']} divergent transitions: {fix}")
         # at a fixed step (adapt_step_size: false) the acceptance is what the step gives: Metropolis
         # keeps the chains exact, and too small or large a step shows in their ESS and R̂
         if cfg.adapt_step_size and abs(m["acceptance_rate"] - cfg.target_accept) > HMC_ACCEPT_TOL:

@@ -489,7 +489,11 @@ def test_hmc_acceptance_is_checked_against_its_target_only_where_adapted():
     chains exact: not flagged (a poor step shows in ESS and R̂)."""
     m = {**HEALTHY_HMC, "draws": 1000, "acceptance_rate": 0.5}
     assert [w["code"] for w in run_warnings(m, preset("hmc", draws=1000))] == ["hmc_accept"]
-    assert not run_warnings(m, preset("hmc", draws=1000, adapt_step_size=False, step_size=0.05))
+    fixed = preset("hmc", draws=1000, adapt_step_size=False, step_size=0.05)
+    assert not run_warnings(m, fixed)
+    # its divergences are the step's to fix, not adaptation's
+    (w,) = run_warnings({**m, "divergences": 40}, fixed)
+    assert w["message"] == "40 divergent transitions: lower step_size (0.05, fixed: adapt_step_size false), or let it adapt", w
 
 
 def test_negative_llc_beyond_its_error_is_flagged():
