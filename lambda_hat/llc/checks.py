@@ -74,6 +74,11 @@ def _count(ess: float) -> str:
     return f"{math.floor(ess)}" if math.isfinite(ess) else "nan"
 
 
+def _rhat(r: float) -> str:
+    """R̂ to 3 decimals where that reads (1.012); chains far apart can give 5e15."""
+    return f"{r:.3f}" if r < 100 else f"{r:.3g}"
+
+
 def _pct(bias: float) -> str:
     return f"{100 * bias:.1f}%" if math.isfinite(bias) else "unstable"
 
@@ -91,7 +96,7 @@ def run_warnings(m: dict, cfg, data_free: bool = False) -> list[dict]:
 
     llc = m["llc_mean"]
     if m["r_hat"] == m["r_hat"] and m["r_hat"] > RHAT_MAX:
-        warn("rhat", f"R̂ {m['r_hat']:.3f} > {RHAT_MAX}: chains disagree (not mixed, or stuck in different modes)")
+        warn("rhat", f"R̂ {_rhat(m['r_hat'])} > {RHAT_MAX}: chains disagree (not mixed, or stuck in different modes)")
     if cfg.chains == 1:  # R̂ needs chains started apart: one chain's stuck mode reads as mixed
         unseen = (
             "fit: R̂, which compares independent fits, is not computed, so a fit that landed elsewhere"
@@ -121,7 +126,7 @@ def run_warnings(m: dict, cfg, data_free: bool = False) -> list[dict]:
     if cfg.kind in ("hmc", "mclmc") and cfg.draws == "auto" and m["draws"] >= cfg.max_draws and (m["ess_bulk"] < ESS_MIXED or m["r_hat"] > RHAT_MAX):
         warn(
             "unmixed",
-            f"draws: auto kept max_draws = {cfg.max_draws} before bulk ESS reached {ESS_MIXED} with R̂ ≤ {RHAT_MAX} (ESS {_count(m['ess_bulk'])}, R̂ {m['r_hat']:.3f}): the chains mix slowly and the MCSE may understate the error; raise max_draws or chains",
+            f"draws: auto kept max_draws = {cfg.max_draws} before bulk ESS reached {ESS_MIXED} with R̂ ≤ {RHAT_MAX} (ESS {_count(m['ess_bulk'])}, R̂ {_rhat(m['r_hat'])}): the chains mix slowly and the MCSE may understate the error; raise max_draws or chains",
         )
     # a non-finite gradient (a kink or pole at w* in a user's own model) makes the shift NaN,
     # which no comparison would flag

@@ -496,6 +496,12 @@ def test_hmc_acceptance_is_checked_against_its_target_only_where_adapted():
     assert w["message"] == "40 divergent transitions: lower step_size (0.05, fixed: adapt_step_size false), or let it adapt", w
 
 
+def test_rhat_reads_at_any_size():
+    """R̂ to 3 decimals, and chains that went far apart (diverged ones: 5e15) in 3 figures, not 16 digits."""
+    found = lambda r: run_warnings({**HEALTHY_HMC, "draws": 1000, "r_hat": r}, preset("hmc", draws=1000))[0]["message"]  # noqa: E731
+    assert found(1.0123).startswith("R̂ 1.012 > 1.01") and found(5341631286276744.0).startswith("R̂ 5.34e+15 > 1.01")
+
+
 def test_negative_llc_beyond_its_error_is_flagged():
     """λ ≥ 0 at a local minimum: a λ̂ below 0 by more than 3 MCSE is flagged, within its error not."""
 
