@@ -44,7 +44,7 @@ ACTIVATION = Literal["tanh", "relu", "gelu", "identity"]
 @dataclass(frozen=True)
 class MLP:
     # Keys added after the first targets were stored: at these values they stay out of the target
-    # ID (_identity), so those targets keep theirs.
+    # ID (identity()), so those targets keep theirs.
     ADDED: ClassVar[dict] = {"widths": None, "init": "lecun", "layernorm": False, "skip_connections": False, "residual_period": 2}
 
     kind: Literal["mlp"] = "mlp"
@@ -499,8 +499,8 @@ class Target:
 
 
 def identity(section) -> dict | None:
-    """A config section as its task's ID hashes it: without the keys added after targets were first stored
-    (ADDED) where they hold their defaults, so that those targets keep their IDs."""
+    """A config section as its task's ID hashes it: without the keys added after the first tasks
+    were stored (its class's ADDED) where they hold their defaults, so that those tasks keep their IDs."""
     added = getattr(section, "ADDED", {})
     return None if section is None else {k: v for k, v in plain(section).items() if k not in added or v != added[k]}
 
@@ -704,6 +704,9 @@ def _sizes(layer: dict, where: str, key: str) -> dict:
         fail(where, f"{key}.hidden" if key else "hidden", f"expected a positive integer, got {hidden!r}")
     if hidden is not None and not any(k in layer for k in SIZES):
         layer["width"] = hidden
+    for a, b in (("target_params", "width"), ("target_params", "widths"), ("widths", "width")):
+        if a in layer and b in layer:
+            fail(where, f"{key}.{a}" if key else a, f"and {b} are both given; keep one")
     if isinstance(layer.get("widths"), list) and layer["widths"]:  # (empty: the widths' own error)
         layer.setdefault("depth", len(layer["widths"]))
     return layer

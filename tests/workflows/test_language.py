@@ -281,6 +281,7 @@ def test_original_model_and_teacher_sections(tmp_path):
         ({"teacher": {"hidden": "x"}}, "targets[0].teacher.hidden: expected a positive integer, got 'x'"),
         ({"model": {"widths": [4, 4], "depth": 3}}, "targets[0].model.depth: is 3 where widths has 2 layers"),
         ({"model": {"widths": [4, 4], "target_params": 50}}, "targets[0].model.target_params: and widths are both given"),
+        ({"model": {"widths": [4, 4], "width": 3}}, "targets[0].model.widths: and width are both given"),
         ({"model": {"init": "kaiming"}}, "allowed values: lecun, he, xavier, orthogonal"),
         (
             {"model": {"widths": [6, 3], "skip_connections": True}},
