@@ -844,7 +844,7 @@ def resolve_teacher(entry: TargetEntry, model, over: dict, path: Path, key: str)
     merged = deep_merge(base, mine)
     if "target_params" in merged:  # a width for the teacher's depth on the student's inputs and outputs
         arch = {k: merged.get(k) if merged.get(k) is not None else getattr(model, k) for k in ("depth", "bias")}
-        sized = _width_for({"in_dim": model.in_dim, "out_dim": model.out_dim, **arch, **merged}, where, f"{key}.teacher")
+        sized = _width_for({"in_dim": model.in_dim, "out_dim": model.out_dim, **merged, **arch}, where, f"{key}.teacher")
         merged = {**{k: v for k, v in merged.items() if k != "target_params"}, "width": sized["width"]}
     t = _uniform(build(Teacher, merged, where, f"{key}.teacher"))
     if t.widths is not None and list(t.widths) == model.hidden:
