@@ -267,6 +267,8 @@ def test_original_model_and_teacher_sections(tmp_path):
     d = target().data
     _, y = datagen.make(replace(d, n=20000, noise_scale=1e-9), 4, lambda x: np.ones((x.shape[0], 1)), jax.random.PRNGKey(0), None, 0.25)
     assert abs(np.mean(np.abs(np.asarray(y)) < 1e-6) - 0.25) < 0.015
+    # a null depth beside target_params is the student's (small: 1 hidden layer on 4 inputs: 6w + 1 ≈ 100)
+    assert target(teacher={"depth": None, "target_params": 100}).teacher.width == 16
     # a teacher given only in the overrides is labelled by its keys (it read t:None)
     assert target(teacher={"width": 3}).label == "small/small/t:width=3/s0"
     # targets that use none of these keys hash what they did before the keys existed
