@@ -583,7 +583,7 @@ def load_preset(group: str, name: str, config_path: Path, where: str, key: str) 
     path = _find_preset(group, name, Path(config_path).parent, Path.cwd())
     if path is not None:
         _check_preset(group, path)
-        return copy.deepcopy(_preset_file(path))
+        return _preset_form(group, copy.deepcopy(_preset_file(path)))
     allowed = ", ".join(available_presets(group, config_path))
     fail(where, key, f"unknown {group} preset {name!r}; available: {allowed}")
 
@@ -598,7 +598,10 @@ def _check_preset(group: str, path: Path) -> None:
             check_given(_kind(kinds, data, where, key), data, where, key)
 
     if group == "sampler":
-        tagged(SAMPLER_KINDS, data)
+        data = _preset_form(group, data)
+        if "dtype" in data:  # the original's; checked against the file's precision where it is used
+            _precision_name(data["dtype"], where, "dtype")
+        tagged(SAMPLER_KINDS, {k: v for k, v in data.items() if k != "dtype"})
     elif group == "data":
         check_given(Data, data, where)
     elif group == "teacher":
@@ -617,6 +620,18 @@ def _check_preset(group: str, path: Path) -> None:
         except InputError as e:
             raise InputError(f"{e}; or the sections model, training" if flat and "unknown key" in str(e) else str(e)) from None
         check_given(Training, data.get("training", {}), where, "training")
+
+
+def _preset_form(group: str, preset: dict) -> dict:
+    """A preset as this tool reads it: a model preset as its sections (_sections); a sampler
+    preset in the original Lambda-Hat's form (`name: hmc` and its keys under `hmc:`) flat, with
+    that name as its kind."""
+    if group == "model":
+        return _sections(preset)
+    name = preset.get("name")
+    if group == "sampler" and "kind" not in preset and isinstance(name, str) and isinstance(preset.get(name), dict):
+        return {"kind": name, **{k: v for k, v in preset.items() if k not in ("name", name)}, **preset[name]}
+    return preset
 
 
 def _sections(preset: dict) -> dict:
@@ -662,7 +677,7 @@ def _model_section(entry: TargetEntry, path: Path, key: str) -> tuple[dict, dict
         # a custom target is named by its whole reference: every user's function may be `build`
         name = entry.model.get("fn") if kind == "custom" else kind
         return dict(entry.model), {}, str(name or "custom")
-    preset = _sections(load_preset("model", entry.model, path, where, f"{key}.model"))
+    preset = load_preset("model", entry.model, path, where, f"{key}.model")
     return _dict(preset.get("model", {}), where, f"{key}.model"), _dict(preset.get("training", {}), where, f"{key}.training"), entry.model
 
 
@@ -862,8 +877,8 @@ def resolve_teacher(entry: TargetEntry, model, over: dict, path: Path, key: str)
 
 def _preset_kind(group: str, name: str, path: Path) -> str | None:
     """The kind a sampler or model preset names (a model preset's under its `model:` section)."""
-    data = _preset_file(_find_preset(group, name, Path(path).parent, Path.cwd()))
-    section = _sections(data).get("model") if group == "model" else data
+    data = _preset_form(group, _preset_file(_find_preset(group, name, Path(path).parent, Path.cwd())))
+    section = data.get("model") if group == "model" else data
     return section.get("kind") if isinstance(section, dict) else None
 
 
@@ -882,8 +897,12 @@ def resolve_sampler(entry: SamplerEntry, path: Path, key: str, x64: bool = True)
     over = _dict(entry.overrides, where, f"{key}.overrides")
     _same_kind("sampler", entry.name, preset.get("kind"), over.get("kind"), SAMPLER_KINDS, path, f"{key}.overrides.kind")
     cls = SAMPLER_KINDS.get(over.get("kind", preset.get("kind")))
+    if "kind" not in over and "kind" not in preset:
+        fail(where, f"{key}.kind", f"missing: the {entry.name} preset and the entry's overrides give none; allowed values: {', '.join(SAMPLER_KINDS)}")
     if cls:  # aliases per layer, so an override by either name replaces the preset's value
         preset, over = canonical(cls, preset, where, key), canonical(cls, over, where, f"{key}.overrides")
+    if "dtype" in preset:  # an error is the preset file's
+        preset = _file_precision(preset, x64, str(_find_preset("sampler", entry.name, Path(path).parent, Path.cwd())), "")
     if "dtype" in over:
         over = _file_precision(over, x64, where, f"{key}.overrides")
     if cls is SGLD and "steps" in over:
@@ -895,17 +914,21 @@ def resolve_sampler(entry: SamplerEntry, path: Path, key: str, x64: bool = True)
     return _tagged(SAMPLER_KINDS, deep_merge(preset, over), where, key)
 
 
+def _precision_name(dtype, where: str, key: str) -> None:
+    if dtype not in ("float32", "float64"):
+        fail(where, key, f"{dtype!r} is not allowed; allowed values: float32, float64")
+
+
 def _file_precision(over: dict, x64: bool, where: str, key: str) -> dict:
     """The original Lambda-Hat's per-sampler `dtype`: here every task computes in the file's
     precision (jax_enable_x64), so it is taken where it says the same and is an error elsewhere."""
-    want = "float64" if x64 else "float32"
-    if over["dtype"] not in ("float32", "float64"):
-        fail(where, f"{key}.dtype", f"{over['dtype']!r} is not allowed; allowed values: float32, float64")
+    want, key = "float64" if x64 else "float32", f"{key}.dtype" if key else "dtype"
+    _precision_name(over["dtype"], where, key)
     if over["dtype"] != want:
         flag = str(not x64).lower()
         fail(
             where,
-            f"{key}.dtype",
+            key,
             f"{over['dtype']}: every task computes in the file's precision, {want} (jax_enable_x64: {str(x64).lower()}); set jax_enable_x64: {flag} for {over['dtype']}",
         )
     return {k: v for k, v in over.items() if k != "dtype"}

@@ -18,7 +18,7 @@ from jax.flatten_util import ravel_pytree
 from conftest import ROOT, cli, write_config
 from lambda_hat.engine.cards import load_card, slurm_time
 from lambda_hat.engine.typed import InputError, parse_duration, plain, sweep_values
-from lambda_hat.llc.config import identity, load_plan
+from lambda_hat.llc.config import HMC, identity, load_plan
 from lambda_hat.llc.models import network
 from lambda_hat.workflows.llc import build_tasks
 
@@ -364,7 +364,20 @@ def test_original_sampler_keys(tmp_path):
     # what a run's ID hashes holds none of these keys where they are at their defaults
     for s in runs("hmc", "mclmc"):
         assert not set(identity(s)) & set(type(s).ADDED), identity(s)
+    # its sampler presets' own form: `name: hmc` and the keys under `hmc:` (its conf/sample/sampler/hmc.yaml)
+    (tmp_path / "presets" / "sampler").mkdir(parents=True)
+    original = "# @package _global_.sampler\nname: hmc\nhmc:\n" + "".join(f"  {k}: {v}\n" for k, v in hmc.items())
+    (tmp_path / "presets" / "sampler" / "ohmc.yaml").write_text(original)
+    assert runs("ohmc") == [replace(h, burnin=HMC().burnin)]  # the rest at HMC's defaults, not the hmc preset's
+    (tmp_path / "presets" / "sampler" / "ohmc32.yaml").write_text(original.replace("float64", "float32"))  # (a preset file is read once a process)
+    with pytest.raises(
+        InputError, match=re.escape(f"{tmp_path / 'presets' / 'sampler' / 'ohmc32.yaml'}: dtype: float32: every task computes in the file's precision")
+    ):
+        runs("ohmc32")
+    (tmp_path / "presets" / "sampler" / "nokind.yaml").write_text("draws: 100\n")
+    assert runs({"name": "nokind", "overrides": {"kind": "hmc"}})[0].draws == 100
     for over, msg in (
+        ("nokind", "samplers[0].kind: missing: the nokind preset and the entry's overrides give none; allowed values: sgld, hmc, mclmc, vi"),
         ({"name": "hmc", "overrides": {"adapt_step_size": False}}, "samplers[0].adapt_step_size: false needs a step_size"),
         ({"name": "mclmc", "overrides": {"integrator": "leapfrog"}}, "allowed values: isokinetic_mclachlan, isokinetic_velocity_verlet"),
         (
