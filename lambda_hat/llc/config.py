@@ -601,6 +601,8 @@ def _check_preset(group: str, path: Path) -> None:
         data = _preset_form(group, data)
         if "dtype" in data:  # the original's; checked against the file's precision where it is used
             _precision_name(data["dtype"], where, "dtype")
+        if data.get("kind") == "sgld":
+            data = _original_sgld(canonical(SGLD, data, where), where, "")
         tagged(SAMPLER_KINDS, {k: v for k, v in data.items() if k != "dtype"})
     elif group == "data":
         check_given(Data, data, where)
@@ -901,10 +903,15 @@ def resolve_sampler(entry: SamplerEntry, path: Path, key: str, x64: bool = True)
         fail(where, f"{key}.kind", f"missing: the {entry.name} preset and the entry's overrides give none; allowed values: {', '.join(SAMPLER_KINDS)}")
     if cls:  # aliases per layer, so an override by either name replaces the preset's value
         preset, over = canonical(cls, preset, where, key), canonical(cls, over, where, f"{key}.overrides")
-    if "dtype" in preset:  # an error is the preset file's
+    if "dtype" in preset and "dtype" in over:  # the entry's wins
+        preset = {k: v for k, v in preset.items() if k != "dtype"}
+    elif "dtype" in preset:  # an error is the preset file's
         preset = _file_precision(preset, x64, str(_find_preset("sampler", entry.name, Path(path).parent, Path.cwd())), "")
     if "dtype" in over:
         over = _file_precision(over, x64, where, f"{key}.overrides")
+    if cls is SGLD:
+        preset = _original_sgld(preset, str(_find_preset("sampler", entry.name, Path(path).parent, Path.cwd())), "")
+        over = {k: v for k, v in over.items() if k not in ADAM_KEYS}
     if cls is SGLD and "steps" in over:
         over = _total_steps(over, deep_merge(preset, over).get("burnin", SGLD.burnin), where, f"{key}.overrides")
     if entry.seed is not None:
@@ -934,21 +941,33 @@ def _file_precision(over: dict, x64: bool, where: str, key: str) -> dict:
     return {k: v for k, v in over.items() if k != "dtype"}
 
 
+# The original Lambda-Hat's SGLD keys of its Adam preconditioner, which its presets hold whatever
+# their precond: without precond adam (not one of this tool's) they change nothing, and are dropped.
+ADAM_KEYS = ("beta1", "bias_correction")
+
+
+def _original_sgld(layer: dict, where: str, key: str) -> dict:
+    """An SGLD preset's keys as the original Lambda-Hat's presets give them: ADAM_KEYS dropped,
+    `steps` (burn-in + draws) as draws."""
+    layer = {k: v for k, v in layer.items() if k not in ADAM_KEYS}
+    return _total_steps(layer, layer.get("burnin", SGLD.burnin), where, key) if "steps" in layer else layer
+
+
 def _total_steps(over: dict, burnin, where: str, key: str) -> dict:
     """SGLD's `steps`, the original Lambda-Hat's burn-in + draws per chain, as the draws it leaves."""
-    steps, burnin = whole(over["steps"]), whole(burnin)
+    steps, burnin, key = whole(over["steps"]), whole(burnin), f"{key}." if key else ""
     if isinstance(steps, bool) or not isinstance(steps, int):
-        fail(where, f"{key}.steps", f"expected an integer, got {steps!r}")
+        fail(where, f"{key}steps", f"expected an integer, got {steps!r}")
     if "draws" in over:
-        fail(where, f"{key}.steps", "is burn-in + draws per chain (the original Lambda-Hat's), and draws is also given; keep one")
+        fail(where, f"{key}steps", "is burn-in + draws per chain (the original Lambda-Hat's), and draws is also given; keep one")
     if isinstance(burnin, bool) or not isinstance(burnin, int):
         fail(
             where,
-            f"{key}.steps",
+            f"{key}steps",
             f"is burn-in + draws per chain (the original Lambda-Hat's): give burnin (or warmup) as a number, not {burnin!r}, or draws alone",
         )
     if steps <= burnin:
-        fail(where, f"{key}.steps", f"is burn-in + draws per chain: must be > burnin {burnin}, got {steps}")
+        fail(where, f"{key}steps", f"is burn-in + draws per chain: must be > burnin {burnin}, got {steps}")
     return {**{k: v for k, v in over.items() if k != "steps"}, "draws": steps - burnin}
 
 

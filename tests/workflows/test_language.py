@@ -374,6 +374,15 @@ def test_original_sampler_keys(tmp_path):
         InputError, match=re.escape(f"{tmp_path / 'presets' / 'sampler' / 'ohmc32.yaml'}: dtype: float32: every task computes in the file's precision")
     ):
         runs("ohmc32")
+    # its SGLD preset: steps (burn-in + draws), float32, and its Adam keys, which precond none leaves unused
+    sgld = "name: sgld\nsgld:\n  steps: 7000\n  warmup: 500\n  batch_size: 256\n  step_size: 1e-6\n  dtype: float32\n  precond: none\n"
+    (tmp_path / "presets" / "sampler" / "osgld.yaml").write_text(
+        sgld + "  beta1: 0.9\n  beta2: 0.999\n  eps: 1e-8\n  bias_correction: true\n  eval_every: 100\n"
+    )
+    doc = {"jax_enable_x64": False, "targets": [{"model": "quadratic"}], "samplers": ["osgld"]}
+    (g,) = [r.sampler for r in plan_of(tmp_path, doc).runs]
+    assert (g.draws, g.burnin, g.step_size, g.precond, g.rmsprop_decay, g.rmsprop_eps, g.eval_every) == (6500, 500, 1e-6, "none", 0.999, 1e-8, 100)
+    assert runs({"name": "osgld", "overrides": {"dtype": "float64"}})[0] == g  # the entry's dtype over the preset's
     (tmp_path / "presets" / "sampler" / "nokind.yaml").write_text("draws: 100\n")
     assert runs({"name": "nokind", "overrides": {"kind": "hmc"}})[0].draws == 100
     for over, msg in (
