@@ -829,7 +829,7 @@ def checkpoints(t: Target, path: Path, key: str) -> list[Target]:
     checkpoint is where training was, not a minimum), then the target itself (converged:
     polished), which is the last checkpoint when it is not polished."""
     spec = t.entry.checkpoints
-    if spec is None:
+    if spec is None or spec == ():  # an empty list: none, as null
         return []
     where = str(path)
     if t.training is None:

@@ -211,6 +211,16 @@ def test_the_end_of_unpolished_training_closes_its_trajectory(project):
         assert targets[-1].label == "small/small/s0" and targets[-1].training.polish_steps == polish
 
 
+def test_an_empty_checkpoint_list_is_none(project):
+    """`checkpoints: []` (as `null`): no checkpoints, the same targets (it was a traceback)."""
+    path = project / "config" / "experiments.yaml"
+    plans = []
+    for spec in ([], None):
+        write_config(path, {"targets": [{"model": "small", "data": "small", "checkpoints": spec}], "samplers": [HMC]})
+        plans.append([(t.label, t.step, t.training) for t in load_plan(path).targets])
+    assert plans[0] == plans[1] and len(plans[0]) == 1, plans
+
+
 def test_custom_build_missing_pieces_fails_its_task(project, tmp_path):
     (project / "broken_target.py").write_text("def build(cfg):\n    return {'x': [[0.0]], 'y': [[0.0]]}\n")
     write_config(project / "config" / "experiments.yaml", {"targets": [{"model": {"kind": "custom", "fn": "broken_target:build"}}], "samplers": [HMC]})
