@@ -454,7 +454,10 @@ def build(cls, data, where: str, key: str = ""):
     for name, f in fields.items():
         sub = _join(key, name)
         if name in data:
-            kwargs[name] = _convert(hints[name], data[name], where, sub, dict(f.metadata))
+            # a mapping key left empty in YAML (`overrides:` with its lines commented out) is
+            # null: an empty mapping, as an empty section is
+            value = {} if data[name] is None and hints[name] is dict else data[name]
+            kwargs[name] = _convert(hints[name], value, where, sub, dict(f.metadata))
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             fail(where, sub, f"missing required key ({_type_name(hints[name])})")
     obj = cls(**kwargs)

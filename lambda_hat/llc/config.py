@@ -663,6 +663,8 @@ def _tagged(kinds: dict, data: dict, where: str, key: str):
 
 
 def _dict(value, where: str, key: str) -> dict:
+    if value is None:  # a section left empty in YAML
+        return {}
     if not isinstance(value, dict):
         fail(where, key, f"expected a mapping, got {value!r}")
     return value

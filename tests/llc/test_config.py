@@ -116,6 +116,15 @@ def test_sampler_order_does_not_change_ids(tmp_path):
     assert a == b
 
 
+def test_an_empty_overrides_section_is_no_overrides(tmp_path):
+    """`overrides:` left empty in YAML (its lines commented out) is null: the same tasks as none,
+    at the entry and for a section inside it (both were 'expected a mapping, got None')."""
+    empty = "targets:\n  - model: dln\n    data: small\n    overrides:\n      training:\nsamplers:\n  - name: hmc\n    overrides:\n"
+    (tmp_path / "empty.yaml").write_text(empty)
+    plain = write_config(tmp_path / "plain.yaml", {"targets": [{"model": "dln", "data": "small"}], "samplers": [{"name": "hmc"}]})
+    assert ids(tmp_path / "empty.yaml") == ids(plain)
+
+
 def test_semantic_changes_change_ids_irrelevant_do_not(tmp_path):
     t0, r0 = ids(write_config(tmp_path / "0.yaml", BASE))
     # seed of a target: new target ID and new IDs for its runs, other target untouched
