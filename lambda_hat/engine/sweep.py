@@ -34,6 +34,7 @@ from lambda_hat.engine.typed import (
     plain,
     positive,
     read_yaml,
+    seed_range,
 )
 
 # Metric keys a task returns that describe its cost; a returned "efficiency" mapping adds more.
@@ -76,7 +77,7 @@ class SweepFile:
     grid: list[dict] | dict = field(default_factory=dict)
     combos: list[dict] = ()
     replicates: int | None = field(default=None, metadata=positive())
-    seeds: list[int] | None = None
+    seeds: list[int] | None = field(default=None, metadata={"min_len": 1, "each": seed_range()})
     store_root: str = "runs"
     results_root: str = "results/sweeps"
     task_timeout: Duration | None = None

@@ -396,7 +396,7 @@ def _convert(tp, value, where: str, key: str, meta: dict):
         if not isinstance(value, list):
             fail(where, key, f"expected {_type_name(tp)}, got {value!r}")
         (item,) = typing.get_args(tp)
-        out = [_convert(item, v, where, f"{key}[{i}]", {}) for i, v in enumerate(value)]
+        out = [_convert(item, v, where, f"{key}[{i}]", meta.get("each", {})) for i, v in enumerate(value)]  # each: the items' bounds
         if meta.get("min_len") and len(out) < meta["min_len"]:
             fail(where, key, f"needs at least {meta['min_len']} {'entry' if meta['min_len'] == 1 else 'entries'}")
         return tuple(out)

@@ -76,6 +76,10 @@ def test_expansion_order_dedup_and_full_config(project):
             "combos[0]: names an experiment 'lr=0.01' that grid names too, with other values",
         ),
         ({"seeds": [1]}, "replicates: give replicates or seeds, not both"),
+        # no seeds at all read "--only : no experiment … matches"; seeds JAX or numpy refuse mid-run
+        ({"replicates": None, "seeds": []}, "seeds: needs at least 1 entry"),
+        ({"replicates": None, "seeds": [0, -1]}, "seeds[1]: must be >= 0, got -1"),
+        ({"replicates": None, "seeds": [2**31]}, "seeds[0]: must be < 2147483648, got 2147483648"),
         ({"replicats": 2}, "replicats: unknown key; allowed keys: rank_by, task, command, version"),
     ],
 )
