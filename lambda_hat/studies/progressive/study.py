@@ -21,7 +21,7 @@ Family = Literal["uniform", "euclidean", "clustered", "lowrank"]
 
 @dataclass(frozen=True)
 class DataCfg:
-    families: list[Family] = ("uniform", "euclidean", "clustered", "lowrank")
+    families: list[Family] = field(default=("uniform", "euclidean", "clustered", "lowrank"), metadata={"min_len": 1})
     n_train: int = field(default=32, metadata=positive())  # instances per family and bucket
     n_val: int = field(default=8, metadata=positive())
     seed: int = field(default=0, metadata=seed_range())
@@ -44,6 +44,8 @@ class Stage:
     card: str | None = None  # executor card (path or name) for this stage (default: the command's card)
 
     def check(self, bad):
+        if not self.name.strip():
+            bad("name", "must not be empty (it labels the stage's task and rows)")
         for b in self.buckets:
             if b < 4:
                 bad("buckets", f"bucket sizes must be >= 4, got {b}")
