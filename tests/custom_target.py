@@ -17,6 +17,12 @@ class Linear(nn.Module):
         return nn.Dense(1, use_bias=False)(x)
 
 
+class BatchNormed(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        return nn.Dense(1)(nn.BatchNorm(use_running_average=False)(x))
+
+
 def build(cfg: dict) -> dict:
     dim, n, sigma = cfg["dim"], cfg.get("n", 500), cfg.get("noise", 1.0)
     kx, ka, ke, kt, kp = jax.random.split(jax.random.PRNGKey(cfg["seed"]), 5)
@@ -39,6 +45,16 @@ def build(cfg: dict) -> dict:
     }  # fmt: skip
 
 
+def build_batch_norm_eval(cfg: dict) -> dict:
+    """build() behind a BatchNorm at its running statistics (mean 1, variance 4): flax variables
+    with a batch_stats collection beside params, which the model uses but does not train."""
+    out = build({**cfg, "dim": 3})
+    net = nn.Sequential([nn.BatchNorm(use_running_average=True, use_scale=False, use_bias=False), nn.Dense(1, use_bias=False)])
+    variables = net.init(jax.random.PRNGKey(0), out["x"][:2])
+    stats = {"BatchNorm_0": {"mean": jnp.ones(3), "var": jnp.full(3, 4.0)}}
+    return {**out, "apply": net.apply, "params": {"params": variables["params"], "batch_stats": {"layers_0": stats["BatchNorm_0"]}}}
+
+
 def build_broken(cfg: dict) -> dict:
     """build() with one mistake, named by cfg["mistake"]: for the checks of what build returns."""
     out = build({**cfg, "dim": 3})
@@ -58,4 +74,7 @@ def build_broken(cfg: dict) -> dict:
         del out["y_test"]
     elif mistake == "text_llc":
         out["llc_true"] = "1.5"
+    elif mistake == "batch_norm":  # BatchNorm in training mode: apply would update its batch_stats
+        net = BatchNormed()
+        out["apply"], out["params"] = net.apply, net.init(jax.random.PRNGKey(0), out["x"][:2])
     return out

@@ -84,8 +84,13 @@ def custom_problem(model, seed: int) -> Problem:
     if missing:
         raise TaskFailed(f"{model.fn} returned no {', '.join(missing)}: build(cfg) must return apply, params, x, y, loss")
     dtype = jnp.result_type(float)
-    w0, unravel = ravel_pytree(out["params"])
-    apply, per_sample = out["apply"], out["loss"]
+    params, apply, per_sample = out["params"], out["apply"], out["loss"]
+    if isinstance(params, Mapping) and "params" in params and len(params) > 1:
+        # flax variables: only the `params` collection is the model's parameters; batch_stats and
+        # other state enter apply as they are, not trained or sampled as if they were parameters
+        state, params = {k: v for k, v in params.items() if k != "params"}, params["params"]
+        apply = lambda p, bx: out["apply"]({**state, "params": p}, bx)  # noqa: E731
+    w0, unravel = ravel_pytree(params)
     x, y = (_as_data(out[k], dtype) for k in ("x", "y"))
     if len(x) != len(y):
         raise TaskFailed(f"{model.fn} returned x with {len(x)} rows and y with {len(y)}: one label per input")
@@ -101,10 +106,16 @@ def custom_problem(model, seed: int) -> Problem:
     # one value per sample: a loss left per output (shape (batch, k)) would be averaged over the
     # outputs too, dividing L_n, and so λ̂, by k without a word
     k = min(2, len(x))
+    try:
+        out_shape = jax.eval_shape(lambda w: predict(w, x[:k]), w0).shape
+    except Exception as e:  # the user's apply, not ours: say so, and name flax's usual cause
+        hint = ""
+        if type(e).__module__.startswith("flax"):  # before flax's long message, which a summary line cuts
+            hint = " (apply must be a pure function of params and x: a flax BatchNorm or Dropout needs use_running_average=True / deterministic=True)"
+        raise TaskFailed(f"{model.fn}: apply(params, x[:{k}]) raised {type(e).__name__}{hint}: {e}") from e
     shape = jax.eval_shape(lambda w: per_sample(predict(w, x[:k]), y[:k]), w0).shape
     if shape != () and math.prod(shape) != k:
         raise TaskFailed(f"{model.fn}: loss(outputs, y) returned shape {shape} for {k} samples; it must return one value per sample (sum over outputs)")
-    out_shape = jax.eval_shape(lambda w: predict(w, x[:k]), w0).shape
     _check_per_sample(model.fn, predict, per_sample, w0, x, y, out_shape[1:])
 
     def loss(w, batch):
@@ -222,7 +233,9 @@ def _with_loss(prob: Problem, net, unravel, noise_scale: float) -> Problem:
     return prob._replace(loss=loss, predict=predict)
 
 
-@task(TargetTask, version=4, preload=("jax", "optax", "lambda_hat.llc.posterior"))  # bump when training, data generation or a model's code changes w*
+# bump when training, data generation or a model's code changes w* (a custom model's 5: flax
+# state beside params is held fixed, no longer trained as parameters)
+@task(TargetTask, version=lambda c: 5 if c["model"]["kind"] == "custom" else 4, preload=("jax", "optax", "lambda_hat.llc.posterior"))
 def train_target(ctx, cfg: TargetTask) -> dict:
     """Task: generate data, train to w*, store w*, data and L_n(w*) (full data set)."""
     import jax

@@ -82,6 +82,23 @@ def test_custom_target_matches_its_known_llc(project):
     assert plan() != plan(version=2) and plan() != plan(dim=6) and plan() == plan(options={})
 
 
+def test_flax_state_beside_params_is_held_fixed(tmp_path):
+    """flax variables with batch_stats beside params: only params are the model's parameters
+    (d = 3 here); the running statistics enter apply as they are. They had been flattened into
+    w and trained and sampled as parameters (d = 9), inflating λ̂."""
+    import jax.numpy as jnp
+
+    from lambda_hat.llc.targets import custom_problem
+
+    custom = {"kind": "custom", "fn": "tests.custom_target:build_batch_norm_eval", "version": 1}
+    (target,) = load_plan(write_config(tmp_path / "e.yaml", {"targets": [{"model": custom}], "samplers": [HMC]})).targets
+    p = custom_problem(target.model, 0)
+    assert p.w0.size == 3
+    w = jnp.asarray([0.5, -1.0, 2.0])
+    expected = ((p.x[:4] - 1.0) / jnp.sqrt(4.0 + 1e-5)) @ w  # the BatchNorm at its stored mean 1, variance 4
+    assert np.allclose(p.predict(w, p.x[:4])[:, 0], expected, rtol=1e-5)
+
+
 @pytest.mark.parametrize(
     "mistake, fragment",
     [
@@ -92,6 +109,7 @@ def test_custom_target_matches_its_known_llc(project):
         ("no_y_test", "returned only one of x_test, y_test: give both or neither"),
         ("text_llc", "returned llc_true = '1.5': a known λ is a number ≥ 0 (or leave it out)"),
         ("not_a_mapping", "returned tuple, not a mapping: build(cfg) must return a dict of apply, params, x, y, loss"),
+        ("batch_norm", "apply(params, x[:2]) raised ModifyScopeVariableError"),  # flax's own words, and no hint, before
     ],
 )
 def test_what_a_custom_build_returns_is_checked(tmp_path, mistake, fragment):
@@ -104,8 +122,13 @@ def test_what_a_custom_build_returns_is_checked(tmp_path, mistake, fragment):
     (target,) = load_plan(write_config(tmp_path / "e.yaml", {"targets": [{"model": custom}], "samplers": [HMC]})).targets
     with pytest.raises(TaskFailed) as e:
         custom_problem(target.model, 0)
-    sep = ":" if mistake in ("per_output_loss", "broadcast_y", "summed_loss") else ""
+    sep = ":" if mistake in ("per_output_loss", "broadcast_y", "summed_loss", "batch_norm") else ""
     assert str(e.value).startswith(f"tests.custom_target:build_broken{sep} {fragment}"), str(e.value)
+    if mistake == "batch_norm":
+        assert (
+            "raised ModifyScopeVariableError (apply must be a pure function of params and x: a flax BatchNorm or Dropout needs use_running_average=True"
+            in str(e.value)
+        )
 
 
 CLASSIFIER = """
