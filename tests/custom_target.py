@@ -74,6 +74,9 @@ def build_broken(cfg: dict) -> dict:
         del out["y_test"]
     elif mistake == "text_llc":
         out["llc_true"] = "1.5"
+    elif mistake == "tuple_outputs":  # (outputs, aux), as some models return
+        apply = out["apply"]
+        out["apply"] = lambda p, x: (apply(p, x), None)
     elif mistake == "batch_norm":  # BatchNorm in training mode: apply would update its batch_stats
         net = BatchNormed()
         out["apply"], out["params"] = net.apply, net.init(jax.random.PRNGKey(0), out["x"][:2])

@@ -107,12 +107,15 @@ def custom_problem(model, seed: int) -> Problem:
     # outputs too, dividing L_n, and so λ̂, by k without a word
     k = min(2, len(x))
     try:
-        out_shape = jax.eval_shape(lambda w: predict(w, x[:k]), w0).shape
+        outputs = jax.eval_shape(lambda w: predict(w, x[:k]), w0)
     except Exception as e:  # the user's apply, not ours: say so, and name flax's usual cause
         hint = ""
         if type(e).__module__.startswith("flax"):  # before flax's long message, which a summary line cuts
             hint = " (apply must be a pure function of params and x: a flax BatchNorm or Dropout needs use_running_average=True / deterministic=True)"
         raise TaskFailed(f"{model.fn}: apply(params, x[:{k}]) raised {type(e).__name__}{hint}: {e}") from e
+    if not hasattr(outputs, "shape"):  # e.g. (logits, aux): loss would get the tuple
+        raise TaskFailed(f"{model.fn}: apply(params, x) returned {type(outputs).__name__}, not one array of outputs (one row per input)")
+    out_shape = outputs.shape
     shape = jax.eval_shape(lambda w: per_sample(predict(w, x[:k]), y[:k]), w0).shape
     if shape != () and math.prod(shape) != k:
         raise TaskFailed(f"{model.fn}: loss(outputs, y) returned shape {shape} for {k} samples; it must return one value per sample (sum over outputs)")

@@ -110,6 +110,7 @@ def test_flax_state_beside_params_is_held_fixed(tmp_path):
         ("text_llc", "returned llc_true = '1.5': a known λ is a number ≥ 0 (or leave it out)"),
         ("not_a_mapping", "returned tuple, not a mapping: build(cfg) must return a dict of apply, params, x, y, loss"),
         ("batch_norm", "apply(params, x[:2]) raised ModifyScopeVariableError"),  # flax's own words, and no hint, before
+        ("tuple_outputs", "apply(params, x) returned tuple, not one array of outputs (one row per input)"),
     ],
 )
 def test_what_a_custom_build_returns_is_checked(tmp_path, mistake, fragment):
@@ -122,7 +123,7 @@ def test_what_a_custom_build_returns_is_checked(tmp_path, mistake, fragment):
     (target,) = load_plan(write_config(tmp_path / "e.yaml", {"targets": [{"model": custom}], "samplers": [HMC]})).targets
     with pytest.raises(TaskFailed) as e:
         custom_problem(target.model, 0)
-    sep = ":" if mistake in ("per_output_loss", "broadcast_y", "summed_loss", "batch_norm") else ""
+    sep = ":" if mistake in ("per_output_loss", "broadcast_y", "summed_loss", "batch_norm", "tuple_outputs") else ""
     assert str(e.value).startswith(f"tests.custom_target:build_broken{sep} {fragment}"), str(e.value)
     if mistake == "batch_norm":
         assert (
