@@ -55,7 +55,7 @@ class MLP:
     activation: ACTIVATION = "tanh"
     bias: bool = True
     # the original Lambda-Hat's: hidden widths layer by layer (equal ones are held as depth × width)
-    widths: list[int] | None = field(default=None, metadata={"min_len": 1, "gt": 0})
+    widths: list[int] | None = field(default=None, metadata={"min_len": 1})
     init: Literal["lecun", "he", "xavier", "orthogonal"] = "lecun"  # the hidden layers' weights; the output layer's: lecun
     layernorm: bool = False  # LayerNorm (scale and offset) before each hidden activation
     skip_connections: bool = False  # every residual_period-th hidden layer adds its input to its output
@@ -97,7 +97,7 @@ class Teacher:
     width: int | None = field(default=None, metadata=positive())
     activation: ACTIVATION | None = None
     bias: bool | None = None
-    widths: list[int] | None = field(default=None, metadata={"min_len": 1, "gt": 0})  # as MLP's
+    widths: list[int] | None = field(default=None, metadata={"min_len": 1})  # as MLP's
     # the original Lambda-Hat's: each clean label is zeroed with this probability, before the noise
     dropout_rate: float | None = field(default=None, metadata={"ge": 0, "lt": 1})
 
@@ -905,14 +905,15 @@ def resolve_sampler(entry: SamplerEntry, path: Path, key: str, x64: bool = True)
         fail(where, f"{key}.kind", f"missing: the {entry.name} preset and the entry's overrides give none; allowed values: {', '.join(SAMPLER_KINDS)}")
     if cls:  # aliases per layer, so an override by either name replaces the preset's value
         preset, over = canonical(cls, preset, where, key), canonical(cls, over, where, f"{key}.overrides")
+    preset_file = str(_find_preset("sampler", entry.name, Path(path).parent, Path.cwd()))  # where a preset's error is
     if "dtype" in preset and "dtype" in over:  # the entry's wins
         preset = {k: v for k, v in preset.items() if k != "dtype"}
-    elif "dtype" in preset:  # an error is the preset file's
-        preset = _file_precision(preset, x64, str(_find_preset("sampler", entry.name, Path(path).parent, Path.cwd())), "")
+    elif "dtype" in preset:
+        preset = _file_precision(preset, x64, preset_file, "")
     if "dtype" in over:
         over = _file_precision(over, x64, where, f"{key}.overrides")
     if cls is SGLD:
-        preset = _original_sgld(preset, str(_find_preset("sampler", entry.name, Path(path).parent, Path.cwd())), "")
+        preset = _original_sgld(preset, preset_file, "")
         over = {k: v for k, v in over.items() if k not in ADAM_KEYS}
     if cls is SGLD and "steps" in over:
         over = _total_steps(over, deep_merge(preset, over).get("burnin", SGLD.burnin), where, f"{key}.overrides")
