@@ -77,6 +77,13 @@ def build_broken(cfg: dict) -> dict:
     elif mistake == "tuple_outputs":  # (outputs, aux), as some models return
         apply = out["apply"]
         out["apply"] = lambda p, x: (apply(p, x), None)
+    elif mistake == "list_params":  # a weight as nested Python lists: each number a leaf, apply gets lists
+        out["params"], out["apply"] = {"w": [[0.0]] * 3, "b": jnp.zeros(1)}, lambda p, x: x @ p["w"] + p["b"]
+    elif mistake == "int_params":  # an integer weight: it would take no gradient, yet count in d
+        out["params"] = {"w": jnp.zeros((3, 1)), "scale": jnp.ones((), jnp.int32)}
+        out["apply"] = lambda p, x: p["scale"] * x @ p["w"]
+    elif mistake == "no_params":
+        out["params"] = {"params": {}}
     elif mistake == "batch_norm":  # BatchNorm in training mode: apply would update its batch_stats
         net = BatchNormed()
         out["apply"], out["params"] = net.apply, net.init(jax.random.PRNGKey(0), out["x"][:2])

@@ -90,6 +90,7 @@ def custom_problem(model, seed: int) -> Problem:
         # other state enter apply as they are, not trained or sampled as if they were parameters
         state, params = {k: v for k, v in params.items() if k != "params"}, params["params"]
         apply = lambda p, bx: out["apply"]({**state, "params": p}, bx)  # noqa: E731
+    lists = _check_params(model.fn, params)
     w0, unravel = ravel_pytree(params)
     x, y = (_as_data(out[k], dtype) for k in ("x", "y"))
     if len(x) != len(y):
@@ -112,6 +113,8 @@ def custom_problem(model, seed: int) -> Problem:
         hint = ""
         if type(e).__module__.startswith("flax"):  # before flax's long message, which a summary line cuts
             hint = " (apply must be a pure function of params and x: a flax BatchNorm or Dropout needs use_running_average=True / deterministic=True)"
+        elif lists:  # each number of a list is a leaf of its own: apply gets a list of scalars, not an array
+            hint = f" (params{lists[0]} is a Python list of numbers, which apply receives as a list, not an array: build it with jnp.asarray)"
         raise TaskFailed(f"{model.fn}: apply(params, x[:{k}]) raised {type(e).__name__}{hint}: {e}") from e
     if not hasattr(outputs, "shape"):  # e.g. (logits, aux): loss would get the tuple
         raise TaskFailed(f"{model.fn}: apply(params, x) returned {type(outputs).__name__}, not one array of outputs (one row per input)")
@@ -128,6 +131,26 @@ def custom_problem(model, seed: int) -> Problem:
     # class indices (or one-hot rows) and a score per class: a classifier, whose accuracy the target records
     classify = len(out_shape) == 2 and out_shape[-1] >= 2 and (y.ndim == 1 and jnp.issubdtype(y.dtype, jnp.integer) or _one_hot(y, out_shape[-1]))
     return Problem(x, y, loss, predict, None, jax.device_put(np.asarray(w0, dtype)), test, classify, llc_true)
+
+
+def _check_params(fn: str, params) -> list[str]:
+    """Every leaf of a custom target's params a floating number or array: ravel_pytree casts an
+    integer leaf back after each move, so it would enter d, take no gradient and jump where the
+    chains cross an integer. Returns the paths of lists of numbers (for apply's error)."""
+    import jax
+
+    leaves = jax.tree_util.tree_leaves_with_path(params)
+    if not leaves:
+        raise TaskFailed(f"{fn} returned params with no arrays: params is the pytree of the model's parameters")
+    for path, leaf in leaves:
+        kind = np.asarray(leaf).dtype if isinstance(leaf, (float, int, np.ndarray, np.generic)) or hasattr(leaf, "dtype") else None
+        if kind is None or not np.issubdtype(kind, np.floating):
+            what = f"dtype {kind}" if kind is not None else type(leaf).__name__
+            raise TaskFailed(
+                f"{fn}: params{jax.tree_util.keystr(path)} is {what}, not a floating array: every parameter is a float (an integer one takes no gradient)"
+            )
+    lists = [jax.tree_util.keystr(k[:-1]) for k, v in leaves if isinstance(v, float) and k and isinstance(k[-1], jax.tree_util.SequenceKey)]
+    return list(dict.fromkeys(lists))
 
 
 def _one_hot(y, classes: int) -> bool:

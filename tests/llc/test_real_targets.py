@@ -111,6 +111,9 @@ def test_flax_state_beside_params_is_held_fixed(tmp_path):
         ("not_a_mapping", "returned tuple, not a mapping: build(cfg) must return a dict of apply, params, x, y, loss"),
         ("batch_norm", "apply(params, x[:2]) raised ModifyScopeVariableError"),  # flax's own words, and no hint, before
         ("tuple_outputs", "apply(params, x) returned tuple, not one array of outputs (one row per input)"),
+        ("list_params", "apply(params, x[:2]) raised TypeError (params['w'][0] is a Python list of numbers, which apply receives as a list, not an array"),
+        ("int_params", "params['scale'] is dtype int32, not a floating array: every parameter is a float (an integer one takes no gradient)"),
+        ("no_params", "returned params with no arrays: params is the pytree of the model's parameters"),
     ],
 )
 def test_what_a_custom_build_returns_is_checked(tmp_path, mistake, fragment):
@@ -123,7 +126,7 @@ def test_what_a_custom_build_returns_is_checked(tmp_path, mistake, fragment):
     (target,) = load_plan(write_config(tmp_path / "e.yaml", {"targets": [{"model": custom}], "samplers": [HMC]})).targets
     with pytest.raises(TaskFailed) as e:
         custom_problem(target.model, 0)
-    sep = ":" if mistake in ("per_output_loss", "broadcast_y", "summed_loss", "batch_norm", "tuple_outputs") else ""
+    sep = ":" if mistake in ("per_output_loss", "broadcast_y", "summed_loss", "batch_norm", "tuple_outputs", "list_params", "int_params") else ""
     assert str(e.value).startswith(f"tests.custom_target:build_broken{sep} {fragment}"), str(e.value)
     if mistake == "batch_norm":
         assert (
