@@ -7,6 +7,7 @@ learning coefficient is dim / 2, which build() reports as llc_true for the check
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import optax
 
 
 class Linear(nn.Module):
@@ -82,6 +83,16 @@ def build_broken(cfg: dict) -> dict:
     elif mistake == "int_params":  # an integer weight: it would take no gradient, yet count in d
         out["params"] = {"w": jnp.zeros((3, 1)), "scale": jnp.ones((), jnp.int32)}
         out["apply"] = lambda p, x: p["scale"] * x @ p["w"]
+    elif mistake in ("class_out_of_range", "float_class_labels"):  # classes 1…3 (not 0…2); or as floats
+        out["params"], out["apply"] = {"w": jnp.zeros((3, 3))}, lambda p, x: x @ p["w"]
+        out["loss"] = optax.softmax_cross_entropy_with_integer_labels
+        for x, y in (("x", "y"), ("x_test", "y_test")):
+            out[y] = (out[x][:, 0] > 0).astype(jnp.int32) + (mistake == "class_out_of_range") * (1 + (out[x][:, 1] > 0))
+            out[y] = out[y].astype(jnp.float32) if mistake == "float_class_labels" else out[y]
+    elif mistake == "nan_x":
+        out["x"] = out["x"].at[7, 2].set(jnp.nan)
+    elif mistake == "nan_loss":  # a log-likelihood undefined where the outputs go
+        out["loss"] = lambda o, y: jnp.sum(jnp.log(o - y), axis=-1)
     elif mistake == "no_params":
         out["params"] = {"params": {}}
     elif mistake == "batch_norm":  # BatchNorm in training mode: apply would update its batch_stats

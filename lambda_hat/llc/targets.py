@@ -97,6 +97,13 @@ def custom_problem(model, seed: int) -> Problem:
         raise TaskFailed(f"{model.fn} returned x with {len(x)} rows and y with {len(y)}: one label per input")
     if ("x_test" in out) != ("y_test" in out):
         raise TaskFailed(f"{model.fn} returned only one of x_test, y_test: give both or neither")
+    for name in ("x", "y", "x_test", "y_test"):  # a NaN in the data read as a training divergence
+        a = np.asarray(out.get(name, 0.0))
+        if np.issubdtype(a.dtype, np.number) and not np.isfinite(a).all():
+            bad = np.argwhere(~np.isfinite(a))
+            raise TaskFailed(
+                f"{model.fn} returned {name} with {len(bad)} non-finite values (the first at index {tuple(bad[0].tolist())}): the data must be finite"
+            )
     llc_true = out.get("llc_true")
     if llc_true is not None and not (isinstance(llc_true, (int, float)) and not isinstance(llc_true, bool) and 0 <= llc_true < float("inf")):
         raise TaskFailed(f"{model.fn} returned llc_true = {llc_true!r}: a known λ is a number ≥ 0 (or leave it out)")
@@ -119,9 +126,24 @@ def custom_problem(model, seed: int) -> Problem:
     if not hasattr(outputs, "shape"):  # e.g. (logits, aux): loss would get the tuple
         raise TaskFailed(f"{model.fn}: apply(params, x) returned {type(outputs).__name__}, not one array of outputs (one row per input)")
     out_shape = outputs.shape
-    shape = jax.eval_shape(lambda w: per_sample(predict(w, x[:k]), y[:k]), w0).shape
+    classes = out_shape[-1] if len(out_shape) == 2 and out_shape[-1] >= 2 else None
+    for name in ("y", "y_test"):  # out of range, optax's cross-entropy reads NaN, and flax's one_hot a row of zeros
+        a = np.asarray(out.get(name, np.zeros(0, int)))
+        if classes and a.ndim == 1 and np.issubdtype(a.dtype, np.integer) and a.size and (a.min() < 0 or a.max() >= classes):
+            raise TaskFailed(f"{model.fn} returned {name} with class indices {a.min()}…{a.max()} for {classes} outputs: classes are 0…{classes - 1}")
+    try:
+        shape = jax.eval_shape(lambda w: per_sample(predict(w, x[:k]), y[:k]), w0).shape
+    except Exception as e:
+        hint = " (y is floating: class indices must be an integer array)" if "integer" in str(e) and not jnp.issubdtype(y.dtype, jnp.integer) else ""
+        raise TaskFailed(f"{model.fn}: loss(outputs, y) raised {type(e).__name__}{hint}: {e}") from e
     if shape != () and math.prod(shape) != k:
         raise TaskFailed(f"{model.fn}: loss(outputs, y) returned shape {shape} for {k} samples; it must return one value per sample (sum over outputs)")
+    at_w0 = np.asarray(jax.jit(lambda w: per_sample(predict(w, x), y))(w0))
+    if not np.isfinite(at_w0).all():
+        first = f" (the first: sample {int(np.argmax(~np.isfinite(at_w0.ravel())))})" if at_w0.size == len(x) else ""
+        raise TaskFailed(
+            f"{model.fn}: loss(apply(params, x), y) is not finite at the initial params for {int((~np.isfinite(at_w0)).sum())} of {at_w0.size} values{first}: check y and the loss"
+        )
     _check_per_sample(model.fn, predict, per_sample, w0, x, y, out_shape[1:])
 
     def loss(w, batch):

@@ -114,6 +114,10 @@ def test_flax_state_beside_params_is_held_fixed(tmp_path):
         ("list_params", "apply(params, x[:2]) raised TypeError (params['w'][0] is a Python list of numbers, which apply receives as a list, not an array"),
         ("int_params", "params['scale'] is dtype int32, not a floating array: every parameter is a float (an integer one takes no gradient)"),
         ("no_params", "returned params with no arrays: params is the pytree of the model's parameters"),
+        ("class_out_of_range", "returned y with class indices 1…3 for 3 outputs: classes are 0…2"),
+        ("float_class_labels", "loss(outputs, y) raised TypeError (y is floating: class indices must be an integer array)"),
+        ("nan_x", "returned x with 1 non-finite values (the first at index (7, 2)): the data must be finite"),
+        ("nan_loss", "loss(apply(params, x), y) is not finite at the initial params for"),
     ],
 )
 def test_what_a_custom_build_returns_is_checked(tmp_path, mistake, fragment):
@@ -126,7 +130,12 @@ def test_what_a_custom_build_returns_is_checked(tmp_path, mistake, fragment):
     (target,) = load_plan(write_config(tmp_path / "e.yaml", {"targets": [{"model": custom}], "samplers": [HMC]})).targets
     with pytest.raises(TaskFailed) as e:
         custom_problem(target.model, 0)
-    sep = ":" if mistake in ("per_output_loss", "broadcast_y", "summed_loss", "batch_norm", "tuple_outputs", "list_params", "int_params") else ""
+    sep = (
+        ":"
+        if mistake
+        in ("per_output_loss", "broadcast_y", "summed_loss", "batch_norm", "tuple_outputs", "list_params", "int_params", "float_class_labels", "nan_loss")
+        else ""
+    )
     assert str(e.value).startswith(f"tests.custom_target:build_broken{sep} {fragment}"), str(e.value)
     if mistake == "batch_norm":
         assert (
