@@ -450,9 +450,13 @@ def build(cls, data, where: str, key: str = ""):
         fail(where, key, f"expected a mapping, got {data!r}")
     data = canonical(cls, data, where, key)
     hints, fields = _known(cls, data, where, key)
+    # a field's error names its aliases too: the user may have written one (renamed above)
+    aliases: dict[str, list[str]] = {}
+    for alias, canon in getattr(cls, "ALIASES", {}).items():
+        aliases.setdefault(canon, []).append(alias)
     kwargs = {}
     for name, f in fields.items():
-        sub = _join(key, name)
+        sub = _join(key, name) + (f" (alias {', '.join(aliases[name])})" if name in aliases else "")
         if name in data:
             # a mapping key left empty in YAML (`overrides:` with its lines commented out) is
             # null: an empty mapping, as an empty section is

@@ -264,7 +264,7 @@ def test_bad_input_through_cli_exit_2_and_write_nothing(project, name, cfg, frag
         (["--set", "provider.walltime=soon"], "provider.walltime: 'soon' is not a duration"),
         (["--set", "executor=dask"], "allowed values: threads, htex"),
         (["--set", "provider.type=pbs"], "allowed values: local, slurm"),
-        (["--set", "workers=0"], "workers: must be > 0"),
+        (["--set", "workers=0"], "workers (alias max_workers): must be > 0"),
         (["--parsl-card", "slurm/cpu", "--set", "provider.acount=lab"], "slurm/cpu.yaml with --set provider.acount=lab: provider.acount: unknown key"),
         (["--set", "nonsense"], "expected KEY=VALUE"),
         (["--parsl-card", "parsl_cards/local.yaml", "--set", "provider.partition=debug"], "need type: slurm"),

@@ -409,7 +409,7 @@ def test_an_integer_written_as_1e5_is_that_integer(tmp_path):
     plan = load_plan(a)
     assert plan.targets[0].label == "dln/n=100000/s0" and plan.runs[0].sampler.draws == 2000 and type(plan.runs[0].sampler.max_steps) is int
     for bad in ("2.5e0", "1e300"):
-        with pytest.raises(InputError, match=re.escape("targets[0].data.n: expected an integer")):
+        with pytest.raises(InputError, match=re.escape("targets[0].data.n (alias n_data): expected an integer")):
             load_plan(b, [f"targets.0.data.n={bad}"])
 
 
@@ -461,6 +461,13 @@ def test_teacher_presets(tmp_path):
             {},
             ["targets[0].data.noise", "alias of noise_model, which is also given"],
         ),
+        # given by an alias (the original's `noise`, `warmup`), a bad value's error names it too
+        (
+            {"model": "small", "data": "small", "overrides": {"data": {"noise": 0.3}}},
+            {},
+            ["targets[0].data.noise_model (alias noise)", "allowed values: gauss"],
+        ),
+        ({"model": "quadratic"}, {"name": "sgld", "overrides": {"warmup": -1}}, ["samplers[0].burnin (alias warmup)", "must be >= 0"]),
         ({"model": "small", "data": "no_such"}, {}, ["targets[0].data", "unknown data preset", "gauss_aniso, gauss_iso, heavy_tail"]),
         ({"model": "quadratic"}, {"name": "vi", "overrides": {"M": 0}}, ["samplers[0].M", "must be > 0"]),
         ({"model": "quadratic"}, {"name": "vi", "overrides": {"r": 1.5}}, ["samplers[0].r", "expected an integer"]),
