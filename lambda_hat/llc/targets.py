@@ -160,13 +160,14 @@ def _check_params(fn: str, params) -> list[str]:
     integer leaf back after each move, so it would enter d, take no gradient and jump where the
     chains cross an integer. Returns the paths of lists of numbers (for apply's error)."""
     import jax
+    import jax.numpy as jnp
 
     leaves = jax.tree_util.tree_leaves_with_path(params)
     if not leaves:
         raise TaskFailed(f"{fn} returned params with no arrays: params is the pytree of the model's parameters")
     for path, leaf in leaves:
         kind = np.asarray(leaf).dtype if isinstance(leaf, (float, int, np.ndarray, np.generic)) or hasattr(leaf, "dtype") else None
-        if kind is None or not np.issubdtype(kind, np.floating):
+        if kind is None or not jnp.issubdtype(kind, jnp.floating):  # jnp's: numpy's misses bfloat16
             what = f"dtype {kind}" if kind is not None else type(leaf).__name__
             raise TaskFailed(
                 f"{fn}: params{jax.tree_util.keystr(path)} is {what}, not a floating array: every parameter is a float (an integer one takes no gradient)"
