@@ -1049,13 +1049,13 @@ def _overrides(raw, overrides: tuple[str, ...], where: str, multirun: bool):
         tag = entry.setdefault(_SWEPT, len(marked))
         marked.setdefault(tag, []).append((".".join(parts[n:]), values))
     raw = apply_overrides(raw, plain_pairs, where, route=_entry_route)
-    found = set()
+    found, copies = set(), {}  # copies: "samplers[1]" → what it is a copy of, for errors (_copy_error)
 
-    def expand(entries):
+    def expand(entries, at: str):
         if not isinstance(entries, list):
             return entries
         out = []
-        for e in entries:
+        for i, e in enumerate(entries):
             tag = e.pop(_SWEPT, None) if isinstance(e, dict) else None
             if tag is None:
                 out.append(e)
@@ -1063,19 +1063,33 @@ def _overrides(raw, overrides: tuple[str, ...], where: str, multirun: bool):
             found.add(tag)
             keys = marked[tag]
             for combo in itertools.product(*(v for _, v in keys)):
-                out.append(apply_overrides(e, [f"{k}={v}" for (k, _), v in zip(keys, combo)], where, "-m"))
+                pairs = [f"{k}={v}" for (k, _), v in zip(keys, combo)]
+                copies[f"{at}[{len(out)}]"] = f"the -m copy of {at}[{i}] with {', '.join(pairs)}"
+                out.append(apply_overrides(e, pairs, where, "-m"))
         return out
 
     if marked and isinstance(raw, dict):
         for k in ("samplers", "targets"):
             if k in raw:
-                raw[k] = expand(raw[k])
-        for t in raw.get("targets") if isinstance(raw.get("targets"), list) else []:
+                raw[k] = expand(raw[k], k)
+        for i, t in enumerate(raw.get("targets") if isinstance(raw.get("targets"), list) else []):
             if isinstance(t, dict) and "samplers" in t:
-                t["samplers"] = expand(t["samplers"])
+                t["samplers"] = expand(t["samplers"], f"targets[{i}].samplers")
     if len(found) < len(marked):
         raise InputError(f"{where}: -m: another override replaced or removed an entry that a multirun key is in")
-    return raw
+    return raw, copies
+
+
+def _copy_error(e: InputError, where: str, copies: dict) -> InputError:
+    """An error about an entry that -m copied names the entry of the file and the values it
+    was copied with: `samplers[1]` alone would point at another entry of the file."""
+    msg = str(e)
+    loc = msg[len(where) + 2 :].split(":", 1)[0] if msg.startswith(f"{where}: ") else ""
+    # the longest copied entry the location is in (targets[0].samplers[2] before targets[0])
+    hits = [c for c in copies if loc == c or loc.startswith((f"{c}.", f"{c}["))]
+    if not hits:
+        return e
+    return InputError(f"{msg} ({max(hits, key=len)} is {copies[max(hits, key=len)]})")
 
 
 def _sampler_names(raw):
@@ -1100,7 +1114,15 @@ def load_plan(path: Path, overrides: tuple[str, ...] = (), multirun: bool = Fals
     raw = load_yaml(path)
     if raw is None:
         fail(str(path), "", "file is empty; expected keys targets, samplers")
-    raw = _sampler_names(_overrides(_sampler_names(raw), overrides, str(path), multirun))
+    raw, copies = _overrides(_sampler_names(raw), overrides, str(path), multirun)
+    try:
+        return _plan(path, _sampler_names(raw))
+    except InputError as e:
+        raise _copy_error(e, str(path), copies) from None
+
+
+def _plan(path: Path, raw) -> Plan:
+    """The plan of an experiments file's data, overrides applied."""
     for section in ("targets", "samplers"):  # Hydra's habit: several values where one goes
         entries = raw.get(section) if isinstance(raw, dict) else None
         for i, e in enumerate(entries if isinstance(entries, list) else []):

@@ -781,8 +781,13 @@ def test_hydra_multirun_copies_an_entry_per_value(project):
         (("-m", "jax_enable_x64=true,false"), "-m jax_enable_x64: only a key inside an entry takes several values"),
         (("-m", "samplers.7.draws=200,300"), "-m samplers.7.draws: samplers.7 is not an entry of the file (samplers has 1)"),
         (("-m", "samplers.0.draws=200,,300"), "an empty value"),
-        (("-m", "samplers.0.draws=200,-1"), "samplers[1].draws: must be > 0"),
-        (("-m", "samplers.0.draws=200,200"), "duplicates samplers[0] (same resolved config)"),
+        # the copy's error says what it is a copy of: samplers[1] alone would be another entry of the file
+        (("-m", "samplers.0.draws=200,-1"), "samplers[1].draws: must be > 0, got -1 (samplers[1] is the -m copy of samplers[0] with overrides.draws=-1)"),
+        (("-m", "targets.0.seed=0,-2"), "targets[1].seed: must be >= 0, got -2 (targets[1] is the -m copy of targets[0] with seed=-2)"),
+        (
+            ("-m", "samplers.0.draws=200,200"),
+            "duplicates samplers[0] (same resolved config) (samplers[1] is the -m copy of samplers[0] with overrides.draws=200)",
+        ),
         (("-m", "samplers.0.draws=200,300", "~samplers.0"), "another override replaced or removed an entry"),
     ]:
         r = cli("workflow", "llc", "--local", *bad, cwd=project)
