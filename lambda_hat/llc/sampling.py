@@ -60,6 +60,8 @@ def estimate(post, cfg, model: dict, log=lambda msg: None, llc_true: float | Non
         raise ValueError(f"eval_every = {cfg.eval_every} keeps {trace.loss.shape[1]} draws per chain (< {MIN_KEPT}); lower eval_every")
     trace.idata = traces.inference_data(trace, post.n_beta, post.L_star, {"sampler": plain(cfg), "n": post.n, "d": post.dim})
     out = summarize(trace.idata)
+    if trace.idata.posterior.attrs.get("minibatch_statistic"):  # arviz then reads the table's ESS and R̂ from its group
+        traces.add_blocks(trace.idata, out["diag_block"])
     out.update(
         fge=trace.fge, n=post.n, d=post.dim, n_beta=post.n_beta, gamma=post.gamma, L_star=post.L_star, sample_sec=sec,
         calibration_sec=spec.seconds, grad_norm=spec.grad_norm, wstar_shift=spec.wstar_shift,

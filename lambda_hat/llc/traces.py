@@ -2,7 +2,8 @@
 
 posterior: `loss` (L_n at each kept draw) and `llc` (nβ(L_n − L_n(w*)), whose mean is λ̂), chain ×
 draw. sample_stats: what the sampler has per draw (diverging, energy, acceptance rate, step size,
-MCLMC's energy change) and the cumulative work (`fge`). VI's ELBO curve is the group `vi_fit`.
+MCLMC's energy change) and the cumulative work (`fge`). VI's ELBO curve is the group `vi_fit`;
+SGLD's minibatch statistic in blocks, whose diagnostics are the table's, the group `blocked`.
 The posterior's attrs hold the run's config (JSON) and the scalars of the estimate.
 """
 
@@ -57,6 +58,20 @@ def inference_data(trace, n_beta: float, L_star: float, attrs: dict):
     scalars = {k: v for k, v in trace.extras.items() if k not in PER_DRAW and k not in ("elbo", "step_size")}
     annotate(idata, {**scalars, **attrs, "n_beta": n_beta, "L_star": L_star})
     return idata
+
+
+def add_blocks(idata, m: int) -> None:
+    """Group `blocked`: a minibatch statistic's `llc` as means of m draws (chain × draw, a draw per
+    block), on which arviz's ESS, R̂ and MCSE read as the table's: per draw its batch noise inflates
+    the ESS and shrinks the MCSE (estimator.py), and az.summary of the posterior looks healthier
+    than the run is."""
+    import xarray as xr
+
+    from lambda_hat.llc.estimator import block_means
+
+    x = block_means(np.asarray(idata.posterior["llc"].values, dtype=np.float64), m)
+    idata.add_groups({"blocked": xr.Dataset({"llc": (("chain", "draw"), x)}, attrs={"block": m})})
+    annotate(idata, {"diagnostics_group": "blocked"})
 
 
 def annotate(idata, attrs: dict) -> None:

@@ -8,7 +8,7 @@ sampler does not fail by chance; a clean run (no warning) must be within the tol
 import arviz as az
 import pytest
 
-from lambda_hat.llc import theory
+from lambda_hat.llc import theory, traces
 from lambda_hat.llc.checks import NOISE_MAX, run_warnings
 from lambda_hat.llc.estimator import mcse_mean, summarize
 from lambda_hat.llc.sampling import estimate
@@ -59,7 +59,7 @@ def test_shipped_preset_on_regular_target(case):
         ("vi_meanfield", (4, 3, 3, 4), 1000),
     ],
 )
-def test_shipped_preset_on_deep_linear_network(name, widths, n):
+def test_shipped_preset_on_deep_linear_network(name, widths, n, tmp_path):
     """3 layers, rank = narrowest width: Aoyagi's λ is the local value at any trained optimum."""
     post, model = deep_linear(widths, n)
     m, trace = estimate(post, preset(name), model)
@@ -67,6 +67,13 @@ def test_shipped_preset_on_deep_linear_network(name, widths, n):
     check(m, m["llc_true"], 0.10)
     if name.startswith("sgld"):  # the batch noise far from w*: its diagnostics on block means
         assert m["diag_block"] > 1, m["diag_block"]
+        # which trace.nc holds, so that arviz reads the table's ESS, R̂ and MCSE (per draw: optimistic)
+        traces.write(trace.idata, tmp_path / "trace.nc")
+        idata = traces.read(tmp_path / "trace.nc")
+        assert idata.posterior.attrs["diagnostics_group"] == "blocked" and idata.blocked.attrs["block"] == m["diag_block"]
+        s = az.summary(idata, var_names=["llc"], group="blocked", round_to="none").loc["llc"]
+        assert s["ess_bulk"] == pytest.approx(m["ess_bulk"]) and s["r_hat"] == pytest.approx(m["r_hat"]) and s["mcse_mean"] == pytest.approx(m["mcse"]), (s, m)
+        assert az.summary(idata, var_names=["llc"], round_to="none").loc["llc", "ess_bulk"] > 2 * m["ess_bulk"]  # what the draws would say
         # Either the blocks bring the noise down (and the MCSE up from the per-draw one, which the
         # noise shrinks), or the run says they could not. RMSProp SGLD on [3, 5, 4, 3] at batch
         # 256 does either by its random numbers (per-draw noise variance ~2 000 over a signal's ~5).
