@@ -15,10 +15,10 @@ from lambda_hat.engine.typed import build
 from lambda_hat.llc import traces
 from lambda_hat.llc.checks import ebfmi
 from lambda_hat.llc.config import VI, PlotTask
-from lambda_hat.llc.estimator import blocked, mcse_mean
+from lambda_hat.llc.estimator import block_means, blocked, mcse_mean
 
 # Bump to redraw every plot (it is part of the diagnose task IDs).
-PLOTS_VERSION = 5  # 5: SGLD's corrected λ̂ on the running plot
+PLOTS_VERSION = 6  # 6: SGLD's rank plot on block means
 
 
 def _plt():
@@ -92,11 +92,17 @@ def diagnose_run(ctx, cfg: PlotTask) -> dict:
     out["running_llc"] = _save(fig, wd / "running_llc.png")
 
     import arviz as az
+    import xarray as xr
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         fig, ax = plt.subplots(figsize=(7, 3.6))
-        if chains > 1:
+        block = int(m.get("diag_block") or 1)
+        if chains > 1 and block > 1:  # SGLD's minibatch statistic: per draw its noise reads uniform however far apart the chains are
+            ranked = idata.blocked if "blocked" in idata.groups() else xr.Dataset({"llc": (("chain", "draw"), block_means(llc, block))})
+            az.plot_rank(ranked, var_names=["llc"], ax=ax)
+            ax.set(title=f"Rank plot of λ̂ in blocks of {block} draws (uniform when chains agree): {label}", xlabel="rank (all chains)", ylabel="chain")
+        elif chains > 1:
             az.plot_rank(idata, var_names=["llc"], ax=ax)
             ax.set(title=f"Rank plot of λ̂ draws (uniform when chains agree): {label}", xlabel="rank (all chains)", ylabel="chain")
         else:
