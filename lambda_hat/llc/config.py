@@ -1086,10 +1086,8 @@ def _copy_error(e: InputError, where: str, copies: dict) -> InputError:
     msg = str(e)
     loc = msg[len(where) + 2 :].split(":", 1)[0] if msg.startswith(f"{where}: ") else ""
     # the longest copied entry the location is in (targets[0].samplers[2] before targets[0])
-    hits = [c for c in copies if loc == c or loc.startswith((f"{c}.", f"{c}["))]
-    if not hits:
-        return e
-    return InputError(f"{msg} ({max(hits, key=len)} is {copies[max(hits, key=len)]})")
+    hit = max((c for c in copies if loc == c or loc.startswith((f"{c}.", f"{c}["))), key=len, default=None)
+    return InputError(f"{msg} ({hit} is {copies[hit]})") if hit else e
 
 
 def _sampler_names(raw):

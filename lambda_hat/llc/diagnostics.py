@@ -99,8 +99,7 @@ def diagnose_run(ctx, cfg: PlotTask) -> dict:
         fig, ax = plt.subplots(figsize=(7, 3.6))
         block = int(m.get("diag_block") or 1)
         if chains > 1 and block > 1:  # SGLD's minibatch statistic: per draw its noise reads uniform however far apart the chains are
-            ranked = idata.blocked if "blocked" in idata.groups() else xr.Dataset({"llc": (("chain", "draw"), block_means(llc, block))})
-            az.plot_rank(ranked, var_names=["llc"], ax=ax)
+            az.plot_rank(xr.Dataset({"llc": (("chain", "draw"), block_means(llc, block))}), var_names=["llc"], ax=ax)
             ax.set(title=f"Rank plot of λ̂ in blocks of {block} draws (uniform when chains agree): {label}", xlabel="rank (all chains)", ylabel="chain")
         elif chains > 1:
             az.plot_rank(idata, var_names=["llc"], ax=ax)

@@ -166,7 +166,7 @@ def _check_params(fn: str, params) -> list[str]:
     if not leaves:
         raise TaskFailed(f"{fn} returned params with no arrays: params is the pytree of the model's parameters")
     for path, leaf in leaves:
-        kind = np.asarray(leaf).dtype if isinstance(leaf, (float, int, np.ndarray, np.generic)) or hasattr(leaf, "dtype") else None
+        kind = np.asarray(leaf).dtype if isinstance(leaf, (int, float)) or hasattr(leaf, "dtype") else None
         if kind is None or not jnp.issubdtype(kind, jnp.floating):  # jnp's: numpy's misses bfloat16
             what = f"dtype {kind}" if kind is not None else type(leaf).__name__
             raise TaskFailed(
