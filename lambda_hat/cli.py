@@ -33,6 +33,7 @@ MOVED = {
     "workflow tune": _NO_TUNER,
     "workflow optuna": _NO_TUNER,
 }
+SETTINGS_HELP = " Snakemake's --config KEY=VALUE (no such file): an override, as KEY=VALUE after the options."
 TIMEOUT_HELP = "Kill any {} running longer than this (90, 30m, 1h30m, HH:MM:SS){}."
 TRACK_HELP = "Log every finished task as a run in MLflow (MLFLOW_TRACKING_URI or ./mlruns) or W&B (offline in ./wandb without WANDB_API_KEY); repeatable; needs the tracking extra."
 
@@ -96,14 +97,19 @@ def _command(wf) -> click.Command:
         if len(given) > 1:
             _fail(InputError(f"{' and '.join(given)} exclude each other"))
         parsl_card = BACKENDS[backend] if backend else parsl_card
-        given = _one_file(kw.pop("file", None), kw.pop("config", None), wf.config_help)
-        path = _config_file(wf, given, kw.pop("config_path"), kw.pop("config_name"))
+        jobs, kw["cfg"] = _c_flag(kw.pop("c_flag"), jobs, kw["cfg"])
+        # Snakemake's --config KEY=VALUE… sets values: overrides, where no such file exists
+        config, file = kw.pop("config", None), kw.pop("file", None)
+        settings = [str(p) for p in (config, file) if _is_setting(p)]
+        given = _one_file(None if _is_setting(file) else file, None if _is_setting(config) else config, wf.config_help)
+        path = _config_file(wf, given, kw.pop("config_path"), kw.pop("config_name"), kw.pop("config_dir"))
         other = _other_workflow(path, wf.name)
         if other:
             _fail(InputError(f"{path} is {FILES[other]}, not {FILES.get(wf.name, 'a ' + wf.name + ' file')}: run it with `{_run_it(other, path)}`"))
         common = {k: kw.pop(k) for k in ("force", "dry_run", "timeout", "track", "cfg", "print_commands")}
         try:
             overrides, extra = wf.parse(kw)
+            overrides = (*map(str, settings), *overrides)
             card = load_card(parsl_card, sets)
             if jobs is not None:
                 card = load_card(parsl_card, (*sets, f"workers={_jobs(jobs, card)}"))
@@ -129,7 +135,7 @@ def _command(wf) -> click.Command:
     noun = wf.noun
     params = [
         click.option("--local", is_flag=True, help="Run on this machine with parsl_cards/local.yaml (the default)."),
-        click.option("--parsl-card", metavar="CARD", help=CARD_HELP),
+        click.option("--parsl-card", "--profile", "parsl_card", metavar="CARD", help=CARD_HELP + " Also as Snakemake's --profile."),
         click.option(
             "--backend",
             type=click.Choice(list(BACKENDS)),
@@ -178,22 +184,29 @@ def _command(wf) -> click.Command:
             metavar="N",
             help="Run at most N tasks at once (per node on SLURM): the card's `workers`, as --set workers=N; `all`: one per core.",
         ),
+        click.option("-c", "c_flag", metavar="N|job", help="Snakemake's -c N (--cores N) or Hydra's -c job (--cfg job)."),
         click.option("--timeout", metavar="DURATION", help=TIMEOUT_HELP.format(noun.split()[0].rstrip("s"), wf.timeout_help)),
         click.option("--track", multiple=True, metavar="mlflow|wandb", help=TRACK_HELP),
         *wf.cli(),
     ]
     if wf.config_file:
-        params.insert(0, click.option("--config", type=click.Path(path_type=Path), help=f"{wf.config_help}  [default: {wf.config_file}]"))
+        params.insert(
+            0,
+            click.option(
+                "--config", "--configfile", "config", type=click.Path(path_type=Path), help=f"{wf.config_help}  [default: {wf.config_file}]{SETTINGS_HELP}"
+            ),
+        )
     else:  # the file as an argument, or as --config like the other workflows' files
         params[0:0] = [
             click.argument("file", metavar=wf.config_help, required=False, type=click.Path(path_type=Path)),
-            click.option("--config", type=click.Path(path_type=Path), help=f"The same as {wf.config_help}."),
+            click.option("--config", "--configfile", "config", type=click.Path(path_type=Path), help=f"The same as {wf.config_help}.{SETTINGS_HELP}"),
         ]
     # Hydra's spelling of the same choice: --config-path DIR --config-name NAME is DIR/NAME.yaml (or .yml)
     default = f"{Path(wf.config_file).parent}, the directory of the default file" if wf.config_file else "config/sweeps"
     params[1:1] = [
         click.option("--config-path", "-cp", "config_path", metavar="DIR", help=f"Hydra's --config-path: the directory of --config-name (default: {default})."),
         click.option("--config-name", "-cn", "config_name", metavar="NAME", help="Hydra's --config-name: the file NAME.yaml (or NAME.yml) in --config-path."),
+        click.option("--config-dir", "-cd", "config_dir", metavar="DIR", help="Hydra's --config-dir: a directory searched for the file before --config-path."),
     ]
     for decorate in reversed(params):
         callback = decorate(callback)
@@ -227,6 +240,27 @@ def _jobs(jobs: str, card) -> int:
     return int(jobs)
 
 
+def _is_setting(p: Path | None) -> bool:
+    return p is not None and "=" in str(p) and not p.exists()
+
+
+def _c_flag(value: str | None, jobs: str | None, cfg: str | None) -> tuple[str | None, str | None]:
+    """-c: Snakemake's -c N (--cores N) or Hydra's -c job (--cfg job); `all` would be either."""
+    if value is None:
+        return jobs, cfg
+    if value == "all":
+        _fail(InputError("-c all: Snakemake's --cores all (a task per core) or Hydra's --cfg all (every task's config printed)? give the long form"))
+    if value == "job":
+        if cfg is not None:
+            _fail(InputError("-c job and --cfg: give it once"))
+        return jobs, "job"
+    if not value.isdigit():
+        _fail(InputError(f"-c: expected a number of cores (Snakemake's -c N, as --cores N) or job (Hydra's -c job, as --cfg job), got {value!r}"))
+    if jobs is not None:
+        _fail(InputError(f"-c {value} and --jobs/--cores: give it once"))
+    return value, cfg
+
+
 def _one_file(arg: Path | None, config: Path | None, name: str) -> Path | None:
     """A workflow file given as an argument or as --config (the habit from `workflow llc`): once."""
     if arg is not None and config is not None and arg != config:
@@ -240,25 +274,36 @@ def _default_exists(path: Path) -> None:
         _fail(InputError(f"{path}: file not found (the default, relative to {Path.cwd()}): run in the project's directory, or give --config FILE"))
 
 
-def _config_file(wf, given: Path | None, config_path: str | None, config_name: str | None) -> Path:
-    """The workflow's file: --config (or FILE), Hydra's --config-path/--config-name, or the default."""
-    if given is not None and (config_path or config_name):
-        _fail(InputError(f"{'--config' if wf.config_file else wf.config_help} and --config-{'name' if config_name else 'path'} exclude each other"))
+def _config_file(wf, given: Path | None, config_path: str | None, config_name: str | None, config_dir: str | None = None) -> Path:
+    """The workflow's file: --config (or FILE), Hydra's --config-dir/--config-path/--config-name, or the default."""
+    hydra = [flag for flag, v in (("--config-name", config_name), ("--config-path", config_path), ("--config-dir", config_dir)) if v]
+    if given is not None and hydra:
+        _fail(InputError(f"{'--config' if wf.config_file else wf.config_help} and {hydra[0]} exclude each other"))
     if given is not None:
         return given
+    if config_name is None and wf.config_file is None:
+        _fail(InputError(f"missing {wf.config_help}: give the file (e.g. config/sweeps/blobs.yaml) or --config-name NAME"))
+    # Hydra's search path: --config-dir first, then --config-path (or the default file's folder)
+    searched = [Path(config_dir)] if config_dir else []
+    if searched and not searched[0].is_dir():
+        _fail(InputError(f"--config-dir {config_dir}: no such directory"))
+    for folder in searched:
+        if found := yaml_named(folder, config_name or Path(wf.config_file).name):
+            return found
     if config_name is None:
-        if wf.config_file is None:
-            _fail(InputError(f"missing {wf.config_help}: give the file (e.g. config/sweeps/blobs.yaml) or --config-name NAME"))
         path = Path(config_path or Path(wf.config_file).parent) / Path(wf.config_file).name
         if config_path is None:
             _default_exists(path)
         return path
     folder = Path(config_path or (Path(wf.config_file).parent if wf.config_file else "config/sweeps"))
+    searched.append(folder)
     path = yaml_named(folder, config_name)
     if path is None:
         path = folder / (config_name if config_name.endswith(YAML_SUFFIXES) else f"{config_name}.yaml")
-        if folder.is_dir():  # Hydra's habit: a name, so list the names
-            _fail(InputError(f"{path}: file not found; --config-name takes one of: {', '.join(sorted(yaml_stems(folder))) or f'(no YAML files in {folder})'}"))
+        if any(f.is_dir() for f in searched):  # Hydra's habit: a name, so list the names
+            names = sorted({n for f in searched if f.is_dir() for n in yaml_stems(f)})
+            where = f"{path}: file not found" if len(searched) == 1 else f"{path.name}: in neither {searched[0]} nor {folder}"
+            _fail(InputError(f"{where}; --config-name takes one of: {', '.join(names) or f'(no YAML files in {folder})'}"))
     return path
 
 

@@ -715,6 +715,47 @@ def test_hydra_config_path_and_name(project):
     assert r.returncode == 2 and r.stderr == f"error: {where}\n" and not (project / "elsewhere" / "results").exists(), r.stderr
 
 
+def test_snakemake_config_profile_and_short_flags(project):
+    """Snakemake's --configfile FILE, --config KEY=VALUE… (values, not a file), --profile CARD and
+    -c N (its --cores); Hydra's -c job (--cfg job) and -cd/--config-dir DIR (searched before the
+    default folder). `-c all` is either tool's, so an error asks for the long form."""
+    doc = {"targets": [{"model": "quadratic", "seed": 0}], "samplers": [{"name": "hmc", "overrides": {"draws": 300}}]}
+    write_config(project / "config" / "experiments.yaml", doc)
+    write_config(project / "mine" / "experiments.yaml", {**doc, "targets": [{"model": "quadratic", "seed": s} for s in (0, 1)]})
+    write_config(project / "mine" / "three.yaml", {**doc, "samplers": ["hmc", "mclmc", "sgld"]})
+    dry = cli("workflow", "llc", "-n", cwd=project).stdout
+    assert cli("workflow", "llc", "-n", "--configfile", "config/experiments.yaml", cwd=project).stdout == dry
+    r = cli("workflow", "llc", "-n", "--config", "samplers.0.draws=100", "targets.0.seed=4", cwd=project)
+    assert r.returncode == 0 and r.stdout == cli("workflow", "llc", "-n", "samplers.0.draws=100", "targets.0.seed=4", cwd=project).stdout, r.stderr
+    assert r.stdout.startswith("overrides: samplers.0.draws=100 targets.0.seed=4\n") and "quadratic/s4" in r.stdout
+    r = cli("workflow", "llc", "-n", "--profile", "slurm/cpu", cwd=project)
+    assert r.returncode == 0 and "executor: htex, 32 task(s)" in r.stdout, r.stdout + r.stderr
+    for flags in (["-c", "3"], ["-c3"]):
+        r = cli("workflow", "llc", "-n", *flags, cwd=project)
+        assert r.returncode == 0 and "3 task(s) at once" in r.stdout, (flags, r.stdout + r.stderr)
+    assert cli("workflow", "llc", "-c", "job", cwd=project).stdout == cli("workflow", "llc", "--cfg", "job", cwd=project).stdout
+    for flags, tasks in ((["-cd", "mine"], 4), (["--config-dir", "mine", "-cn", "three"], 4), (["-cd", "mine", "-cn", "experiments"], 4)):
+        r = cli("workflow", "llc", "-n", *flags, cwd=project)
+        assert r.returncode == 0 and f"{tasks} task(s) to run ({tasks} new)" in r.stdout, (flags, r.stdout + r.stderr)
+    (project / "mine" / "experiments.yaml").unlink()  # not in --config-dir: the default folder's
+    assert cli("workflow", "llc", "-n", "-cd", "mine", cwd=project).stdout == dry
+    for args, msg in [
+        (["-c", "all"], "-c all: Snakemake's --cores all (a task per core) or Hydra's --cfg all (every task's config printed)? give the long form"),
+        (["-c", "x"], "-c: expected a number of cores (Snakemake's -c N, as --cores N) or job (Hydra's -c job, as --cfg job), got 'x'"),
+        (["-c", "2", "-j", "2"], "-c 2 and --jobs/--cores: give it once"),
+        (["-cd", "nowhere"], "--config-dir nowhere: no such directory"),
+        (["-cd", "mine", "-cn", "nope"], "nope.yaml: in neither mine nor config; --config-name takes one of: experiments, three"),
+        (["--config", "mine/three.yaml", "-cd", "mine"], "--config and --config-dir exclude each other"),
+        (["--config", "samplers.0.drawz=1"], "config/experiments.yaml: samplers[0].drawz: unknown key"),
+    ]:
+        r = cli("workflow", "llc", "-n", *args, cwd=project)
+        assert r.returncode == 2 and r.stderr.startswith(f"error: {msg}") and len(r.stderr.splitlines()) == 1, (args, r.stderr)
+    write_config(project / "config" / "sweeps" / "toy.yaml", {"task": "tests.tasks:toy", "rank_by": [{"metric": "score"}], "grid": {"width": [4, 8]}})
+    r = cli("workflow", "sweep", "config/sweeps/toy.yaml", "--config", "grid.width=[4, 8, 16]", "-n", cwd=project)
+    assert r.returncode == 0 and "3 task(s) to run (3 new)" in r.stdout, r.stdout + r.stderr
+    assert not (project / "runs").exists() and not (project / "results").exists()
+
+
 def test_every_command_takes_its_file_as_config(project):
     """`--config FILE`, the habit from `workflow llc`, also names the file of `workflow sweep`,
     `status` and `report`, which take it as an argument; given both ways, it must be one file."""
