@@ -193,7 +193,7 @@ def _command(wf) -> click.Command:
         params.insert(
             0,
             click.option(
-                "--config", "--configfile", "config", type=click.Path(path_type=Path), help=f"{wf.config_help}  [default: {wf.config_file}]{SETTINGS_HELP}"
+                "--config", "--configfile", "config", type=click.Path(path_type=Path), help=f"{wf.config_help}{SETTINGS_HELP}  [default: {wf.config_file}]"
             ),
         )
     else:  # the file as an argument, or as --config like the other workflows' files
