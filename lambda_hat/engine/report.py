@@ -49,21 +49,33 @@ def ranked(df: pd.DataFrame, rank_by) -> pd.DataFrame:
 
 def unranked(sweep, rows: list[dict]) -> list[str]:
     """The rank metrics no finished experiment returned (a typo in rank_by, a task that stopped
-    returning one): said on the console and in the summary, since nothing else would show it."""
+    returning one), or returned as NaN or ±inf (a run that diverged): said on the console and in
+    the summary, since the table's empty cells would not tell them from a metric never returned."""
     done = [r for r in rows if r["status"] == Status.DONE]
     have = {k for r in done for k, v in r.items() if v is not None}
     fixed = {*COLUMNS, "time_sec", *sweep.factors}
     metrics = ", ".join(sorted(have - fixed)) or "none"
-    return [
+    out = [
         f"rank_by metric {r.metric!r} is not a metric of any finished experiment (they have: {metrics})"
         for r in sweep.spec.rank_by
         if done and r.metric not in have
     ]
+    for r in sweep.spec.rank_by:
+        bad = [row["experiment_id"] for row in done if isinstance(row.get(r.metric), float) and not math.isfinite(row[r.metric])]
+        if bad:
+            some = "; ".join(bad[:3]) + (f"; … ({len(bad)} in all)" if len(bad) > 3 else "")
+            out.append(
+                f"rank_by metric {r.metric!r} is NaN or infinite in {len(bad)} finished experiment(s) ({some}): ranked last, left out of the statistics and plots"
+            )
+    return out
 
 
 def _numeric(col: pd.Series) -> pd.Series:
-    """A metric column as numbers (text that is not one: missing)."""
-    return col if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col) else pd.to_numeric(col.astype(object), errors="coerce")
+    """A metric column as numbers (text that is not one, NaN and ±inf: missing, so that a diverged
+    run's inf never ranks first)."""
+    if not pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col):
+        col = pd.to_numeric(col.astype(object), errors="coerce")
+    return col.mask(col.isin([np.inf, -np.inf]))
 
 
 def pareto(done: pd.DataFrame, metric: str, goal: str, params: str = "params") -> pd.DataFrame:

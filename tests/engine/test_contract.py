@@ -162,6 +162,29 @@ def test_snakemake_np_prints_each_shell_command(project):
     assert sorted(log.read_text().splitlines()[0][:13] for log in logs) == ["$ test 0.1 !=", "$ test 0.5 !="], [log.read_text() for log in logs]
 
 
+def test_a_metric_nan_or_infinite_ranks_last_and_is_named(project):
+    """A diverged run's NaN or inf rank metric (Python's json writes both) is neither ranked best
+    (inf under goal max) nor left as a blank that reads like a metric never returned: it ranks
+    last, stays out of the statistics, and a warning on the console and in the summary names it."""
+    doc = {
+        "command": "echo '{{\"score\": {v}}}' > {outdir}/metrics.json",
+        "rank_by": [{"metric": "score", "goal": "max"}],
+        "grid": {"v": ["0.5", "Infinity", "NaN", "0.7"]},
+    }
+    p = write_config(project / "config" / "sweeps" / "nan.yaml", doc)
+    r = cli("workflow", "sweep", str(p), "--local", cwd=project)
+    warning = "rank_by metric 'score' is NaN or infinite in 2 finished experiment(s) (v=Infinity; v=NaN): ranked last, left out of the statistics and plots"
+    assert r.returncode == 0 and f"warning: {warning}" in r.stdout, r.stdout + r.stderr
+    table = pd.read_csv(project / "results/sweeps/nan/comparison_table.csv")
+    assert list(table.experiment_id) == ["v=0.7", "v=0.5", "v=Infinity", "v=NaN"], table
+    summary = (project / "results/sweeps/nan/summary_report.md").read_text()
+    assert f"**Warning:** {warning}." in summary
+    stats = summary.split("## Statistics by v")[1].split("\n## ")[0]  # levels with a finite metric only
+    assert "| 0.5 | 1 |" in stats and "| 0.7 | 1 |" in stats and "Infinity" not in stats and "NaN" not in stats, stats
+    r = cli("report", str(p), "--no-plots", cwd=project)
+    assert r.returncode == 0 and f"warning: {warning}" in r.stdout, r.stdout + r.stderr
+
+
 METRICS_SCRIPT = """
 import json, sys
 lr, width, out = float(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
