@@ -112,6 +112,19 @@ def test_killed_stage_resumes_from_saved_epoch(project, tmp_path):
     assert pd.read_parquet(other / "results/progressive.parquet").gap.iloc[0] == pytest.approx(df.gap.iloc[0], rel=1e-5)
 
 
+def test_a_diverged_stage_fails_and_its_dependants_do_not_run(project):
+    """A stage whose loss turns NaN or inf fails (no model saved), naming its epoch and lr; the
+    stage chained from it does not run; the exit code is 1. Before, it was `done` with gap nan."""
+    doc = {**SMALL, "data": {"n_train": 4, "n_val": 2}, "stages": [{**SMALL["stages"][0], "epochs": 3, "lr": 1e30}, {**SMALL["stages"][1], "epochs": 1}]}
+    write_config(project / "config" / "progressive.yaml", doc)
+    r = cli("workflow", "progressive", "--local", cwd=project)
+    assert r.returncode == 1 and "failed: stage s16: FloatingPointError: the loss became NaN or infinite in epoch" in r.stdout, r.stdout + r.stderr
+    assert "the stage diverged; lower its lr (1e+30)" in r.stdout
+    df = pd.read_parquet(project / "results/progressive.parquet").set_index("stage")
+    assert df.loc["s16", "status"] == "failed" and df.loc["s32", "status"] == "skipped", df
+    assert not list((project / "runs/stage").glob("*/model.pt"))
+
+
 def test_list_dry_run_and_bad_config(project):
     p = write_config(project / "config" / "progressive.yaml", SMALL)
     r = cli("workflow", "progressive", "--list", cwd=project)

@@ -160,7 +160,7 @@ def generate(ctx, cfg: BucketData) -> dict:
     return make(ctx.workdir, cfg.n, cfg.seed, cfg.n_train, cfg.n_val, cfg.families)
 
 
-@task(StageRun)
+@task(StageRun, version=2)  # 2: a diverged stage fails (it was done, with gap nan)
 def train_stage(ctx, cfg: StageRun) -> dict:
     """One stage. deps: the data of every bucket (config "buckets" order), then the parent stage."""
     import torch
@@ -200,12 +200,16 @@ def train_stage(ctx, cfg: StageRun) -> dict:
         model.train()
         loaders = [iter(DataLoader(g, batch_size=c["stage"]["batch"], shuffle=True, generator=gen)) for g in train.values()]
         order = torch.cat([torch.full((len(ld),), i) for i, ld in enumerate(loaders)])  # batches never mix sizes
+        finite = torch.tensor(True, device=device)  # read once an epoch: no host sync per batch on a GPU
         for i in order[torch.randperm(len(order), generator=gen)].tolist():
             batch = next(loaders[i]).to(device)
             value = loss(model, batch)
+            finite &= torch.isfinite(value.detach())
             opt.zero_grad()
             value.backward()
             opt.step()
+        if not finite:  # a diverged stage fails (its dependants with it), before its checkpoint or model is saved
+            raise FloatingPointError(f"the loss became NaN or infinite in epoch {epoch}: the stage diverged; lower its lr ({c['stage']['lr']:g})")
         if ckpt:
             ckpt.parent.mkdir(parents=True, exist_ok=True)
             _save(
