@@ -71,7 +71,7 @@ def _flat(prefix: str, d: dict) -> dict:
 METRIC_COLUMNS = (
     "llc_mean", "llc_std", "llc_sem", "ess_bulk", "ess_tail", "r_hat", "diag_block", "diag_noise", "fge", "llc_true", "llc_finite", "err_true", "err_finite",
     "step_size", "precond", "batch_size", "burnin", "draws", "predicted_bias", "bias_at_chains", "measured_bias", "measured_bias_se", "llc_raw", "step_shrinks", "mala_acceptance", "relax_steps", "grad_norm", "wstar_shift",
-    "acceptance_rate", "divergences", "ebfmi", "energy_var", "pareto_k", "llc_is", "llc_vi", "refined", "sample_sec", "calibration_sec", "n_beta", "L_star",
+    "acceptance_rate", "divergences", "ebfmi", "energy_var", "pareto_k", "llc_is", "llc_vi", "refined", "sample_sec", "calibration_sec", "n_beta", "L_star", "initial_loss", "trained_loss",
 )  # fmt: skip
 
 
@@ -109,6 +109,8 @@ def rows(plan: Plan, store: Store, targets: dict, runs: dict, outcomes: dict | N
         elif tm.get("status") not in (None, Status.DONE) and not m:
             status, error = Status.SKIPPED, f"target {r.target.label}: {tm.get('error')}"
         metrics = read_json(store.dir(RUNS, rt.id) / "metrics.json") if status == Status.DONE else {}
+        if metrics:  # the target's losses before and after training, for a run cached before it recorded them
+            metrics.update({k: tmetrics.get(k) for k in ("initial_loss", "trained_loss") if metrics.get(k) is None})
         row = {
             "target_id": tt.id, "run_id": rt.id, "sampler": r.name, "sampler_kind": r.sampler.kind,
             "target": r.target.label, "model": model_name(r.target.entry.model), "data": data_name(r.target.entry.data, r.target.data), "seed": r.target.seed,

@@ -26,6 +26,7 @@ EBFMI_MIN = 0.3
 # step we sample with, ~5e-6 and 0.7% (the variance falls as ε⁶ there, the bias as ε²)
 MCLMC_ENERGY_VAR_MAX = 1e-4
 SADDLE_REL = 0.05  # negative curvature, relative to the largest, that marks a saddle
+TRAIN_RISE = 0.1  # the loss after training above its start by this share of it: training diverged
 FIT_NATS = 1.0  # nβ·L_n(w*) below this: the data are fit perfectly (no noise left to fit)
 VI_IS_GAP = 0.03  # relative gap between VI's λ̂ and its PSIS-reweighted value
 TRUTH_TOL = {"llc_finite": 0.05, "llc_true": 0.10}
@@ -132,6 +133,16 @@ def run_warnings(m: dict, cfg, data_free: bool = False) -> list[dict]:
     # which no comparison would flag
     if not math.isfinite(m["grad_norm"]) or abs(m["wstar_shift"]) > WSTAR_MAX * max(abs(llc), 1.0):
         warn("w_star", f"w* is not a converged minimum: |∇L_n(w*)| = {m['grad_norm']:.2g} shifts λ̂ by about {m['wstar_shift']:.3g}; train longer or polish")
+    # Training that ends above its start diverged (Adam at lr 1e6 on a tanh MLP: L_n 1.3e10 after
+    # 100 steps); polishing can still reach a stationary point, a saturated plateau (L_n 0.523
+    # against 0.437 trained properly, λ̂ 1.43 against 2.51), where every other check passes.
+    start, end = m.get("initial_loss"), m.get("trained_loss")
+    if start is not None and end is not None and not end <= start + TRAIN_RISE * abs(start):
+        warn(
+            "training",
+            f"training raised the loss: L_n {end:.4g} after training, {start:.4g} at initialisation (it diverged); "
+            f"w* (L_n {m['L_star']:.4g}) may be a poor optimum: lower training.lr",
+        )
     # measured on a subsample, whose Hessian at the full data's minimum is slightly indefinite:
     # only a clearly negative curvature counts
     if m["n_beta"] * m["min_curvature"] + m["gamma"] < 0 and m["min_curvature"] < -SADDLE_REL * m["max_curvature"]:

@@ -26,9 +26,10 @@ def llc_finite(post, model: dict) -> float | None:
     return theory.gaussian_finite_n(np.linalg.eigvalsh(0.5 * (H + H.T)), post.n_beta, post.gamma)
 
 
-def estimate(post, cfg, model: dict, log=lambda msg: None, llc_true: float | None = None):
+def estimate(post, cfg, model: dict, log=lambda msg: None, llc_true: float | None = None, trained: dict | None = None):
     """Calibrate, sample, summarise and check one run: (metrics with warnings, trace). The true
-    λ is theory's for the model, or `llc_true` (a custom target's own)."""
+    λ is theory's for the model, or `llc_true` (a custom target's own); `trained`: the target's
+    metrics, whose loss before and after training the checks read."""
     import jax
 
     from lambda_hat.engine import tracking
@@ -69,6 +70,7 @@ def estimate(post, cfg, model: dict, log=lambda msg: None, llc_true: float | Non
         llc_true=theory.known_llc(model) if llc_true is None else llc_true, llc_finite=llc_finite(post, model),
     )  # fmt: skip
     out["draws"] = int(trace.loss.shape[1])  # kept per chain (auto draws: where they stopped)
+    out.update({k: (trained or {}).get(k) for k in ("initial_loss", "trained_loss")})
     if cfg.kind == "sgld":
         # the starts and the curvature around them are calibration, not sampling
         out["calibration_sec"] += trace.extras["plan_sec"]
@@ -143,7 +145,8 @@ def sample_run(ctx, cfg: RunTask) -> dict:
     cfg = cfg.sampler
     post = load_posterior(target_dir, target_sem, cfg.posterior.beta0, cfg.posterior.gamma)
     ctx.log(f"{cfg.kind}: d={post.dim} n={post.n} nβ={post.n_beta:.4g} L*={post.L_star:.6g} x64={jax.config.jax_enable_x64}")
-    out, trace = estimate(post, cfg, target_sem["model"], ctx.log, (read_json(target_dir / "metrics.json") or {}).get("llc_true"))
+    trained = read_json(target_dir / "metrics.json") or {}
+    out, trace = estimate(post, cfg, target_sem["model"], ctx.log, trained.get("llc_true"), trained)
     traces.annotate(trace.idata, {"config": ctx.config, "target_id": ctx.deps[0].name})
     traces.write(trace.idata, ctx.workdir / "trace.nc")
     ctx.log(f"λ̂ = {out['llc_mean']:.4g} ± {out['llc_sem']:.2g} (ESS {out['ess_bulk']:.0f}, R̂ {out['r_hat']:.3f}) in {out['sample_sec']:.1f} s")

@@ -322,6 +322,7 @@ def train_target(ctx, cfg: TargetTask) -> dict:
 
     # every step jitted, as in problem()
     keys = jax.jit(lambda s: jax.random.split(jax.random.PRNGKey(s), training.steps))(sem["seed"] + 1)
+    initial_loss = float(jax.jit(loss)(w0, full))
     (w, _), curve = jax.jit(train)(w0, draw_batch.ring, keys)
     value_and_grad = jax.jit(jax.value_and_grad(loss))
     trained_loss, g = value_and_grad(w, full)
@@ -355,6 +356,7 @@ def train_target(ctx, cfg: TargetTask) -> dict:
     return {
         "d": int(w.size), "n": int(x.shape[0]), "L_star": L_star, "final_loss": L_star, "test_loss": test_loss,
         "grad_norm": grad_norm, "grad_norm_trained": trained_grad, "train_sec": time.time() - t0, **extra,
+        "initial_loss": initial_loss, "trained_loss": float(trained_loss),  # the runs' check `training`
     }  # fmt: skip
 
 

@@ -563,6 +563,18 @@ def test_a_non_finite_gradient_at_w_star_is_flagged():
     assert not run_warnings({**HEALTHY_HMC, "draws": 1000}, preset("hmc", draws=1000))
 
 
+def test_training_that_raised_the_loss_is_flagged():
+    """The loss after training more than 10% of its size above the loss at initialisation: the
+    training diverged, whatever polishing reached. A target stored without the two losses (a
+    quadratic, or trained by an earlier version) is not judged."""
+    flags = lambda **m: {w["code"] for w in run_warnings({**HEALTHY_HMC, "draws": 1000, **m}, preset("hmc", draws=1000))}  # noqa: E731
+    assert flags(initial_loss=0.54, trained_loss=1.25e10) == {"training"}
+    assert flags(initial_loss=0.54, trained_loss=0.6) == {"training"}
+    assert not flags(initial_loss=0.54, trained_loss=0.58) and not flags(initial_loss=0.54, trained_loss=0.44)
+    assert flags(initial_loss=-2.0, trained_loss=-1.7) == {"training"} and not flags(initial_loss=-2.0, trained_loss=-1.9)  # a density's NLL < 0
+    assert not flags(initial_loss=None, trained_loss=None) and not flags()
+
+
 def test_a_saturated_loss_is_flagged():
     """Data fit perfectly (nβ·L_n(w*) < 1) with no curvature above γ: the loss saturated (a separating
     classifier pushed toward infinity) and λ̂ measures the localiser. A degenerate singular point

@@ -271,16 +271,23 @@ def test_a_forced_rerun_that_fails_reports_what_it_did(project):
 
 
 def test_diverged_training_skips_its_runs(project):
+    """Training whose loss turns NaN fails its target (its runs skipped); training that ends above
+    its start, though finite (Adam at lr 1e6 on a tanh MLP, polished to a saturated plateau where
+    every other check passes), flags its runs `training`."""
+    plateau = {"model": "tiny", "data": "tiny", "overrides": {"training": {"lr": 1.0e6, "steps": 100}}}
     cfg = {
         **TINY,
-        "targets": TINY["targets"] + [{"model": "dln", "data": "small", "overrides": {"training": {"lr": 1.0e6, "optimizer": "sgd", "steps": 50}}}],
+        "targets": TINY["targets"] + [{"model": "dln", "data": "small", "overrides": {"training": {"lr": 1.0e6, "optimizer": "sgd", "steps": 50}}}, plateau],
     }
     write_config(project / "config" / "experiments.yaml", cfg)
     r = cli("workflow", "llc", "--local", cwd=project)
     assert r.returncode == 1
     df = pd.read_parquet(project / "results" / "llc_runs.parquet")
-    assert list(df["status"]) == ["done", "skipped"]
+    assert list(df["status"]) == ["done", "skipped", "done"]
     assert "training diverged" in df["error"][1] and df["error"][1].startswith("target dln/small/s0")
+    assert "training" not in df["warnings"][0] and df["warnings"][2].split(",").count("training") == 1, df["warnings"]
+    assert df["trained_loss"][2] > 1e6 * df["initial_loss"][2] and df["L_star"][2] < df["initial_loss"][2]
+    assert "training: training raised the loss: L_n " in r.stdout and "may be a poor optimum: lower training.lr" in r.stdout
 
 
 @pytest.mark.parametrize("sig, code, word", [("SIGINT", 130, "interrupted"), ("SIGTERM", 143, "terminated (SIGTERM)")])
