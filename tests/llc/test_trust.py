@@ -563,6 +563,22 @@ def test_a_non_finite_gradient_at_w_star_is_flagged():
     assert not run_warnings({**HEALTHY_HMC, "draws": 1000}, preset("hmc", draws=1000))
 
 
+def test_without_a_localiser_rounding_level_curvature_is_flat():
+    """γ = 0: a DLN's symmetry directions read ±1e-15 in float64. Counted as modes, each carried ½
+    of λ̂ and got a preconditioner 1/a of 1e15, so SGLD's auto step diverged at its 4th step, and
+    unpreconditioned its budget asked for 1e25 steps. They are flat: the run goes through, within
+    its tolerance of Aoyagi's λ or flagged."""
+    from lambda_hat.llc.calibration import Spectrum
+
+    spec = Spectrum(np.array([-2.9e-15, 3e-15, 1e-3, 7.9]), np.ones(4), 1.0, np.zeros(4), 0.0, 0.0)
+    assert list(spec.modes(145.0, 0.0)[1]) == [0.0, 0.0, 1.0, 1.0] and spec.modes(145.0, 1.0)[1][1] > 0
+    post, model = target((5, 3, 5), 1000, gamma=0.0)
+    for over in ({}, {"precond": "none"}):
+        m, _ = estimate(post, preset("sgld", max_steps=20_000, **over), model)
+        assert m["relax_steps"] < 1e6, m["relax_steps"]
+        check(m, 10.5, 0.10)
+
+
 def test_training_that_raised_the_loss_is_flagged():
     """The loss after training more than 10% of its size above the loss at initialisation: the
     training diverged, whatever polishing reached. A target stored without the two losses (a

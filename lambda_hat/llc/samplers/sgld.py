@@ -56,7 +56,10 @@ HALVING_RELAX, HALVING_SETTLE, HALVING_SHARE, HALVING_MIN = 4, 1.5, 48, 50
 def diverged_hint(cfg) -> str:
     """What to change after a divergence. A number with `precond: auto` runs unpreconditioned,
     where an auto run's ε is in units of its curvature preconditioner: copied over, it diverges."""
-    if cfg.step_size != "auto" and cfg.precond == "auto":
+    if cfg.step_size == "auto":  # planned at w* and the starts: the chains found a stiffer loss
+        loose = "; with gamma 0 nothing holds the chains near w*: give gamma > 0" if cfg.posterior.gamma == 0 else ""
+        return f"the auto step diverged where the chains went: lower bias_target{loose}"
+    if cfg.precond == "auto":
         return "lower step_size (a number runs without a preconditioner: the step of a step_size: auto run needs precond: curvature too)"
     return "lower step_size"
 
