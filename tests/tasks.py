@@ -37,6 +37,15 @@ def cores(ctx, cfg: Plain):
 
 
 @task(Plain)
+def array_metrics(ctx, cfg: Plain):
+    """Metrics as numpy and JAX values, as a training loop leaves them."""
+    import jax.numpy as jnp
+    import numpy as np
+
+    return {"score": np.float32(0.5) + cfg.value, "n": np.int64(cfg.value), "ok": np.bool_(True), "curve": np.arange(3) / 2, "jax": jnp.float32(0.25)}
+
+
+@task(Plain)
 def boom(ctx, cfg: Plain):
     raise ValueError("boom: this task always fails")
 

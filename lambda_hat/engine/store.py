@@ -29,11 +29,20 @@ def tmp_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
 
 
+def _plain(o):
+    """numpy, JAX and torch scalars and arrays (a task's np.float32 loss) as the numbers and lists
+    they hold, not their text ("0.9" ranked as text, "[0.  0.1]" read as no list); else the text."""
+    if callable(getattr(o, "tolist", None)):
+        with contextlib.suppress(Exception):
+            return o.tolist()
+    return str(o)
+
+
 def write_json(path: Path, data, sync: bool = True) -> None:
     """Write then rename, so a reader never sees half a file; `sync` also survives a power cut."""
     tmp = tmp_path(path)
     with open(tmp, "w") as f:
-        json.dump(data, f, indent=2, sort_keys=True, default=str)
+        json.dump(data, f, indent=2, sort_keys=True, default=_plain)
         if sync:
             f.flush()
             os.fsync(f.fileno())

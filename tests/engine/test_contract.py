@@ -162,6 +162,19 @@ def test_snakemake_np_prints_each_shell_command(project):
     assert sorted(log.read_text().splitlines()[0][:13] for log in logs) == ["$ test 0.1 !=", "$ test 0.5 !="], [log.read_text() for log in logs]
 
 
+def test_numpy_and_jax_metrics_are_stored_as_numbers(project):
+    """A task returning np.float32, np.int64, np.bool_, an array or a JAX scalar: metrics.json and
+    the table hold the numbers and lists (they were their text: "0.5", "[0.  0.5 1. ]")."""
+    doc = {"task": "tests.tasks:array_metrics", "rank_by": [{"metric": "score"}], "grid": {"value": [1, 2]}}
+    p = write_config(project / "config" / "sweeps" / "arrays.yaml", doc)
+    r = cli("workflow", "sweep", str(p), "--local", cwd=project)
+    assert r.returncode == 0, r.stdout + r.stderr
+    (m,) = [json.loads(f.read_text()) for f in (project / "runs/sweep").glob("*/metrics.json") if '"n": 2' in f.read_text()]
+    assert m == {"score": 2.5, "n": 2, "ok": True, "curve": [0.0, 0.5, 1.0], "jax": 0.25}, m
+    df = pd.read_parquet(project / "results/sweeps/arrays/results.parquet").set_index("value")
+    assert df.loc[2, "score"] == 2.5 and pd.api.types.is_float_dtype(df.score) and pd.api.types.is_integer_dtype(df.n), df.dtypes
+
+
 def test_a_metric_nan_or_infinite_ranks_last_and_is_named(project):
     """A diverged run's NaN or inf rank metric (Python's json writes both) is neither ranked best
     (inf under goal max) nor left as a blank that reads like a metric never returned: it ranks
