@@ -241,7 +241,8 @@ def _jobs(jobs: str, card) -> int:
 
 
 def _is_setting(p: Path | None) -> bool:
-    return p is not None and "=" in str(p) and not p.exists()
+    """KEY=VALUE given where a file goes (Snakemake's --config): no such file, a key without a slash."""
+    return p is not None and "=" in str(p) and "/" not in str(p).split("=", 1)[0] and not str(p).endswith(YAML_SUFFIXES) and not p.exists()
 
 
 def _c_flag(value: str | None, jobs: str | None, cfg: str | None) -> tuple[str | None, str | None]:
