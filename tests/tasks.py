@@ -45,6 +45,11 @@ def array_metrics(ctx, cfg: Plain):
     return {"score": np.float32(0.5) + cfg.value, "n": np.int64(cfg.value), "ok": np.bool_(True), "curve": np.arange(3) / 2, "jax": jnp.float32(0.25)}
 
 
+@task(Plain, requires=("lambda_hat_absent_module",))
+def needs_absent(ctx, cfg: Plain):
+    return {"value": cfg.value}
+
+
 @task(Plain)
 def boom(ctx, cfg: Plain):
     raise ValueError("boom: this task always fails")

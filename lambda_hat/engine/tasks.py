@@ -68,18 +68,36 @@ class Declared:
     version: int | str | Callable[[dict], int | str]  # a callable reads the plain config
     needs: Callable | None = None  # sweep tasks: needs(cfg) -> [Task], cached tasks it reads
     preload: tuple[str, ...] = ()  # modules imported once by the server its task processes fork from
+    requires: tuple[str, ...] = ()  # modules of an optional extra it imports: checked before anything runs
 
 
-def task(config: type, version: int | str | Callable[[dict], int | str] = 1, needs: Callable | None = None, preload: tuple[str, ...] = ()):
+# The optional extras (pyproject.toml) that install a module a task may require
+EXTRAS = {"torch": "torch", "torch_geometric": "torch", "peft": "torch", "mlflow": "tracking", "wandb": "tracking"}
+
+
+def install_hint(module: str) -> str:
+    extra = EXTRAS.get(module.split(".")[0])
+    return f"; pip install -e '.[{extra}]' (or 'lambda-hat[{extra}]')" if extra else ""
+
+
+def task(
+    config: type,
+    version: int | str | Callable[[dict], int | str] = 1,
+    needs: Callable | None = None,
+    preload: tuple[str, ...] = (),
+    requires: tuple[str, ...] = (),
+):
     """Declare a task function fn(ctx, cfg). Bump `version` when a change to the code changes
     its results. `needs(cfg)` (sweep tasks) names the cached tasks an experiment reads (data, a
     pretrained model), in dependency order: each runs once for all experiments that need it,
     and the experiment gets their store directories, in that order, as ctx.deps. `preload`:
     heavy modules it imports (jax, optax, …), imported once by the server its task processes
-    fork from; only modules that start no thread pool or backend on import (not torch, blackjax)."""
+    fork from; only modules that start no thread pool or backend on import (not torch, blackjax).
+    `requires`: modules of an optional extra it imports (torch, peft): a workflow with such a task
+    to run stops before anything runs where one is not installed, naming the extra."""
 
     def wrap(fn):
-        fn.declared = Declared(config, version, needs, tuple(preload))
+        fn.declared = Declared(config, version, needs, tuple(preload), tuple(requires))
         return fn
 
     return wrap

@@ -295,7 +295,10 @@ def import_ref(ref: str, where: str, key: str):
     try:
         return getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError) as e:
-        fail(where, key, f"{ref!r} cannot be imported ({type(e).__name__}: {e})")
+        from lambda_hat.engine.tasks import install_hint
+
+        hint = install_hint(e.name or "") if isinstance(e, ModuleNotFoundError) else ""
+        fail(where, key, f"{ref!r} cannot be imported ({type(e).__name__}: {e}){hint}")
 
 
 def canonical(cls, data, where: str, key: str = ""):

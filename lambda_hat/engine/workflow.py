@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -159,6 +160,21 @@ def state(store: Store, t: Task, force: bool) -> tuple[str, str, str]:
     return "to run", "new", ""
 
 
+def check_requires(store: Store, tasks: list[Task], force: bool) -> None:
+    """Before anything runs (a dry run too): the modules of an optional extra that a task to run
+    requires are installed; otherwise every such task would fail on its import."""
+    import importlib.util
+
+    from lambda_hat.engine.tasks import declared, install_hint
+    from lambda_hat.engine.typed import InputError
+
+    for t in tasks:
+        requires = () if t.command else declared(t.fn)[1].requires
+        missing = [m for m in requires if importlib.util.find_spec(m) is None]
+        if missing and state(store, t, force)[0] != "done":
+            raise InputError(f"{t.fn} ({t.label}, to run) needs {', '.join(missing)}, not installed for {sys.executable}{install_hint(missing[0])}")
+
+
 def resolved(tasks: list[Task]) -> str:
     """Every task's config as its ID hashes it (presets merged, overrides applied), as YAML."""
     doc = {t.label: {"kind": t.kind, "id": t.id, **json.loads(json.dumps(t.config, default=str))} for t in tasks}
@@ -221,6 +237,7 @@ def run(wf: Workflow, path: Path, card, opts: Options) -> int:
         click.echo(resolved(tasks), nl=False)
         return 0
     tracking.check([*opts.track, *wf.tracking(plan)])  # a missing client: before a dry run says all is well
+    check_requires(store, tasks, opts.force)
     for warning in {gpu_warning(c) for c in (card, *wf.cards(plan).values())} - {None}:
         click.echo(warning)
     if opts.dry_run:

@@ -162,6 +162,23 @@ def test_snakemake_np_prints_each_shell_command(project):
     assert sorted(log.read_text().splitlines()[0][:13] for log in logs) == ["$ test 0.1 !=", "$ test 0.5 !="], [log.read_text() for log in logs]
 
 
+def test_a_missing_optional_extra_stops_the_run_before_anything_runs(project):
+    """A task that requires a module of an optional extra (torch for the studies) which is not
+    installed: one line naming it, exit 2, nothing run or written, a dry run too (each experiment
+    failed on its import). A task module that cannot import an extra's module says which extra."""
+    doc = {"task": "tests.tasks:needs_absent", "rank_by": [{"metric": "value"}], "grid": {"value": [1, 2]}}
+    p = write_config(project / "config" / "sweeps" / "absent.yaml", doc)
+    for flags in (["--local"], ["-n"]):
+        r = cli("workflow", "sweep", str(p), *flags, cwd=project)
+        assert r.returncode == 2 and len(r.stderr.splitlines()) == 1, r.stdout + r.stderr
+        assert "tests.tasks:needs_absent (absent/value=1, to run) needs lambda_hat_absent_module, not installed for " in r.stderr, r.stderr
+    assert not (project / "runs").exists() and not (project / "results").exists()
+    (project / "torch_study.py").write_text("raise ModuleNotFoundError(\"No module named 'torch'\", name='torch')\n")
+    p = write_config(project / "config" / "sweeps" / "torch.yaml", {**doc, "task": "torch_study:train"})
+    r = cli("workflow", "sweep", str(p), "-n", cwd=project)
+    assert r.returncode == 2 and r.stderr.strip().endswith("No module named 'torch'); pip install -e '.[torch]' (or 'lambda-hat[torch]')"), r.stderr
+
+
 def test_numpy_and_jax_metrics_are_stored_as_numbers(project):
     """A task returning np.float32, np.int64, np.bool_, an array or a JAX scalar: metrics.json and
     the table hold the numbers and lists (they were their text: "0.5", "[0.  0.5 1. ]")."""

@@ -171,7 +171,7 @@ def evaluate(model, data: LPSet) -> dict:
     return {"loss": float(kkt_loss(terms)), **{k: float(v) for k, v in terms.items()}, "gap": float(gap), "violation": float(viol)}
 
 
-@task(KKTConfig, needs=needs, version=2)  # 2: mean aggregation in the GNN
+@task(KKTConfig, needs=needs, version=2, requires=("torch", "torch_geometric"))  # 2: mean aggregation in the GNN
 def train(ctx, cfg: KKTConfig) -> dict:
     t0 = time.time()
     torch.manual_seed(cfg.seed)

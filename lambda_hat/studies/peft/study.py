@@ -106,7 +106,7 @@ class Pretrain:
     seed: int
 
 
-@task(Pretrain, version=2)  # bump when audio_models.py changes a model
+@task(Pretrain, version=2, requires=("torch",))  # bump when audio_models.py changes a model
 def pretrain(ctx, cfg: Pretrain) -> dict:
     """Cached task: one family trained on the proxy objective (tempo bucket, 5 classes)."""
     import torch
@@ -235,7 +235,7 @@ def load_pretrained(d: Path, family: str):
     return model
 
 
-@task(PeftConfig, needs=needs)
+@task(PeftConfig, needs=needs, requires=("torch", "peft"))
 def finetune(ctx, cfg: PeftConfig) -> dict:
     import pandas as pd
     import torch

@@ -160,7 +160,7 @@ def generate(ctx, cfg: BucketData) -> dict:
     return make(ctx.workdir, cfg.n, cfg.seed, cfg.n_train, cfg.n_val, cfg.families)
 
 
-@task(StageRun, version=2)  # 2: a diverged stage fails (it was done, with gap nan)
+@task(StageRun, version=2, requires=("torch", "torch_geometric"))  # 2: a diverged stage fails (it was done, with gap nan)
 def train_stage(ctx, cfg: StageRun) -> dict:
     """One stage. deps: the data of every bucket (config "buckets" order), then the parent stage."""
     import torch
