@@ -168,9 +168,10 @@ def check_requires(store: Store, tasks: list[Task], force: bool) -> None:
     from lambda_hat.engine.tasks import declared, install_hint
     from lambda_hat.engine.typed import InputError
 
+    installed = {}
     for t in tasks:
         requires = () if t.command else declared(t.fn)[1].requires
-        missing = [m for m in requires if importlib.util.find_spec(m) is None]
+        missing = [m for m in requires if not installed.setdefault(m, importlib.util.find_spec(m) is not None)]
         if missing and state(store, t, force)[0] != "done":
             raise InputError(f"{t.fn} ({t.label}, to run) needs {', '.join(missing)}, not installed for {sys.executable}{install_hint(missing[0])}")
 
