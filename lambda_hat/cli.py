@@ -255,7 +255,7 @@ def _c_flag(value: str | None, jobs: str | None, cfg: str | None) -> tuple[str |
         if cfg is not None:
             _fail(InputError("-c job and --cfg: give it once"))
         return jobs, "job"
-    if not value.isdigit():
+    if not value.isdigit() or int(value) < 1:
         _fail(InputError(f"-c: expected a number of cores (Snakemake's -c N, as --cores N) or job (Hydra's -c job, as --cfg job), got {value!r}"))
     if jobs is not None:
         _fail(InputError(f"-c {value} and --jobs/--cores: give it once"))

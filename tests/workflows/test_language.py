@@ -743,6 +743,7 @@ def test_snakemake_config_profile_and_short_flags(project):
         (["-c", "all"], "-c all: Snakemake's --cores all (a task per core) or Hydra's --cfg all (every task's config printed)? give the long form"),
         (["-c", "x"], "-c: expected a number of cores (Snakemake's -c N, as --cores N) or job (Hydra's -c job, as --cfg job), got 'x'"),
         (["-c", "2", "-j", "2"], "-c 2 and --jobs/--cores: give it once"),
+        (["-c", "0"], "-c: expected a number of cores (Snakemake's -c N, as --cores N) or job (Hydra's -c job, as --cfg job), got '0'"),
         (["-cd", "nowhere"], "--config-dir nowhere: no such directory"),
         (["-cd", "mine", "-cn", "nope"], "nope.yaml: in neither mine nor config; --config-name takes one of: experiments, three"),
         (["--config", "mine/three.yaml", "-cd", "mine"], "--config and --config-dir exclude each other"),
