@@ -161,9 +161,47 @@ def _in_grid(key: str):
     return lambda values: f"a sweep file varies a key through its grid, one experiment per value: grid: {{{key.split('.')[-1]}: [{', '.join(values)}]}}"
 
 
+def _wandb_sweep(raw, where: str):
+    """A W&B sweep file's grid search in our keys: method grid, metric {name, goal} (W&B's goal
+    defaults to minimize) as rank_by, parameters' `values` as the grid and `value` as defaults."""
+    if not isinstance(raw, dict) or not {"method", "metric", "parameters", "program"} & raw.keys():
+        return raw
+    raw = dict(raw)
+    if raw.get("program") is not None:
+        fail(
+            where,
+            "program",
+            "W&B's program: here a command: line runs it and writes {outdir}/metrics.json, e.g. command: python train.py --lr {lr} --out {outdir}",
+        )
+    method = raw.pop("method", "grid")
+    if method != "grid":
+        fail(where, "method", f"{method!r} is a W&B search lambda-hat does not run; it runs grids: method: grid, each key's values under parameters")
+    if "metric" in raw:
+        if "rank_by" in raw:
+            fail(where, "metric", "W&B's metric and rank_by name the same thing; give one")
+        metric = raw.pop("metric")
+        raw["rank_by"] = [{"goal": "minimize", **metric} if isinstance(metric, dict) else metric]
+    params = raw.pop("parameters", None) or {}
+    if not isinstance(params, dict):
+        fail(where, "parameters", f"expected a mapping of keys to {{values: [...]}} or {{value: x}}, got {params!r}")
+    grid, defaults = dict(raw.get("grid") or {}), dict(raw.get("defaults") or {})
+    if not isinstance(raw.get("grid") or {}, dict):
+        fail(where, "parameters", "give the grid as parameters (W&B's) or as grid, not both")
+    for k, p in params.items():
+        if not isinstance(p, dict) or len({"values", "value"} & p.keys()) != 1 or set(p) - {"values", "value"}:
+            fail(where, f"parameters.{k}", f"lambda-hat runs grids: give values: [...] or value: x, got {p!r} (a distribution is W&B's random or bayes search)")
+        into, v = (grid, p["values"]) if "values" in p else (defaults, p["value"])
+        if k in grid or k in defaults:
+            fail(where, f"parameters.{k}", "set again in grid or defaults; give it once")
+        if into is grid and not (isinstance(v, list) and v):
+            fail(where, f"parameters.{k}.values", f"expected a non-empty list, got {v!r}")
+        into[k] = v
+    return {**raw, **({"grid": grid} if grid else {}), **({"defaults": defaults} if defaults else {})}
+
+
 def load_sweep(path: Path, overrides: tuple[str, ...] = ()) -> Sweep:
     where = str(path)
-    raw = apply_overrides(load_yaml(path), overrides, where, several=_in_grid)
+    raw = _wandb_sweep(apply_overrides(load_yaml(path), overrides, where, several=_in_grid), where)
     for i, r in enumerate((raw or {}).get("rank_by") or []):
         # W&B's {name: …} alone means minimize there and max here: not guessed either way
         if isinstance(r, dict) and "name" in r and "goal" not in r:

@@ -121,6 +121,31 @@ def test_rank_by_in_wandb_words(project):
     assert [(r.metric, r.goal) for r in load_sweep(wandb).spec.rank_by] == [("score", "max"), ("loss", "min")]
 
 
+def test_a_wandb_grid_sweep_file_runs_as_ours(project):
+    """A W&B sweep file's grid search (method grid, metric, parameters with values or value) is the
+    same sweep as ours, experiment for experiment and ID for ID; W&B's metric minimizes unless told.
+    What lambda-hat does not run (random or bayes search, distributions, W&B's program) is a
+    one-line error naming the key."""
+    ours = sweep_file(project, {"task": "tests.tasks:toy", "rank_by": [{"metric": "loss", "goal": "min"}], "grid": {"lr": [0.01, 0.02], "width": [2, 8]}, "defaults": {"sleep": 0.0}})  # fmt: skip
+    wb = {"name": "toy", "task": "tests.tasks:toy", "method": "grid", "metric": {"name": "loss"}, "parameters": {"lr": {"values": [0.01, 0.02]}, "width": {"values": [2, 8]}, "sleep": {"value": 0.0}}}  # fmt: skip
+    a, b = load_sweep(ours), load_sweep(sweep_file(project, wb, "wb"))
+    assert [(e.name, e.config) for e in a.experiments] == [(e.name, e.config) for e in b.experiments] and a.spec.rank_by == b.spec.rank_by
+    r = cli("workflow", "sweep", "config/sweeps/wb.yaml", "-n", cwd=project)
+    assert r.returncode == 0 and r.stdout.split("\n", 1)[1] == cli("workflow", "sweep", str(ours), "-n", cwd=project).stdout.split("\n", 1)[1], (
+        r.stdout + r.stderr
+    )
+    for change, msg in [
+        ({"method": "random"}, "method: 'random' is a W&B search lambda-hat does not run; it runs grids"),
+        ({"parameters": {"lr": {"distribution": "uniform", "min": 0.0, "max": 1.0}}}, "parameters.lr: lambda-hat runs grids: give values: [...] or value: x"),
+        ({"program": "train.py"}, "program: W&B's program: here a command: line runs it and writes {outdir}/metrics.json"),
+        ({"rank_by": [{"metric": "loss"}]}, "metric: W&B's metric and rank_by name the same thing; give one"),
+        ({"grid": {"lr": [0.1]}}, "parameters.lr: set again in grid or defaults; give it once"),
+        ({"parameters": {"lr": {"values": []}}}, "parameters.lr.values: expected a non-empty list"),
+    ]:
+        r = cli("workflow", "sweep", str(sweep_file(project, {**wb, **change}, "bad")), "-n", cwd=project)
+        assert r.returncode == 2 and msg in r.stderr and len(r.stderr.splitlines()) == 1, (change, r.stderr)
+
+
 def test_only_names_the_keys_it_knows(project):
     """--only with a key no experiment has lists the keys, each once (a factor called `name`
     had been listed twice)."""
