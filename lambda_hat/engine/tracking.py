@@ -160,8 +160,12 @@ class MLflow:
             self.experiments[name] = exp.experiment_id if exp else self.client.create_experiment(name)
         return self.experiments[name]
 
+    def name(self, rec: dict) -> str:
+        """The file's experiment, else MLflow's own MLFLOW_EXPERIMENT_NAME, else experiment_name's."""
+        return rec.get("experiment") or os.environ.get("MLFLOW_EXPERIMENT_NAME") or experiment_name(rec)
+
     def logged(self, rec: dict) -> bool:
-        ids = [self._experiment(experiment_name(rec))]
+        ids = [self._experiment(self.name(rec))]
         return bool(self.client.search_runs(ids, filter_string=f"tags.`{TAG}` = '{rec['id']}'", max_results=1))
 
     def log(self, rec: dict) -> bool:
@@ -176,7 +180,7 @@ class MLflow:
             **rec["tags"],
         }
         # the task's own start and end, not the export's: MLflow's Created and Duration read the run
-        run = self.client.create_run(self._experiment(experiment_name(rec)), start_time=rec["started"], run_name=rec["label"], tags=tags)
+        run = self.client.create_run(self._experiment(self.name(rec)), start_time=rec["started"], run_name=rec["label"], tags=tags)
         rid = run.info.run_id
         at = rec["finished"] or 0
         params = [E.Param(k[:250], str(v)[:6000]) for k, v in rec["params"].items()]
@@ -195,11 +199,11 @@ class MLflow:
 
 
 class Wandb:
-    def __init__(self, directory: str | None = None, project: str = "lambda-hat"):
+    def __init__(self, directory: str | None = None, project: str | None = None):
         self.wandb = _need("wandb", "--track wandb")
         self.error, self.missed, self.new = None, 0, 0
         self.dir = Path(directory or os.environ.get("WANDB_DIR") or ".").resolve()
-        self.project = project
+        self.project = project or os.environ.get("WANDB_PROJECT") or "lambda-hat"  # W&B's own variable, as wandb.init reads it
         # no API key: an offline run directory that `wandb sync` uploads later
         self.mode = "online" if os.environ.get("WANDB_API_KEY") else "offline"
         if self.mode == "online":  # asked before anything runs, as MLflow is (its init waits 90 s, then fails)

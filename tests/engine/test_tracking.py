@@ -162,6 +162,18 @@ def test_export_takes_what_a_program_wrote(project):
     assert runs[0.5].data.tags["lambda_hat.status"] == "failed" and runs[0.5].data.metrics == {}
 
 
+def test_trackers_own_environment_variables_name_the_experiment_and_project(project):
+    """MLFLOW_EXPERIMENT_NAME (where the file names no experiment) and WANDB_PROJECT are honoured,
+    as MLflow's and W&B's own clients honour them."""
+    sweep = write_config(project / "s.yaml", {"task": "tests.tasks:toy", "rank_by": [{"metric": "score"}], "grid": {"lr": [0.5]}})
+    env = {"MLFLOW_TRACKING_URI": "", "WANDB_API_KEY": "", "MLFLOW_EXPERIMENT_NAME": "mine", "WANDB_PROJECT": "proj"}
+    r = cli("workflow", "sweep", str(sweep), "--local", "--track", "mlflow", "--track", "wandb", cwd=project, env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert len(mlflow_runs(project, "mine")) == 1 and not mlflow_runs(project, "s")
+    (rec,) = [json.loads(f.read_text()) for f in (project / "results/sweeps/s/experiments").glob("*.json")]
+    assert wandb_run(project, rec["task_id"])["run"].project == "proj"
+
+
 def test_tracking_input_errors(project, tmp_path):
     write_config(project / "config" / "experiments.yaml", TINY)
     shadow = tmp_path / "shadow"  # a Python where the mlflow client is missing
