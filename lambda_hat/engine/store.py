@@ -51,7 +51,12 @@ def write_json(path: Path, data, sync: bool = True) -> None:
 
 
 def write_frame(df, path: Path) -> Path:
-    """A pandas table as `path` (parquet) and its .csv sibling, each written then renamed."""
+    """A pandas table as `path` (parquet) and its .csv sibling, each written then renamed. An
+    integer beyond 64 bits (a task's metric of 1e23 written as an integer) is written as a float:
+    parquet holds none wider, and pyarrow's overflow had ended the workflow after its tasks ran."""
+    wide = lambda v: isinstance(v, int) and not isinstance(v, bool) and not -(2**63) <= v < 2**63  # noqa: E731
+    for c in [c for c in df.columns if df[c].dtype == object and any(wide(v) for v in df[c])]:
+        df = df.assign(**{c: [float(v) if isinstance(v, int) and not isinstance(v, bool) else v for v in df[c]]})
     for p, write in ((path, df.to_parquet), (path.with_suffix(".csv"), lambda f: df.to_csv(f, index=False))):
         tmp = tmp_path(p)
         write(tmp)

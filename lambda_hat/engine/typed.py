@@ -415,6 +415,8 @@ def _convert(tp, value, where: str, key: str, meta: dict):
         value = whole(value)
         if isinstance(value, bool) or not isinstance(value, int):
             fail(where, key, f"expected an integer, got {value!r}")
+        if not -(2**63) <= value < 2**63:  # what numpy, JAX and parquet hold
+            fail(where, key, f"must be a 64-bit integer (|value| < 2^63), got {value!r}")
     elif tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             fail(where, key, f"expected a number, got {value!r}")

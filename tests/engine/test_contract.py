@@ -179,6 +179,16 @@ def test_a_missing_optional_extra_stops_the_run_before_anything_runs(project):
     assert r.returncode == 2 and r.stderr.strip().endswith("No module named 'torch'); pip install -e '.[torch]' (or 'lambda-hat[torch]')"), r.stderr
 
 
+def test_a_metric_beyond_64_bits_does_not_end_the_workflow(project):
+    """A task's integer metric too wide for parquet (1e23 written as an integer) is a float in
+    results.parquet; pyarrow's overflow had ended the workflow with a traceback after its tasks."""
+    doc = {"command": "echo '{{\"score\": {v}, \"params\": 100000000000000000000000}}' > {outdir}/metrics.json", "rank_by": [{"metric": "score"}], "grid": {"v": [1, 2]}}  # fmt: skip
+    r = cli("workflow", "sweep", str(write_config(project / "config" / "sweeps" / "wide.yaml", doc)), "--local", cwd=project)
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stdout + r.stderr
+    df = pd.read_parquet(project / "results/sweeps/wide/results.parquet")
+    assert list(df.params) == [1e23, 1e23] and sorted(df.score) == [1, 2], df
+
+
 def test_numpy_and_jax_metrics_are_stored_as_numbers(project):
     """A task returning np.float32, np.int64, np.bool_, an array or a JAX scalar: metrics.json and
     the table hold the numbers and lists (they were their text: "0.5", "[0.  0.5 1. ]")."""

@@ -187,6 +187,8 @@ BAD = [  # (name, config or raw text, fragments the one-line error must contain)
     ("zero_chains", _bad(lambda c: c["samplers"][0]["overrides"].update(chains=0)), ["samplers[0].chains", "must be > 0"]),
     ("string_draws", _bad(lambda c: c["samplers"][0]["overrides"].update(draws="many")), ["samplers[0].draws", "expected an integer"]),
     ("float_chains", _bad(lambda c: c["samplers"][0]["overrides"].update(chains=2.5)), ["samplers[0].chains", "expected an integer"]),
+    # beyond 64 bits no array or parquet column holds it (pyarrow's overflow ended the workflow after its tasks)
+    ("huge_draws", _bad(lambda c: c["samplers"][0]["overrides"].update(draws=10**20)), ["samplers[0].draws", "must be a 64-bit integer"]),
     ("bool_as_number", _bad(lambda c: c["samplers"][0]["overrides"].update(step_size=True)), ["samplers[0].step_size", "expected a number"]),
     (
         "bad_precond",
