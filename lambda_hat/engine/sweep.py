@@ -184,9 +184,14 @@ def _wandb_sweep(raw, where: str):
     params = raw.pop("parameters", None) or {}
     if not isinstance(params, dict):
         fail(where, "parameters", f"expected a mapping of keys to {{values: [...]}} or {{value: x}}, got {params!r}")
-    grid, defaults = dict(raw.get("grid") or {}), dict(raw.get("defaults") or {})
-    if not isinstance(raw.get("grid") or {}, dict):
+    if not params:
+        return raw
+    grid, defaults = raw.get("grid") or {}, raw.get("defaults") or {}
+    if not isinstance(grid, dict):
         fail(where, "parameters", "give the grid as parameters (W&B's) or as grid, not both")
+    if not isinstance(defaults, dict):
+        fail(where, "defaults", f"expected a mapping, got {defaults!r}")
+    grid, defaults = dict(grid), dict(defaults)
     for k, p in params.items():
         if not isinstance(p, dict) or len({"values", "value"} & p.keys()) != 1 or set(p) - {"values", "value"}:
             fail(where, f"parameters.{k}", f"lambda-hat runs grids: give values: [...] or value: x, got {p!r} (a distribution is W&B's random or bayes search)")

@@ -141,6 +141,8 @@ def test_a_wandb_grid_sweep_file_runs_as_ours(project):
         ({"rank_by": [{"metric": "loss"}]}, "metric: W&B's metric and rank_by name the same thing; give one"),
         ({"grid": {"lr": [0.1]}}, "parameters.lr: set again in grid or defaults; give it once"),
         ({"parameters": {"lr": {"values": []}}}, "parameters.lr.values: expected a non-empty list"),
+        ({"grid": [{"lr": [0.1]}]}, "parameters: give the grid as parameters (W&B's) or as grid, not both"),
+        ({"defaults": 5}, "defaults: expected a mapping, got 5"),
     ]:
         r = cli("workflow", "sweep", str(sweep_file(project, {**wb, **change}, "bad")), "-n", cwd=project)
         assert r.returncode == 2 and msg in r.stderr and len(r.stderr.splitlines()) == 1, (change, r.stderr)
