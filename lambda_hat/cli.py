@@ -106,7 +106,7 @@ def _command(wf) -> click.Command:
         other = _other_workflow(path, wf.name)
         if other:
             _fail(InputError(f"{path} is {FILES[other]}, not {FILES.get(wf.name, 'a ' + wf.name + ' file')}: run it with `{_run_it(other, path)}`"))
-        common = {k: kw.pop(k) for k in ("force", "dry_run", "timeout", "track", "cfg", "print_commands")}
+        common = {k: kw.pop(k) for k in ("force", "forcerun", "dry_run", "timeout", "track", "cfg", "print_commands")}
         try:
             overrides, extra = wf.parse(kw)
             overrides = (*map(str, settings), *overrides)
@@ -118,7 +118,7 @@ def _command(wf) -> click.Command:
                 click.echo(listing)
                 return
             opts = Options(
-                force=common["force"], dry_run=common["dry_run"], timeout=_duration(common["timeout"], "--timeout"),
+                force=common["force"], forcerun=common["forcerun"], dry_run=common["dry_run"], timeout=_duration(common["timeout"], "--timeout"),
                 budget=_duration(extra.pop("budget", None), "--budget"), overrides=_overrides(overrides), track=_track(common["track"]), extra=extra,
                 show_config=common["cfg"] is not None, print_commands=common["print_commands"],
             )  # fmt: skip
@@ -176,6 +176,14 @@ def _command(wf) -> click.Command:
             help="Snakemake's -p: with --dry-run (-np), each shell task's command line; a shell task's log.txt starts with it.",
         ),
         click.option("--force", "--forceall", "-F", "force", is_flag=True, help=f"Recompute the {noun} even if their results are in the store."),
+        click.option(
+            "--forcerun",
+            "-R",
+            "forcerun",
+            multiple=True,
+            metavar="NAME",
+            help="Snakemake's -R: recompute the tasks NAME names (a sampler, target, stage or experiment; repeatable or comma-separated) and those downstream.",
+        ),
         click.option(
             "--jobs",
             "--cores",

@@ -505,13 +505,14 @@ def run_tasks(
     tasks: list[Task],
     root: Path,
     card,
-    force: bool = False,
+    force: bool | frozenset = False,
     progress: Progress | None = None,
     on_outcome: Callable[[Outcome], None] | None = None,
     budget: float | None = None,
     cards: dict | None = None,
 ) -> Summary:
-    """Run `tasks` (dependencies listed before dependants). Reused tasks are never submitted.
+    """Run `tasks` (dependencies listed before dependants). Reused tasks are never submitted;
+    `force`: every task recomputed, or the IDs of those to recompute.
 
     `on_outcome` sees every outcome as it arrives. With a `budget` (seconds from now), tasks are
     submitted in order, only as many as the card can run at once, and submission stops at the
@@ -529,8 +530,9 @@ def run_tasks(
         if on_outcome:
             on_outcome(out)
 
+    forced = lambda t: force is True or (bool(force) and t.id in force)  # noqa: E731
     for t in dict((t.id, t) for t in tasks).values():
-        if not force and store.is_done(t.kind, t.id):
+        if not forced(t) and store.is_done(t.kind, t.id):
             record(Outcome(t.id, t.label, t.kind, Status.REUSED))
         else:
             pending.append(t)
@@ -588,7 +590,12 @@ def run_tasks(
                     return
                 t = heapq.heappop(ready)[2]
                 del unsubmitted[t.id]
-                spec = {**{f: getattr(t, f) for f in SPEC_FIELDS}, "force": force, "cwd": cwd, "dep_dirs": [str(store.dir(k, i).resolve()) for k, i in t.deps]}
+                spec = {
+                    **{f: getattr(t, f) for f in SPEC_FIELDS},
+                    "force": forced(t),
+                    "cwd": cwd,
+                    "dep_dirs": [str(store.dir(k, i).resolve()) for k, i in t.deps],
+                }
                 dep_futs = [by_id[i] for _, i in t.deps if i in by_id]
                 fut = apps[t.executor](spec, str(store.root), *dep_futs)
                 futures[fut], by_id[t.id] = t, fut

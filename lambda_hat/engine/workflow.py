@@ -7,8 +7,10 @@ state and why it would run, the live progress and table, parquet/CSV, tracking, 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -28,7 +30,8 @@ from lambda_hat.engine.tasks import Outcome, Status, Task
 class Options:
     """What every workflow command takes; `extra` holds a workflow's own flags (--promote, --only, --stages)."""
 
-    force: bool = False
+    force: bool | frozenset = False  # every task recomputed, or the IDs of those -R/--forcerun names
+    forcerun: tuple[str, ...] = ()  # Snakemake's -R NAME: these tasks and their dependants recomputed
     dry_run: bool = False
     timeout: float | None = None
     budget: float | None = None
@@ -141,8 +144,35 @@ class Workflow:
 # ---------------------------------------------------------------- the lifecycle
 
 
-def state(store: Store, t: Task, force: bool) -> tuple[str, str, str]:
+def names_of(label: str) -> set[str]:
+    """What -R/--forcerun NAME may call a task by: its label, without its kind's word (`target
+    dln/small/s0`, `stage b32`), each side of an @ (sampler and target), and each side of the
+    first / (a sweep and its experiment; a model preset)."""
+    body = label.split(" ", 1)[1] if re.match(r"[a-z]+ ", label) else label
+    parts = {label, body, *body.split("@")}
+    return parts | {q for p in parts if "/" in p for q in p.split("/", 1)}
+
+
+def forced_ids(tasks: list[Task], names: tuple[str, ...]) -> frozenset[str]:
+    """The tasks -R/--forcerun names (comma-separated or repeated), and every task downstream of
+    them, as Snakemake's --forcerun reruns a rule's jobs and what depends on them."""
+    from lambda_hat.engine.typed import InputError
+
+    wanted = {n.strip() for name in names for n in name.split(",") if n.strip()}
+    ids = {t.id for t in tasks if wanted & names_of(t.label)}
+    for n in sorted(wanted):
+        if not any(n in names_of(t.label) for t in tasks):
+            some = ", ".join(sorted({t.label.split(" ", 1)[-1].split("@")[0] for t in tasks})[:8])
+            raise InputError(f"--forcerun {n}: names no task (a task's label, a sampler, target, stage or experiment name: {some}, …)")
+    for t in tasks:  # listed dependencies first: one pass finds every dependant
+        if any(i in ids for _, i in t.deps):
+            ids.add(t.id)
+    return frozenset(ids)
+
+
+def state(store: Store, t: Task, force: bool | frozenset) -> tuple[str, str, str]:
     """(state, why it would run, more about why) of a planned task."""
+    force = force is True or (bool(force) and t.id in force)
     m = store.manifest(t.kind, t.id)
     if m and m.get("status") == Status.DONE and not force:
         return "done", "", ""
@@ -234,6 +264,8 @@ def run(wf: Workflow, path: Path, card, opts: Options) -> int:
     plan = wf.load(path, opts.overrides)
     store = Store(wf.store_root(plan))
     tasks = wf.tasks(plan, opts, card)
+    if opts.forcerun and not opts.force:
+        opts = dataclasses.replace(opts, force=forced_ids(tasks, opts.forcerun))
     if opts.show_config:
         click.echo(resolved(tasks), nl=False)
         return 0

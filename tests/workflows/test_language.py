@@ -673,6 +673,30 @@ def test_hydra_and_snakemake_spellings(project):
     assert not (project / "runs").exists() and not (project / "results").exists()
 
 
+def test_snakemake_forcerun_recomputes_what_it_names_and_downstream(project):
+    """-R/--forcerun NAME (repeatable or comma-separated): a sampler's runs, a target with the runs
+    on it, a sweep experiment; the rest is reused. A name that matches nothing is a one-line error."""
+    write_config(project / "config" / "experiments.yaml", {
+        "targets": [{"model": "quadratic", "seed": 0}, {"model": "quadratic", "seed": 1}],
+        "samplers": [{"name": "hmc", "overrides": {"draws": 300}}, {"name": "mclmc", "overrides": {"draws": 300}}]})  # fmt: skip
+
+    def forced(*flags):
+        r = cli("workflow", "llc", "-n", *flags, cwd=project)
+        assert r.returncode == 0, r.stdout + r.stderr
+        return sorted(line.split()[0] for line in r.stdout.splitlines() if line.endswith("(forced)"))
+
+    assert forced("-R", "hmc") == ["hmc@quadratic/s0", "hmc@quadratic/s1"]
+    assert forced("-R", "quadratic/s1") == ["hmc@quadratic/s1", "mclmc@quadratic/s1", "target"]
+    assert forced("-R", "mclmc", "--forcerun", "hmc@quadratic/s0") == forced("-R", "mclmc,hmc@quadratic/s0") == [
+        "hmc@quadratic/s0", "mclmc@quadratic/s0", "mclmc@quadratic/s1"]  # fmt: skip
+    r = cli("workflow", "llc", "-n", "-R", "nuts", cwd=project)
+    assert r.returncode == 2 and r.stderr.startswith("error: --forcerun nuts: names no task") and len(r.stderr.splitlines()) == 1, r.stderr
+    write_config(project / "config" / "sweeps" / "toy.yaml", {"task": "tests.tasks:toy", "rank_by": [{"metric": "score"}], "grid": {"width": [4, 8]}})
+    assert cli("workflow", "sweep", "-cn", "toy", "--local", cwd=project).returncode == 0
+    r = cli("workflow", "sweep", "-cn", "toy", "--local", "-R", "width=8", cwd=project)
+    assert r.returncode == 0 and "1 done, 1 reused" in r.stdout and "done toy/width=8" in r.stderr, r.stdout + r.stderr
+
+
 def test_hydra_config_path_and_name(project):
     """Hydra's -cp/--config-path DIR and -cn/--config-name NAME pick DIR/NAME.yaml on every
     workflow (the directory defaults to the default file's, config/sweeps for a sweep)."""
