@@ -38,7 +38,7 @@ from typing import Callable
 
 from lambda_hat.engine.progress import Progress
 from lambda_hat.engine.store import Store, crashpoint, read_json, write_json
-from lambda_hat.engine.tasks import Outcome, Status, Task, TaskFailed, call, declared
+from lambda_hat.engine.tasks import Outcome, Status, Task, TaskFailed, call, declared, is_forced
 
 # arviz < 1 is pinned (pyproject): its daily notice of the 1.x refactor, printed by the first
 # process to import it each day, would only land among the progress lines
@@ -530,9 +530,8 @@ def run_tasks(
         if on_outcome:
             on_outcome(out)
 
-    forced = lambda t: force is True or (bool(force) and t.id in force)  # noqa: E731
     for t in dict((t.id, t) for t in tasks).values():
-        if not forced(t) and store.is_done(t.kind, t.id):
+        if not is_forced(force, t.id) and store.is_done(t.kind, t.id):
             record(Outcome(t.id, t.label, t.kind, Status.REUSED))
         else:
             pending.append(t)
@@ -592,7 +591,7 @@ def run_tasks(
                 del unsubmitted[t.id]
                 spec = {
                     **{f: getattr(t, f) for f in SPEC_FIELDS},
-                    "force": forced(t),
+                    "force": is_forced(force, t.id),
                     "cwd": cwd,
                     "dep_dirs": [str(store.dir(k, i).resolve()) for k, i in t.deps],
                 }

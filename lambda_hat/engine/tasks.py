@@ -58,6 +58,11 @@ def reported(manifest: dict | None, outcome: Outcome | None) -> dict:
     return {} if outcome and not outcome.status.ok and m.get("status") == Status.DONE else m
 
 
+def is_forced(force: bool | frozenset, tid: str) -> bool:
+    """--force (True: every task) or -R/--forcerun (the IDs it names)."""
+    return force is True or (bool(force) and tid in force)
+
+
 class TaskFailed(Exception):
     """Raised by a task for an expected failure (divergence, bad numerics): no traceback kept."""
 

@@ -23,7 +23,7 @@ import yaml
 from lambda_hat.engine.cards import gpu_warning
 from lambda_hat.engine.runner import Summary, command_line, run_tasks
 from lambda_hat.engine.store import Store, write_frame
-from lambda_hat.engine.tasks import Outcome, Status, Task
+from lambda_hat.engine.tasks import Outcome, Status, Task, is_forced
 
 
 @dataclass
@@ -172,7 +172,7 @@ def forced_ids(tasks: list[Task], names: tuple[str, ...]) -> frozenset[str]:
 
 def state(store: Store, t: Task, force: bool | frozenset) -> tuple[str, str, str]:
     """(state, why it would run, more about why) of a planned task."""
-    force = force is True or (bool(force) and t.id in force)
+    force = is_forced(force, t.id)
     m = store.manifest(t.kind, t.id)
     if m and m.get("status") == Status.DONE and not force:
         return "done", "", ""
