@@ -109,8 +109,8 @@ def rows(plan: Plan, store: Store, targets: dict, runs: dict, outcomes: dict | N
         elif tm.get("status") not in (None, Status.DONE) and not m:
             status, error = Status.SKIPPED, f"target {r.target.label}: {tm.get('error')}"
         metrics = read_json(store.dir(RUNS, rt.id) / "metrics.json") if status == Status.DONE else {}
-        if metrics:  # the target's losses before and after training, for a run cached before it recorded them
-            metrics.update({k: tmetrics.get(k) for k in ("initial_loss", "trained_loss") if metrics.get(k) is None})
+        if metrics:  # the target's losses before and after training, from the target (a run cached before runs recorded them)
+            metrics.update(initial_loss=tmetrics.get("initial_loss"), trained_loss=tmetrics.get("trained_loss"))
         row = {
             "target_id": tt.id, "run_id": rt.id, "sampler": r.name, "sampler_kind": r.sampler.kind,
             "target": r.target.label, "model": model_name(r.target.entry.model), "data": data_name(r.target.entry.data, r.target.data), "seed": r.target.seed,

@@ -56,7 +56,7 @@ def write_frame(df, path: Path) -> Path:
     parquet holds none wider, and pyarrow's overflow had ended the workflow after its tasks ran."""
     wide = lambda v: isinstance(v, int) and not isinstance(v, bool) and not -(2**63) <= v < 2**63  # noqa: E731
     for c in [c for c in df.columns if df[c].dtype == object and any(wide(v) for v in df[c])]:
-        df = df.assign(**{c: [float(v) if isinstance(v, int) and not isinstance(v, bool) else v for v in df[c]]})
+        df = df.assign(**{c: [float(v) if wide(v) else v for v in df[c]]})
     for p, write in ((path, df.to_parquet), (path.with_suffix(".csv"), lambda f: df.to_csv(f, index=False))):
         tmp = tmp_path(p)
         write(tmp)

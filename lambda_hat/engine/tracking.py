@@ -125,11 +125,11 @@ def diagnose_dirs(store: Store) -> dict:
     return out
 
 
-def experiment_name(rec: dict) -> str:
-    """The workflow file's `experiment` if it names one; else a sweep's experiments share the
-    sweep's name and other tasks are grouped by kind."""
-    if rec.get("experiment"):
-        return rec["experiment"]
+def experiment_name(rec: dict, default: str | None = None) -> str:
+    """The workflow file's `experiment` if it names one; else `default` (a tracker's own
+    variable); else a sweep's experiments share the sweep's name and other tasks are grouped by kind."""
+    if name := rec.get("experiment") or default:
+        return name
     return rec["label"].split("/", 1)[0] if rec["kind"] == "sweep" else f"lambda-hat-{rec['kind']}"
 
 
@@ -160,12 +160,8 @@ class MLflow:
             self.experiments[name] = exp.experiment_id if exp else self.client.create_experiment(name)
         return self.experiments[name]
 
-    def name(self, rec: dict) -> str:
-        """The file's experiment, else MLflow's own MLFLOW_EXPERIMENT_NAME, else experiment_name's."""
-        return rec.get("experiment") or os.environ.get("MLFLOW_EXPERIMENT_NAME") or experiment_name(rec)
-
     def logged(self, rec: dict) -> bool:
-        ids = [self._experiment(self.name(rec))]
+        ids = [self._experiment(experiment_name(rec, os.environ.get("MLFLOW_EXPERIMENT_NAME")))]
         return bool(self.client.search_runs(ids, filter_string=f"tags.`{TAG}` = '{rec['id']}'", max_results=1))
 
     def log(self, rec: dict) -> bool:
@@ -180,7 +176,9 @@ class MLflow:
             **rec["tags"],
         }
         # the task's own start and end, not the export's: MLflow's Created and Duration read the run
-        run = self.client.create_run(self._experiment(self.name(rec)), start_time=rec["started"], run_name=rec["label"], tags=tags)
+        run = self.client.create_run(
+            self._experiment(experiment_name(rec, os.environ.get("MLFLOW_EXPERIMENT_NAME"))), start_time=rec["started"], run_name=rec["label"], tags=tags
+        )
         rid = run.info.run_id
         at = rec["finished"] or 0
         params = [E.Param(k[:250], str(v)[:6000]) for k, v in rec["params"].items()]
