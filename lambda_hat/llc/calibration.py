@@ -44,7 +44,7 @@ LANCZOS_STEPS, LANCZOS_PROBES = 12, 3  # above it: 3 probes and g × 12 Lanczos 
 KEEP_RITZ = LANCZOS_STEPS // 2  # Ritz pairs taken as eigenpairs: the top half has converged
 CURVATURE_SAMPLES = 1024  # subsample for Hessian-vector products (the Hessian is a mean)
 NOISE_SAMPLES = 256  # per-sample gradients for the minibatch noise
-FLAT_REL = 1e-6  # γ = 0: a curvature below this share of the largest is flat (rounding, or beyond any budget)
+FLAT_ULPS = 1000  # γ = 0: a curvature within this many ulps of the largest (the run's precision) is rounding: flat
 NOISE_PROBES = 32  # its trace away from w*, above DENSE_MAX_DIM (Hutchinson)
 # The MALA check's loss: acceptance is set by the curvature, which a mean over this many points
 # measures to about 1%; at n = 6e4 the full-data check took 4 s against 18 s of sampling.
@@ -63,13 +63,14 @@ class Spectrum:
     seconds: float
     vectors: np.ndarray | None = None  # eigenvectors (d × d) where the Hessian was formed, else top Ritz vectors (d × k)
     vector_theta: np.ndarray | None = None  # their eigenvalues (Ritz values)
+    eps: float = float(np.finfo(np.float64).eps)  # the run's precision, whose rounding the curvatures carry
 
     @property
     def grad_norm(self) -> float:
         return float(np.linalg.norm(self.grad))
 
     def modes(self, n_beta, gamma):
-        h = n_beta * curvature(self.theta, gamma)
+        h = n_beta * curvature(self.theta, gamma, self.eps)
         a = h + gamma
         # each mode's contribution to λ̂ (×½); a flat mode without a localiser (γ = 0) carries none
         share = np.divide(h, a, out=np.zeros_like(a), where=a > 0)
@@ -86,12 +87,13 @@ class Spectrum:
         return float(0.5 * np.sum(self.weight * share))
 
 
-def curvature(theta: np.ndarray, gamma: float) -> np.ndarray:
-    """The curvatures that count: without a localiser (γ = 0) one below FLAT_REL of the largest
-    is flat, not a mode carrying ½ of λ̂ with a preconditioner 1/a of 1e15 (a DLN's symmetry
-    directions read ±1e-15 in float64: SGLD diverged at its 4th step)."""
+def curvature(theta: np.ndarray, gamma: float, eps: float) -> np.ndarray:
+    """The curvatures that count: without a localiser (γ = 0) one at the rounding level of the
+    largest is flat, not a mode carrying ½ of λ̂ with a preconditioner 1/a of 1e15 (a DLN's
+    symmetry directions read ±1e-15 in float64: SGLD diverged at its 4th step). Only rounding: a
+    real mode however soft still carries λ̂, and the budget check judges its relaxation."""
     theta = np.clip(theta, 0, None)
-    return np.where(theta > FLAT_REL * theta.max(initial=0.0), theta, 0.0) if gamma == 0 else theta
+    return np.where(theta > FLAT_ULPS * eps * theta.max(initial=0.0), theta, 0.0) if gamma == 0 else theta
 
 
 def _subsample(post, size):
@@ -195,7 +197,7 @@ def measure(post, key) -> Spectrum:
         top = vectors[:, -1]
         theta, weight = np.concatenate(theta), np.concatenate(weight)
     kappa = _noise_ratio(G, top, theta, weight)
-    return Spectrum(theta, weight, kappa, np.asarray(g_full), shift, time.time() - t0, vectors, vector_theta)
+    return Spectrum(theta, weight, kappa, np.asarray(g_full), shift, time.time() - t0, vectors, vector_theta, float(np.finfo(dt).eps))
 
 
 def _shift(g, theta, S, nb, gamma) -> float:
@@ -311,7 +313,7 @@ def curvature_precond(spec: Spectrum, post, starts) -> Curvature:
     decades). The other directions, flat at w*, are not flat where the chains go (a DLN's along
     its symmetries): they get one scale, 1/(their stiffest curvature at `starts`)."""
     nb, gamma, dt = post.n_beta, post.gamma, post.w_star.dtype
-    a_vec = nb * curvature(spec.vector_theta, gamma) + gamma
+    a_vec = nb * curvature(spec.vector_theta, gamma, spec.eps) + gamma
     if spec.vectors.shape[1] == post.dim:
         cut = spec.a_slow(nb, gamma)
         keep = a_vec >= cut
