@@ -201,6 +201,8 @@ def write_retry(plan: Plan, table: list[dict], runs: dict, results: Path) -> Pat
     for key in ("task_timeout", "tracking", "experiment"):  # the retry runs as the sweep did
         if cfg[key]:
             doc[key] = cfg[key]
+    if plan.config.posterior.layer():
+        doc["posterior"] = plan.config.posterior.layer()
     doc["retry_of"] = {"config": source, "runs": sorted(runs[label].id for label in failed)}
     results.mkdir(parents=True, exist_ok=True)
     crashpoint("write:retry.yaml")

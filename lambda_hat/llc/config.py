@@ -230,13 +230,39 @@ class Posterior:
 
 
 @dataclass(frozen=True)
+class FilePosterior:
+    """An experiments file's top-level `posterior:` (the original Lambda-Hat's docs set γ there):
+    every sampler's, above its preset and below its entry's overrides."""
+
+    beta0: float | None = field(default=None, metadata=positive())
+    gamma: float | None = field(default=None, metadata=nonneg())
+    beta_mode: Literal["1_over_log_n"] = "1_over_log_n"  # the original's: β = β0 / log n, the only one here
+    prior_radius: float | None = None  # the original's; none here (γ localises)
+    loss: str | None = None  # the original's; not a choice here
+
+    def check(self, bad):
+        if self.prior_radius is not None:
+            bad("prior_radius", f"{self.prior_radius!r}: no hard radius around w* here, gamma localises the posterior; allowed value: null")
+        if self.loss is not None:
+            bad(
+                "loss",
+                f"{self.loss!r}: L_n here is the data's mean negative log-likelihood (Gaussian at the data's noise_scale; a classifier's "
+                "cross-entropy), not a choice; leave it out",
+            )
+
+    def layer(self) -> dict:
+        """As a sampler's `posterior` overrides."""
+        return {k: getattr(self, k) for k in ("beta0", "gamma") if getattr(self, k) is not None}
+
+
+@dataclass(frozen=True)
 class SamplerBase:
     ALIASES: ClassVar[dict] = {"gamma": "posterior.gamma", "beta0": "posterior.beta0"}
 
     chains: int = field(default=4, metadata=positive())
     draws: int = field(default=1000, metadata=positive())  # kept draws per chain, after burn-in
     burnin: int = field(default=200, metadata=nonneg())
-    eval_every: int = field(default=1, metadata=positive())  # λ̂ and diagnostics from every k-th draw
+    eval_every: int = field(default=1, metadata=positive())  # λ̂ and diagnostics from every k-th draw (VI: its ELBO's k-th step)
     seed: int = field(default=0, metadata=seed_range())
     posterior: Posterior = Posterior()
 
@@ -379,7 +405,10 @@ class VI(SamplerBase):
     """Variational family around w*: mean-field Gaussian, a mixture of `M` Gaussians, each
     diagonal + rank `r` (factor analysers), or a normalizing flow of `layers` affine couplings."""
 
-    ALIASES: ClassVar[dict] = {**SamplerBase.ALIASES, "components": "M", "rank": "r"}
+    # eval_samples: the original Lambda-Hat's count of q's draws that estimate λ̂
+    ALIASES: ClassVar[dict] = {**SamplerBase.ALIASES, "components": "M", "rank": "r", "eval_samples": "draws"}
+    # the original Lambda-Hat's fit settings (see MLP.ADDED)
+    ADDED: ClassVar[dict] = {"lr_schedule": "cosine", "lr_warmup_frac": 0.0, "clip_global_norm": 100.0}
 
     kind: Literal["vi"] = "vi"
     family: Literal["meanfield", "lowrank", "flow"] = "meanfield"
@@ -390,6 +419,13 @@ class VI(SamplerBase):
     steps: int = field(default=2000, metadata=positive())
     lr: float = field(default=1e-2, metadata=positive())
     mc_samples: int = field(default=8, metadata=positive())
+    # Adam's step over the fit: cosine or linear decay to 0, after a linear warm-up over
+    # lr_warmup_frac of the steps; None (the original's default): constant, no warm-up
+    lr_schedule: Literal["cosine", "linear_decay"] | None = "cosine"
+    lr_warmup_frac: float = field(default=0.0, metadata={"ge": 0, "lt": 1})
+    # the ELBO gradient's global norm is clipped to this (None: not clipped): one bad Monte
+    # Carlo draw early on can otherwise throw a flow far off
+    clip_global_norm: float | None = field(default=100.0, metadata=positive())
     # None: full batch; auto: full up to AUTO_BATCH points, else AUTO_BATCH (at n = 1e4 and 1e5
     # the same λ̂ as full batch within its MCSE, at n = 1e5 minutes sooner: the decayed Adam step
     # averages the minibatch noise of the ELBO's gradient away)
@@ -414,8 +450,13 @@ class VI(SamplerBase):
     def work(self, n: int) -> float:
         return self.chains * self.steps * self.M * self.mc_samples * (self.batch(n) or n)
 
+    def __post_init__(self):
+        if self.lr_schedule is None:  # a constant step has no warm-up: one fit, one ID
+            object.__setattr__(self, "lr_warmup_frac", 0.0)
+
     def check(self, bad):
-        super().check(bad)
+        if self.draws < MIN_KEPT:  # its eval_every thins the ELBO's trace, never q's independent draws
+            bad("draws", f"must be ≥ {MIN_KEPT} (R̂ and ESS need them), got {self.draws}")
         if self.family != "lowrank" and self.M != 1:
             bad("M", f"{self.family} takes M: 1; use family: lowrank for a mixture (preset vi)")
 
@@ -469,6 +510,7 @@ class Experiments:
     # column of the table; not part of any task ID, so naming a sweep recomputes nothing
     experiment: str | None = None
     retry_of: RetryOf | None = None
+    posterior: FilePosterior = FilePosterior()  # every sampler's, under its entry's own
 
 
 @dataclass(frozen=True)
@@ -603,6 +645,8 @@ def _check_preset(group: str, path: Path) -> None:
             _precision_name(data["dtype"], where, "dtype")
         if data.get("kind") == "sgld":
             data = _original_sgld(canonical(SGLD, data, where), where, "")
+        if data.get("kind") == "vi":
+            data = _original_vi(canonical(VI, data, where), where, "")[0]
         tagged(SAMPLER_KINDS, {k: v for k, v in data.items() if k != "dtype"})
     elif group == "data":
         check_given(Data, data, where)
@@ -895,9 +939,11 @@ def _same_kind(group: str, name: str, have, asked, kinds: dict, path: Path, key:
     fail(str(path), key, f"the {name} preset's {'model kind' if group == 'model' else 'kind'} is {have}; {instead}")
 
 
-def resolve_sampler(entry: SamplerEntry, path: Path, key: str, x64: bool = True):
+def resolve_sampler(entry: SamplerEntry, path: Path, key: str, x64: bool = True, posterior: FilePosterior = FilePosterior()):
     where = str(path)
     preset = load_preset("sampler", entry.name, path, where, f"{key}.name")
+    if posterior.layer():  # the file's posterior over the preset's (an alias there becomes posterior.* below)
+        preset = deep_merge(canonical(SamplerBase, preset, where, key), {"posterior": posterior.layer()})
     over = _dict(entry.overrides, where, f"{key}.overrides")
     _same_kind("sampler", entry.name, preset.get("kind"), over.get("kind"), SAMPLER_KINDS, path, f"{key}.overrides.kind")
     cls = SAMPLER_KINDS.get(over.get("kind", preset.get("kind")))
@@ -917,11 +963,18 @@ def resolve_sampler(entry: SamplerEntry, path: Path, key: str, x64: bool = True)
         over = {k: v for k, v in over.items() if k not in ADAM_KEYS}
     if cls is SGLD and "steps" in over:
         over = _total_steps(over, deep_merge(preset, over).get("burnin", SGLD.burnin), where, f"{key}.overrides")
+    algo_flow = False
+    if cls is VI:
+        (preset, p_flow), (over, o_flow) = _original_vi(preset, preset_file, ""), _original_vi(over, where, f"{key}.overrides")
+        algo_flow = (o_flow or p_flow) and deep_merge(preset, over).get("family") == "flow"
     if entry.seed is not None:
         if "seed" in over:
             fail(where, f"{key}.seed", "given here and in overrides; keep one")
         over = {**over, "seed": entry.seed}
-    return _tagged(SAMPLER_KINDS, deep_merge(preset, over), where, key)
+    merged = deep_merge(preset, over)
+    if algo_flow:  # the original's flow has no components: its presets' M and r are not the flow's
+        merged = {k: v for k, v in merged.items() if k not in ("M", "r")}
+    return _tagged(SAMPLER_KINDS, merged, where, key)
 
 
 def _precision_name(dtype, where: str, key: str) -> None:
@@ -954,6 +1007,44 @@ def _original_sgld(layer: dict, where: str, key: str) -> dict:
     `steps` (burn-in + draws) as draws."""
     layer = {k: v for k, v in layer.items() if k not in ADAM_KEYS}
     return _total_steps(layer, layer.get("burnin", SGLD.burnin), where, key) if "steps" in layer else layer
+
+
+# The original Lambda-Hat's VI keys without a field here. Its geometry whitening rescales q's
+# coordinates, which here are always in units of the posterior's width at w* (samplers/vi.py),
+# and a diagonal rescaling maps each family onto itself: they are dropped. Its other options are
+# taken at the values that leave its fit as this tool's, and are an error elsewhere.
+WHITENING_KEYS = ("use_whitening", "whitening_mode", "whitening_decay")
+VI_ONLY_AT = {
+    "tensorboard": (False, "no TensorBoard logs here: the fit's ELBO is the elbo group of the run's trace.nc, and --track mlflow|wandb logs the runs"),
+    "alpha_temperature": (1.0, "a temperature on the mixture's weights is not one of this tool's fit settings"),
+    "entropy_bonus": (0.0, "a bonus λ·H(q) in the ELBO widens q past the posterior, and λ̂ under it reads high"),
+    "alpha_dirichlet_prior": (None, "a prior on the mixture's weights is not one of this tool's fit settings"),
+    "r_per_component": (None, "every component here has rank r"),
+}
+ALGOS = {"mfa": "lowrank", "flow": "flow"}  # the original's VI algorithms as families
+
+
+def _original_vi(layer: dict, where: str, key: str) -> tuple[dict, bool]:
+    """A VI layer in the original Lambda-Hat's keys as this tool's: `algo` as the family,
+    WHITENING_KEYS dropped, VI_ONLY_AT checked and dropped; and whether it said algo: flow."""
+    key = f"{key}." if key else ""
+    out = {}
+    for name, value in layer.items():
+        if name == "algo":
+            if value not in ALGOS:
+                fail(where, f"{key}algo", f"{value!r} is not allowed; allowed values: mfa, flow (the original Lambda-Hat's; family: lowrank, flow)")
+            if "family" in layer:
+                fail(where, f"{key}algo", "is the original Lambda-Hat's name of family, which is also given; keep one")
+            out["family"] = ALGOS[value]
+        elif name == "whitening_mode" and value not in ("none", "rmsprop", "adam"):
+            fail(where, f"{key}whitening_mode", f"{value!r} is not allowed; allowed values: none, rmsprop, adam")
+        elif name in VI_ONLY_AT:
+            at, why = VI_ONLY_AT[name]
+            if value != at or isinstance(value, bool) != isinstance(at, bool):
+                fail(where, f"{key}{name}", f"{value!r}: {why}; allowed value: {'null' if at is None else str(at).lower()}")
+        elif name not in WHITENING_KEYS:
+            out[name] = value
+    return out, layer.get("algo") == "flow"
 
 
 def _total_steps(over: dict, burnin, where: str, key: str) -> dict:
@@ -1142,15 +1233,17 @@ def _plan(path: Path, raw) -> Plan:
     runs, shared = [], None
     for i, (te, t) in enumerate(zip(cfg.targets, targets)):
         if te.samplers is not None:
-            resolved = resolve_samplers(te.samplers, path, f"targets[{i}].samplers", cfg.jax_enable_x64)
+            resolved = resolve_samplers(te.samplers, path, f"targets[{i}].samplers", cfg.jax_enable_x64, cfg.posterior)
         else:  # the top-level list: resolved once for all targets
-            resolved = shared = shared or resolve_samplers(cfg.samplers, path, "samplers", cfg.jax_enable_x64)
+            resolved = shared = shared or resolve_samplers(cfg.samplers, path, "samplers", cfg.jax_enable_x64, cfg.posterior)
         for name, se, s in resolved:
             runs += [Run(f"{name}@{p.label}", name, se, s, p) for p in points[i]]
     return Plan(path, cfg, [p for ps in points for p in ps], runs)
 
 
-def resolve_samplers(entries, path: Path, skey: str, x64: bool = True) -> list[tuple[str, SamplerEntry, SGLD | HMC | MCLMC | VI]]:
+def resolve_samplers(
+    entries, path: Path, skey: str, x64: bool = True, posterior: FilePosterior = FilePosterior()
+) -> list[tuple[str, SamplerEntry, SGLD | HMC | MCLMC | VI]]:
     """(run name, entry, sampler) per entry of a samplers list; two entries resolving to the same sampler are an error."""
     if not entries:
         fail(str(path), skey, "no samplers for this target; list at least one (hmc, mclmc, sgld, vi, …)")
@@ -1158,7 +1251,7 @@ def resolve_samplers(entries, path: Path, skey: str, x64: bool = True) -> list[t
     names = [se.name for se in entries]
     out = []
     for j, se in enumerate(entries):
-        s = resolve_sampler(se, path, f"{skey}[{j}]", x64)
+        s = resolve_sampler(se, path, f"{skey}[{j}]", x64, posterior)
         key = repr(plain(s))
         if key in seen:
             fail(str(path), f"{skey}[{j}]", f"duplicates {skey}[{seen[key]}] (same resolved config)")

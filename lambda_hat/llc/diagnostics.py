@@ -142,7 +142,7 @@ def diagnose_run(ctx, cfg: PlotTask) -> dict:
         fig, ax = plt.subplots(figsize=(7, 3.6))
         for c in range(tr["elbo"].shape[0]):
             k = f", PSIS k̂ {tr['pareto_k'][c]:.2f}" if "pareto_k" in tr else ""
-            ax.plot(tr["elbo"][c], lw=0.6, label=f"fit {c}{k}")
+            ax.plot(tr["elbo_step"], tr["elbo"][c], lw=0.6, label=f"fit {c}{k}")
         ax.set_ylim(bottom=np.percentile(tr["elbo"], 5))  # the first steps' ELBO would flatten the rest
         ax.set(title="VI: ELBO during optimisation", xlabel="optimiser step", ylabel="ELBO [nats] (MC estimate)")
         ax.legend(fontsize=7)

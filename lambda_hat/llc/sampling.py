@@ -56,7 +56,7 @@ def estimate(post, cfg, model: dict, log=lambda msg: None, llc_true: float | Non
     if trace.extras.get("refined") == "hmc":  # the draws are the refinement's HMC, whose settings are not VI's
         hint = "in VI's refinement by HMC (q failed its checks): run the hmc sampler with a higher target_accept or warmup, or refine: none for q's own λ̂"
     samplers.check_finite(trace.loss, 0 if trace.extras.get("refined") else trace.extras.get("burnin", cfg.burnin), hint)
-    traces.thin(trace, cfg.eval_every)  # the original Lambda-Hat's eval_every
+    traces.thin(trace, 1 if cfg.kind == "vi" else cfg.eval_every)  # the original Lambda-Hat's eval_every (VI: its ELBO's steps)
     if trace.loss.shape[1] < MIN_KEPT:  # auto draws stopped early: too few left to estimate or check
         raise ValueError(f"eval_every = {cfg.eval_every} keeps {trace.loss.shape[1]} draws per chain (< {MIN_KEPT}); lower eval_every")
     trace.idata = traces.inference_data(trace, post.n_beta, post.L_star, {"sampler": plain(cfg), "n": post.n, "d": post.dim})
@@ -133,7 +133,12 @@ def estimate(post, cfg, model: dict, log=lambda msg: None, llc_true: float | Non
 _PRELOAD = ("jax", "optax", "arviz", "lambda_hat.llc.calibration", "lambda_hat.llc.traces", "lambda_hat.llc.targets", "lambda_hat.llc.samplers.vi")
 
 
-@task(RunTask, version=lambda c: f"1.{VERSIONS[c['sampler']['kind']]}", preload=_PRELOAD)
+# VI's eval_every thinned q's draws before it thinned its ELBO's steps: only those runs changed
+@task(
+    RunTask,
+    version=lambda c: f"1.{VERSIONS[c['sampler']['kind']]}" + (".e" if c["sampler"]["kind"] == "vi" and c["sampler"]["eval_every"] > 1 else ""),
+    preload=_PRELOAD,
+)
 def sample_run(ctx, cfg: RunTask) -> dict:
     import jax
 

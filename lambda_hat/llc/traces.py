@@ -54,8 +54,10 @@ def inference_data(trace, n_beta: float, L_star: float, attrs: dict):
         warnings.simplefilter("ignore")  # arviz's "More chains than draws" guess: a short run's arrays are (chain, draw) as given
         idata = az.from_dict(posterior={"loss": loss, "llc": n_beta * (loss - L_star)}, sample_stats=stats)
     if "elbo" in trace.extras:
-        idata.add_groups({"vi_fit": xr.Dataset({"elbo": (("fit", "step"), np.asarray(trace.extras["elbo"]))})})
-    scalars = {k: v for k, v in trace.extras.items() if k not in PER_DRAW and k not in ("elbo", "step_size")}
+        elbo, every = np.asarray(trace.extras["elbo"]), trace.extras.get("elbo_every", 1)
+        steps = every * np.arange(1, elbo.shape[1] + 1)  # the optimiser's steps (eval_every thins them)
+        idata.add_groups({"vi_fit": xr.Dataset({"elbo": (("fit", "step"), elbo)}, coords={"step": steps})})
+    scalars = {k: v for k, v in trace.extras.items() if k not in PER_DRAW and k not in ("elbo", "elbo_every", "step_size")}
     annotate(idata, {**scalars, **attrs, "n_beta": n_beta, "L_star": L_star})
     return idata
 
@@ -97,7 +99,7 @@ def arrays(idata) -> dict:
     out = {"loss": post["loss"].values, "llc": post["llc"].values, "fge": stats["fge"].values[0]}
     out.update({k: stats[v].values for k, v in PER_DRAW.items() if v in stats})
     if "vi_fit" in idata.groups():
-        out["elbo"] = idata.vi_fit["elbo"].values
+        out["elbo"], out["elbo_step"] = idata.vi_fit["elbo"].values, idata.vi_fit["step"].values
     if isinstance(post.attrs.get("pareto_k"), str):  # per chain (runs stored before it was kept: the worst only)
         out["pareto_k"] = np.asarray(json.loads(post.attrs["pareto_k"]))
     return out

@@ -812,6 +812,26 @@ def test_a_long_vi_fit_logs_its_progress(monkeypatch):
     assert whole["llc_mean"] == pytest.approx(m["llc_mean"], rel=1e-9)
 
 
+def test_vi_eval_every_thins_its_elbo_and_its_schedule_is_the_one_asked_for():
+    """The original Lambda-Hat's VI eval_every records the fit's ELBO every k-th step: q's draws are
+    independent, and thinning them would only lose some. Its lr_schedule and lr_warmup_frac shape
+    Adam's step as they say."""
+    from lambda_hat.llc.samplers.vi import _schedule
+
+    post, model = regular(1000, "gauss_iso", 1.0)
+    m, trace = estimate(post, preset("vi_meanfield", draws=64, eval_every=50, refine="none"), model)
+    assert m["draws"] == 64 and trace.idata.posterior.sizes["draw"] == 64
+    assert list(trace.idata.vi_fit["step"].values) == list(range(50, 2001, 50))
+    assert m["llc_mean"] == pytest.approx(6, rel=0.1)  # d/2 of the 3 × 4 linear model
+    for kind in ("cosine", "linear_decay"):
+        f = _schedule(preset("vi_meanfield", steps=100, lr=0.01, lr_schedule=kind, lr_warmup_frac=0.1))
+        assert (float(f(0)), float(f(10)), float(f(100))) == pytest.approx((0.0, 0.01, 0.0), abs=1e-9), kind
+        assert 0.004 < float(f(55)) < 0.006  # halfway down
+    assert float(_schedule(preset("vi_meanfield", steps=100, lr=0.01))(0)) == pytest.approx(0.01)  # ours: cosine from lr, no warm-up
+    const = preset("vi_meanfield", steps=100, lr=0.01, lr_schedule=None, lr_warmup_frac=0.05)
+    assert _schedule(const) == 0.01 and const.lr_warmup_frac == 0.0  # a constant step has no warm-up
+
+
 FUSED_LOSS = """
 import os, sys
 os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # one core: XLA's one-thread program, before jax starts

@@ -399,6 +399,99 @@ def test_original_sampler_keys(tmp_path):
             runs(over)
 
 
+# The original Lambda-Hat's VI preset (conf/sample/sampler/vi.yaml, its last form), as it is.
+ORIGINAL_VI = """\
+# @package _global_.sampler
+name: vi
+vi:
+  algo: mfa         # "mfa" (mixture of factor analyzers) or "flow"
+  M: 8
+  r: 2
+  steps: 5000
+  batch_size: 256
+  lr: 0.01
+  eval_every: 50    # how often to record metrics
+  eval_samples: 64  # MC samples for final estimate
+  dtype: float32
+  use_whitening: true  # deprecated, use whitening_mode
+  whitening_mode: none
+  whitening_decay: 0.99
+  clip_global_norm: 5.0
+  alpha_temperature: 1.0
+  tensorboard: false
+  r_per_component: null
+  alpha_dirichlet_prior: null
+  lr_schedule: null
+  lr_warmup_frac: 0.05
+  entropy_bonus: 0.0
+"""
+
+
+def test_original_vi_keys(tmp_path):
+    """The original's VI preset runs as it is: algo as the family, eval_samples as q's draws, its
+    fit's schedule and clipping honoured, its whitening dropped, its other options at the values
+    that leave the fit as ours; the original's `algo: flow` beside a preset's M and r is a flow."""
+    (tmp_path / "presets" / "sampler").mkdir(parents=True)
+    (tmp_path / "presets" / "sampler" / "ovi.yaml").write_text(ORIGINAL_VI)
+
+    def runs(*entries, x64=False):
+        return [r.sampler for r in plan_of(tmp_path, {"jax_enable_x64": x64, "targets": [{"model": "quadratic"}], "samplers": list(entries)}).runs]
+
+    (v,) = runs("ovi")
+    assert (v.family, v.M, v.r, v.steps, v.batch_size, v.lr, v.draws, v.eval_every) == ("lowrank", 8, 2, 5000, 256, 0.01, 64, 50)
+    assert (v.lr_schedule, v.lr_warmup_frac, v.clip_global_norm) == (None, 0.0, 5.0)
+    # the smoke config's flow line: M and r are the mixture's, which a flow has not
+    (f,) = runs({"name": "vi", "overrides": {"algo": "flow", "M": 8, "r": 2, "gamma": 0.001}, "seed": 54322})
+    (g,) = runs({"name": "vi", "overrides": {"family": "flow", "M": 1, "gamma": 0.001}, "seed": 54322})
+    assert (f.family, f.M, f.posterior.gamma) == ("flow", 1, 0.001) and identity(f) == identity(g)
+    (w,) = runs({"name": "vi", "overrides": {"whitening_mode": "adam", "use_whitening": False, "algo": "mfa"}})
+    (plain_vi,) = runs("vi")
+    assert identity(w) == identity(plain_vi) and not set(identity(plain_vi)) & set(type(plain_vi).ADDED)
+    for over, msg in (
+        ({"algo": "nuts"}, "samplers[0].overrides.algo: 'nuts' is not allowed; allowed values: mfa, flow"),
+        ({"algo": "mfa", "family": "lowrank"}, "samplers[0].overrides.algo: is the original Lambda-Hat's name of family, which is also given"),
+        ({"entropy_bonus": 0.1}, "samplers[0].overrides.entropy_bonus: 0.1: a bonus λ·H(q) in the ELBO widens q past the posterior"),
+        ({"tensorboard": True}, "samplers[0].overrides.tensorboard: True: no TensorBoard logs here"),
+        ({"whitening_mode": "diag"}, "samplers[0].overrides.whitening_mode: 'diag' is not allowed; allowed values: none, rmsprop, adam"),
+        ({"lr_schedule": "step"}, "samplers[0].lr_schedule"),
+        ({"eval_samples": 2}, "samplers[0].draws: must be ≥ 4"),
+    ):
+        with pytest.raises(InputError, match=re.escape(msg)):
+            runs({"name": "vi", "overrides": over})
+    (tmp_path / "presets" / "sampler" / "bad.yaml").write_text(ORIGINAL_VI.replace("entropy_bonus: 0.0", "entropy_bonus: 0.5"))
+    with pytest.raises(InputError, match=re.escape(f"{tmp_path / 'presets' / 'sampler' / 'bad.yaml'}: entropy_bonus: 0.5")):
+        runs("bad")
+
+
+def test_a_files_posterior_is_every_samplers(project):
+    """The original's docs set γ for every sampler in a top-level `posterior:`: here it lies over
+    each sampler's preset and under its entry's own; its beta_mode is ours, its loss no choice."""
+    doc = {
+        "targets": [{"model": "base", "data": "base", "teacher": "_null", "seed": 43}],
+        "samplers": [
+            {"name": "vi", "overrides": {"M": 4, "r": 1, "whitening_mode": "none", "lr": 0.01}, "seed": 1001},
+            {"name": "hmc", "overrides": {"gamma": 5}},
+            {"name": "sgld", "overrides": {"posterior": {"beta0": 2}}},
+        ],
+        "posterior": {"gamma": 0.001, "beta_mode": "1_over_log_n"},
+    }
+    path = write_config(project / "config" / "experiments.yaml", doc)
+    post = [r.sampler.posterior for r in load_plan(path).runs]
+    assert [(p.gamma, p.beta0) for p in post] == [(0.001, 1.0), (5.0, 1.0), (0.001, 2.0)]
+    without = write_config(project / "config" / "w.yaml", {**doc, "posterior": {}, "samplers": [{"name": "hmc", "overrides": {"gamma": 0.001}}]})
+    assert ids(without)[1]["hmc@base/base/s43"] == ids(path, ("samplers=[{name: hmc}]",))[1]["hmc@base/base/s43"]
+    for extra, msg in (
+        ({"loss": "mse"}, "posterior.loss: 'mse': L_n here is the data's mean negative log-likelihood"),
+        ({"beta_mode": "manual"}, "posterior.beta_mode: 'manual' is not allowed; allowed values: 1_over_log_n"),
+        ({"prior_radius": 2.0}, "posterior.prior_radius: 2.0: no hard radius around w* here"),
+        ({"gamma": -1}, "posterior.gamma: must be >= 0"),
+    ):
+        write_config(path, {**doc, "posterior": {**doc["posterior"], **extra}})
+        r = cli("workflow", "llc", "--dry-run", cwd=project)
+        assert r.returncode == 2 and r.stderr.strip().startswith(f"error: config/experiments.yaml: {msg}"), r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1 and not (project / "runs").exists()
+
+
 def test_an_integer_written_as_1e5_is_that_integer(tmp_path):
     """YAML reads 1e5 as a float; an integer key takes it where it names an integer exactly (the
     same task IDs and labels as 100000), in the file and on the command line; 2.5 stays an error."""
@@ -484,7 +577,7 @@ def test_teacher_presets(tmp_path):
             {"name": "hmc", "overrides": {"eval_every": 100_000, "draws": 100}},
             ["samplers[0].eval_every", "keeps 0 of draws = 100", "eval_every ≤ 25"],
         ),
-        ({"model": "quadratic"}, {"name": "vi", "overrides": {"eval_every": 3, "draws": 10}}, ["samplers[0].eval_every", "keeps 3 of draws = 10"]),
+        ({"model": "quadratic"}, {"name": "vi", "overrides": {"entropy_bonus": 0.1}}, ["samplers[0].overrides.entropy_bonus", "allowed value: 0.0"]),
         ({"model": "quadratic"}, {"name": "sgld", "overrides": {"draws": 3}}, ["samplers[0].draws", "must be ≥ 4"]),
         ({"model": "quadratic"}, {"name": "hmc", "seed": -1}, ["samplers[0].seed", "must be >= 0"]),
         (

@@ -163,9 +163,8 @@ def sample(post, cfg, key, spec=None) -> Trace:
     h = float(np.sum(spec.weight * np.clip(spec.theta, 0, None))) / d  # the mean curvature at w*
     sd0 = 1.0 / jnp.sqrt(post.n_beta * (h if h > 0 else 1.0) + post.gamma)
     fam = (Flow if cfg.family == "flow" else Mixture)(d, cfg, dt)
-    # clipping: one bad Monte Carlo draw early on can otherwise throw a flow far off
-    # decayed to 0 so the fit settles instead of jittering with the ELBO's Monte Carlo noise
-    opt = optax.chain(optax.clip_by_global_norm(100.0), optax.adam(optax.cosine_decay_schedule(cfg.lr, cfg.steps)))
+    clip = [optax.clip_by_global_norm(cfg.clip_global_norm)] if cfg.clip_global_norm is not None else []
+    opt = optax.chain(*clip, optax.adam(_schedule(cfg)))
     batch_size = cfg.batch(post.n) if post.data is not None else None
     draw_batch = post.batcher(jax.random.fold_in(key, 1), batch_size)
     log_jac = d * jnp.log(sd0)  # q over w = w* + sd0·x
@@ -206,13 +205,20 @@ def sample(post, cfg, key, spec=None) -> Trace:
         carry, e = in_calls(lambda c, a, b: fit_piece(c, keys[:, start + a : start + b], draw_batch.ring), carry, size, unroll or size)
         elbo.append(e)
         progress(f"VI fit: {start + size} of {cfg.steps} steps; ELBO {float(np.mean(elbo[-1][:, -1])):.4g}")
-    elbo = np.concatenate(elbo, axis=1)
+    elbo = np.concatenate(elbo, axis=1)[:, cfg.eval_every - 1 :: cfg.eval_every]  # the original's eval_every: its trace's steps
     losses, log_w = (np.asarray(a) for a in jax.jit(jax.vmap(draw, in_axes=(0, 0, None)))(carry[0], k_draw, post.data))
     fit = cfg.steps * cfg.M * cfg.mc_samples * post.batch_fraction(batch_size)
     # each draw costs one full-data loss evaluation, counted as one FGE
     llc_q = post.n_beta * (losses[:, cfg.burnin :] - post.L_star)
     k_hat, llc_is = _psis(log_w[:, cfg.burnin :], llc_q)
-    extras = {"elbo": elbo, "pareto_k": k_hat, "llc_is": llc_is, "batch_size": min(batch_size or post.n, post.n), "llc_vi": float(np.mean(llc_q))}
+    extras = {
+        "elbo": elbo,
+        "elbo_every": cfg.eval_every,
+        "pareto_k": k_hat,
+        "llc_is": llc_is,
+        "batch_size": min(batch_size or post.n, post.n),
+        "llc_vi": float(np.mean(llc_q)),
+    }
     # q's draws are independent: their MCSE is the plain standard error
     miss = checks.vi_miss(float(np.max(k_hat)), cfg.draws, float(np.mean(llc_q)), llc_is, float(np.std(llc_q) / np.sqrt(llc_q.size)))
     if cfg.refine == "none" or (cfg.refine == "auto" and miss is None):
@@ -226,6 +232,19 @@ def sample(post, cfg, key, spec=None) -> Trace:
     trace.extras.update(extras, refined="hmc")
     trace.fge += fit + cfg.burnin + cfg.draws
     return trace
+
+
+def _schedule(cfg):
+    """Adam's step over the fit. Decayed to 0 by default, so that the fit settles instead of
+    jittering with the ELBO's Monte Carlo noise."""
+    if cfg.lr_schedule is None:
+        return cfg.lr
+    warm = int(cfg.lr_warmup_frac * cfg.steps)
+    if cfg.lr_schedule == "cosine":
+        if not warm:
+            return optax.cosine_decay_schedule(cfg.lr, cfg.steps)
+        return optax.warmup_cosine_decay_schedule(0.0, cfg.lr, warm, cfg.steps)
+    return optax.join_schedules([optax.linear_schedule(0.0, cfg.lr, warm), optax.linear_schedule(cfg.lr, 0.0, cfg.steps - warm)], [warm])
 
 
 def _psis(log_w: np.ndarray, llc: np.ndarray) -> tuple[np.ndarray, float]:
