@@ -649,9 +649,9 @@ def _check_preset(group: str, path: Path) -> None:
             data = _original_vi(canonical(VI, data, where), where, "")[0]
         tagged(SAMPLER_KINDS, {k: v for k, v in data.items() if k != "dtype"})
     elif group == "data":
-        check_given(Data, data, where)
+        check_given(Data, _preset_form(group, data), where)
     elif group == "teacher":
-        check_given(Teacher, _checkable(data, where, ""), where)
+        check_given(Teacher, _checkable(_preset_form(group, data), where, ""), where)
     else:  # model: its model and training sections, or (the original Lambda-Hat's) the model section alone
         flat, data = _sections(data) is not data, _sections(data)
         for k, v in data.items():
@@ -671,9 +671,12 @@ def _check_preset(group: str, path: Path) -> None:
 def _preset_form(group: str, preset: dict) -> dict:
     """A preset as this tool reads it: a model preset as its sections (_sections); a sampler
     preset in the original Lambda-Hat's form (`name: hmc` and its keys under `hmc:`) flat, with
-    that name as its kind."""
+    that name as its kind; a data, teacher or sampler preset that the original wrapped in its
+    group's key (`sampler: {name: hmc, hmc: …}`, `data: {n_data: …}`) as the mapping inside."""
     if group == "model":
         return _sections(preset)
+    if group != "model" and list(preset) == [group] and isinstance(preset[group], dict):
+        preset = preset[group]
     name = preset.get("name")
     if group == "sampler" and "kind" not in preset and isinstance(name, str) and isinstance(preset.get(name), dict):
         return {"kind": name, **{k: v for k, v in preset.items() if k not in ("name", name)}, **preset[name]}

@@ -427,6 +427,29 @@ vi:
 """
 
 
+def test_original_presets_wrapped_in_their_groups_key(tmp_path):
+    """Some of the original's presets hold their keys under their group's name (its
+    conf/sample/sampler/mclmc.yaml: `sampler: {name: mclmc, mclmc: …}`; its conf/target/data/*.yaml:
+    `data: {n_data: …}`): the same presets as without that key."""
+    for group in ("sampler", "data", "teacher"):
+        (tmp_path / "presets" / group).mkdir(parents=True)
+    mclmc = {"draws": 1000, "L": 1.0, "step_size": 0.1, "dtype": "float64", "num_steps": 500, "trust_in_estimate": 1.0}
+    (tmp_path / "presets" / "sampler" / "wrapped.yaml").write_text(yaml.safe_dump({"sampler": {"name": "mclmc", "mclmc": mclmc}}))
+    (tmp_path / "presets" / "sampler" / "flat.yaml").write_text(yaml.safe_dump({"name": "mclmc", "mclmc": mclmc}))
+    data = {"n_data": 100, "x_dist": "gauss_iso", "cov_decay": 0.95, "noise_model": "gauss", "noise_scale": 0.1, "x_dim_latent": 2}
+    (tmp_path / "presets" / "data" / "wrapped.yaml").write_text(yaml.safe_dump({"data": data}))
+    (tmp_path / "presets" / "teacher" / "wrapped.yaml").write_text(yaml.safe_dump({"teacher": {"depth": 1, "widths": [4]}}))
+    plan = plan_of(tmp_path, {"targets": [{"model": "small", "data": "wrapped", "teacher": "wrapped"}], "samplers": ["wrapped"]})
+    (t,) = plan.targets
+    assert (t.data.n, t.teacher.width) == (100, 4)  # depth 1: the student's, held as None
+    (a,) = (r.sampler for r in plan.runs)
+    assert (a.kind, a.tune_steps, a.L) == ("mclmc", 500, 1.0)
+    assert plan_of(tmp_path, {"targets": [{"model": "quadratic"}], "samplers": ["flat"]}).runs[0].sampler == a
+    (tmp_path / "presets" / "data" / "bad.yaml").write_text(yaml.safe_dump({"data": {**data, "n_train": 128}}))
+    with pytest.raises(InputError, match=re.escape(f"{tmp_path / 'presets' / 'data' / 'bad.yaml'}: n_train: unknown key")):
+        plan_of(tmp_path, {"targets": [{"model": "small", "data": "bad"}], "samplers": ["hmc"]})
+
+
 def test_original_vi_keys(tmp_path):
     """The original's VI preset runs as it is: algo as the family, eval_samples as q's draws, its
     fit's schedule and clipping honoured, its whitening dropped, its other options at the values
