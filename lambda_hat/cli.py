@@ -106,7 +106,7 @@ def _command(wf) -> click.Command:
         other = _other_workflow(path, wf.name)
         if other:
             _fail(InputError(f"{path} is {FILES[other]}, not {FILES.get(wf.name, 'a ' + wf.name + ' file')}: run it with `{_run_it(other, path)}`"))
-        common = {k: kw.pop(k) for k in ("force", "forcerun", "dry_run", "timeout", "track", "cfg", "print_commands")}
+        common = {k: kw.pop(k) for k in ("force", "forcerun", "dry_run", "timeout", "track", "cfg", "print_commands", "graph", "quiet")}
         try:
             overrides, extra = wf.parse(kw)
             overrides = (*map(str, settings), *overrides)
@@ -120,7 +120,7 @@ def _command(wf) -> click.Command:
             opts = Options(
                 force=common["force"], forcerun=common["forcerun"], dry_run=common["dry_run"], timeout=_duration(common["timeout"], "--timeout"),
                 budget=_duration(extra.pop("budget", None), "--budget"), overrides=_overrides(overrides), track=_track(common["track"]), extra=extra,
-                show_config=common["cfg"] is not None, print_commands=common["print_commands"],
+                show_config=common["cfg"] is not None, print_commands=common["print_commands"], graph=common["graph"], quiet=common["quiet"],
             )  # fmt: skip
             signal.signal(signal.SIGTERM, _terminate)  # scancel, a job's end, `timeout`: as Ctrl-C
             code = run(wf, path, card, opts)
@@ -157,6 +157,7 @@ def _command(wf) -> click.Command:
             type=click.Choice(["job", "all"]),
             help="Hydra's --cfg job: print every task's resolved config (what its ID hashes) as YAML and run nothing.",
         ),
+        click.option("--resolve", is_flag=True, expose_value=False, help="Hydra's --resolve (with --cfg): always, the configs --cfg prints are resolved."),
         # Snakemake's -k and --ri name what the engine always does: accepted so its habits run as they are
         click.option("--keep-going", "-k", is_flag=True, expose_value=False, help="Always on: a failed task never stops the others."),
         click.option("--rerun-incomplete", "--ri", is_flag=True, expose_value=False, help="Always on: a task that never finished runs again."),
@@ -175,6 +176,9 @@ def _command(wf) -> click.Command:
             is_flag=True,
             help="Snakemake's -p: with --dry-run (-np), each shell task's command line; a shell task's log.txt starts with it.",
         ),
+        click.option("--dag", "graph", flag_value="dag", help="Snakemake's --dag: print the task graph as Graphviz dot (done tasks dashed) and run nothing."),
+        click.option("--rulegraph", "graph", flag_value="rulegraph", help="Snakemake's --rulegraph: the graph of the task functions, as dot; run nothing."),
+        click.option("--quiet", "-q", is_flag=True, help="Snakemake's -q: no progress lines while it runs (failures and the summary still)."),
         click.option("--force", "--forceall", "-F", "force", is_flag=True, help=f"Recompute the {noun} even if their results are in the store."),
         click.option(
             "--forcerun",

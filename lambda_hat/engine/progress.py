@@ -29,12 +29,13 @@ def last_line(path: Path) -> str | None:
 
 
 class Progress:
-    def __init__(self, total: int, reused: int = 0, stream=None):
-        self.total, self.reused, self.stream = total, reused, stream or sys.stderr
-        self.tty = self.stream.isatty()
+    def __init__(self, total: int, reused: int = 0, stream=None, quiet: bool = False):
+        """quiet (Snakemake's -q): a line per failed task only, no live line, count or heartbeat."""
+        self.total, self.reused, self.stream, self.quiet = total, reused, stream or sys.stderr, quiet
+        self.tty = self.stream.isatty() and not quiet
         self.counts: dict[str, int] = {}
         self.t0 = self.last = time.time()
-        if total:
+        if total and not quiet:
             self._emit(f"running {total} task(s), {reused} already done")
 
     @property
@@ -57,7 +58,7 @@ class Progress:
             if not st.ok:
                 self.stream.write(f"\n  {st}: {outcome.label}: {outcome.error}\n")
             self.stream.flush()
-        else:
+        elif not self.quiet or not st.ok:
             extra = f" ({outcome.walltime_sec:.1f} s)" if outcome.walltime_sec is not None else ""
             err = f": {outcome.error}" if not st.ok else ""
             self._emit(f"[{self.finished}/{self.total}] {st} {outcome.label}{extra}{err} | eta {self.eta()}")
@@ -66,7 +67,7 @@ class Progress:
         """A task can run for many minutes with nothing finishing: every HEARTBEAT_SEC, one line
         per running task with how long it has run and the last line of its log (the samplers
         log their progress there). running: a callable giving (label, seconds, log path)."""
-        if time.time() - self.last < HEARTBEAT_SEC:
+        if self.quiet or time.time() - self.last < HEARTBEAT_SEC:
             return
         lines = []
         for label, sec, log in running():

@@ -510,6 +510,7 @@ def run_tasks(
     on_outcome: Callable[[Outcome], None] | None = None,
     budget: float | None = None,
     cards: dict | None = None,
+    quiet: bool = False,
 ) -> Summary:
     """Run `tasks` (dependencies listed before dependants). Reused tasks are never submitted;
     `force`: every task recomputed, or the IDs of those to recompute.
@@ -535,7 +536,7 @@ def run_tasks(
             record(Outcome(t.id, t.label, t.kind, Status.REUSED))
         else:
             pending.append(t)
-    progress = progress or Progress(len(pending), reused=len(outcomes))
+    progress = progress or Progress(len(pending), reused=len(outcomes), quiet=quiet)
     if not pending:
         progress.finish()
         return Summary(outcomes)

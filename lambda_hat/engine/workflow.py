@@ -39,6 +39,8 @@ class Options:
     track: tuple[str, ...] = ()
     show_config: bool = False  # Hydra's --cfg job: print the tasks' resolved configs, run nothing
     print_commands: bool = False  # Snakemake's -p: the dry run shows each shell task's command line
+    graph: str | None = None  # Snakemake's --dag / --rulegraph: print the DAG as Graphviz dot, run nothing
+    quiet: bool = False  # Snakemake's -q: no progress lines, only failures and the summary
     extra: dict = field(default_factory=dict)
 
 
@@ -230,6 +232,32 @@ def listing(wf: Workflow, plan, store: Store, tasks: list[Task], force: bool, co
     return "\n".join(lines)
 
 
+def graph(store: Store, tasks: list[Task], force: bool | frozenset, rules: bool = False) -> str:
+    """Snakemake's --dag (a node per task, done ones dashed) or --rulegraph (a node per task
+    function) as Graphviz dot: `… --dag | dot -Tpdf > dag.pdf`."""
+
+    def rule(t: Task) -> str:
+        return "command" if t.command else t.fn.rsplit(":", 1)[-1]
+
+    names = list(dict.fromkeys(rule(t) for t in tasks))
+    color = {n: f"{i / max(len(names), 1):.2f} 0.6 0.85" for i, n in enumerate(names)}  # a hue per rule, as Snakemake's
+    lines = ["digraph lambda_hat {", "  graph [bgcolor=white, margin=0];", "  node [shape=box, style=rounded, fontname=sans, fontsize=10, penwidth=2];"]
+    edges: set[tuple[int, int]] = set()
+    if rules:
+        lines += [f'  {i} [label="{n}", color="{color[n]}"];' for i, n in enumerate(names)]
+        of = {t.id: names.index(rule(t)) for t in tasks}
+        edges = {(of[i], of[t.id]) for t in tasks for _, i in t.deps if i in of and of[i] != of[t.id]}
+    else:
+        index = {t.id: k for k, t in enumerate(tasks)}
+        for k, t in enumerate(tasks):
+            label = re.sub(r"[ @]", r"\\n", t.label.replace('"', "'"), count=1)
+            dashed = ", dashed" if state(store, t, force)[0] == "done" else ""
+            lines.append(f'  {k} [label="{label}", color="{color[rule(t)]}", style="rounded{dashed}"];')
+        edges = {(index[i], index[t.id]) for t in tasks for _, i in t.deps if i in index}
+    lines += [f"  {a} -> {b};" for a, b in sorted(edges)]
+    return "\n".join([*lines, "}"])
+
+
 def check_results_dir(path: Path) -> None:
     """Before any work: the results directory can be made and written (else the tables would
     fail after every task had run)."""
@@ -269,6 +297,9 @@ def run(wf: Workflow, path: Path, card, opts: Options) -> int:
     if opts.show_config:
         click.echo(resolved(tasks), nl=False)
         return 0
+    if opts.graph:
+        click.echo(graph(store, tasks, opts.force, rules=opts.graph == "rulegraph"))
+        return 0
     tracking.check([*opts.track, *wf.tracking(plan)])  # a missing client: before a dry run says all is well
     check_requires(store, tasks, opts.force)
     for warning in {gpu_warning(c) for c in (card, *wf.cards(plan).values())} - {None}:
@@ -293,7 +324,7 @@ def run(wf: Workflow, path: Path, card, opts: Options) -> int:
             write_table(wf, plan, wf.rows(plan, store, outcomes))
             last[0] = time.time()
 
-    summary = run_tasks(tasks, store.root, card, force=opts.force, on_outcome=live, budget=opts.budget, cards=wf.cards(plan))
+    summary = run_tasks(tasks, store.root, card, force=opts.force, on_outcome=live, budget=opts.budget, cards=wf.cards(plan), quiet=opts.quiet)
     table = wf.rows(plan, store, summary.outcomes)
     path = write_table(wf, plan, table)
     lines = wf.finish(plan, store, table, summary, opts)

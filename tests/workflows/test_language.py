@@ -874,6 +874,7 @@ def test_snakemake_config_profile_and_short_flags(project):
         r = cli("workflow", "llc", "-n", *flags, cwd=project)
         assert r.returncode == 0 and "3 task(s) at once" in r.stdout, (flags, r.stdout + r.stderr)
     assert cli("workflow", "llc", "-c", "job", cwd=project).stdout == cli("workflow", "llc", "--cfg", "job", cwd=project).stdout
+    assert cli("workflow", "llc", "--cfg", "job", "--resolve", cwd=project).stdout == cli("workflow", "llc", "--cfg", "job", cwd=project).stdout
     for flags, tasks in ((["-cd", "mine"], 4), (["--config-dir", "mine", "-cn", "three"], 4), (["-cd", "mine", "-cn", "experiments"], 4)):
         r = cli("workflow", "llc", "-n", *flags, cwd=project)
         assert r.returncode == 0 and f"{tasks} task(s) to run ({tasks} new)" in r.stdout, (flags, r.stdout + r.stderr)
@@ -895,6 +896,33 @@ def test_snakemake_config_profile_and_short_flags(project):
     r = cli("workflow", "sweep", "config/sweeps/toy.yaml", "--config", "grid.width=[4, 8, 16]", "-n", cwd=project)
     assert r.returncode == 0 and "3 task(s) to run (3 new)" in r.stdout, r.stdout + r.stderr
     assert not (project / "runs").exists() and not (project / "results").exists()
+
+
+def test_snakemake_dag_rulegraph_and_quiet(project):
+    """Snakemake's --dag prints the task graph as Graphviz dot (done tasks dashed) and --rulegraph
+    the graph of its task functions, running nothing; -q runs without progress lines."""
+    doc = {"targets": [{"model": "quadratic", "seed": s} for s in (0, 1)], "samplers": ["hmc", "mclmc"]}
+    write_config(project / "config" / "experiments.yaml", doc)
+
+    def dot(*args, cwd=project):
+        r = cli(*args, cwd=cwd)
+        assert r.returncode == 0 and r.stdout.startswith("digraph lambda_hat {") and r.stdout.rstrip().endswith("}"), r.stdout + r.stderr
+        nodes = dict(re.findall(r'^  (\d+) \[label="(.*?)"', r.stdout, re.M))
+        return nodes, set(re.findall(r"^  (\d+) -> (\d+);$", r.stdout, re.M)), r.stdout
+
+    nodes, edges, _ = dot("workflow", "llc", "--dag")
+    assert sorted(nodes.values()) == sorted(rf"{k}\nquadratic/s{s}" for k in ("target", "hmc", "mclmc") for s in (0, 1))
+    assert {(nodes[a].split(r"\n")[1], nodes[b]) for a, b in edges} == {(f"quadratic/s{s}", rf"{k}\nquadratic/s{s}") for k in ("hmc", "mclmc") for s in (0, 1)}
+    nodes, edges, _ = dot("workflow", "llc", "--rulegraph", "--promote")
+    named = {(nodes[a], nodes[b]) for a, b in edges}
+    assert named == {("train_target", "sample_run"), ("train_target", "diagnose_target"), ("sample_run", "diagnose_run")}
+    assert not (project / "runs").exists()
+    write_config(project / "config" / "sweeps" / "toy.yaml", {"task": "tests.tasks:toy", "rank_by": [{"metric": "score"}], "grid": {"width": [4, 8]}})
+    r = cli("workflow", "sweep", "config/sweeps/toy.yaml", "-q", cwd=project)
+    assert r.returncode == 0 and "task(s), 0 already done" not in r.stderr and "[1/2]" not in r.stderr + r.stdout, r.stderr
+    assert "sweep: 2 done" in r.stdout
+    _, _, text = dot("workflow", "sweep", "config/sweeps/toy.yaml", "--dag")
+    assert text.count('style="rounded, dashed"') == 2
 
 
 def test_every_command_takes_its_file_as_config(project):
