@@ -23,7 +23,7 @@ WORKFLOW_ALIASES = {"sample": "llc"}
 _PLOTS = "`lambda-hat workflow llc --promote` plots every target and run of the experiments file into results/gallery/ (finished tasks are reused, only the plots are computed)"
 _NO_TUNER = "there is no tuner; a grid of experiments is a sweep file (`lambda-hat workflow sweep`), several values of a key `workflow llc -m`"
 MOVED = {
-    "build": "targets are trained as tasks of `lambda-hat workflow llc` (once per config, kept in the store; --dry-run lists them)",
+    "build": "targets are trained as tasks of `lambda-hat workflow llc` (once per config, kept in the store; --dry-run lists them; --until train_target trains them alone)",
     "sample": "samplers run as tasks of `lambda-hat workflow llc` (also `workflow sample`; --dry-run lists them)",
     "diagnose": f"{_PLOTS}; a run's trace.nc opens in arviz",
     "diagnose-experiment": f"{_PLOTS}; a run's trace.nc opens in arviz",
@@ -106,7 +106,7 @@ def _command(wf) -> click.Command:
         other = _other_workflow(path, wf.name)
         if other:
             _fail(InputError(f"{path} is {FILES[other]}, not {FILES.get(wf.name, 'a ' + wf.name + ' file')}: run it with `{_run_it(other, path)}`"))
-        common = {k: kw.pop(k) for k in ("force", "forcerun", "dry_run", "timeout", "track", "cfg", "print_commands", "graph", "quiet")}
+        common = {k: kw.pop(k) for k in ("force", "forcerun", "until", "dry_run", "timeout", "track", "cfg", "print_commands", "graph", "quiet")}
         try:
             overrides, extra = wf.parse(kw)
             overrides = (*map(str, settings), *overrides)
@@ -118,7 +118,7 @@ def _command(wf) -> click.Command:
                 click.echo(listing)
                 return
             opts = Options(
-                force=common["force"], forcerun=common["forcerun"], dry_run=common["dry_run"], timeout=_duration(common["timeout"], "--timeout"),
+                force=common["force"], forcerun=common["forcerun"], until=common["until"], dry_run=common["dry_run"], timeout=_duration(common["timeout"], "--timeout"),
                 budget=_duration(extra.pop("budget", None), "--budget"), overrides=_overrides(overrides), track=_track(common["track"]), extra=extra,
                 show_config=common["cfg"] is not None, print_commands=common["print_commands"], graph=common["graph"], quiet=common["quiet"],
             )  # fmt: skip
@@ -186,7 +186,15 @@ def _command(wf) -> click.Command:
             "forcerun",
             multiple=True,
             metavar="NAME",
-            help="Snakemake's -R: recompute the tasks NAME names (a sampler, target, stage or experiment; repeatable or comma-separated) and those downstream.",
+            help="Snakemake's -R: recompute the tasks NAME names (a task function such as train_target, a sampler, target, stage or experiment; repeatable or comma-separated) and those downstream.",
+        ),
+        click.option(
+            "--until",
+            "-U",
+            "until",
+            multiple=True,
+            metavar="NAME",
+            help="Snakemake's -U: run only the tasks NAME names (as -R: e.g. train_target, a sampler, target or stage) and those they read; the tables are left as they were.",
         ),
         click.option(
             "--jobs",

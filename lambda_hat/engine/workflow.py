@@ -32,6 +32,7 @@ class Options:
 
     force: bool | frozenset = False  # every task recomputed, or the IDs of those -R/--forcerun names
     forcerun: tuple[str, ...] = ()  # Snakemake's -R NAME: these tasks and their dependants recomputed
+    until: tuple[str, ...] = ()  # Snakemake's -U NAME: only these tasks and those they read
     dry_run: bool = False
     timeout: float | None = None
     budget: float | None = None
@@ -146,30 +147,51 @@ class Workflow:
 # ---------------------------------------------------------------- the lifecycle
 
 
-def names_of(label: str) -> set[str]:
-    """What -R/--forcerun NAME may call a task by: its label, without its kind's word (`target
-    dln/small/s0`, `stage b32`), each side of an @ (sampler and target), and each side of the
-    first / (a sweep and its experiment; a model preset)."""
+def rule(t: Task) -> str:
+    """A task's function name (a shell task's: command), as Snakemake names a job by its rule."""
+    return "command" if t.command else t.fn.rsplit(":", 1)[-1]
+
+
+def names_of(t: Task) -> set[str]:
+    """What -R/--forcerun and -U/--until NAME may call a task by: its rule (task function), its
+    label, without its kind's word (`target dln/small/s0`, `stage b32`), each side of an @
+    (sampler and target), and each side of the first / (a sweep and its experiment; a model preset)."""
+    label = t.label
     body = label.split(" ", 1)[1] if re.match(r"[a-z]+ ", label) else label
     parts = {label, body, *body.split("@")}
-    return parts | {q for p in parts if "/" in p for q in p.split("/", 1)}
+    return parts | {q for p in parts if "/" in p for q in p.split("/", 1)} | {rule(t)}
 
 
-def forced_ids(tasks: list[Task], names: tuple[str, ...]) -> frozenset[str]:
-    """The tasks -R/--forcerun names (comma-separated or repeated), and every task downstream of
-    them, as Snakemake's --forcerun reruns a rule's jobs and what depends on them."""
+def named_ids(tasks: list[Task], names: tuple[str, ...], flag: str) -> set[str]:
+    """The IDs of the tasks NAMES (comma-separated or repeated) call by any of names_of."""
     from lambda_hat.engine.typed import InputError
 
     wanted = {n.strip() for name in names for n in name.split(",") if n.strip()}
-    ids = {t.id for t in tasks if wanted & names_of(t.label)}
     for n in sorted(wanted):
-        if not any(n in names_of(t.label) for t in tasks):
-            some = ", ".join(sorted({t.label.split(" ", 1)[-1].split("@")[0] for t in tasks})[:8])
-            raise InputError(f"--forcerun {n}: names no task (a task's label, a sampler, target, stage or experiment name: {some}, …)")
+        if not any(n in names_of(t) for t in tasks):
+            some = ", ".join([*dict.fromkeys(map(rule, tasks)), *sorted({t.label.split(" ", 1)[-1].split("@")[0] for t in tasks})][:8])
+            raise InputError(f"{flag} {n}: names no task (a task function, a task's label, a sampler, target, stage or experiment name: {some}, …)")
+    return {t.id for t in tasks if wanted & names_of(t)}
+
+
+def forced_ids(tasks: list[Task], names: tuple[str, ...]) -> frozenset[str]:
+    """The tasks -R/--forcerun names, and every task downstream of them, as Snakemake's
+    --forcerun reruns a rule's jobs and what depends on them."""
+    ids = named_ids(tasks, names, "--forcerun")
     for t in tasks:  # listed dependencies first: one pass finds every dependant
         if any(i in ids for _, i in t.deps):
             ids.add(t.id)
     return frozenset(ids)
+
+
+def until_ids(tasks: list[Task], names: tuple[str, ...]) -> set[str]:
+    """The tasks -U/--until names and every task they read, as Snakemake's --until runs a rule's
+    jobs and what they need."""
+    ids = named_ids(tasks, names, "--until")
+    for t in reversed(tasks):  # dependants after their dependencies: one backward pass
+        if t.id in ids:
+            ids.update(i for _, i in t.deps)
+    return ids
 
 
 def state(store: Store, t: Task, force: bool | frozenset) -> tuple[str, str, str]:
@@ -236,9 +258,6 @@ def graph(store: Store, tasks: list[Task], force: bool | frozenset, rules: bool 
     """Snakemake's --dag (a node per task, done ones dashed) or --rulegraph (a node per task
     function) as Graphviz dot: `… --dag | dot -Tpdf > dag.pdf`."""
 
-    def rule(t: Task) -> str:
-        return "command" if t.command else t.fn.rsplit(":", 1)[-1]
-
     names = list(dict.fromkeys(rule(t) for t in tasks))
     color = {n: f"{i / max(len(names), 1):.2f} 0.6 0.85" for i, n in enumerate(names)}  # a hue per rule, as Snakemake's
     lines = ["digraph lambda_hat {", "  graph [bgcolor=white, margin=0];", "  node [shape=box, style=rounded, fontname=sans, fontsize=10, penwidth=2];"]
@@ -294,6 +313,10 @@ def run(wf: Workflow, path: Path, card, opts: Options) -> int:
     tasks = wf.tasks(plan, opts, card)
     if opts.forcerun and not opts.force:
         opts = dataclasses.replace(opts, force=forced_ids(tasks, opts.forcerun))
+    later = 0
+    if opts.until:
+        keep = until_ids(tasks, opts.until)
+        later, tasks = len(tasks) - len(keep), [t for t in tasks if t.id in keep]
     if opts.show_config:
         click.echo(resolved(tasks), nl=False)
         return 0
@@ -312,6 +335,14 @@ def run(wf: Workflow, path: Path, card, opts: Options) -> int:
         own = f"; tasks that name a card of their own ({len(cards)} in the file) run on it" if cards else ""
         click.echo(f"executor: {card.executor}, {card.capacity} task(s) at once{own}")
         return 0
+    if opts.until:  # a part of the DAG: its tasks run and are stored, the sweep's tables stay as they were
+        store.check_writable()
+        summary = run_tasks(tasks, store.root, card, force=opts.force, budget=opts.budget, cards=wf.cards(plan), quiet=opts.quiet)
+        click.echo(f"{wf.name}: {summary.line()}; --until {','.join(opts.until)}: {later} task(s) after them not run, {wf.table_path(plan)} not rewritten")
+        for o in summary.outcomes.values():
+            if not o.status.ok:
+                click.echo(f"  {o.status}: {wf.shown(o.label)}: {o.error}")
+        return 0 if summary.ok else 1
     backends = tracking.trackers([*opts.track, *wf.tracking(plan)])
     check_results_dir(wf.table_path(plan).parent)
     store.check_writable()

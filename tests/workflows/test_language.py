@@ -898,6 +898,33 @@ def test_snakemake_config_profile_and_short_flags(project):
     assert not (project / "runs").exists() and not (project / "results").exists()
 
 
+def test_snakemake_until_runs_what_it_names_and_what_those_read(project):
+    """-U/--until NAME (Snakemake's): only the tasks NAME names (a task function, as --rulegraph
+    shows it, or a name -R takes) and those they read run; the tables are left as they were. -R
+    takes a task function too."""
+    write_config(project / "config" / "experiments.yaml", {
+        "targets": [{"model": "quadratic", "seed": 0}, {"model": "quadratic", "seed": 1}],
+        "samplers": [{"name": "hmc", "overrides": {"draws": 300}}, {"name": "mclmc", "overrides": {"draws": 300}}]})  # fmt: skip
+
+    def listed(*flags):
+        r = cli("workflow", "llc", "-n", *flags, cwd=project)
+        assert r.returncode == 0, r.stdout + r.stderr
+        return sorted(" ".join(line.split(" [")[0].split()) for line in r.stdout.splitlines() if line.startswith("  "))
+
+    assert listed("-U", "train_target") == ["target quadratic/s0", "target quadratic/s1"]
+    assert listed("--until", "hmc@quadratic/s0") == ["hmc@quadratic/s0", "target quadratic/s0"]
+    assert listed("-U", "mclmc,quadratic/s1") == ["hmc@quadratic/s1", "mclmc@quadratic/s0", "mclmc@quadratic/s1", "target quadratic/s0", "target quadratic/s1"]
+    r = cli("workflow", "llc", "-n", "-R", "train_target", cwd=project)
+    assert r.stdout.count("(forced)") == 6, r.stdout  # the targets and every run on them
+    r = cli("workflow", "llc", "--local", "-U", "train_target", cwd=project)
+    assert r.returncode == 0 and "llc: 2 done" in r.stdout, r.stdout + r.stderr
+    assert "--until train_target: 4 task(s) after them not run, results/llc_runs.parquet not rewritten" in r.stdout
+    assert not (project / "results").exists() and len(list((project / "runs" / "targets").iterdir())) == 2
+    assert "2 done" in cli("workflow", "llc", "-n", cwd=project).stdout  # the targets are reused by the whole sweep
+    r = cli("workflow", "llc", "-n", "-U", "nuts", cwd=project)
+    assert r.returncode == 2 and r.stderr.startswith("error: --until nuts: names no task") and len(r.stderr.splitlines()) == 1, r.stderr
+
+
 def test_snakemake_dag_rulegraph_and_quiet(project):
     """Snakemake's --dag prints the task graph as Graphviz dot (done tasks dashed) and --rulegraph
     the graph of its task functions, running nothing; -q runs without progress lines."""
