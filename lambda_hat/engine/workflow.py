@@ -257,7 +257,6 @@ def listing(wf: Workflow, plan, store: Store, tasks: list[Task], force: bool, co
 def graph(store: Store, tasks: list[Task], force: bool | frozenset, rules: bool = False) -> str:
     """Snakemake's --dag (a node per task, done ones dashed) or --rulegraph (a node per task
     function) as Graphviz dot: `… --dag | dot -Tpdf > dag.pdf`."""
-
     names = list(dict.fromkeys(rule(t) for t in tasks))
     color = {n: f"{i / max(len(names), 1):.2f} 0.6 0.85" for i, n in enumerate(names)}  # a hue per rule, as Snakemake's
     lines = ["digraph lambda_hat {", "  graph [bgcolor=white, margin=0];", "  node [shape=box, style=rounded, fontname=sans, fontsize=10, penwidth=2];"]
