@@ -789,12 +789,17 @@ def test_hydra_and_snakemake_spellings(project):
     assert not (project / "runs").exists() and not (project / "results").exists()
 
 
+# two targets × two samplers, cheap: what -R and -U select among
+TWO_BY_TWO = {
+    "targets": [{"model": "quadratic", "seed": 0}, {"model": "quadratic", "seed": 1}],
+    "samplers": [{"name": "hmc", "overrides": {"draws": 300}}, {"name": "mclmc", "overrides": {"draws": 300}}],
+}
+
+
 def test_snakemake_forcerun_recomputes_what_it_names_and_downstream(project):
     """-R/--forcerun NAME (repeatable or comma-separated): a sampler's runs, a target with the runs
     on it, a sweep experiment; the rest is reused. A name that matches nothing is a one-line error."""
-    write_config(project / "config" / "experiments.yaml", {
-        "targets": [{"model": "quadratic", "seed": 0}, {"model": "quadratic", "seed": 1}],
-        "samplers": [{"name": "hmc", "overrides": {"draws": 300}}, {"name": "mclmc", "overrides": {"draws": 300}}]})  # fmt: skip
+    write_config(project / "config" / "experiments.yaml", TWO_BY_TWO)
 
     def forced(*flags):
         r = cli("workflow", "llc", "-n", *flags, cwd=project)
@@ -902,9 +907,7 @@ def test_snakemake_until_runs_what_it_names_and_what_those_read(project):
     """-U/--until NAME (Snakemake's): only the tasks NAME names (a task function, as --rulegraph
     shows it, or a name -R takes) and those they read run; the tables are left as they were. -R
     takes a task function too."""
-    write_config(project / "config" / "experiments.yaml", {
-        "targets": [{"model": "quadratic", "seed": 0}, {"model": "quadratic", "seed": 1}],
-        "samplers": [{"name": "hmc", "overrides": {"draws": 300}}, {"name": "mclmc", "overrides": {"draws": 300}}]})  # fmt: skip
+    write_config(project / "config" / "experiments.yaml", TWO_BY_TWO)
 
     def listed(*flags):
         r = cli("workflow", "llc", "-n", *flags, cwd=project)
