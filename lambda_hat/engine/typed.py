@@ -472,7 +472,7 @@ def build(cls, data, where: str, key: str = ""):
     obj = cls(**kwargs)
     check = getattr(obj, "check", None)
     if check:
-        check(lambda k, msg: fail(where, _join(key, k), msg))
+        check(lambda k, msg: fail(where, _join(key, k) + (f" (alias {', '.join(aliases[k])})" if k in aliases else ""), msg))
     return obj
 
 

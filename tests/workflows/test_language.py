@@ -477,7 +477,7 @@ def test_original_vi_keys(tmp_path):
         ({"tensorboard": True}, "samplers[0].overrides.tensorboard: True: no TensorBoard logs here"),
         ({"whitening_mode": "diag"}, "samplers[0].overrides.whitening_mode: 'diag' is not allowed; allowed values: none, rmsprop, adam"),
         ({"lr_schedule": "step"}, "samplers[0].lr_schedule"),
-        ({"eval_samples": 2}, "samplers[0].draws: must be ≥ 4"),
+        ({"eval_samples": 2}, "samplers[0].draws (alias eval_samples): must be ≥ 4"),
     ):
         with pytest.raises(InputError, match=re.escape(msg)):
             runs({"name": "vi", "overrides": over})
