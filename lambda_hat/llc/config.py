@@ -1098,6 +1098,10 @@ def _entry_route(raw, parts: list[str]) -> list[str]:
 
     for n in (2, 4):  # samplers.J.KEY, targets.I.samplers.J.KEY
         head = parts[:n]
+        entries = _at(raw, head[:-1]) if len(parts) > n and head[-2] == "samplers" else None
+        if isinstance(entries, list) and re.fullmatch(r"-?\d+", head[-1]) and -len(entries) <= int(head[-1]) < len(entries):
+            if isinstance(entries[int(head[-1])], str):  # a name set by an earlier override (samplers.0=sgld samplers.0.draws=100)
+                entries[int(head[-1])] = {"name": entries[int(head[-1])]}
         if len(parts) > n and head[-2] == "samplers" and _is_entry(raw, head):
             if parts[n] not in {f.name for f in fields(SamplerEntry)}:
                 return [*head, "overrides", *parts[n:]]
@@ -1116,7 +1120,16 @@ def _overrides(raw, overrides: tuple[str, ...], where: str, multirun: bool):
     """apply_overrides, plus Hydra's multirun (-m): a key inside an entry of targets or samplers
     given several values (a,b / choice(…) / range(…)) makes one copy of that entry per value
     (per combination, last key fastest), in its place; the other overrides apply to every copy.
-    Without -m several values are an error, as in Hydra."""
+    Without -m several values are an error, as in Hydra. As Hydra picks a config group's option
+    before it sets keys inside it, an override that sets a whole entry (samplers.0=sgld) applies
+    first, whatever its place: samplers.0.step_size=1e-5 then reaches the entry it names."""
+
+    def sets_entry(pair: str) -> bool:
+        remove, key, sep, text = split_pair(pair)
+        return bool(sep) and not remove and _entry_key(key.strip().split(".")) and sweep_values(text, f"{where}: override {pair!r}") is None
+
+    first = [p for p in overrides if sets_entry(p)]
+    raw, overrides = _sampler_names(apply_overrides(raw, first, where, route=_entry_route)), [p for p in overrides if p not in first]
     plain_pairs, marked = [], {}
     for pair in overrides:
         remove, key, _, text = split_pair(pair)

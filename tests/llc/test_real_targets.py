@@ -218,7 +218,10 @@ def test_a_custom_classifier_is_known_by_its_labels(project, monkeypatch, labels
         ),
         ({"model": "dln", "data": "digits"}, "targets[0].data: digits is a classification data set for mlp models, not 'dln'"),
         ({"model": "small", "data": "digits", "teacher": "small"}, "targets[0].teacher: digits has its own labels"),
-        ({"model": "small", "data": "digits", "overrides": {"data": {"n": 2000}}}, "targets[0].data.n (alias n_data): digits has 1437 training images, got n = 2000"),
+        (
+            {"model": "small", "data": "digits", "overrides": {"data": {"n": 2000}}},
+            "targets[0].data.n (alias n_data): digits has 1437 training images, got n = 2000",
+        ),
         ({"model": "small", "data": "small", "checkpoints": [0, 10]}, "targets[0].checkpoints: steps must be within 1…3000 (training.steps), got 0"),
         ({"model": "small", "data": "small", "checkpoints": {"every": 5000}}, "targets[0].checkpoints.every: must be <= training.steps (3000), got 5000"),
         ({"model": "small", "data": "small", "checkpoints": {"every": 0}}, "targets[0].checkpoints.every: must be > 0"),

@@ -1052,6 +1052,14 @@ def test_overrides_of_a_preset_chosen_by_name(project):
     assert t.model.widths == (4, 3, 4) and t.data.n == 300 and t.training.steps == 50 and q.model.dim == 4
     assert {r.name: r.sampler.draws for r in plan.runs}["sgld"] == 100 and plan.runs[0].sampler.chains == 2
     assert ids(p, ("samplers.0.seed=7",)) == ids(p, ("samplers.0.overrides.seed=7",)) != ids(p)  # the entry's own key
+    # as Hydra picks a group's option before it sets keys in it: an entry set by name, then a key of it, in either order
+    picked = ids(p, ("samplers.0={name: mclmc, overrides: {draws: 200}}",))
+    assert ids(p, ("samplers.0=mclmc", "samplers.0.draws=200")) == ids(p, ("samplers.0.draws=200", "samplers.0=mclmc")) == picked
+    multi = load_plan(p, ("samplers.0.draws=200,300", "samplers.0=mclmc", "targets.1.samplers.0=mclmc"), multirun=True)
+    assert sorted((r.name, r.sampler.kind, r.sampler.draws) for r in multi.runs if r.target.label == t.label) == [
+        ("mclmc#0", "mclmc", 200),
+        ("mclmc#1", "mclmc", 300),
+    ]
     for bad, msg in [
         (("targets.0.model.widht=3",), "config/experiments.yaml: targets[0].model.widht: unknown key; allowed keys: kind, widths, rank"),
         (("samplers.0.drawz=1",), "config/experiments.yaml: samplers[0].drawz: unknown key"),
