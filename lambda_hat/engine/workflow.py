@@ -214,7 +214,7 @@ def state(store: Store, t: Task, force: bool | frozenset) -> tuple[str, str, str
     return "to run", "new", ""
 
 
-def check_requires(store: Store, tasks: list[Task], force: bool) -> None:
+def check_requires(store: Store, tasks: list[Task], force: bool | frozenset) -> None:
     """Before anything runs (a dry run too): the modules of an optional extra that a task to run
     requires are installed; otherwise every such task would fail on its import."""
     import importlib.util
@@ -274,6 +274,14 @@ def graph(store: Store, tasks: list[Task], force: bool | frozenset, rules: bool 
         edges = {(index[i], index[t.id]) for t in tasks for _, i in t.deps if i in index}
     lines += [f"  {a} -> {b};" for a, b in sorted(edges)]
     return "\n".join([*lines, "}"])
+
+
+def outcome_lines(wf: Workflow, summary: Summary, listed: bool) -> list[str]:
+    """A line per task that failed (unless the workflow's own lines `listed` them), and one naming
+    those a --budget left unstarted."""
+    out = [f"  {o.status}: {wf.shown(o.label)}: {o.error}" for o in summary.outcomes.values() if not listed and not o.status.ok and o.status != Status.LEFT]
+    left = [wf.shown(o.label) for o in summary.outcomes.values() if o.status == Status.LEFT]
+    return out + ([f"budget reached: {len(left)} task(s) not started: {', '.join(left)}; rerun to continue"] if left else [])
 
 
 def check_results_dir(path: Path) -> None:
@@ -338,9 +346,8 @@ def run(wf: Workflow, path: Path, card, opts: Options) -> int:
         store.check_writable()
         summary = run_tasks(tasks, store.root, card, force=opts.force, budget=opts.budget, cards=wf.cards(plan), quiet=opts.quiet)
         click.echo(f"{wf.name}: {summary.line()}; --until {','.join(opts.until)}: {later} task(s) after them not run, {wf.table_path(plan)} not rewritten")
-        for o in summary.outcomes.values():
-            if not o.status.ok:
-                click.echo(f"  {o.status}: {wf.shown(o.label)}: {o.error}")
+        for line in outcome_lines(wf, summary, listed=False):
+            click.echo(line)
         return 0 if summary.ok else 1
     backends = tracking.trackers([*opts.track, *wf.tracking(plan)])
     check_results_dir(wf.table_path(plan).parent)
@@ -361,12 +368,8 @@ def run(wf: Workflow, path: Path, card, opts: Options) -> int:
     click.echo(f"{wf.name}: {summary.line()}; results in {path}")
     for line in lines:
         click.echo(line)
-    for o in () if wf.lists_failures else summary.outcomes.values():
-        if not o.status.ok and o.status != Status.LEFT:
-            click.echo(f"  {o.status}: {wf.shown(o.label)}: {o.error}")
-    left = [wf.shown(o.label) for o in summary.outcomes.values() if o.status == Status.LEFT]
-    if left:
-        click.echo(f"budget reached: {len(left)} task(s) not started: {', '.join(left)}; rerun to continue")
+    for line in outcome_lines(wf, summary, listed=wf.lists_failures):
+        click.echo(line)
     if backends:
         click.echo(tracking.track(store, tasks, backends, wf.experiment(plan), wf.tracked_tags(table)))
     return 0 if summary.ok and not wf.failed(table) and not tracking.failed(backends) else 1

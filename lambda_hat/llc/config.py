@@ -271,10 +271,15 @@ class SamplerBase:
         started longest first, so that the longest does not start last."""
         raise NotImplementedError
 
+    @property
+    def draw_every(self) -> int:
+        """λ̂ and the diagnostics read every draw_every-th kept draw: eval_every's."""
+        return self.eval_every
+
     def check(self, bad):
         if self.draws != "auto" and self.draws < MIN_KEPT:
             bad("draws", f"must be ≥ {MIN_KEPT} (R̂ and ESS need them), got {self.draws}")
-        elif self.draws != "auto" and self.draws // self.eval_every < MIN_KEPT:
+        elif self.draws != "auto" and self.draws // self.draw_every < MIN_KEPT:
             bad(
                 "eval_every",
                 f"keeps {self.draws // self.eval_every} of draws = {self.draws} per chain; R̂ and ESS need at least {MIN_KEPT} (eval_every ≤ {self.draws // MIN_KEPT})",
@@ -454,9 +459,14 @@ class VI(SamplerBase):
         if self.lr_schedule is None:  # a constant step has no warm-up: one fit, one ID
             object.__setattr__(self, "lr_warmup_frac", 0.0)
 
+    @property
+    def draw_every(self) -> int:
+        """Every draw: VI's eval_every (the original's) thins the fit's ELBO trace, and thinning
+        q's independent draws would only lose some."""
+        return 1
+
     def check(self, bad):
-        if self.draws < MIN_KEPT:  # its eval_every thins the ELBO's trace, never q's independent draws
-            bad("draws", f"must be ≥ {MIN_KEPT} (R̂ and ESS need them), got {self.draws}")
+        super().check(bad)
         if self.family != "lowrank" and self.M != 1:
             bad("M", f"{self.family} takes M: 1; use family: lowrank for a mixture (preset vi)")
 
@@ -675,7 +685,7 @@ def _preset_form(group: str, preset: dict) -> dict:
     group's key (`sampler: {name: hmc, hmc: …}`, `data: {n_data: …}`) as the mapping inside."""
     if group == "model":
         return _sections(preset)
-    if group != "model" and list(preset) == [group] and isinstance(preset[group], dict):
+    if list(preset) == [group] and isinstance(preset[group], dict):
         preset = preset[group]
     name = preset.get("name")
     if group == "sampler" and "kind" not in preset and isinstance(name, str) and isinstance(preset.get(name), dict):

@@ -56,7 +56,7 @@ def estimate(post, cfg, model: dict, log=lambda msg: None, llc_true: float | Non
     if trace.extras.get("refined") == "hmc":  # the draws are the refinement's HMC, whose settings are not VI's
         hint = "in VI's refinement by HMC (q failed its checks): run the hmc sampler with a higher target_accept or warmup, or refine: none for q's own λ̂"
     samplers.check_finite(trace.loss, 0 if trace.extras.get("refined") else trace.extras.get("burnin", cfg.burnin), hint)
-    traces.thin(trace, 1 if cfg.kind == "vi" else cfg.eval_every)  # the original Lambda-Hat's eval_every (VI: its ELBO's steps)
+    traces.thin(trace, cfg.draw_every)  # the original Lambda-Hat's eval_every (VI's thins its ELBO's steps instead)
     if trace.loss.shape[1] < MIN_KEPT:  # auto draws stopped early: too few left to estimate or check
         raise ValueError(f"eval_every = {cfg.eval_every} keeps {trace.loss.shape[1]} draws per chain (< {MIN_KEPT}); lower eval_every")
     trace.idata = traces.inference_data(trace, post.n_beta, post.L_star, {"sampler": plain(cfg), "n": post.n, "d": post.dim})
