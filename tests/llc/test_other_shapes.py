@@ -1,5 +1,5 @@
 """Trust on shapes the regime tests do not use (a file of its own: the suite runs a file per
-worker, and test_presets_in_regimes.py is already its longest)."""
+worker, and the regime tests' files are already its longest)."""
 
 import pytest
 

@@ -1,6 +1,6 @@
 """Trust: health checks that fire when a number would be wrong (REFERENCE §1b), and the
 calibration behind `step_size: auto`. The shipped presets in hard regimes are in
-test_presets_in_regimes.py.
+test_presets_in_regimes.py and test_presets_on_deep_linear_networks.py.
 
 Every assertion on an estimate also allows for its Monte Carlo error (3 MCSE), so a correct
 sampler does not fail by chance; a clean run (no warning) must be within the tolerance itself.
