@@ -282,7 +282,7 @@ class SamplerBase:
         elif self.draws != "auto" and self.draws // self.draw_every < MIN_KEPT:
             bad(
                 "eval_every",
-                f"keeps {self.draws // self.eval_every} of draws = {self.draws} per chain; R̂ and ESS need at least {MIN_KEPT} (eval_every ≤ {self.draws // MIN_KEPT})",
+                f"keeps {self.draws // self.draw_every} of draws = {self.draws} per chain; R̂ and ESS need at least {MIN_KEPT} (eval_every ≤ {self.draws // MIN_KEPT})",
             )
 
 
@@ -1110,7 +1110,7 @@ def _entry_route(raw, parts: list[str]) -> list[str]:
         head = parts[:n]
         entries = _at(raw, head[:-1]) if len(parts) > n and head[-2] == "samplers" else None
         if isinstance(entries, list) and re.fullmatch(r"-?\d+", head[-1]) and -len(entries) <= int(head[-1]) < len(entries):
-            if isinstance(entries[int(head[-1])], str):  # a name set by an earlier override (samplers.0=sgld samplers.0.draws=100)
+            if isinstance(entries[int(head[-1])], str):  # a name from a list set by an earlier override (samplers=[sgld] samplers.0.draws=100)
                 entries[int(head[-1])] = {"name": entries[int(head[-1])]}
         if len(parts) > n and head[-2] == "samplers" and _is_entry(raw, head):
             if parts[n] not in {f.name for f in fields(SamplerEntry)}:
