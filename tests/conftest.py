@@ -35,6 +35,16 @@ TINY = {
 }
 
 
+def needs(*modules: str):
+    """Skip a test module where an optional dependency is missing, without importing it: each
+    pytest-xdist worker collects every module, and torch, PyG, PEFT, MLflow and W&B together
+    took ~10 s to import in each, where one worker runs the tests that use them."""
+    import importlib.util
+
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    return pytest.mark.skipif(bool(missing), reason=f"{', '.join(missing)} not installed")
+
+
 def task_processes(under: Path, procs=None) -> list:
     """(process, task directory) of every task process running a task under `under`: a fresh
     interpreter (python -m lambda_hat.engine.runner) or one forked from the runner's fork server,

@@ -8,15 +8,20 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import TINY, cli, write_config
+from conftest import TINY, cli, needs, write_config
 
-mlflow_tracking = pytest.importorskip("mlflow.tracking")
-pytest.importorskip("wandb")
+pytestmark = needs("mlflow", "wandb")
 os.environ["MLFLOW_ALLOW_FILE_STORE"] = "true"  # reading ./mlruns back, as tracking.MLflow writes it
 
 
+def mlflow_client(project):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=(project / "mlruns").as_uri())
+
+
 def mlflow_runs(project, experiment: str) -> list:
-    client = mlflow_tracking.MlflowClient(tracking_uri=(project / "mlruns").as_uri())
+    client = mlflow_client(project)
     exp = client.get_experiment_by_name(experiment)
     return client.search_runs([exp.experiment_id]) if exp else []
 
@@ -109,7 +114,7 @@ def test_sweep_histories_and_plots_in_both_trackers(project):
     assert r.returncode == 0, r.stdout + r.stderr
     assert "tracking: 2 new run(s) logged to mlflow" in r.stdout and ", 2 new run(s) logged to wandb" in r.stdout, r.stdout  # 2 experiments in each
     recs = {json.loads(f.read_text())["config"]["lr"]: json.loads(f.read_text()) for f in (project / "results/sweeps/s/experiments").glob("*.json")}
-    client = mlflow_tracking.MlflowClient(tracking_uri=(project / "mlruns").as_uri())
+    client = mlflow_client(project)
     for run in mlflow_runs(project, "s"):  # a sweep's experiment is named after the sweep
         lr = float(run.data.params["lr"])
         rec = recs[lr]
@@ -157,7 +162,7 @@ def test_export_takes_what_a_program_wrote(project):
     assert r.returncode == 0 and "tracking: 2 new run(s)" in r.stdout, r.stdout + r.stderr
     runs = {float(run.data.params["lr"]): run for run in mlflow_runs(project, "s")}
     assert runs[0.1].data.metrics["score"] == 0.1 and "note" not in runs[0.1].data.metrics and "curve" not in runs[0.1].data.metrics
-    client = mlflow_tracking.MlflowClient(tracking_uri=(project / "mlruns").as_uri())
+    client = mlflow_client(project)
     assert sorted((m.step, m.value) for m in client.get_metric_history(runs[0.1].info.run_id, "history/loss")) == [(0, 1.0), (1, 0.5)]
     assert runs[0.5].data.tags["lambda_hat.status"] == "failed" and runs[0.5].data.metrics == {}
 

@@ -7,17 +7,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
-pytest.importorskip("torch_geometric")
-import torch  # noqa: E402
+from conftest import ROOT, cli, needs
+from lambda_hat.engine.tasks import call
+from lambda_hat.studies.kkt import lp
 
-from conftest import ROOT, cli  # noqa: E402
-from lambda_hat.engine.tasks import call  # noqa: E402
-from lambda_hat.studies.kkt import lp  # noqa: E402
+pytestmark = needs("torch_geometric")
 
 
 @pytest.mark.parametrize("problem, size", [("RND", 2), ("RND", 20), ("CA", 5), ("CA", 10)])
 def test_kkt_loss_vanishes_at_highs_optimum(tmp_path, problem, size):
     call(lp.generate, SimpleNamespace(config={"problem": problem, "size": size, "n_instances": 5, "seed": 0}, workdir=tmp_path))
+    import torch
+
     z = np.load(tmp_path / "lp.npz")
     t = {k: torch.from_numpy(z[k]) for k in ("A", "b", "c", "x", "lam")}  # float64
     terms = lp.kkt_terms(t["A"], t["b"], t["c"], t["x"], t["lam"])

@@ -5,14 +5,13 @@ from types import SimpleNamespace
 
 import pytest
 
-pytest.importorskip("peft")
-import torch  # noqa: E402
+from conftest import cli, needs, write_config
+from lambda_hat.engine.tasks import call
+from lambda_hat.engine.typed import build
+from lambda_hat.studies.peft import rudiments
+from lambda_hat.studies.peft import study as ps
 
-from conftest import cli, write_config  # noqa: E402
-from lambda_hat.engine.tasks import call  # noqa: E402
-from lambda_hat.engine.typed import build  # noqa: E402
-from lambda_hat.studies.peft import rudiments  # noqa: E402
-from lambda_hat.studies.peft import study as ps  # noqa: E402
+pytestmark = needs("peft")
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +30,8 @@ def pretrained(tmp_path_factory):
 
 
 def finetune(pretrained, **over):
+    import torch
+
     cfg = build(ps.PeftConfig, over, "<test>")
     torch.manual_seed(cfg.seed)
     model = ps.load_pretrained(pretrained / "pre", "ast")
@@ -44,6 +45,8 @@ def test_strategy_learns_keeps_base_frozen(pretrained, strategy):
     assert m["test_accuracy"] >= 0.3 and m["test_macro_f1"] >= 0.25, m
     assert m["base_unchanged"]
     # independently of the hash: unload the adapters and compare with the pretrained file
+    import torch
+
     saved = torch.load(pretrained / "pre" / "model.pt", weights_only=True)
     base = model.unload().state_dict() if strategy != "adalora" else None
     if base is not None:

@@ -10,12 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-pytest.importorskip("torch_geometric")
+from conftest import LH, ROOT, cli, needs, write_config
+from lambda_hat.studies.progressive import assignment
 
-import torch  # noqa: E402
-
-from conftest import LH, ROOT, cli, write_config  # noqa: E402
-from lambda_hat.studies.progressive import assignment  # noqa: E402
+pytestmark = needs("torch_geometric")
 
 SMALL = {
     "seed": 0,
@@ -79,6 +77,8 @@ def test_progressive_small_beats_baselines_and_chains(project):
 
 
 def test_killed_stage_resumes_from_saved_epoch(project, tmp_path):
+    import torch
+
     one = {**SMALL, "stages": [{"name": "long", "buckets": [16], "batch": 16, "epochs": 60, "lr": 0.003}]}
     write_config(project / "config" / "progressive.yaml", one)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
