@@ -2,6 +2,8 @@
 unrolled pieces, and SGLD takes per-sample values in chunks (XLA:CPU is slow at both inside one
 program), with the same draws as the compiled loops and a λ̂ that matches the exact value."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -14,6 +16,7 @@ from lambda_hat.llc.sampling import estimate
 from regimes import check, preset, regular
 
 
+@functools.cache  # built once for the file's tests
 def conv_regression(n=500, seed=0):
     """y = conv(x, K) + noise on 6×6 one-channel images, K 3×3 from 1 to 2 channels (d = 18, no
     bias): linear in K, so regular, and λ̂ is checked against the exact finite-n value."""
@@ -31,9 +34,9 @@ def conv_regression(n=500, seed=0):
 
 
 def test_a_convolution_on_cpu_is_found_in_the_loss():
-    post, _ = conv_regression(100)
+    post, _ = conv_regression()  # the targets the other tests use (one target of each trained per file)
     assert jax.default_backend() == "cpu" and samplers.conv_on_cpu(post)
-    linear, _ = regular(100, "gauss_iso", 1.0)
+    linear, _ = regular(1000, "gauss_iso", 1.0)
     assert not samplers.conv_on_cpu(linear)
     quadratic = Posterior(jnp.zeros(3), 100, 20.0, 1.0, lambda w, b: 0.5 * jnp.sum(w**2), None, 0.0)
     assert not samplers.conv_on_cpu(quadratic)
