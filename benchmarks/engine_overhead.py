@@ -163,7 +163,7 @@ def startup(work: Path) -> None:
         os.chdir(work / mode / "llc")
         tasks = WORKFLOW.tasks(load_plan(Path("config/experiments.yaml")), Options(), CARD)
         secs = task_sec(tasks, Path("runs").resolve())  # the target, then the same program twice (seeds 0 and 1)
-        line += (f"\n  task process, {name}: the same {task:.2f} s (+{task - bare_sec:.2f} s); training the DLN {secs[0]:.2f} s; "
+        line += (f"\n  task process, {name}: the same {task:.2f} s ({task - bare_sec:+.2f} s); training the DLN {secs[0]:.2f} s; "
                  f"an llc run of negligible sampling {secs[1]:.2f} s compiling, {secs[2]:.2f} s with its programs cached")  # fmt: skip
     print(line)
 

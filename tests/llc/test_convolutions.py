@@ -34,7 +34,7 @@ def conv_regression(n=500, seed=0):
 
 
 def test_a_convolution_on_cpu_is_found_in_the_loss():
-    post, _ = conv_regression()  # the targets the other tests use (one target of each trained per file)
+    post, _ = conv_regression()  # the targets the other tests use: each built once per file
     assert jax.default_backend() == "cpu" and samplers.conv_on_cpu(post)
     linear, _ = regular(1000, "gauss_iso", 1.0)
     assert not samplers.conv_on_cpu(linear)
