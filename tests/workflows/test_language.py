@@ -67,7 +67,7 @@ def test_original_experiments_file_runs_as_is(project):
 
 def n_params(model) -> int:
     """The network's own parameter count, from its parameters' shapes (eval_shape: nothing is
-    compiled; an eager init compiled every op per new shape, 27 s of one test's time)."""
+    compiled; an eager init compiled every op per new shape: the test took 13.9 s alone, now 1.2 s)."""
     shapes = jax.eval_shape(network(model).init, jax.random.PRNGKey(0), np.zeros((1, model.in_dim)))
     return sum(a.size for a in jax.tree.leaves(shapes))
 

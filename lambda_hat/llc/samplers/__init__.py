@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from lambda_hat.llc.checks import ESS_MIXED, RHAT_MAX
+from lambda_hat.llc.config import SAMPLER_KINDS
 from lambda_hat.llc.estimator import blocked
 
 # Each sampler's code version, part of its runs' IDs: bump one when a change to its module
@@ -169,8 +170,6 @@ def get(kind: str):
     """The sampler's `sample`, its module imported alone: an SGLD or VI task does not import
     blackjax (hmc, mclmc; 0.10–0.15 s in a task forked with the preloaded modules)."""
     import importlib
-
-    from lambda_hat.llc.config import SAMPLER_KINDS
 
     if kind not in SAMPLER_KINDS:
         raise KeyError(kind)
