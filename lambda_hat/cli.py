@@ -100,8 +100,10 @@ def _command(wf) -> click.Command:
         jobs, kw["cfg"] = _c_flag(kw.pop("c_flag"), jobs, kw["cfg"])
         # Snakemake's --config KEY=VALUE… sets values: overrides, where no such file exists
         config, file = kw.pop("config", None), kw.pop("file", None)
+        if wf.config_file:  # `workflow sweep FILE`'s habit: a YAML file among the KEY=VALUEs is the file
+            file = _file_argument(kw)
         settings = [str(p) for p in (config, file) if _is_setting(p)]
-        given = _one_file(None if _is_setting(file) else file, None if _is_setting(config) else config, wf.config_help)
+        given = _one_file(None if _is_setting(file) else file, None if _is_setting(config) else config, "" if wf.config_file else wf.config_help)
         path = _config_file(wf, given, kw.pop("config_path"), kw.pop("config_name"), kw.pop("config_dir"))
         other = _other_workflow(path, wf.name)
         if other:
@@ -213,7 +215,11 @@ def _command(wf) -> click.Command:
         params.insert(
             0,
             click.option(
-                "--config", "--configfile", "config", type=click.Path(path_type=Path), help=f"{wf.config_help}{SETTINGS_HELP}  [default: {wf.config_file}]"
+                "--config",
+                "--configfile",
+                "config",
+                type=click.Path(path_type=Path),
+                help=f"{wf.config_help} Also a .yaml/.yml file among the arguments.{SETTINGS_HELP}  [default: {wf.config_file}]",
             ),
         )
     else:  # the file as an argument, or as --config like the other workflows' files
@@ -282,10 +288,23 @@ def _c_flag(value: str | None, jobs: str | None, cfg: str | None) -> tuple[str |
     return value, cfg
 
 
-def _one_file(arg: Path | None, config: Path | None, name: str) -> Path | None:
-    """A workflow file given as an argument or as --config (the habit from `workflow llc`): once."""
+def _file_argument(kw: dict) -> Path | None:
+    """A YAML file named among a workflow's arguments (KEY=VALUEs, progressive's stage names too),
+    taken out of them; or None."""
+    key = next((k for k in ("overrides", "args") if k in kw), None)
+    args = kw[key] if key else ()
+    files = [a for a in args if "=" not in a and not a.startswith("~") and a.endswith(YAML_SUFFIXES)]
+    if len(files) > 1:
+        _fail(InputError(f"{' and '.join(files)}: give one file"))
+    if files:
+        kw[key] = tuple(a for a in args if a not in files)
+    return Path(files[0]) if files else None
+
+
+def _one_file(arg: Path | None, config: Path | None, name: str = "") -> Path | None:
+    """A workflow file given as an argument or as --config (each workflow's habit in the other's place): once."""
     if arg is not None and config is not None and arg != config:
-        _fail(InputError(f"{name} {arg} and --config {config}: give the file once"))
+        _fail(InputError(f"{name + ' ' if name else ''}{arg} and --config {config}: give the file once"))
     return arg or config
 
 

@@ -733,11 +733,11 @@ def _dict(value, where: str, key: str) -> dict:
 def _model_section(entry: TargetEntry, path: Path, key: str) -> tuple[dict, dict, str]:
     """(model dict, preset training dict, label) from a preset name or an inline model mapping."""
     where = str(path)
-    if isinstance(entry.model, dict):
-        kind = entry.model.get("kind")
+    if isinstance(entry.model, dict):  # an mlp unless it gives its kind, as a preset file's section
+        kind = entry.model.get("kind", "mlp")
         # a custom target is named by its whole reference: every user's function may be `build`
         name = entry.model.get("fn") if kind == "custom" else kind
-        return dict(entry.model), {}, str(name or "custom")
+        return {"kind": kind, **entry.model}, {}, str(name)
     preset = load_preset("model", entry.model, path, where, f"{key}.model")
     return _dict(preset.get("model", {}), where, f"{key}.model"), _dict(preset.get("training", {}), where, f"{key}.training"), entry.model
 

@@ -99,6 +99,22 @@ def test_a_project_preset_of_a_custom_model_keeps_its_options(tmp_path):
     assert target.model.options == {"dim": 3} and target.training.steps == 50
 
 
+def test_an_inline_model_section_without_kind_is_an_mlp(tmp_path):
+    """As a model preset file holding the section alone: `model: {depth: 1, width: 8}` inline is
+    the mlp with `kind: mlp` and the preset file's (same IDs), on teacher data and on digits."""
+    section = {"depth": 1, "width": 8}
+    write_config(tmp_path / "presets" / "model" / "mine.yaml", section)
+    for data in ("small", "digits"):
+        models = (section, {"kind": "mlp", **section}, "mine")
+        found = [ids(write_config(tmp_path / f"{i}.yaml", {"targets": [{"model": m, "data": data}], "samplers": ["hmc"]})) for i, m in enumerate(models)]
+        assert len({(*t.values(), *r.values()) for t, r in found}) == 1, (data, found)
+        assert list(found[0][0]) == [f"mlp/{data}/s0"]  # labelled by its kind, as `kind: mlp` inline is
+        (target,) = load_plan(tmp_path / "0.yaml").targets
+        assert (target.model.kind, target.model.depth, target.model.width) == ("mlp", 1, 8)
+        if data == "digits":
+            assert (target.model.in_dim, target.model.out_dim) == (64, 10)
+
+
 def test_id_stable_across_processes(tmp_path):
     p = write_config(tmp_path / "e.yaml", BASE)
     code = (

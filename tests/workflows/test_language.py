@@ -964,6 +964,12 @@ def test_every_command_takes_its_file_as_config(project):
     for args in (["--config", toy], [toy], [toy, "--config", toy]):
         r = cli("workflow", "sweep", *args, "-n", cwd=project)
         assert r.returncode == 0 and "2 task(s) to run (2 new)" in r.stdout, (args, r.stdout + r.stderr)
+    # and the other way round: `workflow llc FILE` (the sweep's habit) is --config FILE, beside KEY=VALUEs
+    write_config(project / "mine.yaml", {"targets": [{"model": "quadratic", "seed": 0}], "samplers": ["sgld"]})
+    for args in (["mine.yaml"], ["targets.0.seed=4", "mine.yaml"], ["mine.yaml", "--config", "mine.yaml"]):
+        r = cli("workflow", "llc", *args, "-n", cwd=project)
+        assert r.returncode == 0 and "\nmine.yaml: 1 target(s), 1 run(s)" in f"\n{r.stdout}", (args, r.stdout + r.stderr)
+        assert ("quadratic/s4" in r.stdout) == ("targets.0.seed=4" in args), r.stdout
     r = cli("status", "--config", toy, cwd=project)
     assert r.returncode == 0 and "0 done" in r.stdout and "tests.tasks:toy" not in r.stderr, r.stdout + r.stderr
     r = cli("report", "--config", toy, "--no-plots", cwd=project)
@@ -975,6 +981,9 @@ def test_every_command_takes_its_file_as_config(project):
         ),
         (["status", toy, "--config", "config/experiments.yaml"], f"WORKFLOW_FILE {toy} and --config config/experiments.yaml: give the file once"),
         (["report", "--no-plots"], "missing SWEEP_FILE: give the sweep file (e.g. config/sweeps/blobs.yaml)"),
+        (["workflow", "llc", "mine.yaml", "--config", "config/experiments.yaml", "-n"], "mine.yaml and --config config/experiments.yaml: give the file once"),
+        (["workflow", "llc", "mine.yaml", "other.yml", "-n"], "mine.yaml and other.yml: give one file"),
+        (["workflow", "llc", toy, "-n"], f"{toy} is a sweep file, not an experiments file: run it with `lambda-hat workflow sweep {toy}`"),
     ]:
         r = cli(*args, cwd=project)
         assert r.returncode == 2 and r.stderr == f"error: {msg}\n", (args, r.stderr)
