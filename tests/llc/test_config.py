@@ -244,13 +244,19 @@ BAD = [  # (name, config or raw text, fragments the one-line error must contain)
 ]
 
 
-@pytest.mark.parametrize("name,cfg,fragments", BAD, ids=[b[0] for b in BAD])
-def test_bad_config_is_rejected(project, name, cfg, fragments):
+def _experiments(project, cfg):
+    """The project's experiments file holding cfg: a mapping, or the file's text (bytes: not UTF-8)."""
     path = project / "config" / "experiments.yaml"
     if isinstance(cfg, (str, bytes)):
         path.write_bytes(cfg if isinstance(cfg, bytes) else cfg.encode())
     else:
         write_config(path, cfg)
+    return path
+
+
+@pytest.mark.parametrize("name,cfg,fragments", BAD, ids=[b[0] for b in BAD])
+def test_bad_config_is_rejected(project, name, cfg, fragments):
+    path = _experiments(project, cfg)
     with pytest.raises(InputError) as err:
         build_tasks(load_plan(path), None)
     msg = str(err.value)
@@ -261,16 +267,12 @@ def test_bad_config_is_rejected(project, name, cfg, fragments):
 
 @pytest.mark.parametrize("name,cfg,fragments", BAD, ids=[b[0] for b in BAD])
 def test_bad_input_through_cli_exit_2_and_write_nothing(project, name, cfg, fragments):
-    path = project / "config" / "experiments.yaml"
-    if isinstance(cfg, (str, bytes)):
-        path.write_bytes(cfg if isinstance(cfg, bytes) else cfg.encode())
-    else:
-        write_config(path, cfg)
+    path = _experiments(project, cfg)
     before = sorted(p.relative_to(project) for p in project.rglob("*"))
     r = cli("workflow", "llc", "--local", cwd=project)
     assert r.returncode == 2, r.stderr
     lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and fragments[0] in lines[0], r.stderr
+    assert len(lines) == 1 and lines[0].startswith(f"error: {path.relative_to(project)}: ") and fragments[0] in lines[0], r.stderr
     assert sorted(p.relative_to(project) for p in project.rglob("*")) == before  # no runs/, no results/
 
 
