@@ -99,11 +99,13 @@ def _command(wf) -> click.Command:
         parsl_card = BACKENDS[backend] if backend else parsl_card
         jobs, kw["cfg"] = _c_flag(kw.pop("c_flag"), jobs, kw["cfg"])
         # Snakemake's --config KEY=VALUE… sets values: overrides, where no such file exists
-        config, file = kw.pop("config", None), kw.pop("file", None)
+        # (--configfile FILE --config KEY=VALUE: both, the one option given twice)
+        configs, file = kw.pop("config", ()), kw.pop("file", None)
         if wf.config_file:  # `workflow sweep FILE`'s habit: a YAML file among the KEY=VALUEs is the file
             file = _file_argument(kw)
-        settings = [str(p) for p in (config, file) if _is_setting(p)]
-        given = _one_file(None if _is_setting(file) else file, None if _is_setting(config) else config, "" if wf.config_file else wf.config_help)
+        settings = [str(p) for p in (*configs, file) if _is_setting(p)]
+        config = _one_config([p for p in configs if not _is_setting(p)])
+        given = _one_file(None if _is_setting(file) else file, config, "" if wf.config_file else wf.config_help)
         path = _config_file(wf, given, kw.pop("config_path"), kw.pop("config_name"), kw.pop("config_dir"))
         other = _other_workflow(path, wf.name)
         if other:
@@ -218,6 +220,7 @@ def _command(wf) -> click.Command:
                 "--config",
                 "--configfile",
                 "config",
+                multiple=True,
                 type=click.Path(path_type=Path),
                 help=f"{wf.config_help} Also a .yaml/.yml file among the arguments.{SETTINGS_HELP}  [default: {wf.config_file}]",
             ),
@@ -225,7 +228,9 @@ def _command(wf) -> click.Command:
     else:  # the file as an argument, or as --config like the other workflows' files
         params[0:0] = [
             click.argument("file", metavar=wf.config_help, required=False, type=click.Path(path_type=Path)),
-            click.option("--config", "--configfile", "config", type=click.Path(path_type=Path), help=f"The same as {wf.config_help}.{SETTINGS_HELP}"),
+            click.option(
+                "--config", "--configfile", "config", multiple=True, type=click.Path(path_type=Path), help=f"The same as {wf.config_help}.{SETTINGS_HELP}"
+            ),
         ]
     # Hydra's spelling of the same choice: --config-path DIR --config-name NAME is DIR/NAME.yaml (or .yml)
     default = f"{Path(wf.config_file).parent}, the directory of the default file" if wf.config_file else "config/sweeps"
@@ -299,6 +304,13 @@ def _file_argument(kw: dict) -> Path | None:
     if files:
         kw[key] = tuple(a for a in args if a not in files)
     return Path(files[0]) if files else None
+
+
+def _one_config(files: list[Path]) -> Path | None:
+    """The file of --config/--configfile, given (once, or as the same file) among their settings."""
+    if len(set(files)) > 1:
+        _fail(InputError(f"{' and '.join(f'--config {f}' for f in files)}: give the file once"))
+    return files[0] if files else None
 
 
 def _one_file(arg: Path | None, config: Path | None, name: str = "") -> Path | None:

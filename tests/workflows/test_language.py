@@ -874,6 +874,10 @@ def test_snakemake_config_profile_and_short_flags(project):
     r = cli("workflow", "llc", "-n", "--config", "samplers.0.draws=100", "targets.0.seed=4", cwd=project)
     assert r.returncode == 0 and r.stdout == cli("workflow", "llc", "-n", "samplers.0.draws=100", "targets.0.seed=4", cwd=project).stdout, r.stderr
     assert r.stdout.startswith("overrides: samplers.0.draws=100 targets.0.seed=4\n") and "quadratic/s4" in r.stdout
+    # --configfile FILE beside --config KEY=VALUE (the one option twice): the file and the values
+    for args in (["--configfile", "mine/three.yaml", "--config", "targets.0.seed=4"], ["--config", "targets.0.seed=4", "--configfile", "mine/three.yaml"]):
+        r = cli("workflow", "llc", "-n", *args, cwd=project)
+        assert r.returncode == 0 and "\nmine/three.yaml: 1 target(s), 3 run(s)" in r.stdout and "quadratic/s4" in r.stdout, (args, r.stdout + r.stderr)
     r = cli("workflow", "llc", "-n", "--profile", "slurm/cpu", cwd=project)
     assert r.returncode == 0 and "executor: htex, 32 task(s)" in r.stdout, r.stdout + r.stderr
     for flags in (["-c", "3"], ["-c3"]):
@@ -895,6 +899,10 @@ def test_snakemake_config_profile_and_short_flags(project):
         (["-cd", "mine", "-cn", "nope"], "nope.yaml: in neither mine nor config; --config-name takes one of: experiments, three"),
         (["--config", "mine/three.yaml", "-cd", "mine"], "--config and --config-dir exclude each other"),
         (["--config", "samplers.0.drawz=1"], "config/experiments.yaml: samplers[0].drawz: unknown key"),
+        (
+            ["--configfile", "mine/three.yaml", "--config", "config/experiments.yaml"],
+            "--config mine/three.yaml and --config config/experiments.yaml: give the file once",
+        ),
     ]:
         r = cli("workflow", "llc", "-n", *args, cwd=project)
         assert r.returncode == 2 and r.stderr.startswith(f"error: {msg}") and len(r.stderr.splitlines()) == 1, (args, r.stderr)
