@@ -485,14 +485,19 @@ def report_cmd(sweep_file, config, filters, no_plots, output_dir):
 @click.option("--samplers", metavar="NAMES", help="Only the runs of these samplers, comma-separated (their names in the experiments file).")
 @click.option("--outdir", type=click.Path(path_type=Path), help="Where the gallery goes (a new or empty folder, or a gallery's).  [default: results/gallery]")
 @click.option("--snippet-out", type=click.Path(path_type=Path), help="Also write the gallery's Markdown here, its links leading to the gallery's plots.")
-@click.argument("what", required=False, type=click.Choice(["gallery", "single"]))
+@click.argument("what", required=False, metavar="[gallery|single|FILE]")
 def promote_cmd(config, promote_plots, plot_name, runs_root, samplers, outdir, snippet_out, what):
     """Rebuild results/gallery/ (index.html, README.md) from the store without computing anything.
     The original Lambda-Hat's spellings work: `promote gallery` and `promote single` are the same
-    command, with --runs-root, --samplers, --outdir, --plot-name and --snippet-out."""
+    command, with --runs-root, --samplers, --outdir, --plot-name and --snippet-out. A .yaml file
+    as the argument is --config FILE, as `status FILE`."""
     from lambda_hat.llc.gallery import run_plot_names
     from lambda_hat.workflows import llc as wf
 
+    if what is not None and what not in ("gallery", "single"):
+        if not what.endswith(YAML_SUFFIXES):
+            _fail(InputError(f"promote {what}: expected gallery, single or an experiments file (.yaml, .yml)"))
+        config = _one_file(Path(what), config, "promote")
     if config is None:
         _default_exists(config := Path("config/experiments.yaml"))
     if other := _other_workflow(config, "llc"):

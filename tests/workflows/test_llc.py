@@ -161,6 +161,12 @@ def test_vi_runs_report_psis_k(project):
     assert r.returncode == 0 and all(shown(i) == ["running_llc.png", "trace.png"] for i in df["run_id"]), r.stdout + r.stderr
     r = cli("workflow", "llc", "--local", "--promote-plots", "elbo", cwd=project)  # implies --promote; all cached (target, runs, plots)
     assert r.returncode == 0 and "0 done, 6 reused" in r.stdout and all(shown(i) == ["elbo.png"] for i in df["run_id"]), r.stdout + r.stderr
+    r = cli("promote", "config/experiments.yaml", "--promote-plots", "trace", cwd=project)  # the file as argument, as `status FILE`
+    assert r.returncode == 0 and all(shown(i) == ["trace.png"] for i in df["run_id"]), r.stdout + r.stderr
+    r = cli("promote", "galery", cwd=project)
+    assert r.returncode == 2 and r.stderr == "error: promote galery: expected gallery, single or an experiments file (.yaml, .yml)\n", r.stderr
+    r = cli("workflow", "llc", "--local", "--promote-plots", "elbo", cwd=project)
+    assert r.returncode == 0 and all(shown(i) == ["elbo.png"] for i in df["run_id"]), r.stdout + r.stderr
     for args in (("promote", "--promote-plots", "trace,energy"), ("workflow", "llc", "--local", "--promote-plots", "energy.png")):
         r = cli(*args, cwd=project)
         assert r.returncode == 2 and "unknown plot 'energy'; allowed: trace, running_llc, rank, hmc, mclmc, elbo" in r.stderr, r.stderr
