@@ -444,7 +444,7 @@ def _run_it(name: str, path: Path) -> str:
 
 @main.command("report")
 @click.argument("sweep_file", type=click.Path(path_type=Path), required=False)
-@click.option("--config", type=click.Path(path_type=Path), help="The same as SWEEP_FILE.")
+@click.option("--config", "--configfile", "config", type=click.Path(path_type=Path), help="The same as SWEEP_FILE.")
 @click.option(
     "--filter",
     "filters",
@@ -475,6 +475,7 @@ def report_cmd(sweep_file, config, filters, no_plots, output_dir):
 @main.command("promote")
 @click.option(
     "--config",
+    "--configfile",
     "config",
     type=click.Path(path_type=Path),
     help="Experiments file whose runs the gallery shows.  [default: config/experiments.yaml]",
@@ -517,7 +518,7 @@ def promote_cmd(config, promote_plots, plot_name, runs_root, samplers, outdir, s
 
 @main.command()
 @click.argument("workflow_file", type=click.Path(path_type=Path), required=False)
-@click.option("--config", type=click.Path(path_type=Path), help="The same as WORKFLOW_FILE.")
+@click.option("--config", "--configfile", "config", type=click.Path(path_type=Path), help="The same as WORKFLOW_FILE.")
 @click.option("--store", "store_root", type=click.Path(path_type=Path), default=Path("runs"), show_default=True, help="Store directory.")
 def status(workflow_file, config, store_root):
     """Show what is done, failed, running or incomplete: every task of WORKFLOW_FILE (an

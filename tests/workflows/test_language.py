@@ -978,9 +978,10 @@ def test_every_command_takes_its_file_as_config(project):
         r = cli("workflow", "llc", *args, "-n", cwd=project)
         assert r.returncode == 0 and "\nmine.yaml: 1 target(s), 1 run(s)" in f"\n{r.stdout}", (args, r.stdout + r.stderr)
         assert ("quadratic/s4" in r.stdout) == ("targets.0.seed=4" in args), r.stdout
-    r = cli("status", "--config", toy, cwd=project)
-    assert r.returncode == 0 and "0 done" in r.stdout and "tests.tasks:toy" not in r.stderr, r.stdout + r.stderr
-    r = cli("report", "--config", toy, "--no-plots", cwd=project)
+    for flag in ("--config", "--configfile"):  # Snakemake's spelling too
+        r = cli("status", flag, toy, cwd=project)
+        assert r.returncode == 0 and "0 done" in r.stdout and "tests.tasks:toy" not in r.stderr, r.stdout + r.stderr
+    r = cli("report", "--configfile", toy, "--no-plots", cwd=project)
     assert r.returncode == 0 and (project / "results" / "sweeps" / "toy" / "summary_report.md").exists(), r.stdout + r.stderr
     for args, msg in [
         (
