@@ -311,7 +311,7 @@ def page(sweep, df: pd.DataFrame, plots: list[str], note: str = "") -> str:
     counts = ", ".join(f"{v} {k}" for k, v in df.status.value_counts().items())
     ranking = ", ".join(f"{r.metric} ({r.goal})" for r in sweep.spec.rank_by)
     intro = f"{sweep.path.name} (task {sweep.spec.task or sweep.spec.command}): {len(df)} experiments, {counts}. Ranked by {ranking}. {note}"
-    cols = [c for c in df.columns if c not in ("task_id", "timestamp", "code_version")]
+    cols = [c for c in df.columns if c not in ("task_id", "timestamp", "code_version", "project_version")]
     table = df[cols].astype(object).map(_num).to_html(index=False, border=0, escape=True)
     imgs = "\n".join(f"<h3>{html.escape(p)}</h3><img src='plots/{html.escape(p)}' alt='{html.escape(p)}'>" for p in plots)
     return (

@@ -144,7 +144,7 @@ def _where() -> dict:
 
 
 @functools.cache
-def _versions() -> dict:
+def _versions(cwd: str) -> dict:
     from importlib.metadata import PackageNotFoundError, version
 
     out = {}
@@ -155,10 +155,22 @@ def _versions() -> dict:
             pass
     repo = Path(__file__).resolve().parents[2]
     if (repo / ".git").exists():  # a source checkout: which commit, and whether it was edited
-        r = subprocess.run(["git", "-C", str(repo), "describe", "--always", "--dirty"], capture_output=True, text=True)
-        if r.returncode == 0:
-            out["git"] = r.stdout.strip()
-    return out
+        out["git"] = _describe(repo)
+    # the project the workflow was started in (cwd), where it is another git checkout: the
+    # user's own code (a custom target, a sweep's task or command) is versioned there
+    project = Path(cwd).resolve()
+    if not ((repo / ".git").exists() and project.is_relative_to(repo)):
+        out["project_git"] = _describe(project)
+    return {k: v for k, v in out.items() if v}
+
+
+def _describe(folder: Path) -> str | None:
+    """`git describe --always --dirty` of the checkout holding folder; None outside one."""
+    try:
+        r = subprocess.run(["git", "-C", str(folder), "describe", "--always", "--dirty"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):  # no git installed, or a hung file system
+        return None
+    return r.stdout.strip() if r.returncode == 0 else None
 
 
 def _call(spec: dict, workdir: Path) -> dict:
@@ -430,7 +442,15 @@ def execute(spec: dict, root: str, *dep_outcomes: Outcome) -> Outcome:
         # one fsync per task, of the manifest that marks it finished: the files before it need none
         write_json(tmp / "config.json", spec["config"], sync=False)
         t0 = time.time()
-        manifest = {**base, "status": Status.RUNNING, "started": t0, "code_version": spec["version"], "key": spec["key"], **_where(), "versions": _versions()}
+        manifest = {
+            **base,
+            "status": Status.RUNNING,
+            "started": t0,
+            "code_version": spec["version"],
+            "key": spec["key"],
+            **_where(),
+            "versions": _versions(spec.get("cwd", os.getcwd())),
+        }
         if spec["isolate"]:
             write_json(tmp / "task.json", spec, sync=False)
             status, metrics, error = _run_child(spec, tmp, store.root)

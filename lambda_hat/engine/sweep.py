@@ -369,13 +369,14 @@ def record(sweep: Sweep, exp: Experiment, task_id: str, manifest: dict | None, m
         "error": error,
         "timestamp": datetime.fromtimestamp(finished, timezone.utc).isoformat(timespec="seconds") if finished else None,
         "code_version": m.get("versions", {}).get("git") or m.get("versions", {}).get("lambda-hat"),
+        "project_version": m.get("versions", {}).get("project_git"),  # the git checkout it ran in, if another
         "host": m.get("host"),
         "slurm_job_id": m.get("slurm_job_id"),
     }
 
 
 # the table's own columns besides the factors and metrics (rank: the report's first)
-COLUMNS = ("rank", "experiment_id", "status", "seed", "error", "task_id", "timestamp", "code_version")
+COLUMNS = ("rank", "experiment_id", "status", "seed", "error", "task_id", "timestamp", "code_version", "project_version")
 
 
 def flat_row(rec: dict, factors: list[str]) -> dict:
@@ -385,6 +386,8 @@ def flat_row(rec: dict, factors: list[str]) -> dict:
         v = rec["config"].get(k)
         row[k] = _fmt(v) if isinstance(v, (list, dict)) else v
     last = {"error": rec["error"], "task_id": rec["task_id"], "timestamp": rec["timestamp"], "code_version": rec["code_version"]}
+    if rec.get("project_version"):
+        last["project_version"] = rec["project_version"]
     taken = {*COLUMNS, *factors}
     for k, v in {**rec["metrics"], **rec["efficiency"]}.items():
         # a metric named like a factor or a column of the table never replaces it: an equal

@@ -86,6 +86,8 @@ def record(store: Store, kind: str, tid: str, plots_of: dict) -> dict | None:
         tags = warning_tags(*warning_text(found))
     if isinstance(metrics.get("refined"), str):  # a VI run's λ̂: q's (none) or HMC's (hmc)
         tags["lambda_hat.refined"] = metrics["refined"]
+    if versions.get("project_git"):  # the user's own checkout the workflow ran in
+        tags["lambda_hat.project_version"] = versions["project_git"]
     return {
         "id": tid, "kind": kind, "label": manifest.get("label") or tid, "status": manifest.get("status", "incomplete"),
         "params": flatten(config if isinstance(config := read_json(d / "config.json"), dict) else {}),

@@ -3,6 +3,7 @@ offline run files), keyed by task ID so exporting twice duplicates nothing."""
 
 import json
 import os
+import subprocess
 from pathlib import Path
 
 import pandas as pd
@@ -64,6 +65,10 @@ def wandb_run(project, task_id: str) -> dict:
 
 def test_llc_runs_in_mlflow_and_export_adds_nothing(project):
     write_config(project / "config" / "experiments.yaml", TINY)
+    # a project in git: its commit is tagged beside lambda-hat's code version
+    for args in (["init", "-q"], ["add", "config"], ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x"]):
+        subprocess.run(["git", *args], cwd=project, check=True, capture_output=True)
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=project, check=True, capture_output=True, text=True).stdout.strip()
     r = cli("workflow", "llc", "--local", "--track", "mlflow", cwd=project, env={"MLFLOW_TRACKING_URI": ""})
     assert r.returncode == 0, r.stdout + r.stderr
     assert "tracking: 2 new run(s) logged to mlflow file://" in r.stdout
@@ -73,6 +78,7 @@ def test_llc_runs_in_mlflow_and_export_adds_nothing(project):
     tags, params, metrics = run.data.tags, run.data.params, run.data.metrics
     assert tags["lambda_hat.task_id"] == df["run_id"][0] and tags["lambda_hat.kind"] == "llc" and tags["lambda_hat.status"] == "done"
     assert tags["lambda_hat.code_version"] and target.data.tags["lambda_hat.task_id"] == df["target_id"][0]
+    assert tags["lambda_hat.project_version"] == target.data.tags["lambda_hat.project_version"] == head
     assert params["sampler.kind"] == "sgld" and params["target"] == df["target_id"][0] and float(params["sampler.step_size"]) == 1e-3
     assert metrics["llc_mean"] == pytest.approx(df["llc_mean"][0]) and metrics["ess_bulk"] == pytest.approx(df["ess_bulk"][0])
     assert run.info.status == "FINISHED"

@@ -218,6 +218,27 @@ def test_record_says_what_this_run_did(project):
     assert rec["status"] == "failed" and rec["host"] == "h" and rec["efficiency"]["time_sec"] == 0.5
 
 
+def test_a_sweep_run_in_a_git_checkout_records_its_commit(project):
+    """The user's own code is versioned in the checkout the workflow runs in: its commit (and
+    -dirty where a tracked file was edited) goes beside lambda-hat's own, in records and table."""
+
+    def git(*a):
+        return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *a], cwd=project, check=True, capture_output=True, text=True).stdout.strip()
+
+    p = sweep_file(project, {**TOY, "grid": {"lr": [0.01]}, "combos": [], "replicates": 1})
+    git("init", "-q")
+    git("add", "config")
+    git("commit", "-qm", "sweep")
+    p.write_text(p.read_text() + "# edited after the commit\n")
+    r = cli("workflow", "sweep", str(p), "--local", "-q", cwd=project)
+    assert r.returncode == 0, r.stdout + r.stderr
+    want = git("describe", "--always", "--dirty")
+    assert want.endswith("-dirty") and want.startswith(git("rev-parse", "--short", "HEAD"))
+    (rec,) = [json.loads(f.read_text()) for f in (project / "results/sweeps/toy/experiments").glob("*.json")]
+    assert rec["project_version"] == want and rec["code_version"] != want
+    assert list(pd.read_csv(project / "results/sweeps/toy/comparison_table.csv")["project_version"]) == [want]
+
+
 def test_run_report_numbers_match_json_and_failure_isolated(project):
     p = sweep_file(project, TOY)
     r = cli("workflow", "sweep", str(p), "--local", cwd=project)
@@ -229,6 +250,7 @@ def test_run_report_numbers_match_json_and_failure_isolated(project):
     rec = recs["lr=0.03,width=8,seed=1"]
     assert rec["status"] == "done" and rec["efficiency"]["params"] == 80 and rec["efficiency"]["time_sec"] > 0
     assert set(rec) >= {"config", "metrics", "efficiency", "status", "error", "timestamp", "code_version"}
+    assert rec["project_version"] is None  # the project is no git checkout
     assert recs["broken,seed=1"]["status"] == "failed" and "toy failure" in recs["broken,seed=1"]["error"]
 
     table = pd.read_csv(out / "comparison_table.csv")
