@@ -212,7 +212,7 @@ class Training:
 
     optimizer: Literal["adam", "sgd"] = "adam"
     lr: float = field(default=1e-2, metadata=positive())
-    steps: int = field(default=2000, metadata=positive())
+    steps: int = field(default=2000, metadata=nonneg())  # 0: w* is the initial parameters (a custom build()'s own), polished
     batch_size: int | None = field(default=None, metadata=positive())  # None: full batch
     # Full-batch L-BFGS steps after training: an unconverged w* biases λ̂ downward (REFERENCE §1b)
     polish_steps: int = field(default=200, metadata=nonneg())

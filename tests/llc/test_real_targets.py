@@ -291,3 +291,23 @@ def test_a_checkpoint_is_a_prefix_of_the_full_training(tmp_path):
         call(train_target, Context(sem, tmp_path / str(steps), []))
         curves[steps] = np.load(tmp_path / str(steps) / "target.npz")["train_curve"]
     assert len(curves[40]) == 40 and np.array_equal(curves[40], curves[100][:40])
+
+
+def test_no_training_steps_keeps_the_users_parameters(tmp_path):
+    """training.steps: 0 is a target at build()'s own parameters (weights trained elsewhere):
+    w* is them exactly without polishing, and polishing alone moves it to the minimum."""
+    from lambda_hat.engine.runner import Context
+    from lambda_hat.engine.tasks import call
+    from lambda_hat.llc.targets import custom_problem, train_target
+
+    custom = {"kind": "custom", "fn": "tests.custom_target:build", "version": 1, "dim": 3}
+    found = {}
+    for polish in (0, 50):
+        doc = {"targets": [{"model": custom, "overrides": {"training": {"steps": 0, "polish_steps": polish}}}], "samplers": [HMC]}
+        (target,) = load_plan(write_config(tmp_path / f"{polish}.yaml", doc)).targets
+        (tmp_path / str(polish)).mkdir()
+        found[polish] = call(train_target, Context(target.semantic(), tmp_path / str(polish), []))
+        found[polish]["w"] = np.load(tmp_path / str(polish) / "target.npz")["w_star"]
+    w0 = np.asarray(custom_problem(target.model, target.seed).w0)
+    assert np.array_equal(found[0]["w"], w0) and found[0]["L_star"] == found[0]["initial_loss"] == found[0]["trained_loss"]
+    assert found[50]["L_star"] < 0.5 * found[0]["L_star"] and found[50]["grad_norm"] < 1e-6 * found[0]["grad_norm"]
