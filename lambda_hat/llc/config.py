@@ -894,6 +894,8 @@ def checkpoints(t: Target, path: Path, key: str) -> list[Target]:
     if t.training is None:
         fail(where, f"{key}.checkpoints", f"model kind {t.model.kind!r} is not trained; it has no checkpoints")
     total = t.training.steps
+    if total == 0:
+        fail(where, f"{key}.checkpoints", "training.steps is 0 (no training): there are no checkpoints to take; remove them")
     steps = list(range(spec.every, total + 1, spec.every)) if isinstance(spec, Checkpoints) else sorted(set(spec))
     for s in steps:
         if not 0 < s <= total:

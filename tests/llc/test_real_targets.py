@@ -224,6 +224,10 @@ def test_a_custom_classifier_is_known_by_its_labels(project, monkeypatch, labels
         ),
         ({"model": "small", "data": "small", "checkpoints": [0, 10]}, "targets[0].checkpoints: steps must be within 1…3000 (training.steps), got 0"),
         ({"model": "small", "data": "small", "checkpoints": {"every": 5000}}, "targets[0].checkpoints.every: must be <= training.steps (3000), got 5000"),
+        (
+            {"model": "small", "data": "small", "checkpoints": [1], "overrides": {"training": {"steps": 0}}},
+            "targets[0].checkpoints: training.steps is 0 (no training)",
+        ),
         ({"model": "small", "data": "small", "checkpoints": {"every": 0}}, "targets[0].checkpoints.every: must be > 0"),
         ({"model": "quadratic", "checkpoints": [1]}, "targets[0].checkpoints: model kind 'quadratic' is not trained"),
         # a mapping (or list) with a bad entry: that form's error, not every form checkpoints take
