@@ -91,6 +91,9 @@ def _command(wf) -> click.Command:
         from .engine.cards import load_card
         from .engine.workflow import Options, run
 
+        # each is one option under several spellings (--profile, --cores, …): given twice, say so
+        parsl_card, jobs = _once(parsl_card, "--parsl-card/--profile"), _once(jobs, "--jobs/--cores/-j")
+
         if (local or parsl_card) and click.get_current_context().get_parameter_source("backend") == click.core.ParameterSource.ENVIRONMENT:
             backend = None  # a flag given wins over LAMBDA_HAT_BACKEND
         given = [f for f, v in (("--local", local), ("--parsl-card", parsl_card), ("--backend", backend)) if v]
@@ -139,7 +142,7 @@ def _command(wf) -> click.Command:
     noun = wf.noun
     params = [
         click.option("--local", is_flag=True, help="Run on this machine with parsl_cards/local.yaml (the default)."),
-        click.option("--parsl-card", "--profile", "parsl_card", metavar="CARD", help=CARD_HELP + " Also as Snakemake's --profile."),
+        click.option("--parsl-card", "--profile", "parsl_card", multiple=True, metavar="CARD", help=CARD_HELP + " Also as Snakemake's --profile."),
         click.option(
             "--backend",
             type=click.Choice(list(BACKENDS)),
@@ -205,6 +208,7 @@ def _command(wf) -> click.Command:
             "--cores",
             "-j",
             "jobs",
+            multiple=True,
             metavar="N",
             help="Run at most N tasks at once (per node on SLURM): the card's `workers`, as --set workers=N; `all`: one per core.",
         ),
@@ -291,6 +295,13 @@ def _c_flag(value: str | None, jobs: str | None, cfg: str | None) -> tuple[str |
     if jobs is not None:
         _fail(InputError(f"-c {value} and --jobs/--cores: give it once"))
     return value, cfg
+
+
+def _once(values: tuple[str, ...], flag: str) -> str | None:
+    """An option's value where it was given at most once, or each time the same."""
+    if len(set(values)) > 1:
+        _fail(InputError(f"{flag} given as {' and '.join(values)}: give one"))
+    return values[0] if values else None
 
 
 def _file_argument(kw: dict) -> Path | None:

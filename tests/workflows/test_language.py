@@ -880,6 +880,10 @@ def test_snakemake_config_profile_and_short_flags(project):
         assert r.returncode == 0 and "\nmine/three.yaml: 1 target(s), 3 run(s)" in r.stdout and "quadratic/s4" in r.stdout, (args, r.stdout + r.stderr)
     r = cli("workflow", "llc", "-n", "--profile", "slurm/cpu", cwd=project)
     assert r.returncode == 0 and "executor: htex, 32 task(s)" in r.stdout, r.stdout + r.stderr
+    r = cli("workflow", "llc", "-n", "--profile", "slurm/cpu", "--parsl-card", "slurm/cpu", "-j", "3", "--cores", "3", cwd=project)
+    assert (
+        r.returncode == 0 and r.stdout == cli("workflow", "llc", "-n", "--profile", "slurm/cpu", "-j", "3", cwd=project).stdout
+    )  # the same value twice is fine
     for flags in (["-c", "3"], ["-c3"]):
         r = cli("workflow", "llc", "-n", *flags, cwd=project)
         assert r.returncode == 0 and "3 task(s) at once" in r.stdout, (flags, r.stdout + r.stderr)
@@ -894,6 +898,8 @@ def test_snakemake_config_profile_and_short_flags(project):
         (["-c", "all"], "-c all: Snakemake's --cores all (a task per core) or Hydra's --cfg all (every task's config printed)? give the long form"),
         (["-c", "x"], "-c: expected a number of cores (Snakemake's -c N, as --cores N) or job (Hydra's -c job, as --cfg job), got 'x'"),
         (["-c", "2", "-j", "2"], "-c 2 and --jobs/--cores: give it once"),
+        (["--cores", "2", "--jobs", "4"], "--jobs/--cores/-j given as 2 and 4: give one"),  # one option: the last had won
+        (["--profile", "slurm/cpu", "--parsl-card", "local"], "--parsl-card/--profile given as slurm/cpu and local: give one"),
         (["-c", "0"], "-c: expected a number of cores (Snakemake's -c N, as --cores N) or job (Hydra's -c job, as --cfg job), got '0'"),
         (["-cd", "nowhere"], "--config-dir nowhere: no such directory"),
         (["-cd", "mine", "-cn", "nope"], "nope.yaml: in neither mine nor config; --config-name takes one of: experiments, three"),
