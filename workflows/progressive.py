@@ -180,7 +180,7 @@ class ProgressiveWorkflow(Workflow):
                 is_flag=True,
                 help="Run only the stages named after the options (and the stages before them); names alone do the same, as Snakemake's targets.",
             ),
-            click.argument("args", nargs=-1, metavar="[STAGE]... [KEY=VALUE]..."),
+            click.argument("args", nargs=-1, metavar="[FILE.yaml] [STAGE]... [KEY=VALUE]..."),
         ]
 
     def parse(self, kw: dict) -> tuple[tuple[str, ...], dict]:

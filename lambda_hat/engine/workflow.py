@@ -59,7 +59,8 @@ class Workflow:
 
     def cli(self) -> list:
         """Click decorators of the command's own options and trailing arguments."""
-        return [click.argument("overrides", nargs=-1, metavar="[KEY=VALUE]...")]
+        # a workflow with a default file also takes one here (cli._file_argument), as sweep its own
+        return [click.argument("overrides", nargs=-1, metavar="[FILE.yaml] [KEY=VALUE]..." if self.config_file else "[KEY=VALUE]...")]
 
     def parse(self, kw: dict) -> tuple[tuple[str, ...], dict]:
         """(KEY=VALUE overrides, Options.extra) from the values of cli()'s options."""
