@@ -305,15 +305,13 @@ def _once(values: tuple[str, ...], flag: str) -> str | None:
 
 
 def _file_argument(kw: dict) -> Path | None:
-    """A YAML file named among a workflow's arguments (KEY=VALUEs, progressive's stage names too),
-    taken out of them; or None."""
-    key = next((k for k in ("overrides", "args") if k in kw), None)
-    args = kw[key] if key else ()
+    """A YAML file named among a workflow's trailing arguments (KEY=VALUEs, progressive's stage
+    names too), taken out of them; or None."""
+    args = kw.get("overrides", ())
     files = [a for a in args if "=" not in a and not a.startswith("~") and a.endswith(YAML_SUFFIXES)]
     if len(files) > 1:
         _fail(InputError(f"{' and '.join(files)}: give one file"))
-    if files:
-        kw[key] = tuple(a for a in args if a not in files)
+    kw["overrides"] = tuple(a for a in args if a not in files)
     return Path(files[0]) if files else None
 
 

@@ -180,11 +180,11 @@ class ProgressiveWorkflow(Workflow):
                 is_flag=True,
                 help="Run only the stages named after the options (and the stages before them); names alone do the same, as Snakemake's targets.",
             ),
-            click.argument("args", nargs=-1, metavar="[FILE.yaml] [STAGE]... [KEY=VALUE]..."),
+            click.argument("overrides", nargs=-1, metavar="[FILE.yaml] [STAGE]... [KEY=VALUE]..."),  # stage names among them
         ]
 
     def parse(self, kw: dict) -> tuple[tuple[str, ...], dict]:
-        args = kw.pop("args")
+        args = kw.pop("overrides")
         is_override = lambda a: "=" in a or a.startswith("~")  # noqa: E731  ~KEY: Hydra's removal
         names, overrides = tuple(a for a in args if not is_override(a)), tuple(a for a in args if is_override(a))
         if kw.pop("stages_flag") and not names:

@@ -154,12 +154,13 @@ def _versions(cwd: str) -> dict:
         except PackageNotFoundError:
             pass
     repo = Path(__file__).resolve().parents[2]
-    if (repo / ".git").exists():  # a source checkout: which commit, and whether it was edited
+    checkout = (repo / ".git").exists()
+    if checkout:  # a source checkout: which commit, and whether it was edited
         out["git"] = _describe(repo)
     # the project the workflow was started in (cwd), where it is another git checkout: the
     # user's own code (a custom target, a sweep's task or command) is versioned there
     project = Path(cwd).resolve()
-    if not ((repo / ".git").exists() and project.is_relative_to(repo)):
+    if not (checkout and project.is_relative_to(repo)):
         out["project_git"] = _describe(project)
     return {k: v for k, v in out.items() if v}
 

@@ -880,10 +880,9 @@ def test_snakemake_config_profile_and_short_flags(project):
         assert r.returncode == 0 and "\nmine/three.yaml: 1 target(s), 3 run(s)" in r.stdout and "quadratic/s4" in r.stdout, (args, r.stdout + r.stderr)
     r = cli("workflow", "llc", "-n", "--profile", "slurm/cpu", cwd=project)
     assert r.returncode == 0 and "executor: htex, 32 task(s)" in r.stdout, r.stdout + r.stderr
+    once = cli("workflow", "llc", "-n", "--profile", "slurm/cpu", "-j", "3", cwd=project).stdout
     r = cli("workflow", "llc", "-n", "--profile", "slurm/cpu", "--parsl-card", "slurm/cpu", "-j", "3", "--cores", "3", cwd=project)
-    assert (
-        r.returncode == 0 and r.stdout == cli("workflow", "llc", "-n", "--profile", "slurm/cpu", "-j", "3", cwd=project).stdout
-    )  # the same value twice is fine
+    assert r.returncode == 0 and r.stdout == once, r.stdout + r.stderr  # the same value twice is fine
     for flags in (["-c", "3"], ["-c3"]):
         r = cli("workflow", "llc", "-n", *flags, cwd=project)
         assert r.returncode == 0 and "3 task(s) at once" in r.stdout, (flags, r.stdout + r.stderr)
