@@ -39,7 +39,8 @@ from lambda_hat.engine.progress import Progress  # noqa: E402
 from lambda_hat.engine.runner import run_tasks, start_forkserver  # noqa: E402
 from lambda_hat.engine.tasks import Task, task  # noqa: E402
 from lambda_hat.engine.workflow import Options  # noqa: E402
-from lambda_hat.llc.config import RunTask, TargetTask, load_plan  # noqa: E402
+from lambda_hat.llc.config import RunTask, TargetTask  # noqa: E402
+from lambda_hat.llc.experiments import load_plan  # noqa: E402
 from lambda_hat.workflows.llc import WORKFLOW  # noqa: E402
 
 CARD = Card(executor="threads", workers=2)

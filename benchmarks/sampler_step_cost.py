@@ -31,7 +31,8 @@ jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
 from lambda_hat.engine.runner import Context  # noqa: E402
 from lambda_hat.engine.tasks import call  # noqa: E402
 from lambda_hat.llc import samplers  # noqa: E402
-from lambda_hat.llc.config import HMC, MCLMC, SGLD, TargetEntry, resolve_target  # noqa: E402
+from lambda_hat.llc.config import HMC, MCLMC, SGLD, TargetEntry  # noqa: E402
+from lambda_hat.llc.experiments import resolve_target  # noqa: E402
 from lambda_hat.llc.targets import load_posterior, train_target  # noqa: E402
 
 

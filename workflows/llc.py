@@ -16,7 +16,8 @@ from lambda_hat.engine.tasks import Status, Task, reported
 from lambda_hat.engine.typed import InputError, plain
 from lambda_hat.engine.workflow import Options, Workflow, write_table
 from lambda_hat.llc import checks, gallery, trajectory
-from lambda_hat.llc.config import Plan, data_name, identity, load_plan
+from lambda_hat.llc.config import Plan, identity
+from lambda_hat.llc.experiments import data_name, load_plan
 
 TARGETS, RUNS, DIAG = "targets", "llc", "diag"
 RESULTS = Path("results")

@@ -79,7 +79,7 @@ def teacher(model, key, spec=None) -> Callable:
     arch = {f: getattr(model, f) for f in ("width", "depth", "activation", "bias")}
     arch.update({f: v for f, v in vars(spec).items() if v is not None} if spec else {})
     # the teacher's hidden widths: its own, else its depth × width, each the student's where not given
-    # (config.resolve_teacher has checked that a student of differing widths gives them whole)
+    # (experiments.resolve_teacher has checked that a student of differing widths gives them whole)
     hidden = arch.get("widths") or (model.hidden if arch["width"] is None else [arch["width"]] * arch["depth"])
     net = MLPNet(tuple(hidden), dout, arch["activation"], arch["bias"], model.init)
     params = jax.jit(net.init)(key, np.zeros((1, din), jnp.result_type(float)))

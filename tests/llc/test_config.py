@@ -8,7 +8,7 @@ import yaml
 
 from conftest import ROOT, TINY, cli, write_config
 from lambda_hat.engine.typed import InputError
-from lambda_hat.llc.config import load_plan
+from lambda_hat.llc.experiments import load_plan
 from lambda_hat.workflows.llc import build_tasks
 
 BASE = {
@@ -118,7 +118,7 @@ def test_an_inline_model_section_without_kind_is_an_mlp(tmp_path):
 def test_id_stable_across_processes(tmp_path):
     p = write_config(tmp_path / "e.yaml", BASE)
     code = (
-        "from lambda_hat.llc.config import load_plan; from lambda_hat.workflows.llc import build_tasks\n"
+        "from lambda_hat.llc.experiments import load_plan; from lambda_hat.workflows.llc import build_tasks\n"
         f"t, r = build_tasks(load_plan({str(p)!r}), None)\n"
         "print(({k: v.id for k, v in t.items()}, {k: v.id for k, v in r.items()}))"
     )

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from conftest import cli, write_config
-from lambda_hat.llc.config import load_plan
+from lambda_hat.llc.experiments import load_plan
 from lambda_hat.llc.theory import dln
 
 HMC = {"name": "hmc", "overrides": {"draws": 300, "warmup": 150, "chains": 2}}

@@ -17,7 +17,8 @@ import yaml
 from conftest import ROOT, cli, write_config
 from lambda_hat.engine.cards import load_card, slurm_time
 from lambda_hat.engine.typed import InputError, parse_duration, plain, sweep_values
-from lambda_hat.llc.config import HMC, identity, load_plan
+from lambda_hat.llc.config import HMC, identity
+from lambda_hat.llc.experiments import load_plan
 from lambda_hat.llc.models import network
 from lambda_hat.workflows.llc import build_tasks
 
