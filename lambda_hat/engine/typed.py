@@ -401,7 +401,8 @@ def _convert(tp, value, where: str, key: str, meta: dict):
         (item,) = typing.get_args(tp)
         out = [_convert(item, v, where, f"{key}[{i}]", meta.get("each", {})) for i, v in enumerate(value)]  # each: the items' bounds
         if meta.get("min_len") and len(out) < meta["min_len"]:
-            fail(where, key, f"needs at least {meta['min_len']} {'entry' if meta['min_len'] == 1 else 'entries'}")
+            hint = f"; {meta['hint']}" if "hint" in meta else ""
+            fail(where, key, f"needs at least {meta['min_len']} {'entry' if meta['min_len'] == 1 else 'entries'}{hint}")
         return tuple(out)
     if dataclasses.is_dataclass(tp):
         return build(tp, value, where, key)
@@ -430,14 +431,15 @@ def _convert(tp, value, where: str, key: str, meta: dict):
         if not isinstance(value, dict):
             fail(where, key, f"expected a mapping, got {value!r}")
         return value
+    hint = f"; {meta['hint']}" if "hint" in meta else ""  # what a user giving that value may have meant
     if "gt" in meta and not value > meta["gt"]:
-        fail(where, key, f"must be > {meta['gt']}, got {value!r}")
+        fail(where, key, f"must be > {meta['gt']}, got {value!r}{hint}")
     if "ge" in meta and not value >= meta["ge"]:
-        fail(where, key, f"must be >= {meta['ge']}, got {value!r}")
+        fail(where, key, f"must be >= {meta['ge']}, got {value!r}{hint}")
     if "le" in meta and not value <= meta["le"]:
-        fail(where, key, f"must be <= {meta['le']}, got {value!r}")
+        fail(where, key, f"must be <= {meta['le']}, got {value!r}{hint}")
     if "lt" in meta and not value < meta["lt"]:
-        fail(where, key, f"must be < {meta['lt']}, got {value!r}")
+        fail(where, key, f"must be < {meta['lt']}, got {value!r}{hint}")
     return value
 
 

@@ -23,6 +23,8 @@ from lambda_hat.engine.typed import (
 # ---------------------------------------------------------------- models, data, training
 
 
+# an MLP without hidden layers is the linear model, a DLN of one layer
+LINEAR = "for a linear model (no hidden layer) give kind: dln, widths: [in_dim, out_dim]"
 ACTIVATION = Literal["tanh", "relu", "gelu", "identity"]
 
 
@@ -35,12 +37,12 @@ class MLP:
     kind: Literal["mlp"] = "mlp"
     in_dim: int = field(default=4, metadata=positive())
     out_dim: int = field(default=1, metadata=positive())
-    depth: int = field(default=2, metadata=positive())  # hidden layers
+    depth: int = field(default=2, metadata=positive(hint=LINEAR))  # hidden layers
     width: int | None = field(default=16, metadata=positive())  # None where `widths` differ
     activation: ACTIVATION = "tanh"
     bias: bool = True
     # the original Lambda-Hat's: hidden widths layer by layer (equal ones are held as depth × width)
-    widths: list[int] | None = field(default=None, metadata={"min_len": 1})
+    widths: list[int] | None = field(default=None, metadata={"min_len": 1, "hint": LINEAR})
     init: Literal["lecun", "he", "xavier", "orthogonal"] = "lecun"  # the hidden layers' weights; the output layer's: lecun
     layernorm: bool = False  # LayerNorm (scale and offset) before each hidden activation
     skip_connections: bool = False  # every residual_period-th hidden layer adds its input to its output

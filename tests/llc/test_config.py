@@ -78,7 +78,12 @@ def test_project_preset_overrides_packaged(tmp_path):
         ("model", {"modle": {}, "training": {}}, {"model": "mine", "data": "small"}, "modle: unknown section; allowed: model, training"),
         # the original Lambda-Hat's form: the file is the model section (an mlp unless it says)
         ("model", {"modle": {}}, {"model": "mine", "data": "small"}, "modle: unknown key; allowed keys: kind, in_dim, out_dim, depth, width"),
-        ("model", {"depth": 0}, {"model": "mine", "data": "small"}, "depth: must be > 0, got 0"),
+        (
+            "model",
+            {"depth": 0},
+            {"model": "mine", "data": "small"},
+            "depth: must be > 0, got 0; for a linear model (no hidden layer) give kind: dln, widths: [in_dim, out_dim]",
+        ),
         ("model", {"training": {"steps": -1}}, {"model": "mine", "data": "small"}, "training.steps: must be >= 0, got -1"),
         ("data", {"n": -3}, {"model": "small", "data": "mine"}, "n: must be > 1, got -3"),
         ("teacher", {"widht": 3}, {"model": "small", "data": "small", "teacher": "mine"}, "widht: unknown key; allowed keys: depth, width"),

@@ -280,7 +280,7 @@ def test_original_model_and_teacher_sections(tmp_path):
     assert set(sem["teacher"]) == {"depth", "width", "activation", "bias"}
     for over, msg in (
         ({"model": {"widths": [4, 0]}}, "targets[0].model.widths: all widths must be > 0"),
-        ({"model": {"widths": []}}, "targets[0].model.widths: needs at least 1 entry"),
+        ({"model": {"widths": []}}, "targets[0].model.widths: needs at least 1 entry; for a linear model (no hidden layer) give kind: dln"),
         ({"model": {"hidden": -3}}, "targets[0].model.hidden: expected a positive integer, got -3"),
         ({"teacher": {"hidden": "x"}}, "targets[0].teacher.hidden: expected a positive integer, got 'x'"),
         ({"model": {"widths": [4, 4], "depth": 3}}, "targets[0].model.depth: is 3 where widths has 2 layers"),
