@@ -142,7 +142,14 @@ def _command(wf) -> click.Command:
     noun = wf.noun
     params = [
         click.option("--local", is_flag=True, help="Run on this machine with parsl_cards/local.yaml (the default)."),
-        click.option("--parsl-card", "--profile", "parsl_card", multiple=True, metavar="CARD", help=CARD_HELP + " Also as Snakemake's --profile."),
+        click.option(
+            "--parsl-card",
+            "--profile",
+            "parsl_card",
+            multiple=True,
+            metavar="CARD",
+            help=CARD_HELP + " Also as Snakemake's --profile, which also reads a Snakemake profile (DIR with config.yaml, or NAME under ~/.config/snakemake).",
+        ),
         click.option(
             "--backend",
             type=click.Choice(list(BACKENDS)),

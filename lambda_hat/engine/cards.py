@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import sys
@@ -85,18 +86,139 @@ def available_cards() -> list[str]:
 
 
 def find_card(name, asked: str = "--parsl-card") -> Path:
-    """A path, else NAME, NAME.yaml or NAME.yml under ./parsl_cards/, else among the packaged cards;
-    `asked` names where the name came from in the error."""
+    """A path, else NAME, NAME.yaml or NAME.yml under ./parsl_cards/, else among the packaged cards,
+    else Snakemake's profile NAME (its --profile: under $XDG_CONFIG_HOME/snakemake or /etc/xdg/snakemake);
+    a Snakemake profile is its directory. `asked` names where the name came from in the error."""
     path = Path(name)
     if path.is_file():
         return path
+    if path.is_dir():
+        return path if snakemake_profile(path) else _no_card(name, asked, "a directory with no Snakemake profile (config.yaml) in it")
     rel = str(name).removeprefix("./").removeprefix("parsl_cards/").removeprefix("config/parsl/")
     rel = Path(ORIGINAL_NAMES.get(rel.removesuffix(".yaml"), rel))
     for root in (Path("parsl_cards"), PACKAGED):
         cand = root / rel if (root / rel).is_file() else yaml_named(root, str(rel))
         if cand is not None:
             return cand
-    raise InputError(f"{asked} {name}: no such file or card; available cards: {', '.join(available_cards())}")
+    home = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    found = [d / "snakemake" / name for d in (home, Path("/etc/xdg")) if snakemake_profile(d / "snakemake" / name)]
+    return found[0] if found else _no_card(name, asked, "no such file or card")
+
+
+def _no_card(name, asked: str, why: str):
+    raise InputError(f"{asked} {name}: {why}; available cards: {', '.join(available_cards())}")
+
+
+# ---------------------------------------------------------------- Snakemake profiles
+
+PROFILE_FILES = ("config.v8+.yaml", "config.yaml")  # a Snakemake profile directory's file, newest first
+SBATCH = {
+    "partition": ("-p", "--partition"),
+    "account": ("-A", "--account"),
+    "walltime": ("-t", "--time"),
+    "qos": ("--qos",),
+    "constraint": ("-C", "--constraint"),
+}
+
+
+def snakemake_profile(directory: Path) -> Path | None:
+    return next((directory / f for f in PROFILE_FILES if (directory / f).is_file()), None) if directory.is_dir() else None
+
+
+def from_snakemake(profile, where: str) -> tuple[dict, list[str]]:
+    """A Snakemake profile as a card, and its keys that have no counterpart here. Locally (no
+    executor, or `local`) the local card, `cores` or `jobs` its tasks at once. On SLURM
+    (`executor: slurm` or `cluster-generic`, v7's `slurm: true` or an sbatch `cluster` command)
+    the packaged SLURM card, slurm/a100 where a GPU is asked for, with each Snakemake job a block
+    running one task at a time: `jobs` is its max_blocks, default-resources' cpus_per_task, mem_mb
+    and gpu (or an sbatch command's or slurm_extra's gres) what a block books, slurm_partition,
+    slurm_account, slurm_qos, constraint and runtime (minutes) its provider's, slurm_extra an
+    #SBATCH line. `restart-times` is the retries (here of lost workers only)."""
+    if not isinstance(profile, dict):
+        raise InputError(f"{where}: a Snakemake profile must be a mapping")
+    prof = {str(k).replace("_", "-"): v for k, v in profile.items()}  # Snakemake reads either spelling
+    res = _resources(prof.pop("default-resources", None), where)
+    submit = str(prof.pop("cluster", None) or prof.pop("cluster-generic-submit-cmd", None) or "")
+    executor, v7 = prof.pop("executor", None), prof.pop("slurm", None)
+    if executor not in (None, "local", "dryrun", "slurm", "cluster-generic"):
+        raise InputError(f"{where}: executor: {executor!r} has no card here; allowed values: slurm, cluster-generic (an sbatch command), local")
+    slurm = executor in ("slurm", "cluster-generic") or v7 is True or bool(submit)
+    for key, all_of_them in (("jobs", "unlimited"), ("cores", "all")):
+        if str(prof.get(key)) == all_of_them:  # the card's own
+            prof.pop(key)
+    for key in ("keep-going", "rerun-incomplete"):  # what the engine always does
+        if prof.get(key) is True:
+            prof.pop(key)
+    if not slurm:
+        card = load_yaml(PACKAGED / "local.yaml")
+        for key in ("jobs", "cores"):  # both are tasks at once here
+            if key in prof:
+                card["workers"] = _number(prof.pop(key), where, key, whole=True)
+    else:
+        card = _slurm_card(res, submit, where)
+        if "jobs" in prof:
+            card["provider"]["max_blocks"] = _number(prof.pop("jobs"), where, "jobs", whole=True)
+    if "restart-times" in prof:
+        card["retries"] = _number(prof.pop("restart-times"), where, "restart-times", whole=True)
+    return card, [*prof, *(f"default-resources.{k}" for k in res)]
+
+
+def _slurm_card(res: dict, submit: str, where: str) -> dict:
+    """The SLURM card for a profile's sbatch command and default-resources, each key taken out of
+    `res` (what is left there has no counterpart here)."""
+    take = lambda k: str(res.pop(k)).strip("'\"")  # noqa: E731  Snakemake profiles often quote strings twice
+    extra = take("slurm_extra") if "slurm_extra" in res else ""
+    gres = re.search(r"gpu(?::[A-Za-z]\w*)?(?::(\d+))?", " ".join([submit, extra, take("gres") if "gres" in res else ""]))
+    gpus = max([_number(res.pop(k), where, f"default-resources.{k}", whole=True) for k in ("gpu", "gpus", "nvidia_gpu") if k in res] or [0])
+    gpus = gpus or (int(gres.group(1) or 1) if gres else 0)
+    card = load_yaml(PACKAGED / ("slurm/a100.yaml" if gpus else "slurm/cpu.yaml"))
+    p = card["provider"]
+    card["workers"], p["cores_per_node"], p["gpus_per_node"] = 1, 1, gpus  # a Snakemake job: one task, one core unless told
+    p.pop("mem_per_node", None)
+    options = [line for line in p.get("scheduler_options", "").splitlines() if "--gres" not in line]
+    options += [f"#SBATCH --gres=gpu:{gpus}"] if gpus and "--gres" not in submit + extra else []
+    p["scheduler_options"] = "\n".join(options + ([f"#SBATCH {extra}"] if extra else []))
+    for key, flags in SBATCH.items():  # the sbatch command's flags, then the resources
+        m = re.search(r"(?:^|\s)(?:%s)(?:=|\s+)(\S+)" % "|".join(map(re.escape, flags)), submit)
+        if m:
+            p[key] = m.group(1).strip("'\"")
+    for k, key in (("slurm_partition", "partition"), ("slurm_account", "account"), ("slurm_qos", "qos"), ("constraint", "constraint"), ("runtime", "walltime")):
+        if k in res:
+            p[key] = take(k)
+    if re.fullmatch(r"\d+(\.\d+)?", str(p["walltime"])):  # Snakemake's runtime and sbatch's --time count minutes
+        p["walltime"] = f"{p['walltime']}m"
+    if "cpus_per_task" in res:
+        p["cores_per_node"] = _number(res.pop("cpus_per_task"), where, "default-resources.cpus_per_task", whole=True)
+    if "mem_mb" in res:
+        p["mem_per_node"] = math.ceil(_number(res.pop("mem_mb"), where, "default-resources.mem_mb") / 1024)  # GB
+    return card
+
+
+def _resources(value, where: str) -> dict:
+    """default-resources as a mapping (v8) or a list of KEY=VALUE strings (v7)."""
+    if value is None:
+        return {}
+    if isinstance(value, list):
+        pairs = [str(v).split("=", 1) for v in value]
+        if any(len(p) != 2 for p in pairs):
+            raise InputError(f"{where}: default-resources: expected KEY=VALUE entries, got {value!r}")
+        return {k.strip(): v.strip() for k, v in pairs}
+    if not isinstance(value, dict):
+        raise InputError(f"{where}: default-resources: expected a mapping or a list of KEY=VALUE, got {value!r}")
+    return dict(value)
+
+
+def _number(value, where: str, key: str, whole: bool = False) -> float:
+    try:
+        out = float(str(value).strip("'\""))
+    except ValueError:
+        out = float("nan")
+    if not out >= 0 or (whole and out != int(out)):
+        raise InputError(f"{where}: {key}: expected a {'whole ' if whole else ''}number >= 0, got {value!r}")
+    return int(out) if whole else out
+
+
+_NOTED: set[str] = set()
 
 
 def load_card(path: Path | None, sets: tuple[str, ...] = ()) -> Card:
@@ -106,7 +228,13 @@ def load_card(path: Path | None, sets: tuple[str, ...] = ()) -> Card:
         raw, where = (load_yaml(default), str(default)) if default.is_file() else ({}, "<default local card>")
     else:
         path = find_card(path)
-        raw, where = load_yaml(path), str(path)
+        profile = snakemake_profile(path)
+        raw, where = load_yaml(profile or path), str(profile or path)
+        if profile:
+            raw, ignored = from_snakemake(raw, where)
+            if ignored and where not in _NOTED:  # once, however often the card is read
+                _NOTED.add(where)
+                print(f"note: {where}: a Snakemake profile, read as a card; not used here: {', '.join(ignored)}", file=sys.stderr)
     sets = tuple(_flat_set(s) for s in sets)
     raw = apply_overrides(raw or {}, sets, where, "--set")
     raw = canonical(Card, raw, where)

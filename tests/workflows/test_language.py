@@ -650,6 +650,52 @@ def test_cards_by_name(project, tmp_path, monkeypatch):
     assert r.returncode == 0 and "b128" in r.stdout, r.stderr
 
 
+def test_snakemake_profiles(project, tmp_path, monkeypatch):
+    """--profile DIR (or NAME under ~/.config/snakemake): a Snakemake profile read as a card, a
+    Snakemake job as a block running one task; what has no counterpart here is named in one note."""
+    write_config(project / "config" / "experiments.yaml", {"targets": [{"model": "quadratic"}], "samplers": [{"name": "hmc"}]})
+
+    def profile(name, text, root=project / "profiles"):
+        (root / name).mkdir(parents=True)
+        (root / name / "config.yaml").write_text(text)
+        return str(root / name)
+
+    v8 = profile(
+        "slurm",
+        "executor: slurm\njobs: 20\nrestart-times: 2\nlatency-wait: 60\nuse-conda: true\nkeep-going: true\n"
+        "default-resources:\n  slurm_partition: long\n  slurm_account: \"'lab'\"\n  runtime: 90\n  mem_mb: 4000\n  cpus_per_task: 2\n  disk_mb: 100\n",
+    )
+    r = cli("workflow", "llc", "--dry-run", "--profile", v8, cwd=project)
+    assert r.returncode == 0 and "executor: htex, 20 task(s) at once" in r.stdout, r.stdout + r.stderr
+    assert r.stderr.count("note: ") == 1 and "not used here: latency-wait, use-conda, default-resources.disk_mb" in r.stderr, r.stderr
+    c = load_card(v8)
+    p = c.provider
+    assert (c.workers, c.retries, p.type, p.partition, p.account, slurm_time(p.walltime)) == (1, 2, "slurm", "long", "lab", "01:30:00")
+    assert (p.max_blocks, p.cores_per_node, p.mem_per_node, p.gpus_per_node) == (20, 2, 4, 0)
+    # a GPU asked for: the a100 card, its gres as asked; v7's sbatch command and KEY=VALUE resources
+    gpu = load_card(profile("gpu", "executor: slurm\ndefault-resources:\n  gpu: 2\n  slurm_extra: \"'--qos=high'\"\n"))
+    assert gpu.provider.gpus_per_node == 2 and gpu.provider.scheduler_options == "#SBATCH --gres=gpu:2\n#SBATCH --qos=high"
+    assert "XLA_PYTHON_CLIENT_PREALLOCATE=false" in gpu.provider.worker_init
+    v7 = load_card(profile("v7", "cluster: sbatch -p short -A proj --time=30 --qos=normal\njobs: 5\ndefault-resources: [mem_mb=2000]\n"))
+    assert (v7.provider.partition, v7.provider.account, v7.provider.qos, v7.provider.walltime, v7.provider.max_blocks) == ("short", "proj", "normal", 1800.0, 5)
+    assert v7.provider.mem_per_node == 2 and v7.provider.gpus_per_node == 0
+    # locally: cores are tasks at once; Snakemake's NAME under $XDG_CONFIG_HOME/snakemake
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    profile("laptop", "cores: 3\nkeep-going: true\n", root=tmp_path / "xdg" / "snakemake")
+    assert load_card("laptop").executor == "threads" and load_card("laptop").workers == 3
+    for text, msg in (
+        ("executor: lsf\n", "executor: 'lsf' has no card here; allowed values: slurm, cluster-generic (an sbatch command), local"),
+        ("executor: slurm\njobs: many\n", "jobs: expected a whole number >= 0, got 'many'"),
+        ("executor: slurm\ndefault-resources: [mem_mb]\n", "default-resources: expected KEY=VALUE entries, got ['mem_mb']"),
+    ):
+        bad = profile(f"bad{len(msg)}", text)
+        r = cli("workflow", "llc", "--dry-run", "--profile", bad, cwd=project)
+        assert r.returncode == 2 and r.stderr.strip() == f"error: {bad}/config.yaml: {msg}", r.stderr
+    (project / "empty").mkdir()
+    r = cli("workflow", "llc", "--dry-run", "--profile", "empty", cwd=project)
+    assert r.returncode == 2 and "--parsl-card empty: a directory with no Snakemake profile (config.yaml) in it" in r.stderr, r.stderr
+
+
 def test_original_card_names_and_flat_keys(project):
     """The original Lambda-Hat's cards: config/parsl/{local,slurm/cpu,slurm/gpu-a100}.yaml, flat
     keys (walltime, gpus_per_node, max_workers at the top) in --set and in a card file of its own."""
