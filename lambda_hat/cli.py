@@ -87,12 +87,13 @@ def _workflow(name: str):
 def _command(wf) -> click.Command:
     """A workflow's command: the options every workflow takes (here, once), then its own (wf.cli())."""
 
-    def callback(local, parsl_card, backend, sets, jobs, **kw):
+    def callback(local, parsl_card, backend, sets, retries, jobs, **kw):
         from .engine.cards import load_card
         from .engine.workflow import Options, run
 
         # each is one option under several spellings (--profile, --cores, …): given twice, say so
         parsl_card, jobs = _once(parsl_card, "--parsl-card/--profile"), _once(jobs, "--jobs/--cores/-j")
+        sets = (*sets, f"retries={retries}") if retries is not None else sets
 
         if (local or parsl_card) and click.get_current_context().get_parameter_source("backend") == click.core.ParameterSource.ENVIRONMENT:
             backend = None  # a flag given wins over LAMBDA_HAT_BACKEND
@@ -157,14 +158,26 @@ def _command(wf) -> click.Command:
             help="The original Lambda-Hat's backends: local, slurm-cpu (card slurm/cpu), slurm-gpu (slurm/a100); also from LAMBDA_HAT_BACKEND.",
         ),
         click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a card field, e.g. --set provider.partition=debug (repeatable)."),
+        click.option(
+            "--retries",
+            "--restart-times",
+            type=click.IntRange(min=0),
+            help="Snakemake's --retries (--restart-times): the card's `retries`, as --set retries=N: a task whose worker or node was lost "
+            "runs again up to N times (a task that failed on its own is its outcome, not retried).",
+        ),
         # Snakemake's spellings too: -n/--dryrun, -F/--forceall, -j/--jobs/--cores N
         click.option(
             "--dry-run",
             "--dryrun",
             "-n",
+            "--summary",
+            "-S",
+            "--detailed-summary",
+            "-D",
             "dry_run",
             is_flag=True,
-            help="List every task with its state and why it would run (new, failed, forced, code changed); run nothing.",
+            help="List every task with its state and why it would run (new, failed, forced, code changed); run nothing. "
+            "Also as Snakemake's --summary/-S and --detailed-summary/-D.",
         ),
         click.option(
             "--cfg",

@@ -341,7 +341,9 @@ def run(wf: Workflow, path: Path, card, opts: Options) -> int:
         click.echo(listing(wf, plan, store, tasks, opts.force, opts.print_commands))
         cards = wf.cards(plan)
         own = f"; tasks that name a card of their own ({len(cards)} in the file) run on it" if cards else ""
-        click.echo(f"executor: {card.executor}, {card.capacity} task(s) at once{own}")
+        n = card.lost_worker_retries
+        retried = f", a lost worker's task retried up to {n} time{'s' * (n > 1)}" if n else ""
+        click.echo(f"executor: {card.executor}, {card.capacity} task(s) at once{retried}{own}")
         return 0
     if opts.until:  # a part of the DAG: its tasks run and are stored, the sweep's tables stay as they were
         store.check_writable()

@@ -806,6 +806,13 @@ def test_hydra_and_snakemake_spellings(project):
     assert r.returncode == 0 and "2 task(s) to run (2 forced)" in r.stdout and "1 task(s) at once" in r.stdout, r.stdout + r.stderr
     r = cli("workflow", "llc", "-n", "-k", "--ri", cwd=project)  # what the engine always does
     assert r.returncode == 0 and r.stdout == dry.stdout, r.stdout + r.stderr
+    for flags in (["--summary"], ["-S"], ["--detailed-summary"], ["-D"]):  # Snakemake's: every task's state, nothing run
+        r = cli("workflow", "llc", *flags, cwd=project)
+        assert r.returncode == 0 and r.stdout == dry.stdout and not (project / "runs").exists(), r.stdout + r.stderr
+    r = cli("workflow", "llc", "-n", "--retries", "3", "--parsl-card", "local-processes", cwd=project)  # the card's retries
+    assert r.returncode == 0 and "2 task(s) at once, a lost worker's task retried up to 3 times" in r.stdout, r.stdout + r.stderr
+    r = cli("workflow", "llc", "-n", "--restart-times", "0", "--parsl-card", "local-processes", cwd=project)
+    assert r.returncode == 0 and "executor: htex, 2 task(s) at once\n" in r.stdout, r.stdout + r.stderr
     r = subprocess.run([sys.executable, "-m", "lambda_hat", "workflow", "llc", "-n"], cwd=project, capture_output=True, text=True)  # no script on PATH
     assert r.returncode == 0 and r.stdout == dry.stdout, r.stdout + r.stderr
     r = cli("workflow", "llc", "--unlock", cwd=project)  # Snakemake's after a crash: flock dies with its holder
