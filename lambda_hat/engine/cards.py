@@ -189,8 +189,19 @@ def _slurm_card(res: dict, submit: str, where: str) -> dict:
         p["walltime"] = f"{p['walltime']}m"
     if "cpus_per_task" in res:
         p["cores_per_node"] = _number(res.pop("cpus_per_task"), where, "default-resources.cpus_per_task", whole=True)
+    mb = None  # a block's memory: mem_mb, mem (with its unit) or mem_mb_per_cpu, as Snakemake reads them
     if "mem_mb" in res:
-        p["mem_per_node"] = math.ceil(_number(res.pop("mem_mb"), where, "default-resources.mem_mb") / 1024)  # GB
+        mb = _number(res.pop("mem_mb"), where, "default-resources.mem_mb")
+    elif "mem" in res:
+        size = take("mem")
+        m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([KMGT])i?B?", size.strip(), re.I)
+        if not m:
+            raise InputError(f"{where}: default-resources.mem: expected a size with its unit, such as 4000MB or 4G, got {size!r}")
+        mb = float(m.group(1)) * 1024.0 ** ("KMGT".index(m.group(2).upper()) - 1)
+    elif "mem_mb_per_cpu" in res:
+        mb = _number(res.pop("mem_mb_per_cpu"), where, "default-resources.mem_mb_per_cpu") * p["cores_per_node"]
+    if mb is not None:
+        p["mem_per_node"] = max(1, math.ceil(mb / 1024))  # GB
     return card
 
 

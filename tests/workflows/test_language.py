@@ -679,6 +679,8 @@ def test_snakemake_profiles(project, tmp_path, monkeypatch):
     v7 = load_card(profile("v7", "cluster: sbatch -p short -A proj --time=30 --qos=normal\njobs: 5\ndefault-resources: [mem_mb=2000]\n"))
     assert (v7.provider.partition, v7.provider.account, v7.provider.qos, v7.provider.walltime, v7.provider.max_blocks) == ("short", "proj", "normal", 1800.0, 5)
     assert v7.provider.mem_per_node == 2 and v7.provider.gpus_per_node == 0
+    for i, (resources, gb) in enumerate((("{mem: 8GB}", 8), ("{mem: 1.5T}", 1536), ("{mem_mb_per_cpu: 1800, cpus_per_task: 4}", 8))):
+        assert load_card(profile(f"mem{i}", f"executor: slurm\ndefault-resources: {resources}\n")).provider.mem_per_node == gb, resources
     # locally: cores are tasks at once; Snakemake's NAME under $XDG_CONFIG_HOME/snakemake
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
     profile("laptop", "cores: 3\nkeep-going: true\n", root=tmp_path / "xdg" / "snakemake")
@@ -686,6 +688,7 @@ def test_snakemake_profiles(project, tmp_path, monkeypatch):
     for text, msg in (
         ("executor: lsf\n", "executor: 'lsf' has no card here; allowed values: slurm, cluster-generic (an sbatch command), local"),
         ("executor: slurm\njobs: many\n", "jobs: expected a whole number >= 0, got 'many'"),
+        ("executor: slurm\ndefault-resources: {mem: 4000}\n", "default-resources.mem: expected a size with its unit, such as 4000MB or 4G, got '4000'"),
         ("executor: slurm\ndefault-resources: [mem_mb]\n", "default-resources: expected KEY=VALUE entries, got ['mem_mb']"),
     ):
         bad = profile(f"bad{len(msg)}", text)
