@@ -44,7 +44,9 @@ def slurm_args():
 
 
 def submit_scripts(project):
-    return sorted(project.glob("runs/.parsl/**/submit_scripts/*.submit"))
+    """The job scripts Parsl submitted (parsl.<label>.block-N.<time>, beside their .sh, .stdout, .stderr)."""
+    found = project.glob("runs/.parsl/**/submit_scripts/parsl.*")
+    return sorted(p for p in found if not p.name.endswith((".sh", ".stdout", ".stderr")))
 
 
 def test_llc_through_slurm_matches_local(project, slurm, tmp_path):
@@ -66,6 +68,7 @@ def test_llc_through_slurm_matches_local(project, slurm, tmp_path):
     assert here["slurm_job_id"].isna().all()
 
     jobs = submit_scripts(project)
+    assert jobs  # the blocks the first run submitted
     r = cli("workflow", "llc", *slurm_args(), cwd=project, env=slurm)
     assert r.returncode == 0 and "0 done, 3 reused" in r.stdout
     assert submit_scripts(project) == jobs  # nothing submitted
@@ -99,3 +102,22 @@ def test_cancelled_block_reports_lost_tasks_and_rerun_completes(project, slurm):
     r = cli("workflow", "llc", *slurm_args(), cwd=project, env=slurm)
     assert r.returncode == 0, r.stdout + r.stderr
     assert f"{len(lost)} done, {3 - len(lost)} reused" in r.stdout  # only the lost runs ran again
+
+
+def test_snakemake_profile_runs_on_slurm(project, slurm):
+    """A Snakemake SLURM profile as the card (--profile DIR): its partition, runtime and cpus in the
+    job script, each Snakemake job a block of one task; only the test cluster's plumbing is --set."""
+    write_config(project / "config" / "experiments.yaml", TINY)
+    profile = project / "profiles" / "slurm"
+    profile.mkdir(parents=True)
+    (profile / "config.yaml").write_text(
+        "executor: slurm\njobs: 1\nlatency-wait: 30\ndefault-resources:\n  slurm_partition: debug\n  runtime: 10\n  cpus_per_task: 2\n"
+    )
+    bindir = Path(sys.executable).parent
+    sets = [f"provider.worker_init=export PATH={bindir}:$PATH", "provider.init_blocks=1", "address=127.0.0.1", "strategy_period=0.5"]
+    r = cli("workflow", "llc", "--profile", "profiles/slurm", *[a for s in sets for a in ("--set", s)], cwd=project, env=slurm)
+    assert r.returncode == 0 and "not used here: latency-wait" in r.stderr, r.stdout + r.stderr
+    assert pd.read_parquet(project / "results" / "llc_runs.parquet")["slurm_job_id"].notna().all()
+    (script,) = submit_scripts(project)  # one block: jobs: 1
+    text = script.read_text()
+    assert "#SBATCH --partition=debug" in text and "#SBATCH --time=10\n" in text and "#SBATCH --cpus-per-task=2" in text, text
