@@ -120,7 +120,7 @@ def _command(wf) -> click.Command:
             overrides = (*map(str, settings), *overrides)
             card = load_card(parsl_card, sets)
             if jobs is not None:
-                card = load_card(parsl_card, (*sets, f"workers={_jobs(jobs, card)}"))
+                card = load_card(parsl_card, (*sets, _jobs_setting(jobs, card, parsl_card)))
             listing = wf.preview(path, card, overrides, extra)
             if listing is not None:  # e.g. progressive --list: a look at the file, nothing run
                 click.echo(listing)
@@ -280,6 +280,18 @@ class Terminated(KeyboardInterrupt):
 
 def _terminate(signum, frame):
     raise Terminated
+
+
+def _jobs_setting(jobs: str, card, name) -> str:
+    """The card field -j N sets: workers (tasks at once; per node on SLURM), or, on a Snakemake
+    SLURM profile, where each Snakemake job is a block, its jobs at once as Snakemake reads -j."""
+    from .engine.cards import find_card, snakemake_profile
+
+    if name and card.provider.type == "slurm" and snakemake_profile(find_card(name)):
+        if not jobs.isdigit() or int(jobs) < 1:
+            raise InputError(f"--jobs: with a Snakemake SLURM profile, its SLURM jobs at once (max_blocks): expected a positive integer, got {jobs!r}")
+        return f"provider.max_blocks={jobs}"
+    return f"workers={_jobs(jobs, card)}"
 
 
 def _jobs(jobs: str, card) -> int:

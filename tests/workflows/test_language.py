@@ -667,6 +667,8 @@ def test_snakemake_profiles(project, tmp_path, monkeypatch):
     )
     r = cli("workflow", "llc", "--dry-run", "--profile", v8, cwd=project)
     assert r.returncode == 0 and "executor: htex, 20 task(s) at once" in r.stdout, r.stdout + r.stderr
+    r = cli("workflow", "llc", "--dry-run", "--profile", v8, "-j", "5", cwd=project)  # Snakemake's -j: SLURM jobs at once
+    assert r.returncode == 0 and "executor: htex, 5 task(s) at once" in r.stdout, r.stdout + r.stderr
     assert r.stderr.count("note: ") == 1 and "not used here: latency-wait, use-conda, default-resources.disk_mb" in r.stderr, r.stderr
     c = load_card(v8)
     p = c.provider
@@ -685,6 +687,8 @@ def test_snakemake_profiles(project, tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
     profile("laptop", "cores: 3\nkeep-going: true\n", root=tmp_path / "xdg" / "snakemake")
     assert load_card("laptop").executor == "threads" and load_card("laptop").workers == 3
+    r = cli("workflow", "llc", "--dry-run", "--profile", "laptop", "-j", "2", cwd=project, env={"XDG_CONFIG_HOME": str(tmp_path / "xdg")})
+    assert r.returncode == 0 and "executor: threads, 2 task(s) at once" in r.stdout, r.stdout + r.stderr  # locally: tasks at once
     for text, msg in (
         ("executor: lsf\n", "executor: 'lsf' has no card here; allowed values: slurm, cluster-generic (an sbatch command), local"),
         ("executor: slurm\njobs: many\n", "jobs: expected a whole number >= 0, got 'many'"),
