@@ -102,7 +102,7 @@ def find_card(name, asked: str = "--parsl-card") -> Path:
             return cand
     home = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
     found = [d / "snakemake" / name for d in (home, Path("/etc/xdg")) if snakemake_profile(d / "snakemake" / name)]
-    return found[0] if found else _no_card(name, asked, "no such file or card")
+    return found[0] if found else _no_card(name, asked, "no such file, card or Snakemake profile")
 
 
 def _no_card(name, asked: str, why: str):

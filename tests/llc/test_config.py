@@ -284,8 +284,11 @@ def test_bad_input_through_cli_exit_2_and_write_nothing(project, name, cfg, frag
 @pytest.mark.parametrize(
     "args,fragment",
     [
-        (["--parsl-card", "parsl_cards/missing.yaml"], "no such file or card; available cards: local, local-gpu, local-processes, slurm/a100, slurm/cpu"),
-        (["--parsl-card", "slurm/h100"], "--parsl-card slurm/h100: no such file or card"),
+        (
+            ["--parsl-card", "parsl_cards/missing.yaml"],
+            "no such file, card or Snakemake profile; available cards: local, local-gpu, local-processes, slurm/a100, slurm/cpu",
+        ),
+        (["--parsl-card", "slurm/h100"], "--parsl-card slurm/h100: no such file, card or Snakemake profile"),
         (["--set", "provider.walltime=soon"], "provider.walltime: 'soon' is not a duration"),
         (["--set", "executor=dask"], "allowed values: threads, htex"),
         (["--set", "provider.type=pbs"], "allowed values: local, slurm"),

@@ -147,7 +147,7 @@ def test_list_dry_run_and_bad_config(project):
         ({"stages": [{"name": " ", "buckets": [8], "epochs": 1}]}, "stages[0].name: must not be empty"),
         ({"data": {"seed": -1}}, "data.seed: must be >= 0, got -1"),
         ({"stages": [{"name": "a", "buckets": [8], "epochs": 1, "batchsize": 4}]}, "stages[0].batchsize: unknown key"),
-        ({"stages": [{"name": "a", "buckets": [8], "epochs": 1, "card": "nope.yaml"}]}, "stages[0].card: nope.yaml: no such file or card"),
+        ({"stages": [{"name": "a", "buckets": [8], "epochs": 1, "card": "nope.yaml"}]}, "stages[0].card: nope.yaml: no such file, card or Snakemake profile"),
     ]
     for change, msg in bad:
         write_config(p, {**SMALL, **change})

@@ -643,7 +643,8 @@ def test_cards_by_name(project, tmp_path, monkeypatch):
     card = load_card("slurm/a100")
     assert card.provider.type == "slurm" and card.provider.gpus_per_node == 4 and slurm_time(card.provider.walltime) == "08:00:00"
     with pytest.raises(
-        InputError, match=r"--parsl-card mine: no such file or card; available cards: local, local-gpu, local-processes, slurm/a100, slurm/cpu$"
+        InputError,
+        match=r"--parsl-card mine: no such file, card or Snakemake profile; available cards: local, local-gpu, local-processes, slurm/a100, slurm/cpu$",
     ):
         load_card("mine")
     r = cli("workflow", "progressive", "--list", "--parsl-card", "slurm/cpu.yaml", "--config", str(ROOT / "config/progressive.yaml"), cwd=bare)
@@ -725,7 +726,7 @@ def test_original_card_names_and_flat_keys(project):
         (("--parsl-card", "slurm/gpu-a100", "--set", "walltime=soon"), "walltime: 'soon' is not a duration"),
         (
             ("--parsl-card", "config/parsl/slurm/gpu-h100.yaml"),
-            "no such file or card; available cards: local, local-gpu, local-processes, slurm/a100, slurm/cpu",
+            "no such file, card or Snakemake profile; available cards: local, local-gpu, local-processes, slurm/a100, slurm/cpu",
         ),
     ]:
         r = cli("workflow", "llc", "--dry-run", *args, cwd=project)
