@@ -87,7 +87,7 @@ def _workflow(name: str):
 def _command(wf) -> click.Command:
     """A workflow's command: the options every workflow takes (here, once), then its own (wf.cli())."""
 
-    def callback(local, parsl_card, backend, sets, retries, jobs, **kw):
+    def callback(local, parsl_card, backend, sets, executor, resources, retries, jobs, **kw):
         from .engine.cards import load_card
         from .engine.workflow import Options, run
 
@@ -97,7 +97,9 @@ def _command(wf) -> click.Command:
 
         if (local or parsl_card) and click.get_current_context().get_parameter_source("backend") == click.core.ParameterSource.ENVIRONMENT:
             backend = None  # a flag given wins over LAMBDA_HAT_BACKEND
-        given = [f for f, v in (("--local", local), ("--parsl-card", parsl_card), ("--backend", backend)) if v]
+        given = [f for f, v in (("--local", local), ("--parsl-card", parsl_card), ("--backend", backend), ("--executor", executor)) if v]
+        if parsl_card and executor and not local and not backend:  # Snakemake's --profile DIR --executor slurm: the profile's, overridden
+            given.remove("--executor")
         if len(given) > 1:
             _fail(InputError(f"{' and '.join(given)} exclude each other"))
         parsl_card = BACKENDS[backend] if backend else parsl_card
@@ -118,9 +120,10 @@ def _command(wf) -> click.Command:
         try:
             overrides, extra = wf.parse(kw)
             overrides = (*map(str, settings), *overrides)
-            card = load_card(parsl_card, sets)
+            snakemake = {"executor": executor, "default-resources": resources} if executor or resources else None
+            card = load_card(parsl_card, sets, snakemake)
             if jobs is not None:
-                card = load_card(parsl_card, (*sets, _jobs_setting(jobs, card, parsl_card)))
+                card = load_card(parsl_card, (*sets, _jobs_setting(jobs, card, parsl_card, snakemake)), snakemake)
             listing = wf.preview(path, card, overrides, extra)
             if listing is not None:  # e.g. progressive --list: a look at the file, nothing run
                 click.echo(listing)
@@ -158,6 +161,20 @@ def _command(wf) -> click.Command:
             help="The original Lambda-Hat's backends: local, slurm-cpu (card slurm/cpu), slurm-gpu (slurm/a100); also from LAMBDA_HAT_BACKEND.",
         ),
         click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a card field, e.g. --set provider.partition=debug (repeatable)."),
+        click.option(
+            "--executor",
+            type=click.Choice(["local", "slurm", "cluster-generic"]),
+            help="Snakemake's --executor: slurm runs on the slurm/cpu card (slurm/a100 where --default-resources asks for a GPU) as its "
+            "profile would (see --profile); with --profile DIR, over the profile's.",
+        ),
+        click.option(
+            "--default-resources",
+            "resources",
+            multiple=True,
+            metavar="KEY=VALUE…",
+            help="Snakemake's --default-resources (slurm_partition=…, slurm_account=…, runtime=…, mem_mb=…, cpus_per_task=…, gpu=…), "
+            "with --executor or a Snakemake --profile, over the profile's.",
+        ),
         click.option(
             "--retries",
             "--restart-times",
@@ -265,7 +282,22 @@ def _command(wf) -> click.Command:
     ]
     for decorate in reversed(params):
         callback = decorate(callback)
-    return click.command(wf.name, help=type(wf).__doc__)(callback)
+    return click.command(wf.name, cls=_SnakemakeCommand, help=type(wf).__doc__)(callback)
+
+
+class _SnakemakeCommand(click.Command):
+    """Snakemake's --default-resources takes every KEY=VALUE after it up to the next option
+    (`--default-resources slurm_partition=gpu runtime=60 -j 4`): each is given its own option here."""
+
+    def parse_args(self, ctx, args):
+        out, state = [], None  # "value": the option's own value is next; "more": KEY=VALUEs may follow
+        for a in args:
+            if state == "more" and "=" in a and not a.startswith("-"):
+                out += ["--default-resources", a]
+                continue
+            state = "value" if a == "--default-resources" else "more" if state == "value" or a.startswith("--default-resources=") else None
+            out.append(a)
+        return super().parse_args(ctx, out)
 
 
 def _unlock(ctx, param, value):
@@ -282,12 +314,13 @@ def _terminate(signum, frame):
     raise Terminated
 
 
-def _jobs_setting(jobs: str, card, name) -> str:
+def _jobs_setting(jobs: str, card, name, snakemake: dict | None) -> str:
     """The card field -j N sets: workers (tasks at once; per node on SLURM), or, on a Snakemake
-    SLURM profile, where each Snakemake job is a block, its jobs at once as Snakemake reads -j."""
+    SLURM profile or --executor slurm, where each Snakemake job is a block, its jobs at once as
+    Snakemake reads -j."""
     from .engine.cards import find_card, snakemake_profile
 
-    if name and card.provider.type == "slurm" and snakemake_profile(find_card(name)):
+    if card.provider.type == "slurm" and (snakemake or (name and snakemake_profile(find_card(name)))):
         if not jobs.isdigit() or int(jobs) < 1:
             raise InputError(f"--jobs: with a Snakemake SLURM profile, its SLURM jobs at once (max_blocks): expected a positive integer, got {jobs!r}")
         return f"provider.max_blocks={jobs}"

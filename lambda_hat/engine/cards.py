@@ -232,20 +232,34 @@ def _number(value, where: str, key: str, whole: bool = False) -> float:
 _NOTED: set[str] = set()
 
 
-def load_card(path: Path | None, sets: tuple[str, ...] = ()) -> Card:
-    """path None means the local default: ./parsl_cards/local.yaml if present, else Card()."""
-    if path is None:
+def load_card(path: Path | None, sets: tuple[str, ...] = (), snakemake: dict | None = None) -> Card:
+    """path None means the local default: ./parsl_cards/local.yaml if present, else Card().
+    `snakemake`: Snakemake's --executor and --default-resources (KEY=VALUE strings) from the command
+    line, over the profile at `path`, or alone."""
+    profile = snakemake_profile(find_card(path)) if path is not None else None
+    if snakemake:
+        if path is not None and profile is None:
+            raise InputError(f"--executor/--default-resources: {path} is a card, not a Snakemake profile; set its fields with --set (provider.partition=…)")
+        raw, where = (load_yaml(profile) or {}, str(profile)) if profile else ({}, "--executor/--default-resources")
+        if not isinstance(raw, dict):
+            raise InputError(f"{where}: a Snakemake profile must be a mapping")
+        resources = {
+            **_resources(raw.get("default-resources", raw.get("default_resources")), where),
+            **_resources(list(snakemake["default-resources"]), "--default-resources"),
+        }
+        raw = {**raw, **({"executor": snakemake["executor"]} if snakemake["executor"] else {}), "default-resources": resources}
+        raw.pop("default_resources", None)
+    elif path is None:
         default = Path("parsl_cards/local.yaml")
         raw, where = (load_yaml(default), str(default)) if default.is_file() else ({}, "<default local card>")
     else:
         path = find_card(path)
-        profile = snakemake_profile(path)
         raw, where = load_yaml(profile or path), str(profile or path)
-        if profile:
-            raw, ignored = from_snakemake(raw, where)
-            if ignored and where not in _NOTED:  # once, however often the card is read
-                _NOTED.add(where)
-                print(f"note: {where}: a Snakemake profile, read as a card; not used here: {', '.join(ignored)}", file=sys.stderr)
+    if profile or snakemake:
+        raw, ignored = from_snakemake(raw, where)
+        if ignored and where not in _NOTED:  # once, however often the card is read
+            _NOTED.add(where)
+            print(f"note: {where}: a Snakemake profile, read as a card; not used here: {', '.join(ignored)}", file=sys.stderr)
     sets = tuple(_flat_set(s) for s in sets)
     raw = apply_overrides(raw or {}, sets, where, "--set")
     raw = canonical(Card, raw, where)
