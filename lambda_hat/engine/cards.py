@@ -155,7 +155,8 @@ def from_snakemake(profile, where: str) -> tuple[dict, list[str]]:
             if key in prof:
                 card["workers"] = _number(prof.pop(key), where, key, whole=True)
     else:
-        card = _slurm_card(res, submit, where)
+        card, unread = _slurm_card(res, submit, where)
+        prof.update({f"cluster {flag}": None for flag in unread})
         if "jobs" in prof:
             card["provider"]["max_blocks"] = _number(prof.pop("jobs"), where, "jobs", whole=True)
     if "restart-times" in prof:
@@ -163,25 +164,41 @@ def from_snakemake(profile, where: str) -> tuple[dict, list[str]]:
     return card, [*prof, *(f"default-resources.{k}" for k in res)]
 
 
-def _slurm_card(res: dict, submit: str, where: str) -> dict:
+def _slurm_card(res: dict, submit: str, where: str) -> tuple[dict, list[str]]:
     """The SLURM card for a profile's sbatch command and default-resources, each key taken out of
-    `res` (what is left there has no counterpart here)."""
+    `res` (what is left there has no counterpart here), and the sbatch command's flags it did not read."""
     take = lambda k: str(res.pop(k)).strip("'\"")  # noqa: E731  Snakemake profiles often quote strings twice
     extra = take("slurm_extra") if "slurm_extra" in res else ""
-    gres = re.search(r"gpu(?::[A-Za-z]\w*)?(?::(\d+))?", " ".join([submit, extra, take("gres") if "gres" in res else ""]))
+    # GPUs asked for: a gpu resource, a gres resource (gpu[:type][:N]), or sbatch's --gres=gpu… / --gpus… (not a partition named gpu)
+    flags = re.search(r"--gres[=\s]+\S*?gpu(?::[A-Za-z]\w*)?(?::(\d+))?|--gpus(?:-per-\w+)?[=\s]+(?:\w+:)?(\d+)", f"{submit} {extra}")
+    gres_value = take("gres") if "gres" in res else ""
+    gres = re.fullmatch(r"gpu(?::[A-Za-z]\w*)?(?::(\d+))?", gres_value)
     gpus = max([_number(res.pop(k), where, f"default-resources.{k}", whole=True) for k in ("gpu", "gpus", "nvidia_gpu") if k in res] or [0])
-    gpus = gpus or (int(gres.group(1) or 1) if gres else 0)
+    gpus = gpus or next((int(m.group(1) or m.group(m.lastindex or 1) or 1) for m in (gres, flags) if m), 0)
     card = load_yaml(PACKAGED / ("slurm/a100.yaml" if gpus else "slurm/cpu.yaml"))
     p = card["provider"]
     card["workers"], p["cores_per_node"], p["gpus_per_node"] = 1, 1, gpus  # a Snakemake job: one task, one core unless told
     p.pop("mem_per_node", None)
+    # the card's own gres line gives way to what the profile asks for (its gres, or sbatch's own flags)
     options = [line for line in p.get("scheduler_options", "").splitlines() if "--gres" not in line]
-    options += [f"#SBATCH --gres=gpu:{gpus}"] if gpus and "--gres" not in submit + extra else []
-    p["scheduler_options"] = "\n".join(options + ([f"#SBATCH {extra}"] if extra else []))
-    for key, flags in SBATCH.items():  # the sbatch command's flags, then the resources
-        m = re.search(r"(?:^|\s)(?:%s)(?:=|\s+)(\S+)" % "|".join(map(re.escape, flags)), submit)
-        if m:
-            p[key] = m.group(1).strip("'\"")
+    asked = ["#SBATCH " + "=".join(m.groups()) for m in re.finditer(r"(--(?:gres|gpus(?:-per-\w+)?))[=\s]+(\S+)", submit)]
+    asked += [f"#SBATCH --gres={gres_value}"] * bool(gres_value)
+    options += [f"#SBATCH --gres=gpu:{gpus}"] if gpus and not (asked or "--gres" in extra or "--gpus" in extra) else []
+    p["scheduler_options"] = "\n".join(options + asked + [f"#SBATCH {extra}"] * bool(extra))
+    read = []  # the sbatch command's flags, then the resources
+    for key, flags in {**SBATCH, "cores_per_node": ("-c", "--cpus-per-task"), "mem": ("--mem",)}.items():
+        m = re.search(r"(?:^|\s)(%s)(?:=|\s+)(\S+)" % "|".join(map(re.escape, flags)), submit)
+        if m and not m.group(2).startswith("{"):  # a Snakemake template ({resources.mem_mb}) is the resources' below
+            read.append(m.group(1))
+            if key == "mem":
+                if not {"mem_mb", "mem", "mem_mb_per_cpu"} & set(res):  # the resources' win
+                    res["mem"] = m.group(2) if m.group(2)[-1:].isalpha() else f"{m.group(2)}M"  # sbatch's default unit
+            else:
+                p[key] = int(m.group(2)) if key == "cores_per_node" else m.group(2).strip("'\"")
+        elif m:
+            read.append(m.group(1))
+    read += ["--gres", "--gpus", "--gpus-per-node", "--gpus-per-task", "--job-name", "-J", "--output", "-o", "--error", "-e"]
+    unread = [f for f in re.findall(r"(?:^|\s)(--?[A-Za-z][\w-]*)", submit) if f not in read]
     for k, key in (("slurm_partition", "partition"), ("slurm_account", "account"), ("slurm_qos", "qos"), ("constraint", "constraint"), ("runtime", "walltime")):
         if k in res:
             p[key] = take(k)
@@ -202,7 +219,7 @@ def _slurm_card(res: dict, submit: str, where: str) -> dict:
         mb = _number(res.pop("mem_mb_per_cpu"), where, "default-resources.mem_mb_per_cpu") * p["cores_per_node"]
     if mb is not None:
         p["mem_per_node"] = max(1, math.ceil(mb / 1024))  # GB
-    return card
+    return card, unread
 
 
 def _resources(value, where: str) -> dict:

@@ -682,6 +682,13 @@ def test_snakemake_profiles(project, tmp_path, monkeypatch):
     v7 = load_card(profile("v7", "cluster: sbatch -p short -A proj --time=30 --qos=normal\njobs: 5\ndefault-resources: [mem_mb=2000]\n"))
     assert (v7.provider.partition, v7.provider.account, v7.provider.qos, v7.provider.walltime, v7.provider.max_blocks) == ("short", "proj", "normal", 1800.0, 5)
     assert v7.provider.mem_per_node == 2 and v7.provider.gpus_per_node == 0
+    # its command's cpus, memory and gres read; a flag with no counterpart named; a partition called gpu is no GPU
+    v7 = profile("v7b", "cluster: sbatch -p gpu -c 4 --mem=8G --gres gpu:a100:3 --exclusive -J smk\n")
+    r = cli("workflow", "llc", "-n", "--profile", v7, cwd=project)
+    assert r.returncode == 0 and r.stderr.strip().endswith("not used here: cluster --exclusive"), r.stderr
+    p = load_card(v7).provider
+    assert (p.cores_per_node, p.mem_per_node, p.gpus_per_node, p.scheduler_options) == (4, 8, 3, "#SBATCH --gres=gpu:a100:3"), p
+    assert load_card(profile("v7c", "cluster: sbatch -p gpu\n")).provider.gpus_per_node == 0
     for i, (resources, gb) in enumerate((("{mem: 8GB}", 8), ("{mem: 1.5T}", 1536), ("{mem_mb_per_cpu: 1800, cpus_per_task: 4}", 8))):
         assert load_card(profile(f"mem{i}", f"executor: slurm\ndefault-resources: {resources}\n")).provider.mem_per_node == gb, resources
     # Snakemake's command line: --executor and --default-resources (every KEY=VALUE up to the next option), over a profile's
