@@ -204,6 +204,27 @@ def _command(wf) -> click.Command:
         click.option("--resolve", is_flag=True, expose_value=False, help="Hydra's --resolve (with --cfg): always, the configs --cfg prints are resolved."),
         # Snakemake's -k and --ri name what the engine always does: accepted so its habits run as they are
         click.option("--keep-going", "-k", is_flag=True, expose_value=False, help="Always on: a failed task never stops the others."),
+        click.option("--reason", "-r", is_flag=True, expose_value=False, help="Snakemake's --reason: always on, the dry run says why each task would run."),
+        # Snakemake's habits with no counterpart here: accepted, and each named once on stderr
+        click.option(
+            "--latency-wait",
+            "--output-wait",
+            "-w",
+            type=click.IntRange(min=0),
+            expose_value=False,
+            callback=_noted("nothing waits for files here: a task's directory is final once it appears"),
+            help="Snakemake's --latency-wait: accepted; a task's result is whole once its directory appears (no shared-filesystem wait).",
+        ),
+        click.option(
+            "--use-conda",
+            "--use-singularity",
+            "--use-apptainer",
+            "--use-envmodules",
+            is_flag=True,
+            expose_value=False,
+            callback=_noted("tasks run in this Python environment, not per-rule ones"),
+            help="Snakemake's --use-conda (and singularity, apptainer, envmodules): accepted; tasks run in this Python environment.",
+        ),
         click.option("--rerun-incomplete", "--ri", is_flag=True, expose_value=False, help="Always on: a task that never finished runs again."),
         click.option(
             "--unlock",
@@ -298,6 +319,16 @@ class _SnakemakeCommand(click.Command):
             state = "value" if a == "--default-resources" else "more" if state == "value" or a.startswith("--default-resources=") else None
             out.append(a)
         return super().parse_args(ctx, out)
+
+
+def _noted(why: str):
+    """A callback that accepts a Snakemake option with no counterpart here and says so once."""
+
+    def callback(ctx, param, value):
+        if value:
+            click.echo(f"note: {'/'.join(param.opts)}: {why}", err=True)
+
+    return callback
 
 
 def _unlock(ctx, param, value):

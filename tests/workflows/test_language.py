@@ -829,8 +829,11 @@ def test_hydra_and_snakemake_spellings(project):
         assert r.returncode == 0 and r.stdout == dry.stdout and "4 task(s) to run (4 new)" in r.stdout, r.stdout + r.stderr
     r = cli("workflow", "llc", "-n", "-F", "-j", "1", "~targets.1", cwd=project)
     assert r.returncode == 0 and "2 task(s) to run (2 forced)" in r.stdout and "1 task(s) at once" in r.stdout, r.stdout + r.stderr
-    r = cli("workflow", "llc", "-n", "-k", "--ri", cwd=project)  # what the engine always does
+    r = cli("workflow", "llc", "-n", "-k", "--ri", "-r", cwd=project)  # what the engine always does
     assert r.returncode == 0 and r.stdout == dry.stdout, r.stdout + r.stderr
+    r = cli("workflow", "llc", "-n", "--use-conda", "--latency-wait", "60", cwd=project)  # no counterpart: accepted, each named once
+    assert r.returncode == 0 and r.stdout == dry.stdout and r.stderr.count("note: ") == 2, r.stdout + r.stderr
+    assert "tasks run in this Python environment" in r.stderr and "a task's directory is final once it appears" in r.stderr, r.stderr
     for flags in (["--summary"], ["-S"], ["--detailed-summary"], ["-D"]):  # Snakemake's: every task's state, nothing run
         r = cli("workflow", "llc", *flags, cwd=project)
         assert r.returncode == 0 and r.stdout == dry.stdout and not (project / "runs").exists(), r.stdout + r.stderr
