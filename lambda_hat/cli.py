@@ -120,7 +120,7 @@ def _command(wf) -> click.Command:
         try:
             overrides, extra = wf.parse(kw)
             overrides = (*map(str, settings), *overrides)
-            snakemake = {"executor": executor, "default-resources": resources} if executor or resources else None
+            snakemake = {"executor": executor, "resources": resources} if executor or resources else None
             card = load_card(parsl_card, sets, snakemake)
             if jobs is not None:
                 card = load_card(parsl_card, (*sets, _jobs_setting(jobs, card, parsl_card, snakemake)), snakemake)
@@ -311,12 +311,12 @@ class _SnakemakeCommand(click.Command):
     (`--default-resources slurm_partition=gpu runtime=60 -j 4`): each is given its own option here."""
 
     def parse_args(self, ctx, args):
-        out, state = [], None  # "value": the option's own value is next; "more": KEY=VALUEs may follow
-        for a in args:
-            if state == "more" and "=" in a and not a.startswith("-"):
-                out += ["--default-resources", a]
-                continue
-            state = "value" if a == "--default-resources" else "more" if state == "value" or a.startswith("--default-resources=") else None
+        out, more = [], False  # more: KEY=VALUEs after --default-resources's own value are its too
+        for i, a in enumerate(args):
+            if more and "=" in a and not a.startswith("-"):
+                out.append("--default-resources")
+            else:
+                more = a.startswith("--default-resources=") or (i > 0 and args[i - 1] == "--default-resources")
             out.append(a)
         return super().parse_args(ctx, out)
 

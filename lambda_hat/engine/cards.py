@@ -125,7 +125,7 @@ def snakemake_profile(directory: Path) -> Path | None:
     return next((directory / f for f in PROFILE_FILES if (directory / f).is_file()), None) if directory.is_dir() else None
 
 
-def from_snakemake(profile, where: str) -> tuple[dict, list[str]]:
+def from_snakemake(profile, where: str, executor: str | None = None, resources: tuple[str, ...] = ()) -> tuple[dict, list[str]]:
     """A Snakemake profile as a card, and its keys that have no counterpart here. Locally (no
     executor, or `local`) the local card, `cores` or `jobs` its tasks at once. On SLURM
     (`executor: slurm` or `cluster-generic`, v7's `slurm: true` or an sbatch `cluster` command)
@@ -133,11 +133,13 @@ def from_snakemake(profile, where: str) -> tuple[dict, list[str]]:
     running one task at a time: `jobs` is its max_blocks, default-resources' cpus_per_task, mem_mb
     and gpu (or an sbatch command's or slurm_extra's gres) what a block books, slurm_partition,
     slurm_account, slurm_qos, constraint and runtime (minutes) its provider's, slurm_extra an
-    #SBATCH line. `restart-times` is the retries (here of lost workers only)."""
+    #SBATCH line. `restart-times` is the retries (here of lost workers only). `executor` and
+    `resources` (KEY=VALUE strings): the command line's, over the profile's."""
     if not isinstance(profile, dict):
         raise InputError(f"{where}: a Snakemake profile must be a mapping")
     prof = {str(k).replace("_", "-"): v for k, v in profile.items()}  # Snakemake reads either spelling
-    res = _resources(prof.pop("default-resources", None), where)
+    prof.update({"executor": executor} if executor else {})
+    res = {**_resources(prof.pop("default-resources", None), where), **_resources(list(resources), "--default-resources")}
     submit = str(prof.pop("cluster", None) or prof.pop("cluster-generic-submit-cmd", None) or "")
     executor, v7 = prof.pop("executor", None), prof.pop("slurm", None)
     if executor not in (None, "local", "dryrun", "slurm", "cluster-generic"):
@@ -253,30 +255,21 @@ def load_card(path: Path | None, sets: tuple[str, ...] = (), snakemake: dict | N
     """path None means the local default: ./parsl_cards/local.yaml if present, else Card().
     `snakemake`: Snakemake's --executor and --default-resources (KEY=VALUE strings) from the command
     line, over the profile at `path`, or alone."""
-    profile = snakemake_profile(find_card(path)) if path is not None else None
-    if snakemake:
-        if path is not None and profile is None:
-            raise InputError(f"--executor/--default-resources: {path} is a card, not a Snakemake profile; set its fields with --set (provider.partition=…)")
-        raw, where = (load_yaml(profile) or {}, str(profile)) if profile else ({}, "--executor/--default-resources")
-        if not isinstance(raw, dict):
-            raise InputError(f"{where}: a Snakemake profile must be a mapping")
-        resources = {
-            **_resources(raw.get("default-resources", raw.get("default_resources")), where),
-            **_resources(list(snakemake["default-resources"]), "--default-resources"),
-        }
-        raw = {**raw, **({"executor": snakemake["executor"]} if snakemake["executor"] else {}), "default-resources": resources}
-        raw.pop("default_resources", None)
-    elif path is None:
-        default = Path("parsl_cards/local.yaml")
-        raw, where = (load_yaml(default), str(default)) if default.is_file() else ({}, "<default local card>")
-    else:
-        path = find_card(path)
-        raw, where = load_yaml(profile or path), str(profile or path)
+    found = find_card(path) if path is not None else None
+    profile = snakemake_profile(found) if found is not None else None
+    if snakemake and found is not None and profile is None:
+        raise InputError(f"--executor/--default-resources: {path} is a card, not a Snakemake profile; set its fields with --set (provider.partition=…)")
     if profile or snakemake:
-        raw, ignored = from_snakemake(raw, where)
+        raw, where = (load_yaml(profile), str(profile)) if profile else ({}, "--executor/--default-resources")
+        raw, ignored = from_snakemake(raw, where, **(snakemake or {}))
         if ignored and where not in _NOTED:  # once, however often the card is read
             _NOTED.add(where)
             print(f"note: {where}: a Snakemake profile, read as a card; not used here: {', '.join(ignored)}", file=sys.stderr)
+    elif found is not None:
+        raw, where = load_yaml(found), str(found)
+    else:
+        default = Path("parsl_cards/local.yaml")
+        raw, where = (load_yaml(default), str(default)) if default.is_file() else ({}, "<default local card>")
     sets = tuple(_flat_set(s) for s in sets)
     raw = apply_overrides(raw or {}, sets, where, "--set")
     raw = canonical(Card, raw, where)

@@ -363,6 +363,7 @@ def _type_name(tp) -> str:
 
 
 def _convert(tp, value, where: str, key: str, meta: dict):
+    hint = f"; {meta['hint']}" if "hint" in meta else ""  # a bound's error: what a user giving that value may have meant
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(tp)
@@ -401,7 +402,6 @@ def _convert(tp, value, where: str, key: str, meta: dict):
         (item,) = typing.get_args(tp)
         out = [_convert(item, v, where, f"{key}[{i}]", meta.get("each", {})) for i, v in enumerate(value)]  # each: the items' bounds
         if meta.get("min_len") and len(out) < meta["min_len"]:
-            hint = f"; {meta['hint']}" if "hint" in meta else ""
             fail(where, key, f"needs at least {meta['min_len']} {'entry' if meta['min_len'] == 1 else 'entries'}{hint}")
         return tuple(out)
     if dataclasses.is_dataclass(tp):
@@ -431,7 +431,6 @@ def _convert(tp, value, where: str, key: str, meta: dict):
         if not isinstance(value, dict):
             fail(where, key, f"expected a mapping, got {value!r}")
         return value
-    hint = f"; {meta['hint']}" if "hint" in meta else ""  # what a user giving that value may have meant
     if "gt" in meta and not value > meta["gt"]:
         fail(where, key, f"must be > {meta['gt']}, got {value!r}{hint}")
     if "ge" in meta and not value >= meta["ge"]:

@@ -695,9 +695,9 @@ def test_snakemake_profiles(project, tmp_path, monkeypatch):
     r = cli("workflow", "llc", "-n", "--executor", "slurm", "--default-resources", "slurm_partition=gpu", "runtime=60", "disk_mb=5", "-j", "7", cwd=project)
     assert r.returncode == 0 and "executor: htex, 7 task(s) at once" in r.stdout, r.stdout + r.stderr
     assert r.stderr.strip() == "note: --executor/--default-resources: a Snakemake profile, read as a card; not used here: default-resources.disk_mb"
-    c = load_card(None, (), {"executor": "slurm", "default-resources": ("slurm_partition=gpu", "runtime=60", "gpu=1")})
+    c = load_card(None, (), {"executor": "slurm", "resources": ("slurm_partition=gpu", "runtime=60", "gpu=1")})
     assert (c.provider.partition, c.provider.walltime, c.provider.gpus_per_node, c.workers) == ("gpu", 3600.0, 1, 1)
-    c = load_card(v8, (), {"executor": None, "default-resources": ("slurm_partition=short",)})  # the profile's, one resource changed
+    c = load_card(v8, (), {"executor": None, "resources": ("slurm_partition=short",)})  # the profile's, one resource changed
     assert (c.provider.partition, c.provider.account, c.provider.max_blocks) == ("short", "lab", 20)
     r = cli("workflow", "llc", "-n", "--parsl-card", "slurm/cpu", "--default-resources", "runtime=5", cwd=project)
     assert r.returncode == 2 and "slurm/cpu is a card, not a Snakemake profile; set its fields with --set" in r.stderr, r.stderr
