@@ -479,7 +479,8 @@ class Checkpoints:
 class TargetEntry:
     model: str | dict  # a preset name, or the model section itself ({kind: custom, fn: …})
     data: str | dict | None = None  # a preset name, or the data section itself ({n: 10000})
-    teacher: str | None = None  # a teacher preset; null or _null: the student's architecture
+    teacher: str | dict | None = None  # a teacher preset or section; null or _null: the student's architecture
+    training: dict | None = None  # the training section itself (under the overrides' training)
     seed: int = field(default=0, metadata=seed_range())
     overrides: dict = field(default_factory=dict)
     samplers: list[SamplerEntry] | None = None  # replaces the top-level list for this target

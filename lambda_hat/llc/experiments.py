@@ -307,6 +307,7 @@ def resolve_target(entry: TargetEntry, x64: bool, path: Path, key: str) -> Targe
     if isinstance(model, (Quadratic, Custom)):
         what = "it has no data" if isinstance(model, Quadratic) else "build() makes its data"
         unused = (["data"] if entry.data is not None else []) + (["teacher"] if has_teacher else [])
+        unused += ["training"] if isinstance(model, Quadratic) and entry.training is not None else []
         unused += [f"overrides.{k}" for k in (("data", "training") if isinstance(model, Quadratic) else ("data",)) if k in over]
         if unused:
             fail(where, f"{key}.{unused[0]}", f"not used by model kind {model.kind!r} ({what}); remove it")
@@ -321,15 +322,18 @@ def resolve_target(entry: TargetEntry, x64: bool, path: Path, key: str) -> Targe
         teacher = resolve_teacher(entry, model, over, path, key) if has_teacher else None
     training = None
     if not isinstance(model, Quadratic):
-        layers = [train_preset, _dict(over.get("training", {}), where, f"{key}.overrides.training")]
-        train_dict = deep_merge(*(canonical(Training, t, where, f"{key}.training") for t in layers))
+        inline = _dict(entry.training or {}, where, f"{key}.training")
+        layers = [train_preset, inline, _dict(over.get("training", {}), where, f"{key}.overrides.training")]
+        train_dict = functools.reduce(deep_merge, (canonical(Training, t, where, f"{key}.training") for t in layers))
         if data is not None and data.source == "digits":
             # a classifier separates its training set: cross-entropy's infimum is at infinity, and
             # polishing would chase it (train loss 1e-18, test loss up 30×): no polish unless asked
             train_dict.setdefault("polish_steps", 0)
         training = build(Training, train_dict, where, f"{key}.training")
     # a teacher given only in the overrides is labelled by its keys, as an inline data section
-    t_name = entry.teacher if entry.teacher not in (None, "_null") else ",".join(f"{k}={v}" for k, v in over.get("teacher", {}).items())
+    keys = lambda d: ",".join(f"{k}={v}" for k, v in d.items())  # noqa: E731
+    t_name = keys(entry.teacher) if isinstance(entry.teacher, dict) else entry.teacher
+    t_name = t_name if entry.teacher not in (None, "_null") else keys(over.get("teacher", {}))
     label = name + (f"/{data_name(entry.data, data)}" if data else "") + (f"/t:{t_name}" if teacher else "") + f"/s{entry.seed}"
     return Target(label, entry, model, data, training, entry.seed, x64, teacher)
 
@@ -366,7 +370,10 @@ def resolve_teacher(entry: TargetEntry, model, over: dict, path: Path, key: str)
     where = str(path)
     if not isinstance(model, MLP):
         fail(where, f"{key}.teacher", f"model kind {model.kind!r} makes its own teacher (dln: `rank`); teacher presets apply to mlp models")
-    base = load_preset("teacher", entry.teacher, path, where, f"{key}.teacher") if entry.teacher not in (None, "_null") else {}
+    if isinstance(entry.teacher, dict):  # the section itself, as an inline model or data section
+        base = dict(entry.teacher)
+    else:
+        base = load_preset("teacher", entry.teacher, path, where, f"{key}.teacher") if entry.teacher not in (None, "_null") else {}
     base, mine = _sizes(base, where, f"{key}.teacher"), _sizes(_dict(over.get("teacher", {}), where, f"{key}.overrides.teacher"), where, f"{key}.teacher")
     if any(k in mine for k in SIZES):  # the overrides' size wins
         base = {k: v for k, v in base.items() if k not in SIZES}

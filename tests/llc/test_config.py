@@ -1,5 +1,6 @@
 """Config merge, validation and expansion; task IDs."""
 
+import re
 import subprocess
 import sys
 
@@ -118,6 +119,31 @@ def test_an_inline_model_section_without_kind_is_an_mlp(tmp_path):
         assert (target.model.kind, target.model.depth, target.model.width) == ("mlp", 1, 8)
         if data == "digits":
             assert (target.model.in_dim, target.model.out_dim) == (64, 10)
+
+
+def test_inline_training_and_teacher_sections_are_their_overrides(tmp_path):
+    """`training:` and `teacher:` on a target are the sections themselves, as `model:` and `data:`
+    may be: the same IDs as the overrides (or the preset) that say the same, the overrides over
+    them, and their mistakes named where they stand."""
+    entry = {"model": "small", "data": "tiny"}
+    same = [
+        [{**entry, "training": {"steps": 300, "learning_rate": 0.02}}, {**entry, "overrides": {"training": {"steps": 300, "lr": 0.02}}}],
+        [{**entry, "teacher": {"depth": 1, "width": 4}}, {**entry, "teacher": "small"}, {**entry, "overrides": {"teacher": {"width": 4}}}],
+    ]
+    for i, group in enumerate(same):
+        found = [ids(write_config(tmp_path / f"{i}{j}.yaml", {"targets": [t], "samplers": ["hmc"]})) for j, t in enumerate(group)]
+        assert len({(*t.values(), *r.values()) for t, r in found}) == 1, found
+    both = {**entry, "teacher": {"width": 4}, "training": {"steps": 300}, "overrides": {"training": {"lr": 0.1}, "teacher": {"width": 2}}}
+    (target,) = load_plan(write_config(tmp_path / "b.yaml", {"targets": [both], "samplers": ["hmc"]})).targets
+    assert (target.training.steps, target.training.lr, target.teacher.width) == (300, 0.1, 2)
+    bad = [
+        ({**entry, "training": {"stps": 3}}, "targets[0].training.stps: unknown key; allowed keys: optimizer, lr, steps"),
+        ({**entry, "teacher": {"wdth": 4}}, "targets[0].teacher.wdth: unknown key; allowed keys: depth, width"),
+        ({"model": "quadratic", "training": {"steps": 3}}, "targets[0].training: not used by model kind 'quadratic'"),
+    ]
+    for t, msg in bad:
+        with pytest.raises(InputError, match=re.escape(msg)):
+            load_plan(write_config(tmp_path / "x.yaml", {"targets": [t], "samplers": ["hmc"]}))
 
 
 def test_id_stable_across_processes(tmp_path):
