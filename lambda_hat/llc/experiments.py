@@ -599,7 +599,7 @@ def _overrides(raw, overrides: tuple[str, ...], where: str, multirun: bool):
         return bool(sep) and not remove and _entry_key(key.strip().split(".")) and sweep_values(text, f"{where}: override {pair!r}") is None
 
     first = [p for p in overrides if sets_entry(p)]
-    raw, overrides = _sampler_names(apply_overrides(raw, first, where, route=_entry_route)), [p for p in overrides if p not in first]
+    raw, overrides = _sampler_names(apply_overrides(raw, first, where, route=_entry_route), where), [p for p in overrides if p not in first]
     plain_pairs, marked = [], {}
     for pair in overrides:
         remove, key, _, text = split_pair(pair)
@@ -667,18 +667,24 @@ def _copy_error(e: InputError, where: str, copies: dict) -> InputError:
     return InputError(f"{msg} ({hit} is {copies[hit]})") if hit else e
 
 
-def _sampler_names(raw):
+def _sampler_names(raw, where: str):
     """A sampler entry given by its preset's name alone (`samplers: [sgld, hmc]`) is {name: ...},
-    before overrides (samplers.0.draws=100 reaches it as it would the mapping) and after them
-    (samplers.0=hmc)."""
-    lists = [raw.get("samplers")] if isinstance(raw, dict) else []
-    lists += (
-        [t.get("samplers") for t in raw.get("targets") or () if isinstance(t, dict)] if isinstance(raw, dict) and isinstance(raw.get("targets"), list) else []
-    )
-    for entries in lists:
+    and a sampler's own keys written on the entry (`{name: sgld, step_size: 1e-5}`) are its
+    overrides, as samplers.0.step_size=1e-5 on the command line is: before the command line's
+    overrides (samplers.0.draws=100 reaches it as it would the mapping) and after them (samplers.0=hmc)."""
+    lists = [("samplers", raw.get("samplers"))] if isinstance(raw, dict) else []
+    if isinstance(raw, dict) and isinstance(raw.get("targets"), list):
+        lists += [(f"targets[{j}].samplers", t.get("samplers")) for j, t in enumerate(raw["targets"]) if isinstance(t, dict)]
+    entry_keys = {f.name for f in fields(SamplerEntry)}
+    for at, entries in lists:
         for i, e in enumerate(entries if isinstance(entries, list) else ()):
             if isinstance(e, str):
-                entries[i] = {"name": e}
+                entries[i] = e = {"name": e}
+            flat = [k for k in e if k not in entry_keys] if isinstance(e, dict) and isinstance(e.get("overrides", {}), dict) else []
+            for k in flat:
+                if k in e.get("overrides", {}):
+                    fail(where, f"{at}[{i}].{k}", "is given on the entry and in its overrides; keep one")
+                e.setdefault("overrides", {})[k] = e.pop(k)
     return raw
 
 
@@ -689,9 +695,9 @@ def load_plan(path: Path, overrides: tuple[str, ...] = (), multirun: bool = Fals
     raw = load_yaml(path)
     if raw is None:
         fail(str(path), "", "file is empty; expected keys targets, samplers")
-    raw, copies = _overrides(_sampler_names(raw), overrides, str(path), multirun)
+    raw, copies = _overrides(_sampler_names(raw, str(path)), overrides, str(path), multirun)
     try:
-        return _plan(path, _sampler_names(raw))
+        return _plan(path, _sampler_names(raw, str(path)))
     except InputError as e:
         raise _copy_error(e, str(path), copies) from None
 

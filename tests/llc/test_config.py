@@ -121,6 +121,25 @@ def test_an_inline_model_section_without_kind_is_an_mlp(tmp_path):
             assert (target.model.in_dim, target.model.out_dim) == (64, 10)
 
 
+def test_a_sampler_entry_s_own_keys_are_its_overrides(tmp_path):
+    """`{name: sgld, step_size: 1e-5}` is `{name: sgld, overrides: {step_size: 1e-5}}`, as
+    samplers.0.step_size=1e-5 is on the command line, in the top-level list and a target's own."""
+    flat, nested = {"name": "sgld", "step_size": 1e-5, "gamma": 10}, {"name": "sgld", "overrides": {"step_size": 1e-5, "posterior": {"gamma": 10}}}
+    found = []
+    for i, s in enumerate((flat, nested)):
+        found.append(ids(write_config(tmp_path / f"a{i}.yaml", {"targets": [{"model": "quadratic"}], "samplers": [s]})))
+        found.append(ids(write_config(tmp_path / f"b{i}.yaml", {"targets": [{"model": "quadratic", "samplers": [s]}]})))
+    assert len({(*t.values(), *r.values()) for t, r in found}) == 1, found
+    assert found[0] != ids(write_config(tmp_path / "c.yaml", {"targets": [{"model": "quadratic"}], "samplers": ["sgld"]}))
+    bad = [
+        ({"name": "sgld", "step_size": 1e-5, "overrides": {"step_size": 1e-4}}, "samplers[0].step_size: is given on the entry and in its overrides"),
+        ({"name": "sgld", "stp_size": 1e-5}, "samplers[0].stp_size: unknown key; allowed keys: chains, draws"),
+    ]
+    for s, msg in bad:
+        with pytest.raises(InputError, match=re.escape(msg)):
+            load_plan(write_config(tmp_path / "x.yaml", {"targets": [{"model": "quadratic"}], "samplers": [s]}))
+
+
 def test_inline_training_and_teacher_sections_are_their_overrides(tmp_path):
     """`training:` and `teacher:` on a target are the sections themselves, as `model:` and `data:`
     may be: the same IDs as the overrides (or the preset) that say the same, the overrides over
