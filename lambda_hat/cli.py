@@ -116,7 +116,7 @@ def _command(wf) -> click.Command:
         other = _other_workflow(path, wf.name)
         if other:
             _fail(InputError(f"{path} is {FILES[other]}, not {FILES.get(wf.name, 'a ' + wf.name + ' file')}: run it with `{_run_it(other, path)}`"))
-        common = {k: kw.pop(k) for k in ("force", "forcerun", "until", "dry_run", "timeout", "track", "cfg", "print_commands", "graph", "quiet")}
+        common = {k: kw.pop(k) for k in ("force", "forcerun", "until", "dry_run", "timeout", "track", "cfg", "print_commands", "graph", "quiet", "failed_logs")}
         try:
             overrides, extra = wf.parse(kw)
             overrides = (*map(str, settings), *overrides)
@@ -132,6 +132,7 @@ def _command(wf) -> click.Command:
                 force=common["force"], forcerun=common["forcerun"], until=common["until"], dry_run=common["dry_run"], timeout=_duration(common["timeout"], "--timeout"),
                 budget=_duration(extra.pop("budget", None), "--budget"), overrides=_overrides(overrides), track=_track(common["track"]), extra=extra,
                 show_config=common["cfg"] is not None, print_commands=common["print_commands"], graph=common["graph"], quiet=common["quiet"],
+                failed_logs=common["failed_logs"],
             )  # fmt: skip
             signal.signal(signal.SIGTERM, _terminate)  # scancel, a job's end, `timeout`: as Ctrl-C
             code = run(wf, path, card, opts)
@@ -243,7 +244,40 @@ def _command(wf) -> click.Command:
         ),
         click.option("--dag", "graph", flag_value="dag", help="Snakemake's --dag: print the task graph as Graphviz dot (done tasks dashed) and run nothing."),
         click.option("--rulegraph", "graph", flag_value="rulegraph", help="Snakemake's --rulegraph: the graph of the task functions, as dot; run nothing."),
+        click.option(
+            "--list-rules", "--list", "-l", "graph", flag_value="rules", help="Snakemake's --list-rules: the task functions (rules), a line each; run nothing."
+        ),
         click.option("--quiet", "-q", is_flag=True, help="Snakemake's -q: no progress lines while it runs (failures and the summary still)."),
+        click.option(
+            "--show-failed-logs",
+            "failed_logs",
+            is_flag=True,
+            help="Snakemake's --show-failed-logs: after the summary, the last 20 lines of each failed task's log.",
+        ),
+        click.option(
+            "--nolock",
+            is_flag=True,
+            expose_value=False,
+            callback=_noted("nothing locks a whole store here: runs may share it, each task locked by its ID while it runs"),
+            help="Snakemake's --nolock: accepted; runs may share a store (each task is locked by its ID while it runs).",
+        ),
+        click.option(
+            "--rerun-triggers",
+            multiple=True,
+            expose_value=False,
+            type=click.Choice(TRIGGERS),
+            callback=_noted("a task reruns when its config (params, input) or code version changes, never for file times"),
+            help="Snakemake's --rerun-triggers: accepted; a task reruns when its config or code version changes (never for file times).",
+        ),
+        click.option(
+            "--touch",
+            "-t",
+            is_flag=True,
+            expose_value=False,
+            is_eager=True,
+            callback=_touch,
+            help="Snakemake's --touch: nothing to do here (a result is found by its config and code version, never by file times); says so and exits.",
+        ),
         click.option("--force", "--forceall", "-F", "force", is_flag=True, help=f"Recompute the {noun} even if their results are in the store."),
         click.option(
             "--forcerun",
@@ -306,17 +340,23 @@ def _command(wf) -> click.Command:
     return click.command(wf.name, cls=_SnakemakeCommand, help=type(wf).__doc__)(callback)
 
 
+TRIGGERS = ("mtime", "params", "input", "software-env", "code")  # Snakemake's --rerun-triggers
+
+
 class _SnakemakeCommand(click.Command):
     """Snakemake's --default-resources takes every KEY=VALUE after it up to the next option
     (`--default-resources slurm_partition=gpu runtime=60 -j 4`): each is given its own option here."""
 
     def parse_args(self, ctx, args):
-        out, more = [], False  # more: KEY=VALUEs after --default-resources's own value are its too
+        out, more, triggers = [], False, False  # more: KEY=VALUEs after --default-resources's own value are its too
         for i, a in enumerate(args):
             if more and "=" in a and not a.startswith("-"):
                 out.append("--default-resources")
+            elif triggers and a in TRIGGERS:  # --rerun-triggers mtime params: each its own option
+                out.append("--rerun-triggers")
             else:
                 more = a.startswith("--default-resources=") or (i > 0 and args[i - 1] == "--default-resources")
+                triggers = i > 0 and args[i - 1] == "--rerun-triggers"
             out.append(a)
         return super().parse_args(ctx, out)
 
@@ -329,6 +369,12 @@ def _noted(why: str):
             click.echo(f"note: {'/'.join(param.opts)}: {why}", err=True)
 
     return callback
+
+
+def _touch(ctx, param, value):
+    if value:
+        click.echo("nothing to touch: a result is found by its config and code version, never by file times; --dry-run shows what would run")
+        ctx.exit(0)
 
 
 def _unlock(ctx, param, value):

@@ -42,6 +42,7 @@ class Options:
     print_commands: bool = False  # Snakemake's -p: the dry run shows each shell task's command line
     graph: str | None = None  # Snakemake's --dag / --rulegraph: print the DAG as Graphviz dot, run nothing
     quiet: bool = False  # Snakemake's -q: no progress lines, only failures and the summary
+    failed_logs: bool = False  # Snakemake's --show-failed-logs: each failed task's log after the summary
     extra: dict = field(default_factory=dict)
 
 
@@ -285,6 +286,17 @@ def outcome_lines(wf: Workflow, summary: Summary, listed: bool) -> list[str]:
     return out + ([f"budget reached: {len(left)} task(s) not started: {', '.join(left)}; rerun to continue"] if left else [])
 
 
+def failed_logs(store: Store, summary: Summary, lines: int = 20) -> list[str]:
+    """Snakemake's --show-failed-logs: the last lines of each failed or timed-out task's log."""
+    out = []
+    for o in summary.outcomes.values():
+        log = store.dir(o.kind, o.id) / "log.txt"
+        if o.status in (Status.FAILED, Status.TIMEOUT) and log.exists():
+            tail = log.read_text(errors="replace").splitlines()[-lines:]
+            out += [f"log of {o.label} ({log}, last {len(tail)} lines):", *(f"    {t}" for t in tail)]
+    return out
+
+
 def check_results_dir(path: Path) -> None:
     """Before any work: the results directory can be made and written (else the tables would
     fail after every task had run)."""
@@ -328,6 +340,9 @@ def run(wf: Workflow, path: Path, card, opts: Options) -> int:
     if opts.show_config:
         click.echo(resolved(tasks), nl=False)
         return 0
+    if opts.graph == "rules":  # Snakemake's --list-rules: the task functions, a line each
+        click.echo("\n".join(dict.fromkeys(rule(t) for t in tasks)))
+        return 0
     if opts.graph:
         click.echo(graph(store, tasks, opts.force, rules=opts.graph == "rulegraph"))
         return 0
@@ -349,7 +364,7 @@ def run(wf: Workflow, path: Path, card, opts: Options) -> int:
         store.check_writable()
         summary = run_tasks(tasks, store.root, card, force=opts.force, budget=opts.budget, cards=wf.cards(plan), quiet=opts.quiet)
         click.echo(f"{wf.name}: {summary.line()}; --until {','.join(opts.until)}: {later} task(s) after them not run, {wf.table_path(plan)} not rewritten")
-        for line in outcome_lines(wf, summary, listed=False):
+        for line in outcome_lines(wf, summary, listed=False) + (failed_logs(store, summary) if opts.failed_logs else []):
             click.echo(line)
         return 0 if summary.ok else 1
     backends = tracking.trackers([*opts.track, *wf.tracking(plan)])
@@ -371,7 +386,7 @@ def run(wf: Workflow, path: Path, card, opts: Options) -> int:
     click.echo(f"{wf.name}: {summary.line()}; results in {path}")
     for line in lines:
         click.echo(line)
-    for line in outcome_lines(wf, summary, listed=wf.lists_failures):
+    for line in outcome_lines(wf, summary, listed=wf.lists_failures) + (failed_logs(store, summary) if opts.failed_logs else []):
         click.echo(line)
     if backends:
         click.echo(tracking.track(store, tasks, backends, wf.experiment(plan), wf.tracked_tags(table)))

@@ -845,6 +845,12 @@ def test_hydra_and_snakemake_spellings(project):
     assert r.returncode == 0 and r.stdout == dry.stdout, r.stdout + r.stderr
     r = cli("workflow", "llc", "--unlock", cwd=project)  # Snakemake's after a crash: flock dies with its holder
     assert r.returncode == 0 and r.stdout.startswith("nothing to unlock") and not (project / "runs").exists(), r.stdout + r.stderr
+    for flag in ("--touch", "-t"):  # results are found by config and code version, not file times
+        r = cli("workflow", "llc", flag, cwd=project)
+        assert r.returncode == 0 and r.stdout.startswith("nothing to touch") and not (project / "runs").exists(), r.stdout + r.stderr
+    r = cli("workflow", "llc", "-n", "--nolock", "--rerun-triggers", "mtime", "params", "code", cwd=project)
+    assert r.returncode == 0 and r.stdout == dry.stdout and r.stderr.count("note: ") == 2, r.stdout + r.stderr
+    assert "never for file times" in r.stderr and "each task locked by its ID" in r.stderr, r.stderr
     r = cli("workflow", "llc", "--dryrun", "--forceall", "--cores", "3", cwd=project)
     assert r.returncode == 0 and "(4 forced)" in r.stdout and "3 task(s) at once" in r.stdout, r.stdout + r.stderr
     r = cli("workflow", "llc", "-n", "--cores", "all", cwd=project)  # Snakemake's: a task per core
@@ -1025,8 +1031,9 @@ def test_snakemake_until_runs_what_it_names_and_what_those_read(project):
 
 
 def test_snakemake_dag_rulegraph_and_quiet(project):
-    """Snakemake's --dag prints the task graph as Graphviz dot (done tasks dashed) and --rulegraph
-    the graph of its task functions, running nothing; -q runs without progress lines."""
+    """Snakemake's --dag prints the task graph as Graphviz dot (done tasks dashed), --rulegraph
+    the graph of its task functions and --list-rules (-l) their names, running nothing; -q runs
+    without progress lines; --show-failed-logs prints the end of each failed task's log."""
     doc = {"targets": [{"model": "quadratic", "seed": s} for s in (0, 1)], "samplers": ["hmc", "mclmc"]}
     write_config(project / "config" / "experiments.yaml", doc)
 
@@ -1042,6 +1049,9 @@ def test_snakemake_dag_rulegraph_and_quiet(project):
     nodes, edges, _ = dot("workflow", "llc", "--rulegraph", "--promote")
     named = {(nodes[a], nodes[b]) for a, b in edges}
     assert named == {("train_target", "sample_run"), ("train_target", "diagnose_target"), ("sample_run", "diagnose_run")}
+    for flag in ("--list-rules", "--list", "-l"):
+        r = cli("workflow", "llc", flag, "--promote", cwd=project)
+        assert r.returncode == 0 and r.stdout.split() == ["train_target", "sample_run", "diagnose_target", "diagnose_run"], r.stdout + r.stderr
     assert not (project / "runs").exists()
     write_config(project / "config" / "sweeps" / "toy.yaml", {"task": "tests.tasks:toy", "rank_by": [{"metric": "score"}], "grid": {"width": [4, 8]}})
     r = cli("workflow", "sweep", "config/sweeps/toy.yaml", "-q", cwd=project)
@@ -1049,6 +1059,15 @@ def test_snakemake_dag_rulegraph_and_quiet(project):
     assert "sweep: 2 done" in r.stdout
     _, _, text = dot("workflow", "sweep", "config/sweeps/toy.yaml", "--dag")
     assert text.count('style="rounded, dashed"') == 2
+    bad = {"command": "echo start; echo 'went wrong at {x}' >&2; exit 3", "rank_by": [{"metric": "score"}], "grid": {"x": [1, 2]}}
+    write_config(project / "config" / "sweeps" / "bad.yaml", bad)
+    for flags in ([], ["-U", "bad/x=2"]):  # after the summary, or after --until's line
+        r = cli("workflow", "sweep", "config/sweeps/bad.yaml", "-q", "--show-failed-logs", *flags, cwd=project)
+        logs = re.findall(r"^log of bad/x=(\d) \((.*?/log\.txt), last 3 lines\):\n    \$ echo start.*\n    start\n    went wrong at \1$", r.stdout, re.M)
+        assert r.returncode == 1 and sorted(x for x, _ in logs) == (["2"] if flags else ["1", "2"]), r.stdout + r.stderr
+        assert all((project / path).exists() for _, path in logs)
+    r = cli("workflow", "sweep", "config/sweeps/bad.yaml", "-q", cwd=project)
+    assert r.returncode == 1 and "failed: x=1: went wrong at 1" in r.stdout and "log of" not in r.stdout, r.stdout
 
 
 def test_every_command_takes_its_file_as_config(project):
