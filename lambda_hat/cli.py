@@ -244,9 +244,7 @@ def _command(wf) -> click.Command:
         ),
         click.option("--dag", "graph", flag_value="dag", help="Snakemake's --dag: print the task graph as Graphviz dot (done tasks dashed) and run nothing."),
         click.option("--rulegraph", "graph", flag_value="rulegraph", help="Snakemake's --rulegraph: the graph of the task functions, as dot; run nothing."),
-        click.option(
-            "--list-rules", "--list", "-l", "graph", flag_value="rules", help="Snakemake's --list-rules: the task functions (rules), a line each; run nothing."
-        ),
+        click.option("--list-rules", "-l", "graph", flag_value="rules", help="Snakemake's --list-rules: the task functions (rules), a line each; run nothing."),
         click.option("--quiet", "-q", is_flag=True, help="Snakemake's -q: no progress lines while it runs (failures and the summary still)."),
         click.option(
             "--show-failed-logs",

@@ -40,7 +40,7 @@ class Options:
     track: tuple[str, ...] = ()
     show_config: bool = False  # Hydra's --cfg job: print the tasks' resolved configs, run nothing
     print_commands: bool = False  # Snakemake's -p: the dry run shows each shell task's command line
-    graph: str | None = None  # Snakemake's --dag / --rulegraph: print the DAG as Graphviz dot, run nothing
+    graph: str | None = None  # Snakemake's --dag / --rulegraph: the DAG as Graphviz dot; --list-rules (rules): its task functions
     quiet: bool = False  # Snakemake's -q: no progress lines, only failures and the summary
     failed_logs: bool = False  # Snakemake's --show-failed-logs: each failed task's log after the summary
     extra: dict = field(default_factory=dict)

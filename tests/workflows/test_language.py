@@ -1049,7 +1049,7 @@ def test_snakemake_dag_rulegraph_and_quiet(project):
     nodes, edges, _ = dot("workflow", "llc", "--rulegraph", "--promote")
     named = {(nodes[a], nodes[b]) for a, b in edges}
     assert named == {("train_target", "sample_run"), ("train_target", "diagnose_target"), ("sample_run", "diagnose_run")}
-    for flag in ("--list-rules", "--list", "-l"):
+    for flag in ("--list-rules", "-l"):
         r = cli("workflow", "llc", flag, "--promote", cwd=project)
         assert r.returncode == 0 and r.stdout.split() == ["train_target", "sample_run", "diagnose_target", "diagnose_run"], r.stdout + r.stderr
     assert not (project / "runs").exists()
