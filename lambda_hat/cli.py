@@ -116,6 +116,9 @@ def _command(wf) -> click.Command:
         other = _other_workflow(path, wf.name)
         if other:
             _fail(InputError(f"{path} is {FILES[other]}, not {FILES.get(wf.name, 'a ' + wf.name + ' file')}: run it with `{_run_it(other, path)}`"))
+        changes = kw.pop("list_changes")  # Snakemake 8's --list-changes code|params|input
+        if changes:
+            kw["graph"] = "code" if changes == "code" else "new"
         common = {k: kw.pop(k) for k in ("force", "forcerun", "until", "dry_run", "timeout", "track", "cfg", "print_commands", "graph", "quiet", "failed_logs")}
         try:
             overrides, extra = wf.parse(kw)
@@ -245,6 +248,29 @@ def _command(wf) -> click.Command:
         click.option("--dag", "graph", flag_value="dag", help="Snakemake's --dag: print the task graph as Graphviz dot (done tasks dashed) and run nothing."),
         click.option("--rulegraph", "graph", flag_value="rulegraph", help="Snakemake's --rulegraph: the graph of the task functions, as dot; run nothing."),
         click.option("--list-rules", "-l", "graph", flag_value="rules", help="Snakemake's --list-rules: the task functions (rules), a line each; run nothing."),
+        click.option(
+            "--list-code-changes",
+            "--lc",
+            "graph",
+            flag_value="code",
+            help="Snakemake's --list-code-changes: the tasks whose code version changed since their result (they rerun), a label a line; run nothing.",
+        ),
+        click.option(
+            "--list-params-changes",
+            "--lp",
+            "--list-input-changes",
+            "--li",
+            "graph",
+            flag_value="new",
+            help="Snakemake's --list-params-changes (and input): a changed config is a new task with its own ID; the tasks with no result yet, "
+            "a label a line; run nothing.",
+        ),
+        click.option(
+            "--list-changes",
+            "list_changes",
+            type=click.Choice(["code", "params", "input"]),
+            help="Snakemake 8's --list-changes: code as --list-code-changes, params or input as --list-params-changes.",
+        ),
         click.option("--quiet", "-q", is_flag=True, help="Snakemake's -q: no progress lines while it runs (failures and the summary still)."),
         click.option(
             "--show-failed-logs",

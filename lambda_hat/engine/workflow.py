@@ -40,7 +40,7 @@ class Options:
     track: tuple[str, ...] = ()
     show_config: bool = False  # Hydra's --cfg job: print the tasks' resolved configs, run nothing
     print_commands: bool = False  # Snakemake's -p: the dry run shows each shell task's command line
-    graph: str | None = None  # Snakemake's --dag / --rulegraph: the DAG as Graphviz dot; --list-rules (rules): its task functions
+    graph: str | None = None  # Snakemake's --dag / --rulegraph: the DAG as dot; --list-rules (rules), --list-code-changes (code) …
     quiet: bool = False  # Snakemake's -q: no progress lines, only failures and the summary
     failed_logs: bool = False  # Snakemake's --show-failed-logs: each failed task's log after the summary
     extra: dict = field(default_factory=dict)
@@ -342,6 +342,12 @@ def run(wf: Workflow, path: Path, card, opts: Options) -> int:
         return 0
     if opts.graph == "rules":  # Snakemake's --list-rules: the task functions, a line each
         click.echo("\n".join(dict.fromkeys(rule(t) for t in tasks)))
+        return 0
+    if opts.graph in ("code", "new"):  # Snakemake's --list-code-changes (params, input): labels that -R takes
+        why = {"code": "code changed", "new": "new"}[opts.graph]
+        for t in tasks:
+            if state(store, t, opts.force)[1] == why:
+                click.echo(t.label)
         return 0
     if opts.graph:
         click.echo(graph(store, tasks, opts.force, rules=opts.graph == "rulegraph"))

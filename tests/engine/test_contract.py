@@ -70,6 +70,14 @@ def test_a_changed_code_version_recomputes_and_the_dry_run_says_so(project, monk
         and f"(code changed (version 1.{VERSIONS['sgld']} → 1.{VERSIONS['sgld'] + 1}))" in r.stdout
         and "1 task(s) to run (1 code changed), 2 done" in r.stdout
     ), r.stdout + r.stderr
+    sgld = next(line.split()[0] for line in r.stdout.splitlines() if "code changed" in line)
+    for flags in (["--list-code-changes"], ["--lc"], ["--list-changes", "code"]):  # Snakemake's: labels that -R takes
+        r = cli("workflow", "llc", *flags, cwd=project, env=env)
+        assert r.returncode == 0 and r.stdout.split() == [sgld] and sgld.startswith("sgld@"), r.stdout + r.stderr
+    r = cli("workflow", "llc", "--lp", "samplers.1.overrides.draws=60", cwd=project, env=env)  # a changed config: a new task
+    assert r.returncode == 0 and r.stdout.split() == [sgld.replace("sgld", "hmc")], r.stdout + r.stderr
+    r = cli("workflow", "llc", "--list-changes", "input", cwd=project)
+    assert r.returncode == 0 and r.stdout == "", r.stdout + r.stderr
     r = cli("workflow", "llc", "--local", cwd=project, env=env)
     assert r.returncode == 0 and "1 done, 2 reused" in r.stdout, r.stdout + r.stderr
     r = cli("status", "config/experiments.yaml", cwd=project, env=env)
