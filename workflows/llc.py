@@ -388,6 +388,11 @@ class LLC(Workflow):
             )
         if retry and strict < sum(row["status"] != Status.DONE for row in table):
             lines.append(f"failed runs listed in {retry}; rerun with: lambda-hat workflow llc --config {retry}")
+        if plan.config.retry_of:  # the source's table was replaced by this one: say how to get it back
+            source = plan.config.retry_of.config
+            lines.append(
+                f"{self.table_path(plan)} holds these runs only; lambda-hat workflow llc --config {source} writes the whole table, reusing every finished run"
+            )
         return lines
 
 

@@ -243,6 +243,10 @@ def test_failed_run_goes_to_retry_yaml_and_exit_1(project):
     assert r.returncode == 0 and "1 done, 1 reused, 0 failed" in r.stdout, r.stdout + r.stderr
     assert pd.read_parquet(project / "results" / "llc_runs.parquet")["sampler.step_size"].tolist() == [1e-3]
     assert not (project / "results" / "retry.yaml").exists()
+    whole = "results/llc_runs.parquet holds these runs only; lambda-hat workflow llc --config config/experiments.yaml writes the whole table"
+    assert whole in r.stdout, r.stdout
+    r = cli("workflow", "llc", "--local", cwd=project)  # the source: its first run reused, the second new (its step changed)
+    assert r.returncode == 1 and "holds these runs only" not in r.stdout and len(pd.read_parquet(project / "results" / "llc_runs.parquet")) == 2
 
 
 FLAKY = """
