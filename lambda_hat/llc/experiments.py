@@ -680,11 +680,12 @@ def _sampler_names(raw, where: str):
         for i, e in enumerate(entries if isinstance(entries, list) else ()):
             if isinstance(e, str):
                 entries[i] = e = {"name": e}
-            flat = [k for k in e if k not in entry_keys] if isinstance(e, dict) and isinstance(e.get("overrides", {}), dict) else []
+            over = e.get("overrides") if isinstance(e, dict) else None
+            flat = [k for k in e if k not in entry_keys] if isinstance(e, dict) and isinstance(over or {}, dict) else []
             for k in flat:
-                if k in e.get("overrides", {}):
+                if k in (over or {}):
                     fail(where, f"{at}[{i}].{k}", "is given on the entry and in its overrides; keep one")
-                e.setdefault("overrides", {})[k] = e.pop(k)
+                over = e["overrides"] = {**(over or {}), k: e.pop(k)}  # (an empty `overrides:` is null)
     return raw
 
 

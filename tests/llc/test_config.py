@@ -126,7 +126,7 @@ def test_a_sampler_entry_s_own_keys_are_its_overrides(tmp_path):
     samplers.0.step_size=1e-5 is on the command line, in the top-level list and a target's own."""
     flat, nested = {"name": "sgld", "step_size": 1e-5, "gamma": 10}, {"name": "sgld", "overrides": {"step_size": 1e-5, "posterior": {"gamma": 10}}}
     found = []
-    for i, s in enumerate((flat, nested)):
+    for i, s in enumerate((flat, nested, {**flat, "overrides": None})):  # an empty `overrides:` too
         found.append(ids(write_config(tmp_path / f"a{i}.yaml", {"targets": [{"model": "quadratic"}], "samplers": [s]})))
         found.append(ids(write_config(tmp_path / f"b{i}.yaml", {"targets": [{"model": "quadratic", "samplers": [s]}]})))
     assert len({(*t.values(), *r.values()) for t, r in found}) == 1, found
