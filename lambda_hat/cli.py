@@ -365,22 +365,23 @@ def _command(wf) -> click.Command:
 
 
 TRIGGERS = ("mtime", "params", "input", "software-env", "code")  # Snakemake's --rerun-triggers
+# Snakemake's options that take several words, and which words after the first are still theirs
+SEVERAL = {"--default-resources": lambda a: "=" in a and not a.startswith("-"), "--rerun-triggers": lambda a: a in TRIGGERS}
 
 
 class _SnakemakeCommand(click.Command):
     """Snakemake's --default-resources takes every KEY=VALUE after it up to the next option
-    (`--default-resources slurm_partition=gpu runtime=60 -j 4`): each is given its own option here."""
+    (`--default-resources slurm_partition=gpu runtime=60 -j 4`), --rerun-triggers every trigger:
+    each word is given its own option here."""
 
     def parse_args(self, ctx, args):
-        out, more, triggers = [], False, False  # more: KEY=VALUEs after --default-resources's own value are its too
+        out, taking = [], None  # taking: the option of SEVERAL whose first word has been read
         for i, a in enumerate(args):
-            if more and "=" in a and not a.startswith("-"):
-                out.append("--default-resources")
-            elif triggers and a in TRIGGERS:  # --rerun-triggers mtime params: each its own option
-                out.append("--rerun-triggers")
+            if taking and SEVERAL[taking](a):
+                out.append(taking)
             else:
-                more = a.startswith("--default-resources=") or (i > 0 and args[i - 1] == "--default-resources")
-                triggers = i > 0 and args[i - 1] == "--rerun-triggers"
+                prev = args[i - 1] if i else ""
+                taking = prev if prev in SEVERAL else next((o for o in SEVERAL if a.startswith(o + "=")), None)
             out.append(a)
         return super().parse_args(ctx, out)
 

@@ -278,21 +278,17 @@ def graph(store: Store, tasks: list[Task], force: bool | frozenset, rules: bool 
     return "\n".join([*lines, "}"])
 
 
-def outcome_lines(wf: Workflow, summary: Summary, listed: bool) -> list[str]:
-    """A line per task that failed (unless the workflow's own lines `listed` them), and one naming
-    those a --budget left unstarted."""
+def outcome_lines(wf: Workflow, summary: Summary, listed: bool, logs: Store | None = None) -> list[str]:
+    """A line per task that failed (unless the workflow's own lines `listed` them), one naming
+    those a --budget left unstarted, and with `logs` (Snakemake's --show-failed-logs) the last 20
+    lines of each failed or timed-out task's log in that store."""
     out = [f"  {o.status}: {wf.shown(o.label)}: {o.error}" for o in summary.outcomes.values() if not listed and not o.status.ok and o.status != Status.LEFT]
     left = [wf.shown(o.label) for o in summary.outcomes.values() if o.status == Status.LEFT]
-    return out + ([f"budget reached: {len(left)} task(s) not started: {', '.join(left)}; rerun to continue"] if left else [])
-
-
-def failed_logs(store: Store, summary: Summary, lines: int = 20) -> list[str]:
-    """Snakemake's --show-failed-logs: the last lines of each failed or timed-out task's log."""
-    out = []
-    for o in summary.outcomes.values():
-        log = store.dir(o.kind, o.id) / "log.txt"
+    out += [f"budget reached: {len(left)} task(s) not started: {', '.join(left)}; rerun to continue"] if left else []
+    for o in summary.outcomes.values() if logs is not None else ():
+        log = logs.dir(o.kind, o.id) / "log.txt"
         if o.status in (Status.FAILED, Status.TIMEOUT) and log.exists():
-            tail = log.read_text(errors="replace").splitlines()[-lines:]
+            tail = log.read_text(errors="replace").splitlines()[-20:]
             out += [f"log of {o.label} ({log}, last {len(tail)} lines):", *(f"    {t}" for t in tail)]
     return out
 
@@ -370,7 +366,7 @@ def run(wf: Workflow, path: Path, card, opts: Options) -> int:
         store.check_writable()
         summary = run_tasks(tasks, store.root, card, force=opts.force, budget=opts.budget, cards=wf.cards(plan), quiet=opts.quiet)
         click.echo(f"{wf.name}: {summary.line()}; --until {','.join(opts.until)}: {later} task(s) after them not run, {wf.table_path(plan)} not rewritten")
-        for line in outcome_lines(wf, summary, listed=False) + (failed_logs(store, summary) if opts.failed_logs else []):
+        for line in outcome_lines(wf, summary, listed=False, logs=store if opts.failed_logs else None):
             click.echo(line)
         return 0 if summary.ok else 1
     backends = tracking.trackers([*opts.track, *wf.tracking(plan)])
@@ -392,7 +388,7 @@ def run(wf: Workflow, path: Path, card, opts: Options) -> int:
     click.echo(f"{wf.name}: {summary.line()}; results in {path}")
     for line in lines:
         click.echo(line)
-    for line in outcome_lines(wf, summary, listed=wf.lists_failures) + (failed_logs(store, summary) if opts.failed_logs else []):
+    for line in outcome_lines(wf, summary, listed=wf.lists_failures, logs=store if opts.failed_logs else None):
         click.echo(line)
     if backends:
         click.echo(tracking.track(store, tasks, backends, wf.experiment(plan), wf.tracked_tags(table)))

@@ -322,18 +322,16 @@ def resolve_target(entry: TargetEntry, x64: bool, path: Path, key: str) -> Targe
         teacher = resolve_teacher(entry, model, over, path, key) if has_teacher else None
     training = None
     if not isinstance(model, Quadratic):
-        inline = _dict(entry.training or {}, where, f"{key}.training")
-        layers = [train_preset, inline, _dict(over.get("training", {}), where, f"{key}.overrides.training")]
+        layers = [train_preset, entry.training or {}, _dict(over.get("training", {}), where, f"{key}.overrides.training")]
         train_dict = functools.reduce(deep_merge, (canonical(Training, t, where, f"{key}.training") for t in layers))
         if data is not None and data.source == "digits":
             # a classifier separates its training set: cross-entropy's infimum is at infinity, and
             # polishing would chase it (train loss 1e-18, test loss up 30×): no polish unless asked
             train_dict.setdefault("polish_steps", 0)
         training = build(Training, train_dict, where, f"{key}.training")
-    # a teacher given only in the overrides is labelled by its keys, as an inline data section
-    keys = lambda d: ",".join(f"{k}={v}" for k, v in d.items())  # noqa: E731
-    t_name = keys(entry.teacher) if isinstance(entry.teacher, dict) else entry.teacher
-    t_name = t_name if entry.teacher not in (None, "_null") else keys(over.get("teacher", {}))
+    # a teacher section (inline, or given only in the overrides) is labelled by its keys, as an inline data section
+    t_name = entry.teacher if entry.teacher not in (None, "_null") else over.get("teacher", {})
+    t_name = t_name if isinstance(t_name, str) else ",".join(f"{k}={v}" for k, v in t_name.items())
     label = name + (f"/{data_name(entry.data, data)}" if data else "") + (f"/t:{t_name}" if teacher else "") + f"/s{entry.seed}"
     return Target(label, entry, model, data, training, entry.seed, x64, teacher)
 
@@ -599,7 +597,7 @@ def _overrides(raw, overrides: tuple[str, ...], where: str, multirun: bool):
         return bool(sep) and not remove and _entry_key(key.strip().split(".")) and sweep_values(text, f"{where}: override {pair!r}") is None
 
     first = [p for p in overrides if sets_entry(p)]
-    raw, overrides = _sampler_names(apply_overrides(raw, first, where, route=_entry_route), where), [p for p in overrides if p not in first]
+    raw, overrides = _sampler_entries(apply_overrides(raw, first, where, route=_entry_route), where), [p for p in overrides if p not in first]
     plain_pairs, marked = [], {}
     for pair in overrides:
         remove, key, _, text = split_pair(pair)
@@ -667,7 +665,7 @@ def _copy_error(e: InputError, where: str, copies: dict) -> InputError:
     return InputError(f"{msg} ({hit} is {copies[hit]})") if hit else e
 
 
-def _sampler_names(raw, where: str):
+def _sampler_entries(raw, where: str):
     """A sampler entry given by its preset's name alone (`samplers: [sgld, hmc]`) is {name: ...},
     and a sampler's own keys written on the entry (`{name: sgld, step_size: 1e-5}`) are its
     overrides, as samplers.0.step_size=1e-5 on the command line is: before the command line's
@@ -680,12 +678,13 @@ def _sampler_names(raw, where: str):
         for i, e in enumerate(entries if isinstance(entries, list) else ()):
             if isinstance(e, str):
                 entries[i] = e = {"name": e}
-            over = e.get("overrides") if isinstance(e, dict) else None
-            flat = [k for k in e if k not in entry_keys] if isinstance(e, dict) and isinstance(over or {}, dict) else []
+            over = (e.get("overrides") if isinstance(e, dict) else None) or {}  # an empty `overrides:` is null
+            flat = [k for k in e if k not in entry_keys] if isinstance(e, dict) and isinstance(over, dict) else []
             for k in flat:
-                if k in (over or {}):
+                if k in over:
                     fail(where, f"{at}[{i}].{k}", "is given on the entry and in its overrides; keep one")
-                over = e["overrides"] = {**(over or {}), k: e.pop(k)}  # (an empty `overrides:` is null)
+            if flat:
+                e["overrides"] = {**over, **{k: e.pop(k) for k in flat}}
     return raw
 
 
@@ -696,9 +695,9 @@ def load_plan(path: Path, overrides: tuple[str, ...] = (), multirun: bool = Fals
     raw = load_yaml(path)
     if raw is None:
         fail(str(path), "", "file is empty; expected keys targets, samplers")
-    raw, copies = _overrides(_sampler_names(raw, str(path)), overrides, str(path), multirun)
+    raw, copies = _overrides(_sampler_entries(raw, str(path)), overrides, str(path), multirun)
     try:
-        return _plan(path, _sampler_names(raw, str(path)))
+        return _plan(path, _sampler_entries(raw, str(path)))
     except InputError as e:
         raise _copy_error(e, str(path), copies) from None
 
