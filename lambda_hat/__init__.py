@@ -11,3 +11,11 @@ import os
 _flags = os.environ.get("XLA_FLAGS", "")
 if "xla_backend_optimization_level" not in _flags and not any(importlib.util.find_spec(m) for m in ("jax_plugins", "libtpu")):
     os.environ["XLA_FLAGS"] = f"{_flags} --xla_backend_optimization_level=2".strip()
+
+
+def __getattr__(name):  # `from lambda_hat import task`: loaded on first use, so `import lambda_hat` stays free
+    if name == "task":
+        from lambda_hat.engine.tasks import task
+
+        return task
+    raise AttributeError(f"module 'lambda_hat' has no attribute {name!r}")

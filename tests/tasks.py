@@ -4,7 +4,7 @@ import os
 import time
 from dataclasses import dataclass
 
-from lambda_hat.engine.tasks import task
+from lambda_hat import task  # as a user's own task module imports it
 
 
 @dataclass(frozen=True)
