@@ -17,7 +17,7 @@ import numpy as np
 
 from lambda_hat.llc.checks import ESS_MIXED, RHAT_MAX
 from lambda_hat.llc.config import SAMPLER_KINDS
-from lambda_hat.llc.estimator import blocked
+from lambda_hat.llc.estimator import blocked, ess_bulk
 
 # Each sampler's code version, part of its runs' IDs: bump one when a change to its module
 # changes the draws, and exactly the runs of that sampler are recomputed.
@@ -102,7 +102,7 @@ def mixed(kept: np.ndarray, noisy: bool) -> bool:
     x, _ = blocked(kept, noisy, kept.shape[1] // MIXED_DRAWS)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return float(az.ess(x, method="bulk")) >= ESS_MIXED and float(az.rhat(x)) <= RHAT_MAX
+        return ess_bulk(x) >= ESS_MIXED and float(az.rhat(x)) <= RHAT_MAX
 
 
 @contextlib.contextmanager
