@@ -119,7 +119,10 @@ def _command(wf) -> click.Command:
         changes = kw.pop("list_changes")  # Snakemake 8's --list-changes code|params|input
         if changes:
             kw["graph"] = "code" if changes == "code" else "new"
-        common = {k: kw.pop(k) for k in ("force", "forcerun", "until", "dry_run", "timeout", "track", "cfg", "print_commands", "graph", "quiet", "failed_logs")}
+        common = {
+            k: kw.pop(k)
+            for k in ("force", "forcerun", "until", "omit_from", "dry_run", "timeout", "track", "cfg", "print_commands", "graph", "quiet", "failed_logs")
+        }
         try:
             overrides, extra = wf.parse(kw)
             overrides = (*map(str, settings), *overrides)
@@ -132,7 +135,7 @@ def _command(wf) -> click.Command:
                 click.echo(listing)
                 return
             opts = Options(
-                force=common["force"], forcerun=common["forcerun"], until=common["until"], dry_run=common["dry_run"], timeout=_duration(common["timeout"], "--timeout"),
+                force=common["force"], forcerun=common["forcerun"], until=common["until"], omit_from=common["omit_from"], dry_run=common["dry_run"], timeout=_duration(common["timeout"], "--timeout"),
                 budget=_duration(extra.pop("budget", None), "--budget"), overrides=_overrides(overrides), track=_track(common["track"]), extra=extra,
                 show_config=common["cfg"] is not None, print_commands=common["print_commands"], graph=common["graph"], quiet=common["quiet"],
                 failed_logs=common["failed_logs"],
@@ -320,6 +323,24 @@ def _command(wf) -> click.Command:
             help="Snakemake's -U: run only the tasks NAME names (as -R: e.g. train_target, a sampler, target or stage) and those they read; the tables are left as they were.",
         ),
         click.option(
+            "--omit-from",
+            "-O",
+            "omit_from",
+            multiple=True,
+            metavar="NAME",
+            help="Snakemake's --omit-from: run every task except those NAME names (as -R: e.g. sample_run, a sampler, target or stage) "
+            "and those downstream; the tables are left as they were.",
+        ),
+        click.option(
+            "--directory",
+            "-d",
+            metavar="DIR",
+            expose_value=False,
+            is_eager=True,
+            callback=_directory,
+            help="Snakemake's --directory: work in DIR (relative paths, config/, runs/ and results/ from there).",
+        ),
+        click.option(
             "--jobs",
             "--cores",
             "-j",
@@ -400,6 +421,16 @@ def _touch(ctx, param, value):
     if value:
         click.echo("nothing to touch: a result is found by its config and code version, never by file times; --dry-run shows what would run")
         ctx.exit(0)
+
+
+def _directory(ctx, param, value):
+    if value is None:
+        return
+    try:
+        os.chdir(value)
+    except OSError as e:
+        _fail(InputError(f"--directory {value}: {e.strerror.lower()}"))
+    sys.path.insert(0, os.getcwd())  # the project's modules from there, as main() puts the first one
 
 
 def _unlock(ctx, param, value):

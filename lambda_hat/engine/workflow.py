@@ -33,6 +33,7 @@ class Options:
     force: bool | frozenset = False  # every task recomputed, or the IDs of those -R/--forcerun names
     forcerun: tuple[str, ...] = ()  # Snakemake's -R NAME: these tasks and their dependants recomputed
     until: tuple[str, ...] = ()  # Snakemake's -U NAME: only these tasks and those they read
+    omit_from: tuple[str, ...] = ()  # Snakemake's --omit-from NAME: all but these tasks and their dependants
     dry_run: bool = False
     timeout: float | None = None
     budget: float | None = None
@@ -176,10 +177,10 @@ def named_ids(tasks: list[Task], names: tuple[str, ...], flag: str) -> set[str]:
     return {t.id for t in tasks if wanted & names_of(t)}
 
 
-def forced_ids(tasks: list[Task], names: tuple[str, ...]) -> frozenset[str]:
-    """The tasks -R/--forcerun names, and every task downstream of them, as Snakemake's
-    --forcerun reruns a rule's jobs and what depends on them."""
-    ids = named_ids(tasks, names, "--forcerun")
+def downstream_ids(tasks: list[Task], names: tuple[str, ...], flag: str) -> frozenset[str]:
+    """The tasks NAMES name and every task downstream of them: those Snakemake's -R/--forcerun
+    reruns, and those its --omit-from leaves out."""
+    ids = named_ids(tasks, names, flag)
     for t in tasks:  # listed dependencies first: one pass finds every dependant
         if any(i in ids for _, i in t.deps):
             ids.add(t.id)
@@ -328,11 +329,15 @@ def run(wf: Workflow, path: Path, card, opts: Options) -> int:
     store = Store(wf.store_root(plan))
     tasks = wf.tasks(plan, opts, card)
     if opts.forcerun and not opts.force:
-        opts = dataclasses.replace(opts, force=forced_ids(tasks, opts.forcerun))
-    later = 0
+        opts = dataclasses.replace(opts, force=downstream_ids(tasks, opts.forcerun, "--forcerun"))
+    part, n = [], len(tasks)  # -U/--omit-from: a part of the DAG
     if opts.until:
         keep = until_ids(tasks, opts.until)
-        later, tasks = len(tasks) - len(keep), [t for t in tasks if t.id in keep]
+        tasks, part = [t for t in tasks if t.id in keep], [f"--until {','.join(opts.until)}"]
+    if opts.omit_from:
+        drop = downstream_ids(tasks, opts.omit_from, "--omit-from")
+        tasks, part = [t for t in tasks if t.id not in drop], [*part, f"--omit-from {','.join(opts.omit_from)}"]
+    later = n - len(tasks)
     if opts.show_config:
         click.echo(resolved(tasks), nl=False)
         return 0
@@ -362,10 +367,12 @@ def run(wf: Workflow, path: Path, card, opts: Options) -> int:
         retried = f", a lost worker's task retried up to {n} time{'s' * (n > 1)}" if n else ""
         click.echo(f"executor: {card.executor}, {card.capacity} task(s) at once{retried}{own}")
         return 0
-    if opts.until:  # a part of the DAG: its tasks run and are stored, the sweep's tables stay as they were
+    if part:  # a part of the DAG: its tasks run and are stored, the sweep's tables stay as they were
         store.check_writable()
         summary = run_tasks(tasks, store.root, card, force=opts.force, budget=opts.budget, cards=wf.cards(plan), quiet=opts.quiet)
-        click.echo(f"{wf.name}: {summary.line()}; --until {','.join(opts.until)}: {later} task(s) after them not run, {wf.table_path(plan)} not rewritten")
+        click.echo(
+            f"{wf.name}: {summary.line()}; {' '.join(part)}: {later} task(s) {'' if opts.omit_from else 'after them '}not run, {wf.table_path(plan)} not rewritten"
+        )
         for line in outcome_lines(wf, summary, listed=False, logs=store if opts.failed_logs else None):
             click.echo(line)
         return 0 if summary.ok else 1

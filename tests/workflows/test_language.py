@@ -1030,6 +1030,36 @@ def test_snakemake_until_runs_what_it_names_and_what_those_read(project):
     assert r.returncode == 2 and r.stderr.startswith("error: --until nuts: names no task") and len(r.stderr.splitlines()) == 1, r.stderr
 
 
+def test_snakemake_omit_from_and_directory(project, tmp_path):
+    """--omit-from NAME (-O, Snakemake's): every task but those NAME names and their dependants
+    runs; the tables are left as they were. -d/--directory DIR works from DIR (its config/, runs/,
+    results/), wherever the command starts."""
+    write_config(project / "config" / "experiments.yaml", TWO_BY_TWO)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+
+    def listed(*flags):
+        r = cli("workflow", "llc", "-n", "-d", str(project), *flags, cwd=elsewhere)
+        assert r.returncode == 0, r.stdout + r.stderr
+        return sorted(" ".join(line.split(" [")[0].split()) for line in r.stdout.splitlines() if line.startswith("  "))
+
+    assert listed("--omit-from", "sample_run") == ["target quadratic/s0", "target quadratic/s1"]
+    assert listed("--omit-from", "mclmc") == ["hmc@quadratic/s0", "hmc@quadratic/s1", "target quadratic/s0", "target quadratic/s1"]
+    assert listed("-O", "quadratic/s1") == ["hmc@quadratic/s0", "mclmc@quadratic/s0", "target quadratic/s0"]
+    assert listed("-O", "train_target") == []
+    r = cli("workflow", "llc", "--local", "--directory", str(project), "--omit-from", "sample_run", cwd=elsewhere)
+    assert r.returncode == 0 and "llc: 2 done" in r.stdout, r.stdout + r.stderr
+    assert "--omit-from sample_run: 4 task(s) not run, results/llc_runs.parquet not rewritten" in r.stdout
+    assert not (project / "results").exists() and len(list((project / "runs" / "targets").iterdir())) == 2
+    assert not any(elsewhere.iterdir())
+    for flags, msg in (
+        (["-O", "nuts"], "--omit-from nuts: names no task"),
+        (["-d", str(tmp_path / "missing")], f"--directory {tmp_path / 'missing'}: no such file"),
+    ):
+        r = cli("workflow", "llc", "-n", *flags, cwd=project)
+        assert r.returncode == 2 and r.stderr.startswith(f"error: {msg}") and len(r.stderr.splitlines()) == 1, r.stderr
+
+
 def test_snakemake_dag_rulegraph_and_quiet(project):
     """Snakemake's --dag prints the task graph as Graphviz dot (done tasks dashed), --rulegraph
     the graph of its task functions and --list-rules (-l) their names, running nothing; -q runs
