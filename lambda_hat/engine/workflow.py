@@ -330,14 +330,14 @@ def run(wf: Workflow, path: Path, card, opts: Options) -> int:
     tasks = wf.tasks(plan, opts, card)
     if opts.forcerun and not opts.force:
         opts = dataclasses.replace(opts, force=downstream_ids(tasks, opts.forcerun, "--forcerun"))
-    part, n = [], len(tasks)  # -U/--omit-from: a part of the DAG
+    part, planned = [], len(tasks)  # -U/--omit-from: a part of the DAG
     if opts.until:
         keep = until_ids(tasks, opts.until)
         tasks, part = [t for t in tasks if t.id in keep], [f"--until {','.join(opts.until)}"]
     if opts.omit_from:
         drop = downstream_ids(tasks, opts.omit_from, "--omit-from")
         tasks, part = [t for t in tasks if t.id not in drop], [*part, f"--omit-from {','.join(opts.omit_from)}"]
-    later = n - len(tasks)
+    later = planned - len(tasks)
     if opts.show_config:
         click.echo(resolved(tasks), nl=False)
         return 0
