@@ -128,7 +128,9 @@ def estimate(post, cfg, model: dict, log=lambda msg: None, llc_true: float | Non
     return out, trace
 
 
-# A run's code version: the estimator's (bump when this file or calibration changes λ̂) and its sampler's.
+# A run's code version: the estimator's (bump when this file, calibration or the estimator changes
+# λ̂ or its diagnostics; 2: the MCSE that sees past a dip) and its sampler's.
+ESTIMATOR_VERSION = 2
 # not blackjax: importing it starts a JAX backend, and a process cannot fork one
 _PRELOAD = ("jax", "optax", "arviz", "lambda_hat.llc.calibration", "lambda_hat.llc.traces", "lambda_hat.llc.targets", "lambda_hat.llc.samplers.vi")
 
@@ -136,7 +138,9 @@ _PRELOAD = ("jax", "optax", "arviz", "lambda_hat.llc.calibration", "lambda_hat.l
 # VI's eval_every thinned q's draws before it thinned its ELBO's steps: only those runs changed
 @task(
     RunTask,
-    version=lambda c: f"1.{VERSIONS[c['sampler']['kind']]}" + (".e" if c["sampler"]["kind"] == "vi" and c["sampler"]["eval_every"] > 1 else ""),
+    version=lambda c: (
+        f"{ESTIMATOR_VERSION}.{VERSIONS[c['sampler']['kind']]}" + (".e" if c["sampler"]["kind"] == "vi" and c["sampler"]["eval_every"] > 1 else "")
+    ),
     preload=_PRELOAD,
 )
 def sample_run(ctx, cfg: RunTask) -> dict:

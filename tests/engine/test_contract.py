@@ -13,6 +13,7 @@ from lambda_hat.engine.runner import fill_command
 from lambda_hat.engine.tasks import Status, Task, version_of
 from lambda_hat.engine.typed import InputError
 from lambda_hat.llc.samplers import VERSIONS
+from lambda_hat.llc.sampling import ESTIMATOR_VERSION
 
 SCRIPT = ROOT / "tests" / "scripts" / "train.py"
 
@@ -46,7 +47,7 @@ def test_ids_cover_function_version_config_and_deps():
     assert Task("t", "tests.tasks:noop", {"value": 1}, "a", version="2").key == a.key  # same task, other code
     assert Task("t", "tests.tasks:sleeper", {"value": 1}, "a").id != a.id
     assert Task("t", "tests.tasks:noop", {"value": 1}, "a", deps=(("t", "x"),)).id != a.id
-    assert version_of("lambda_hat.llc.sampling:sample_run", {"sampler": {"kind": "sgld"}}) == f"1.{VERSIONS['sgld']}"
+    assert version_of("lambda_hat.llc.sampling:sample_run", {"sampler": {"kind": "sgld"}}) == f"{ESTIMATOR_VERSION}.{VERSIONS['sgld']}"
     with pytest.raises(InputError, match="not a task function; declare it with"):
         Task("t", "tests.custom_target:build", {}, "not declared")
     assert Status.DONE == "done" and json.dumps(Status.FAILED) == '"failed"' and Status.REUSED.ok and not Status.SKIPPED.ok
@@ -67,7 +68,7 @@ def test_a_changed_code_version_recomputes_and_the_dry_run_says_so(project, monk
     r = cli("workflow", "llc", "--dry-run", cwd=project, env=env)
     assert (
         r.returncode == 0
-        and f"(code changed (version 1.{VERSIONS['sgld']} → 1.{VERSIONS['sgld'] + 1}))" in r.stdout
+        and f"(code changed (version {ESTIMATOR_VERSION}.{VERSIONS['sgld']} → {ESTIMATOR_VERSION}.{VERSIONS['sgld'] + 1}))" in r.stdout
         and "1 task(s) to run (1 code changed), 2 done" in r.stdout
     ), r.stdout + r.stderr
     sgld = next(line.split()[0] for line in r.stdout.splitlines() if "code changed" in line)
