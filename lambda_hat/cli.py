@@ -93,6 +93,10 @@ def _command(wf) -> click.Command:
 
         # each is one option under several spellings (--profile, --cores, …): given twice, say so
         parsl_card, jobs = _once(parsl_card, "--parsl-card/--profile"), _once(jobs, "--jobs/--cores/-j")
+        parsl_card = parsl_card and str(_from_origin(Path(parsl_card)))
+        kw["config"] = tuple(_from_origin(p) for p in kw.get("config", ()))
+        if kw.get("file"):
+            kw["file"] = _from_origin(kw["file"])
         sets = (*sets, f"retries={retries}") if retries is not None else sets
 
         if (local or parsl_card) and click.get_current_context().get_parameter_source("backend") == click.core.ParameterSource.ENVIRONMENT:
@@ -109,6 +113,7 @@ def _command(wf) -> click.Command:
         configs, file = kw.pop("config", ()), kw.pop("file", None)
         if wf.config_file:  # `workflow sweep FILE`'s habit: a YAML file among the KEY=VALUEs is the file
             file = _file_argument(kw)
+            file = file and _from_origin(file)
         settings = [str(p) for p in (*configs, file) if _is_setting(p)]
         config = _one_config([p for p in configs if not _is_setting(p)])
         given = _one_file(None if _is_setting(file) else file, config, "" if wf.config_file else wf.config_help)
@@ -338,7 +343,8 @@ def _command(wf) -> click.Command:
             expose_value=False,
             is_eager=True,
             callback=_directory,
-            help="Snakemake's --directory: work in DIR (relative paths, config/, runs/ and results/ from there).",
+            help="Snakemake's --directory: work in DIR (its config/, runs/, results/ and modules); a file named here is read from where "
+            "the command ran if it is there, else from DIR.",
         ),
         click.option(
             "--jobs",
@@ -423,14 +429,25 @@ def _touch(ctx, param, value):
         ctx.exit(0)
 
 
+_ORIGIN: list[Path] = []  # where the command ran, when -d/--directory moved it
+
+
 def _directory(ctx, param, value):
     if value is None:
         return
+    origin = Path.cwd()
     try:
         os.chdir(value)
     except OSError as e:
         _fail(InputError(f"--directory {value}: {e.strerror.lower()}"))
+    _ORIGIN[:] = [origin]
     sys.path.insert(0, os.getcwd())  # the project's modules from there, as main() puts the first one
+
+
+def _from_origin(p: Path) -> Path:
+    """A file named on the command line, after -d DIR: from where the command ran if it is there
+    (as Snakemake reads --configfile), else from DIR."""
+    return _ORIGIN[0] / p if _ORIGIN and not p.is_absolute() and (_ORIGIN[0] / p).exists() else p
 
 
 def _unlock(ctx, param, value):

@@ -1052,6 +1052,13 @@ def test_snakemake_omit_from_and_directory(project, tmp_path):
     assert "--omit-from sample_run: 4 task(s) not run, results/llc_runs.parquet not rewritten" in r.stdout
     assert not (project / "results").exists() and len(list((project / "runs" / "targets").iterdir())) == 2
     assert not any(elsewhere.iterdir())
+    # a file named on the command line is read from where the command ran, if it is there (as
+    # Snakemake's --configfile), else from DIR
+    write_config(elsewhere / "mine.yaml", {**TWO_BY_TWO, "samplers": [TWO_BY_TWO["samplers"][0]]})
+    for flags, file in ((["--configfile", "mine.yaml"], elsewhere / "mine.yaml"), (["config/experiments.yaml"], "config/experiments.yaml")):
+        r = cli("workflow", "llc", "-n", "-d", str(project), *flags, cwd=elsewhere)
+        assert r.returncode == 0 and r.stdout.startswith(f"{file}: 2 target(s)"), r.stdout + r.stderr
+    assert r.stdout.count("done") == 3 and "(new)" in r.stdout  # DIR's store: the targets trained above
     for flags, msg in (
         (["-O", "nuts"], "--omit-from nuts: names no task"),
         (["-d", str(tmp_path / "missing")], f"--directory {tmp_path / 'missing'}: no such file"),
