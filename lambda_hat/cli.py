@@ -429,9 +429,6 @@ def _touch(ctx, param, value):
         ctx.exit(0)
 
 
-_ORIGIN: list[Path] = []  # where the command ran, when -d/--directory moved it
-
-
 def _directory(ctx, param, value):
     if value is None:
         return
@@ -440,14 +437,15 @@ def _directory(ctx, param, value):
         os.chdir(value)
     except OSError as e:
         _fail(InputError(f"--directory {value}: {e.strerror.lower()}"))
-    _ORIGIN[:] = [origin]
+    ctx.meta["lambda_hat.origin"] = origin  # where the command ran
     sys.path.insert(0, os.getcwd())  # the project's modules from there, as main() puts the first one
 
 
 def _from_origin(p: Path) -> Path:
     """A file named on the command line, after -d DIR: from where the command ran if it is there
     (as Snakemake reads --configfile), else from DIR."""
-    return _ORIGIN[0] / p if _ORIGIN and not p.is_absolute() and (_ORIGIN[0] / p).exists() else p
+    origin = click.get_current_context().meta.get("lambda_hat.origin")
+    return origin / p if origin and not p.is_absolute() and (origin / p).exists() else p
 
 
 def _unlock(ctx, param, value):
