@@ -94,9 +94,6 @@ def _command(wf) -> click.Command:
         # each is one option under several spellings (--profile, --cores, …): given twice, say so
         parsl_card, jobs = _once(parsl_card, "--parsl-card/--profile"), _once(jobs, "--jobs/--cores/-j")
         parsl_card = parsl_card and str(_from_origin(Path(parsl_card)))
-        kw["config"] = tuple(_from_origin(p) for p in kw.get("config", ()))
-        if kw.get("file"):
-            kw["file"] = _from_origin(kw["file"])
         sets = (*sets, f"retries={retries}") if retries is not None else sets
 
         if (local or parsl_card) and click.get_current_context().get_parameter_source("backend") == click.core.ParameterSource.ENVIRONMENT:
@@ -113,7 +110,7 @@ def _command(wf) -> click.Command:
         configs, file = kw.pop("config", ()), kw.pop("file", None)
         if wf.config_file:  # `workflow sweep FILE`'s habit: a YAML file among the KEY=VALUEs is the file
             file = _file_argument(kw)
-            file = file and _from_origin(file)
+        configs, file = tuple(map(_from_origin, configs)), file and _from_origin(file)
         settings = [str(p) for p in (*configs, file) if _is_setting(p)]
         config = _one_config([p for p in configs if not _is_setting(p)])
         given = _one_file(None if _is_setting(file) else file, config, "" if wf.config_file else wf.config_help)

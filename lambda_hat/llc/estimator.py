@@ -71,26 +71,30 @@ def _arviz_mcse(x: np.ndarray) -> float:
         return float(np.asarray(az.mcse(x, method="mean")).item())
 
 
-def mcse_mean(x: np.ndarray) -> float:
-    """MCSE of the pooled mean of a chain × draw array: arviz's, or where the largest of arviz's on
+def _mcses(x: np.ndarray) -> tuple[float, float]:
+    """(arviz's MCSE of the pooled mean, the MCSE): arviz's, or where the largest of arviz's on
     means over blocks of 2, 4, 8, … draws (at least MIN_BLOCK_MEANS per chain) is more than
     MCSE_SLACK times it, that."""
     plain, blocks, m = _arviz_mcse(x), 0.0, 2
     while x.shape[1] // m >= MIN_BLOCK_MEANS:
         blocks = max(blocks, _arviz_mcse(block_means(x, m)))
         m *= 2
-    return blocks if blocks > MCSE_SLACK * plain else plain
+    return plain, blocks if blocks > MCSE_SLACK * plain else plain
 
 
-def ess_bulk(x: np.ndarray, mcse: float | None = None) -> float:
-    """arviz's bulk ESS, scaled down by (arviz's MCSE / mcse_mean)² where blocks found more error."""
+def mcse_mean(x: np.ndarray) -> float:
+    """MCSE of the pooled mean of a chain × draw array (_mcses)."""
+    return _mcses(x)[1]
+
+
+def ess_bulk(x: np.ndarray, mcses: tuple[float, float] | None = None) -> float:
+    """arviz's bulk ESS, scaled down by (arviz's MCSE / the MCSE)² where the blocks found more error."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         import arviz as az
 
         ess = float(az.ess(x, method="bulk"))
-    se = mcse_mean(x) if mcse is None else mcse
-    plain = _arviz_mcse(x)
+    plain, se = mcses or _mcses(x)
     return ess * min(1.0, (plain / se) ** 2) if se > 0 else ess
 
 
@@ -106,9 +110,9 @@ def summarize(idata) -> dict:
         noisy = bool(idata.posterior.attrs.get("minibatch_statistic"))
         x, m = blocked(llc, noisy)
         chains, draws = x.shape
-        mcse = mcse_mean(x)
+        plain, mcse = _mcses(x)
         diag = {
-            "ess_bulk": ess_bulk(x, mcse),
+            "ess_bulk": ess_bulk(x, (plain, mcse)),
             "ess_tail": float(az.ess(x, method="tail")),
             "r_hat": float(az.rhat(x)) if chains > 1 and draws >= 4 else float("nan"),
             "mcse": mcse,
