@@ -1,6 +1,6 @@
 """Engine overhead: no-op tasks through the runner vs bare Parsl; planning and rerunning at scale.
 
-    python benchmarks/engine_overhead.py [--tasks 500] [--scale 10000]
+    python benchmarks/engine_overhead.py [--tasks 500] [--scale 10000] [--sweep-scale 100000]
 
 Prints, measured side by side in one run:
 - ms/task for bare Parsl and for the engine (same thread card), their difference and ratio
@@ -9,6 +9,8 @@ Prints, measured side by side in one run:
   planning; the command's own start-up, imports included, is printed beside it);
 - the wall time of `lambda-hat workflow llc` re-run on a finished sweep of --scale tasks
   (everything reused: config resolution, store checks, aggregation, retry file; goal ≤ 5 s);
+- the wall time of `lambda-hat workflow sweep --dry-run` on a command sweep's grid of
+  --sweep-scale experiments (default 1e5);
 - a task's fixed cost beside the bare start-up of Python + JAX (import, one jitted op): a task
   process through the runner doing the same, training the default DLN (5→3→5, n = 1 000), and an
   llc run on it whose sampling is negligible (HMC, 10 draws: imports, loading the target,
@@ -136,6 +138,19 @@ def at_scale(n_tasks: int, work: Path) -> None:
     print(f"rerun      : {sec:7.3f} s for `lambda-hat workflow llc` on a finished sweep of {len(fill)} tasks (goal <= 5 s)")
 
 
+def sweep_plan(n: int, work: Path) -> None:
+    """A command sweep's grid of n experiments, planned and listed by `--dry-run` (peers' users ask
+    for DAGs of 1e5 tasks that build in seconds)."""
+    work.mkdir(parents=True)
+    os.chdir(work)
+    grid = {"a": list(range(100)), "b": list(range(max(n // 100, 1)))}
+    Path("grid.yaml").write_text(yaml.safe_dump({"command": "true {a} {b} {outdir}", "version": 1, "rank_by": [{"metric": "x"}], "grid": grid}))
+    sec, out = lh("workflow", "sweep", "grid.yaml", "--dry-run")
+    k = 100 * len(grid["b"])
+    assert f"{k} task(s) to run" in out, out[-500:]
+    print(f"sweep plan : {sec:7.3f} s for `lambda-hat workflow sweep --dry-run` to plan and list a grid of {k} experiments (start-up included)")
+
+
 def startup(work: Path) -> None:
     def bare() -> float:
         t0 = time.perf_counter()
@@ -173,6 +188,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--tasks", type=int, default=500)
     ap.add_argument("--scale", type=int, default=10_000)
+    ap.add_argument("--sweep-scale", type=int, default=100_000)
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -184,6 +200,7 @@ def main():
         print(f"engine     : {em:7.3f} ms/task (store, lock, manifest per task)")
         print(f"overhead   : {em - bm:7.3f} ms/task above bare Parsl, ratio {em / bm:.2f}x  (goal <= 1 ms)")
         at_scale(a.scale, tmp / "scale")
+        sweep_plan(a.sweep_scale, tmp / "sweep")
         startup(tmp / "startup")
 
 

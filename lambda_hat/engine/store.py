@@ -156,13 +156,17 @@ class Store:
 
     def last_version(self, key: str) -> str | None:
         try:
-            return (self.root / ".versions" / key).read_text()
+            with open(f"{self.root}/.versions/{key}") as f:
+                return f.read()
         except FileNotFoundError:
             return None
 
     def resume_dir(self, kind: str, tid: str) -> Path:
         """Where an unfinished task keeps what a rerun resumes from (see runner.Context)."""
         return self.root / kind / f".resume-{tid}"
+
+    def has_resume(self, kind: str, tid: str) -> bool:
+        return os.path.isdir(f"{self.root}/{kind}/.resume-{tid}")  # a string: a dry run asks 1e5 times
 
     def leftovers(self) -> list[tuple[Path, str]]:
         """(directory, task ID) of temporaries of tasks that never finished or are running."""
@@ -171,10 +175,11 @@ class Store:
 
     def is_running(self, tid: str) -> bool:
         """Whether some process holds the task's lock right now."""
-        path = self.root / ".locks" / f"{tid}.lock"
-        if not path.exists():
+        try:
+            f = open(f"{self.root}/.locks/{tid}.lock")
+        except FileNotFoundError:
             return False
-        with open(path) as f:
+        with f:
             try:
                 fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:

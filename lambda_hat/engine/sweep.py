@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 import re
 import string
 from dataclasses import dataclass, field
@@ -283,7 +284,7 @@ def load_sweep(path: Path, overrides: tuple[str, ...] = ()) -> Sweep:
                 needs = tuple(needs_of(typed)) if needs_of else ()
             else:
                 _check_command(spec.command, cfg, where, label)
-            frozen = yaml.safe_dump(cfg, sort_keys=True)
+            frozen = json.dumps(cfg, sort_keys=True, default=str)  # as the task ID sees it (yaml's dump: 0.5 ms an experiment)
             if frozen in seen:  # e.g. the reference value listed again in a one-factor grid
                 continue
             seen.add(frozen)

@@ -209,7 +209,7 @@ def state(store: Store, t: Task, force: bool | frozenset) -> tuple[str, str, str
         return "to run", "forced", ""
     if m:
         return "to run", f"{m.get('status')} before", f": {m.get('error')}"
-    if store.resume_dir(t.kind, t.id).exists():
+    if store.has_resume(t.kind, t.id):
         return "to run", "interrupted before", ""
     last = store.last_version(t.key)
     if last is not None and last != t.version:
