@@ -15,6 +15,8 @@ from lambda_hat.engine.sweep import COLUMNS, table
 from lambda_hat.engine.tasks import Status
 
 TOP = 5
+NAMED = 40  # experiments a plot names one by one: beyond, the names overlap and the image grows with them
+TICKS = 15  # a factor's levels named on its axis (every k-th beyond)
 
 
 def _atomic(path: Path, write) -> None:
@@ -148,7 +150,8 @@ def _plots(df: pd.DataFrame, factors: list[str], rank_by, out: Path, line_plots,
                 ax.scatter([pos[v] for v in d[f]], d[m], alpha=0.7)
                 means = [d[d[f] == v][m].mean() for v in levels]
                 ax.plot(range(len(levels)), means, "k-", lw=1, label="mean")
-                ax.set_xticks(range(len(levels)), [_num(v) for v in levels], rotation=30, fontsize=8)
+                every = math.ceil(len(levels) / TICKS)  # a factor of hundreds of levels: every k-th named
+                ax.set_xticks(range(0, len(levels), every), [_num(v) for v in levels[::every]], rotation=30, fontsize=8)
                 ax.set_xlabel(f)
                 ax.set_ylabel(m)
         fig.tight_layout()
@@ -159,13 +162,13 @@ def _plots(df: pd.DataFrame, factors: list[str], rank_by, out: Path, line_plots,
         fig, ax = plt.subplots(figsize=(6, 4.5))
         m = metrics[0]
         ax.scatter(done[params], done["time_sec"], c=done[m], cmap="viridis")
-        for _, r in done.iterrows():
+        for _, r in done.iterrows() if len(done) <= NAMED else ():
             ax.annotate(r["experiment_id"], (r[params], r["time_sec"]), fontsize=6)
         sc = ax.collections[0]
         fig.colorbar(sc, label=m)
         ax.set_xlabel(params)
         ax.set_ylabel("time (s)")
-        ax.set_title(f"efficiency: {m} by parameters and time")
+        ax.set_title(f"efficiency: {m} by parameters and time" + (f" ({len(done)} experiments)" if len(done) > NAMED else ""))
         fig.tight_layout()
         fig.savefig(out / names["efficiency_scatter"], dpi=90)
         plt.close(fig)
@@ -195,10 +198,12 @@ def _plots(df: pd.DataFrame, factors: list[str], rank_by, out: Path, line_plots,
         plt.close(fig)
         written.append(name)
     if len(done):
-        fig, ax = plt.subplots(figsize=(6, 0.25 * len(done) + 1.2))
-        d = done.sort_values("time_sec")
+        d = done.sort_values("time_sec").tail(NAMED)  # a bar each, the slowest where there are more
+        fig, ax = plt.subplots(figsize=(6, 0.25 * len(d) + 1.2))
         ax.barh(d["experiment_id"], d["time_sec"])
         ax.set_xlabel("time (s)")
+        if len(done) > NAMED:
+            ax.set_title(f"the {NAMED} slowest of {len(done)} experiments", fontsize=9)
         ax.tick_params(axis="y", labelsize=7)
         fig.tight_layout()
         fig.savefig(out / names["time"], dpi=90)

@@ -331,6 +331,37 @@ def test_run_report_numbers_match_json_and_failure_isolated(project):
         assert r.returncode == 2 and msg in r.stderr and len(r.stderr.strip().splitlines()) == 1, (args, r.stderr)
 
 
+def test_plots_of_a_large_sweep_stay_readable(tmp_path):
+    """Thousands of experiments: the time plot bars the slowest NAMED (it had a bar each: 3 000
+    made a 540 × 67 608 image, 1e5 would need gigabytes), the scatter names none, a factor's axis
+    names every k-th of its levels."""
+    from types import SimpleNamespace
+
+    from PIL import Image
+
+    from lambda_hat.engine import report
+
+    def plot(k: int) -> dict:
+        df = pd.DataFrame(
+            {
+                "experiment_id": [f"b={i}" for i in range(k)],
+                "status": "done",
+                "b": range(k),
+                "x": [i % 7 for i in range(k)],
+                "params": range(k),
+                "time_sec": [0.01 * i for i in range(k)],
+            }
+        )
+        names = {n: f"{n}.png" for n in ("metric_per_factor", "efficiency_scatter", "time")}
+        written = report._plots(df, ["b"], [SimpleNamespace(metric="x")], tmp_path / str(k), [], "params", names)
+        assert written == list(names.values())
+        return {n: Image.open(tmp_path / str(k) / f"{n}.png").size for n in names}
+
+    few, many = plot(10), plot(3000)
+    assert few["time"][1] < many["time"][1] == plot(report.NAMED)["time"][1] < 1200
+    assert many["efficiency_scatter"] == few["efficiency_scatter"] and many["metric_per_factor"] == few["metric_per_factor"]
+
+
 def test_budget_stops_submission(project):
     doc = {**TOY, "defaults": {"sleep": 1.0}, "grid": {"lr": [0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.07, 0.08]}, "combos": [], "replicates": 1}
     p = sweep_file(project, doc)
