@@ -380,13 +380,16 @@ def run(wf: Workflow, path: Path, card, opts: Options) -> int:
     check_results_dir(wf.table_path(plan).parent)
     store.check_writable()
     outcomes: dict[str, Outcome] = {}
-    last = [time.time()]
+    last = [time.time(), 0.0]  # when the table was last written, and how long writing it took
 
-    def live(out: Outcome) -> None:  # the table follows the run, at most every 2 s
+    def live(out: Outcome) -> None:
+        # the table follows the run: at most every 2 s, and at most a fifth of the time (a table of
+        # 1e5 rows takes seconds to write, time the loop that starts the next tasks would lose)
         outcomes[out.id] = out
-        if time.time() - last[0] > 2:
+        if time.time() - last[0] > max(2.0, 4 * last[1]):
+            t0 = time.time()
             write_table(wf, plan, wf.rows(plan, store, outcomes))
-            last[0] = time.time()
+            last[:] = [time.time(), time.time() - t0]
 
     summary = run_tasks(tasks, store.root, card, force=opts.force, on_outcome=live, budget=opts.budget, cards=wf.cards(plan), quiet=opts.quiet)
     table = wf.rows(plan, store, summary.outcomes)
