@@ -150,7 +150,7 @@ def _plots(df: pd.DataFrame, factors: list[str], rank_by, out: Path, line_plots,
                 ax.scatter([pos[v] for v in d[f]], d[m], alpha=0.7)
                 means = [d[d[f] == v][m].mean() for v in levels]
                 ax.plot(range(len(levels)), means, "k-", lw=1, label="mean")
-                every = math.ceil(len(levels) / TICKS)  # a factor of hundreds of levels: every k-th named
+                every = max(1, math.ceil(len(levels) / TICKS))  # a factor of hundreds of levels: every k-th named
                 ax.set_xticks(range(0, len(levels), every), [_num(v) for v in levels[::every]], rotation=30, fontsize=8)
                 ax.set_xlabel(f)
                 ax.set_ylabel(m)

@@ -334,7 +334,7 @@ def test_run_report_numbers_match_json_and_failure_isolated(project):
 def test_plots_of_a_large_sweep_stay_readable(tmp_path):
     """Thousands of experiments: the time plot bars the slowest NAMED (it had a bar each: 3 000
     made a 540 × 67 608 image, 1e5 would need gigabytes), the scatter names none, a factor's axis
-    names every k-th of its levels."""
+    names every k-th of its levels (and none of a factor that no finished experiment has)."""
     from types import SimpleNamespace
 
     from PIL import Image
@@ -350,10 +350,11 @@ def test_plots_of_a_large_sweep_stay_readable(tmp_path):
                 "x": [i % 7 for i in range(k)],
                 "params": range(k),
                 "time_sec": [0.01 * i for i in range(k)],
+                "c": None,
             }
         )
         names = {n: f"{n}.png" for n in ("metric_per_factor", "efficiency_scatter", "time")}
-        written = report._plots(df, ["b"], [SimpleNamespace(metric="x")], tmp_path / str(k), [], "params", names)
+        written = report._plots(df, ["b", "c"], [SimpleNamespace(metric="x")], tmp_path / str(k), [], "params", names)
         assert written == list(names.values())
         return {n: Image.open(tmp_path / str(k) / f"{n}.png").size for n in names}
 
