@@ -7,6 +7,7 @@ The page holds no timestamps: promoting the same store twice gives identical fil
 from __future__ import annotations
 
 import html
+import math
 import os
 import re
 import shutil
@@ -86,32 +87,45 @@ def _copy_plots(src_dir: Path, dest: Path, out: Path, only: tuple[str, ...] | No
     return rels
 
 
-def comparison_figure(rows: list[dict], path: Path) -> None:
-    """λ̂ per sampler with ± 2 SE bars, one panel per target, the true λ where known."""
+COLS, PANELS = 4, 12  # a comparison image's panels per row and in all: one row of 400 targets was 180 000 px wide
+
+
+def comparison_figures(rows: list[dict], out: Path) -> list[str]:
+    """λ̂ per sampler with ± 2 SE bars, one panel per target, the true λ where known: PANELS
+    targets an image (comparison.png, comparison-2.png, …). Returns the images' names."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     targets = list(dict.fromkeys(r["target"] for r in rows))
-    fig, axes = plt.subplots(1, len(targets), figsize=(4.5 * len(targets), 3.8), squeeze=False)
-    for ax, t in zip(axes[0], targets):
-        sub = [r for r in rows if r["target"] == t]
-        xs = range(len(sub))
-        ok = [r["status"] == Status.DONE for r in sub]
-        ys = [r["llc_mean"] if k else float("nan") for r, k in zip(sub, ok)]
-        es = [2 * r["llc_sem"] if k else 0 for r, k in zip(sub, ok)]
-        ax.errorbar(xs, ys, yerr=es, fmt="o", capsize=4, label="λ̂ ± 2 SE")
-        if sub[0]["llc_true"] is not None:
-            ax.axhline(sub[0]["llc_true"], color="k", ls="--", lw=1, label=f"true λ = {sub[0]['llc_true']:g}")
-        tag = lambda r, k: "" if not k else (" (warning)" if r.get("warnings") else "")  # noqa: E731
-        ax.set_xticks(list(xs), [r["sampler"] + (tag(r, k) if k else " (failed)") for r, k in zip(sub, ok)], rotation=30, ha="right")
-        ax.set(title=t, ylabel="λ̂", xlabel="sampler")
-        ax.legend(fontsize=8)
-    fig.suptitle("LLC estimates by sampler")
-    fig.tight_layout()
-    fig.savefig(path, metadata={"Software": None})
-    plt.close(fig)
+    names = []
+    for first in range(0, len(targets), PANELS):
+        part = targets[first : first + PANELS]
+        cols = min(COLS, len(part))
+        fig, axes = plt.subplots(math.ceil(len(part) / cols), cols, figsize=(4.5 * cols, 3.8 * math.ceil(len(part) / cols)), squeeze=False)
+        for ax in axes.flat[len(part) :]:
+            ax.set_visible(False)
+        for ax, t in zip(axes.flat, part):
+            sub = [r for r in rows if r["target"] == t]
+            xs = range(len(sub))
+            ok = [r["status"] == Status.DONE for r in sub]
+            ys = [r["llc_mean"] if k else float("nan") for r, k in zip(sub, ok)]
+            es = [2 * r["llc_sem"] if k else 0 for r, k in zip(sub, ok)]
+            ax.errorbar(xs, ys, yerr=es, fmt="o", capsize=4, label="λ̂ ± 2 SE")
+            if sub[0]["llc_true"] is not None:
+                ax.axhline(sub[0]["llc_true"], color="k", ls="--", lw=1, label=f"true λ = {sub[0]['llc_true']:g}")
+            tag = lambda r, k: "" if not k else (" (warning)" if r.get("warnings") else "")  # noqa: E731
+            ax.set_xticks(list(xs), [r["sampler"] + (tag(r, k) if k else " (failed)") for r, k in zip(sub, ok)], rotation=30, ha="right")
+            ax.set(title=t, ylabel="λ̂", xlabel="sampler")
+            ax.legend(fontsize=8)
+        more = f" (targets {first + 1}–{first + len(part)} of {len(targets)})" if len(targets) > PANELS else ""
+        fig.suptitle("LLC estimates by sampler" + more)
+        fig.tight_layout()
+        names.append("comparison.png" if first == 0 else f"comparison-{first // PANELS + 1}.png")
+        fig.savefig(out / names[-1], metadata={"Software": None})
+        plt.close(fig)
+    return names
 
 
 def replaceable(out: Path) -> bool:
@@ -140,10 +154,10 @@ def build(rows: list[dict], run_diag: dict, target_diag: dict, out: Path, only: 
     only: the run plots to show (all by default)."""
     tmp = tmp_path(out)
     tmp.mkdir(parents=True)
-    comparison_figure(rows, tmp / "comparison.png")
-    page = [f"<!doctype html><meta charset='utf-8'><title>lambda-hat gallery</title><style>{STYLE}</style>",
-            "<h1>LLC estimates</h1>", "<img src='comparison.png' alt='comparison of samplers'>"]  # fmt: skip
-    md = ["# LLC estimates", "", "![comparison of samplers](comparison.png)", ""]
+    figures = comparison_figures(rows, tmp)
+    page = [f"<!doctype html><meta charset='utf-8'><title>lambda-hat gallery</title><style>{STYLE}</style>", "<h1>LLC estimates</h1>"]
+    page += [f"<img src='{f}' alt='comparison of samplers'>" for f in figures]
+    md = ["# LLC estimates", "", *(f"![comparison of samplers]({f})" for f in figures), ""]
     traj = trajectory.rows(rows)
     for i, name in enumerate(dict.fromkeys(r["target"] for r in traj)):  # λ̂ over training, per target
         if i == 0:

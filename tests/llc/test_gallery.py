@@ -121,3 +121,28 @@ def test_sgld_rank_plot_reads_block_means(tmp_path, monkeypatch):
     diagnostics.diagnose_run(Context({"run": "x"}, tmp_path / "plots", [run]), diagnostics.PlotTask(run="x"))
     (ranked,) = drawn
     assert ranked.shape == (4, 4000 // m["diag_block"]) and np.allclose(ranked, idata.blocked["llc"].values)
+
+
+def test_comparison_images_stay_bounded_with_many_targets(tmp_path):
+    """One panel per target, PANELS an image in rows of COLS (400 targets had made one image
+    180 000 px wide): 30 targets are three images (12, 12, 6 panels) 4 across; 2 targets one row."""
+    from PIL import Image
+
+    from lambda_hat.engine.store import Status
+    from lambda_hat.llc.gallery import COLS, PANELS, comparison_figures
+
+    def rows(k):
+        return [
+            {"target": f"t{i}", "sampler": s, "status": Status.DONE, "llc_mean": 1.0 + i, "llc_sem": 0.1, "llc_true": None, "warnings": None}
+            for i in range(k)
+            for s in ("sgld", "hmc")
+        ]
+
+    (tmp_path / "many").mkdir()
+    names = comparison_figures(rows(30), tmp_path / "many")
+    assert PANELS < 30 <= 3 * PANELS and names == ["comparison.png", "comparison-2.png", "comparison-3.png"]
+    sizes = [Image.open(tmp_path / "many" / n).size for n in names]
+    (tmp_path / "two").mkdir()
+    assert comparison_figures(rows(2), tmp_path / "two") == ["comparison.png"]
+    two = Image.open(tmp_path / "two" / "comparison.png").size
+    assert all(w == two[0] * COLS // 2 for w, _ in sizes) and sizes[0][1] == 3 * two[1] and sizes[2][1] == 2 * two[1], (sizes, two)
