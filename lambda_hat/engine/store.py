@@ -163,10 +163,13 @@ class Store:
 
     def resume_dir(self, kind: str, tid: str) -> Path:
         """Where an unfinished task keeps what a rerun resumes from (see runner.Context)."""
-        return self.root / kind / f".resume-{tid}"
+        return Path(self._resume(kind, tid))
 
     def has_resume(self, kind: str, tid: str) -> bool:
-        return os.path.isdir(f"{self.root}/{kind}/.resume-{tid}")  # a string: a dry run asks 1e5 times
+        return os.path.isdir(self._resume(kind, tid))
+
+    def _resume(self, kind: str, tid: str) -> str:
+        return f"{self.root}/{kind}/.resume-{tid}"  # a string: pathlib costs ~30 µs, a dry run asks 1e5 times
 
     def leftovers(self) -> list[tuple[Path, str]]:
         """(directory, task ID) of temporaries of tasks that never finished or are running."""

@@ -103,7 +103,8 @@ def comparison_figures(rows: list[dict], out: Path) -> list[str]:
     for first in range(0, len(targets), PANELS):
         part = targets[first : first + PANELS]
         cols = min(COLS, len(part))
-        fig, axes = plt.subplots(math.ceil(len(part) / cols), cols, figsize=(4.5 * cols, 3.8 * math.ceil(len(part) / cols)), squeeze=False)
+        nrows = math.ceil(len(part) / cols)
+        fig, axes = plt.subplots(nrows, cols, figsize=(4.5 * cols, 3.8 * nrows), squeeze=False)
         for ax in axes.flat[len(part) :]:
             ax.set_visible(False)
         for ax, t in zip(axes.flat, part):
