@@ -106,7 +106,11 @@ def find_card(name, asked: str = "--parsl-card") -> Path:
 
 
 def _no_card(name, asked: str, why: str):
-    raise InputError(f"{asked} {name}: {why}; available cards: {', '.join(available_cards())}")
+    cards = available_cards()
+    stem = Path(str(name)).name.removesuffix(".yaml").removesuffix(".yml")
+    like = [c for c in cards if c.rsplit("/", 1)[-1] == stem]  # `a100` for slurm/a100
+    hint = f" (did you mean {' or '.join(like)}?)" if like else ""
+    raise InputError(f"{asked} {name}: {why}{hint}; available cards: {', '.join(cards)}")
 
 
 # ---------------------------------------------------------------- Snakemake profiles

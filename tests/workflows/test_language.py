@@ -647,6 +647,8 @@ def test_cards_by_name(project, tmp_path, monkeypatch):
         match=r"--parsl-card mine: no such file, card or Snakemake profile; available cards: local, local-gpu, local-processes, slurm/a100, slurm/cpu$",
     ):
         load_card("mine")
+    with pytest.raises(InputError, match=r"--parsl-card a100: no such file, card or Snakemake profile \(did you mean slurm/a100\?\); available"):
+        load_card("a100")  # a card's own name without its folder
     r = cli("workflow", "progressive", "--list", "--parsl-card", "slurm/cpu.yaml", "--config", str(ROOT / "config/progressive.yaml"), cwd=bare)
     assert r.returncode == 0 and "b128" in r.stdout, r.stderr
 
