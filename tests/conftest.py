@@ -21,7 +21,7 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
 # (the calibration of one target is the same program for every sampler run on it)
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
-# XLA's older CPU emitters: they compile a program ~3× faster, and compiling is most of what the
+# XLA's older CPU emitters: they compiled programs 2–3.5× faster (benchmarks/README.md), and compiling is most of what the
 # suite's small targets cost (the whole suite, back to back: 9 min 11 s against 10 min 59 s with
 # XLA's defaults; the estimates are checked against their truths either way). The default run and
 # the benchmarks keep XLA's defaults, which run larger targets faster; XLA_FLAGS=
