@@ -21,13 +21,19 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
 # (the calibration of one target is the same program for every sampler run on it)
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
-# XLA's older CPU emitters: they compiled programs 2–3.5× faster (benchmarks/README.md), and compiling is most of what the
-# suite's small targets cost (the whole suite, back to back: 9 min 11 s against 10 min 59 s with
-# XLA's defaults; the estimates are checked against their truths either way). The default run and
-# the benchmarks keep XLA's defaults, which run larger targets faster; XLA_FLAGS=
-# --xla_cpu_use_fusion_emitters=true pytest runs the suite with them. Task processes inherit it.
+# XLA's older CPU emitters: they compiled programs 2–3.5× faster (benchmarks/README.md), and
+# compiling is most of what the suite's small targets cost (the whole suite, back to back: 9 min
+# 11 s against 10 min 59 s with XLA's defaults; the estimates are checked against their truths
+# either way). The default run and the benchmarks keep XLA's defaults, which run larger targets
+# faster; XLA_FLAGS=--xla_cpu_use_fusion_emitters=true pytest runs the suite with them. Task
+# processes inherit it. Only where this jaxlib knows the flag: XLA aborts on one it does not, and
+# a later jaxlib may drop it (a 0.6 s check, in the process that sets it; workers inherit that).
+OLD_EMITTERS = "--xla_cpu_use_fusion_emitters=false"
 if "xla_cpu_use_fusion_emitters" not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_cpu_use_fusion_emitters=false".strip()
+    flags = f"{os.environ.get('XLA_FLAGS', '')} {OLD_EMITTERS}".strip()
+    probe = "import jax.numpy as jnp; jnp.zeros(1).block_until_ready()"
+    if subprocess.run([sys.executable, "-c", probe], env={**os.environ, "XLA_FLAGS": flags}, capture_output=True).returncode == 0:
+        os.environ["XLA_FLAGS"] = flags
 
 # Three pytest-xdist workers on two cores (addopts): torch's OpenMP threads, one per core in each
 # worker, spin while they wait, taking another worker's core: PEFT fine-tuning ran 4–5× slower in the
