@@ -116,8 +116,8 @@ def comparison_figures(rows: list[dict], out: Path) -> list[str]:
             ax.errorbar(xs, ys, yerr=es, fmt="o", capsize=4, label="λ̂ ± 2 SE")
             if sub[0]["llc_true"] is not None:
                 ax.axhline(sub[0]["llc_true"], color="k", ls="--", lw=1, label=f"true λ = {sub[0]['llc_true']:g}")
-            tag = lambda r, k: "" if not k else (" (warning)" if r.get("warnings") else "")  # noqa: E731
-            ax.set_xticks(list(xs), [r["sampler"] + (tag(r, k) if k else " (failed)") for r, k in zip(sub, ok)], rotation=30, ha="right")
+            tags = [" (failed)" if not k else " (warning)" if r.get("warnings") else "" for r, k in zip(sub, ok)]
+            ax.set_xticks(list(xs), [r["sampler"] + t for r, t in zip(sub, tags)], rotation=30, ha="right")
             ax.set(title=t, ylabel="λ̂", xlabel="sampler")
             ax.legend(fontsize=8)
         more = f" (targets {first + 1}–{first + len(part)} of {len(targets)})" if len(targets) > PANELS else ""
