@@ -113,16 +113,25 @@ def cli(*args, cwd=None, timeout=600, env=None):
 
 
 def ensure_chromium():
-    """Debian's chromium + chromium-driver, installed here when missing and we may (root + apt)."""
+    """Debian's chromium + chromium-driver, installed here when missing and we may (root + apt).
+    One install at a time: two test files need it, and pytest-xdist may run them at once (apt-get
+    fails at once on the lock another holds, and its test would be skipped)."""
+    import fcntl
+
     if shutil.which("chromium") and shutil.which("chromedriver"):
         return
     if os.geteuid() != 0 or not shutil.which("apt-get"):
         pytest.skip("chromium/chromedriver missing and no root apt-get to install them")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "chromium", "chromium-driver"]):
-        r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
-        if r.returncode:
-            pytest.skip(f"could not install chromium: {r.stderr[-300:]}")
+    with open(Path(tempfile.gettempdir()) / "lambda-hat-tests-chromium.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if shutil.which("chromium") and shutil.which("chromedriver"):  # installed while we waited
+            return
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        wait = ["-o", "DPkg::Lock::Timeout=600"]  # and for any other apt run on the machine
+        for cmd in (["apt-get", *wait, "update", "-qq"], ["apt-get", *wait, "install", "-y", "-qq", "chromium", "chromium-driver"]):
+            r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+            if r.returncode:
+                pytest.skip(f"could not install chromium: {r.stderr[-300:]}")
 
 
 IMAGES = "return Array.from(document.images).map(i => [i.getAttribute('src'), i.complete, i.naturalWidth])"
