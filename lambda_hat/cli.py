@@ -680,6 +680,7 @@ def report_cmd(sweep_file, config, filters, no_plots, output_dir):
     if (sweep_file := _one_file(sweep_file, config, "SWEEP_FILE")) is None:
         _fail(InputError("missing SWEEP_FILE: give the sweep file (e.g. config/sweeps/blobs.yaml)"))
     try:
+        _not_sweep_outputs(sweep_file)
         other = _other_workflow(sweep_file, "sweep")
         if other:  # the other workflows' outputs come back from a rerun, which reuses what is done
             gallery = f", `lambda-hat promote --config {sweep_file}` its gallery" if other == "llc" else ""
@@ -689,6 +690,22 @@ def report_cmd(sweep_file, config, filters, no_plots, output_dir):
         sys.exit(wf.report(sweep_file, tuple(filters), plots=not no_plots, output_dir=output_dir))
     except InputError as e:
         _fail(e)
+
+
+def _not_sweep_outputs(path: Path) -> None:
+    """A sweep's output folder or one of its tables given to `report`, which reads the sweep file:
+    name the file that wrote them (the summary report's first line records it)."""
+    folder = path if path.is_dir() else path.parent if path.suffix in (".parquet", ".csv", ".md", ".html") else None
+    if folder is None or not (folder / "summary_report.md").is_file():
+        if path.is_dir():
+            raise InputError(f"{path}: a folder; report takes the sweep file (e.g. config/sweeps/blobs.yaml)")
+        return
+    import re
+
+    src = re.search(r"^From `(.+?)`", (folder / "summary_report.md").read_text(errors="replace"), re.M)
+    what = "a sweep's output folder" if path.is_dir() else "a sweep's output"
+    wrote = f" ({src.group(1)}, relative to where it ran)" if src else ""
+    raise InputError(f"{path}: {what}; report takes the sweep file that wrote it{wrote}")
 
 
 @main.command("promote")

@@ -314,6 +314,17 @@ def test_run_report_numbers_match_json_and_failure_isolated(project):
     for where, msg in (("a_file", "--output-dir a_file: not a directory"), ("a_file/sub", "--output-dir a_file/sub: cannot write there (")):
         r = cli("report", str(p), "--output-dir", where, cwd=project)
         assert r.returncode == 2 and r.stderr.startswith(f"error: {msg}") and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    # the sweep's outputs in the file's place: the file that wrote them, from the report's first line
+    for given in (out, out / "results.parquet", out / "comparison_table.csv"):
+        r = cli("report", str(given), cwd=project)
+        assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert (
+            r.stderr.startswith(f"error: {given}: a sweep's output")
+            and f"report takes the sweep file that wrote it ({p}, relative to where it ran)" in r.stderr
+        )
+    r = cli("report", "parsl_cards", cwd=project)
+    assert r.returncode == 2 and r.stderr == "error: parsl_cards: a folder; report takes the sweep file (e.g. config/sweeps/blobs.yaml)\n", r.stderr
+    assert (out / "comparison_table.csv").read_text() == before
     # another workflow's file: where its outputs come back from
     write_config(project / "e.yaml", {"targets": [{"model": "quadratic"}], "samplers": [{"name": "hmc"}]})
     for f, msg in (("e.yaml", "e.yaml is an experiments file, not a sweep file: `lambda-hat workflow llc --config e.yaml` rebuilds its table"),
