@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import sys
@@ -695,13 +696,13 @@ def report_cmd(sweep_file, config, filters, no_plots, output_dir):
 def _not_sweep_outputs(path: Path) -> None:
     """A sweep's output folder or one of its tables given to `report`, which reads the sweep file:
     name the file that wrote them (the summary report's first line records it)."""
-    folder = path if path.is_dir() else path.parent if path.suffix in (".parquet", ".csv", ".md", ".html") else None
-    if folder is None or not (folder / "summary_report.md").is_file():
+    if path.suffix in YAML_SUFFIXES:
+        return
+    folder = path if path.is_dir() else path.parent
+    if not (folder / "summary_report.md").is_file():
         if path.is_dir():
             raise InputError(f"{path}: a folder; report takes the sweep file (e.g. config/sweeps/blobs.yaml)")
         return
-    import re
-
     src = re.search(r"^From `(.+?)`", (folder / "summary_report.md").read_text(errors="replace"), re.M)
     what = "a sweep's output folder" if path.is_dir() else "a sweep's output"
     wrote = f" ({src.group(1)}, relative to where it ran)" if src else ""
