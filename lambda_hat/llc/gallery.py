@@ -91,12 +91,14 @@ COLS, PANELS = 4, 12  # a comparison image's panels per row and in all: one row 
 
 
 def comparison_figures(rows: list[dict], out: Path) -> list[str]:
-    """λ̂ per sampler with ± 2 SE bars, one panel per target, the true λ where known: PANELS
+    """λ̂ per sampler with ± 2 SE bars, one panel per target, the true and finite-n λ where known: PANELS
     targets an image (comparison.png, comparison-2.png, …). Returns the images' names."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from lambda_hat.llc.diagnostics import truth_lines
 
     targets = list(dict.fromkeys(r["target"] for r in rows))
     names = []
@@ -114,8 +116,9 @@ def comparison_figures(rows: list[dict], out: Path) -> list[str]:
             ys = [r["llc_mean"] if k else float("nan") for r, k in zip(sub, ok)]
             es = [2 * r["llc_sem"] if k else 0 for r, k in zip(sub, ok)]
             ax.errorbar(xs, ys, yerr=es, fmt="o", capsize=4, label="λ̂ ± 2 SE")
-            if sub[0]["llc_true"] is not None:
-                ax.axhline(sub[0]["llc_true"], color="k", ls="--", lw=1, label=f"true λ = {sub[0]['llc_true']:g}")
+            # a target's truths, from any of its runs (a failed one has none)
+            for value, name, style in next((lines for lines in map(truth_lines, sub) if lines), []):
+                ax.axhline(value, color="k", ls=style, lw=1, label=name)
             tags = [" (failed)" if not k else " (warning)" if r.get("warnings") else "" for r, k in zip(sub, ok)]
             ax.set_xticks(list(xs), [r["sampler"] + t for r, t in zip(sub, tags)], rotation=30, ha="right")
             ax.set(title=t, ylabel="λ̂", xlabel="sampler")

@@ -146,3 +146,27 @@ def test_comparison_images_stay_bounded_with_many_targets(tmp_path):
     assert comparison_figures(rows(2), tmp_path / "two") == ["comparison.png"]
     two = Image.open(tmp_path / "two" / "comparison.png").size
     assert all(w == two[0] * COLS // 2 for w, _ in sizes) and sizes[0][1] == 3 * two[1] and sizes[2][1] == 2 * two[1], (sizes, two)
+
+
+def test_plots_read_lambda_against_the_finite_n_value_where_it_differs(tmp_path, monkeypatch):
+    """A regular model's λ̂ estimates its finite-n value (19.86 for d/2 = 20 on the quadratic at
+    d = 40): the plots draw it beside the true λ, so four samplers near 19.86 do not read as
+    biased low; a user's target with only a finite-n value gets that line alone."""
+    from lambda_hat.engine.store import Status
+    from lambda_hat.llc import gallery
+    from lambda_hat.llc.diagnostics import truth_lines
+
+    assert truth_lines({"llc_true": 20.0, "llc_finite": 19.86}) == [(20.0, "true λ = 20", "--"), (19.86, "finite-n λ = 19.86", "-.")]
+    assert truth_lines({"llc_true": 18.0, "llc_finite": 17.995}) == [(18.0, "true λ = 18", "--")]  # within 0.1%: one line
+    assert truth_lines({"llc_true": None, "llc_finite": 3.2}) == [(3.2, "finite-n λ = 3.2", "-.")]
+    assert truth_lines({"llc_true": float("nan"), "llc_finite": None}) == [] == truth_lines({})
+
+    drawn = []  # the comparison figure's horizontal lines: a target's from the first run that has them
+    monkeypatch.setattr("matplotlib.axes.Axes.axhline", lambda ax, y, **kw: drawn.append((y, kw["ls"])))
+    rows = [
+        {"target": "quadratic", "sampler": "sgld", "status": Status.FAILED, "llc_mean": None, "llc_sem": None, "llc_true": None, "llc_finite": None},
+        {"target": "quadratic", "sampler": "hmc", "status": Status.DONE, "llc_mean": 19.8, "llc_sem": 0.1, "llc_true": 20.0, "llc_finite": 19.86},
+        {"target": "mine", "sampler": "hmc", "status": Status.DONE, "llc_mean": 3.1, "llc_sem": 0.1, "llc_true": float("nan"), "llc_finite": float("nan")},
+    ]
+    gallery.comparison_figures(rows, tmp_path)
+    assert sorted(drawn) == [(19.86, "-."), (20.0, "--")], drawn  # the quadratic's; none for "mine"
