@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import signal
 import sys
@@ -698,14 +697,16 @@ def _not_sweep_outputs(path: Path) -> None:
     name the file that wrote them (the summary report's first line records it)."""
     if path.suffix in YAML_SUFFIXES:
         return
+    from lambda_hat.engine import report
+
     folder = path if path.is_dir() else path.parent
-    if not (folder / "summary_report.md").is_file():
+    if not (folder / report.SUMMARY).is_file():
         if path.is_dir():
             raise InputError(f"{path}: a folder; report takes the sweep file (e.g. config/sweeps/blobs.yaml)")
         return
-    src = re.search(r"^From `(.+?)`", (folder / "summary_report.md").read_text(errors="replace"), re.M)
+    src = report.sweep_file_of(folder)
     what = "a sweep's output folder" if path.is_dir() else "a sweep's output"
-    wrote = f" ({src.group(1)}, relative to where it ran)" if src else ""
+    wrote = f" ({src}, relative to where it ran)" if src else ""
     raise InputError(f"{path}: {what}; report takes the sweep file that wrote it{wrote}")
 
 

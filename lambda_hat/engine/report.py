@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import math
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from lambda_hat.engine.sweep import COLUMNS, table
 from lambda_hat.engine.tasks import Status
 
 TOP = 5
+SUMMARY = "summary_report.md"
 NAMED = 40  # experiments a plot names one by one: beyond, the names overlap and the image grows with them
 TICKS = 15  # a factor's levels named on its axis (every k-th beyond)
 
@@ -300,10 +302,16 @@ def build(sweep, rows: list[dict], out: Path | None = None, plots: bool = True, 
         lines += ["## Not finished", "", _md(bad[["experiment_id", "status", "error"]]), ""]
     if plots:
         lines += ["## Plots", "", *[f"![{p}](plots/{p})" for p in plots], ""]
-    summary = out / "summary_report.md"
+    summary = out / SUMMARY
     _atomic(summary, lambda p: Path(p).write_text("\n".join(lines)))
     _atomic(out / "index.html", lambda p: Path(p).write_text(page(sweep, df, plots, note)))
     return summary
+
+
+def sweep_file_of(folder: Path) -> str | None:
+    """The sweep file named on the "From `…`" line of the summary `build` wrote in `folder`."""
+    found = re.search(r"^From `(.+?)`", (folder / SUMMARY).read_text(errors="replace"), re.M)
+    return found.group(1) if found else None
 
 
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222}
