@@ -330,6 +330,6 @@ def page(sweep, df: pd.DataFrame, plots: list[str], note: str = "") -> str:
     return (
         f"<!doctype html><meta charset='utf-8'><title>sweep {html.escape(sweep.name)}</title><style>{STYLE}</style>\n"
         f"<h1>Sweep {html.escape(sweep.name)}</h1>\n<p>{html.escape(intro)} "
-        "Summary: <a href='summary_report.md'>summary_report.md</a>.</p>\n"
+        f"Summary: <a href='{SUMMARY}'>{SUMMARY}</a>.</p>\n"
         f"<h2>Comparison table</h2>\n{table}\n" + (f"<h2>Plots</h2>\n{imgs}\n" if plots else "")
     )

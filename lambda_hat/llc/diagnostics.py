@@ -35,7 +35,10 @@ def truth_lines(m: dict) -> list[tuple[float, str, str]]:
     """(value, label, line style) of what λ̂ is read against: the true λ and, where it differs by
     more than 0.1%, the finite-n value of the localised posterior at w* (a regular model's λ̂
     estimates that, below d/2 where some directions are weak). None or NaN: not known."""
-    known = lambda v: v is not None and v == v  # noqa: E731
+
+    def known(v) -> bool:
+        return v is not None and v == v  # NaN != NaN
+
     true, finite = m.get("llc_true"), m.get("llc_finite")
     lines = [(float(true), f"true λ = {true:g}", "--")] if known(true) else []
     if known(finite) and not (known(true) and abs(finite - true) <= 1e-3 * abs(true)):
