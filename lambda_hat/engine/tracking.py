@@ -138,8 +138,10 @@ def experiment_name(rec: dict, default: str | None = None) -> str:
 class MLflow:
     def __init__(self, uri: str | None = None):
         self.uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or "mlruns"
-        if "://" not in self.uri:  # a local directory: MLflow's file store (no server, no database)
+        # a URI has a scheme (file:/x as well as file:///x; "C:" is a drive), else a directory
+        if not re.match(r"[A-Za-z][A-Za-z0-9+.-]+:", self.uri) and self.uri not in ("databricks", "databricks-uc"):
             self.uri = Path(self.uri).resolve().as_uri()
+        if self.uri.startswith("file:"):  # MLflow's file store (no server, no database), opt-in since MLflow 3
             os.environ["MLFLOW_ALLOW_FILE_STORE"] = "true"
         tracking = _need("mlflow.tracking", "--track mlflow")
         self.entities = _need("mlflow.entities", "--track mlflow")

@@ -15,10 +15,10 @@ pytestmark = needs("mlflow", "wandb")
 os.environ["MLFLOW_ALLOW_FILE_STORE"] = "true"  # reading ./mlruns back, as tracking.MLflow writes it
 
 
-def mlflow_client(project):
+def mlflow_client(project, folder="mlruns"):
     from mlflow.tracking import MlflowClient
 
-    return MlflowClient(tracking_uri=(project / "mlruns").as_uri())
+    return MlflowClient(tracking_uri=(project / folder).as_uri())
 
 
 def mlflow_runs(project, experiment: str) -> list:
@@ -171,6 +171,14 @@ def test_export_takes_what_a_program_wrote(project):
     client = mlflow_client(project)
     assert sorted((m.step, m.value) for m in client.get_metric_history(runs[0.1].info.run_id, "history/loss")) == [(0, 1.0), (1, 0.5)]
     assert runs[0.5].data.tags["lambda_hat.status"] == "failed" and runs[0.5].data.metrics == {}
+    # a file: URI in either spelling is MLflow's file store there (file:/x was once a directory "file:/x"
+    # under the project), which lambda-hat opts into itself (MLflow 3 refused file:///x without it)
+    for name, uri in [("a", f"file:{project}/a"), ("b", (project / "b").as_uri())]:
+        r = cli("export", "--mlflow", uri, cwd=project, env={"MLFLOW_ALLOW_FILE_STORE": "false"})
+        assert r.returncode == 0 and f"tracking: 2 new run(s) logged to mlflow {uri}" in r.stdout, r.stdout + r.stderr
+        client = mlflow_client(project, name)
+        assert len(client.search_runs([client.get_experiment_by_name("s").experiment_id])) == 2
+    assert not (project / "file:").exists()
 
 
 def test_trackers_own_environment_variables_name_the_experiment_and_project(project):
