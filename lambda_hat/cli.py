@@ -35,7 +35,7 @@ MOVED = {
 }
 SETTINGS_HELP = " Snakemake's --config KEY=VALUE (no such file): an override, as KEY=VALUE after the options."
 TIMEOUT_HELP = "Kill any {} running longer than this (90, 30m, 1h30m, HH:MM:SS){}."
-TRACK_HELP = "Log every finished task as a run in MLflow (MLFLOW_TRACKING_URI or ./mlruns) or W&B (offline in ./wandb without WANDB_API_KEY); repeatable; needs the tracking extra."
+TRACK_HELP = "Log every finished task as a run in MLflow (MLFLOW_TRACKING_URI or ./mlruns) or W&B (offline in ./wandb without WANDB_API_KEY or with WANDB_MODE=offline); repeatable; needs the tracking extra."
 
 
 def _track(names) -> tuple[str, ...]:
@@ -817,7 +817,7 @@ def status(workflow_file, config, store_root):
     flag_value=".",
     default=None,
     metavar="[DIR]",
-    help="To W&B: offline runs under DIR/wandb/ (default .) without WANDB_API_KEY, else online.",
+    help="To W&B: offline runs under DIR/wandb/ (default .) without WANDB_API_KEY or with WANDB_MODE=offline, else online.",
 )
 def export(store_root, mlflow_uri, wandb_dir):
     """Log every finished task of a store as an MLflow and/or W&B run (keyed by task ID: a task

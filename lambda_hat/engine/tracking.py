@@ -16,6 +16,9 @@ import json
 import math
 import os
 import re
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 from lambda_hat.engine.store import Store, read_json
@@ -200,27 +203,31 @@ class MLflow:
         return True
 
 
+WANDB_MODES = {"online": "online", "offline": "offline", "dryrun": "offline", "disabled": "disabled"}  # W&B's, dryrun its old offline
+
+
 class Wandb:
     def __init__(self, directory: str | None = None, project: str | None = None):
         self.wandb = _need("wandb", "--track wandb")
         self.error, self.missed, self.new = None, 0, 0
         self.dir = Path(directory or os.environ.get("WANDB_DIR") or ".").resolve()
         self.project = project or os.environ.get("WANDB_PROJECT") or "lambda-hat"  # W&B's own variable, as wandb.init reads it
-        # no API key: an offline run directory that `wandb sync` uploads later
-        self.mode = "online" if os.environ.get("WANDB_API_KEY") else "offline"
+        # W&B's own WANDB_MODE first (offline on nodes without internet, a key set or not; online
+        # with the key of `wandb login`); else online with an API key, offline (for `wandb sync`) without
+        mode = os.environ.get("WANDB_MODE", "").strip().lower()
+        if mode and mode not in WANDB_MODES:
+            raise InputError(f"--track wandb: WANDB_MODE {mode!r} is not allowed; allowed values: {', '.join(WANDB_MODES)}")
+        self.mode = WANDB_MODES.get(mode) or ("online" if os.environ.get("WANDB_API_KEY") else "offline")
         if self.mode == "online":  # asked before anything runs, as MLflow is (its init waits 90 s, then fails)
-            try:
-                self.wandb.Api(timeout=10).viewer
-            except Exception as e:
-                raise InputError(
-                    f"--track wandb: W&B online (WANDB_API_KEY is set) cannot be used: {one_line(e)}; unset WANDB_API_KEY to log offline"
-                ) from None
+            why, fix = ("WANDB_MODE=online", "set WANDB_MODE=offline") if mode else ("WANDB_API_KEY is set", "unset WANDB_API_KEY")
+            if problem := _wandb_unusable():
+                raise InputError(f"--track wandb: W&B online ({why}) cannot be used: {problem}; {fix} to log offline")
 
     def logged(self, rec: dict) -> bool:
         return any((self.dir / "wandb").glob(f"*run-*-{rec['id']}"))
 
     def log(self, rec: dict) -> bool:
-        if self.logged(rec):
+        if self.mode == "disabled" or self.logged(rec):  # disabled: W&B's no-op runs, nothing to count
             return False
         wb = self.wandb
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -238,6 +245,37 @@ class Wandb:
         )
         run.finish(exit_code=0 if rec["status"] == Status.DONE else 1)
         return True
+
+
+# W&B's check in a process of its own: a process that started W&B's service waits for it at exit,
+# and a server that did not answer kept it busy (the command hung after printing its error)
+_WANDB_CHECK = """import os, sys, wandb
+try:
+    wandb.Api(timeout=10).viewer
+    msg = ""
+except Exception as e:
+    msg = str(e) or type(e).__name__
+sys.stdout.write(msg)
+sys.stdout.flush()
+os._exit(0)  # not wandb's exit: its service ends with this process (it watches our pid)
+"""
+
+
+def _wandb_unusable(timeout: float = 60) -> str | None:
+    """Why W&B online cannot be used here (its API, asked with the user's key), or None. The
+    answer comes in a file: W&B's service inherits the child's stdout and holds a pipe open."""
+    with tempfile.TemporaryFile("w+") as out:
+        child = subprocess.Popen([sys.executable, "-c", _WANDB_CHECK], stdout=out, stderr=out, stdin=subprocess.DEVNULL)
+        try:
+            code = child.wait(timeout)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            return f"no answer in {timeout:g} s"
+        out.seek(0)
+        text = out.read().strip()
+    if code:
+        return one_line(RuntimeError(text.splitlines()[-1] if text else f"exit {code}"))
+    return one_line(RuntimeError(text)) if text else None
 
 
 def warned(rec: dict) -> list[str]:
@@ -260,13 +298,18 @@ def check(names) -> tuple[str, ...]:
 
 def trackers(names, mlflow_uri: str | None = None, wandb_dir: str | None = None) -> list:
     """The clients of the named backends (MLflow: MLFLOW_TRACKING_URI or ./mlruns; W&B: offline
-    under ./wandb/ without WANDB_API_KEY); a missing client is a one-line error."""
+    under ./wandb/ without WANDB_API_KEY or with WANDB_MODE=offline); a missing client is a one-line error."""
     return [MLflow(mlflow_uri) if n == "mlflow" else Wandb(wandb_dir) for n in check(names)]
 
 
 def report(backends: list) -> str:
     """Where each backend's new runs went, counted per backend (a task logged to two is one run in each)."""
-    where = lambda b: f"mlflow {b.uri}" if isinstance(b, MLflow) else f"wandb {b.mode} {b.dir / 'wandb'}"  # noqa: E731
+
+    def where(b):
+        if isinstance(b, MLflow):
+            return f"mlflow {b.uri}"
+        return "wandb (WANDB_MODE=disabled)" if b.mode == "disabled" else f"wandb {b.mode} {b.dir / 'wandb'}"
+
     lines = ["tracking: " + ", ".join(f"{b.new} new run(s) logged to {where(b)}" for b in backends)]
     for b in failed(backends):
         again = f"lambda-hat export --mlflow {b.uri}" if isinstance(b, MLflow) else f"lambda-hat export --wandb {b.dir}"

@@ -191,6 +191,20 @@ def test_trackers_own_environment_variables_name_the_experiment_and_project(proj
     assert len(mlflow_runs(project, "mine")) == 1 and not mlflow_runs(project, "s")
     (rec,) = [json.loads(f.read_text()) for f in (project / "results/sweeps/s/experiments").glob("*.json")]
     assert wandb_run(project, rec["task_id"])["run"].project == "proj"
+    # W&B's WANDB_MODE before the key: offline with a key set (a node without internet; online here
+    # would fail: its server is a closed port), online without one (`wandb login`'s), a typo refused
+    key = {"WANDB_API_KEY": "x" * 40, "WANDB_BASE_URL": "http://127.0.0.1:9"}
+    r = cli("export", "--wandb", "w", cwd=project, env={**key, "WANDB_MODE": "offline"})
+    assert r.returncode == 0 and f"tracking: 1 new run(s) logged to wandb offline {project / 'w' / 'wandb'}" in r.stdout, r.stdout + r.stderr
+    r = cli("export", "--wandb", "w", cwd=project, env={"WANDB_MODE": "disabled"})
+    assert r.returncode == 0 and "tracking: 0 new run(s) logged to wandb (WANDB_MODE=disabled)" in r.stdout, r.stdout + r.stderr
+    for mode, msg in [
+        ("online", "W&B online (WANDB_MODE=online) cannot be used: "),
+        ("onlin", "WANDB_MODE 'onlin' is not allowed; allowed values: online, offline"),
+    ]:
+        r = cli("export", "--wandb", "w2", cwd=project, env={**key, "WANDB_MODE": mode})
+        assert r.returncode == 2 and msg in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert not (project / "w2").exists()
 
 
 def test_tracking_input_errors(project, tmp_path):
@@ -238,7 +252,8 @@ def test_a_tracker_it_cannot_use(project):
         assert r.returncode == 2 and err.startswith(f"error: --track mlflow: MLflow cannot use {uri}: ") and msg in err, err
         assert len(err.splitlines()) == 1 and not (project / "runs").exists() and not (project / "results").exists(), err
     online = {"WANDB_API_KEY": "x" * 40, "WANDB_BASE_URL": f"http://127.0.0.1:{closed}"}  # W&B online, its server down
-    r = cli("workflow", "llc", "--local", "--track", "wandb", cwd=project, env=online)
+    # within 2 minutes: W&B's check in this process once hung it after the error (its service busy)
+    r = cli("workflow", "llc", "--local", "--track", "wandb", cwd=project, env=online, timeout=120)
     err = r.stderr.strip()
     assert r.returncode == 2 and err.startswith("error: --track wandb: W&B online (WANDB_API_KEY is set) cannot be used: "), err
     assert err.endswith("; unset WANDB_API_KEY to log offline") and len(err.splitlines()) == 1 and not (project / "runs").exists(), err
