@@ -324,6 +324,13 @@ def test_run_report_numbers_match_json_and_failure_isolated(project):
         )
     r = cli("report", "parsl_cards", cwd=project)
     assert r.returncode == 2 and r.stderr == "error: parsl_cards: a folder; report takes the sweep file (e.g. config/sweeps/blobs.yaml)\n", r.stderr
+    # a table elsewhere (the llc workflow's named as such), where it once read "not a YAML file (not UTF-8 text)"
+    (project / "llc_runs.parquet").write_bytes(b"PAR1\x00")
+    (project / "t.csv").write_text("a,b\n")
+    for f, msg in (("llc_runs.parquet", "llc_runs.parquet: the llc workflow's table, not a sweep file: `lambda-hat workflow llc` rebuilds it"),
+                   ("t.csv", "t.csv: a table, not a sweep file; report takes the sweep file that wrote it"), ("gone.parquet", "gone.parquet: file not found")):  # fmt: skip
+        r = cli("report", f, cwd=project)
+        assert r.returncode == 2 and r.stderr.startswith(f"error: {msg}") and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert (out / "comparison_table.csv").read_text() == before
     # another workflow's file: where its outputs come back from
     write_config(project / "e.yaml", {"targets": [{"model": "quadratic"}], "samplers": [{"name": "hmc"}]})
