@@ -143,7 +143,7 @@ class MLflow:
         self.uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or "mlruns"
         # a URI has a scheme (file:/x as well as file:///x; "C:" is a drive), else a directory
         if not re.match(r"[A-Za-z][A-Za-z0-9+.-]+:", self.uri) and self.uri not in ("databricks", "databricks-uc"):
-            self.uri = Path(self.uri).resolve().as_uri()
+            self.uri = Path(self.uri).expanduser().resolve().as_uri()
         if self.uri.startswith("file:"):  # MLflow's file store (no server, no database), opt-in since MLflow 3
             os.environ["MLFLOW_ALLOW_FILE_STORE"] = "true"
         tracking = _need("mlflow.tracking", "--track mlflow")
@@ -210,7 +210,7 @@ class Wandb:
     def __init__(self, directory: str | None = None, project: str | None = None):
         self.wandb = _need("wandb", "--track wandb")
         self.error, self.missed, self.new = None, 0, 0
-        self.dir = Path(directory or os.environ.get("WANDB_DIR") or ".").resolve()
+        self.dir = Path(directory or os.environ.get("WANDB_DIR") or ".").expanduser().resolve()
         self.project = project or os.environ.get("WANDB_PROJECT") or "lambda-hat"  # W&B's own variable, as wandb.init reads it
         # W&B's own WANDB_MODE first (offline on nodes without internet, a key set or not; online
         # with the key of `wandb login`); else online with an API key, offline (for `wandb sync`) without

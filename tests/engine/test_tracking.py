@@ -173,12 +173,13 @@ def test_export_takes_what_a_program_wrote(project):
     assert runs[0.5].data.tags["lambda_hat.status"] == "failed" and runs[0.5].data.metrics == {}
     # a file: URI in either spelling is MLflow's file store there (file:/x was once a directory "file:/x"
     # under the project), which lambda-hat opts into itself (MLflow 3 refused file:///x without it)
-    for name, uri in [("a", f"file:{project}/a"), ("b", (project / "b").as_uri())]:
-        r = cli("export", "--mlflow", uri, cwd=project, env={"MLFLOW_ALLOW_FILE_STORE": "false"})
-        assert r.returncode == 0 and f"tracking: 2 new run(s) logged to mlflow {uri}" in r.stdout, r.stdout + r.stderr
+    # (and a directory under ~, as the user's home, not a folder named "~")
+    for name, uri, shown in [("a", f"file:{project}/a", None), ("b", (project / "b").as_uri(), None), ("c", "~/c", (project / "c").as_uri())]:
+        r = cli("export", "--mlflow", uri, cwd=project, env={"MLFLOW_ALLOW_FILE_STORE": "false", "HOME": str(project)})
+        assert r.returncode == 0 and f"tracking: 2 new run(s) logged to mlflow {shown or uri}" in r.stdout, r.stdout + r.stderr
         client = mlflow_client(project, name)
         assert len(client.search_runs([client.get_experiment_by_name("s").experiment_id])) == 2
-    assert not (project / "file:").exists()
+    assert not (project / "file:").exists() and not (project / "~").exists()
 
 
 def test_trackers_own_environment_variables_name_the_experiment_and_project(project):
