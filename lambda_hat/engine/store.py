@@ -92,7 +92,7 @@ class Store:
     """
 
     def __init__(self, root: Path):
-        self.root = Path(root)
+        self.root = Path(root).expanduser()  # a file's store_root: ~/scratch/runs
 
     def dir(self, kind: str, tid: str) -> Path:
         return self.root / kind / tid

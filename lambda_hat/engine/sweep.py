@@ -129,7 +129,7 @@ class Sweep:
 
     @property
     def results(self) -> Path:
-        return Path(self.spec.results_root) / self.name
+        return Path(self.spec.results_root).expanduser() / self.name
 
 
 def _fmt(v) -> str:

@@ -907,6 +907,15 @@ def test_snakemake_forcerun_recomputes_what_it_names_and_downstream(project):
     assert cli("workflow", "sweep", "-cn", "toy", "--local", cwd=project).returncode == 0
     r = cli("workflow", "sweep", "-cn", "toy", "--local", "-R", "width=8", cwd=project)
     assert r.returncode == 0 and "1 done, 1 reused" in r.stdout and "done toy/width=8" in r.stderr, r.stdout + r.stderr
+    # a store under ~ (a cluster's scratch), from the file or the command line, is the home's
+    r = cli("workflow", "sweep", "-cn", "toy", "--local", "store_root=~/scratch/runs", "results_root=~/res", cwd=project, env={"HOME": str(project / "home")})
+    assert (
+        r.returncode == 0
+        and "2 done, 0 reused" in r.stdout
+        and (project / "home/scratch/runs/sweep").is_dir()
+        and (project / "home/res/toy/results.csv").is_file()
+        and not (project / "~").exists()
+    ), r.stdout
 
 
 def test_hydra_config_path_and_name(project):
