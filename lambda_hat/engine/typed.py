@@ -69,12 +69,14 @@ def load_yaml(path: Path) -> Any:
 
 
 class Duration(float):
-    """Type marker for a time span in seconds, written as 90, 90s, 30m, 1h30m, 1d or SLURM's
-    [D-]HH:MM:SS / MM:SS (a bare number is seconds)."""
+    """Type marker for a time span in seconds, written as 90, 90s, 30m, 1h30m, 1d, 1w, with the
+    units spelled out (45min, 2 hours), or SLURM's [D-]HH:MM:SS / MM:SS (a bare number is seconds)."""
 
 
-DURATION_HELP = "90, 90s, 30m, 1h30m, 1d or HH:MM:SS"
-_UNIT = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+DURATION_HELP = "90, 90s, 30m, 1h30m, 2 hours, 1d or HH:MM:SS"
+_UNIT = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
+# units spelled out (45min, 2 hours, 10 sec: Snakemake's runtime habits): each word's first letter is its unit
+_UNIT_WORDS = r"(?<=[\d\s])(weeks?|wks?|days?|hours?|hrs?|minutes?|mins?|seconds?|secs?)(?![a-z])"
 
 
 YAML_SUFFIXES = (".yaml", ".yml")
@@ -118,9 +120,10 @@ def parse_duration(value, what: str = "duration") -> float:
             else:  # MM:SS, as SLURM reads it
                 total = 60 * parts[0] + parts[1]
         else:
-            units = re.findall(r"(\d+(?:\.\d+)?)\s*([dhms])", t)
+            t = re.sub(_UNIT_WORDS, lambda m: m.group(1)[0], t)
+            units = re.findall(r"(\d+(?:\.\d+)?)\s*([wdhms])", t)
             order = [u for _, u in units]
-            if units and re.fullmatch(r"(?:\d+(?:\.\d+)?\s*[dhms]\s*)+", t) and order == sorted(set(order), key="dhms".index):
+            if units and re.fullmatch(r"(?:\d+(?:\.\d+)?\s*[wdhms]\s*)+", t) and order == sorted(set(order), key="wdhms".index):
                 total = sum(float(x) * _UNIT[u] for x, u in units)
     if total is None:
         raise InputError(f"{what}: {value!r} is not a duration; expected e.g. {DURATION_HELP}")

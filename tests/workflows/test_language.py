@@ -1281,9 +1281,10 @@ def test_overrides_on_sweep_and_progressive(project):
 
 def test_one_duration_syntax(project):
     good = {"90": 90, 90: 90, "90s": 90, "30m": 1800, "1h30m": 5400, "2.5m": 150, "1d": 86400, "1d12h": 129600,
-            "01:30:00": 5400, "30:00": 1800, "2-00:00:00": 172800, "1-12": 129600}  # fmt: skip
+            "01:30:00": 5400, "30:00": 1800, "2-00:00:00": 172800, "1-12": 129600,
+            "45min": 2700, "2 hours": 7200, "1 day 12 hrs": 129600, "10 sec": 10, "1w": 604800, "1.5 Hours": 5400}  # fmt: skip
     assert {k: parse_duration(k) for k in good} == good
-    for bad in ("", "soon", "30m1h", "1h1h", "0", "-5", "1:2:3:4", "00:75:00", True, None):
+    for bad in ("", "soon", "30m1h", "1h1h", "0", "-5", "1:2:3:4", "00:75:00", True, None, "10ms", "2 hours 1 hour", "hours", "5 fortnights"):
         with pytest.raises(InputError):
             parse_duration(bad)
     assert slurm_time(5400) == "01:30:00" and slurm_time(86400 * 2 + 61) == "2-00:01:01"
