@@ -222,6 +222,7 @@ def _bad(mutate):
 
 BAD = [  # (name, config or raw text, fragments the one-line error must contain)
     ("malformed_yaml", "targets: [\n  - model: dln\n", ["malformed YAML", "line"]),
+    ("tab_indent", "targets:\n\t- model: dln\n", ["malformed YAML at line 2, column 1", "(a tab: YAML indents with spaces)"]),
     (
         "duplicate_key",
         "targets:\n  - model: dln\n    data: small\n    data: tiny\nsamplers: [{name: sgld}]\n",
