@@ -707,7 +707,7 @@ def _not_sweep_outputs(path: Path) -> None:
             raise InputError(
                 f"{path}: the llc workflow's table, not a sweep file: `lambda-hat workflow llc` rebuilds it (finished tasks are reused), `lambda-hat promote` its gallery"
             )
-        if path.is_file() and path.suffix in (".parquet", ".csv", ".json"):
+        if path.is_file() and path.suffix in (".parquet", ".csv"):  # not .json: YAML reads a JSON sweep file
             raise InputError(f"{path}: a table, not a sweep file; report takes the sweep file that wrote it (e.g. config/sweeps/blobs.yaml)")
         return
     src = report.sweep_file_of(folder)

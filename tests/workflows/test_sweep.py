@@ -331,6 +331,9 @@ def test_run_report_numbers_match_json_and_failure_isolated(project):
                    ("t.csv", "t.csv: a table, not a sweep file; report takes the sweep file that wrote it"), ("gone.parquet", "gone.parquet: file not found")):  # fmt: skip
         r = cli("report", f, cwd=project)
         assert r.returncode == 2 and r.stderr.startswith(f"error: {msg}") and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    (project / "same.json").write_text(json.dumps(yaml.safe_load(p.read_text())))  # a sweep file in JSON (YAML reads it) is one
+    r = cli("report", "same.json", "--no-plots", "--output-dir", "js", cwd=project)
+    assert r.returncode == 0 and (project / "js" / "comparison_table.csv").read_text() == before, r.stdout + r.stderr
     assert (out / "comparison_table.csv").read_text() == before
     # another workflow's file: where its outputs come back from
     write_config(project / "e.yaml", {"targets": [{"model": "quadratic"}], "samplers": [{"name": "hmc"}]})
