@@ -46,6 +46,12 @@ def read_yaml(text: str):
     return yaml.load(text, Loader=Loader)
 
 
+def short(value, limit: int = 80) -> str:
+    """repr of a value for an error line: a whole file read as a string (a CSV) stays short."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def fail(where: str, key: str, msg: str) -> typing.NoReturn:
     raise InputError(f"{where}: {key or '<top>'}: {msg}")
 
@@ -439,7 +445,7 @@ def _convert(tp, value, where: str, key: str, meta: dict):
             fail(where, key, f"expected a string, got {value!r}")
     elif tp is dict:
         if not isinstance(value, dict):
-            fail(where, key, f"expected a mapping, got {value!r}")
+            fail(where, key, f"expected a mapping, got {short(value)}")
         return value
     if "gt" in meta and not value > meta["gt"]:
         fail(where, key, f"must be > {meta['gt']}, got {value!r}{hint}")
@@ -463,7 +469,7 @@ def build(cls, data, where: str, key: str = ""):
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        fail(where, key, f"expected a mapping, got {data!r}")
+        fail(where, key, f"expected a mapping, got {short(data)}")
     data = canonical(cls, data, where, key)
     hints, fields = _known(cls, data, where, key)
     # a field's error names its aliases too: the user may have written one (renamed above)

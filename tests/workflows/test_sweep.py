@@ -177,6 +177,23 @@ def test_a_task_config_without_a_seed_field(project):
     assert [e.config["seed"] for e in load_sweep(sweep_file(project, {**TOY, "replicates": 2})).experiments[:2]] == [0, 1]
 
 
+def test_a_sweep_file_that_is_no_mapping(project):
+    """A list, a word or a table's CSV as the sweep file: a one-line error (it had been an
+    AttributeError's traceback), the value shown short (a CSV's whole text had made a 7 kB line)."""
+    (project / "list.yaml").write_text("- a\n- b\n")
+    (project / "t.csv").write_text(",".join(f"column_{i}" for i in range(400)) + "\n1,2\n")
+    for args, msg in (
+        (("workflow", "sweep", "list.yaml", "--local"), "list.yaml: <top>: expected a mapping, got ['a', 'b']"),
+        (("report", "list.yaml"), "list.yaml: <top>: expected a mapping, got ['a', 'b']"),
+        (("workflow", "sweep", "t.csv", "--local"), "t.csv: <top>: expected a mapping, got 'column_0,column_1,"),
+        (("report", "t.csv"), "t.csv: a table, not a sweep file"),
+    ):
+        r = cli(*args, cwd=project)
+        err = r.stderr.strip()
+        assert r.returncode == 2 and err.startswith(f"error: {msg}") and len(err.splitlines()) == 1 and len(err) < 200, err
+    assert not (project / "runs").exists() and not (project / "results").exists()
+
+
 def test_bad_flags_exit_2():
     for bad in ("3x", "", "0m"):
         with pytest.raises(InputError):
