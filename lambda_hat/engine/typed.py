@@ -309,12 +309,15 @@ def import_ref(ref: str, where: str, key: str):
 
     module, _, name = current_ref(ref).partition(":")
     try:
-        return getattr(importlib.import_module(module), name)
+        obj = getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError) as e:
         from lambda_hat.engine.tasks import install_hint
 
         hint = install_hint(e.name or "") if isinstance(e, ModuleNotFoundError) else ""
         fail(where, key, f"{ref!r} cannot be imported ({type(e).__name__}: {e}){hint}")
+    if not callable(obj):  # found when the task runs, it had failed there
+        fail(where, key, f"{ref!r} is a {type(obj).__name__}, not a function")
+    return obj
 
 
 def canonical(cls, data, where: str, key: str = ""):

@@ -211,6 +211,7 @@ def test_a_custom_classifier_is_known_by_its_labels(project, monkeypatch, labels
             "targets[0].model.fn: 'tests.no_such_module:build' cannot be imported (ModuleNotFoundError",
         ),
         ({"model": {"kind": "custom", "fn": "tests.custom_target:nope"}}, "cannot be imported (AttributeError"),
+        ({"model": {"kind": "custom", "fn": "tests.custom_target:jnp"}}, "targets[0].model.fn: 'tests.custom_target:jnp' is a module, not a function"),
         ({"model": {"kind": "custom", "fn": "no colon"}}, "targets[0].model.fn: expected 'module:function'"),
         (
             {"model": {"kind": "custom", "fn": "tests.custom_target:build", "dim": 2}, "data": "small"},

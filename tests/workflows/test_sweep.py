@@ -68,6 +68,7 @@ def test_expansion_order_dedup_and_full_config(project):
         ({"rank_by": [{"metric": "score", "goal": "up"}]}, "rank_by[0].goal: 'up' is not allowed; allowed values: max, min, maximize, minimize"),
         ({"rank_by": [{"metric": "score"}, {"name": "loss"}]}, "rank_by[1].goal: missing: W&B's {name: …} form minimizes by default and rank_by maximizes"),
         ({"task": "tests.tasks:nope"}, "task: 'tests.tasks:nope' cannot be imported"),
+        ({"task": "tests.tasks:os"}, "task: 'tests.tasks:os' is a module, not a function"),
         ({"task": "toy"}, "task: 'toy': expected 'module:function'"),
         ({"combos": [{"lr": 0.1}]}, "combos[0]: each combo needs a `name`"),
         ({"combos": [{"name": "a"}, {"name": "a", "lr": 0.2}]}, "combos[1]: names an experiment 'a' that combos[0] names too, with other values"),
