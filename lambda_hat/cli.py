@@ -703,11 +703,11 @@ def _not_sweep_outputs(path: Path) -> None:
     if not (folder / report.SUMMARY).is_file():
         if path.is_dir():
             raise InputError(f"{path}: a folder; report takes the sweep file (e.g. config/sweeps/blobs.yaml)")
-        if path.is_file() and path.name.startswith("llc_") and path.suffix in (".parquet", ".csv"):
-            raise InputError(
-                f"{path}: the llc workflow's table, not a sweep file: `lambda-hat workflow llc` rebuilds it (finished tasks are reused), `lambda-hat promote` its gallery"
-            )
         if path.is_file() and path.suffix in (".parquet", ".csv"):  # not .json: YAML reads a JSON sweep file
+            if path.name.startswith("llc_"):
+                raise InputError(
+                    f"{path}: the llc workflow's table, not a sweep file: `lambda-hat workflow llc` rebuilds it (finished tasks are reused), `lambda-hat promote` its gallery"
+                )
             raise InputError(f"{path}: a table, not a sweep file; report takes the sweep file that wrote it (e.g. config/sweeps/blobs.yaml)")
         return
     src = report.sweep_file_of(folder)

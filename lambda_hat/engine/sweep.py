@@ -36,7 +36,6 @@ from lambda_hat.engine.typed import (
     positive,
     read_yaml,
     seed_range,
-    short,
 )
 
 # Metric keys a task returns that describe its cost; a returned "efficiency" mapping adds more.
@@ -209,9 +208,8 @@ def _wandb_sweep(raw, where: str):
 def load_sweep(path: Path, overrides: tuple[str, ...] = ()) -> Sweep:
     where = str(path)
     raw = _wandb_sweep(apply_overrides(load_yaml(path), overrides, where, several=_in_grid), where)
-    if raw is not None and not isinstance(raw, dict):  # a list, a string: e.g. a results table's CSV
-        fail(where, "", f"expected a mapping, got {short(raw)}")
-    for i, r in enumerate((raw or {}).get("rank_by") or []):
+    # a list or a string (a CSV given by mistake) is left to build's "expected a mapping"
+    for i, r in enumerate((raw.get("rank_by") if isinstance(raw, dict) else None) or []):
         # W&B's {name: …} alone means minimize there and max here: not guessed either way
         if isinstance(r, dict) and "name" in r and "goal" not in r:
             fail(

@@ -273,8 +273,8 @@ def _wandb_unusable(timeout: float = 60) -> str | None:
             return f"no answer in {timeout:g} s"
         out.seek(0)
         text = out.read().strip()
-    if code:
-        return one_line(RuntimeError(text.splitlines()[-1] if text else f"exit {code}"))
+    if code:  # the check itself failed: its last line says why
+        text = text.splitlines()[-1] if text else f"exit {code}"
     return one_line(RuntimeError(text)) if text else None
 
 

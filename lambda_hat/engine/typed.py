@@ -71,12 +71,8 @@ def load_yaml(path: Path) -> Any:
         mark = getattr(e, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        if (
-            mark
-            and "tab" not in problem
-            and text.splitlines()[mark.line : mark.line + 1]
-            and text.splitlines()[mark.line][mark.column : mark.column + 1] == "\t"
-        ):
+        line = text.splitlines()[mark.line] if mark and mark.line < len(text.splitlines()) else ""
+        if line and "tab" not in problem and line[mark.column : mark.column + 1] == "\t":
             problem += " (a tab: YAML indents with spaces)"
         raise InputError(f"{path}: malformed YAML{at}: {problem}") from None
 
