@@ -32,6 +32,7 @@ from lambda_hat.engine.typed import (
     fail,
     import_ref,
     load_yaml,
+    nonempty,
     plain,
     positive,
     read_yaml,
@@ -79,8 +80,8 @@ class SweepFile:
     combos: list[dict] = ()
     replicates: int | None = field(default=None, metadata=positive())
     seeds: list[int] | None = field(default=None, metadata={"min_len": 1, "each": seed_range()})
-    store_root: str = "runs"
-    results_root: str = "results/sweeps"
+    store_root: str = field(default="runs", metadata=nonempty())
+    results_root: str = field(default="results/sweeps", metadata=nonempty())
     task_timeout: Duration | None = None
     tracking: list[Literal["mlflow", "wandb"]] = ()  # log every finished experiment there (tracking.py)
     env: dict = field(default_factory=dict)  # environment of each task process
@@ -92,8 +93,9 @@ class SweepFile:
     def check(self, bad):
         if self.replicates is not None and self.seeds is not None:
             bad("replicates", "give replicates or seeds, not both")
-        if not re.fullmatch(r"[A-Za-z0-9_.-]+", self.name or "x"):
-            bad("name", f"{self.name!r}: use letters, digits, '_', '.', '-'")
+        # the results' folder under results_root: "", "." or ".." would be results_root or its parent
+        if self.name is not None and (not re.fullmatch(r"[A-Za-z0-9_.-]+", self.name) or set(self.name) == {"."}):
+            bad("name", f"{self.name!r}: use letters, digits, '_', '.', '-' (not only dots)")
         if (self.task is None) == (self.command is None):
             bad("task", "give a task (module:function) or a command (a shell command line), not both")
         if self.command is not None and self.isolate is False:

@@ -350,6 +350,11 @@ def positive(**kw):
     return {"gt": 0, **kw}
 
 
+def nonempty(**kw):
+    """Field metadata: a string with more than blanks (a name, a directory: "" is the working one)."""
+    return {"nonempty": True, **kw}
+
+
 def nonneg(**kw):
     return {"ge": 0, **kw}
 
@@ -442,6 +447,8 @@ def _convert(tp, value, where: str, key: str, meta: dict):
     elif tp is str:
         if not isinstance(value, str):
             fail(where, key, f"expected a string, got {value!r}")
+        if meta.get("nonempty") and not value.strip():
+            fail(where, key, f"must not be empty{hint}")
     elif tp is dict:
         if not isinstance(value, dict):
             fail(where, key, f"expected a mapping, got {short(value)}")

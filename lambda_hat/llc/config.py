@@ -14,6 +14,7 @@ from lambda_hat.engine.typed import (
     Duration,
     build,
     load_yaml,
+    nonempty,
     nonneg,
     plain,
     positive,
@@ -501,12 +502,12 @@ class Experiments:
     targets: list[TargetEntry] = field(metadata={"min_len": 1})
     samplers: list[SamplerEntry] = ()
     jax_enable_x64: bool = True
-    store_root: str = "runs"
+    store_root: str = field(default="runs", metadata=nonempty())
     task_timeout: Duration | None = None  # per task: 90, 30m, 1h30m, HH:MM:SS
     tracking: list[Literal["mlflow", "wandb"]] = ()  # log every finished task there (tracking.py)
     # a name for the sweep (the original Lambda-Hat's): its MLflow experiment / W&B group and a
     # column of the table; not part of any task ID, so naming a sweep recomputes nothing
-    experiment: str | None = None
+    experiment: str | None = field(default=None, metadata=nonempty())
     retry_of: RetryOf | None = None
     posterior: FilePosterior = FilePosterior()  # every sampler's, under its entry's own
 

@@ -284,6 +284,9 @@ BAD = [  # (name, config or raw text, fragments the one-line error must contain)
     ("duplicate_sampler", _bad(lambda c: c["samplers"].append(dict(c["samplers"][0]))), ["samplers[1]", "duplicates samplers[0]"]),
     ("no_samplers", _bad(lambda c: c.update(samplers=[])), ["samplers", "no samplers for this target"]),
     ("zero_timeout", _bad(lambda c: c.update(task_timeout=0)), ["task_timeout", "must be a positive duration"]),
+    # "" had made the working directory the store: the project's folders filled with task directories
+    ("empty_store_root", _bad(lambda c: c.update(store_root="")), ["store_root", "must not be empty"]),
+    ("blank_experiment", _bad(lambda c: c.update(experiment="  ")), ["experiment", "must not be empty"]),
     (
         "data_n_one",
         _bad(lambda c: c["targets"].append({"model": "dln", "data": "small", "overrides": {"data": {"n": 1}}})),

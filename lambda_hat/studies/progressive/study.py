@@ -14,7 +14,7 @@ import numpy as np
 
 from lambda_hat.engine.cards import find_card
 from lambda_hat.engine.tasks import task
-from lambda_hat.engine.typed import Duration, apply_overrides, build, load_yaml, positive, seed_range
+from lambda_hat.engine.typed import Duration, apply_overrides, build, load_yaml, nonempty, positive, seed_range
 
 Family = Literal["uniform", "euclidean", "clustered", "lowrank"]
 
@@ -35,7 +35,7 @@ class ModelCfg:
 
 @dataclass(frozen=True)
 class Stage:
-    name: str
+    name: str = field(metadata=nonempty(hint="it labels the stage's task and rows"))
     buckets: list[int] = field(metadata={"min_len": 1})
     epochs: int = field(metadata=positive())
     batch: int = field(default=32, metadata=positive())
@@ -44,8 +44,6 @@ class Stage:
     card: str | None = None  # executor card (path or name) for this stage (default: the command's card)
 
     def check(self, bad):
-        if not self.name.strip():
-            bad("name", "must not be empty (it labels the stage's task and rows)")
         for b in self.buckets:
             if b < 4:
                 bad("buckets", f"bucket sizes must be >= 4, got {b}")
@@ -57,8 +55,8 @@ class Progressive:
     data: DataCfg = DataCfg()
     model: ModelCfg = ModelCfg()
     seed: int = field(default=0, metadata=seed_range())
-    store_root: str = "runs"
-    results: str = "results"
+    store_root: str = field(default="runs", metadata=nonempty())
+    results: str = field(default="results", metadata=nonempty())
     tracking: list[Literal["mlflow", "wandb"]] = ()  # log every finished stage there (tracking.py)
 
     def check(self, bad):
