@@ -249,8 +249,8 @@ def load_sweep(path: Path, overrides: tuple[str, ...] = ()) -> Sweep:
                 points.append((name, point, key))
         else:
             for i, c in enumerate(spec.combos):
-                if not isinstance(c, dict) or not isinstance(c.get("name"), str):
-                    fail(where, f"combos[{i}]", "each combo needs a `name` (string) and the keys it sets")
+                if not isinstance(c, dict) or not isinstance(c.get("name"), str) or not c["name"].strip():
+                    fail(where, f"combos[{i}]", "each combo needs a `name` (a non-empty string) and the keys it sets")
                 point = {k: v for k, v in c.items() if k != "name"}
                 check_keys(point, f"combos[{i}]")
                 points.append((c["name"], point, f"combos[{i}]"))
