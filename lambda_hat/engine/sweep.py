@@ -71,8 +71,8 @@ PLOTS = ("metric_per_factor", "efficiency_scatter", "time")  # the report's plot
 @dataclass(frozen=True)
 class SweepFile:
     rank_by: list[Rank] = field(metadata={"min_len": 1})
-    task: str | None = None  # a @task function, "module:function"
-    command: str | None = None  # or a shell command line: python train.py --lr {lr} --out {outdir}
+    task: str | None = field(default=None, metadata=nonempty())  # a @task function, "module:function"
+    command: str | None = field(default=None, metadata=nonempty())  # or a shell command line: python train.py --lr {lr} --out {outdir}
     version: int = field(default=1, metadata=positive())  # a command's code version: bump it when the program changes
     name: str | None = None  # default: the file's stem
     defaults: dict = field(default_factory=dict)
