@@ -146,6 +146,7 @@ def test_list_dry_run_and_bad_config(project):
         ({"data": {"families": []}}, "data.families: needs at least 1 entry"),  # its data task failed: nothing to stack
         ({"stages": [{"name": " ", "buckets": [8], "epochs": 1}]}, "stages[0].name: must not be empty"),
         ({"store_root": ""}, "store_root: must not be empty"),
+        ({"stages": [{"name": "a", "buckets": [8], "epochs": 1, "card": ""}]}, "stages[0].card: must not be empty"),  # had run on the command's card
         ({"data": {"seed": -1}}, "data.seed: must be >= 0, got -1"),
         ({"stages": [{"name": "a", "buckets": [8], "epochs": 1, "batchsize": 4}]}, "stages[0].batchsize: unknown key"),
         ({"stages": [{"name": "a", "buckets": [8], "epochs": 1, "card": "nope.yaml"}]}, "stages[0].card: nope.yaml: no such file, card or Snakemake profile"),

@@ -41,7 +41,7 @@ class Stage:
     batch: int = field(default=32, metadata=positive())
     lr: float = field(default=3e-3, metadata=positive())
     walltime: Duration | None = None  # the stage is killed after it: 90, 30m, 1h30m, HH:MM:SS
-    card: str | None = None  # executor card (path or name) for this stage (default: the command's card)
+    card: str | None = field(default=None, metadata=nonempty())  # executor card (path or name) for this stage (default: the command's card)
 
     def check(self, bad):
         for b in self.buckets:
