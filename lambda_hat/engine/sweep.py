@@ -107,7 +107,10 @@ class SweepFile:
                 bad(f"plot_names.{k}", f"unknown plot; allowed: {', '.join(PLOTS)}")
             if not isinstance(v, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+\.png", v):
                 bad(f"plot_names.{k}", f"expected a file name ending in .png, got {v!r}")
-        for v in self.env.values():
+        for k, v in self.env.items():
+            # os.environ and subprocess refuse these when the task starts: every task then failed
+            if not isinstance(k, str) or not k or "=" in k or "\0" in k:
+                bad("env", f"{k!r} is not an environment variable name (not empty, no '=')")
             if not isinstance(v, (str, int, float)):
                 bad("env", f"values must be strings or numbers, got {v!r}")
 

@@ -85,6 +85,9 @@ def test_expansion_order_dedup_and_full_config(project):
         ({"replicates": None, "seeds": [0, -1]}, "seeds[1]: must be >= 0, got -1"),
         ({"replicates": None, "seeds": [2**31]}, "seeds[0]: must be < 2147483648, got 2147483648"),
         ({"replicats": 2}, "replicats: unknown key; allowed keys: rank_by, task, command, version"),
+        # had failed every task when it started (ValueError: illegal environment variable name)
+        ({"env": {"A=B": 1}}, "env: 'A=B' is not an environment variable name"),
+        ({"env": {"": 1}}, "env: '' is not an environment variable name"),
         # "" had been taken for no name (the file's stem), ".." wrote the tables into results_root's parent
         ({"name": ""}, "name: '': use letters, digits"),
         ({"name": ".."}, "name: '..': use letters, digits"),
