@@ -71,10 +71,10 @@ def _duration(value, flag: str):
         _fail(e)
 
 
-def _overrides(args) -> tuple[str, ...]:
+def _overrides(args, example: str) -> tuple[str, ...]:
     for a in args:
         if "=" not in a and not a.startswith("~"):
-            _fail(InputError(f"unexpected argument {a!r}: overrides are KEY=VALUE (or ~KEY to remove one), e.g. samplers.0.overrides.draws=100"))
+            _fail(InputError(f"unexpected argument {a!r}: overrides are KEY=VALUE (or ~KEY to remove one), e.g. {example}"))
     return tuple(args)
 
 
@@ -138,7 +138,7 @@ def _command(wf) -> click.Command:
                 return
             opts = Options(
                 force=common["force"], forcerun=common["forcerun"], until=common["until"], omit_from=common["omit_from"], dry_run=common["dry_run"], timeout=_duration(common["timeout"], "--timeout"),
-                budget=_duration(extra.pop("budget", None), "--budget"), overrides=_overrides(overrides), track=_track(common["track"]), extra=extra,
+                budget=_duration(extra.pop("budget", None), "--budget"), overrides=_overrides(overrides, wf.example), track=_track(common["track"]), extra=extra,
                 show_config=common["cfg"] is not None, print_commands=common["print_commands"], graph=common["graph"], quiet=common["quiet"],
                 failed_logs=common["failed_logs"],
             )  # fmt: skip

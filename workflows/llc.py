@@ -17,7 +17,7 @@ from lambda_hat.engine.typed import InputError, plain
 from lambda_hat.engine.workflow import Options, Workflow, write_table
 from lambda_hat.llc import checks, gallery, trajectory
 from lambda_hat.llc.config import Plan, identity
-from lambda_hat.llc.experiments import data_name, load_plan
+from lambda_hat.llc.experiments import EXAMPLE, data_name, load_plan
 
 TARGETS, RUNS, DIAG = "targets", "llc", "diag"
 RESULTS = Path("results")
@@ -276,6 +276,7 @@ class LLC(Workflow):
     file_keys = ("targets",)
     config_file = "config/experiments.yaml"
     config_help = "Experiments file: targets × samplers, or a results/retry.yaml."
+    example = EXAMPLE
     timeout_help = "; overrides task_timeout"
     lists_failures = True
 

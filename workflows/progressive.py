@@ -13,7 +13,7 @@ from lambda_hat.engine.store import Store, read_json, tmp_path
 from lambda_hat.engine.tasks import Status, Task, reported
 from lambda_hat.engine.typed import InputError, plain
 from lambda_hat.engine.workflow import Options, Workflow
-from lambda_hat.studies.progressive.study import Progressive, est_memory_mb, load
+from lambda_hat.studies.progressive.study import EXAMPLE, Progressive, est_memory_mb, load
 
 DATA, STAGE = "lap_data", "stage"
 
@@ -168,6 +168,7 @@ class ProgressiveWorkflow(Workflow):
     file_keys = ("stages",)
     config_file = "config/progressive.yaml"
     config_help = "Stages file."
+    example = EXAMPLE
     noun = "stages"
     timeout_help = "; overrides each stage's walltime"
 

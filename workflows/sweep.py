@@ -9,7 +9,7 @@ import click
 
 from lambda_hat.engine.runner import Summary
 from lambda_hat.engine.store import Store, read_json, write_json
-from lambda_hat.engine.sweep import Experiment, Sweep, flat_row, load_sweep, record, select, table
+from lambda_hat.engine.sweep import EXAMPLE, Experiment, Sweep, flat_row, load_sweep, record, select, table
 from lambda_hat.engine.tasks import Status, Task
 from lambda_hat.engine.typed import InputError
 from lambda_hat.engine.workflow import Options, Workflow, write_table
@@ -82,6 +82,7 @@ class SweepWorkflow(Workflow):
     name = "sweep"
     file_keys = ("rank_by",)
     config_help = "SWEEP_FILE"
+    example = EXAMPLE
     noun = "experiments"
     timeout_help = " (it is reported as timeout)"
 

@@ -275,7 +275,7 @@ def load_card(path: Path | None, sets: tuple[str, ...] = (), snakemake: dict | N
         default = Path("parsl_cards/local.yaml")
         raw, where = (load_yaml(default), str(default)) if default.is_file() else ({}, "<default local card>")
     sets = tuple(_flat_set(s) for s in sets)
-    raw = apply_overrides(raw or {}, sets, where, "--set")
+    raw = apply_overrides(raw or {}, sets, where, "--set", example="provider.partition=debug")
     raw = canonical(Card, raw, where)
     if isinstance(raw, dict) and isinstance(raw.get("provider"), dict) and raw["provider"].get("type") == "slurm":
         raw.setdefault("executor", "htex")  # SLURM blocks run HTEX workers: an original flat card names no executor

@@ -210,9 +210,12 @@ def _wandb_sweep(raw, where: str):
     return {**raw, **({"grid": grid} if grid else {}), **({"defaults": defaults} if defaults else {})}
 
 
+EXAMPLE = "defaults.lr=0.01"  # an override, for the messages on a malformed one
+
+
 def load_sweep(path: Path, overrides: tuple[str, ...] = ()) -> Sweep:
     where = str(path)
-    raw = _wandb_sweep(apply_overrides(load_yaml(path), overrides, where, several=_in_grid), where)
+    raw = _wandb_sweep(apply_overrides(load_yaml(path), overrides, where, several=_in_grid, example=EXAMPLE), where)
     # a list or a string (a CSV given by mistake) is left to build's "expected a mapping"
     for i, r in enumerate((raw.get("rank_by") if isinstance(raw, dict) else None) or []):
         # W&B's {name: …} alone means minimize there and max here: not guessed either way

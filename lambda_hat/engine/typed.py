@@ -222,7 +222,7 @@ def _hydra_equivalent(key: str) -> str:
     return "lambda-hat has no Hydra runtime to configure (its options: --help)"
 
 
-def apply_overrides(raw, pairs, where: str, flag: str = "override", route=None, several=None):
+def apply_overrides(raw, pairs, where: str, flag: str = "override", route=None, several=None, example: str = "KEY=VALUE"):
     """Hydra-style KEY=VALUE on plain YAML data: dotted keys, list indices (samplers.0.draws=100),
     values parsed as YAML. Missing mapping keys are created (validation judges them later), so
     Hydra's +KEY=VALUE (add) and ++KEY=VALUE (add or override) set the key as KEY=VALUE does; the
@@ -231,12 +231,13 @@ def apply_overrides(raw, pairs, where: str, flag: str = "override", route=None, 
     if given, maps a key's parts to where the file keeps that value (a workflow's shorthands).
     several(key), if given, says where the file takes several values of that key, as a function
     of them: Hydra's a,b / range(…) sweep syntax is then an error naming it (as Hydra's own
-    without --multirun); None for a key whose value is only text (CUDA_VISIBLE_DEVICES=0,1)."""
+    without --multirun); None for a key whose value is only text (CUDA_VISIBLE_DEVICES=0,1).
+    example: a well-formed pair of this file, for the message on a malformed one."""
     raw = copy.deepcopy(raw) if raw is not None else {}
     for pair in pairs:
         remove, key, sep, text = split_pair(pair)
         if not key.strip() or not (sep or remove):
-            raise InputError(f"{flag} {pair!r}: expected KEY=VALUE (or ~KEY to remove it), e.g. samplers.0.overrides.draws=100")
+            raise InputError(f"{where}: {flag} {pair!r}: expected KEY=VALUE (or ~KEY to remove it), e.g. {example}")
         try:
             value = read_yaml(text) if text else ""
         except yaml.YAMLError:

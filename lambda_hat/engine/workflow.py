@@ -55,6 +55,7 @@ class Workflow:
     file_keys: tuple[str, ...] = ()  # top-level keys that make a YAML file one of this workflow's
     config_file: str | None = None  # the --config default; None: the file is the command's argument
     config_help: str = ""  # --config's help, or the argument's metavar
+    example: str = "KEY=VALUE"  # an override of its file, for the messages on a malformed one
     noun: str = "tasks"  # what its tasks are called in help and messages
     timeout_help: str = ""  # more for --timeout's help
     lists_failures = False  # finish() names every failed row itself: the engine does not repeat them
@@ -169,7 +170,11 @@ def named_ids(tasks: list[Task], names: tuple[str, ...], flag: str) -> set[str]:
     """The IDs of the tasks NAMES (comma-separated or repeated) call by any of names_of."""
     from lambda_hat.engine.typed import InputError
 
-    wanted = {n.strip() for name in names for n in name.split(",") if n.strip()}
+    pieces = [n.strip() for name in names for n in name.split(",")]
+    wanted = set(pieces)
+    if "" in wanted:  # `-U ''` had run nothing and `-R ''` everything as cached, both with exit 0
+        given = next(name for name in names if "" in (n.strip() for n in name.split(",")))
+        raise InputError(f"{flag} {given!r}: an empty name; give a task function, label, sampler, target, stage or experiment (comma-separated)")
     for n in sorted(wanted):
         if not any(n in names_of(t) for t in tasks):
             some = ", ".join([*dict.fromkeys(map(rule, tasks)), *sorted({t.label.split(" ", 1)[-1].split("@")[0] for t in tasks})][:8])

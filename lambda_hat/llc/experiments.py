@@ -581,6 +581,7 @@ def _entry_route(raw, parts: list[str]) -> list[str]:
     return parts
 
 
+EXAMPLE = "samplers.0.overrides.draws=100"  # an override, for the messages on a malformed one
 _SWEPT = "\0multirun"  # marks an entry to copy, through apply_overrides' deep copy
 
 
@@ -597,7 +598,7 @@ def _overrides(raw, overrides: tuple[str, ...], where: str, multirun: bool):
         return bool(sep) and not remove and _entry_key(key.strip().split(".")) and sweep_values(text, f"{where}: override {pair!r}") is None
 
     first = [p for p in overrides if sets_entry(p)]
-    raw, overrides = _sampler_entries(apply_overrides(raw, first, where, route=_entry_route), where), [p for p in overrides if p not in first]
+    raw, overrides = _sampler_entries(apply_overrides(raw, first, where, route=_entry_route, example=EXAMPLE), where), [p for p in overrides if p not in first]
     plain_pairs, marked = [], {}
     for pair in overrides:
         remove, key, _, text = split_pair(pair)
@@ -623,7 +624,7 @@ def _overrides(raw, overrides: tuple[str, ...], where: str, multirun: bool):
             )
         tag = entry.setdefault(_SWEPT, len(marked))
         marked.setdefault(tag, []).append((".".join(parts[n:]), values))
-    raw = apply_overrides(raw, plain_pairs, where, route=_entry_route)
+    raw = apply_overrides(raw, plain_pairs, where, route=_entry_route, example=EXAMPLE)
     found, copies = set(), {}  # copies: "samplers[1]" → what it is a copy of, for errors (_copy_error)
 
     def expand(entries, at: str):

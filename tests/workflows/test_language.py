@@ -1072,6 +1072,9 @@ def test_snakemake_omit_from_and_directory(project, tmp_path):
     assert r.stdout.count("done") == 3 and "(new)" in r.stdout  # DIR's store: the targets trained above
     for flags, msg in (
         (["-O", "nuts"], "--omit-from nuts: names no task"),
+        # an empty name had left -R and -O without effect and made -U run nothing, all with exit 0
+        (["-U", ""], "--until '': an empty name; give a task function"),
+        (["-R", "hmc,"], "--forcerun 'hmc,': an empty name; give a task function"),
         (["-d", str(tmp_path / "missing")], f"--directory {tmp_path / 'missing'}: no such file"),
     ):
         r = cli("workflow", "llc", "-n", *flags, cwd=project)
@@ -1242,6 +1245,26 @@ def test_overrides_of_a_preset_chosen_by_name(project):
         r = cli("workflow", "llc", "--local", *bad, cwd=project)
         assert r.returncode == 2 and msg in r.stderr and len(r.stderr.strip().splitlines()) == 1, (bad, r.stderr)
     assert not (project / "runs").exists() and not (project / "results").exists()
+
+
+def test_a_malformed_override_names_the_file_and_shows_one_of_its_own():
+    """A pair that is no KEY=VALUE is an error naming the file it was to change, with an example
+    of that file's keys (a card's for --set), not the experiments file's for every workflow."""
+    from lambda_hat.engine.sweep import load_sweep
+    from lambda_hat.studies.progressive.study import load
+
+    card = ROOT / "lambda_hat/parsl_cards/local.yaml"
+    for bad in ("=3", "draws", " =1"):
+        for loader, path, example in (
+            (load_plan, ROOT / "config/experiments.yaml", "samplers.0.overrides.draws=100"),
+            (load_sweep, ROOT / "config/sweeps/blobs.yaml", "defaults.lr=0.01"),
+            (load, ROOT / "config/progressive.yaml", "stages.1.epochs=5"),
+            (load_card, card, "provider.partition=debug"),
+        ):
+            flag = "--set" if loader is load_card else "override"
+            with pytest.raises(InputError) as e:
+                loader(path, (bad,))
+            assert str(e.value) == f"{path}: {flag} {bad!r}: expected KEY=VALUE (or ~KEY to remove it), e.g. {example}"
 
 
 def test_overrides_on_sweep_and_progressive(project):

@@ -75,8 +75,11 @@ def _one_chain(key: str):
     return lambda values: "a progressive run trains one chain of stages: run it once per value"
 
 
+EXAMPLE = "stages.1.epochs=5"  # an override, for the messages on a malformed one
+
+
 def load(path: Path, overrides: tuple[str, ...] = ()) -> Progressive:
-    cfg = build(Progressive, apply_overrides(load_yaml(path), overrides, str(path), several=_one_chain), str(path))
+    cfg = build(Progressive, apply_overrides(load_yaml(path), overrides, str(path), several=_one_chain, example=EXAMPLE), str(path))
     for i, s in enumerate(cfg.stages):  # the card itself is validated when the tasks are built
         if s.card:
             find_card(s.card, f"{path}: stages[{i}].card:")
