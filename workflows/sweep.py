@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import re
+from collections import Counter
 from pathlib import Path
 
 import click
@@ -59,13 +62,27 @@ def records(sweep: Sweep, store: Store, outcomes: dict | None = None, ts: dict[s
     return out
 
 
+def record_files(names: list[str]) -> dict[str, str]:
+    """The file name of each experiment's record: NAME.json, or where NAME is no file name of its
+    own (a '/' or NUL in it, past 200 bytes, or equal to another's but for case, as macOS's file
+    system sees it) NAME made one, plus a hash of NAME: two experiments never share a file."""
+    stems = {n: re.sub(r"[/\0]", "_", n).encode()[:200].decode(errors="ignore") for n in names}
+    folded = Counter(s.casefold() for n, s in stems.items() if s == n)  # a changed name is hashed anyway
+    return {n: f"{s}.json" if s == n and folded[s.casefold()] == 1 else f"{s}-{hashlib.sha256(n.encode()).hexdigest()[:8]}.json" for n, s in stems.items()}
+
+
 def write_records(sweep: Sweep, recs: list[dict]) -> None:
     """experiments/<name>.json per experiment that has a result."""
     d = sweep.results / "experiments"
     d.mkdir(parents=True, exist_ok=True)
+    files = record_files([r["experiment_id"] for r in recs])
+    kept = {files[r["experiment_id"]] for r in recs if r["status"] != Status.MISSING}
+    for p in d.glob("*.json"):  # an experiment no longer in the file, or under its old file name
+        if p.name not in kept:
+            p.unlink()
     for r in recs:
         if r["status"] != Status.MISSING:
-            path = d / f"{r['experiment_id'].replace('/', '_')}.json"
+            path = d / files[r["experiment_id"]]
             if read_json(path) != r:
                 write_json(path, r)
 

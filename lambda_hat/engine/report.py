@@ -7,6 +7,7 @@ import math
 import os
 import re
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 import pandas as pd
@@ -175,6 +176,7 @@ def _plots(df: pd.DataFrame, factors: list[str], rank_by, out: Path, line_plots,
         fig.savefig(out / names["efficiency_scatter"], dpi=90)
         plt.close(fig)
         written.append(names["efficiency_scatter"])
+    line_names = line_plot_files(line_plots)
     for i, lp in enumerate(line_plots):
         d = done.dropna(subset=[c for c in (lp.x, lp.y) if c in done.columns]) if {lp.x, lp.y} <= set(done.columns) else done.iloc[:0]
         if not len(d):
@@ -195,7 +197,7 @@ def _plots(df: pd.DataFrame, factors: list[str], rank_by, out: Path, line_plots,
             if lp.by:
                 ax.legend(fontsize=6)
         fig.tight_layout()
-        name = f"{lp.y}_vs_{lp.x}.png"
+        name = line_names[i]
         fig.savefig(out / name, dpi=90)
         plt.close(fig)
         written.append(name)
@@ -212,6 +214,22 @@ def _plots(df: pd.DataFrame, factors: list[str], rank_by, out: Path, line_plots,
         plt.close(fig)
         written.append(names["time"])
     return written
+
+
+def line_plot_files(line_plots) -> list[str]:
+    """Y_vs_X.png per line plot; _by_BY, _per_FACET and _log where two plot the same y against the
+    same x, -2, -3 … where they are still alike. A character other than a letter, digit or . = + -
+    ('/' of a W&B metric such as val/loss, a space) is '_': the name is a file name and a link."""
+
+    def safe(text: str) -> str:
+        return re.sub(r"[^\w.=+-]", "_", text)[:100]
+
+    base = [safe(f"{lp.y}_vs_{lp.x}") for lp in line_plots]
+    names = [
+        b + (f"_by_{safe(lp.by)}" if lp.by else "") + (f"_per_{safe(lp.facet)}" if lp.facet else "") + ("_log" if lp.log_y else "") if base.count(b) > 1 else b
+        for b, lp in zip(base, line_plots)
+    ]
+    return [n + (f"-{names[:i].count(n) + 1}" if names[:i].count(n) else "") + ".png" for i, n in enumerate(names)]
 
 
 def build(sweep, rows: list[dict], out: Path | None = None, plots: bool = True, note: str = "") -> Path:
@@ -301,7 +319,7 @@ def build(sweep, rows: list[dict], out: Path | None = None, plots: bool = True, 
     if len(bad):
         lines += ["## Not finished", "", _md(bad[["experiment_id", "status", "error"]]), ""]
     if plots:
-        lines += ["## Plots", "", *[f"![{p}](plots/{p})" for p in plots], ""]
+        lines += ["## Plots", "", *[f"![{p}](plots/{quote(p)})" for p in plots], ""]
     summary = out / SUMMARY
     _atomic(summary, lambda p: Path(p).write_text("\n".join(lines)))
     _atomic(out / "index.html", lambda p: Path(p).write_text(page(sweep, df, plots, note)))
@@ -326,7 +344,7 @@ def page(sweep, df: pd.DataFrame, plots: list[str], note: str = "") -> str:
     intro = f"{sweep.path.name} (task {sweep.spec.task or sweep.spec.command}): {len(df)} experiments, {counts}. Ranked by {ranking}. {note}"
     cols = [c for c in df.columns if c not in ("task_id", "timestamp", "code_version", "project_version")]
     table = df[cols].astype(object).map(_num).to_html(index=False, border=0, escape=True)
-    imgs = "\n".join(f"<h3>{html.escape(p)}</h3><img src='plots/{html.escape(p)}' alt='{html.escape(p)}'>" for p in plots)
+    imgs = "\n".join(f"<h3>{html.escape(p)}</h3><img src='plots/{html.escape(quote(p))}' alt='{html.escape(p)}'>" for p in plots)
     return (
         f"<!doctype html><meta charset='utf-8'><title>sweep {html.escape(sweep.name)}</title><style>{STYLE}</style>\n"
         f"<h1>Sweep {html.escape(sweep.name)}</h1>\n<p>{html.escape(intro)} "

@@ -380,6 +380,59 @@ def test_run_report_numbers_match_json_and_failure_isolated(project):
         assert r.returncode == 2 and msg in r.stderr and len(r.stderr.strip().splitlines()) == 1, (args, r.stderr)
 
 
+def test_every_experiment_and_plot_gets_its_own_file(project):
+    """Experiment names that are no file name of their own ('/', past 255 bytes, alike but for
+    case as macOS sees them) each get their own record; a W&B metric name with '/' is a line
+    plot's y; two line plots of the same y and x are two files. Each had lost a file: the name
+    too long and the metric's '/' ended the sweep in a traceback, a/b overwrote a_b's record, the
+    second plot the first."""
+    import sys
+
+    metrics = "json.dump({{'val/loss': len(sys.argv[1]), 'score': 1}}, open(sys.argv[2] + '/metrics.json', 'w'))"
+    values = ["a/b", "a_b", "A_B", "x" * 300]
+    doc = {
+        "command": f'{sys.executable} -c "import json, sys; {metrics}" {{tag}} {{outdir}}',
+        "rank_by": [{"metric": "val/loss", "goal": "min"}],
+        "grid": {"tag": values, "w": [1, 2]},
+        "line_plots": [{"x": "w", "y": "val/loss", "by": "tag"}, {"x": "w", "y": "val/loss", "log_y": True}, {"x": "w", "y": "score"}],
+    }
+    p = sweep_file(project, doc)
+    r = cli("workflow", "sweep", str(p), "--local", cwd=project)
+    assert r.returncode == 0 and "8 done" in r.stdout, r.stdout + r.stderr
+    out = project / "results/sweeps/toy"
+
+    def records():
+        recs = {json.loads(f.read_text())["experiment_id"]: json.loads(f.read_text()) for f in (out / "experiments").glob("*.json")}
+        assert len(recs) == len(list((out / "experiments").iterdir()))
+        return recs
+
+    recs = records()
+    assert set(recs) == {f"tag={v},w={w}" for v in values for w in (1, 2)}
+    assert all(rec["metrics"]["val/loss"] == len(rec["config"]["tag"]) for rec in recs.values())
+    assert (out / "experiments/tag=x,w=1.json").exists() is False and len({f.name.casefold() for f in (out / "experiments").iterdir()}) == 8
+    plots = sorted(f.name for f in (out / "plots").iterdir())
+    assert plots == sorted(["metric_per_factor.png", "time.png", "val_loss_vs_w_by_tag.png", "val_loss_vs_w_log.png", "score_vs_w.png"])
+    page = (out / "index.html").read_text()
+    assert all(f"src='plots/{name}'" in page for name in plots)
+    # the records follow the file: one left out of the grid, its record goes; a_b is a name of its own again
+    doc["grid"]["tag"] = ["a/b", "a_b"]
+    sweep_file(project, doc)
+    r = cli("report", str(p), cwd=project)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert set(records()) == {f"tag={v},w={w}" for v in ("a/b", "a_b") for w in (1, 2)}
+    assert (out / "experiments/tag=a_b,w=1.json").exists()
+
+
+def test_bad_plot_names_are_one_line_errors(project):
+    p = sweep_file(project, {**TOY, "plot_names": {"time": "metric_per_factor.png"}})
+    with pytest.raises(InputError, match=r"plot_names\.time: 'metric_per_factor.png' is also the file of plot metric_per_factor; give each its own$"):
+        load_sweep(p)
+    p = sweep_file(project, {**TOY, "plot_names": {"time": "a.png", "efficiency_scatter": "A.png"}})
+    with pytest.raises(InputError, match="is also the file of plot"):
+        load_sweep(p)
+    assert load_sweep(sweep_file(project, {**TOY, "plot_names": {"time": "a.png", "efficiency_scatter": "b.png"}})).spec.plot_names["time"] == "a.png"
+
+
 def test_plots_of_a_large_sweep_stay_readable(tmp_path):
     """Thousands of experiments: the time plot bars the slowest NAMED (it had a bar each: 3 000
     made a 540 × 67 608 image, 1e5 would need gigabytes), the scatter names none, a factor's axis
