@@ -155,6 +155,12 @@ def test_list_dry_run_and_bad_config(project):
         write_config(p, {**SMALL, **change})
         r = cli("workflow", "progressive", "--local", cwd=project)
         assert r.returncode == 2 and msg in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    from lambda_hat.engine.typed import InputError
+    from lambda_hat.studies.progressive.study import load
+
+    # a family twice had doubled its instances, where n_train counts them per family
+    with pytest.raises(InputError, match=r"data\.families: 'lowrank' is listed twice; list each family once$"):
+        load(write_config(p, {**SMALL, "data": {"families": ["lowrank", "uniform", "lowrank"]}}))
     write_config(p, SMALL)
     r = cli("workflow", "progressive", "--stages", "s99", "--dry-run", cwd=project)
     assert r.returncode == 2 and "--stages s99: no such stage; stages: s16, s32" in r.stderr

@@ -26,6 +26,11 @@ class DataCfg:
     n_val: int = field(default=8, metadata=positive())
     seed: int = field(default=0, metadata=seed_range())
 
+    def check(self, bad):
+        twice = sorted({f for f in self.families if self.families.count(f) > 1})
+        if twice:  # it would double that family's instances, where n_train is per family
+            bad("families", f"{twice[0]!r} is listed twice; list each family once")
+
 
 @dataclass(frozen=True)
 class ModelCfg:
