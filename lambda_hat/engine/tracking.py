@@ -138,6 +138,25 @@ def experiment_name(rec: dict, default: str | None = None) -> str:
     return rec["label"].split("/", 1)[0] if rec["kind"] == "sweep" else f"lambda-hat-{rec['kind']}"
 
 
+def mlflow_keys(values: dict) -> dict:
+    """The names MLflow takes: a character other than a letter, digit or _ - . space : / is '_',
+    so is an empty, . or .. piece between slashes (MLflow refuses them: one such metric of a task,
+    acc@1, had kept the whole sweep out); a name changed into one already there gets _2, _3 …"""
+
+    def key(k) -> str:
+        return "/".join(p if p.strip(".") else "_" for p in re.sub(r"[^/\w.\- :]", "_", str(k)).split("/"))[:250]
+
+    out = {str(k): v for k, v in values.items() if key(k) == str(k)}
+    for k, v in values.items():
+        if key(k) != str(k):
+            new, n = key(k), 1
+            while new in out:
+                n += 1
+                new = f"{key(k)}_{n}"
+            out[new] = v
+    return out
+
+
 class MLflow:
     def __init__(self, uri: str | None = None):
         self.uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or "mlruns"
@@ -188,11 +207,11 @@ class MLflow:
         )
         rid = run.info.run_id
         at = rec["finished"] or 0
-        params = [E.Param(k[:250], str(v)[:6000]) for k, v in rec["params"].items()]
-        metrics = [E.Metric(k, v, at, 0) for k, v in rec["metrics"].items()]
+        params = [E.Param(k, str(v)[:6000]) for k, v in mlflow_keys(rec["params"]).items()]
+        metrics = [E.Metric(k, v, at, 0) for k, v in mlflow_keys(rec["metrics"]).items()]
         for i, row in enumerate(rec["history"]):
             step = int(row.get("epoch", i))
-            metrics += [E.Metric(f"history/{k}", v, at, step) for k, v in row.items() if k != "epoch" and math.isfinite(v)]
+            metrics += [E.Metric(f"history/{k}", v, at, step) for k, v in mlflow_keys(row).items() if k != "epoch" and math.isfinite(v)]
         for i in range(0, len(params), 100):  # MLflow's batch limits: 100 params, 1 000 metrics
             self.client.log_batch(rid, params=params[i : i + 100])
         for i in range(0, len(metrics), 1000):

@@ -148,19 +148,21 @@ lr, out = float(sys.argv[1]), sys.argv[2]
 if lr == 0.5:  # a failed experiment's metrics.json that is not a JSON object
     open(out + "/metrics.json", "w").write("[1, 2]")
     sys.exit(0)
-json.dump({"score": lr, "note": "text", "curve": [lr, 1]}, open(out + "/metrics.json", "w"))
-open(out + "/history.csv", "w").write("epoch,loss,phase\\n0,1.0,warmup\\n1,0.5,main\\n")
+json.dump({"score": lr, "note": "text", "curve": [lr, 1], "acc@1": lr, "acc_1": 2 * lr, "val/loss": 3 * lr}, open(out + "/metrics.json", "w"))
+open(out + "/history.csv", "w").write("epoch,loss,phase,top@5\\n0,1.0,warmup,0.1\\n1,0.5,main,0.2\\n")
 """
 
 
 def test_export_takes_what_a_program_wrote(project):
     """A command's metrics of any shape and a history.csv with text columns: the numbers are logged,
-    the rest left out, a failed experiment's odd metrics.json skipped; export never stops on them."""
+    the rest left out, a failed experiment's odd metrics.json skipped; export never stops on them.
+    A name MLflow refuses (acc@1, a factor opt@x) is logged with '_' (it had kept every run out)."""
     (project / "shapes.py").write_text(SHAPES)
     import sys
 
     sweep = write_config(
-        project / "s.yaml", {"command": f"{sys.executable} shapes.py {{lr}} {{outdir}}", "rank_by": [{"metric": "score"}], "grid": {"lr": [0.1, 0.5]}}
+        project / "s.yaml",
+        {"command": f"{sys.executable} shapes.py {{lr}} {{outdir}}", "rank_by": [{"metric": "score"}], "grid": {"lr": [0.1, 0.5], "opt@x": [1]}},
     )
     r = cli("workflow", "sweep", str(sweep), "--local", cwd=project)
     assert r.returncode == 1 and "1 done, 0 reused, 1 failed" in r.stdout, r.stdout + r.stderr
@@ -170,6 +172,9 @@ def test_export_takes_what_a_program_wrote(project):
     assert runs[0.1].data.metrics["score"] == 0.1 and "note" not in runs[0.1].data.metrics and "curve" not in runs[0.1].data.metrics
     client = mlflow_client(project)
     assert sorted((m.step, m.value) for m in client.get_metric_history(runs[0.1].info.run_id, "history/loss")) == [(0, 1.0), (1, 0.5)]
+    assert sorted((m.step, m.value) for m in client.get_metric_history(runs[0.1].info.run_id, "history/top_5")) == [(0, 0.1), (1, 0.2)]
+    metrics = runs[0.1].data.metrics  # a name that MLflow takes keeps it; a changed one that meets it gets _2
+    assert (metrics["acc_1"], metrics["acc_1_2"], metrics["val/loss"]) == pytest.approx((0.2, 0.1, 0.3)) and runs[0.1].data.params["opt_x"] == "1"
     assert runs[0.5].data.tags["lambda_hat.status"] == "failed" and runs[0.5].data.metrics == {}
     # a file: URI in either spelling is MLflow's file store there (file:/x was once a directory "file:/x"
     # under the project), which lambda-hat opts into itself (MLflow 3 refused file:///x without it)
