@@ -39,6 +39,8 @@ class Provider:
             bad("type", "partition/account/qos need type: slurm")
         if self.min_blocks > self.max_blocks:
             bad("min_blocks", f"must be <= max_blocks ({self.max_blocks})")
+        if self.init_blocks > self.max_blocks:  # Parsl submits init_blocks jobs at start, whatever max_blocks says
+            bad("init_blocks", f"must be <= max_blocks ({self.max_blocks})")
 
 
 @dataclass(frozen=True)
@@ -275,7 +277,7 @@ def load_card(path: Path | None, sets: tuple[str, ...] = (), snakemake: dict | N
         default = Path("parsl_cards/local.yaml")
         raw, where = (load_yaml(default), str(default)) if default.is_file() else ({}, "<default local card>")
     sets = tuple(_flat_set(s) for s in sets)
-    raw = apply_overrides(raw or {}, sets, where, "--set", example="provider.partition=debug")
+    raw = apply_overrides({} if raw is None else raw, sets, where, "--set", example="provider.partition=debug")  # [] stays: "expected a mapping"
     raw = canonical(Card, raw, where)
     if isinstance(raw, dict) and isinstance(raw.get("provider"), dict) and raw["provider"].get("type") == "slurm":
         raw.setdefault("executor", "htex")  # SLURM blocks run HTEX workers: an original flat card names no executor

@@ -27,6 +27,23 @@ def test_a100_card_binds_one_gpu_per_worker(tmp_path):
     assert ex.max_workers_per_node == 2 and list(ex.available_accelerators) == ["0", "1"]
 
 
+def test_a_card_that_parsl_would_misread_is_an_error(tmp_path):
+    """init_blocks over max_blocks (Parsl submits init_blocks jobs at start, whatever max_blocks
+    says) and a card that is a list had been taken: the list as the default local card."""
+    from lambda_hat.engine.typed import InputError
+
+    a100 = ROOT / "parsl_cards/slurm/a100.yaml"
+    with pytest.raises(InputError, match=r"a100.yaml with --set provider.init_blocks=3: provider.init_blocks: must be <= max_blocks \(2\)$"):
+        load_card(a100, ("provider.init_blocks=3",))
+    assert load_card(a100, ("provider.init_blocks=2",)).provider.init_blocks == 2
+    for text in ("[]", "- executor: htex", "5"):
+        (tmp_path / "card.yaml").write_text(text)
+        with pytest.raises(InputError, match=r"card.yaml: <top>: expected a mapping"):
+            load_card(tmp_path / "card.yaml")
+    (tmp_path / "card.yaml").write_text("")  # an empty card: every field its default
+    assert load_card(tmp_path / "card.yaml").executor == "threads"
+
+
 def test_local_default_without_card_file(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     card = load_card(None)
