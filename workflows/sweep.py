@@ -23,7 +23,7 @@ KIND = "sweep"
 def tasks(sweep: Sweep, experiments: list[Experiment], timeout: float | None) -> dict[str, Task]:
     """A task per experiment, by name; its ID covers the task (or command), its code version,
     its config and the IDs of the tasks it needs."""
-    env = {k: str(v) for k, v in sweep.spec.env.items()}
+    env = sweep.spec.environment
     timeout = timeout or sweep.spec.task_timeout
     s = sweep.spec
     return {

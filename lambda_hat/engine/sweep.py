@@ -118,8 +118,13 @@ class SweepFile:
             # os.environ and subprocess refuse these when the task starts: every task then failed
             if not isinstance(k, str) or not k or "=" in k or "\0" in k:
                 bad("env", f"{k!r} is not an environment variable name (not empty, no '=')")
-            if not isinstance(v, (str, int, float)):
-                bad("env", f"values must be strings or numbers, got {v!r}")
+            if not isinstance(v, (str, int, float)) or "\0" in str(v):
+                bad("env", f"values must be strings, numbers or true/false (no NUL), got {v!r}")
+
+    @property
+    def environment(self) -> dict[str, str]:
+        """env as the task processes get it: true/false as YAML writes them (Python's str: True)."""
+        return {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in self.env.items()}
 
 
 @dataclass(frozen=True)

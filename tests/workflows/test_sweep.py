@@ -88,6 +88,8 @@ def test_expansion_order_dedup_and_full_config(project):
         # had failed every task when it started (ValueError: illegal environment variable name)
         ({"env": {"A=B": 1}}, "env: 'A=B' is not an environment variable name"),
         ({"env": {"": 1}}, "env: '' is not an environment variable name"),
+        ({"env": {"A": "a\0b"}}, "env: values must be strings, numbers or true/false (no NUL), got 'a\\x00b'"),  # every task had failed at its start
+        ({"env": {"A": None}}, "env: values must be strings, numbers or true/false (no NUL), got None"),
         # "" had been taken for no name (the file's stem), ".." wrote the tables into results_root's parent
         ({"name": ""}, "name: '': use letters, digits"),
         ({"name": ".."}, "name: '..': use letters, digits"),
@@ -102,6 +104,15 @@ def test_bad_sweep_file_exit_2_nothing_written(project, change, message):
     assert len(err.splitlines()) == 1 and err.startswith("error: ") and "toy.yaml: " in err, err
     assert message in err, err
     assert not (project / "runs").exists() and not (project / "results").exists()
+
+
+def test_env_reaches_the_tasks_as_yaml_writes_it(project):
+    """true/false as YAML spells them (they had reached the tasks as Python's True/False)."""
+    from lambda_hat.workflows.sweep import tasks
+
+    sweep = load_sweep(sweep_file(project, {**TOY, "env": {"FLAG": True, "OFF": False, "N": 3, "LR": 1e-3, "S": "a b"}}))
+    want = {"FLAG": "true", "OFF": "false", "N": "3", "LR": "0.001", "S": "a b"}
+    assert sweep.spec.environment == want and all(t.env == want for t in tasks(sweep, sweep.experiments, None).values())
 
 
 def test_a_seed_in_the_grid_combos_or_defaults_is_the_experiments_own(project):
