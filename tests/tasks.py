@@ -50,6 +50,26 @@ def needs_absent(ctx, cfg: Plain):
     return {"value": cfg.value}
 
 
+@dataclass(frozen=True)
+class Returns:
+    what: str = "metrics"
+
+
+@task(Returns)
+def returns(ctx, cfg: Returns):
+    """What a task may hand back, right or wrong, by cfg.what."""
+    if cfg.what == "exits_quietly":  # a library's os._exit(0): no result at all
+        os._exit(0)
+    return {
+        "metrics": {"score": 1.0},
+        "none": None,
+        "list": [1, 2],
+        "tuple_key": {("a", 1): 2.0},
+        "nested_tuple_key": {"score": 1.0, "per_bucket": {(1, 2): 3}},
+        "efficiency_number": {"score": 1.0, "efficiency": 0.9},
+    }[cfg.what]
+
+
 @task(Plain)
 def boom(ctx, cfg: Plain):
     raise ValueError("boom: this task always fails")

@@ -294,6 +294,8 @@ def _run_child(spec: dict, workdir: Path, root: Path) -> tuple[Status, dict, str
             return Status.FAILED, {}, f"the command exited 0 but wrote {what} into {{outdir}} (expected a JSON object of metrics)"
         return Status.DONE, metrics, None
     if p.returncode == 0:
+        if not (workdir / "metrics.json").exists():  # os._exit(0): it had been a finished task with no metrics
+            return Status.FAILED, {}, "the task process exited with code 0 before the task returned (os._exit?)"
         return Status.DONE, read_json(workdir / "metrics.json") or {}, None
     err = read_json(workdir / "error.json")
     if err:
@@ -465,9 +467,12 @@ def execute(spec: dict, root: str, *dep_outcomes: Outcome) -> Outcome:
                 error, tb = _error(e)
                 status, metrics = Status.FAILED, {}
                 (tmp / "traceback.txt").write_text(tb)
-        manifest.update(status=status, finished=time.time(), walltime_sec=time.time() - t0, error=error)
         if metrics:
-            write_json(tmp / "metrics.json", metrics, sync=False)
+            try:
+                write_json(tmp / "metrics.json", metrics, sync=False)
+            except (TypeError, ValueError) as e:  # a thread task's metrics JSON cannot hold (a child's are JSON)
+                status, metrics, error = Status.FAILED, {}, f"its metrics are not JSON: {_error(e)[0]}"
+        manifest.update(status=status, finished=time.time(), walltime_sec=time.time() - t0, error=error)
         write_json(tmp / "manifest.json", manifest)  # last: its presence marks the directory finished
         store.commit(tmp, kind, tid)
         if status == Status.DONE:
@@ -495,13 +500,12 @@ def _child_main(workdir: str) -> None:
     wd = Path(workdir)
     spec = json.loads((wd / "task.json").read_text())
     try:
-        metrics = _call(spec, wd)
+        write_json(wd / "metrics.json", _call(spec, wd), sync=False)  # metrics that JSON cannot hold fail the task too
     except BaseException as e:
         msg, tb = _error(e)
         print(tb, file=sys.stderr)
         write_json(wd / "error.json", {"error": msg, "traceback": tb}, sync=False)
         sys.exit(1)
-    write_json(wd / "metrics.json", metrics, sync=False)
 
 
 # ---------------------------------------------------------------- running a DAG

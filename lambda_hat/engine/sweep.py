@@ -375,9 +375,10 @@ def record(sweep: Sweep, exp: Experiment, task_id: str, manifest: dict | None, m
     m = reported(manifest, outcome)
     status = m.get("status") or (outcome.status if outcome else Status.MISSING)
     error = m.get("error") if m else (outcome.error if outcome else None)
-    metrics = dict(metrics or {}) if status == Status.DONE else {}
+    metrics = dict(metrics) if status == Status.DONE and isinstance(metrics, dict) else {}
     eff = {k: metrics.pop(k, None) for k in EFFICIENCY}
-    eff.update(metrics.pop("efficiency", None) or {})  # a task's own efficiency measures
+    if isinstance(metrics.get("efficiency"), dict):  # a task's own efficiency measures; a number stays a metric
+        eff.update(metrics.pop("efficiency"))
     finished = m.get("finished")
     return {
         "experiment_id": exp.name,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Callable
@@ -123,7 +124,14 @@ def call(fn: Callable, ctx) -> dict:
     """Run a declared task function on ctx, its config validated as the runner does (tests, notebooks)."""
     from lambda_hat.engine.typed import build
 
-    return fn(ctx, build(fn.declared.config, ctx.config, "<task config>")) or {}
+    out = fn(ctx, build(fn.declared.config, ctx.config, "<task config>"))
+    if out is None:
+        return {}
+    if not isinstance(out, Mapping):  # a list had been stored as a finished task's metrics, and ended the table
+        raise TypeError(f"a task returns a mapping of metrics (or None), got {type(out).__name__}")
+    if bad := [k for k in out if not isinstance(k, str)]:
+        raise TypeError(f"metric names are strings, got {bad[0]!r}")
+    return dict(out)
 
 
 def version_of(ref: str, config: dict) -> str:

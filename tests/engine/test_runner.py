@@ -56,6 +56,42 @@ def test_reuse_failure_and_skipped_dependants(tmp_path):
     assert s3.outcomes[a.id].status == "done"
 
 
+@pytest.mark.parametrize("where", ["fork", "fresh", "thread"])
+def test_a_task_that_returns_no_metrics_mapping_fails(tmp_path, monkeypatch, where):
+    """A list, a metric name that is no string, a mapping JSON cannot hold, or no return at all
+    (os._exit(0)) fail the task with what is wrong. They had been finished tasks: the list's
+    metrics.json then ended the sweep's table in a traceback, os._exit(0) left a result with no
+    metrics, a tuple key ended the process with "exit code 1" (a thread task: the workflow)."""
+    monkeypatch.setenv("LAMBDA_HAT_FORK", "0" if where == "fresh" else "1")
+    whats = ["metrics", "none", "list", "tuple_key", "nested_tuple_key"] + (["exits_quietly"] if where != "thread" else [])
+    tasks = [Task("t", "tests.tasks:returns", {"what": w}, w, isolate=where != "thread") for w in whats]
+    s = run_tasks(tasks, tmp_path, CARD)
+    got = {o.label: (o.status, o.error) for o in s.outcomes.values()}
+    assert got.pop("metrics") == ("done", None) and got.pop("none") == ("done", None)
+    assert got.pop("list") == ("failed", "TypeError: a task returns a mapping of metrics (or None), got list")
+    assert got.pop("tuple_key") == ("failed", "TypeError: metric names are strings, got ('a', 1)")
+    status, error = got.pop("nested_tuple_key")
+    assert status == "failed" and "keys must be str" in error
+    if where != "thread":
+        assert got.pop("exits_quietly") == ("failed", "the task process exited with code 0 before the task returned (os._exit?)")
+    assert not got
+    assert json.loads((Store(tmp_path).dir("t", tasks[0].id) / "metrics.json").read_text()) == {"score": 1.0}
+
+
+def test_a_number_named_efficiency_is_a_metric(project):
+    """A task's `efficiency` mapping is reported as efficiency; a number of that name is a metric
+    (it had ended the sweep's table in a traceback: 'float' object is not iterable)."""
+    from conftest import write_config
+    from lambda_hat.engine.sweep import load_sweep
+    from lambda_hat.workflows.sweep import records
+
+    doc = {"task": "tests.tasks:returns", "rank_by": [{"metric": "score"}], "grid": {"what": ["efficiency_number", "metrics"]}}
+    sweep = load_sweep(write_config(project / "s.yaml", doc))
+    run_tasks([Task("sweep", "tests.tasks:returns", e.config, e.name) for e in sweep.experiments], project / "runs", CARD)
+    recs = {r["experiment_id"]: r for r in records(sweep, Store(project / "runs"))}
+    assert recs["what=efficiency_number"]["metrics"] == {"score": 1.0, "efficiency": 0.9} and recs["what=metrics"]["status"] == "done"
+
+
 @pytest.mark.parametrize("fork", ["1", "0"])
 def test_task_processes_get_their_own_environment(tmp_path, monkeypatch, fork):
     """Forked from the server that imported JAX before any task's JAX_* variables, or a fresh
