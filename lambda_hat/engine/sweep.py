@@ -327,6 +327,8 @@ def _check_command(command: str, cfg: dict, where: str, label: str) -> None:
             # not a name at all (a dict or set literal in inline code): a brace meant literally
             literal = "" if root.isidentifier() else " (write a literal brace as {{ or }})"
             fail(where, "command", f"{{{f}}} is not a key of experiment '{label}'{literal}; placeholders: {keys}")
+    if "outdir" not in (re.split(r"[.\[]", f, maxsplit=1)[0] for f in fields):  # it runs where the workflow was started
+        fail(where, "command", "no {outdir}: the command writes {outdir}/metrics.json, e.g. python train.py --lr {lr} --out {outdir}")
 
 
 def select(sweep: Sweep, only: tuple[str, ...], flag: str = "--only") -> list[Experiment]:

@@ -1110,7 +1110,7 @@ def test_snakemake_dag_rulegraph_and_quiet(project):
     assert "sweep: 2 done" in r.stdout
     _, _, text = dot("workflow", "sweep", "config/sweeps/toy.yaml", "--dag")
     assert text.count('style="rounded, dashed"') == 2
-    bad = {"command": "echo start; echo 'went wrong at {x}' >&2; exit 3", "rank_by": [{"metric": "score"}], "grid": {"x": [1, 2]}}
+    bad = {"command": "echo start; : {outdir}; echo 'went wrong at {x}' >&2; exit 3", "rank_by": [{"metric": "score"}], "grid": {"x": [1, 2]}}
     write_config(project / "config" / "sweeps" / "bad.yaml", bad)
     for flags in ([], ["-U", "bad/x=2"]):  # after the summary, or after --until's line
         r = cli("workflow", "sweep", "config/sweeps/bad.yaml", "-q", "--show-failed-logs", *flags, cwd=project)

@@ -72,6 +72,8 @@ def test_expansion_order_dedup_and_full_config(project):
         ({"task": "toy"}, "task: 'toy': expected 'module:function'"),
         ({"task": None, "command": ""}, "command: must not be empty"),  # had been a traceback (ValueError: Empty module name)
         ({"task": None, "command": " "}, "command: must not be empty"),
+        # it runs where the workflow was started: every experiment had failed after it ran
+        ({"task": None, "command": "python train.py --lr {lr}"}, "command: no {outdir}: the command writes {outdir}/metrics.json"),
         ({"combos": [{"lr": 0.1}]}, "combos[0]: each combo needs a `name`"),
         ({"combos": [{"name": " ", "lr": 0.1}]}, "combos[0]: each combo needs a `name` (a non-empty string)"),
         ({"combos": [{"name": "a"}, {"name": "a", "lr": 0.2}]}, "combos[1]: names an experiment 'a' that combos[0] names too, with other values"),
