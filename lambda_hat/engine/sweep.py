@@ -107,13 +107,10 @@ class SweepFile:
                 bad(f"plot_names.{k}", f"unknown plot; allowed: {', '.join(PLOTS)}")
             if not isinstance(v, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+\.png", v):
                 bad(f"plot_names.{k}", f"expected a file name ending in .png, got {v!r}")
-        files = {k: self.plot_names.get(k, f"{k}.png") for k in PLOTS}
-        for k, v in self.plot_names.items():
-            if [f.casefold() for f in files.values()].count(str(v).casefold()) > 1:  # one plot would overwrite the other
-                bad(
-                    f"plot_names.{k}",
-                    f"{v!r} is also the file of plot {next(o for o in PLOTS if o != k and files[o].casefold() == str(v).casefold())}; give each its own",
-                )
+        files = {k: self.plot_names.get(k, f"{k}.png").casefold() for k in PLOTS}
+        for k, v in self.plot_names.items():  # one plot would overwrite the other
+            if other := next((o for o in PLOTS if o != k and files[o] == files[k]), None):
+                bad(f"plot_names.{k}", f"{v!r} is also the file of plot {other}; give each its own")
         for k, v in self.env.items():
             # os.environ and subprocess refuse these when the task starts: every task then failed
             if not isinstance(k, str) or not k or "=" in k or "\0" in k:

@@ -143,17 +143,15 @@ def mlflow_keys(values: dict) -> dict:
     so is an empty, . or .. piece between slashes (MLflow refuses them: one such metric of a task,
     acc@1, had kept the whole sweep out); a name changed into one already there gets _2, _3 …"""
 
-    def key(k) -> str:
-        return "/".join(p if p.strip(".") else "_" for p in re.sub(r"[^/\w.\- :]", "_", str(k)).split("/"))[:250]
-
-    out = {str(k): v for k, v in values.items() if key(k) == str(k)}
-    for k, v in values.items():
-        if key(k) != str(k):
-            new, n = key(k), 1
+    fixed = {k: "/".join(p if p.strip(".") else "_" for p in re.sub(r"[^/\w.\- :]", "_", str(k)).split("/"))[:250] for k in values}
+    out = {k: values[k] for k in values if fixed[k] == k}
+    for k in values:
+        if fixed[k] != k:
+            new, n = fixed[k], 1
             while new in out:
                 n += 1
-                new = f"{key(k)}_{n}"
-            out[new] = v
+                new = f"{fixed[k]}_{n}"
+            out[new] = values[k]
     return out
 
 

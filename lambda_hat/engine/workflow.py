@@ -170,8 +170,7 @@ def named_ids(tasks: list[Task], names: tuple[str, ...], flag: str) -> set[str]:
     """The IDs of the tasks NAMES (comma-separated or repeated) call by any of names_of."""
     from lambda_hat.engine.typed import InputError
 
-    pieces = [n.strip() for name in names for n in name.split(",")]
-    wanted = set(pieces)
+    wanted = {n.strip() for name in names for n in name.split(",")}
     if "" in wanted:  # `-U ''` had run nothing and `-R ''` everything as cached, both with exit 0
         given = next(name for name in names if "" in (n.strip() for n in name.split(",")))
         raise InputError(f"{flag} {given!r}: an empty name; give a task function, label, sampler, target, stage or experiment (comma-separated)")
