@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -528,6 +529,19 @@ def test_kill_mid_sweep_then_resume_runs_only_unfinished_and_table_is_live(proje
     for tid, started in finished.items():  # not recomputed
         assert json.loads((project / "runs/sweep" / tid / "manifest.json").read_text())["started"] == started
     assert (pd.read_csv(table).status == "done").all()
+
+
+def test_blob_settings_that_would_mean_nothing_are_errors():
+    """d = 1 had run: its "two distinct active coordinates" were one (randint over an empty
+    range), a study of nothing it claims; a cluster fraction over 1 counts every cluster as noise."""
+    blobs = ROOT / "config/sweeps/blobs.yaml"
+    for pair, msg in (
+        ("defaults.d=1", "defaults.d: must be >= 2, got 1"),
+        ("defaults.min_cluster_fraction=1.5", "defaults.min_cluster_fraction: must be <= 1"),
+    ):
+        with pytest.raises(InputError, match=re.escape(msg)):
+            load_sweep(blobs, (pair,))
+    assert {e.config["d"] for e in load_sweep(blobs, ("defaults.d=2",)).experiments} >= {2}
 
 
 @pytest.mark.study

@@ -19,7 +19,7 @@ from lambda_hat.engine.typed import nonneg, positive, seed_range
 @dataclass(frozen=True)
 class BlobConfig:
     seed: int = field(default=0, metadata=seed_range())
-    d: int = field(default=1024, metadata=positive())  # input/output dimension
+    d: int = field(default=1024, metadata={"ge": 2})  # input/output dimension: two-hot inputs need two coordinates
     h: int = field(default=128, metadata=positive())  # hidden units
     lr: float = field(default=0.02, metadata=positive())
     batch: int = field(default=4096, metadata=positive())
@@ -32,7 +32,7 @@ class BlobConfig:
     n_pairs: int = field(default=20000, metadata=positive())  # weight pairs clustered
     eps: float = field(default=0.1, metadata=positive())  # DBSCAN radius, in units of the pairs' std
     min_samples: int = field(default=20, metadata=positive())
-    min_cluster_fraction: float = field(default=0.05, metadata=nonneg())  # smaller clusters count as noise
+    min_cluster_fraction: float = field(default=0.05, metadata={"ge": 0, "le": 1})  # smaller clusters count as noise
 
 
 def _batch(key, cfg: BlobConfig, n: int):
