@@ -1337,6 +1337,12 @@ def test_kkt_variant_names_are_the_original_studys(project):
         assert {e.config["variant"] for e in load_sweep(ROOT / f"config/sweeps/{f}.yaml").experiments} == names
     with pytest.raises(InputError, match="variant: 'mlp_baseline_raw' is not allowed; allowed values: mlp_baseline_norm, mlp_baseline_unnorm"):
         build(kkt.KKTConfig, {"variant": "mlp_baseline_raw"}, "<test>")
+    # JEPA alone for every epoch had reported the untrained model's loss as a finished run
+    with pytest.raises(InputError, match=r"pretrain_epochs: must be < epochs \(3\) for a jepa_ema variant"):
+        build(kkt.KKTConfig, {"variant": "gnn_jepa_ema_norm", "epochs": 3, "pretrain_epochs": 3}, "<test>")
+    assert build(kkt.KKTConfig, {"variant": "gnn_jepa_simsiam_norm", "epochs": 3, "pretrain_epochs": 3}, "<test>").epochs == 3  # EMA's only
+    with pytest.raises(InputError, match="jepa_weight: must be >= 0"):
+        build(kkt.KKTConfig, {"jepa_weight": -0.1}, "<test>")
 
 
 def test_version_flag():

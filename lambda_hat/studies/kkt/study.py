@@ -16,7 +16,7 @@ from torch import nn
 from torch_geometric.data import Data
 
 from lambda_hat.engine.tasks import Task, task
-from lambda_hat.engine.typed import positive, seed_range
+from lambda_hat.engine.typed import nonneg, positive, seed_range
 from lambda_hat.studies.kkt.lp import kkt_loss, kkt_terms
 
 ARCHS, JEPA, FEATS = ("mlp", "gnn"), ("baseline", "jepa_ema", "jepa_simsiam"), ("norm", "unnorm")
@@ -37,13 +37,15 @@ class KKTConfig:
     hidden: int = field(default=64, metadata=positive())
     layers: int = field(default=3, metadata=positive())
     mask_rate: float = field(default=0.2, metadata={"ge": 0, "lt": 1})
-    jepa_weight: float = 0.2
+    jepa_weight: float = field(default=0.2, metadata=nonneg())
     ema: float = field(default=0.996, metadata={"ge": 0, "le": 1})
-    pretrain_epochs: int = 3  # EMA mode: JEPA alone first
+    pretrain_epochs: int = field(default=3, metadata=nonneg())  # EMA mode: JEPA alone first
 
     def check(self, bad):
         if self.variant not in VARIANTS:
             bad("variant", f"{self.variant!r} is not allowed; allowed values: {', '.join(VARIANTS)}")
+        if "jepa_ema" in self.variant and self.pretrain_epochs >= self.epochs:  # it had reported an untrained model
+            bad("pretrain_epochs", f"must be < epochs ({self.epochs}) for a jepa_ema variant: those epochs train JEPA alone, none would train the task")
 
 
 def needs(cfg: KKTConfig) -> list[Task]:
