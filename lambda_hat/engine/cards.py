@@ -161,12 +161,12 @@ def from_snakemake(profile, where: str, executor: str | None = None, resources: 
         card = load_yaml(PACKAGED / "local.yaml")
         for key in ("jobs", "cores"):  # both are tasks at once here
             if key in prof:
-                card["workers"] = _number(prof.pop(key), where, key, whole=True)
+                card["workers"] = _number(prof.pop(key), where, key, whole=True, least=1)  # the profile's key named, not workers
     else:
         card, unread = _slurm_card(res, submit, where)
         prof.update({f"cluster {flag}": None for flag in unread})
         if "jobs" in prof:
-            card["provider"]["max_blocks"] = _number(prof.pop("jobs"), where, "jobs", whole=True)
+            card["provider"]["max_blocks"] = _number(prof.pop("jobs"), where, "jobs", whole=True, least=1)
     if "restart-times" in prof:
         card["retries"] = _number(prof.pop("restart-times"), where, "restart-times", whole=True)
     return card, [*prof, *(f"default-resources.{k}" for k in res)]
@@ -213,7 +213,7 @@ def _slurm_card(res: dict, submit: str, where: str) -> tuple[dict, list[str]]:
     if re.fullmatch(r"\d+(\.\d+)?", str(p["walltime"])):  # Snakemake's runtime and sbatch's --time count minutes
         p["walltime"] = f"{p['walltime']}m"
     if "cpus_per_task" in res:
-        p["cores_per_node"] = _number(res.pop("cpus_per_task"), where, "default-resources.cpus_per_task", whole=True)
+        p["cores_per_node"] = _number(res.pop("cpus_per_task"), where, "default-resources.cpus_per_task", whole=True, least=1)
     mb = None  # a block's memory: mem_mb, mem (with its unit) or mem_mb_per_cpu, as Snakemake reads them
     if "mem_mb" in res:
         mb = _number(res.pop("mem_mb"), where, "default-resources.mem_mb")
@@ -244,13 +244,13 @@ def _resources(value, where: str) -> dict:
     return dict(value)
 
 
-def _number(value, where: str, key: str, whole: bool = False) -> float:
+def _number(value, where: str, key: str, whole: bool = False, least: int = 0) -> float:
     try:
         out = float(str(value).strip("'\""))
     except ValueError:
         out = float("nan")
-    if not out >= 0 or (whole and out != int(out)):
-        raise InputError(f"{where}: {key}: expected a {'whole ' if whole else ''}number >= 0, got {value!r}")
+    if not out >= least or (whole and out != int(out)):
+        raise InputError(f"{where}: {key}: expected a {'whole ' if whole else ''}number >= {least}, got {value!r}")
     return int(out) if whole else out
 
 

@@ -711,13 +711,21 @@ def test_snakemake_profiles(project, tmp_path, monkeypatch):
     assert r.returncode == 0 and "executor: threads, 2 task(s) at once" in r.stdout, r.stdout + r.stderr  # locally: tasks at once
     for text, msg in (
         ("executor: lsf\n", "executor: 'lsf' has no card here; allowed values: slurm, cluster-generic (an sbatch command), local"),
-        ("executor: slurm\njobs: many\n", "jobs: expected a whole number >= 0, got 'many'"),
+        ("executor: slurm\njobs: many\n", "jobs: expected a whole number >= 1, got 'many'"),
         ("executor: slurm\ndefault-resources: {mem: 4000}\n", "default-resources.mem: expected a size with its unit, such as 4000MB or 4G, got '4000'"),
         ("executor: slurm\ndefault-resources: [mem_mb]\n", "default-resources: expected KEY=VALUE entries, got ['mem_mb']"),
     ):
         bad = profile(f"bad{len(msg)}", text)
         r = cli("workflow", "llc", "--dry-run", "--profile", bad, cwd=project)
         assert r.returncode == 2 and r.stderr.strip() == f"error: {bad}/config.yaml: {msg}", r.stderr
+    # no task at once: the profile's key named (it had been our `workers`, or `provider.max_blocks`)
+    for name, text, msg in (
+        ("cores0", "cores: 0\n", "cores: expected a whole number >= 1, got 0"),
+        ("jobs0", "executor: slurm\njobs: 0\n", "jobs: expected a whole number >= 1, got 0"),
+    ):
+        with pytest.raises(InputError) as e:
+            load_card(profile(name, text))
+        assert str(e.value).endswith(f"{name}/config.yaml: {msg}")
     (project / "empty").mkdir()
     r = cli("workflow", "llc", "--dry-run", "--profile", "empty", cwd=project)
     assert r.returncode == 2 and "--parsl-card empty: a directory with no Snakemake profile (config.yaml) in it" in r.stderr, r.stderr
