@@ -54,6 +54,12 @@ def test_reuse_failure_and_skipped_dependants(tmp_path):
     assert [s2.outcomes[t.id].status for t in (a, b, bad)] == ["reused", "reused", "failed"]
     s3 = run_tasks([a], tmp_path, CARD, force=True)
     assert s3.outcomes[a.id].status == "done"
+    # a kind's folder given as the store had read as an empty store; gc found nothing to remove there
+    for command in ("status", "gc"):
+        r = cli(command, "--store", str(tmp_path / "t"))
+        assert r.returncode == 2 and r.stderr == f"error: store {tmp_path / 't'}: a folder of tasks inside a store; give the store: --store {tmp_path}\n", (
+            r.stderr
+        )
 
 
 @pytest.mark.parametrize("where", ["fork", "fresh", "thread"])
