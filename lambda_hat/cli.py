@@ -54,12 +54,12 @@ def _fail(e: Exception) -> None:
 
 def _existing_store(root: Path):
     """The store at `root` for the commands that read one; a missing directory is bad input (exit 2)."""
-    from .engine.store import TASK_ID, Store
+    from .engine.store import Store
 
     store = Store(root)
     if not store.root.is_dir():
         _fail(InputError(f"store {store.root}: no such directory"))
-    if any(TASK_ID.fullmatch(p.name) and p.is_dir() for p in store.root.iterdir()):  # e.g. runs/llc: it had read as an empty store
+    if store.is_kind_folder():  # e.g. runs/llc: it had read as an empty store
         _fail(InputError(f"store {store.root}: a folder of tasks inside a store; give the store: --store {store.root.parent}"))
     return store
 

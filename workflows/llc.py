@@ -239,6 +239,8 @@ def rebuild_gallery(
     store = Store(store_root or Path(plan.config.store_root))
     if store_root is not None and not store.root.is_dir():  # named, so a typo; the file's own store may not be made yet
         raise InputError(f"--runs-root {store_root}: no such directory")
+    if store.is_kind_folder():  # it had built a gallery of runs "not run yet" over the real one
+        raise InputError(f"--runs-root {store_root}: a folder of tasks inside a store; give the store: --runs-root {store.root.parent}")
     targets, runs = build_tasks(plan, None)
     table = rows(plan, store, targets, runs)
     if samplers is not None:

@@ -190,6 +190,10 @@ class Store:
             fcntl.flock(f, fcntl.LOCK_UN)
         return False
 
+    def is_kind_folder(self) -> bool:
+        """Whether the root holds task directories itself: one kind's folder of a store (runs/llc)."""
+        return self.root.is_dir() and any(TASK_ID.fullmatch(p.name) and p.is_dir() for p in self.root.iterdir())
+
     def entries(self):
         """(kind, id, manifest) for every finished directory: a directory named by a task ID, so
         that a folder of the user's in the store (a gallery at runs/promotion) is no task."""

@@ -188,6 +188,8 @@ def test_vi_runs_report_psis_k(project):
         (("--samplers", "nuts"), "has no sampler 'nuts'; samplers: vi_meanfield, vi_flow"),
         (("--outdir", "mine"), "holds files that are not a gallery's"),
         (("--plot-name", "energy.png"), "--plot-name 'energy.png': unknown plot 'energy'"),
+        # it had built a gallery of runs "not run yet" in place of the real one
+        (("--runs-root", "runs/llc"), "--runs-root runs/llc: a folder of tasks inside a store; give the store: --runs-root runs"),
     ):
         r = cli("promote", "gallery", *bad, cwd=project)
         assert r.returncode == 2 and msg in r.stderr, r.stderr
