@@ -319,10 +319,19 @@ def write_table(wf: Workflow, plan, table: list[dict]) -> Path:
     return write_frame(wf.frame(table), path)
 
 
+def _store(wf: Workflow, plan, path: Path) -> Store:
+    store = Store(wf.store_root(plan))
+    if store.is_kind_folder():  # runs/llc: a store nested in a store's folder of tasks
+        from lambda_hat.engine.typed import InputError
+
+        raise InputError(f"{path}: store_root {store.root}: a folder of tasks inside a store; give the store: store_root: {store.root.parent}")
+    return store
+
+
 def status(wf: Workflow, path: Path) -> str:
     """`lambda-hat status FILE`: every task of a workflow file and its state, computing nothing."""
     plan = wf.load(path, ())
-    store = Store(wf.store_root(plan))
+    store = _store(wf, plan, path)
     return listing(wf, plan, store, wf.tasks(plan, Options(), None), False)
 
 
@@ -330,7 +339,7 @@ def run(wf: Workflow, path: Path, card, opts: Options) -> int:
     from lambda_hat.engine import tracking
 
     plan = wf.load(path, opts.overrides)
-    store = Store(wf.store_root(plan))
+    store = _store(wf, plan, path)
     tasks = wf.tasks(plan, opts, card)
     if opts.forcerun and not opts.force:
         opts = dataclasses.replace(opts, force=downstream_ids(tasks, opts.forcerun, "--forcerun"))

@@ -57,9 +57,15 @@ def test_reuse_failure_and_skipped_dependants(tmp_path):
     # a kind's folder given as the store had read as an empty store; gc found nothing to remove there
     for command in ("status", "gc"):
         r = cli(command, "--store", str(tmp_path / "t"))
-        assert r.returncode == 2 and r.stderr == f"error: store {tmp_path / 't'}: a folder of tasks inside a store; give the store: --store {tmp_path}\n", (
+        assert r.stderr == f"error: store {tmp_path / 't'}: a folder of tasks inside a store; give the store: --store {tmp_path}\n" and r.returncode == 2, (
             r.stderr
         )
+    # as a file's store_root, it had been a new store nested in that folder
+    sweep = tmp_path / "s.yaml"
+    sweep.write_text(f"command: true {{outdir}}\nrank_by: [{{metric: value}}]\ngrid: {{value: [1]}}\nstore_root: {tmp_path / 't'}\n")
+    r = cli("workflow", "sweep", str(sweep), "--dry-run", cwd=tmp_path)
+    want = f"error: {sweep}: store_root {tmp_path / 't'}: a folder of tasks inside a store; give the store: store_root: {tmp_path}\n"
+    assert r.returncode == 2 and r.stderr == want, r.stderr
 
 
 @pytest.mark.parametrize("where", ["fork", "fresh", "thread"])
