@@ -93,6 +93,8 @@ class SweepFile:
     def check(self, bad):
         if self.replicates is not None and self.seeds is not None:
             bad("replicates", "give replicates or seeds, not both")
+        if self.seeds is not None and len(set(self.seeds)) < len(self.seeds):  # it had run once: one replicate fewer than asked
+            bad("seeds", f"{next(x for x in self.seeds if self.seeds.count(x) > 1)} is listed twice; each seed is one replicate")
         # the results' folder under results_root: "", "." or ".." would be results_root or its parent
         if self.name is not None and (not re.fullmatch(r"[A-Za-z0-9_.-]+", self.name) or set(self.name) == {"."}):
             bad("name", f"{self.name!r}: use letters, digits, '_', '.', '-' (not only dots)")

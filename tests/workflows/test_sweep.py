@@ -93,6 +93,7 @@ def test_expansion_order_dedup_and_full_config(project):
         ({"env": {"": 1}}, "env: '' is not an environment variable name"),
         ({"env": {"A": "a\0b"}}, "env: values must be strings, numbers or true/false (no NUL), got 'a\\x00b'"),  # every task had failed at its start
         ({"env": {"A": None}}, "env: values must be strings, numbers or true/false (no NUL), got None"),
+        ({"replicates": None, "seeds": [3, 7, 3]}, "seeds: 3 is listed twice; each seed is one replicate"),  # had run one replicate fewer
         # "" had been taken for no name (the file's stem), ".." wrote the tables into results_root's parent
         ({"name": ""}, "name: '': use letters, digits"),
         ({"name": ".."}, "name: '..': use letters, digits"),
