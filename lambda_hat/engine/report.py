@@ -54,8 +54,9 @@ def ranked(df: pd.DataFrame, rank_by) -> pd.DataFrame:
 
 def unranked(sweep, rows: list[dict]) -> list[str]:
     """The rank metrics no finished experiment returned (a typo in rank_by, a task that stopped
-    returning one), or returned as NaN or ±inf (a run that diverged): said on the console and in
-    the summary, since the table's empty cells would not tell them from a metric never returned."""
+    returning one), or returned as NaN or ±inf (a run that diverged), and the line plots not drawn
+    for a column no finished experiment has: said on the console and in the summary, since the
+    table's empty cells (and a plot's absence) would not tell them from a metric never returned."""
     done = [r for r in rows if r["status"] == Status.DONE]
     have = {k for r in done for k, v in r.items() if v is not None}
     fixed = {*COLUMNS, "time_sec", *sweep.factors}
@@ -71,6 +72,12 @@ def unranked(sweep, rows: list[dict]) -> list[str]:
             some = "; ".join(bad[:3]) + (f"; … ({len(bad)} in all)" if len(bad) > 3 else "")
             out.append(
                 f"rank_by metric {r.metric!r} is NaN or infinite in {len(bad)} finished experiment(s) ({some}): ranked last, left out of the statistics and plots"
+            )
+    for i, lp in enumerate(sweep.spec.line_plots):
+        if done and (missing := [k for k in (lp.x, lp.y, lp.by, lp.facet) if k is not None and k not in have]):
+            columns = ", ".join(sorted(have - set(COLUMNS)))
+            out.append(
+                f"line_plots[{i}] ({lp.y} against {lp.x}) is not drawn: no finished experiment has {', '.join(map(repr, missing))} (they have: {columns})"
             )
     return out
 
@@ -178,7 +185,8 @@ def _plots(df: pd.DataFrame, factors: list[str], rank_by, out: Path, line_plots,
         written.append(names["efficiency_scatter"])
     line_names = line_plot_files(line_plots)
     for i, lp in enumerate(line_plots):
-        d = done.dropna(subset=[c for c in (lp.x, lp.y) if c in done.columns]) if {lp.x, lp.y} <= set(done.columns) else done.iloc[:0]
+        used = {c for c in (lp.x, lp.y, lp.by, lp.facet) if c is not None}  # one not in the table: not drawn (unranked says so)
+        d = done.dropna(subset=[lp.x, lp.y]) if used <= set(done.columns) else done.iloc[:0]
         if not len(d):
             continue
         facets = sorted(d[lp.facet].unique()) if lp.facet else [None]

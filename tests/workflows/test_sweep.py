@@ -409,11 +409,17 @@ def test_every_experiment_and_plot_gets_its_own_file(project):
         "command": f'{sys.executable} -c "import json, sys; {metrics}" {{tag}} {{outdir}}',
         "rank_by": [{"metric": "val/loss", "goal": "min"}],
         "grid": {"tag": values, "w": [1, 2]},
-        "line_plots": [{"x": "w", "y": "val/loss", "by": "tag"}, {"x": "w", "y": "val/loss", "log_y": True}, {"x": "w", "y": "score"}],
+        "line_plots": [
+            {"x": "w", "y": "val/loss", "by": "tag"},
+            {"x": "w", "y": "val/loss", "log_y": True},
+            {"x": "w", "y": "score"},
+            {"x": "w", "y": "score", "by": "tga"},  # a typo: not drawn, said so (it had ended the report in a KeyError)
+        ],
     }
     p = sweep_file(project, doc)
     r = cli("workflow", "sweep", str(p), "--local", cwd=project)
     assert r.returncode == 0 and "8 done" in r.stdout, r.stdout + r.stderr
+    assert "warning: line_plots[3] (score against w) is not drawn: no finished experiment has 'tga' (they have: score, tag, time_sec, val/loss, w)" in r.stdout
     out = project / "results/sweeps/toy"
 
     def records():
