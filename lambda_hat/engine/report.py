@@ -102,8 +102,15 @@ def pareto(done: pd.DataFrame, metric: str, goal: str, params: str = "params") -
     return d.loc[keep]
 
 
+def levels(col: pd.Series) -> pd.Series:
+    """A factor's values as levels: an experiment without one (null, or a combo that leaves it
+    unset) is the level `null`, not left out of the statistics and plots."""
+    return col.astype(object).where(col.notna(), "null")
+
+
 def factor_stats(done: pd.DataFrame, factor: str, metric: str, goal: str) -> pd.DataFrame:
-    g = done.dropna(subset=[metric]).groupby(factor, sort=True)[metric]
+    d = done.dropna(subset=[metric])
+    g = d[metric].groupby(levels(d[factor]), sort=True)
     best = g.max() if goal == "max" else g.min()
     return pd.DataFrame({factor: best.index, "n": g.size().values, "mean": g.mean().values, "std": g.std(ddof=1).values, "best": best.values})
 
@@ -154,14 +161,15 @@ def _plots(df: pd.DataFrame, factors: list[str], rank_by, out: Path, line_plots,
         for i, f in enumerate(factors):
             for j, m in enumerate(metrics):
                 ax = axes[i][j]
-                d = done.dropna(subset=[f, m])
-                levels = sorted(d[f].unique(), key=lambda v: (isinstance(v, str), v))
-                pos = {v: k for k, v in enumerate(levels)}
+                d = done.dropna(subset=[m])
+                d = d.assign(**{f: levels(d[f])})
+                values = sorted(d[f].unique(), key=lambda v: (isinstance(v, str), v))
+                pos = {v: k for k, v in enumerate(values)}
                 ax.scatter([pos[v] for v in d[f]], d[m], alpha=0.7)
-                means = [d[d[f] == v][m].mean() for v in levels]
-                ax.plot(range(len(levels)), means, "k-", lw=1, label="mean")
-                every = max(1, math.ceil(len(levels) / TICKS))  # a factor of hundreds of levels: every k-th named
-                ax.set_xticks(range(0, len(levels), every), [_num(v) for v in levels[::every]], rotation=30, fontsize=8)
+                means = [d[d[f] == v][m].mean() for v in values]
+                ax.plot(range(len(values)), means, "k-", lw=1, label="mean")
+                every = max(1, math.ceil(len(values) / TICKS))  # a factor of hundreds of levels: every k-th named
+                ax.set_xticks(range(0, len(values), every), [_num(v) for v in values[::every]], rotation=30, fontsize=8)
                 ax.set_xlabel(f)
                 ax.set_ylabel(m)
         fig.tight_layout()

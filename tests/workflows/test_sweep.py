@@ -454,10 +454,26 @@ def test_bad_plot_names_are_one_line_errors(project):
     assert load_sweep(sweep_file(project, {**TOY, "plot_names": {"time": "a.png", "efficiency_scatter": "b.png"}})).spec.plot_names["time"] == "a.png"
 
 
+def test_an_experiment_without_a_factors_value_is_its_level_null():
+    """grid: {scheduler: [null, cosine]}: the null experiments had been left out of the factor's
+    statistics and its plot, a comparison missing its baseline without a word."""
+    from lambda_hat.engine import report
+
+    done = pd.DataFrame({"scheduler": [None, "cosine", None, "cosine"], "lr": [1, 1, 2, 2], "score": [1.0, 3.0, 2.0, 5.0]})
+    st = report.factor_stats(done, "scheduler", "score", "max")
+    assert st.to_dict("list") == {
+        "scheduler": ["cosine", "null"],
+        "n": [2, 2],
+        "mean": [4.0, 1.5],
+        "std": pytest.approx([1.41421356, 0.70710678]),
+        "best": [5.0, 2.0],
+    }
+
+
 def test_plots_of_a_large_sweep_stay_readable(tmp_path):
     """Thousands of experiments: the time plot bars the slowest NAMED (it had a bar each: 3 000
     made a 540 × 67 608 image, 1e5 would need gigabytes), the scatter names none, a factor's axis
-    names every k-th of its levels (and none of a factor that no finished experiment has)."""
+    names every k-th of its levels (one, null, of a factor that no finished experiment sets)."""
     from types import SimpleNamespace
 
     from PIL import Image
