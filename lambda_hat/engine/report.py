@@ -102,7 +102,7 @@ def pareto(done: pd.DataFrame, metric: str, goal: str, params: str = "params") -
     return d.loc[keep]
 
 
-def levels(col: pd.Series) -> pd.Series:
+def factor_levels(col: pd.Series) -> pd.Series:
     """A factor's values as levels: an experiment without one (null, or a combo that leaves it
     unset) is the level `null`, not left out of the statistics and plots."""
     return col.astype(object).where(col.notna(), "null")
@@ -110,7 +110,7 @@ def levels(col: pd.Series) -> pd.Series:
 
 def factor_stats(done: pd.DataFrame, factor: str, metric: str, goal: str) -> pd.DataFrame:
     d = done.dropna(subset=[metric])
-    g = d[metric].groupby(levels(d[factor]), sort=True)
+    g = d[metric].groupby(factor_levels(d[factor]), sort=True)
     best = g.max() if goal == "max" else g.min()
     return pd.DataFrame({factor: best.index, "n": g.size().values, "mean": g.mean().values, "std": g.std(ddof=1).values, "best": best.values})
 
@@ -162,7 +162,7 @@ def _plots(df: pd.DataFrame, factors: list[str], rank_by, out: Path, line_plots,
             for j, m in enumerate(metrics):
                 ax = axes[i][j]
                 d = done.dropna(subset=[m])
-                d = d.assign(**{f: levels(d[f])})
+                d = d.assign(**{f: factor_levels(d[f])})
                 values = sorted(d[f].unique(), key=lambda v: (isinstance(v, str), v))
                 pos = {v: k for k, v in enumerate(values)}
                 ax.scatter([pos[v] for v in d[f]], d[m], alpha=0.7)
