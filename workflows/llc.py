@@ -262,6 +262,11 @@ def rebuild_gallery(
     return 0
 
 
+def _sig(x: float, digits: int) -> str:
+    """x to `digits` significant digits, its trailing zeros kept: 10.40 ± 0.10, not 10.4 ± 0.1."""
+    return f"{x:#.{digits}g}".rstrip(".").replace(".e", "e")
+
+
 class LLC(Workflow):
     """Estimate the LLC: train each target once, run every sampler on it.
 
@@ -375,7 +380,7 @@ class LLC(Workflow):
                 raw = row.get("llc_raw")
                 if raw is not None and raw == raw:
                     note = f"  step's bias removed ({100 * row['measured_bias']:+.1f}% ± {100 * row['measured_bias_se']:.1f}%): chains read {raw:.4g}"
-                lines.append(f"  {row['sampler']:<12} {row['target']:<24} λ̂ = {row['llc_mean']:9.4g} ± {row['llc_sem']:.2g}{truth}{note}{flag}")
+                lines.append(f"  {row['sampler']:<12} {row['target']:<24} λ̂ = {_sig(row['llc_mean'], 4):>9} ± {_sig(row['llc_sem'], 2)}{truth}{note}{flag}")
                 for line in (row["warning_details"] or "").split(" | ") if row["warnings"] else ():
                     lines.append(f"      {line}")
             else:

@@ -114,6 +114,10 @@ def test_warnings_are_shown_and_strict_fails_them(project):
     assert np.isfinite(a["llc_raw"]) and a["llc_mean"] == pytest.approx(a["llc_raw"] * (1 - a["measured_bias"]), rel=1e-9), a
     (line,) = [ln for ln in r.stdout.splitlines() if ln.split()[:1] == ["sgld#1"]]
     assert f"step's bias removed ({100 * a['measured_bias']:+.1f}% ± {100 * a['measured_bias_se']:.1f}%): chains read {a['llc_raw']:.4g}" in line, line
+    # λ̂ to 4 significant digits and its SE to 2, trailing zeros kept (10.40 ± 0.10 had read 10.4 ± 0.1)
+    estimate = re.search(r"λ̂ = +(\S+) ± (\S+) ", line).groups()
+    assert [len(v.replace(".", "").lstrip("0")) for v in estimate] == [4, 2], estimate
+    assert float(estimate[0]) == pytest.approx(a["llc_mean"], rel=5e-4) and float(estimate[1]) == pytest.approx(a["llc_sem"], rel=0.05), estimate
 
     r = cli("workflow", "llc", "--local", "--strict", cwd=project)
     assert r.returncode == 1 and "0 done, 3 reused" in r.stdout
