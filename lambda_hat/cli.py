@@ -612,7 +612,41 @@ class _Workflows(_Moved):
 
     def get_command(self, ctx, name):
         name = WORKFLOW_ALIASES.get(name, name)
-        return _command(_workflow(name)) if name in self.list_commands(ctx) else super().get_command(ctx, name)
+        if name in self.list_commands(ctx):
+            return _command(_workflow(name))
+        return super().get_command(ctx, name) or _pointer(name)
+
+
+def _pointer(name: str) -> click.Command | None:
+    """`workflow FILE.yaml` or `workflow kkt` (a study's name): an error naming the command that runs
+    it, not click's "No such command"; None where the name is neither."""
+    if Path(name).suffix in YAML_SUFFIXES and Path(name).is_file():
+        try:
+            found = _which(Path(name))
+        except InputError:
+            return None
+        hint = f"it is {FILES[found.name]}: `{_run_it(found.name, Path(name))}`" if found else None
+    else:
+        files = sorted(f for f in Path("config/sweeps").glob("*.y*ml") if f.stem.startswith(name) and f.suffix in YAML_SUFFIXES)
+        hint = (
+            f"a sweep file runs it: `lambda-hat workflow sweep {files[0]}`" + (f" (also {', '.join(f.stem for f in files[1:])})" if files[1:] else "")
+            if files
+            else None
+        )
+    if hint is None:
+        return None
+
+    def callback(args):
+        _fail(InputError(f"`lambda-hat workflow {name}`: no such workflow ({', '.join(_Workflows().list_commands(None))}); {hint}"))
+
+    return click.Command(
+        name,
+        callback=callback,
+        hidden=True,
+        add_help_option=False,
+        params=[click.Argument(["args"], nargs=-1, type=click.UNPROCESSED)],
+        context_settings={"ignore_unknown_options": True},
+    )
 
 
 @click.group(cls=_Moved, context_settings={"help_option_names": ["-h", "--help"]})

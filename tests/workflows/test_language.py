@@ -790,6 +790,24 @@ def test_original_cli_spellings(project):
         r = cli(*args, cwd=project)
         assert r.returncode == 2 and msg in r.stderr and len(r.stderr.strip().splitlines()) == 1, (args, r.stderr)
     assert "diagnose" not in cli("--help", cwd=project).stdout and "No such command 'nosuch'" in cli("nosuch", cwd=project).stderr
+    # a study's name or a workflow's file in place of the workflow: the command that runs it (it had been click's "No such command")
+    sweep = {"command": "true {outdir}", "rank_by": [{"metric": "score"}], "grid": {"x": [1]}}
+    for name in ("kkt_ci", "kkt_full"):
+        write_config(project / "config" / "sweeps" / f"{name}.yaml", sweep)
+    write_config(project / "mine.yaml", {"targets": [{"model": "quadratic"}], "samplers": ["hmc"]})
+    for args, msg in [
+        (
+            ("workflow", "kkt", "--local"),
+            "`lambda-hat workflow kkt`: no such workflow (llc, progressive, sweep); a sweep file runs it: `lambda-hat workflow sweep config/sweeps/kkt_ci.yaml` (also kkt_full)",
+        ),
+        (
+            ("workflow", "mine.yaml"),
+            "`lambda-hat workflow mine.yaml`: no such workflow (llc, progressive, sweep); it is an experiments file: `lambda-hat workflow llc --config mine.yaml`",
+        ),
+    ]:
+        r = cli(*args, cwd=project)
+        assert r.returncode == 2 and r.stderr == f"error: {msg}\n", (args, r.stderr)
+    assert "No such command 'nosuch'" in cli("workflow", "nosuch", cwd=project).stderr
     assert not (project / "runs").exists() and not (project / "results").exists()
 
 
