@@ -228,6 +228,8 @@ class Wandb:
         self.wandb = _need("wandb", "--track wandb")
         self.error, self.missed, self.new = None, 0, 0
         self.dir = Path(directory or os.environ.get("WANDB_DIR") or ".").expanduser().resolve()
+        if self.dir.exists() and not self.dir.is_dir():  # asked before anything runs, as MLflow's URI is (it had failed every run after the tasks)
+            raise InputError(f"--track wandb: {self.dir} is a file, not a directory for W&B's runs")
         self.project = project or os.environ.get("WANDB_PROJECT") or "lambda-hat"  # W&B's own variable, as wandb.init reads it
         # W&B's own WANDB_MODE first (offline on nodes without internet, a key set or not; online
         # with the key of `wandb login`); else online with an API key, offline (for `wandb sync`) without

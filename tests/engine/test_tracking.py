@@ -225,13 +225,16 @@ def test_tracking_input_errors(project, tmp_path):
         r = cli("workflow", "llc", "--local", *args, cwd=project, env={"PYTHONPATH": f"{shadow}:{ROOT}"})
         assert r.returncode == 2 and r.stderr.strip() == missing, (args, r.stderr)
     assert not (project / "runs").exists() and not (project / "results").exists()
+    (project / "afile").write_text("")
     for args, msg in [
         (("workflow", "llc", "--local", "--track", "neptune"), "--track neptune: unknown tracker; allowed values: mlflow, wandb"),
         (("workflow", "llc", "--local", "tracking=[tensorboard]"), "tracking[0]: 'tensorboard' is not allowed; allowed values: mlflow, wandb"),
         (("export",), "export: give --mlflow [URI] and/or --wandb [DIR]"),
         (("export", "--store", "nowhere", "--mlflow"), "store nowhere: no such directory"),
+        # W&B's directory a file: it had failed every run's logging after the tasks ran (exit 1)
+        (("workflow", "llc", "--local", "--track", "wandb"), f"--track wandb: {project / 'afile'} is a file, not a directory for W&B's runs"),
     ]:
-        r = cli(*args, cwd=project)
+        r = cli(*args, cwd=project, env={"WANDB_DIR": "afile"})
         assert r.returncode == 2 and msg in r.stderr and len(r.stderr.strip().splitlines()) == 1, (args, r.stderr)
     assert not (project / "runs").exists() and not (project / "mlruns").exists()
 
