@@ -627,7 +627,7 @@ def _pointer(name: str) -> click.Command | None:
             return None
         hint = f"it is {FILES[found.name]}: `{_run_it(found.name, Path(name))}`" if found else None
     else:
-        files = sorted(f for f in Path("config/sweeps").glob("*.y*ml") if f.stem.startswith(name) and f.suffix in YAML_SUFFIXES)
+        files = [yaml_named(Path("config/sweeps"), s) for s in sorted(yaml_stems(Path("config/sweeps"))) if s.startswith(name)]
         hint = (
             f"a sweep file runs it: `lambda-hat workflow sweep {files[0]}`" + (f" (also {', '.join(f.stem for f in files[1:])})" if files[1:] else "")
             if files

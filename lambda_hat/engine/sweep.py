@@ -79,7 +79,7 @@ class SweepFile:
     grid: list[dict] | dict = field(default_factory=dict)
     combos: list[dict] = ()
     replicates: int | None = field(default=None, metadata=positive())
-    seeds: list[int] | None = field(default=None, metadata={"min_len": 1, "each": seed_range()})
+    seeds: list[int] | None = field(default=None, metadata={"min_len": 1, "each": seed_range(), "unique": "each seed is one replicate"})
     store_root: str = field(default="runs", metadata=nonempty())
     results_root: str = field(default="results/sweeps", metadata=nonempty())
     task_timeout: Duration | None = None
@@ -93,8 +93,6 @@ class SweepFile:
     def check(self, bad):
         if self.replicates is not None and self.seeds is not None:
             bad("replicates", "give replicates or seeds, not both")
-        if self.seeds is not None and len(set(self.seeds)) < len(self.seeds):  # it had run once: one replicate fewer than asked
-            bad("seeds", f"{next(x for x in self.seeds if self.seeds.count(x) > 1)} is listed twice; each seed is one replicate")
         # the results' folder under results_root: "", "." or ".." would be results_root or its parent
         if self.name is not None and (not re.fullmatch(r"[A-Za-z0-9_.-]+", self.name) or set(self.name) == {"."}):
             bad("name", f"{self.name!r}: use letters, digits, '_', '.', '-' (not only dots)")
@@ -123,7 +121,7 @@ class SweepFile:
     @property
     def environment(self) -> dict[str, str]:
         """env as the task processes get it: true/false as YAML writes them (Python's str: True)."""
-        return {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in self.env.items()}
+        return {k: _fmt(v) for k, v in self.env.items()}
 
 
 @dataclass(frozen=True)

@@ -424,6 +424,8 @@ def _convert(tp, value, where: str, key: str, meta: dict):
         out = [_convert(item, v, where, f"{key}[{i}]", meta.get("each", {})) for i, v in enumerate(value)]  # each: the items' bounds
         if meta.get("min_len") and len(out) < meta["min_len"]:
             fail(where, key, f"needs at least {meta['min_len']} {'entry' if meta['min_len'] == 1 else 'entries'}{hint}")
+        if meta.get("unique") and (again := [v for i, v in enumerate(out) if v in out[:i]]):  # unique: what a repeat would do wrong
+            fail(where, key, f"{again[0]!r} is listed twice; {meta['unique']}")
         return tuple(out)
     if dataclasses.is_dataclass(tp):
         return build(tp, value, where, key)

@@ -21,15 +21,11 @@ Family = Literal["uniform", "euclidean", "clustered", "lowrank"]
 
 @dataclass(frozen=True)
 class DataCfg:
-    families: list[Family] = field(default=("uniform", "euclidean", "clustered", "lowrank"), metadata={"min_len": 1})
+    # a family twice would double its instances, where n_train is per family
+    families: list[Family] = field(default=("uniform", "euclidean", "clustered", "lowrank"), metadata={"min_len": 1, "unique": "list each family once"})
     n_train: int = field(default=32, metadata=positive())  # instances per family and bucket
     n_val: int = field(default=8, metadata=positive())
     seed: int = field(default=0, metadata=seed_range())
-
-    def check(self, bad):
-        twice = sorted({f for f in self.families if self.families.count(f) > 1})
-        if twice:  # it would double that family's instances, where n_train is per family
-            bad("families", f"{twice[0]!r} is listed twice; list each family once")
 
 
 @dataclass(frozen=True)
