@@ -34,10 +34,16 @@ def _num(v) -> str:
     return f"{v:.4g}" if isinstance(v, (float, np.floating)) else str(v)
 
 
+def _cell(text: str) -> str:
+    """Text in a markdown table's cell: a | escaped and a line break as <br>, which would
+    otherwise end the cell or the row (a name or a text metric may hold either)."""
+    return re.sub(r"\r\n?|\n", "<br>", str(text).replace("|", "\\|"))
+
+
 def _md(df: pd.DataFrame) -> str:
-    cols = list(df.columns)
+    cols = [_cell(c) for c in df.columns]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(_num(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    lines += ["| " + " | ".join(_cell(_num(v)) for v in row) + " |" for row in df.itertuples(index=False)]
     return "\n".join(lines)
 
 

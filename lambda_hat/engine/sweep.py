@@ -152,6 +152,12 @@ def _fmt(v) -> str:
     return yaml.safe_dump(v, default_flow_style=True).strip().removesuffix("...").strip() if isinstance(v, (list, dict)) else str(v)
 
 
+def _one_line(text: str) -> str:
+    """A grid value's text in an experiment's name, which is shown one per line: a line break
+    or other control character as its escape (a\\nb)."""
+    return re.sub(r"[\x00-\x1f\x7f]", lambda m: m.group().encode("unicode_escape").decode(), text)
+
+
 def _grid_points(spec: SweepFile, where: str) -> list[tuple[str, dict, str]]:
     grids = [spec.grid] if isinstance(spec.grid, dict) else list(spec.grid)
     points = []
@@ -162,7 +168,7 @@ def _grid_points(spec: SweepFile, where: str) -> list[tuple[str, dict, str]]:
                 fail(where, f"{key}.{k}", f"expected a non-empty list of values, got {vals!r}")
         for combo in itertools.product(*g.values()):
             point = dict(zip(g.keys(), combo))
-            points.append((",".join(f"{k}={_fmt(v)}" for k, v in point.items()) or "defaults", point, key))
+            points.append((",".join(f"{k}={_one_line(_fmt(v))}" for k, v in point.items()) or "defaults", point, key))
     return points
 
 
@@ -266,6 +272,8 @@ def load_sweep(path: Path, overrides: tuple[str, ...] = ()) -> Sweep:
             for i, c in enumerate(spec.combos):
                 if not isinstance(c, dict) or not isinstance(c.get("name"), str) or not c["name"].strip():
                     fail(where, f"combos[{i}]", "each combo needs a `name` (a non-empty string) and the keys it sets")
+                if _one_line(c["name"]) != c["name"]:
+                    fail(where, f"combos[{i}].name", f"{c['name']!r}: a name is shown one per line; give it no line break or control character")
                 point = {k: v for k, v in c.items() if k != "name"}
                 check_keys(point, f"combos[{i}]")
                 points.append((c["name"], point, f"combos[{i}]"))

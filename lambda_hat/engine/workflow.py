@@ -261,6 +261,12 @@ def listing(wf: Workflow, plan, store: Store, tasks: list[Task], force: bool, co
     return "\n".join(lines)
 
 
+def _dot(text: str) -> str:
+    """Text inside a dot string: a backslash or quote escaped (a name ending in \\ would
+    otherwise run the string on), a line break as dot's own \\n."""
+    return re.sub(r"\r\n?|\n", r"\\n", text.replace("\\", "\\\\").replace('"', '\\"'))
+
+
 def graph(store: Store, tasks: list[Task], force: bool | frozenset, rules: bool = False) -> str:
     """Snakemake's --dag (a node per task, done ones dashed) or --rulegraph (a node per task
     function) as Graphviz dot: `… --dag | dot -Tpdf > dag.pdf`."""
@@ -269,13 +275,13 @@ def graph(store: Store, tasks: list[Task], force: bool | frozenset, rules: bool 
     lines = ["digraph lambda_hat {", "  graph [bgcolor=white, margin=0];", "  node [shape=box, style=rounded, fontname=sans, fontsize=10, penwidth=2];"]
     edges: set[tuple[int, int]] = set()
     if rules:
-        lines += [f'  {i} [label="{n}", color="{color[n]}"];' for i, n in enumerate(names)]
+        lines += [f'  {i} [label="{_dot(n)}", color="{color[n]}"];' for i, n in enumerate(names)]
         of = {t.id: names.index(rule(t)) for t in tasks}
         edges = {(of[i], of[t.id]) for t in tasks for _, i in t.deps if i in of and of[i] != of[t.id]}
     else:
         index = {t.id: k for k, t in enumerate(tasks)}
         for k, t in enumerate(tasks):
-            label = re.sub(r"[ @]", r"\\n", t.label.replace('"', "'"), count=1)
+            label = "\\n".join(_dot(part) for part in re.split(r"[ @]", t.label, maxsplit=1))
             dashed = ", dashed" if state(store, t, force)[0] == "done" else ""
             lines.append(f'  {k} [label="{label}", color="{color[rule(t)]}", style="rounded{dashed}"];')
         edges = {(index[i], index[t.id]) for t in tasks for _, i in t.deps if i in index}

@@ -77,6 +77,7 @@ def test_expansion_order_dedup_and_full_config(project):
         ({"task": None, "command": "python train.py --lr {lr}"}, "command: no {outdir}: the command writes {outdir}/metrics.json"),
         ({"combos": [{"lr": 0.1}]}, "combos[0]: each combo needs a `name`"),
         ({"combos": [{"name": " ", "lr": 0.1}]}, "combos[0]: each combo needs a `name` (a non-empty string)"),
+        ({"combos": [{"name": "a\nb", "lr": 0.1}]}, "combos[0].name: 'a\\nb': a name is shown one per line; give it no line break"),
         ({"combos": [{"name": "a"}, {"name": "a", "lr": 0.2}]}, "combos[1]: names an experiment 'a' that combos[0] names too, with other values"),
         (
             {"grid": {"lr": [0.01]}, "combos": [{"name": "lr=0.01", "lr": 0.5}]},
@@ -442,6 +443,33 @@ def test_every_experiment_and_plot_gets_its_own_file(project):
     assert r.returncode == 0, r.stdout + r.stderr
     assert set(records()) == {f"tag={v},w={w}" for v in ("a/b", "a_b") for w in (1, 2)}
     assert (out / "experiments/tag=a_b,w=1.json").exists()
+
+
+def test_names_with_pipes_backslashes_and_line_breaks_stay_one_cell_one_line_one_node(project):
+    """A grid value with |, \\ or a line break: the report's markdown row had split at the |
+    or the line break, --dag's label had run past a closing \\ (dot rejected the file), and the
+    progress line had broken in two. The name shows a line break as \\n; a combo's name may not
+    hold one (above)."""
+    import sys
+
+    values = ["C:\\d\\", "two\nlines", "p|q", 'say"hi"']
+    doc = {"command": f"{sys.executable} -c \"import sys; open(sys.argv[1] + '/metrics.json', 'w').write('{{{{\\\"score\\\": 1}}}}')\" {{outdir}} {{tag}}"}
+    doc.update(rank_by=[{"metric": "score"}], grid={"tag": values})
+    p = sweep_file(project, doc)
+    shown = ["tag=C:\\d\\", "tag=two\\nlines", "tag=p|q", 'tag=say"hi"']
+    assert names(p) == shown
+    r = cli("workflow", "sweep", str(p), "--local", cwd=project)
+    assert r.returncode == 0 and "4 done" in r.stdout, r.stdout + r.stderr
+    assert all(any(line.endswith(f"done toy/{n}") or f"done toy/{n} (" in line for line in r.stderr.splitlines()) for n in shown), r.stderr
+    report = (project / "results/sweeps/toy/summary_report.md").read_text()
+    table = report.split("## Top performers")[1].split("\n\n")[1].splitlines()
+    cells = [[c.strip() for c in re.split(r"(?<!\\)\|", row)[1:-1]] for row in table]
+    assert len(table) == 6 and {len(c) for c in cells} == {len(cells[0])}, table
+    assert sorted(c[0] for c in cells[2:]) == sorted(n.replace("|", "\\|") for n in shown)
+    r = cli("workflow", "sweep", str(p), "--dag", cwd=project)
+    labels = re.findall(r'^  \d+ \[label="((?:[^"\\\n]|\\.)*)", color="[^"]*", style="[^"]*"\];$', r.stdout, re.M)
+    assert r.returncode == 0 and len(labels) == 4, r.stdout
+    assert sorted(re.sub(r"\\(.)", r"\1", s) for s in labels) == sorted(f"toy/{n}" for n in shown)
 
 
 def test_bad_plot_names_are_one_line_errors(project):
