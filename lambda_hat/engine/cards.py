@@ -193,14 +193,13 @@ def _slurm_card(res: dict, submit: str, where: str) -> tuple[dict, list[str]]:
     asked += [f"#SBATCH --gres={gres_value}"] * bool(gres_value)
     options += [f"#SBATCH --gres=gpu:{gpus}"] if gpus and not (asked or "--gres" in extra or "--gpus" in extra) else []
     p["scheduler_options"] = "\n".join(options + asked + [f"#SBATCH {extra}"] * bool(extra))
-    read = []  # the sbatch command's flags, then the resources
+    read, flag_mem = [], None  # the sbatch command's flags, then the resources
     for key, flags in {**SBATCH, "cores_per_node": ("-c", "--cpus-per-task"), "mem": ("--mem",)}.items():
         m = re.search(r"(?:^|\s)(%s)(?:=|\s+)(\S+)" % "|".join(map(re.escape, flags)), submit)
         if m and not m.group(2).startswith("{"):  # a Snakemake template ({resources.mem_mb}) is the resources' below
             read.append(m.group(1))
             if key == "mem":
-                if not {"mem_mb", "mem", "mem_mb_per_cpu"} & set(res):  # the resources' win
-                    res["mem"] = m.group(2) if m.group(2)[-1:].isalpha() else f"{m.group(2)}M"  # sbatch's default unit
+                flag_mem = m.group(2).strip("'\"")
             else:
                 p[key] = int(m.group(2)) if key == "cores_per_node" else m.group(2).strip("'\"")
         elif m:
@@ -214,20 +213,27 @@ def _slurm_card(res: dict, submit: str, where: str) -> tuple[dict, list[str]]:
         p["walltime"] = f"{p['walltime']}m"
     if "cpus_per_task" in res:
         p["cores_per_node"] = _number(res.pop("cpus_per_task"), where, "default-resources.cpus_per_task", whole=True, least=1)
-    mb = None  # a block's memory: mem_mb, mem (with its unit) or mem_mb_per_cpu, as Snakemake reads them
-    if "mem_mb" in res:
-        mb = _number(res.pop("mem_mb"), where, "default-resources.mem_mb")
-    elif "mem" in res:
-        size = take("mem")
-        m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([KMGT])i?B?", size.strip(), re.I)
-        if not m:
-            raise InputError(f"{where}: default-resources.mem: expected a size with its unit, such as 4000MB or 4G, got {size!r}")
-        mb = float(m.group(1)) * 1024.0 ** ("KMGT".index(m.group(2).upper()) - 1)
-    elif "mem_mb_per_cpu" in res:
-        mb = _number(res.pop("mem_mb_per_cpu"), where, "default-resources.mem_mb_per_cpu") * p["cores_per_node"]
-    if mb is not None:
+    # a block's memory as Snakemake's SLURM executor asks for it: mem_mb_per_cpu × its cpus, else
+    # mem_mb, else mem (a size with its unit); a 0 there asks for none (the partition's default).
+    # The resources' win over the sbatch command's --mem, whose 0 is SLURM's: all of the node's.
+    per_cpu = _number(res.pop("mem_mb_per_cpu"), where, "default-resources.mem_mb_per_cpu") if "mem_mb_per_cpu" in res else 0
+    mem_mb = _number(res.pop("mem_mb"), where, "default-resources.mem_mb") if "mem_mb" in res else 0
+    mem = _size_mb(take("mem"), f"{where}: default-resources.mem") if "mem" in res else 0
+    mb = per_cpu * p["cores_per_node"] or mem_mb or mem
+    if not mb and flag_mem is not None:
+        mb = _size_mb(flag_mem if flag_mem[-1:].isalpha() else f"{flag_mem}M", f"{where}: the sbatch command's --mem")  # sbatch's default unit
+        if mb == 0:
+            p["scheduler_options"] = "\n".join(filter(None, [p["scheduler_options"], "#SBATCH --mem=0"]))
+    if mb:
         p["mem_per_node"] = max(1, math.ceil(mb / 1024))  # GB
     return card, unread
+
+
+def _size_mb(size: str, where: str) -> float:
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([KMGT])i?B?", size.strip(), re.I)
+    if not m:
+        raise InputError(f"{where}: expected a size with its unit, such as 4000MB or 4G, got {size!r}")
+    return float(m.group(1)) * 1024.0 ** ("KMGT".index(m.group(2).upper()) - 1)
 
 
 def _resources(value, where: str) -> dict:

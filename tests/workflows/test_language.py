@@ -691,8 +691,30 @@ def test_snakemake_profiles(project, tmp_path, monkeypatch):
     p = load_card(v7).provider
     assert (p.cores_per_node, p.mem_per_node, p.gpus_per_node, p.scheduler_options) == (4, 8, 3, "#SBATCH --gres=gpu:a100:3"), p
     assert load_card(profile("v7c", "cluster: sbatch -p gpu\n")).provider.gpus_per_node == 0
-    for i, (resources, gb) in enumerate((("{mem: 8GB}", 8), ("{mem: 1.5T}", 1536), ("{mem_mb_per_cpu: 1800, cpus_per_task: 4}", 8))):
-        assert load_card(profile(f"mem{i}", f"executor: slurm\ndefault-resources: {resources}\n")).provider.mem_per_node == gb, resources
+    # memory as Snakemake's SLURM executor books it: mem_mb_per_cpu first, a 0 books none (a
+    # partition's default; it had been 1 GB), sbatch's own --mem=0 the whole node
+    memory = (
+        ("{mem: 8GB}", 8, ""),
+        ("{mem: 1.5T}", 1536, ""),
+        ("{mem_mb_per_cpu: 1800, cpus_per_task: 4}", 8, ""),
+        ("{mem_mb_per_cpu: 1000, mem_mb: 9000, cpus_per_task: 2}", 2, ""),
+        ("{mem_mb_per_cpu: 0, mem_mb: 3000}", 3, ""),
+        ("{mem_mb: 0}", None, ""),
+        ("[mem_mb=0, mem=0G]", None, ""),
+    )
+    for i, (resources, gb, options) in enumerate(memory):
+        p = load_card(profile(f"mem{i}", f"executor: slurm\ndefault-resources: {resources}\n")).provider
+        assert (p.mem_per_node, p.scheduler_options) == (gb, options), resources
+    for i, (flags, resources, gb, options) in enumerate(
+        (
+            ("--mem=0", "", None, "#SBATCH --mem=0"),
+            ("--mem 0", "[mem_mb=2048]", 2, ""),
+            ("--mem=0", "[mem_mb=0]", None, "#SBATCH --mem=0"),
+            ("--mem=1500", "", 2, ""),
+        )
+    ):
+        p = load_card(profile(f"sbatch{i}", f"cluster: sbatch -p short {flags}\n" + (f"default-resources: {resources}\n" if resources else ""))).provider
+        assert (p.mem_per_node, p.scheduler_options) == (gb, options), (flags, resources)
     # Snakemake's command line: --executor and --default-resources (every KEY=VALUE up to the next option), over a profile's
     r = cli("workflow", "llc", "-n", "--executor", "slurm", "--default-resources", "slurm_partition=gpu", "runtime=60", "disk_mb=5", "-j", "7", cwd=project)
     assert r.returncode == 0 and "executor: htex, 7 task(s) at once" in r.stdout, r.stdout + r.stderr
