@@ -469,7 +469,9 @@ def _jobs_setting(jobs: str, card, name, snakemake: dict | None) -> str:
 
     if card.provider.type == "slurm" and (snakemake or (name and snakemake_profile(find_card(name)))):
         if not jobs.isdigit() or int(jobs) < 1:
-            raise InputError(f"--jobs: with a Snakemake SLURM profile, its SLURM jobs at once (max_blocks): expected a positive integer, got {jobs!r}")
+            raise InputError(
+                f"--jobs/--cores/-j: with a Snakemake SLURM profile, its SLURM jobs at once (max_blocks): expected a positive integer, got {jobs!r}"
+            )
         return f"provider.max_blocks={jobs}"
     return f"workers={_jobs(jobs, card)}"
 
@@ -480,10 +482,10 @@ def _jobs(jobs: str, card) -> int:
 
     if jobs == "all":
         if not (cores := node_cores(card)):
-            raise InputError("--jobs all: the card names no provider.cores_per_node, so a node's cores are unknown; give a number")
+            raise InputError("--jobs/--cores/-j all: the card names no provider.cores_per_node, so a node's cores are unknown; give a number")
         return cores
     if not jobs.isdigit() or int(jobs) < 1:
-        raise InputError(f"--jobs: expected a positive integer or 'all', got {jobs!r}")
+        raise InputError(f"--jobs/--cores/-j: expected a positive integer or 'all', got {jobs!r}")
     return int(jobs)
 
 

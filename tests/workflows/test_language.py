@@ -909,8 +909,9 @@ def test_hydra_and_snakemake_spellings(project):
         (("~targets.0.nope",), "override ~targets.0.nope: targets.0.nope is not in the file; nothing to remove"),
         (("~samplers.0.overrides.draws=7",), "samplers.0.overrides.draws is 300, not 7; nothing removed"),
         (("~targets.4",), "index 4 out of range; targets has 2 entries"),
-        (("-j", "0"), "--jobs: expected a positive integer or 'all', got '0'"),
-        (("--jobs", "many"), "--jobs: expected a positive integer or 'all', got 'many'"),
+        (("-j", "0"), "--jobs/--cores/-j: expected a positive integer or 'all', got '0'"),
+        (("--jobs", "many"), "--jobs/--cores/-j: expected a positive integer or 'all', got 'many'"),
+        (("--cores", "0"), "--jobs/--cores/-j: expected a positive integer or 'all', got '0'"),  # had named --jobs alone
         # Hydra's own settings name what stands for them here (the store, cards, -m)
         (
             ("hydra.run.dir=outputs",),
@@ -924,7 +925,7 @@ def test_hydra_and_snakemake_spellings(project):
         r = cli("workflow", "llc", "--local", *bad, cwd=project)
         assert r.returncode == 2 and msg in r.stderr and len(r.stderr.strip().splitlines()) == 1, (bad, r.stderr)
     r = cli("workflow", "llc", "--cores", "all", "--parsl-card", "slurm/cpu", "--set", "cores_per_node=null", cwd=project)
-    assert r.returncode == 2 and "--jobs all: the card names no provider.cores_per_node" in r.stderr, r.stderr
+    assert r.returncode == 2 and "--jobs/--cores/-j all: the card names no provider.cores_per_node" in r.stderr, r.stderr
     assert not (project / "runs").exists() and not (project / "results").exists()
 
 
