@@ -29,6 +29,7 @@ from lambda_hat.engine.typed import (
     check_given,
     current_ref,
     deep_merge,
+    dotted,
     fail,
     import_ref,
     load_yaml,
@@ -419,7 +420,7 @@ def flat_row(rec: dict, factors: list[str]) -> dict:
     if rec.get("project_version"):
         last["project_version"] = rec["project_version"]
     taken = {*COLUMNS, *factors}
-    for k, v in {**rec["metrics"], **rec["efficiency"]}.items():
+    for k, v in {**dotted(rec["metrics"]), **rec["efficiency"]}.items():  # a task's nested metrics by dotted name, as trackers log them
         # a metric named like a factor or a column of the table never replaces it: an equal
         # value (a task returning its own epochs) is already there, another one is kept beside it
         if k not in taken:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from lambda_hat.engine.store import Store, read_json
 from lambda_hat.engine.tasks import Status
-from lambda_hat.engine.typed import InputError
+from lambda_hat.engine.typed import InputError, dotted
 
 BACKENDS = ("mlflow", "wandb")
 TAG = "lambda_hat.task_id"
@@ -41,18 +41,6 @@ def _need(module: str, flag: str):
 
 def _missing(module: str, flag: str) -> InputError:
     return InputError(f"{flag}: the {module.split('.')[0]} client is not installed; pip install 'lambda-hat[tracking]'")
-
-
-def flatten(d, prefix: str = "") -> dict:
-    """{'sampler': {'posterior': {'gamma': 1}}} → {'sampler.posterior.gamma': 1}; lists as JSON."""
-    out = {}
-    for k, v in (d or {}).items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict) and v:
-            out.update(flatten(v, key + "."))
-        else:
-            out[key] = json.dumps(v) if isinstance(v, (list, tuple, dict)) else v
-    return out
 
 
 def _float(text) -> bool:
@@ -82,6 +70,8 @@ def record(store: Store, kind: str, tid: str, plots_of: dict) -> dict | None:
             history = [{k: float(v) for k, v in row.items() if _float(v)} for row in csv.DictReader(f)]
     plot_dir = plots_of.get(tid, d)
     plots = sorted(p for p in plot_dir.iterdir() if p.suffix in PLOT_SUFFIXES) if plot_dir.is_dir() else []
+    config = read_json(d / "config.json")
+    config = config if isinstance(config, dict) else {}
     versions = manifest.get("versions", {})
     found = metrics.get("warnings")  # an llc run's checks, as it stored them: a run's λ̂ never goes out without them
     tags = {}
@@ -93,8 +83,8 @@ def record(store: Store, kind: str, tid: str, plots_of: dict) -> dict | None:
         tags["lambda_hat.project_version"] = versions["project_git"]
     return {
         "id": tid, "kind": kind, "label": manifest.get("label") or tid, "status": manifest.get("status", "incomplete"),
-        "params": flatten(config if isinstance(config := read_json(d / "config.json"), dict) else {}),
-        "metrics": {k: float(v) for k, v in flatten(metrics).items() if _number(v)},
+        "params": {k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in dotted(config).items()},
+        "metrics": {k: float(v) for k, v in dotted(metrics).items() if _number(v)},
         "history": history, "plots": plots, "code_version": versions.get("git") or versions.get("lambda-hat", ""),
         "error": manifest.get("error"), "walltime_sec": manifest.get("walltime_sec"), "tags": tags,
         "started": _ms(manifest.get("started")), "finished": _ms(manifest.get("finished")),

@@ -339,6 +339,15 @@ def canonical(cls, data, where: str, key: str = ""):
     return out
 
 
+def dotted(d: dict, prefix: str = "") -> dict:
+    """Nested mappings as dotted keys, {'acc': {'val': 1}} → {'acc.val': 1}, as MLflow and W&B
+    name them; other values (an empty mapping too) as they are."""
+    out = {}
+    for k, v in d.items():
+        out.update(dotted(v, f"{prefix}{k}.") if isinstance(v, dict) and v else {f"{prefix}{k}": v})
+    return out
+
+
 def deep_merge(base: dict, over: dict) -> dict:
     out = dict(base)
     for k, v in over.items():

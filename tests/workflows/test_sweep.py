@@ -472,6 +472,30 @@ def test_names_with_pipes_backslashes_and_line_breaks_stay_one_cell_one_line_one
     assert sorted(re.sub(r"\\(.)", r"\1", s) for s in labels) == sorted(f"toy/{n}" for n in shown)
 
 
+def test_nested_metrics_are_columns_by_dotted_name(project):
+    """A task returning {'acc': {'train': …, 'val': …}} (as many write their metrics): the table,
+    rank_by and line plots name acc.val, as MLflow and W&B log it. It had been one text column
+    `acc`, and rank_by acc.val a warning that no experiment returned it."""
+    import sys
+
+    write = "json.dump({{'acc': {{'train': int(sys.argv[2]), 'val': -int(sys.argv[2])}}, 'tags': ['a']}}, open(sys.argv[1] + '/metrics.json', 'w'))"
+    doc = {
+        "command": f'{sys.executable} -c "import json, sys; {write}" {{outdir}} {{x}}',
+        "rank_by": [{"metric": "acc.val", "goal": "max"}],
+        "grid": {"x": [2, 1, 3]},
+        "line_plots": [{"x": "x", "y": "acc.train"}],
+    }
+    r = cli("workflow", "sweep", str(sweep_file(project, doc)), "--local", cwd=project)
+    assert r.returncode == 0 and "3 done" in r.stdout and "warning" not in r.stdout, r.stdout + r.stderr
+    out = project / "results/sweeps/toy"
+    df = pd.read_csv(out / "comparison_table.csv")
+    assert list(df.experiment_id) == ["x=1", "x=2", "x=3"] and list(df["acc.val"]) == [-1, -2, -3] and list(df["acc.train"]) == [1, 2, 3]
+    assert "acc" not in df.columns and list(df.tags) == ["[a]"] * 3
+    assert (out / "plots" / "acc.train_vs_x.png").exists()
+    rec = json.loads(next((out / "experiments").glob("x=1*.json")).read_text())
+    assert rec["metrics"]["acc"] == {"train": 1, "val": -1}  # the record keeps what the task returned
+
+
 def test_bad_plot_names_are_one_line_errors(project):
     p = sweep_file(project, {**TOY, "plot_names": {"time": "metric_per_factor.png"}})
     with pytest.raises(InputError, match=r"plot_names\.time: 'metric_per_factor.png' is also the file of plot metric_per_factor; give each its own$"):
