@@ -67,6 +67,9 @@ def returns(ctx, cfg: Returns):
         "tuple_key": {("a", 1): 2.0},
         "nested_tuple_key": {"score": 1.0, "per_bucket": {(1, 2): 3}},
         "efficiency_number": {"score": 1.0, "efficiency": 0.9},
+        "dotted_twice": {"score": 1.0, "acc.val": 0.5, "acc": {"val": 0.7}},
+        "dotted_deep_twice": {"per": {"acc": {"val": 0.5}, "acc.val": 0.7}},
+        "dotted_twice_equal": {"score": 1.0, "acc.val": 0.5, "acc": {"val": 0.5}},
     }[cfg.what]
 
 

@@ -39,6 +39,7 @@ from typing import Callable
 from lambda_hat.engine.progress import Progress
 from lambda_hat.engine.store import Store, crashpoint, read_json, write_json
 from lambda_hat.engine.tasks import Outcome, Status, Task, TaskFailed, call, declared, is_forced
+from lambda_hat.engine.typed import given_twice
 
 # arviz < 1 is pinned (pyproject): its daily notice of the 1.x refactor, printed by the first
 # process to import it each day, would only land among the progress lines
@@ -292,6 +293,8 @@ def _run_child(spec: dict, workdir: Path, root: Path) -> tuple[Status, dict, str
         if not isinstance(metrics, dict):
             what = "no metrics.json" if not (workdir / "metrics.json").exists() else "a metrics.json that is not a JSON object"
             return Status.FAILED, {}, f"the command exited 0 but wrote {what} into {{outdir}} (expected a JSON object of metrics)"
+        if twice := given_twice(metrics):
+            return Status.FAILED, {}, f"the command's metrics.json: {twice}"
         return Status.DONE, metrics, None
     if p.returncode == 0:
         if not (workdir / "metrics.json").exists():  # os._exit(0): it had been a finished task with no metrics

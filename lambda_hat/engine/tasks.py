@@ -122,7 +122,7 @@ def declared(ref: str) -> tuple[Callable, Declared]:
 
 def call(fn: Callable, ctx) -> dict:
     """Run a declared task function on ctx, its config validated as the runner does (tests, notebooks)."""
-    from lambda_hat.engine.typed import build
+    from lambda_hat.engine.typed import build, given_twice
 
     out = fn(ctx, build(fn.declared.config, ctx.config, "<task config>"))
     if out is None:
@@ -131,6 +131,8 @@ def call(fn: Callable, ctx) -> dict:
         raise TypeError(f"a task returns a mapping of metrics (or None), got {type(out).__name__}")
     if bad := [k for k in out if not isinstance(k, str)]:
         raise TypeError(f"metric names are strings, got {bad[0]!r}")
+    if twice := given_twice(dict(out)):  # trackers and the sweep's table name metrics by dotted path
+        raise ValueError(twice)
     return dict(out)
 
 

@@ -339,13 +339,32 @@ def canonical(cls, data, where: str, key: str = ""):
     return out
 
 
+def _leaves(d: dict, path: tuple = ()):
+    """(key path, value) of each value that is not a non-empty mapping."""
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            yield from _leaves(v, (*path, k))
+        else:
+            yield (*path, k), v
+
+
 def dotted(d: dict, prefix: str = "") -> dict:
     """Nested mappings as dotted keys, {'acc': {'val': 1}} → {'acc.val': 1}, as MLflow and W&B
     name them; other values (an empty mapping too) as they are."""
-    out = {}
-    for k, v in d.items():
-        out.update(dotted(v, f"{prefix}{k}.") if isinstance(v, dict) and v else {f"{prefix}{k}": v})
-    return out
+    return {prefix + ".".join(map(str, p)): v for p, v in _leaves(d)}
+
+
+def given_twice(d: dict) -> str | None:
+    """What is wrong where two values of d take one dotted name ({'acc.val': 1, 'acc': {'val': 2}}):
+    dotted() would keep one of them silently. The same value twice (NaN too) is one value."""
+    seen = {}
+    for p, v in _leaves(d):
+        name = ".".join(map(str, p))
+        if name in seen and not (seen[name][1] == v or (seen[name][1] != seen[name][1] and v != v)):
+            show = lambda path: " → ".join(repr(k) if "." in str(k) else str(k) for k in path)  # noqa: E731
+            return f"metric {name!r} is given twice: {seen[name][1]!r} as {show(seen[name][0])}, {v!r} as {show(p)}"
+        seen.setdefault(name, (p, v))
+    return None
 
 
 def deep_merge(base: dict, over: dict) -> dict:

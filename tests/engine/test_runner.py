@@ -70,12 +70,14 @@ def test_reuse_failure_and_skipped_dependants(tmp_path):
 
 @pytest.mark.parametrize("where", ["fork", "fresh", "thread"])
 def test_a_task_that_returns_no_metrics_mapping_fails(tmp_path, monkeypatch, where):
-    """A list, a metric name that is no string, a mapping JSON cannot hold, or no return at all
+    """A list, a metric name that is no string, a mapping JSON cannot hold, one metric name given
+    two values (nested and dotted), or no return at all
     (os._exit(0)) fail the task with what is wrong. They had been finished tasks: the list's
     metrics.json then ended the sweep's table in a traceback, os._exit(0) left a result with no
     metrics, a tuple key ended the process with "exit code 1" (a thread task: the workflow)."""
     monkeypatch.setenv("LAMBDA_HAT_FORK", "0" if where == "fresh" else "1")
-    whats = ["metrics", "none", "list", "tuple_key", "nested_tuple_key"] + (["exits_quietly"] if where != "thread" else [])
+    whats = ["metrics", "none", "list", "tuple_key", "nested_tuple_key", "dotted_twice", "dotted_deep_twice", "dotted_twice_equal"]
+    whats += ["exits_quietly"] if where != "thread" else []
     tasks = [Task("t", "tests.tasks:returns", {"what": w}, w, isolate=where != "thread") for w in whats]
     s = run_tasks(tasks, tmp_path, CARD)
     got = {o.label: (o.status, o.error) for o in s.outcomes.values()}
@@ -84,10 +86,28 @@ def test_a_task_that_returns_no_metrics_mapping_fails(tmp_path, monkeypatch, whe
     assert got.pop("tuple_key") == ("failed", "TypeError: metric names are strings, got ('a', 1)")
     status, error = got.pop("nested_tuple_key")
     assert status == "failed" and "keys must be str" in error
+    # two values under one dotted name (a literal 'acc.val' and acc → val): the trackers and the
+    # sweep's table name both acc.val, and one had silently been kept; the same value twice is one
+    assert got.pop("dotted_twice") == ("failed", "ValueError: metric 'acc.val' is given twice: 0.5 as 'acc.val', 0.7 as acc → val")
+    want = "ValueError: metric 'per.acc.val' is given twice: 0.5 as per → acc → val, 0.7 as per → 'acc.val'"
+    assert got.pop("dotted_deep_twice") == ("failed", want)
+    assert got.pop("dotted_twice_equal") == ("done", None)
     if where != "thread":
         assert got.pop("exits_quietly") == ("failed", "the task process exited with code 0 before the task returned (os._exit?)")
     assert not got
     assert json.loads((Store(tmp_path).dir("t", tasks[0].id) / "metrics.json").read_text()) == {"score": 1.0}
+
+
+def test_a_command_giving_one_metric_twice_fails(tmp_path):
+    """A command's metrics.json with one dotted name given two values fails as a task would."""
+    write = 'printf \'%s\' \'{{"acc.val": {v}, "acc": {{"val": 0.7}}}}\' > {outdir}/metrics.json'
+    tasks = [Task("t", "", {"v": v}, f"v={v}", command=write) for v in (0.5, 0.7)]
+    s = run_tasks(tasks, tmp_path, CARD)
+    got = {o.label: (o.status, o.error) for o in s.outcomes.values()}
+    assert got == {
+        "v=0.5": ("failed", "the command's metrics.json: metric 'acc.val' is given twice: 0.5 as 'acc.val', 0.7 as acc → val"),
+        "v=0.7": ("done", None),
+    }, got
 
 
 def test_a_number_named_efficiency_is_a_metric(project):
