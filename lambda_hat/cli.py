@@ -89,18 +89,23 @@ def _workflow(name: str):
 def _command(wf) -> click.Command:
     """A workflow's command: the options every workflow takes (here, once), then its own (wf.cli())."""
 
-    def callback(local, parsl_card, backend, sets, executor, resources, retries, jobs, **kw):
-        from .engine.cards import load_card
+    def callback(local, parsl_card, profile, backend, sets, executor, resources, retries, jobs, **kw):
+        from .engine.cards import find_card, load_card
         from .engine.workflow import Options, run
 
-        # each is one option under several spellings (--profile, --cores, …): given twice, say so
-        parsl_card, jobs = _once(parsl_card, "--parsl-card/--profile"), _once(jobs, "--jobs/--cores/-j")
+        # each is one option under several spellings (--profile, --cores, …): given twice, say so;
+        # an error names the card's flag as given
+        card_flag = "--profile" if profile and not parsl_card else "--parsl-card"
+        parsl_card, profile = _once(parsl_card, "--parsl-card"), _once(profile, "--profile")
+        if parsl_card and profile and parsl_card != profile:
+            _fail(InputError(f"--parsl-card {parsl_card} and --profile {profile}: give one"))
+        parsl_card, jobs = parsl_card or profile, _once(jobs, "--jobs/--cores/-j")
         parsl_card = parsl_card and str(_from_origin(Path(parsl_card)))
         sets = (*sets, f"retries={retries}") if retries is not None else sets
 
         if (local or parsl_card) and click.get_current_context().get_parameter_source("backend") == click.core.ParameterSource.ENVIRONMENT:
             backend = None  # a flag given wins over LAMBDA_HAT_BACKEND
-        given = [f for f, v in (("--local", local), ("--parsl-card", parsl_card), ("--backend", backend), ("--executor", executor)) if v]
+        given = [f for f, v in (("--local", local), (card_flag, parsl_card), ("--backend", backend), ("--executor", executor)) if v]
         if parsl_card and executor and not local and not backend:  # Snakemake's --profile DIR --executor slurm: the profile's, overridden
             given.remove("--executor")
         if len(given) > 1:
@@ -131,6 +136,8 @@ def _command(wf) -> click.Command:
             overrides, extra = wf.parse(kw)
             overrides = (*map(str, settings), *overrides)
             snakemake = {"executor": executor, "resources": resources} if executor or resources else None
+            if parsl_card:
+                find_card(parsl_card, card_flag)  # a name that is no card, said under its flag
             card = load_card(parsl_card, sets, snakemake)
             if jobs is not None:
                 card = load_card(parsl_card, (*sets, _jobs_setting(jobs, card, parsl_card, snakemake)), snakemake)
@@ -157,13 +164,12 @@ def _command(wf) -> click.Command:
     noun = wf.noun
     params = [
         click.option("--local", is_flag=True, help="Run on this machine with parsl_cards/local.yaml (the default)."),
+        click.option("--parsl-card", "parsl_card", multiple=True, metavar="CARD", help=CARD_HELP),
         click.option(
-            "--parsl-card",
             "--profile",
-            "parsl_card",
             multiple=True,
             metavar="CARD",
-            help=CARD_HELP + " Also as Snakemake's --profile, which also reads a Snakemake profile (DIR with config.yaml, or NAME under ~/.config/snakemake).",
+            help="Snakemake's --profile: a card as --parsl-card, or a Snakemake profile (DIR with config.yaml, or NAME under ~/.config/snakemake).",
         ),
         click.option(
             "--backend",
@@ -189,8 +195,9 @@ def _command(wf) -> click.Command:
         click.option(
             "--retries",
             "--restart-times",
+            "-T",
             type=click.IntRange(min=0),
-            help="Snakemake's --retries (--restart-times): the card's `retries`, as --set retries=N: a task whose worker or node was lost "
+            help="Snakemake's --retries (--restart-times, -T): the card's `retries`, as --set retries=N: a task whose worker or node was lost "
             "runs again up to N times (a task that failed on its own is its outcome, not retried).",
         ),
         # Snakemake's spellings too: -n/--dryrun, -F/--forceall, -j/--jobs/--cores N

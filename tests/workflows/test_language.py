@@ -750,7 +750,7 @@ def test_snakemake_profiles(project, tmp_path, monkeypatch):
         assert str(e.value).endswith(f"{name}/config.yaml: {msg}")
     (project / "empty").mkdir()
     r = cli("workflow", "llc", "--dry-run", "--profile", "empty", cwd=project)
-    assert r.returncode == 2 and "--parsl-card empty: a directory with no Snakemake profile (config.yaml) in it" in r.stderr, r.stderr
+    assert r.returncode == 2 and "--profile empty: a directory with no Snakemake profile (config.yaml) in it" in r.stderr, r.stderr
 
 
 def test_original_card_names_and_flat_keys(project):
@@ -795,7 +795,12 @@ def test_original_cli_spellings(project):
     assert r.returncode == 0 and "executor: htex, 8 task(s)" in r.stdout, r.stdout + r.stderr
     r = cli("workflow", "llc", "-n", "--local", cwd=project, env={"LAMBDA_HAT_BACKEND": "slurm-gpu"})
     assert r.returncode == 0 and "executor: threads" in r.stdout, r.stdout + r.stderr
-    for args, msg in [(("--backend", "slurm-gpu", "--local"), "--local and --backend exclude each other"), (("--backend", "gpu"), "'gpu' is not one of")]:
+    for args, msg in [
+        (("--backend", "slurm-gpu", "--local"), "--local and --backend exclude each other"),
+        (("--backend", "gpu"), "'gpu' is not one of"),
+        (("--local", "--profile", "local"), "--local and --profile exclude each other"),  # the spelling given, not --parsl-card
+        (("--parsl-card", "local", "--backend", "local"), "--parsl-card and --backend exclude each other"),
+    ]:
         r = cli("workflow", "llc", "-n", *args, cwd=project)
         assert r.returncode == 2 and msg in r.stderr, (args, r.stderr)
     # its commands that take another form here, with their options as its docs give them: one line naming that form
@@ -891,6 +896,8 @@ def test_hydra_and_snakemake_spellings(project):
     assert r.returncode == 0 and "2 task(s) at once, a lost worker's task retried up to 3 times" in r.stdout, r.stdout + r.stderr
     r = cli("workflow", "llc", "-n", "--restart-times", "0", "--parsl-card", "local-processes", cwd=project)
     assert r.returncode == 0 and "executor: htex, 2 task(s) at once\n" in r.stdout, r.stdout + r.stderr
+    r = cli("workflow", "llc", "-n", "-T", "2", "--profile", "local-processes", cwd=project)  # Snakemake's short -T
+    assert r.returncode == 0 and "2 task(s) at once, a lost worker's task retried up to 2 times" in r.stdout, r.stdout + r.stderr
     r = subprocess.run([sys.executable, "-m", "lambda_hat", "workflow", "llc", "-n"], cwd=project, capture_output=True, text=True)  # no script on PATH
     assert r.returncode == 0 and r.stdout == dry.stdout, r.stdout + r.stderr
     r = cli("workflow", "llc", "--unlock", cwd=project)  # Snakemake's after a crash: flock dies with its holder
@@ -1046,7 +1053,8 @@ def test_snakemake_config_profile_and_short_flags(project):
         (["-c", "x"], "-c: expected a number of cores (Snakemake's -c N, as --cores N) or job (Hydra's -c job, as --cfg job), got 'x'"),
         (["-c", "2", "-j", "2"], "-c 2 and --jobs/--cores: give it once"),
         (["--cores", "2", "--jobs", "4"], "--jobs/--cores/-j given as 2 and 4: give one"),  # one option: the last had won
-        (["--profile", "slurm/cpu", "--parsl-card", "local"], "--parsl-card/--profile given as slurm/cpu and local: give one"),
+        (["--profile", "slurm/cpu", "--parsl-card", "local"], "--parsl-card local and --profile slurm/cpu: give one"),
+        (["--profile", "slurm/cpu", "--profile", "local"], "--profile given as slurm/cpu and local: give one"),
         (["-c", "0"], "-c: expected a number of cores (Snakemake's -c N, as --cores N) or job (Hydra's -c job, as --cfg job), got '0'"),
         (["-cd", "nowhere"], "--config-dir nowhere: no such directory"),
         (["-cd", "mine", "-cn", "nope"], "nope.yaml: in neither mine nor config; --config-name takes one of: experiments, three"),
