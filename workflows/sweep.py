@@ -13,7 +13,7 @@ import click
 from lambda_hat.engine.runner import Summary
 from lambda_hat.engine.store import Store, read_json, write_json
 from lambda_hat.engine.sweep import EXAMPLE, Experiment, Sweep, flat_row, load_sweep, record, select, table
-from lambda_hat.engine.tasks import Status, Task
+from lambda_hat.engine.tasks import Outcome, Status, Task
 from lambda_hat.engine.typed import InputError
 from lambda_hat.engine.workflow import Options, Workflow, write_table
 
@@ -51,14 +51,18 @@ def in_order(experiments: list[Experiment], ts: dict[str, Task]) -> list[Task]:
 
 
 def records(sweep: Sweep, store: Store, outcomes: dict | None = None, ts: dict[str, Task] | None = None) -> list[dict]:
-    """A result record for every experiment of the file, from the store (or this run's outcome)."""
+    """A result record for every experiment of the file, from the store (or this run's outcome);
+    read from the store alone (a report), one that a process is running now says so."""
     ts = ts or tasks(sweep, sweep.experiments, None)
     out = []
     for e in sweep.experiments:
         t = ts[e.name]
         m = store.manifest(KIND, t.id)
         metrics = read_json(store.dir(KIND, t.id) / "metrics.json") if m else None
-        out.append(record(sweep, e, t.id, m, metrics, (outcomes or {}).get(t.id)))
+        o = (outcomes or {}).get(t.id)
+        if m is None and outcomes is None and store.is_running(t.id):
+            o = Outcome(t.id, e.name, KIND, Status.RUNNING)
+        out.append(record(sweep, e, t.id, m, metrics, o))
     return out
 
 
@@ -179,6 +183,7 @@ def report(path: Path, filters: tuple[str, ...] = (), plots: bool = True, output
     summary = rep.build(sweep, rows, out=output_dir, plots=plots, note=note)
     for w in rep.unranked(sweep, rows):
         click.echo(f"warning: {w}")
-    missing = sum(r["status"] == Status.MISSING for r in recs)
-    click.echo(f"report: {summary}" + (f" ({missing} experiment(s) not run yet)" if missing else ""))
+    running, missing = (sum(r["status"] == s for r in recs) for s in (Status.RUNNING, Status.MISSING))
+    left = [f"{running} running"] * bool(running) + [f"{missing} not run yet"] * bool(missing)
+    click.echo(f"report: {summary}" + (f" ({', '.join(left)})" if left else ""))
     return 0

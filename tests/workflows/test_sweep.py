@@ -7,6 +7,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import time
 
 import pandas as pd
@@ -604,6 +605,41 @@ def test_kill_mid_sweep_then_resume_runs_only_unfinished_and_table_is_live(proje
     for tid, started in finished.items():  # not recomputed
         assert json.loads((project / "runs/sweep" / tid / "manifest.json").read_text())["started"] == started
     assert (pd.read_csv(table).status == "done").all()
+
+
+WAIT_SCRIPT = """
+import json, pathlib, sys, time
+if sys.argv[1] == "1":  # held until the test says go
+    pathlib.Path("started").touch()
+    while not pathlib.Path("go").exists():
+        time.sleep(0.05)
+json.dump({"score": float(sys.argv[1])}, open(sys.argv[2] + "/metrics.json", "w"))
+"""
+
+
+def test_report_while_the_sweep_runs_says_what_is_running(project):
+    """`lambda-hat report` during a sweep: an experiment in flight is `running` in the table and
+    the report, not "not run yet" (it had read as never run, as one the sweep had not reached)."""
+    (project / "wait.py").write_text(WAIT_SCRIPT)
+    doc = {"command": f"{sys.executable} wait.py {{t}} {{outdir}}", "rank_by": [{"metric": "score"}], "grid": {"t": [0, 1, 2]}}
+    p = write_config(project / "config" / "sweeps" / "wait.yaml", doc)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([*LH, "workflow", "sweep", str(p), "--local", "-j", "1"], cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.time() + 60
+        while not (project / "started").exists() and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        assert (project / "started").exists(), proc.communicate()
+        r = cli("report", str(p), "--no-plots", cwd=project)
+        assert r.returncode == 0 and r.stdout.endswith("(1 running, 1 not run yet)\n"), r.stdout + r.stderr
+        table = pd.read_csv(project / "results/sweeps/wait/comparison_table.csv").set_index("t")
+        assert table.status.to_dict() == {0: "done", 1: "running", 2: "missing"}, table
+        assert "1 running" in (project / "results/sweeps/wait/summary_report.md").read_text()
+    finally:
+        (project / "go").touch()
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and "3 done" in out.decode(), out.decode() + err.decode()
+    assert (pd.read_csv(project / "results/sweeps/wait/comparison_table.csv").status == "done").all()
 
 
 def test_blob_settings_that_would_mean_nothing_are_errors():
