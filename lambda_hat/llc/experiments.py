@@ -610,15 +610,27 @@ def _overrides(raw, overrides: tuple[str, ...], where: str, multirun: bool):
         if not multirun:
             raise InputError(f"{where}: override {pair!r}: several values; sweep them with -m/--multirun, write a list as [a, b], quote a string")
         parts = _entry_route(raw, key.strip().split("."))
+        for m in (4, 2):  # an index past the end of targets, samplers or a target's samplers
+            head, parent = parts[:m], _at(raw, parts[: m - 1])
+            if len(parts) >= m and _entry_key(head) and isinstance(parent, list) and _at(raw, head) is None:
+                raise InputError(
+                    f"{where}: -m {key.strip()}: {'.'.join(head)} is not an entry of the file ({'.'.join(parts[: m - 1])} has {len(parent)}): only an existing entry is copied per value"
+                )
+        if len(parts) > 3 and parts[0] == "targets" and parts[2] == "samplers" and _at(raw, parts[:3]) is None:
+            rest = ".".join(parts[4:]) or "name"
+            raise InputError(
+                f"{where}: -m {key.strip()}: {'.'.join(parts[:2])} has no samplers of its own (it runs the file's): sweep samplers.{parts[3]}.{rest}"
+            )
+        if _entry_key(parts):  # Hydra's sweep of a config group's option
+            inside = (
+                f"sweep its preset with -m {key.strip()}.name={text.strip()}"
+                if parts[-2] == "samplers"
+                else f"sweep a key inside it (-m {key.strip()}.model=…)"
+            )
+            raise InputError(f"{where}: -m {key.strip()}: a whole entry takes one value; {inside}, each value a copy of the entry")
         n = next((n for n in (4, 2) if len(parts) > n and _is_entry(raw, parts[:n])), None)  # targets.I.samplers.J first
         entry = _at(raw, parts[:n]) if n else None
         if entry is None:
-            for m in (4, 2):  # an index past the end of targets, samplers or a target's samplers
-                head, parent = parts[:m], _at(raw, parts[: m - 1])
-                if len(parts) > m and _entry_key(head) and isinstance(parent, list) and _at(raw, head) is None:
-                    raise InputError(
-                        f"{where}: -m {key.strip()}: {'.'.join(head)} is not an entry of the file ({'.'.join(parts[: m - 1])} has {len(parent)}): only an existing entry is copied per value"
-                    )
             raise InputError(
                 f"{where}: -m {key.strip()}: only a key inside an entry takes several values (targets.N.…, samplers.N.…, targets.N.samplers.M.…): each value is a copy of it"
             )

@@ -1252,6 +1252,14 @@ def test_hydra_multirun_copies_an_entry_per_value(project):
     for bad, msg in [
         (("samplers.0.draws=200,300",), "several values; sweep them with -m/--multirun"),
         (("-m", "jax_enable_x64=true,false"), "-m jax_enable_x64: only a key inside an entry takes several values"),
+        # Hydra's group sweep (-m db=mysql,postgresql) on a sampler entry: the form here named
+        (("-m", "samplers.0=sgld,hmc"), "-m samplers.0: a whole entry takes one value; sweep its preset with -m samplers.0.name=sgld,hmc"),
+        (("-m", "targets.0=dln,quadratic"), "-m targets.0: a whole entry takes one value; sweep a key inside it (-m targets.0.model=…)"),
+        # a key of a target's own samplers where it has none: that had been named as -m samplers.0.draws
+        (
+            ("-m", "targets.0.samplers.0.draws=1,2"),
+            "-m targets.0.samplers.0.draws: targets.0 has no samplers of its own (it runs the file's): sweep samplers.0.draws",
+        ),
         (("-m", "samplers.7.draws=200,300"), "-m samplers.7.draws: samplers.7 is not an entry of the file (samplers has 1)"),
         (("-m", "samplers.0.draws=200,,300"), "an empty value"),
         # the copy's error says what it is a copy of: samplers[1] alone would be another entry of the file
