@@ -891,9 +891,17 @@ def export(store_root, mlflow_uri, wandb_dir):
 @main.command()
 @click.option("--store", "store_root", type=click.Path(path_type=Path), default=Path("runs"), show_default=True, help="Store directory.")
 @click.option("--dry-run", "--dryrun", "-n", "dry_run", is_flag=True, help="List what would be removed.")
-@click.option("--ttl-days", type=click.FloatRange(min=0), help="Only leftovers older than this many days (the original Lambda-Hat's option).")
+@click.option("--ttl-days", metavar="DAYS", help="Only leftovers older than this many days (the original Lambda-Hat's option).")
 def gc(store_root, dry_run, ttl_days):
     """Remove leftovers of tasks that never finished (crashed or killed)."""
+    if ttl_days is not None:
+        text = ttl_days
+        try:
+            ttl_days = float(text)
+        except ValueError:
+            ttl_days = float("nan")
+        if not 0 <= ttl_days < float("inf"):  # NaN had removed nothing, as no age is over it
+            _fail(InputError(f"--ttl-days: expected a finite number of days >= 0, got {text}"))
     store = _existing_store(store_root)
     cutoff = time.time() - 86400 * ttl_days if ttl_days is not None else float("inf")
     found = [p for p, tid in store.leftovers() if not store.is_running(tid) and p.stat().st_mtime < cutoff]

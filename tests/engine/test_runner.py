@@ -231,6 +231,9 @@ def test_killed_workflow_leaves_no_done_directory(tmp_path):
     os.utime(store.leftovers()[0][0], (old, old))
     r = cli("artifacts", "gc", "-n", "--ttl-days", "1", "--store", str(store.root))
     assert r.returncode == 0 and "would remove" in r.stdout, r.stdout
+    for bad in ("nan", "inf", "-1", "x"):  # NaN had read as "nothing to remove" (no age is over it); inf is never
+        r = cli("gc", "-n", "--ttl-days", bad, "--store", str(store.root))
+        assert r.returncode == 2 and r.stderr == f"error: --ttl-days: expected a finite number of days >= 0, got {bad}\n", r.stderr
     r = cli("gc", "--store", str(store.root))
     assert r.returncode == 0 and "removing" in r.stdout and store.leftovers() == []
     r = cli("gc", "--store", str(store.root))
