@@ -604,6 +604,28 @@ def _moved(name: str) -> click.Command:
 class _Moved(click.Group):
     """A group that answers the original's commands it does not have with their pointer (MOVED)."""
 
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        """Click's own, but a usage error (an unknown option, a bad value) is one line, as any
+        other bad input is: `error: …` with the command whose --help lists what it takes, exit 2."""
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.NoArgsIsHelpError as e:  # `lambda-hat` alone: its help
+            e.show()
+            sys.exit(e.exit_code)
+        except click.UsageError as e:
+            where = f" (see {e.ctx.command_path} --help)" if e.ctx is not None else ""
+            click.echo(f"error: {' '.join(e.format_message().split())}{where}", err=True)
+            sys.exit(2)
+        except click.ClickException as e:
+            e.show()
+            sys.exit(e.exit_code)
+        except click.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(1)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
     def get_command(self, ctx, name):
         path = f"{'' if ctx.parent is None else ctx.info_name + ' '}{name}"
         return super().get_command(ctx, name) or (_moved(path) if path in MOVED else None)

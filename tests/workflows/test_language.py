@@ -800,9 +800,12 @@ def test_original_cli_spellings(project):
         (("--backend", "gpu"), "'gpu' is not one of"),
         (("--local", "--profile", "local"), "--local and --profile exclude each other"),  # the spelling given, not --parsl-card
         (("--parsl-card", "local", "--backend", "local"), "--parsl-card and --backend exclude each other"),
+        # click's own usage errors, one line as every other bad input (they had been four, with the usage)
+        (("--verbose",), "error: No such option '--verbose'. (see lambda-hat workflow llc --help)"),
+        (("-T", "-1"), "error: Invalid value for '--retries' / '--restart-times' / '-T': -1 is not in the range x>=0. (see lambda-hat workflow llc --help)"),
     ]:
         r = cli("workflow", "llc", "-n", *args, cwd=project)
-        assert r.returncode == 2 and msg in r.stderr, (args, r.stderr)
+        assert r.returncode == 2 and msg in r.stderr and len(r.stderr.splitlines()) == 1, (args, r.stderr)
     # its commands that take another form here, with their options as its docs give them: one line naming that form
     for args, msg in [
         (("diagnose-experiment", "--experiment", "dev", "--mode", "light"), "here `lambda-hat workflow llc --promote` plots every target and run"),
