@@ -357,10 +357,17 @@ def dotted(d: dict, prefix: str = "") -> dict:
 def given_twice(d: dict) -> str | None:
     """What is wrong where two values of d take one dotted name ({'acc.val': 1, 'acc': {'val': 2}}):
     dotted() would keep one of them silently. The same value twice (NaN too) is one value."""
+
+    def same(a, b) -> bool:
+        try:
+            return bool(a == b) or bool(a != a and b != b)
+        except Exception:  # arrays (numpy, torch, JAX) have no one truth value: said, whatever they hold
+            return False
+
     seen = {}
     for p, v in _leaves(d):
         name = ".".join(map(str, p))
-        if name in seen and not (seen[name][1] == v or (seen[name][1] != seen[name][1] and v != v)):
+        if name in seen and not same(seen[name][1], v):
             show = lambda path: " → ".join(repr(k) if "." in str(k) else str(k) for k in path)  # noqa: E731
             return f"metric {name!r} is given twice: {seen[name][1]!r} as {show(seen[name][0])}, {v!r} as {show(p)}"
         seen.setdefault(name, (p, v))

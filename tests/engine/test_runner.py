@@ -98,6 +98,20 @@ def test_a_task_that_returns_no_metrics_mapping_fails(tmp_path, monkeypatch, whe
     assert json.loads((Store(tmp_path).dir("t", tasks[0].id) / "metrics.json").read_text()) == {"score": 1.0}
 
 
+def test_one_metric_given_twice_as_arrays_is_said():
+    """Arrays under one dotted name (a task may return numpy arrays): the message, not numpy's
+    "truth value of an array is ambiguous"; equal scalars of any type are one value."""
+    import numpy as np
+
+    from lambda_hat.engine.typed import given_twice
+
+    msg = given_twice({"a.b": np.zeros(2), "a": {"b": np.ones(2)}})
+    assert msg == "metric 'a.b' is given twice: array([0., 0.]) as 'a.b', array([1., 1.]) as a → b", msg
+    assert given_twice({"a.b": np.float64(0.5), "a": {"b": 0.5}}) is None
+    assert given_twice({"a.b": float("nan"), "a": {"b": np.nan}}) is None
+    assert given_twice({"a.b": [1, 2], "a": {"b": [1, 2]}}) is None
+
+
 def test_a_command_giving_one_metric_twice_fails(tmp_path):
     """A command's metrics.json with one dotted name given two values fails as a task would."""
     write = 'printf \'%s\' \'{{"acc.val": {v}, "acc": {{"val": 0.7}}}}\' > {outdir}/metrics.json'
