@@ -90,7 +90,7 @@ def _command(wf) -> click.Command:
     """A workflow's command: the options every workflow takes (here, once), then its own (wf.cli())."""
 
     def callback(local, parsl_card, profile, backend, sets, executor, resources, retries, jobs, **kw):
-        from .engine.cards import find_card, load_card
+        from .engine.cards import load_card
         from .engine.workflow import Options, run
 
         # each is one option under several spellings (--profile, --cores, …): given twice, say so;
@@ -136,11 +136,9 @@ def _command(wf) -> click.Command:
             overrides, extra = wf.parse(kw)
             overrides = (*map(str, settings), *overrides)
             snakemake = {"executor": executor, "resources": resources} if executor or resources else None
-            if parsl_card:
-                find_card(parsl_card, card_flag)  # a name that is no card, said under its flag
-            card = load_card(parsl_card, sets, snakemake)
+            card = load_card(parsl_card, sets, snakemake, card_flag)
             if jobs is not None:
-                card = load_card(parsl_card, (*sets, _jobs_setting(jobs, card, parsl_card, snakemake)), snakemake)
+                card = load_card(parsl_card, (*sets, _jobs_setting(jobs, card, parsl_card, snakemake)), snakemake, card_flag)
             listing = wf.preview(path, card, overrides, extra)
             if listing is not None:  # e.g. progressive --list: a look at the file, nothing run
                 click.echo(listing)

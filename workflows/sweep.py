@@ -184,6 +184,6 @@ def report(path: Path, filters: tuple[str, ...] = (), plots: bool = True, output
     for w in rep.unranked(sweep, rows):
         click.echo(f"warning: {w}")
     running, missing = (sum(r["status"] == s for r in recs) for s in (Status.RUNNING, Status.MISSING))
-    left = [f"{running} running"] * bool(running) + [f"{missing} not run yet"] * bool(missing)
+    left = [f"{n} {what}" for n, what in ((running, "running"), (missing, "not run yet")) if n]
     click.echo(f"report: {summary}" + (f" ({', '.join(left)})" if left else ""))
     return 0

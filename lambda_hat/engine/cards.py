@@ -263,11 +263,11 @@ def _number(value, where: str, key: str, whole: bool = False, least: int = 0) ->
 _NOTED: set[str] = set()
 
 
-def load_card(path: Path | None, sets: tuple[str, ...] = (), snakemake: dict | None = None) -> Card:
+def load_card(path: Path | None, sets: tuple[str, ...] = (), snakemake: dict | None = None, asked: str = "--parsl-card") -> Card:
     """path None means the local default: ./parsl_cards/local.yaml if present, else Card().
     `snakemake`: Snakemake's --executor and --default-resources (KEY=VALUE strings) from the command
-    line, over the profile at `path`, or alone."""
-    found = find_card(path) if path is not None else None
+    line, over the profile at `path`, or alone. `asked`: the flag that named it, for the error."""
+    found = find_card(path, asked) if path is not None else None
     profile = snakemake_profile(found) if found is not None else None
     if snakemake and found is not None and profile is None:
         raise InputError(f"--executor/--default-resources: {path} is a card, not a Snakemake profile; set its fields with --set (provider.partition=…)")

@@ -348,10 +348,10 @@ def _leaves(d: dict, path: tuple = ()):
             yield (*path, k), v
 
 
-def dotted(d: dict, prefix: str = "") -> dict:
+def dotted(d: dict) -> dict:
     """Nested mappings as dotted keys, {'acc': {'val': 1}} → {'acc.val': 1}, as MLflow and W&B
     name them; other values (an empty mapping too) as they are."""
-    return {prefix + ".".join(map(str, p)): v for p, v in _leaves(d)}
+    return {".".join(map(str, p)): v for p, v in _leaves(d)}
 
 
 def given_twice(d: dict) -> str | None:
