@@ -5,7 +5,7 @@ its history.csv, one step per epoch, where the task keeps one) as metrics, its t
 status and code version as tags, and its plots as artifacts (an llc run's plots are its diagnose
 task's). A task already logged (found by its task ID) is never logged again, so tracking during a
 workflow and exporting afterwards do not duplicate runs. The clients come with the `tracking`
-extra: pip install 'lambda-hat[tracking]'.
+extra: pip install -e '.[tracking]'.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 
 from lambda_hat.engine.store import Store, read_json
-from lambda_hat.engine.tasks import Status
+from lambda_hat.engine.tasks import Status, install_hint
 from lambda_hat.engine.typed import InputError, dotted
 
 BACKENDS = ("mlflow", "wandb")
@@ -40,7 +40,7 @@ def _need(module: str, flag: str):
 
 
 def _missing(module: str, flag: str) -> InputError:
-    return InputError(f"{flag}: the {module.split('.')[0]} client is not installed; pip install 'lambda-hat[tracking]'")
+    return InputError(f"{flag}: the {module.split('.')[0]} client is not installed{install_hint(module)}")
 
 
 def _float(text) -> bool:

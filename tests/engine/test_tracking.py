@@ -220,7 +220,7 @@ def test_tracking_input_errors(project, tmp_path):
     (shadow / "sitecustomize.py").write_text("import sys\nsys.modules['mlflow'] = None\n")
     from conftest import ROOT
 
-    missing = "error: --track mlflow: the mlflow client is not installed; pip install 'lambda-hat[tracking]'"
+    missing = "error: --track mlflow: the mlflow client is not installed; pip install -e '.[tracking]' (or 'lambda-hat[tracking]')"
     for args in (("--track", "mlflow"), ("--track", "mlflow", "--dry-run"), ("tracking=[mlflow]", "--dry-run")):  # a dry run says so too
         r = cli("workflow", "llc", "--local", *args, cwd=project, env={"PYTHONPATH": f"{shadow}:{ROOT}"})
         assert r.returncode == 2 and r.stderr.strip() == missing, (args, r.stderr)
