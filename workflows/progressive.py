@@ -18,13 +18,6 @@ from lambda_hat.studies.progressive.study import EXAMPLE, Progressive, est_memor
 DATA, STAGE = "lap_data", "stage"
 
 
-def _threads(card) -> dict:
-    """Torch threads = the worker's share of its node's cores."""
-    cores = (card.provider.cores_per_node if card is not None and card.executor == "htex" else None) or os.cpu_count() or 1
-    workers = card.workers if card is not None else 1
-    return {"OMP_NUM_THREADS": str(max(1, cores // workers))}
-
-
 def stage_cards(cfg: Progressive) -> dict:
     """Executor label → card, for the stages that name their own card."""
     from lambda_hat.engine.cards import load_card
@@ -36,14 +29,14 @@ def _label(card_path: str) -> str:
     return "card-" + re.sub(r"[^A-Za-z0-9_-]", "_", card_path)  # Parsl uses labels in paths
 
 
-def build_tasks(cfg: Progressive, card, extra: dict, timeout: float | None) -> tuple[dict[int, Task], dict[str, Task]]:
+def build_tasks(cfg: Progressive, timeout: float | None) -> tuple[dict[int, Task], dict[str, Task]]:
     """Data tasks by bucket, stage tasks by name in order. A stage's ID hashes its own settings
-    (not its name, walltime or card) and its parent's ID: changing stage k reruns k..last.
-    `extra` is stage_cards(cfg): stages with their own card run on its executor."""
-    env = _threads(card)
+    (not its name, walltime or card) and its parent's ID: changing stage k reruns k..last. A
+    stage with its own card runs on that card's executor (stage_cards). Torch's threads are the
+    runner's: a stage runs alone (every core of its worker) or beside data tasks (its share)."""
     d = plain(cfg.data)
     data = {
-        b: Task(DATA, "lambda_hat.studies.progressive.study:generate", {"n": b, **d}, f"data n={b}", env=env)
+        b: Task(DATA, "lambda_hat.studies.progressive.study:generate", {"n": b, **d}, f"data n={b}")
         for b in cfg.buckets
     }  # fmt: skip
     stages, parent = {}, None
@@ -60,7 +53,7 @@ def build_tasks(cfg: Progressive, card, extra: dict, timeout: float | None) -> t
         label = _label(s.card) if s.card else "lh"
         t = Task(
             STAGE, "lambda_hat.studies.progressive.study:train_stage", semantic, f"stage {s.name}", deps=deps, timeout=timeout or s.walltime,
-            env=_threads(extra[label]) if s.card else env, executor=label,
+            executor=label,
         )  # fmt: skip
         stages[s.name] = parent = t
     return data, stages
@@ -195,7 +188,7 @@ class ProgressiveWorkflow(Workflow):
     def preview(self, path: Path, card, overrides: tuple[str, ...], extra: dict) -> str | None:
         if not extra.get("list_only"):
             return None
-        return "\n".join(([f"overrides: {' '.join(overrides)}"] if overrides else []) + [list_stages(path, card, overrides)])
+        return "\n".join(([f"overrides: {' '.join(overrides)}"] if overrides else []) + [list_stages(path, overrides)])
 
     def load(self, path: Path, overrides: tuple[str, ...]) -> Progressive:
         self.path = path
@@ -205,7 +198,7 @@ class ProgressiveWorkflow(Workflow):
         return stage_cards(cfg)
 
     def tasks(self, cfg: Progressive, opts: Options, card) -> list[Task]:
-        data, stages = build_tasks(cfg, card, stage_cards(cfg), opts.timeout)
+        data, stages = build_tasks(cfg, opts.timeout)
         self.stages, self.chosen = stages, select(cfg, tuple(opts.extra.get("stages", ())))
         return [*data.values(), *(stages[n] for n in self.chosen)]
 
@@ -237,10 +230,10 @@ class ProgressiveWorkflow(Workflow):
         return lines
 
 
-def list_stages(path: Path, card, overrides: tuple[str, ...]) -> str:
+def list_stages(path: Path, overrides: tuple[str, ...]) -> str:
     """`--list`: every stage with its buckets, batch, epochs, walltime, memory estimate and status."""
     cfg = load(path, overrides)
-    _, stages = build_tasks(cfg, card, stage_cards(cfg), None)
+    _, stages = build_tasks(cfg, None)
     return listing(cfg, Store(Path(cfg.store_root)), stages)
 
 

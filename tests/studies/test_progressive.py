@@ -165,3 +165,16 @@ def test_list_dry_run_and_bad_config(project):
     r = cli("workflow", "progressive", "--stages", "s99", "--dry-run", cwd=project)
     assert r.returncode == 2 and "--stages s99: no such stage; stages: s16, s32" in r.stderr
     assert not (project / "runs").exists()
+
+
+def test_stages_leave_thread_counts_to_the_runner(project):
+    """Stages are a chain: one runs at a time, and the runner leaves a task running alone every
+    core (it sets thread counts only for one pinned beside others, test_runner.py). The workflow
+    had fixed OMP_NUM_THREADS to cores // workers, one thread of two cores on the local card: the
+    b64 stage took 100 s against 64 s with both (2 cores, side by side)."""
+    from lambda_hat.studies.progressive.study import load
+    from lambda_hat.workflows.progressive import build_tasks
+
+    data, stages = build_tasks(load(write_config(project / "config" / "progressive.yaml", SMALL)), None)
+    assert len(data) == 2 and list(stages) == ["s16", "s32"]
+    assert all(not {"OMP_NUM_THREADS", "MKL_NUM_THREADS"} & set(t.env) for t in [*data.values(), *stages.values()])
