@@ -33,7 +33,7 @@ def build_tasks(cfg: Progressive, timeout: float | None) -> tuple[dict[int, Task
     """Data tasks by bucket, stage tasks by name in order. A stage's ID hashes its own settings
     (not its name, walltime or card) and its parent's ID: changing stage k reruns k..last. A
     stage with its own card runs on that card's executor (stage_cards). Torch's threads are the
-    runner's: a stage runs alone (every core of its worker) or beside data tasks (its share)."""
+    runner's: a stage starts after every data task and its parent, alone, on every core of its worker."""
     d = plain(cfg.data)
     data = {
         b: Task(DATA, "lambda_hat.studies.progressive.study:generate", {"n": b, **d}, f"data n={b}")
